@@ -1,0 +1,343 @@
+"""Run configuration: YAML → validated, frozen dataclasses.
+
+Every field carries its help text and its allowed values. Validation happens at load time, before
+anything compiles: unknown keys, wrong types, out-of-range values and unknown registry names each
+raise a one-line ConfigError naming the dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from initlab.errors import ConfigError
+
+
+def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None = None,
+         le: float | None = None, gt: float | None = None, lt: float | None = None,
+         choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
+         factory: Callable[[], Any] | None = None):
+    """A dataclass field with its help text and constraints, read by the validator."""
+    meta = {"help": help, "ge": ge, "le": le, "gt": gt, "lt": lt, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _registry_names(module: str, attr: str) -> Callable[[], list[str]]:
+    """Lazy registry lookup, so config stays importable without pulling in jax."""
+
+    def names() -> list[str]:
+        import importlib
+
+        return importlib.import_module(f"initlab.{module}").__dict__[attr].all_names()
+
+    return names
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where inputs come from and how they are preprocessed."""
+
+    dataset: str = spec("mnist", "dataset: mnist, or gaussian (N(0,1) inputs, labels from a fixed random teacher)",
+                        choices=_registry_names("data", "DATASETS"))
+    preprocess: str = spec("standardize", "none (pixels/255), center (zero mean per input), standardize (zero mean "
+                           "per input, unit variance on average; Efficient BackProp)",
+                           choices=_registry_names("data", "PREPROCESSORS"))
+    train_size: int | None = spec(None, "use only the first N training examples (default: all; gaussian: 10000)", ge=1)
+    test_size: int | None = spec(None, "use only the first N test examples (default: all; gaussian: 2000)", ge=1)
+    probe_size: int = spec(512, "size of the fixed training batch the per-layer statistics are computed on", ge=2)
+    input_dim: int = spec(784, "gaussian only: input dimension", ge=1)
+    num_classes: int = spec(10, "gaussian only: number of classes of the teacher", ge=2)
+    teacher_seed: int = spec(0, "gaussian only: seed of the inputs and the teacher network", ge=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MLP: depth × width hidden layers, then a linear output layer."""
+
+    depth: int = spec(3, "number of hidden layers", ge=1, le=1000)
+    width: int = spec(256, "units per hidden layer", ge=1, le=65536)
+    activation: str = spec("relu", "nonlinearity of the hidden layers", choices=_registry_names("activations", "ACTIVATIONS"))
+    init: str = spec("he_normal", "weight initializer of every layer", choices=_registry_names("initializers", "INITIALIZERS"))
+    init_args: dict[str, float] = spec(help="arguments of the initializer (gain, std, limit, value, sigma_w, sigma_b)",
+                                       factory=dict)
+    bias_init: str = spec("zeros", "bias initializer (mean_field draws its own biases)",
+                          choices=_registry_names("initializers", "BIAS_INITIALIZERS"))
+    bias_init_args: dict[str, float] = spec(help="arguments of the bias initializer (value, std, limit)", factory=dict)
+    norm: str = spec("none", "normalization of every hidden layer", choices=_registry_names("normalizations", "NORMALIZATIONS"))
+    norm_position: str = spec("pre", "pre: normalise the pre-activation, before the nonlinearity (Ioffe & Szegedy); "
+                              "post: normalise the activation", choices=("pre", "post"))
+    norm_eps: float = spec(1e-5, "epsilon added to the variance in normalization", gt=0)
+    bn_momentum: float = spec(0.9, "batch norm running-average momentum", ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer, schedule, loss and length of training."""
+
+    optimizer: str = spec("adam", "optax optimizer", choices=_registry_names("optimizers", "OPTIMIZERS"))
+    lr: float = spec(1e-3, "peak learning rate", gt=0)
+    momentum: float = spec(0.9, "momentum of momentum, nesterov and rmsprop", ge=0, lt=1)
+    schedule: str = spec("constant", "learning-rate schedule", choices=_registry_names("optimizers", "SCHEDULES"))
+    warmup_steps: int = spec(0, "warm-up steps of the warmup_cosine schedule", ge=0)
+    batch_size: int = spec(128, "examples per training step", ge=1)
+    epochs: int | None = spec(None, "passes over the training set (default 1 when steps is not set)", ge=1)
+    steps: int | None = spec(None, "training steps, instead of epochs (0: statistics at initialization only)", ge=0)
+    weight_decay: float = spec(0.0, "weight decay (decoupled for adamw, added to the gradient otherwise)", ge=0)
+    loss: str = spec("cross_entropy", "cross_entropy, or mse on one-hot targets", choices=_registry_names("optimizers", "LOSSES"))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How often statistics are logged and where runs are written."""
+
+    every: int = spec(100, "steps between per-layer statistics (step 0, the initialization, is always logged)", ge=1)
+    out: str = spec("runs", "folder the run directory is created in")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: what `initlab run` reads from YAML."""
+
+    name: str = spec("run", "run name; the run folder is <log.out>/<name>-<config hash>")
+    seed: int = spec(0, "seed of initialization, data order and everything random in training", ge=0)
+    data: DataConfig = spec(help="data section", factory=DataConfig)
+    model: ModelConfig = spec(help="model section", factory=ModelConfig)
+    train: TrainConfig = spec(help="train section", factory=TrainConfig)
+    log: LogConfig = spec(help="log section", factory=LogConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp``, or a ConfigError. ints are accepted where floats are wanted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: {value!r} is not a mapping (write it as {{name: value, ...}})")
+        return {str(k): v for k, v in value.items()}  # entries are checked by the registry entry
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: {value!r} is not an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: {value!r} is not a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {value!r} is not a string")
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # a bug in this module, not user input
+
+
+def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    if value is None or isinstance(value, dict):
+        return
+    choices = meta.get("choices")
+    if choices is not None:
+        names = list(choices() if callable(choices) else choices)
+        if value not in names:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(names)}")
+    lo, hi = meta.get("ge"), meta.get("le")
+    glo, lhi = meta.get("gt"), meta.get("lt")
+    bad = (lo is not None and value < lo) or (hi is not None and value > hi) \
+        or (glo is not None and value <= glo) or (lhi is not None and value >= lhi)
+    if bad:
+        parts = []
+        if lo is not None:
+            parts.append(f">= {lo:g}")
+        if glo is not None:
+            parts.append(f"> {glo:g}")
+        if hi is not None:
+            parts.append(f"<= {hi:g}")
+        if lhi is not None:
+            parts.append(f"< {lhi:g}")
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {' and '.join(parts)})")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and bounds recursively."""
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            key = f"{path}.{k}" if path else str(k)
+            close = difflib.get_close_matches(str(k), fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}: unknown key (allowed: {', '.join(fields)}){hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data.get(name), key)
+        elif name in data:
+            value = _coerce(data[name], tp, key)
+            _check_bounds(value, f.metadata, key)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _resolve(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks and defaults that depend on other fields; canonical registry names."""
+    from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, resolve_args
+
+    m, t = cfg.model, cfg.train
+    init = INITIALIZERS.canonical(m.init)
+    init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args")
+    bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args")
+    if INITIALIZERS[init].bias is not None and m.bias_init != "zeros":
+        raise ConfigError(f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which draws its own "
+                          "biases (set them through model.init_args)")
+    if t.epochs is not None and t.steps is not None:
+        raise ConfigError(f"train.steps: {t.steps!r} given together with train.epochs: {t.epochs!r} (set one of them)")
+    from initlab.activations import ACTIVATIONS
+
+    model = dataclasses.replace(m, init=init, init_args=init_args, bias_init_args=bias_args,
+                                activation=ACTIVATIONS.canonical(m.activation))
+    train = t if (t.epochs is not None or t.steps is not None) else dataclasses.replace(t, epochs=1)
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def from_dict(data: Any) -> RunConfig:
+    """A validated, resolved RunConfig from a plain mapping (as parsed from YAML)."""
+    return _resolve(_build(RunConfig, data, ""))
+
+
+def _field_type(dotted: str) -> Any:
+    """The declared type of a dotted key, or None where the key is not a declared field."""
+    cls: Any = RunConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        if dataclasses.is_dataclass(tp):
+            cls = tp
+            continue
+        return tp if i == len(parts) - 1 else dict
+    return None
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``data`` with ``KEY=VALUE`` overrides applied (dotted keys, values typed like the field:
+    a string field keeps the text as written, other fields parse it as YAML)."""
+    out = json.loads(json.dumps(data or {}))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=50")
+        tp = _field_type(key)
+        value: Any = raw if tp is str else _parse_scalar(raw, key)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _parse_scalar(raw: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read, override and validate a YAML run config."""
+    return from_dict(apply_overrides(read_yaml(path), overrides))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; ConfigError if it is missing, unreadable or not a mapping."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (name, seed, data, model, train, log)")
+    return data
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain data (what config.yaml holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML, sections in declaration order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """8 hex digits identifying everything that can change a run's numbers (not log.out)."""
+    d = to_dict(cfg)
+    d["log"].pop("out")
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, help, default) for every field: the reference table in the README and --help."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows.extend(describe_fields(hints[f.name], key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((key, f.metadata.get("help", ""), default))
+    return rows

@@ -1,0 +1,85 @@
+"""Optimizers, learning-rate schedules and losses, one registry each, all from optax."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from initlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What an optimizer factory may read: the schedule, momentum and weight decay."""
+
+    learning_rate: optax.Schedule
+    momentum: float
+    weight_decay: float
+
+
+def _coupled_decay(opt: optax.GradientTransformation, s: OptimizerSettings) -> optax.GradientTransformation:
+    """Classic L2-style decay added to the gradient before the optimizer (not AdamW's decoupled one)."""
+    if s.weight_decay == 0:
+        return opt
+    return optax.chain(optax.add_decayed_weights(s.weight_decay), opt)
+
+
+OPTIMIZERS: Registry[Callable[[OptimizerSettings], optax.GradientTransformation]] = Registry(
+    "optimizer",
+    {
+        "sgd": lambda s: _coupled_decay(optax.sgd(s.learning_rate), s),
+        # Polyak 1964 heavy-ball momentum; Nesterov 1983 as in Sutskever et al. 2013.
+        "momentum": lambda s: _coupled_decay(optax.sgd(s.learning_rate, momentum=s.momentum), s),
+        "nesterov": lambda s: _coupled_decay(optax.sgd(s.learning_rate, momentum=s.momentum, nesterov=True), s),
+        # Kingma & Ba 2015; Loshchilov & Hutter 2019 (decoupled decay); Tieleman & Hinton 2012.
+        "adam": lambda s: _coupled_decay(optax.adam(s.learning_rate), s),
+        "adamw": lambda s: optax.adamw(s.learning_rate, weight_decay=s.weight_decay),
+        "rmsprop": lambda s: _coupled_decay(optax.rmsprop(s.learning_rate, momentum=s.momentum), s),
+    },
+)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Peak learning rate, total steps and warm-up steps of a run."""
+
+    lr: float
+    total_steps: int
+    warmup_steps: int
+
+
+SCHEDULES: Registry[Callable[[ScheduleSettings], optax.Schedule]] = Registry(
+    "schedule",
+    {
+        "constant": lambda s: optax.constant_schedule(s.lr),
+        # Loshchilov & Hutter 2017 (SGDR), without restarts: lr → 0 at the last step.
+        "cosine": lambda s: optax.cosine_decay_schedule(s.lr, max(s.total_steps, 1)),
+        "warmup_cosine": lambda s: optax.warmup_cosine_decay_schedule(
+            0.0, s.lr, s.warmup_steps, max(s.total_steps, s.warmup_steps + 1)
+        ),
+    },
+)
+
+
+def cross_entropy(logits, labels, num_classes):
+    """Mean softmax cross-entropy with integer labels; per-example values (batch,)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def mse(logits, labels, num_classes):
+    """Squared error against one-hot targets, averaged over classes; per-example values (batch,)."""
+    return jnp.mean((logits - jax.nn.one_hot(labels, num_classes)) ** 2, axis=-1)
+
+
+LOSSES: Registry[Callable] = Registry("loss", {"cross_entropy": cross_entropy, "mse": mse})
+
+
+def build_optimizer(name: str, schedule: str, lr: float, total_steps: int, warmup_steps: int,
+                    momentum: float, weight_decay: float) -> optax.GradientTransformation:
+    """The optax optimizer ``name`` driven by the learning-rate ``schedule``."""
+    sched = SCHEDULES.get(schedule, "train.schedule")(ScheduleSettings(lr, total_steps, warmup_steps))
+    return OPTIMIZERS.get(name, "train.optimizer")(OptimizerSettings(sched, momentum, weight_decay))

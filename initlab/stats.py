@@ -1,0 +1,108 @@
+"""Per-layer statistics of activations, gradients and weights, computed on a fixed probe batch.
+
+One jitted function returns, for every hidden layer and the output layer, the numbers that the
+signal-propagation literature plots: pre-activation and activation moments (Glorot & Bengio 2010,
+Fig. 3–4; He et al. 2015), the variance of the back-propagated gradient dL/dz (Glorot & Bengio
+2010, Fig. 7), weight and weight-gradient magnitudes, the update-to-weight ratio, saturated and dead
+units, and unit symmetry (identical units under a constant initialization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from initlab.activations import derivative, get_activation, max_slope
+from initlab.model import ModelSpec, Params, apply, layer_weights
+
+# Column order of the forward statistics gathered inside the layer scan.
+FORWARD = ("pre_mean", "pre_var", "act_mean", "act_var", "saturated_frac", "dead_frac", "symmetry")
+
+# Every per-layer column, with what it measures (README and layers.csv share this text).
+COLUMNS: dict[str, str] = {
+    "pre_mean": "mean of the pre-activation z (input of the nonlinearity) over probe examples and units",
+    "pre_var": "variance of z over probe examples and units",
+    "act_mean": "mean of the layer's output a",
+    "act_var": "variance of a",
+    "grad_var": "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss",
+    "wgrad_var": "variance of the entries of ∂L/∂W (L: mean loss over the probe batch)",
+    "wgrad_norm": "Frobenius norm of ∂L/∂W",
+    "w_var": "variance of the entries of W",
+    "w_norm": "Frobenius norm of W",
+    "update_ratio": "‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)",
+    "saturated_frac": "fraction of (example, unit) pairs with |φ'(z)| < 1% of max |φ'|",
+    "dead_frac": "fraction of units saturated on every probe example",
+    "symmetry": "share of the activation variance common to all units (1: all units identical)",
+}
+# A layer whose signal statistics are non-finite is where a divergence shows first.
+SIGNAL = ("pre_var", "act_var", "grad_var")
+
+
+def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    act = get_activation(spec.activation)
+    threshold = 0.01 * max_slope(spec.activation)
+
+    def collect(z, a):  # z, a: (batch, units)
+        z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
+        saturated = jnp.abs(derivative(act, z32)) < threshold  # (batch, units)
+        total = jnp.var(a32)
+        shared = jnp.var(jnp.mean(a32, axis=1))  # variance of the per-example mean over units
+        symmetry = jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), 1.0)
+        return jnp.stack([
+            jnp.mean(z32), jnp.var(z32), jnp.mean(a32), total,
+            jnp.mean(saturated), jnp.mean(jnp.all(saturated, axis=0)), symmetry,
+        ])
+
+    return collect
+
+
+def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
+    """A jitted ``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]``.
+
+    Batch norm uses the probe batch's own statistics (training mode) without touching the running
+    averages. The output layer's row has no nonlinearity: its saturation figures are NaN.
+    """
+    collect = _forward_collector(spec)
+
+    def stats(params: Params, state, prev_params: Params, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        n = x.shape[0]
+
+        def total_loss(p, taps):
+            logits, _, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collect)
+            # Summed loss: the taps then see each example's own gradient ∂ℓ_i/∂z_i.
+            return jnp.sum(loss_fn(logits, y, spec.num_classes)), fwd
+
+        taps = jnp.zeros((spec.num_layers, 2), jnp.float32)
+        (_, fwd), (gparams, gtaps) = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)(params, taps)
+        out = {name: fwd[:, i] for i, name in enumerate(FORWARD)}
+        out["saturated_frac"] = out["saturated_frac"].at[-1].set(jnp.nan)
+        out["dead_frac"] = out["dead_frac"].at[-1].set(jnp.nan)
+        out["grad_var"] = gtaps[:, 1] - jnp.square(gtaps[:, 0])
+
+        def per_layer(blocks, fn):  # blocks: [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)
+            return jnp.concatenate([fn(b.reshape(b.shape[0], -1)) for b in blocks])
+
+        w, w_prev = layer_weights(params), layer_weights(prev_params)
+        gw = [g / n for g in layer_weights(gparams)]  # gradient of the mean loss
+        norm = lambda b: jnp.sqrt(jnp.sum(jnp.square(b), axis=1))  # noqa: E731
+        out["w_var"] = per_layer(w, lambda b: jnp.var(b, axis=1))
+        out["w_norm"] = per_layer(w, norm)
+        out["wgrad_var"] = per_layer(gw, lambda b: jnp.var(b, axis=1))
+        out["wgrad_norm"] = per_layer(gw, norm)
+        prev_norm = per_layer(w_prev, norm)
+        delta = per_layer([a - b for a, b in zip(w, w_prev)], norm)
+        out["update_ratio"] = jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
+        return {name: out[name] for name in COLUMNS}
+
+    return jax.jit(stats)
+
+
+def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> int | None:
+    """The first layer (1-based; depth + 1 is the output layer) whose signal statistics are not
+    finite, or None when every layer's are."""
+    import numpy as np
+
+    bad = ~np.all(np.isfinite(np.stack([np.asarray(stats[c]) for c in SIGNAL])), axis=0)
+    return int(np.argmax(bad)) + 1 if bad.any() else None
