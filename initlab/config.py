@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -215,6 +216,9 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, resolve_args
 
     m, t = cfg.model, cfg.train
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.name):
+        raise ConfigError(f"name: {cfg.name!r} is not a valid run name (letters, digits, '.', '_', '-'; "
+                          "it names a folder)")
     init = INITIALIZERS.canonical(m.init)
     init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args")
     bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args")

@@ -1,0 +1,97 @@
+"""What runs look like on screen: the training progress bar and the per-layer summary table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar (step, loss, accuracy, steps/s); yields the callback training calls."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("acc {task.fields[acc]}"),
+               TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task(name, total=None, loss="–", acc="–", sps="–")
+
+        def update(step: int, total: int, info: dict[str, float]) -> None:
+            bar.update(task, completed=step, total=total, loss=_fmt(info.get("loss")),
+                       acc=_fmt(info.get("test_acc"), pct=True), sps=_fmt(info.get("steps_per_s"), digits=0))
+
+        yield update
+
+
+def _fmt(v: float | None, pct: bool = False, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if pct:
+        return f"{100 * v:.2f}%"
+    return f"{v:.{digits}f}" if digits else f"{v:,.0f}"
+
+
+def _sci(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3g}"
+
+
+def _rows_to_show(n: int, limit: int) -> list[int]:
+    """All layer indices, or for deep nets the first and last few with even steps between."""
+    if n <= limit:
+        return list(range(n))
+    head, tail = 4, 4
+    middle = limit - head - tail
+    inner = [head + round(i * (n - head - tail - 1) / (middle - 1)) for i in range(middle)]
+    return sorted(set(range(head)) | set(inner) | set(range(n - tail, n)))
+
+
+def layer_table(summary: dict[str, Any], limit: int = 24) -> Table:
+    """Per-layer pre-activation, activation and gradient variance at initialization and at the end."""
+    signal = summary.get("signal", {})
+    init, final = signal.get("init", {}), signal.get("final", {})
+    n = len(init.get("act_var", []))
+    table = Table(title=f"per-layer variance, step 0 → step {summary.get('steps', 0)}", title_justify="left")
+    table.add_column("layer", justify="right")
+    for label in ("pre-act var", "act var", "∂ℓ/∂z var"):
+        table.add_column(f"{label} init", justify="right")
+        table.add_column(f"{label} end", justify="right")
+    shown = _rows_to_show(n, limit)
+    for j, i in enumerate(shown):
+        if j and i != shown[j - 1] + 1:
+            table.add_row("⋮", *[""] * 6)
+        name = "out" if i == n - 1 else str(i + 1)
+        cells = []
+        for key in ("pre_var", "act_var", "grad_var"):
+            cells += [_sci(init.get(key, [None] * n)[i]), _sci(final.get(key, [None] * n)[i])]
+        table.add_row(name, *cells)
+    return table
+
+
+def run_summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The closing lines of `initlab run`: status, accuracy, speed, where the files are."""
+    final = summary.get("final", {})
+    status = summary.get("status", "?")
+    colour = {"completed": "green", "diverged": "yellow"}.get(status, "red")
+    lines = [f"[{colour}]{status}[/]: {summary.get('steps')} steps, test accuracy "
+             f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt(final.get('test_loss'))}"]
+    if summary.get("divergence"):
+        d = summary["divergence"]
+        lines.append(f"diverged at step {d['step']}: {d['reason']}")
+    sps = summary.get("steps_per_second")
+    lines.append(f"{_fmt(sps, digits=0)} steps/s after {summary.get('compile_time_s', 0):.1f} s compile, "
+                 f"{summary.get('wall_time_s', 0):.1f} s in all on {summary.get('device', {}).get('platform', '?')}")
+    lines.append(f"run folder: {summary['run_dir']}")
+    return lines

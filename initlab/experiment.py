@@ -1,0 +1,100 @@
+"""One configuration end to end: data → model → training → run folder.
+
+Whatever happens (a divergence, an exception, Ctrl-C), the run folder ends with a summary.json
+whose status says so, beside the metrics and statistics gathered until then.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initlab import __version__
+from initlab.config import RunConfig, config_hash
+from initlab.data import load_dataset
+from initlab.errors import InitlabError
+from initlab.storage import RunWriter, claim_run_dir, run_dir_for
+from initlab.train import TrainResult, train
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, initlab and the numerical stack."""
+    out = {"python": platform.python_version(), "initlab": __version__}
+    for pkg in ("jax", "jaxlib", "optax", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def signal_profile(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per-layer pre-activation, activation and gradient variances: what reports draw across depth."""
+    return {k: [float(v) for v in stats[k]] for k in ("pre_var", "act_var", "grad_var")} if stats else {}
+
+
+def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]:
+    """The summary.json of a finished (or diverged) run."""
+    return {
+        "status": result.status,
+        "name": cfg.name,
+        "config_hash": config_hash(cfg),
+        "run_dir": str(path),
+        "steps": result.steps,
+        "total_steps": result.total_steps,
+        "epochs": result.steps / result.steps_per_epoch,
+        "final": result.final,
+        "best": result.best,
+        "wall_time_s": result.wall_time_s,
+        "compile_time_s": result.compile_time_s,
+        "train_time_s": result.train_time_s,
+        "steps_per_second": result.steps / result.train_time_s if result.train_time_s > 0 else None,
+        "device": result.device,
+        "versions": versions(),
+        "divergence": result.divergence,
+        "error": None,
+        "signal": {"init": signal_profile(result.init_stats), "final": signal_profile(result.last_stats)},
+    }
+
+
+def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False,
+        on_progress: Callable[[int, int, dict], None] | None = None, download_progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` and write its run folder; returns the summary (with ``run_dir``).
+
+    Raises InitlabError if the folder exists (unless ``force``) or the run fails; a failed or
+    interrupted run still leaves its partial results and a summary saying what happened.
+    """
+    path = run_dir_for(cfg)
+    if path.exists() and not force:
+        claim_run_dir(path, force)  # raises with the message users act on
+    data = load_dataset(cfg.data, data_dir, progress=download_progress)
+    claim_run_dir(path, force)
+    writer = RunWriter(path, cfg, on_progress)
+    writer.write_config()
+    started = time.time()
+    base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(path),
+            "versions": versions(), "started_at": started}
+    writer.write_summary(base)
+    try:
+        result = train(cfg, data, writer)
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        reason = "interrupted by the user" if status == "interrupted" else f"{type(e).__name__}: {e}"
+        last = writer.metric_rows[-1]["step"] if writer.metric_rows else 0
+        writer.summary = {**base, "status": status, "error": reason, "steps": last,
+                          "wall_time_s": time.time() - started}
+        writer.flush()
+        if isinstance(e, InitlabError | KeyboardInterrupt):
+            raise
+        raise InitlabError(f"run failed ({reason}); partial results in {path}") from e
+    writer.summary = {**summarize(cfg, path, result), "started_at": started}
+    writer.flush()
+    return writer.summary
+
+

@@ -1,0 +1,142 @@
+"""Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv and
+summary.json. Every file is written whole to a temporary name and renamed into place, so a reader
+(or a crash) never sees half a file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initlab.config import RunConfig, config_hash, to_yaml
+from initlab.errors import InitlabError
+from initlab.stats import COLUMNS
+
+METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
+LAYER_COLUMNS = ("step", "layer", "kind", *COLUMNS)
+FILES = ("config.yaml", "metrics.csv", "layers.csv", "summary.json")
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``."""
+    return Path(cfg.log.out) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float | np.floating):
+        return "" if math.isnan(float(v)) else repr(float(v))
+    return str(v)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A CSV with a header; NaN and None become empty cells (pandas reads them back as NaN)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data: arrays to lists, NaN to null (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def claim_run_dir(path: Path, force: bool) -> None:
+    """Make sure ``path`` may receive a run: an existing run folder is an error unless ``force``,
+    which moves it aside and deletes it."""
+    if path.exists():
+        if not force:
+            raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
+        trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+class RunWriter:
+    """Collects a run's rows and writes the run folder; implements the training ``Sink``."""
+
+    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None):
+        self.path = path
+        self.cfg = cfg
+        self.metric_rows: list[dict[str, Any]] = []
+        self.layer_rows: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
+        self._on_progress = on_progress
+
+    # -- Sink ----------------------------------------------------------------------------------
+    def metrics(self, row: dict[str, Any]) -> None:
+        self.metric_rows.append(row)
+
+    def layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
+        n = len(next(iter(stats.values())))
+        for i in range(n):
+            row = {"step": step, "layer": i + 1, "kind": "output" if i == n - 1 else "hidden"}
+            row.update({c: float(stats[c][i]) for c in COLUMNS})
+            self.layer_rows.append(row)
+
+    def checkpoint(self) -> None:
+        self.flush()
+
+    def progress(self, step: int, total: int, info: dict[str, float]) -> None:
+        if self._on_progress is not None:
+            self._on_progress(step, total, info)
+
+    # -- files ---------------------------------------------------------------------------------
+    def write_config(self) -> None:
+        atomic_write(self.path / "config.yaml", to_yaml(self.cfg))
+
+    def flush(self) -> None:
+        """Write both CSVs and the summary as they stand."""
+        atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
+        atomic_write(self.path / "layers.csv", csv_text(LAYER_COLUMNS, self.layer_rows))
+        if self.summary:
+            self.write_summary(self.summary)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The summary.json of a run folder."""
+    try:
+        return json.loads((path / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InitlabError(f"{path}: cannot read summary.json ({e})") from None
