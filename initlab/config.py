@@ -256,9 +256,14 @@ def _field_type(dotted: str) -> Any:
     return None
 
 
+# Keys of which a config sets at most one: an override of one clears the other.
+EXCLUSIVE = (("train.epochs", "train.steps"),)
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """``data`` with ``KEY=VALUE`` overrides applied (dotted keys, values typed like the field:
-    a string field keeps the text as written, other fields parse it as YAML)."""
+    a string field keeps the text as written, other fields parse it as YAML). Setting one of a
+    pair in EXCLUSIVE (``train.steps``) removes the other (``train.epochs``) from the file's values."""
     out = json.loads(json.dumps(data or {}))  # deep copy of plain data
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -277,6 +282,13 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
+        for pair in EXCLUSIVE:
+            for other in pair:
+                if key in pair and other != key:
+                    section, _, leaf = other.rpartition(".")
+                    parent = out.get(section) if section else out
+                    if isinstance(parent, dict):
+                        parent.pop(leaf, None)
     return out
 
 

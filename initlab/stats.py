@@ -36,8 +36,8 @@ COLUMNS: dict[str, str] = {
     "dead_frac": "fraction of units saturated on every probe example",
     "symmetry": "share of the activation variance common to all units (1: all units identical)",
 }
-# A layer whose signal statistics are non-finite is where a divergence shows first.
-SIGNAL = ("pre_var", "act_var", "grad_var")
+# Forward signals blow up going up the network, gradients going down: where each first shows.
+FORWARD_SIGNAL = ("pre_var", "act_var")
 
 
 def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -99,10 +99,16 @@ def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
     return jax.jit(stats)
 
 
-def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> int | None:
-    """The first layer (1-based; depth + 1 is the output layer) whose signal statistics are not
-    finite, or None when every layer's are."""
+def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> tuple[int, str] | None:
+    """Where a blow-up shows first: ``(layer, "forward")`` for the lowest layer (1-based; depth + 1
+    is the output layer) whose activation statistics are not finite, else ``(layer, "backward")``
+    for the highest layer whose back-propagated gradient variance is not finite, else None."""
     import numpy as np
 
-    bad = ~np.all(np.isfinite(np.stack([np.asarray(stats[c]) for c in SIGNAL])), axis=0)
-    return int(np.argmax(bad)) + 1 if bad.any() else None
+    fwd_bad = ~np.all(np.isfinite(np.stack([np.asarray(stats[c]) for c in FORWARD_SIGNAL])), axis=0)
+    if fwd_bad.any():
+        return int(np.argmax(fwd_bad)) + 1, "forward"
+    bwd_bad = ~np.isfinite(np.asarray(stats["grad_var"]))
+    if bwd_bad.any():
+        return len(bwd_bad) - int(np.argmax(bwd_bad[::-1])), "backward"
+    return None

@@ -26,6 +26,16 @@ LAYER_COLUMNS = ("step", "layer", "kind", *COLUMNS)
 FILES = ("config.yaml", "metrics.csv", "layers.csv", "summary.json")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; results are for sharing, so give them the usual umask-based mode.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
     """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``."""
     return Path(cfg.log.out) / f"{cfg.name}-{config_hash(cfg)}"
@@ -38,6 +48,7 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

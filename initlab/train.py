@@ -177,6 +177,15 @@ def _host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
+def _divergence(step: int, cause: str, stats: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The divergence record: step, first non-finite layer and direction, and a readable reason."""
+    where = first_nonfinite_layer(stats)
+    layer, direction = where if where else (None, None)
+    detail = f"; {'activations' if direction == 'forward' else 'gradients'} first non-finite at layer {layer}" \
+        if where else ""
+    return {"step": step, "layer": layer, "direction": direction, "reason": cause + detail}
+
+
 def device_info() -> dict[str, Any]:
     """The device JAX trains on (platform, kind, count)."""
     d = jax.devices()[0]
@@ -245,10 +254,8 @@ def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
                                                    "steps_per_s": step / max(result.train_time_s, 1e-9)})
         if not ok:
             result.last_stats = log_stats(step, state)
-            layer = first_nonfinite_layer(result.last_stats)
             result.status = "diverged"
-            result.divergence = {"step": step, "layer": layer,
-                                 "reason": "non-finite loss or gradient" + (f"; statistics first non-finite at layer {layer}" if layer else "")}
+            result.divergence = _divergence(step, "non-finite loss or gradient", result.last_stats)
             sink.metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
                           "test_loss": float("nan"), "test_acc": float("nan"),
                           "wall_time": time.perf_counter() - start})
@@ -257,11 +264,9 @@ def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
         logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
         if logged:
             result.last_stats = log_stats(step, state)
-            layer = first_nonfinite_layer(result.last_stats)
-            if layer is not None:
+            if first_nonfinite_layer(result.last_stats) is not None:
                 result.status = "diverged"
-                result.divergence = {"step": step, "layer": layer,
-                                     "reason": f"statistics non-finite from layer {layer}"}
+                result.divergence = _divergence(step, "non-finite per-layer statistics", result.last_stats)
         if logged or evaluated:
             test_loss, test_acc = evaluation(state) if evaluated else (float("nan"), float("nan"))
             sink.metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
