@@ -9,6 +9,7 @@ units, and unit symmetry (identical units under a constant initialization).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -82,7 +83,8 @@ def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
         out["grad_var"] = gtaps[:, 1] - jnp.square(gtaps[:, 0])
 
         def per_layer(blocks, fn):  # blocks: [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)
-            return jnp.concatenate([fn(b.reshape(b.shape[0], -1)) for b in blocks])
+            # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
+            return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
 
         w, w_prev = layer_weights(params), layer_weights(prev_params)
         gw = [g / n for g in layer_weights(gparams)]  # gradient of the mean loss

@@ -118,7 +118,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(optax.apply_updates(state.params, updates), norm_state, opt_state,
                          state.step + 1, order, state.data_key)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         # A non-finite step is not applied: the last finite parameters show where the blow-up began.
         return jax.lax.cond(finite, lambda: new, lambda: state), loss, finite
 

@@ -1,0 +1,49 @@
+"""Shared fixtures: the canonical MNIST folder and tiny configurations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from initlab.config import RunConfig, from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_mnist_dir() -> Path:
+    """``$INITLAB_TEST_MNIST_DIR``, else ``../shared/data/mnist`` beside the project."""
+    env = os.environ.get("INITLAB_TEST_MNIST_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    d = shared_mnist_dir()
+    if not d.is_dir():
+        pytest.skip(f"canonical MNIST files not found at {d}")
+    return d
+
+
+def tiny(**sections) -> RunConfig:
+    """A small, fast config on Gaussian data; ``sections`` update the defaults per section."""
+    base = {
+        "name": "tiny",
+        "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 512,
+                 "test_size": 256, "probe_size": 128},
+        "model": {"depth": 3, "width": 32},
+        "train": {"batch_size": 32, "steps": 40, "lr": 0.003},
+        "log": {"every": 10},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            base.setdefault(key, {}).update(value)
+        else:
+            base[key] = value
+    return from_dict(base)
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny

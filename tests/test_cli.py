@@ -1,0 +1,146 @@
+"""The `initlab` command end to end, through typer's CliRunner and the real commands."""
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from initlab import config as cfgmod
+from initlab.cli import app
+
+from conftest import ROOT
+
+runner = CliRunner()
+TINY = {
+    "name": "cli",
+    "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
+             "probe_size": 64},
+    "model": {"depth": 2, "width": 16},
+    "train": {"steps": 20, "batch_size": 32},
+    "log": {"every": 10},
+}
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_a_run_folder(tiny_yaml, tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("run", tiny_yaml, "--out", out)
+    assert result.exit_code == 0, result.output
+    (folder,) = out.iterdir()
+    assert folder.name.startswith("cli-")
+    assert "run folder:" in result.output and "per-layer variance" in result.output
+    assert len(pd.read_csv(folder / "layers.csv")) == 3 * 3
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    again = invoke("run", tiny_yaml, "--out", out)
+    assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+    assert invoke("run", tiny_yaml, "--out", out, "--force", "-q").exit_code == 0
+
+
+def test_set_overrides_are_typed_and_saved(tiny_yaml, tmp_path):
+    result = invoke("run", tiny_yaml, "--out", tmp_path, "-q", "--set", "model.depth=4",
+                    "--set", "model.init=orthogonal", "--set", "model.init_args.gain=1.5", "--set", "name=123")
+    assert result.exit_code == 0, result.output
+    (folder,) = tmp_path.glob("123-*")
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    assert saved["model"]["depth"] == 4 and saved["model"]["init_args"] == {"gain": 1.5} and saved["name"] == "123"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.activation=rellu", "model.activation: 'rellu' is not one of"),
+    ("model.depth=0", "model.depth: 0 is out of range"),
+    ("model.width=wide", "model.width: 'wide' is not an integer"),
+    ("model.dpth=3", "model.dpth: unknown key"),
+    ("train.optimizer=adamax", "train.optimizer: 'adamax' is not one of sgd, momentum"),
+    ("model.init_args.gian=2", "model.init_args.gian: not an argument"),
+    ("nokey", "expected KEY=VALUE"),
+])
+def test_bad_config_is_one_line_and_exit_code_2(tiny_yaml, tmp_path, override, expected):
+    out = tmp_path / "runs"
+    result = invoke("run", tiny_yaml, "--out", out, "--set", override)
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing ran, nothing written
+
+
+def test_missing_config_file(tmp_path):
+    result = invoke("run", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "no such config file" in result.output
+
+
+def test_quickstart_trains_on_real_mnist(mnist_dir, tmp_path):
+    result = invoke("run", ROOT / "configs" / "quickstart.yaml", "--data-dir", mnist_dir, "--out", tmp_path, "-q",
+                    "--set", "train.steps=60", "--set", "data.train_size=4000", "--set", "data.test_size=1000")
+    assert result.exit_code == 0, result.output
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final"]["test_acc"] > 0.8
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = cfgmod.load(path)
+    assert cfg.data.dataset == "mnist"
+
+
+def test_data_check(mnist_dir, tmp_path):
+    ok = invoke("data", "check", mnist_dir)
+    assert ok.exit_code == 0 and ok.output.count("ok") >= 4
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01garbage")
+    bad = invoke("data", "check", tmp_path)
+    assert bad.exit_code == 1 and "corrupt" in bad.output and "missing" in bad.output
+
+
+def test_data_fetch_from_a_local_mirror(mnist_dir, tmp_path, monkeypatch):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mnist_dir))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("INITLAB_MNIST_MIRRORS", f"http://127.0.0.1:{server.server_address[1]}/")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.delenv("INITLAB_DATA_DIR", raising=False)
+        result = invoke("data", "fetch")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "cache" / "initlab" / "mnist"
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in Path(mnist_dir).glob("*.gz"))
+    assert invoke("data", "check", target).exit_code == 0
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group (typer ships its own click core)
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name), cmd
+
+
+def test_every_command_and_option_has_help():
+    root = typer.main.get_command(app)
+    found = list(_commands(root))
+    assert {" ".join(p) for p, _ in found} >= {"run", "data fetch", "data check"}
+    for path, cmd in found:
+        assert cmd.help, path
+        for param in cmd.params:
+            assert getattr(param, "help", None), (path, param.name)
+        assert invoke(*path, "--help").exit_code == 0

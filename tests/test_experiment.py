@@ -1,0 +1,78 @@
+"""The run folder: files written, nothing lost when a run fails or is interrupted."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from initlab import experiment
+from initlab.config import config_hash
+from initlab.errors import InitlabError
+from initlab.stats import COLUMNS
+from initlab.storage import LAYER_COLUMNS, METRIC_COLUMNS, run_dir_for
+
+from conftest import tiny
+
+
+def test_run_writes_the_four_files(tmp_path):
+    cfg = tiny(log={"every": 10, "out": str(tmp_path)})
+    summary = experiment.run(cfg)
+    path = tmp_path / f"tiny-{config_hash(cfg)}"
+    assert summary["run_dir"] == str(path) == str(run_dir_for(cfg))
+    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "layers.csv", "metrics.csv", "summary.json"]
+    metrics = pd.read_csv(path / "metrics.csv")
+    layers = pd.read_csv(path / "layers.csv")
+    assert tuple(metrics.columns) == METRIC_COLUMNS and tuple(layers.columns) == LAYER_COLUMNS
+    assert len(layers) == 5 * 4  # logged steps 0, 10, 20, 30, 40 × (3 hidden + output)
+    assert list(layers[layers.step == 0].kind) == ["hidden"] * 3 + ["output"]
+    assert layers[layers.step == 0].update_ratio.isna().all()
+    assert layers[layers.step == 40].update_ratio.notna().all()
+    saved = json.loads((path / "summary.json").read_text())
+    assert saved["status"] == "completed" and saved["steps"] == 40
+    assert saved["final"]["test_acc"] == pytest.approx(metrics.test_acc.iloc[-1])
+    assert saved["device"]["platform"] and saved["versions"]["jax"]
+    assert len(saved["signal"]["init"]["act_var"]) == 4
+    assert not list(path.glob(".*"))  # no temporary files left
+
+
+def test_existing_folder_needs_force(tmp_path):
+    cfg = tiny(log={"out": str(tmp_path)})
+    experiment.run(cfg)
+    with pytest.raises(InitlabError, match="already exists.*--force"):
+        experiment.run(cfg)
+    assert experiment.run(cfg, force=True)["status"] == "completed"
+
+
+def test_interrupted_run_keeps_what_it_had(tmp_path):
+    cfg = tiny(log={"out": str(tmp_path)}, train={"steps": 400})
+
+    def stop(step, total, info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(cfg, on_progress=stop)
+    path = run_dir_for(cfg)
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert len(pd.read_csv(path / "metrics.csv")) >= 1
+    assert set(COLUMNS) <= set(pd.read_csv(path / "layers.csv").columns)
+
+
+def test_failed_run_is_recorded_and_reported(tmp_path):
+    cfg = tiny(log={"out": str(tmp_path)})
+
+    def boom(step, total, info):
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(InitlabError, match="disk on fire.*partial results"):
+        experiment.run(cfg, on_progress=boom)
+    summary = json.loads((run_dir_for(cfg) / "summary.json").read_text())
+    assert summary["status"] == "failed" and "disk on fire" in summary["error"]
+
+
+def test_diverged_run_is_a_result_not_an_error(tmp_path):
+    cfg = tiny(log={"out": str(tmp_path)}, train={"optimizer": "sgd", "lr": 1e6})
+    summary = experiment.run(cfg)
+    assert summary["status"] == "diverged"
+    assert summary["divergence"]["layer"] is not None
+    assert json.loads((run_dir_for(cfg) / "summary.json").read_text())["status"] == "diverged"

@@ -1,0 +1,135 @@
+"""Per-layer statistics: the signal-propagation facts of the literature, and exact tiny cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from initlab.activations import ACTIVATIONS
+from initlab.model import ModelSpec, init_params
+from initlab.optimizers import LOSSES
+from initlab.stats import COLUMNS, first_nonfinite_layer, make_layer_stats
+
+from conftest import tiny
+
+CE = LOSSES["cross_entropy"]
+
+
+def layer_stats(depth, width, input_dim=None, batch=256, seed=0, **model):
+    input_dim = input_dim or width
+    cfg = tiny(model={"depth": depth, "width": width, **model})
+    spec = ModelSpec.from_config(cfg.model, input_dim, 10)
+    params, state = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
+    x = jax.random.normal(jax.random.PRNGKey(seed + 1), (batch, input_dim))
+    y = jnp.arange(batch) % 10
+    stats = make_layer_stats(spec, CE)(params, state, params, x, y)
+    return {k: np.asarray(v) for k, v in stats.items()}, (spec, params, state, x, y)
+
+
+def per_layer_ratio(values):
+    """Geometric-mean ratio between consecutive layers (slope of log values over depth)."""
+    return float(np.exp(np.polyfit(np.arange(len(values)), np.log(values), 1)[0]))
+
+
+def test_he_keeps_relu_preactivation_variance_flat_over_50_layers():
+    stats, _ = layer_stats(50, 512, init="he_normal", activation="relu")
+    hidden = stats["pre_var"][:50]
+    assert per_layer_ratio(hidden[1:]) == pytest.approx(1.0, abs=0.03)
+    assert 0.5 < hidden[-1] / hidden[1] < 2.0
+
+
+def test_xavier_halves_relu_preactivation_variance_per_layer():
+    # Square layers: Glorot's Var(W) = 2/(n+n) = 1/n, so sigma_w² = 1 and q^l = q^{l-1} / 2.
+    stats, _ = layer_stats(20, 512, init="glorot_normal", activation="relu")
+    assert per_layer_ratio(stats["pre_var"][1:20]) == pytest.approx(0.5, abs=0.03)
+    # ...and the back-propagated gradient shrinks toward the input the same way.
+    assert per_layer_ratio(stats["grad_var"][1:20]) == pytest.approx(2.0, rel=0.06)
+
+
+def test_zeros_init_makes_every_layer_symmetric():
+    stats, _ = layer_stats(4, 32, init="zeros", activation="tanh")
+    np.testing.assert_array_equal(stats["symmetry"], 1.0)
+    random, _ = layer_stats(4, 32, init="glorot_normal", activation="tanh")
+    assert (random["symmetry"][:4] < 0.2).all()
+
+
+def test_constant_init_units_are_identical():
+    stats, _ = layer_stats(3, 16, init="constant", init_args={"value": 0.05}, activation="tanh")
+    np.testing.assert_allclose(stats["symmetry"][:3], 1.0, atol=1e-5)
+
+
+def test_exact_values_on_a_one_layer_network():
+    stats, (spec, params, state, x, y) = layer_stats(1, 6, input_dim=4, batch=8, activation="tanh",
+                                                     init="glorot_uniform", bias_init="uniform")
+    w1, b1, w2, b2 = (np.asarray(params[k][p], np.float64) for k in ("inp", "out") for p in ("w", "b"))
+    xs, ys = np.asarray(x, np.float64), np.asarray(y)
+    z = xs @ w1 + b1
+    a = np.tanh(z)
+    logits = a @ w2 + b2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d_logits = p - np.eye(10)[ys]  # ∂ℓ_i/∂logits_i for each example
+    d_z = (d_logits @ w2.T) * (1 - a**2)
+    for key, value in {"pre_mean": z.mean(), "pre_var": z.var(), "act_mean": a.mean(), "act_var": a.var(),
+                       "grad_var": d_z.var(), "w_var": w1.var(), "w_norm": np.linalg.norm(w1),
+                       "wgrad_norm": np.linalg.norm(xs.T @ d_z / len(xs))}.items():
+        assert stats[key][0] == pytest.approx(value, rel=2e-4), key
+    assert stats["grad_var"][1] == pytest.approx(d_logits.var(), rel=2e-4)
+    assert stats["pre_var"][1] == pytest.approx(logits.var(), rel=2e-4)
+    assert np.isnan(stats["saturated_frac"][1]) and np.isnan(stats["dead_frac"][1])
+
+
+def test_dead_relu_units_are_detected():
+    _, (spec, params, state, x, y) = layer_stats(2, 16, activation="relu")
+    params["inp"]["b"] = params["inp"]["b"].at[:8].set(-1e3)  # half the first layer can never fire
+    stats = make_layer_stats(spec, CE)(params, state, params, x, y)
+    assert float(stats["dead_frac"][0]) == pytest.approx(0.5)
+    assert float(stats["saturated_frac"][0]) > 0.5
+
+
+def test_large_weights_saturate_sigmoid_units():
+    big, _ = layer_stats(3, 64, activation="sigmoid", init="normal", init_args={"std": 3.0})
+    small, _ = layer_stats(3, 64, activation="sigmoid", init="glorot_normal")
+    assert (big["saturated_frac"][1:3] > 0.5).all()
+    assert (small["saturated_frac"][:3] < 0.05).all()
+
+
+def test_update_ratio_against_previous_weights():
+    _, (spec, params, state, x, y) = layer_stats(3, 16)
+    fn = make_layer_stats(spec, CE)
+    np.testing.assert_allclose(np.asarray(fn(params, state, params, x, y)["update_ratio"]), 0.0)
+    half = jax.tree.map(lambda p: p / 2, params)
+    np.testing.assert_allclose(np.asarray(fn(params, state, half, x, y)["update_ratio"]), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.all_names())
+def test_every_activation_gives_finite_statistics_in_range(activation):
+    stats, _ = layer_stats(3, 16, batch=32, activation=activation, init="lecun_normal")
+    assert set(stats) == set(COLUMNS)
+    for key in ("pre_var", "act_var", "grad_var", "w_norm", "wgrad_norm", "symmetry"):
+        assert np.isfinite(stats[key]).all(), key
+    assert ((stats["saturated_frac"][:3] >= 0) & (stats["saturated_frac"][:3] <= 1)).all()
+    assert ((stats["symmetry"] >= 0) & (stats["symmetry"] <= 1 + 1e-6)).all()
+
+
+def test_first_nonfinite_layer_forward_then_backward():
+    finite = {"pre_var": np.ones(4), "act_var": np.ones(4), "grad_var": np.ones(4)}
+    assert first_nonfinite_layer(finite) is None
+    forward = {**finite, "act_var": np.array([1.0, 1.0, np.inf, np.nan])}
+    assert first_nonfinite_layer(forward) == (3, "forward")
+    backward = {**finite, "grad_var": np.array([np.nan, np.inf, 1.0, 1.0])}
+    assert first_nonfinite_layer(backward) == (2, "backward")
+
+
+def test_statistics_agree_with_optax_loss_gradient():
+    """The weight gradient reported is that of the mean probe loss, as the optimizer sees it."""
+    stats, (spec, params, state, x, y) = layer_stats(2, 8, input_dim=5, batch=16)
+    from initlab.model import apply
+
+    def mean_loss(p):
+        logits, _, _ = apply(spec, p, state, x, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    g = jax.grad(mean_loss)(params)
+    assert stats["wgrad_norm"][-1] == pytest.approx(float(jnp.linalg.norm(g["out"]["w"])), rel=1e-4)

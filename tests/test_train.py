@@ -1,0 +1,139 @@
+"""Training: it learns, it is deterministic, it compiles once, it stops cleanly on divergence."""
+
+import math
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+from initlab.data import load_dataset
+from initlab.errors import ConfigError
+from initlab.normalizations import NORMALIZATIONS
+from initlab.train import PROGRESS_CHUNK, Schedule, make_schedule, train
+
+from conftest import tiny
+
+
+class Recorder:
+    """A Sink keeping everything in memory."""
+
+    def __init__(self):
+        self.rows, self.layer_steps, self.ticks, self.checkpoints = [], [], [], 0
+
+    def metrics(self, row):
+        self.rows.append(row)
+
+    def layers(self, step, stats):
+        self.layer_steps.append(step)
+
+    def checkpoint(self):
+        self.checkpoints += 1
+
+    def progress(self, step, total, info):
+        self.ticks.append(step)
+
+
+def fit(cfg, sink=None):
+    sink = sink or Recorder()
+    return train(cfg, load_dataset(cfg.data), sink), sink
+
+
+def test_tiny_run_learns_the_teacher():
+    cfg = tiny(train={"steps": 150, "batch_size": 32, "lr": 0.003}, log={"every": 50})
+    result, rec = fit(cfg)
+    assert result.status == "completed" and result.steps == 150
+    assert rec.rows[0]["test_acc"] < 0.5
+    assert result.final["test_acc"] > 0.7
+    assert rec.rows[-1]["train_loss"] < rec.rows[1]["train_loss"]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    cfg = tiny()
+    a, ra = fit(cfg)
+    b, rb = fit(cfg)
+    c, rc = fit(tiny(seed=1))
+    assert [r["train_loss"] for r in ra.rows[1:]] == [r["train_loss"] for r in rb.rows[1:]]
+    assert a.final == b.final
+    assert ra.rows[-1]["train_loss"] != rc.rows[-1]["train_loss"]
+
+
+def test_logging_and_evaluation_schedule():
+    # 512 examples / batch 32 = 16 steps per epoch; 40 steps, statistics every 10.
+    cfg = tiny(train={"steps": 40}, log={"every": 10})
+    result, rec = fit(cfg)
+    assert rec.layer_steps == [0, 10, 20, 30, 40]
+    assert [r["step"] for r in rec.rows] == [0, 10, 16, 20, 30, 32, 40]
+    evaluated = [r["step"] for r in rec.rows if not math.isnan(r["test_acc"])]
+    assert evaluated == [0, 16, 32, 40]
+    assert rec.checkpoints == 3
+    assert result.steps_per_epoch == 16
+
+
+def test_epochs_set_the_length():
+    result, _ = fit(tiny(train={"steps": None, "epochs": 2}))
+    assert result.total_steps == result.steps == 32
+
+
+def test_zero_steps_logs_the_initialization_only():
+    result, rec = fit(tiny(train={"steps": 0}))
+    assert result.steps == 0 and rec.layer_steps == [0] and len(rec.rows) == 1
+
+
+def test_progress_ticks_at_most_every_progress_chunk():
+    sched = Schedule(total_steps=1000, steps_per_epoch=700, log_every=500)
+    stops, step = [], 0
+    while step < 1000:
+        step = sched.next_stop(step)
+        stops.append(step)
+    assert stops == [200, 400, 500, 700, 900, 1000]
+    assert all(b - a <= PROGRESS_CHUNK for a, b in zip([0, *stops], stops))
+
+
+def test_batch_larger_than_training_set_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.batch_size: 1024"):
+        make_schedule(tiny(train={"batch_size": 1024}), 512)
+
+
+def test_training_compiles_once():
+    """After the first chunk, no step, log or evaluation compiles anything new."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    class CountingRecorder(Recorder):
+        def progress(self, step, total, info):
+            super().progress(step, total, info)
+            self.compiles_at.append(len(compiles))
+
+    rec = CountingRecorder()
+    rec.compiles_at = []
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fit(tiny(train={"steps": 120, "batch_size": 32}, log={"every": 5}), rec)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(rec.compiles_at) >= 20
+    assert rec.compiles_at[0] == rec.compiles_at[-1]
+
+
+def test_divergence_stops_cleanly_and_says_where():
+    cfg = tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50})
+    result, rec = fit(cfg)
+    assert result.status == "diverged"
+    d = result.divergence
+    assert 0 <= d["step"] < 50 and result.steps == d["step"]
+    assert d["direction"] in ("forward", "backward") and 1 <= d["layer"] <= 7
+    assert "non-finite" in d["reason"]
+    assert rec.layer_steps[-1] == d["step"]
+
+
+@pytest.mark.parametrize("norm", list(NORMALIZATIONS))
+@pytest.mark.parametrize("position", ["pre", "post"])
+def test_every_normalization_trains(norm, position):
+    result, _ = fit(tiny(model={"norm": norm, "norm_position": position}, train={"steps": 60}))
+    assert result.status == "completed"
+    assert result.final["test_acc"] > 0.4
+    assert np.isfinite(result.last_stats["act_var"]).all()
