@@ -33,7 +33,7 @@ COLUMNS: dict[str, str] = {
     "w_var": "variance of the entries of W",
     "w_norm": "Frobenius norm of W",
     "update_ratio": "‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)",
-    "saturated_frac": "fraction of (example, unit) pairs with |φ'(z)| < 1% of max |φ'|",
+    "saturated_frac": "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
     "dead_frac": "fraction of units saturated on every probe example",
     "symmetry": "share of the activation variance common to all units (1: all units identical)",
 }
