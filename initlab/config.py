@@ -7,6 +7,7 @@ raise a one-line ConfigError naming the dotted key, the value given and what is 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -148,7 +149,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not an integer")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
             raise ConfigError(f"{key}: {value!r} is not a number")
         return float(value)
     if tp is str:
@@ -264,7 +265,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     """``data`` with ``KEY=VALUE`` overrides applied (dotted keys, values typed like the field:
     a string field keeps the text as written, other fields parse it as YAML). Setting one of a
     pair in EXCLUSIVE (``train.steps``) removes the other (``train.epochs``) from the file's values."""
-    out = json.loads(json.dumps(data or {}))  # deep copy of plain data
+    out = copy.deepcopy(dict(data or {}))
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -292,9 +293,25 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with the YAML 1.2 float rule: PyYAML (YAML 1.1) reads ``1e-3`` as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_scalar(raw: str, key: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
+        return _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
 
@@ -314,7 +331,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -56,11 +56,12 @@ def _gaussian(cfg: DataConfig, data_dir: str | Path | None, progress: bool) -> D
     input's second moment q⁰ = 1 exactly in expectation."""
     n_train = cfg.train_size or 10_000
     n_test = cfg.test_size or 2_000
-    rng = np.random.default_rng(cfg.teacher_seed)
     d, c = cfg.input_dim, cfg.num_classes
-    x = rng.standard_normal((n_train + n_test, d), dtype=np.float32)
-    w1 = rng.standard_normal((d, 64)).astype(np.float32) / np.sqrt(d)
-    w2 = rng.standard_normal((64, c)).astype(np.float32) / np.sqrt(64)
+    # Separate streams: the teacher must not change when the dataset's size does.
+    teacher = np.random.default_rng([cfg.teacher_seed, 0])
+    w1 = teacher.standard_normal((d, 64)).astype(np.float32) / np.sqrt(d)
+    w2 = teacher.standard_normal((64, c)).astype(np.float32) / np.sqrt(64)
+    x = np.random.default_rng([cfg.teacher_seed, 1]).standard_normal((n_train + n_test, d), dtype=np.float32)
     y = np.argmax(np.tanh(x @ w1) @ w2, axis=1).astype(np.int32)
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], c)
 

@@ -112,7 +112,7 @@ INITIALIZERS: Registry[Initializer] = Registry(
         "mean_field": Initializer(
             _scaling(lambda a: a["sigma_w"] ** 2, "fan_in", "normal"),
             {"sigma_w": 1.0, "sigma_b": 0.0},
-            bias=lambda key, shape, a: a["sigma_b"] * jax.random.normal(key, shape, jnp.float32),
+            bias=lambda key, shape, a: a["sigma_b"] * jax.random.normal(key, shape[1:], jnp.float32),
             sigma_w2=lambda fi, fo, a: a["sigma_w"] ** 2,
         ),
     },

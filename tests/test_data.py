@@ -87,13 +87,17 @@ def test_gaussian_inputs_are_standard_normal():
     assert np.mean(ds.x_train**2) == pytest.approx(1.0, rel=0.03)  # q⁰ = 1 in expectation
 
 
-def test_gaussian_labels_are_a_function_of_the_inputs():
-    """Same input → same label: the teacher is fixed, so train and test share one labelling."""
+def test_gaussian_test_set_is_held_out():
     ds = load_dataset(gaussian(), progress=False)
-    assert not np.array_equal(ds.x_train[: len(ds.x_test)], ds.x_test)  # test set is held out
-    big = load_dataset(gaussian(train_size=360, test_size=1), progress=False)
-    np.testing.assert_array_equal(big.x_train[300:], ds.x_test)
-    np.testing.assert_array_equal(big.y_train[300:], ds.y_test)
+    assert not np.any(np.all(ds.x_test[:, None, :] == ds.x_train[None, :, :], axis=-1))
+
+
+def test_gaussian_teacher_does_not_depend_on_the_dataset_size():
+    """The same input row gets the same label whatever train_size is: one fixed teacher per seed."""
+    ds = load_dataset(gaussian(), progress=False)  # 300 + 60 examples
+    big = load_dataset(gaussian(train_size=360, test_size=1), progress=False)  # 361 examples, same seed
+    np.testing.assert_array_equal(big.x_train[300:], ds.x_test)  # the same input rows...
+    np.testing.assert_array_equal(big.y_train[300:], ds.y_test)  # ...labelled by the same teacher
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -22,19 +23,30 @@ ALIASES = [n for n in INITIALIZERS.all_names() if n not in CANONICAL]
 WITH_SIGMA = [n for n in CANONICAL if INITIALIZERS[n].sigma_w2 is not None]
 WITH_BIAS = [n for n in CANONICAL if INITIALIZERS[n].bias is not None]
 
-BIG = (500, 400)  # (fan_in, fan_out): 200k draws, so variances are known to well under 1%
+SHAPE = (300, 200)  # (fan_in, fan_out): 60k draws, so variances are known to about 0.6%
+WIDE = (200, 300)  # fan_in < fan_out
+BIAS_DRAWS = 60_000  # biases drawn for the statistical bias checks
 KEY = jax.random.PRNGKey(0)
 
 
-def sample(name: str, shape=BIG, given=None, key=KEY) -> np.ndarray:
+def sample(name: str, shape=SHAPE, given=None, key=KEY) -> np.ndarray:
     entry = INITIALIZERS[name]
     return np.asarray(entry.weight(key, shape, resolve_args(entry, given, "model.init_args")))
 
 
+@functools.cache
+def cached(name: str, shape=SHAPE) -> np.ndarray:
+    """sample(name, shape) with the default key and arguments, drawn once per session and shared by
+    the tests (orthogonal's QR is slow enough on CPU to be worth not repeating)."""
+    w = sample(name, shape)
+    w.setflags(write=False)
+    return w
+
+
 @pytest.fixture(scope="module")
 def big_samples() -> dict[str, np.ndarray]:
-    """One (500, 400) draw per canonical initializer, shared by the statistical tests."""
-    return {name: sample(name) for name in CANONICAL}
+    """One (300, 200) draw per canonical initializer, shared by the statistical tests."""
+    return {name: cached(name) for name in CANONICAL}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -43,7 +55,7 @@ def big_samples() -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", INITIALIZERS.all_names())
 def test_shape_dtype_finite(name):
-    w = sample(name, (300, 200))
+    w = cached(name)
     assert w.shape == (300, 200)
     assert w.dtype == np.float32
     assert np.all(np.isfinite(w))
@@ -51,35 +63,32 @@ def test_shape_dtype_finite(name):
 
 @pytest.mark.parametrize("name", CANONICAL)
 def test_deterministic_for_a_key(name):
-    k = jax.random.PRNGKey(7)
-    np.testing.assert_array_equal(sample(name, (30, 20), key=k), sample(name, (30, 20), key=k))
+    np.testing.assert_array_equal(sample(name, key=jax.random.PRNGKey(0)), cached(name))
 
 
 @pytest.mark.parametrize("name", [n for n in CANONICAL if n not in ("zeros", "constant")])
 def test_random_inits_depend_on_the_key(name):
-    a = sample(name, (30, 20), key=jax.random.PRNGKey(1))
-    b = sample(name, (30, 20), key=jax.random.PRNGKey(2))
-    assert not np.array_equal(a, b)
+    assert not np.array_equal(sample(name, key=jax.random.PRNGKey(1)), cached(name))
 
 
 @pytest.mark.parametrize("name", WITH_SIGMA)
 def test_empirical_fan_in_variance_matches_sigma_w2(name, big_samples):
-    fan_in, fan_out = BIG
+    fan_in, fan_out = SHAPE
     entry = INITIALIZERS[name]
     expected = entry.sigma_w2(fan_in, fan_out, resolve_args(entry, None, "k"))
     w = big_samples[name]
     got = fan_in * w.var(dtype=np.float64)
     assert got == pytest.approx(expected, rel=0.03, abs=1e-12)
-    assert abs(w.mean(dtype=np.float64)) < 0.01 * math.sqrt(expected / fan_in) + 1e-12 or expected == 0
+    assert abs(w.mean(dtype=np.float64)) <= 0.02 * math.sqrt(expected / fan_in)  # 5 standard errors
 
 
 @pytest.mark.parametrize("name", WITH_SIGMA)
 def test_sigma_w2_with_wide_layer(name):
     """fan_in < fan_out too (orthogonal's law depends on it)."""
-    fan_in, fan_out = 200, 500
+    fan_in, fan_out = WIDE
     entry = INITIALIZERS[name]
     expected = entry.sigma_w2(fan_in, fan_out, resolve_args(entry, None, "k"))
-    got = fan_in * sample(name, (fan_in, fan_out)).var(dtype=np.float64)
+    got = fan_in * cached(name, WIDE).var(dtype=np.float64)
     assert got == pytest.approx(expected, rel=0.03, abs=1e-12)
 
 
@@ -121,18 +130,18 @@ NORMAL_LAWS = ["he_normal", "glorot_normal", "lecun_normal", "normal", "mean_fie
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_VAR))
 def test_variance_matches_reference_formula(name):
-    fan_in, fan_out = BIG
-    got = sample(name).var(dtype=np.float64)
+    fan_in, fan_out = SHAPE
+    got = cached(INITIALIZERS.canonical(name)).var(dtype=np.float64)
     assert got == pytest.approx(REFERENCE_VAR[name](fan_in, fan_out), rel=0.03)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_LIMIT))
 def test_uniform_within_limit_and_reaches_it(name):
-    fan_in, fan_out = BIG
+    fan_in, fan_out = SHAPE
     limit = REFERENCE_LIMIT[name](fan_in, fan_out)
-    w = np.abs(sample(name))
+    w = np.abs(cached(INITIALIZERS.canonical(name)))
     assert w.max() <= limit * (1 + 1e-6)
-    assert w.max() >= 0.999 * limit  # 200k uniform draws come within 0.1% of the edge
+    assert w.max() >= 0.999 * limit  # 60k uniform draws come within 0.1% of the edge
     # Uniform, not bell-shaped: a quarter of the draws lie in the outer quarter of the range.
     assert np.mean(w > 0.75 * limit) == pytest.approx(0.25, abs=0.01)
 
@@ -146,41 +155,43 @@ def test_normal_laws_are_not_truncated(name, big_samples):
     assert np.abs(w).max() > 3.5 * std
 
 
-@pytest.mark.parametrize("fan_in, fan_out", [(60, 40), (40, 60), (50, 50)])
-@pytest.mark.parametrize("gain", [1.0, 2.0])
-def test_orthogonal(fan_in, fan_out, gain):
-    w = sample("orthogonal", (fan_in, fan_out), {"gain": gain}).astype(np.float64)
+# A new gain recompiles jax's orthogonal sampler (about a second), so only one case uses gain 2.
+@pytest.mark.parametrize("shape, gain", [(SHAPE, 1.0), (WIDE, 1.0), (SHAPE, 2.0)], ids=["tall", "wide", "tall-gain2"])
+def test_orthogonal(shape, gain):
+    fan_in, fan_out = shape
+    w = cached("orthogonal", shape) if gain == 1.0 else sample("orthogonal", shape, {"gain": gain})
+    w = w.astype(np.float64)
     if fan_in >= fan_out:
-        np.testing.assert_allclose(w.T @ w, gain**2 * np.eye(fan_out), atol=1e-5 * gain**2)
+        np.testing.assert_allclose(w.T @ w, gain**2 * np.eye(fan_out), atol=3e-5 * gain**2)
     else:
-        np.testing.assert_allclose(w @ w.T, gain**2 * np.eye(fan_in), atol=1e-5 * gain**2)
+        np.testing.assert_allclose(w @ w.T, gain**2 * np.eye(fan_in), atol=3e-5 * gain**2)
 
 
 def test_orthogonal_sigma_w2():
     entry = INITIALIZERS["orthogonal"]
-    assert entry.sigma_w2(500, 400, {"gain": 2.0}) == pytest.approx(4.0)
-    assert entry.sigma_w2(200, 500, {"gain": 1.0}) == pytest.approx(0.4)
+    assert entry.sigma_w2(300, 200, {"gain": 2.0}) == pytest.approx(4.0)
+    assert entry.sigma_w2(200, 300, {"gain": 1.0}) == pytest.approx(2 / 3)
 
 
 def test_zeros_all_zero():
-    assert not np.any(sample("zeros", (30, 20)))
+    assert not np.any(cached("zeros"))
 
 
 @pytest.mark.parametrize("value", [0.01, -0.3])
 def test_constant_all_equal_value(value):
     given = None if value == 0.01 else {"value": value}
-    w = sample("constant", (30, 20), given)
-    np.testing.assert_array_equal(w, np.full((30, 20), value, np.float32))
+    w = sample("constant", SHAPE, given)
+    np.testing.assert_array_equal(w, np.full(SHAPE, value, np.float32))
 
 
 def test_normal_and_uniform_arguments_are_used():
-    assert sample("normal", BIG, {"std": 0.5}).std() == pytest.approx(0.5, rel=0.01)
-    assert np.abs(sample("uniform", BIG, {"limit": 0.2})).max() == pytest.approx(0.2, rel=0.001)
+    assert sample("normal", SHAPE, {"std": 0.5}).std() == pytest.approx(0.5, rel=0.01)
+    assert np.abs(sample("uniform", SHAPE, {"limit": 0.2})).max() == pytest.approx(0.2, rel=0.001)
 
 
 def test_mean_field_sigma_w_scales_the_weights():
-    fan_in, _ = BIG
-    w = sample("mean_field", BIG, {"sigma_w": 1.5})
+    fan_in, _ = SHAPE
+    w = sample("mean_field", SHAPE, {"sigma_w": 1.5})
     assert fan_in * w.var(dtype=np.float64) == pytest.approx(2.25, rel=0.03)
 
 
@@ -190,7 +201,7 @@ def test_alias_gives_identical_arrays(alias):
     assert canonical != alias and canonical in CANONICAL
     assert INITIALIZERS[alias] is INITIALIZERS[canonical]
     k = jax.random.PRNGKey(3)
-    np.testing.assert_array_equal(sample(alias, (30, 20), key=k), sample(canonical, (30, 20), key=k))
+    np.testing.assert_array_equal(sample(alias, key=k), sample(canonical, key=k))
 
 
 def test_expected_aliases():
@@ -204,28 +215,18 @@ def test_expected_aliases():
 # Biases prescribed by a weight initializer (mean-field)
 
 
-def _bias_case(name):
-    if name == "mean_field":
-        return pytest.param(name, marks=pytest.mark.xfail(
-            strict=True,
-            reason="mean_field's bias sampler draws jax.random.normal(key, shape) with the weight shape "
-            "(fan_in, fan_out) instead of shape[1:] = (fan_out,), unlike BIAS_INITIALIZERS",
-        ))
-    return name
-
-
-@pytest.mark.parametrize("name", [_bias_case(n) for n in WITH_BIAS])
+@pytest.mark.parametrize("name", WITH_BIAS)
 def test_prescribed_bias_has_shape_fan_out(name):
     entry = INITIALIZERS[name]
-    b = entry.bias(KEY, (30, 20), resolve_args(entry, {"sigma_b": 0.5} if name == "mean_field" else None, "k"))
-    assert b.shape == (20,)
+    b = entry.bias(KEY, SHAPE, resolve_args(entry, {"sigma_b": 0.5} if name == "mean_field" else None, "k"))
+    assert b.shape == (SHAPE[1],)
 
 
 @pytest.mark.parametrize("sigma_b", [0.0, 0.3])
 def test_mean_field_bias_is_normal_sigma_b(sigma_b):
     entry = INITIALIZERS["mean_field"]
     args = resolve_args(entry, {"sigma_b": sigma_b}, "model.init_args")
-    b = np.asarray(entry.bias(KEY, (1, 200_000), args)).ravel()  # 200k draws, whatever the shape rule
+    b = np.asarray(entry.bias(KEY, (1, BIAS_DRAWS), args)).ravel()  # 60k draws, whatever the shape rule
     assert np.all(np.isfinite(b))
     if sigma_b == 0:
         assert not np.any(b)
@@ -246,15 +247,15 @@ def test_mean_field_defaults():
 @pytest.mark.parametrize("name", BIAS_INITIALIZERS.all_names())
 def test_bias_shape_dtype_finite(name):
     entry = BIAS_INITIALIZERS[name]
-    b = np.asarray(entry.weight(KEY, (300, 200), resolve_args(entry, None, "model.bias_init_args")))
-    assert b.shape == (200,)
+    b = np.asarray(entry.weight(KEY, SHAPE, resolve_args(entry, None, "model.bias_init_args")))
+    assert b.shape == (SHAPE[1],)
     assert b.dtype == np.float32
     assert np.all(np.isfinite(b))
 
 
 def test_bias_standard_within_one_over_sqrt_fan_in():
     fan_in = 400
-    b = np.asarray(BIAS_INITIALIZERS["standard"].weight(KEY, (fan_in, 100_000), {}))
+    b = np.asarray(BIAS_INITIALIZERS["standard"].weight(KEY, (fan_in, BIAS_DRAWS), {}))
     limit = 1 / math.sqrt(fan_in)
     assert np.abs(b).max() <= limit * (1 + 1e-6)
     assert np.abs(b).max() >= 0.999 * limit
@@ -262,11 +263,11 @@ def test_bias_standard_within_one_over_sqrt_fan_in():
 
 
 def test_bias_zeros_constant_normal_uniform():
-    shape = (10, 50_000)
+    shape = (10, BIAS_DRAWS)
     zeros = BIAS_INITIALIZERS["zeros"].weight(KEY, shape, {})
     assert not np.any(np.asarray(zeros))
     const = np.asarray(BIAS_INITIALIZERS["constant"].weight(KEY, shape, {"value": 0.25}))
-    np.testing.assert_array_equal(const, np.full(50_000, 0.25, np.float32))
+    np.testing.assert_array_equal(const, np.full(BIAS_DRAWS, 0.25, np.float32))
     assert resolve_args(BIAS_INITIALIZERS["constant"], None, "k") == {"value": 0.0}
     normal = np.asarray(BIAS_INITIALIZERS["normal"].weight(KEY, shape, {"std": 0.2}))
     assert normal.std() == pytest.approx(0.2, rel=0.02)
