@@ -60,7 +60,12 @@ def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.
 
 
 def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
-    """A jitted ``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]``.
+    """``layer_stats_fn`` compiled for one network."""
+    return jax.jit(layer_stats_fn(spec, loss_fn))
+
+
+def layer_stats_fn(spec: ModelSpec, loss_fn: Callable) -> Callable:
+    """``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]`` (pure, unjitted).
 
     Batch norm uses the probe batch's own statistics (training mode) without touching the running
     averages. The output layer's row has no nonlinearity: its saturation figures are NaN.
@@ -98,7 +103,7 @@ def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
         out["update_ratio"] = jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
         return {name: out[name] for name in COLUMNS}
 
-    return jax.jit(stats)
+    return stats
 
 
 def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> tuple[int, str] | None:

@@ -1,16 +1,23 @@
-"""Training: one pure, jitted ``train_step``, run many steps at a time inside ``lax.while_loop``.
+"""Training: one pure, jitted ``train_step``, run many steps at a time inside a ``lax`` loop, for a
+*group* of runs at once.
 
-The whole dataset lives on the device and each epoch's shuffle is drawn there. The host returns to
+A group is one or more runs that share every shape and static choice and differ only in seed,
+initializer, init arguments or learning rate (``batch_key``). Their parameters are initialized one
+by one, stacked, and trained together as one ``jax.vmap``-ed computation: a grid of inits × seeds
+for one architecture compiles once and trains in one pass. A single `initlab run` is a group of
+one, through the same code, so a run trained alone and inside a sweep give the same numbers.
+
+The dataset lives on the device and each epoch's shuffle is drawn there. The host returns to
 Python only at boundaries: logging (per-layer statistics), end of epoch (test evaluation) and a
-progress tick. The chunk's length is a traced argument, so one compilation serves every chunk.
-A step whose loss or gradient is not finite is not applied: the chunk stops there and the run is
-recorded as diverged, with the statistics of the last finite parameters showing where it blew up.
+progress tick. The chunk length is a traced argument, so one compilation serves every chunk. A
+step whose loss or gradient is not finite is not applied and freezes that run (the others go on);
+the statistics of its last finite parameters show where it blew up.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -19,26 +26,42 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initlab.config import RunConfig
+from initlab.config import RunConfig, to_dict
 from initlab.data import Dataset
 from initlab.errors import ConfigError
 from initlab.model import ModelSpec, NormState, Params, apply, init_params
 from initlab.optimizers import LOSSES, build_optimizer
-from initlab.stats import first_nonfinite_layer, make_layer_stats
+from initlab.stats import first_nonfinite_layer, layer_stats_fn
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
 
+# Fields in which runs of one group may differ: they only change the initial values and the
+# learning rate, not the compiled program.
+BATCHABLE = ("name", "seed", "model.init", "model.init_args", "model.bias_init", "model.bias_init_args",
+             "train.lr", "log.out")
+
+
+def batch_key(cfg: RunConfig) -> str:
+    """Runs with equal keys can train together in one vmapped group."""
+    import json
+
+    d = to_dict(cfg)
+    for dotted in BATCHABLE:
+        section, _, leaf = dotted.rpartition(".")
+        (d[section] if section else d).pop(leaf)
+    return json.dumps(d, sort_keys=True)
+
 
 class TrainState(NamedTuple):
-    """Everything that changes during training, as one pytree."""
+    """Everything of one run that changes during training, as one pytree (stacked over a group)."""
 
     params: Params
     norm_state: NormState
     opt_state: optax.OptState
-    step: jax.Array  # () int32: updates applied so far
     order: jax.Array  # (n_train,) int32: this epoch's shuffled example order
     data_key: jax.Array  # key of the shuffles (epoch e uses fold_in(data_key, e))
+    lr: jax.Array  # () float32: peak learning rate, traced so runs with different rates share a program
 
 
 @dataclass(frozen=True)
@@ -77,72 +100,99 @@ def make_schedule(cfg: RunConfig, n_train: int) -> Schedule:
 
 
 class TrainFns(NamedTuple):
-    """The jitted pieces of a run, built once from its static choices."""
+    """The jitted pieces of a group, built once from its static choices; each maps over runs."""
 
-    init: Callable[[jax.Array], TrainState]
-    chunk: Callable  # (state, x, y, n_steps) -> (state, ok, loss_sum, steps_done)
-    evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy)
-    stats: Callable  # (params, norm_state, prev_params, x, y) -> {column: (depth + 1,)}
+    chunk: Callable  # (states, step0, x, y, n_steps, alive) -> (states, alive, loss_sum, done)
+    evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
+    stats: Callable  # (params, norm_state, prev_params, x, y) -> {column: (runs, depth + 1)}
+    optimizer: Callable[[Any], optax.GradientTransformation]
 
 
-def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int) -> TrainFns:
-    """Build init, the training chunk, evaluation and statistics for one configuration."""
+def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
+    """Build the training chunk, evaluation and statistics for a group sharing ``cfg``'s static choices."""
     loss_fn = LOSSES.get(cfg.train.loss, "train.loss")
     t = cfg.train
-    optimizer = build_optimizer(t.optimizer, t.schedule, t.lr, schedule.total_steps, t.warmup_steps,
-                                t.momentum, t.weight_decay)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
 
-    def init(key: jax.Array) -> TrainState:
-        init_key, data_key = jax.random.split(key)
-        params, norm_state = init_params(spec, cfg.model, init_key)
-        order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
-        return TrainState(params, norm_state, optimizer.init(params), jnp.zeros((), jnp.int32), order, data_key)
+    def optimizer(lr) -> optax.GradientTransformation:
+        # Every optax optimizer here applies the learning rate as its last scaling, so a traced
+        # per-run rate gives exactly the update a constant one would.
+        return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
+                               t.momentum, t.weight_decay)
 
     def batch_loss(params, norm_state, xb, yb):
         logits, new_state, _ = apply(spec, params, norm_state, xb, train=True)
         return jnp.mean(loss_fn(logits, yb, spec.num_classes)), new_state
 
-    def train_step(state: TrainState, x, y) -> tuple[TrainState, jax.Array, jax.Array]:
-        """One update on the next mini-batch; returns (state, loss, finite)."""
-        epoch, i = state.step // spe, state.step % spe
-        order = jax.lax.cond(
-            (i == 0) & (state.step > 0),
+    def train_step(state: TrainState, step, x, y) -> tuple[TrainState, jax.Array, jax.Array]:
+        """One update of one run on its next mini-batch; returns (state, loss, finite)."""
+        epoch, i = step // spe, step % spe
+        order = jax.lax.cond(  # the step is shared by the group, so this stays a real branch
+            (i == 0) & (step > 0),
             lambda: jax.random.permutation(jax.random.fold_in(state.data_key, epoch), n_train).astype(jnp.int32),
             lambda: state.order,
         )
         idx = jax.lax.dynamic_slice(order, (i * batch,), (batch,))
         (loss, norm_state), grads = jax.value_and_grad(batch_loss, has_aux=True)(
             state.params, state.norm_state, x[idx], y[idx])
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new = TrainState(optax.apply_updates(state.params, updates), norm_state, opt_state,
-                         state.step + 1, order, state.data_key)
+        updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
+        new = state._replace(params=optax.apply_updates(state.params, updates), norm_state=norm_state,
+                             opt_state=opt_state, order=order)
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-        # A non-finite step is not applied: the last finite parameters show where the blow-up began.
-        return jax.lax.cond(finite, lambda: new, lambda: state), loss, finite
+        return new, loss, finite
 
-    def chunk(state: TrainState, x, y, n_steps):
-        """Up to ``n_steps`` steps; stops early at the first non-finite one."""
+    def chunk(state: TrainState, step0, x, y, n_steps, alive):
+        """``n_steps`` steps of one run from the group's step ``step0``. A run that is not alive, or
+        meets a non-finite step, keeps its last finite state from then on."""
 
-        def cond(carry):
-            _, ok, _, done = carry
-            return ok & (done < n_steps)
+        def body(j, carry):
+            st, ok, loss_sum, done = carry
+            new, loss, finite = train_step(st, step0 + j, x, y)
+            ok = ok & finite
+            # A real branch for a lone run; under vmap JAX turns it into a per-run select.
+            st = jax.lax.cond(ok, lambda: new, lambda: st)
+            return st, ok, loss_sum + jnp.where(ok, loss, 0.0), done + ok.astype(jnp.int32)
 
-        def body(carry):
-            st, _, loss_sum, done = carry
-            st, loss, finite = train_step(st, x, y)
-            return st, finite, loss_sum + jnp.where(finite, loss, 0.0), done + finite.astype(jnp.int32)
-
-        carry = (state, jnp.array(True), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        return jax.lax.while_loop(cond, body, carry)
+        carry = (state, alive, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        return jax.lax.fori_loop(0, n_steps, body, carry)
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
         loss = jnp.mean(loss_fn(logits, y, spec.num_classes))
         return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
-    return TrainFns(jax.jit(init), jax.jit(chunk), jax.jit(evaluate), make_layer_stats(spec, loss_fn))
+    return TrainFns(
+        chunk=jax.jit(over_runs(chunk, (True, False, False, False, False, True), n_runs)),
+        evaluate=jax.jit(over_runs(evaluate, (True, True, False, False), n_runs)),
+        stats=jax.jit(over_runs(layer_stats_fn(spec, loss_fn), (True, True, True, False, False), n_runs)),
+        optimizer=optimizer,
+    )
+
+
+def over_runs(fn: Callable, per_run: Sequence[bool], n_runs: int) -> Callable:
+    """``fn`` mapped over the leading run axis of the arguments flagged in ``per_run``.
+
+    A group of one runs ``fn`` itself on the squeezed arguments: vmap over an axis of size 1 would
+    turn every matmul into a batched one, which XLA's CPU backend runs ~25% slower.
+    """
+    if n_runs > 1:
+        return jax.vmap(fn, in_axes=tuple(0 if p else None for p in per_run))
+
+    def single(*args):
+        squeezed = [jax.tree.map(lambda a: a[0], a) if p else a for a, p in zip(args, per_run)]
+        return jax.tree.map(lambda a: a[None], fn(*squeezed))
+
+    return single
+
+
+def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, n_train: int) -> TrainState:
+    """One run's initial state: parameters from its own initializer and seed."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    params, norm_state = init_params(spec, cfg.model, init_key)
+    lr = jnp.asarray(cfg.train.lr, jnp.float32)
+    order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
+    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr)
 
 
 class Sink(Protocol):
@@ -156,7 +206,7 @@ class Sink(Protocol):
 
 @dataclass
 class TrainResult:
-    """What a finished (or diverged) training run produced, beyond what it sent to the sink."""
+    """What a finished (or diverged) training run produced, beyond what it sent to its sink."""
 
     status: str  # completed | diverged
     steps: int
@@ -165,6 +215,7 @@ class TrainResult:
     compile_time_s: float
     train_time_s: float
     wall_time_s: float
+    group_size: int = 1
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     divergence: dict[str, Any] | None = None
@@ -173,8 +224,10 @@ class TrainResult:
     device: dict[str, Any] = field(default_factory=dict)
 
 
-def _host(tree):
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+def device_info() -> dict[str, Any]:
+    """The device JAX trains on (platform, kind, count)."""
+    d = jax.devices()[0]
+    return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
 
 
 def _divergence(step: int, cause: str, stats: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -186,100 +239,141 @@ def _divergence(step: int, cause: str, stats: dict[str, np.ndarray]) -> dict[str
     return {"step": step, "layer": layer, "direction": direction, "reason": cause + detail}
 
 
-def device_info() -> dict[str, Any]:
-    """The device JAX trains on (platform, kind, count)."""
-    d = jax.devices()[0]
-    return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _row(tree: dict[str, np.ndarray], r: int) -> dict[str, np.ndarray]:
+    return {k: v[r] for k, v in tree.items()}
 
 
 def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
-    """Train ``cfg`` on ``data``, sending metrics rows, per-layer statistics and progress to ``sink``.
+    """Train one configuration (a group of one); see ``train_group``."""
+    return train_group([cfg], data, [sink])[0]
+
+
+def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
+    """Train runs that share a ``batch_key`` together on ``data``; each run reports to its sink.
 
     Per-layer statistics are taken on the probe batch (the first ``data.probe_size`` training
     examples) at step 0, every ``log.every`` steps and at the last step; the test set is evaluated
-    at step 0, at the end of each epoch and at the last step.
+    at step 0, at the end of each epoch and at the last step. A run that diverges stops there and
+    is reported as diverged; the rest of the group trains on.
     """
     start = time.perf_counter()
+    keys = {batch_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("train_group needs runs that differ only in " + ", ".join(BATCHABLE))
+    cfg, n_runs = cfgs[0], len(cfgs)
     n_train = len(data.y_train)
     schedule = make_schedule(cfg, n_train)
     spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
-    fns = make_train_fns(cfg, spec, schedule, n_train)
+    fns = make_train_fns(cfg, spec, schedule, n_train, n_runs)
 
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
     probe_x, probe_y = x[: cfg.data.probe_size], y[: cfg.data.probe_size]
-    state = fns.init(jax.random.PRNGKey(cfg.seed))
+    state = _stack([init_state(c, spec, fns, n_train) for c in cfgs])
+    alive = np.ones(n_runs, bool)
 
     t0 = time.perf_counter()
-    chunk = fns.chunk.lower(state, x, y, jnp.int32(1)).compile()
+    chunk = fns.chunk.lower(state, jnp.int32(0), x, y, jnp.int32(1), jnp.asarray(alive)).compile()
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
     stats_fn = fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
     compile_time = time.perf_counter() - t0
 
-    result = TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
-                         device=device_info())
+    results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
+                           group_size=n_runs, device=device_info()) for _ in cfgs]
     prev_params = state.params
 
-    def log_stats(step: int, st: TrainState) -> dict[str, np.ndarray]:
+    def log_stats(step: int, st: TrainState, members: Sequence[int]) -> dict[str, np.ndarray]:
         nonlocal prev_params
-        stats = _host(stats_fn(st.params, st.norm_state, prev_params, probe_x, probe_y))
+        stats = jax.tree.map(np.asarray, jax.device_get(stats_fn(st.params, st.norm_state, prev_params,
+                                                                 probe_x, probe_y)))
         if step == 0:
             stats["update_ratio"] = np.full_like(stats["update_ratio"], np.nan)
         prev_params = st.params
-        sink.layers(step, stats)
+        for r in members:
+            results[r].last_stats = _row(stats, r)
+            sinks[r].layers(step, results[r].last_stats)
         return stats
 
-    def evaluation(st: TrainState) -> tuple[float, float]:
-        loss, acc = _host(evaluate(st.params, st.norm_state, x_test, y_test))
-        return float(loss), float(acc)
+    def evaluation(st: TrainState) -> tuple[np.ndarray, np.ndarray]:
+        loss, acc = jax.device_get(evaluate(st.params, st.norm_state, x_test, y_test))
+        return np.asarray(loss, np.float64), np.asarray(acc, np.float64)
 
-    result.init_stats = result.last_stats = log_stats(0, state)
+    def metrics_row(r: int, step: int, train_loss: float, test_loss: float, test_acc: float) -> None:
+        sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
+                          "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
+
+    log_stats(0, state, range(n_runs))
     test_loss, test_acc = evaluation(state)
-    sink.metrics({"step": 0, "epoch": 0.0, "train_loss": float("nan"), "test_loss": test_loss,
-                  "test_acc": test_acc, "wall_time": time.perf_counter() - start})
-    result.best = {"test_acc": test_acc, "step": 0}
-    result.final = {"train_loss": float("nan"), "test_loss": test_loss, "test_acc": test_acc}
+    for r, res in enumerate(results):
+        res.init_stats = res.last_stats
+        metrics_row(r, 0, float("nan"), float(test_loss[r]), float(test_acc[r]))
+        res.best = {"test_acc": float(test_acc[r]), "step": 0}
+        res.final = {"train_loss": float("nan"), "test_loss": float(test_loss[r]), "test_acc": float(test_acc[r])}
 
-    step, loss_sum, loss_count = 0, 0.0, 0
-    while step < schedule.total_steps:
+    step = 0
+    loss_sum, loss_count = np.zeros(n_runs), np.zeros(n_runs, np.int64)
+    while step < schedule.total_steps and alive.any():
         target = schedule.next_stop(step)
         t1 = time.perf_counter()
-        state, ok, chunk_loss, done = chunk(state, x, y, jnp.int32(target - step))
-        ok, chunk_loss, done = bool(ok), float(chunk_loss), int(done)
-        result.train_time_s += time.perf_counter() - t1
-        step += done
+        state, ok, chunk_loss, done = chunk(state, jnp.int32(step), x, y, jnp.int32(target - step),
+                                            jnp.asarray(alive))
+        ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
+        elapsed = time.perf_counter() - t1
         loss_sum, loss_count = loss_sum + chunk_loss, loss_count + done
-        train_loss = loss_sum / loss_count if loss_count else float("nan")
-        sink.progress(step, schedule.total_steps, {"loss": train_loss, "test_acc": result.final["test_acc"],
-                                                   "steps_per_s": step / max(result.train_time_s, 1e-9)})
-        if not ok:
-            result.last_stats = log_stats(step, state)
-            result.status = "diverged"
-            result.divergence = _divergence(step, "non-finite loss or gradient", result.last_stats)
-            sink.metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
-                          "test_loss": float("nan"), "test_acc": float("nan"),
-                          "wall_time": time.perf_counter() - start})
-            result.final["train_loss"] = train_loss
+        train_loss = np.where(loss_count > 0, loss_sum / np.maximum(loss_count, 1), np.nan)
+        members = np.flatnonzero(alive)
+        for r in members:
+            results[r].train_time_s += elapsed
+            results[r].steps = step + int(done[r])
+            sinks[r].progress(results[r].steps, schedule.total_steps,
+                              {"loss": float(train_loss[r]), "test_acc": results[r].final["test_acc"],
+                               "steps_per_s": results[r].steps / max(results[r].train_time_s, 1e-9)})
+        step = target
+        diverged = [r for r in members if not ok[r]]
+        if diverged:
+            for r in diverged:
+                results[r].status = "diverged"
+                results[r].final["train_loss"] = float(train_loss[r])
+            stats = jax.tree.map(np.asarray, jax.device_get(stats_fn(state.params, state.norm_state, prev_params,
+                                                                     probe_x, probe_y)))
+            for r in diverged:
+                results[r].last_stats = _row(stats, r)
+                sinks[r].layers(results[r].steps, results[r].last_stats)
+                results[r].divergence = _divergence(results[r].steps, "non-finite loss or gradient",
+                                                    results[r].last_stats)
+                metrics_row(r, results[r].steps, float(train_loss[r]), float("nan"), float("nan"))
+            alive[diverged] = False
+        members = np.flatnonzero(alive)
+        if not len(members):
             break
         logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
         if logged:
-            result.last_stats = log_stats(step, state)
-            if first_nonfinite_layer(result.last_stats) is not None:
-                result.status = "diverged"
-                result.divergence = _divergence(step, "non-finite per-layer statistics", result.last_stats)
+            log_stats(step, state, members)
+            for r in members:
+                if first_nonfinite_layer(results[r].last_stats) is not None:
+                    results[r].status = "diverged"
+                    results[r].divergence = _divergence(step, "non-finite per-layer statistics",
+                                                        results[r].last_stats)
         if logged or evaluated:
-            test_loss, test_acc = evaluation(state) if evaluated else (float("nan"), float("nan"))
-            sink.metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
-                          "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
-            result.final["train_loss"] = train_loss
-            loss_sum, loss_count = 0.0, 0
-            if evaluated:
-                result.final.update(test_loss=test_loss, test_acc=test_acc)
-                if test_acc > result.best["test_acc"]:
-                    result.best = {"test_acc": test_acc, "step": step}
-                sink.checkpoint()
-        if result.status == "diverged":
-            break
-    result.steps = step
-    result.wall_time_s = time.perf_counter() - start
-    return result
+            test_loss, test_acc = evaluation(state) if evaluated else (np.full(n_runs, np.nan),) * 2
+            for r in members:
+                metrics_row(r, step, float(train_loss[r]), float(test_loss[r]), float(test_acc[r]))
+                res = results[r]
+                res.final["train_loss"] = float(train_loss[r])
+                if evaluated:
+                    res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
+                    if test_acc[r] > res.best["test_acc"]:
+                        res.best = {"test_acc": float(test_acc[r]), "step": step}
+                    sinks[r].checkpoint()
+            loss_sum[members], loss_count[members] = 0.0, 0
+        for r in members:
+            if results[r].status == "diverged":
+                alive[r] = False
+    wall = time.perf_counter() - start
+    for res in results:
+        res.wall_time_s = wall
+    return results

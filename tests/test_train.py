@@ -137,3 +137,41 @@ def test_every_normalization_trains(norm, position):
     assert result.status == "completed"
     assert result.final["test_acc"] > 0.4
     assert np.isfinite(result.last_stats["act_var"]).all()
+
+
+def test_batched_group_equals_runs_trained_alone():
+    """Runs differing in seed, initializer, init arguments and learning rate train together in one
+    vmapped group and give the numbers each gives alone (to float tolerance)."""
+    from initlab.train import train_group
+
+    cfgs = [tiny(seed=0), tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}),
+            tiny(seed=2, train={"lr": 0.01}), tiny(seed=0, model={"init": "glorot_uniform"}, train={"lr": 0.001})]
+    data = load_dataset(cfgs[0].data)
+    sinks = [Recorder() for _ in cfgs]
+    grouped = train_group(cfgs, data, sinks)
+    for cfg, res, rec in zip(cfgs, grouped, sinks):
+        alone, alone_rec = fit(cfg)
+        assert res.group_size == 4 and alone.group_size == 1
+        assert res.steps == alone.steps
+        np.testing.assert_allclose([r["train_loss"] for r in rec.rows[1:]],
+                                   [r["train_loss"] for r in alone_rec.rows[1:]], rtol=2e-4)
+        assert res.final["test_acc"] == pytest.approx(alone.final["test_acc"], abs=1 / 256 + 1e-9)
+        for key in ("pre_var", "grad_var", "w_norm"):
+            np.testing.assert_allclose(res.last_stats[key], alone.last_stats[key], rtol=2e-3)
+
+
+def test_a_diverging_run_does_not_disturb_its_group():
+    from initlab.train import train_group
+
+    cfgs = [tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}),
+            tiny(seed=0, train={"optimizer": "sgd", "lr": 1e6}),
+            tiny(seed=1, train={"optimizer": "sgd", "lr": 0.05})]
+    data = load_dataset(cfgs[0].data)
+    sinks = [Recorder() for _ in cfgs]
+    healthy0, exploded, healthy1 = train_group(cfgs, data, sinks)
+    assert exploded.status == "diverged" and exploded.steps < 40
+    assert healthy0.status == healthy1.status == "completed" and healthy0.steps == 40
+    alone, _ = fit(cfgs[0])
+    assert healthy0.final["train_loss"] == pytest.approx(alone.final["train_loss"], rel=2e-4)
+    assert sinks[1].layer_steps[-1] == exploded.divergence["step"]
+    assert sinks[0].layer_steps == [0, 10, 20, 30, 40]
