@@ -30,12 +30,14 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from rich.markup import escape
+
         from initlab.display import err_console
 
         try:
             return fn(*args, **kwargs)
         except InitlabError as e:
-            err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/]: partial results were kept", highlight=False)
@@ -43,7 +45,7 @@ def guarded(fn):
         except Exception as e:
             if os.environ.get("INITLAB_DEBUG"):
                 raise
-            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (set INITLAB_DEBUG=1 for the "
+            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set INITLAB_DEBUG=1 for the "
                               "traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -87,6 +89,55 @@ def run(
         console.print(layer_table(summary))
     for line in run_summary_lines(summary):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@guarded
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML sweep file: a run config plus sweep/zip/seeds blocks.",
+                                           dir_okay=False)],
+    grid: Annotated[list[str], typer.Option("--grid", metavar="KEY=V1,V2",
+                                            help="Vary a key over values (repeatable; replaces the file's list "
+                                                 "for that key), e.g. --grid model.depth=5,10,20.")] = [],  # noqa: B006
+    zip_: Annotated[list[str], typer.Option("--zip", metavar="'K1=A,B K2=C,D'",
+                                            help="Keys whose values go in pairs, not in a product (repeatable).")] = [],  # noqa: B006
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 → seeds 0,1,2) or a list (0,5,7).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
+                                            help="Override a value of the base config (repeatable).")] = [],  # noqa: B006
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and their groups; train nothing.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Groups trained in parallel (processes, or Ray tasks).")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (with --executor ray), "
+                                                   "e.g. ray://head:10001 or auto.")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train failed runs again.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed group.")] = False,
+    max_group: Annotated[int, typer.Option("--max-group", min=1, help="Most runs trained together in one group.")] = 32,
+    data_dir: DataDir = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Folder that holds the sweep folder (overrides log.out).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
+    from initlab import sweep as sweepmod
+    from initlab.display import console, dry_run_table, sweep_progress, sweep_table
+
+    overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
+    spec = sweepmod.load_spec(config, grid=grid, zips=zip_, seeds=seeds, overrides=overrides)
+    if dry_run:
+        runs, groups = sweepmod.dry_run_rows(spec, max_group, retry_failed)
+        console.print(dry_run_table(runs, groups))
+        return
+    with sweep_progress(spec.name, enabled=not quiet) as on_event:
+        report = sweepmod.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor, address=address,
+                                    retry_failed=retry_failed, fail_fast=fail_fast, max_group=max_group,
+                                    on_event=on_event)
+    console.print(sweep_table(report))
+    console.print(f"{report.directory}: trained {report.trained} runs in {report.groups} groups; "
+                  f"{report.skipped_done} already done"
+                  + (f"; {report.busy} held by another sweep" if report.busy else "")
+                  + (" (stopped at the first failure)" if report.stopped_early else ""), highlight=False, soft_wrap=True)
+    if report.failed:
+        raise InitlabError(f"{report.failed} runs failed (see summary.json in their folders; "
+                           "rerun with --retry-failed)")
 
 
 @data_app.command("fetch")

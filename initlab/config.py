@@ -261,10 +261,31 @@ def _field_type(dotted: str) -> Any:
 EXCLUSIVE = (("train.epochs", "train.steps"),)
 
 
+def set_value(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in nested plain ``data`` (creating sections). Setting one of a pair in
+    EXCLUSIVE (``train.steps``) removes the other (``train.epochs``)."""
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+    for pair in EXCLUSIVE:
+        for other in pair:
+            if key in pair and other != key:
+                section, _, leaf = other.rpartition(".")
+                parent = data.get(section) if section else data
+                if isinstance(parent, dict):
+                    parent.pop(leaf, None)
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``data`` with ``KEY=VALUE`` overrides applied (dotted keys, values typed like the field:
-    a string field keeps the text as written, other fields parse it as YAML). Setting one of a
-    pair in EXCLUSIVE (``train.steps``) removes the other (``train.epochs``) from the file's values."""
+    """A copy of ``data`` with ``KEY=VALUE`` overrides applied (dotted keys, values typed like the
+    field: a string field keeps the text as written, other fields parse it as YAML)."""
     out = copy.deepcopy(dict(data or {}))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -272,24 +293,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=50")
         tp = _field_type(key)
-        value: Any = raw if tp is str else _parse_scalar(raw, key)
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
-        for pair in EXCLUSIVE:
-            for other in pair:
-                if key in pair and other != key:
-                    section, _, leaf = other.rpartition(".")
-                    parent = out.get(section) if section else out
-                    if isinstance(parent, dict):
-                        parent.pop(leaf, None)
+        set_value(out, key, raw if tp is str else _parse_scalar(raw, key))
     return out
 
 
@@ -316,9 +320,17 @@ def _parse_scalar(raw: str, key: str) -> Any:
         raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
 
 
+# Top-level blocks that make a file a sweep (see initlab.sweep).
+SWEEP_KEYS = ("sweep", "zip", "seeds")
+
+
 def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """Read, override and validate a YAML run config."""
-    return from_dict(apply_overrides(read_yaml(path), overrides))
+    data = read_yaml(path)
+    found = [k for k in SWEEP_KEYS if k in data]
+    if found:
+        raise ConfigError(f"{found[0]}: {path} describes a sweep; run it with `initlab sweep {path}`")
+    return from_dict(apply_overrides(data, overrides))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -89,9 +90,66 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
              f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt(final.get('test_loss'))}"]
     if summary.get("divergence"):
         d = summary["divergence"]
-        lines.append(f"diverged at step {d['step']}: {d['reason']}")
+        lines.append(escape(f"diverged at step {d['step']}: {d['reason']}"))
     sps = summary.get("steps_per_second")
     lines.append(f"{_fmt(sps, digits=0)} steps/s after {summary.get('compile_time_s', 0):.1f} s compile, "
                  f"{summary.get('wall_time_s', 0):.1f} s in all on {summary.get('device', {}).get('platform', '?')}")
-    lines.append(f"run folder: {summary['run_dir']}")
+    lines.append(escape(f"run folder: {summary['run_dir']}"))
     return lines
+
+
+@contextmanager
+def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress display for a sweep (runs done / total, current group, elapsed, remaining);
+    yields the ``on_event`` callback ``run_sweep`` calls."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+               TextColumn("runs"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[group]}"))
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task(name, total=None, group="")
+
+        def on_event(kind: str, info: dict[str, Any]) -> None:
+            if kind == "start":
+                bar.update(task, total=info["todo"], group=f"{info['groups']} groups to train"
+                           + (f", {info['total'] - info['todo']} runs already done" if info["total"] > info["todo"] else ""))
+            elif kind == "group":
+                bar.update(task, group=info["label"])
+            elif kind == "done":
+                bar.advance(task, info["runs"])
+
+        yield on_event
+
+
+def sweep_table(report: Any) -> Table:
+    """Counts of run statuses at the end of a sweep."""
+    table = Table()
+    for col in ("status", "runs"):
+        table.add_column(col, justify="right" if col == "runs" else "left")
+    colours = {"completed": "green", "diverged": "yellow", "failed": "red"}
+    counts: dict[str, int] = {}
+    for status in report.statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    for status, n in sorted(counts.items()):
+        table.add_row(f"[{colours.get(status, 'white')}]{status}[/]", str(n))
+    return table
+
+
+def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
+    """The expanded runs of a sweep, their status and the group each would train in."""
+    group_of = {run.hash: i + 1 for i, g in enumerate(groups) for run in g}
+    keys = list(dict.fromkeys(k for run in runs for k in run.varied))
+    table = Table(title=f"{len(runs)} runs, {len(group_of)} to train in {len(groups)} groups", title_justify="left")
+    table.add_column("#", justify="right")
+    for key in keys:
+        table.add_column(key)
+    table.add_column("folder")
+    table.add_column("group", justify="right")
+    from initlab.storage import run_status
+
+    for i, run in enumerate(runs):
+        group = group_of.get(run.hash)
+        table.add_row(str(i + 1), *[str(run.varied.get(k, "")) for k in keys], run.path.name,
+                      str(group) if group else f"({run_status(run.path)})")
+    return table

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from initlab import __version__
-from initlab.config import RunConfig, config_hash
-from initlab.data import load_dataset
+from initlab.config import DataConfig, RunConfig, config_hash, from_dict, to_dict
+from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError
-from initlab.storage import RunWriter, claim_run_dir, run_dir_for
-from initlab.train import TrainResult, train
+from initlab.storage import RunRecorder, RunWriter, claim_run_dir, run_dir_for
+from initlab.train import TrainResult, train, train_group
 
 
 def versions() -> dict[str, str]:
@@ -39,6 +39,12 @@ def signal_profile(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return {k: [float(v) for v in stats[k]] for k in ("pre_var", "act_var", "grad_var")} if stats else {}
 
 
+def failed_summary(cfg: RunConfig, reason: str, steps: int = 0) -> dict[str, Any]:
+    """The summary.json of a run that raised instead of finishing."""
+    return {"status": "failed", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(run_dir_for(cfg)),
+            "steps": steps, "error": reason, "versions": versions()}
+
+
 def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]:
     """The summary.json of a finished (or diverged) run."""
     return {
@@ -55,6 +61,7 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "compile_time_s": result.compile_time_s,
         "train_time_s": result.train_time_s,
         "steps_per_second": result.steps / result.train_time_s if result.train_time_s > 0 else None,
+        "group_size": result.group_size,
         "device": result.device,
         "versions": versions(),
         "divergence": result.divergence,
@@ -98,3 +105,32 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     return writer.summary
 
 
+
+
+_datasets: dict[str, Dataset] = {}
+
+
+def _dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
+    """Datasets are loaded once per process and shared by the groups it trains."""
+    key = repr((cfg, str(data_dir)))  # frozen dataclass: its repr names every field
+    if key not in _datasets:
+        _datasets[key] = load_dataset(cfg, data_dir, progress=False)
+    return _datasets[key]
+
+
+def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None) -> list[dict[str, Any]]:
+    """Train a group of batchable runs together and return, per run, its metrics rows, per-layer
+    rows and summary. Plain data in and out, so the same function runs in this process, in a
+    process pool or as a Ray task. An exception fails the whole group; it is recorded per run
+    (with the rows gathered until then), never raised."""
+    cfgs = [from_dict(d) for d in cfg_dicts]
+    recorders = [RunRecorder() for _ in cfgs]
+    try:
+        results = train_group(cfgs, _dataset(cfgs[0].data, data_dir), recorders)
+        summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]
+    except Exception as e:  # noqa: BLE001 - isolation: one group's failure must not stop a sweep
+        reason = f"{type(e).__name__}: {e}"
+        summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
+                     for c, rec in zip(cfgs, recorders)]
+    return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ}
+            for c, rec, summ in zip(cfgs, recorders, summaries)]

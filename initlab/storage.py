@@ -100,18 +100,14 @@ def claim_run_dir(path: Path, force: bool) -> None:
     path.mkdir(parents=True)
 
 
-class RunWriter:
-    """Collects a run's rows and writes the run folder; implements the training ``Sink``."""
+class RunRecorder:
+    """Collects a run's metrics and per-layer rows in memory; implements the training ``Sink``."""
 
-    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None):
-        self.path = path
-        self.cfg = cfg
+    def __init__(self, on_progress: Callable[[int, int, dict], None] | None = None):
         self.metric_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
-        self.summary: dict[str, Any] = {}
         self._on_progress = on_progress
 
-    # -- Sink ----------------------------------------------------------------------------------
     def metrics(self, row: dict[str, Any]) -> None:
         self.metric_rows.append(row)
 
@@ -123,11 +119,24 @@ class RunWriter:
             self.layer_rows.append(row)
 
     def checkpoint(self) -> None:
-        self.flush()
+        pass
 
     def progress(self, step: int, total: int, info: dict[str, float]) -> None:
         if self._on_progress is not None:
             self._on_progress(step, total, info)
+
+
+class RunWriter(RunRecorder):
+    """A RunRecorder that also keeps the run folder up to date (at every checkpoint and at the end)."""
+
+    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None):
+        super().__init__(on_progress)
+        self.path = path
+        self.cfg = cfg
+        self.summary: dict[str, Any] = {}
+
+    def checkpoint(self) -> None:
+        self.flush()
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self) -> None:
@@ -143,6 +152,40 @@ class RunWriter:
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary = summary
         atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+
+
+def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
+                  summary: dict[str, Any]) -> None:
+    """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
+    into place, so ``path`` either holds a complete run or does not exist. A folder already at
+    ``path`` (a failed or unfinished earlier attempt) is replaced."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        atomic_write(tmp / "config.yaml", to_yaml(cfg))
+        atomic_write(tmp / "metrics.csv", csv_text(METRIC_COLUMNS, metric_rows))
+        atomic_write(tmp / "layers.csv", csv_text(LAYER_COLUMNS, layer_rows))
+        atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        if path.exists():
+            old = path.with_name(f".old-{path.name}-{os.getpid()}")
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_status(path: Path) -> str:
+    """The status in a run folder's summary.json: ``missing`` without a folder, ``corrupt`` when
+    the summary is absent or unreadable."""
+    if not path.is_dir():
+        return "missing"
+    try:
+        return str(json.loads((path / "summary.json").read_text()).get("status", "corrupt"))
+    except (OSError, ValueError, AttributeError):
+        return "corrupt"
 
 
 def read_summary(path: Path) -> dict[str, Any]:

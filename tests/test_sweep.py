@@ -1,0 +1,270 @@
+"""Sweeps: grid expansion, validation up front, batched groups, resume after kill -9, concurrent
+sweeps, failure isolation, process workers and Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from initlab.cli import app
+from initlab.config import to_dict
+from initlab.errors import ConfigError
+from initlab.storage import run_status
+from initlab.sweep import SweepSpec, expand, load_spec, plan_groups, run_sweep, sweep_dir
+
+runner = CliRunner()
+BASE = {
+    "name": "grid",
+    "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
+             "probe_size": 64},
+    "model": {"depth": 2, "width": 16},
+    "train": {"steps": 20, "batch_size": 32},
+    "log": {"every": 10},
+}
+
+
+def write_sweep(tmp_path, **blocks):
+    data = {**BASE, "log": {**BASE["log"], "out": str(tmp_path / "runs")}, **blocks}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_grid_expansion_seeds_and_zip(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3], "model.init": ["he_normal", "glorot_normal"]},
+                       seeds=3, zip=[{"model.width": [8, 16], "train.lr": [0.01, 0.001]}])
+    runs = expand(load_spec(path))
+    assert len(runs) == 2 * 2 * 2 * 3
+    assert {r.cfg.seed for r in runs} == {0, 1, 2}
+    assert {(r.cfg.model.width, r.cfg.train.lr) for r in runs} == {(8, 0.01), (16, 0.001)}
+    assert [r.varied["seed"] for r in runs[:3]] == [0, 1, 2]  # seeds vary fastest
+    assert len({r.hash for r in runs}) == len(runs)
+    assert all(r.path.parent == tmp_path / "runs" / "grid" for r in runs)
+
+
+def test_command_line_adds_to_and_overrides_the_file(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]}, seeds=2)
+    spec = load_spec(path, grid=["model.depth=5,6", "model.activation=tanh,relu"], seeds="0,7",
+                     zips=["model.width=8,16 train.lr=0.1,0.01"], overrides=["train.steps=5"])
+    assert spec.grid == {"model.depth": [5, 6], "model.activation": ["tanh", "relu"]}
+    assert spec.seeds == [0, 7] and spec.zips == [{"model.width": [8, 16], "train.lr": [0.1, 0.01]}]
+    runs = expand(spec)
+    assert len(runs) == 2 * 2 * 2 * 2 and all(r.cfg.train.steps == 5 for r in runs)
+
+
+@pytest.mark.parametrize("blocks, grid, message", [
+    ({"sweep": {"model.depth": [2, 0]}}, [], "run (model.depth=0): model.depth: 0 is out of range"),
+    ({"sweep": {"model.activation": ["relu", "rellu"]}}, [], "model.activation: 'rellu' is not one of"),
+    ({"sweep": {"model.dpth": [2]}}, [], "model.dpth: unknown key"),
+    ({"sweep": {"model.depth": []}}, [], "not a non-empty list"),
+    ({"seeds": -1}, [], "seeds: -1 is not a count"),
+    ({"zip": [{"model.width": [8, 16], "train.lr": [0.1]}]}, [], "lists of different lengths"),
+    ({"sweep": {"model.depth": [2]}, "zip": [{"model.depth": [3]}]}, [], "already varied"),
+    ({}, ["model.depth"], "expected KEY=V1,V2"),
+    ({}, ["model.depth=2,,3"], "expected comma-separated values"),
+])
+def test_a_bad_value_fails_the_whole_sweep_up_front(tmp_path, blocks, grid, message):
+    path = write_sweep(tmp_path, **blocks)
+    with pytest.raises(ConfigError) as err:
+        expand(load_spec(path, grid=grid))
+    assert message in str(err.value)
+    result = runner.invoke(app, ["sweep", str(path), *[a for g in grid for a in ("--grid", g)]])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_groups_share_everything_but_seed_init_and_lr(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3], "model.init": ["he_normal", "orthogonal"],
+                                        "train.lr": [0.01, 0.001]}, seeds=2)
+    groups = plan_groups(expand(load_spec(path)), max_group=32)
+    assert sorted(len(g) for g in groups) == [8, 8]
+    assert all(len({r.cfg.model.depth for r in g}) == 1 for g in groups)
+    assert [len(g) for g in plan_groups(expand(load_spec(path)), max_group=3)] == [3, 3, 2, 3, 3, 2]
+
+
+def test_sweep_writes_run_folders_and_resumes(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2)
+    spec = load_spec(path)
+    report = run_sweep(spec)
+    assert report.trained == 4 and report.count("completed") == 4
+    directory = sweep_dir(spec)
+    index = json.loads((directory / "index.json").read_text())
+    assert len(index["runs"]) == 4 and {r["status"] for r in index["runs"]} == {"completed"}
+    assert yaml.safe_load((directory / "sweep.yaml").read_text())["seeds"] == [0, 1]
+    for run in expand(spec):
+        files = sorted(p.name for p in run.path.iterdir())
+        assert files == ["config.yaml", "layers.csv", "metrics.csv", "summary.json"]
+        summary = json.loads((run.path / "summary.json").read_text())
+        assert summary["group_size"] == 4 and len(pd.read_csv(run.path / "layers.csv")) == 3 * 3
+    again = run_sweep(spec)
+    assert again.trained == 0 and again.skipped_done == 4
+
+
+def test_batched_sweep_run_matches_initlab_run(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2)
+    spec = load_spec(path)
+    run_sweep(spec)
+    target = expand(spec)[3]
+    solo_cfg = tmp_path / "solo.yaml"
+    solo_cfg.write_text(yaml.safe_dump(to_dict(target.cfg)))
+    result = runner.invoke(app, ["run", str(solo_cfg), "--out", str(tmp_path / "solo"), "-q"])
+    assert result.exit_code == 0, result.output
+    (solo,) = (tmp_path / "solo").iterdir()
+    assert solo.name == target.path.name  # same config, same hash
+    a, b = pd.read_csv(target.path / "metrics.csv"), pd.read_csv(solo / "metrics.csv")
+    pd.testing.assert_series_equal(a.train_loss, b.train_loss, rtol=2e-4)
+    la, lb = pd.read_csv(target.path / "layers.csv"), pd.read_csv(solo / "layers.csv")
+    pd.testing.assert_series_equal(la.pre_var, lb.pre_var, rtol=1e-3)
+
+
+def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
+    import initlab.experiment as experiment
+
+    real = experiment.train_group
+
+    def flaky(cfgs, data, sinks):
+        if cfgs[0].model.depth == 3:
+            raise RuntimeError("simulated crash")
+        return real(cfgs, data, sinks)
+
+    monkeypatch.setattr(experiment, "train_group", flaky)
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]},
+                       zip=[{"train.optimizer": ["sgd", "sgd"], "train.lr": [0.05, 1e6]}])
+    spec = load_spec(path)
+    report = run_sweep(spec)
+    statuses = {(r.cfg.model.depth, r.cfg.train.lr): run_status(r.path) for r in expand(spec)}
+    assert statuses == {(2, 0.05): "completed", (2, 1e6): "diverged", (3, 0.05): "failed", (3, 1e6): "failed",
+                        (4, 0.05): "completed", (4, 1e6): "diverged"}
+    assert report.failed == 2
+    failed = next(r for r in expand(spec) if r.cfg.model.depth == 3)
+    assert "simulated crash" in json.loads((failed.path / "summary.json").read_text())["error"]
+    # Without --retry-failed a failed run stays; with it, it is trained again.
+    monkeypatch.setattr(experiment, "train_group", real)
+    assert run_sweep(spec).trained == 0
+    assert run_sweep(spec, retry_failed=True).trained == 2
+    assert run_status(failed.path) == "completed"
+
+
+def test_fail_fast_stops_after_the_first_failed_group(tmp_path, monkeypatch):
+    import initlab.experiment as experiment
+
+    def broken(cfgs, data, sinks):
+        raise RuntimeError("always")
+
+    monkeypatch.setattr(experiment, "train_group", broken)
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]})
+    report = run_sweep(load_spec(path), fail_fast=True)
+    assert report.stopped_early and report.trained == 1
+    result = runner.invoke(app, ["sweep", str(path), "-q"])
+    assert result.exit_code == 1 and "runs failed" in result.output
+
+
+def test_cli_sweep_dry_run_trains_nothing(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3]}, seeds=2)
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--grid", "model.init=he_normal,glorot_normal"])
+    assert result.exit_code == 0, result.output
+    assert "8 runs, 8 to train in 2 groups" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_refuses_a_sweep_file(tmp_path):
+    path = write_sweep(tmp_path, seeds=2)
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and "initlab sweep" in result.output
+
+
+def _sweep_cmd(path, *extra):
+    return [sys.executable, "-m", "initlab", "sweep", str(path), "-q", *extra]
+
+
+def _child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_resume_after_kill_9_loses_only_runs_in_flight(tmp_path):
+    # Six groups (one per depth) of two seeds; kill the sweep once some runs are written.
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4, 5, 6, 7]}, seeds=2,
+                       train={"steps": 60, "batch_size": 32})
+    spec = load_spec(path)
+    runs = expand(spec)
+    proc = subprocess.Popen(_sweep_cmd(path), env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(run_status(r.path) == "completed" for r in runs) < 2:
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {r.hash: (r.path / "summary.json").read_text() for r in runs if run_status(r.path) == "completed"}
+    assert 2 <= len(done_before) < len(runs)
+    assert all(run_status(r.path) in ("completed", "missing") for r in runs)  # never half a folder
+
+    report = run_sweep(spec)
+    assert report.skipped_done == len(done_before)
+    assert report.trained == len(runs) - len(done_before)
+    assert all(run_status(r.path) == "completed" for r in runs)
+    for r in runs:  # finished runs were not redone
+        if r.hash in done_before:
+            assert (r.path / "summary.json").read_text() == done_before[r.hash]
+    folders = [p for p in sweep_dir(spec).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(folders) == len(runs)
+    assert not list(sweep_dir(spec).glob(".tmp-*"))
+
+
+def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4, 5]}, seeds=2, train={"steps": 30, "batch_size": 32})
+    procs = [subprocess.Popen(_sweep_cmd(path, "--max-group", "1"), env=_child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    spec = load_spec(path)
+    runs = expand(spec)
+    assert all(run_status(r.path) == "completed" for r in runs)
+    trained = [int(o[0].decode().split("trained ")[1].split()[0]) for o in outs]
+    assert sum(trained) == len(runs)  # no run trained twice
+    index = json.loads((sweep_dir(spec) / "index.json").read_text())
+    assert sorted(r["hash"] for r in index["runs"]) == sorted(r.hash for r in runs)
+
+
+def test_process_workers(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3]}, seeds=2)
+    report = run_sweep(load_spec(path), workers=2)
+    assert report.trained == 4 and report.count("completed") == 4
+
+
+def test_ray_executor_on_a_local_instance(tmp_path):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2,
+                       zip=[{"model.depth": [2, 3]}])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    try:
+        report = run_sweep(load_spec(path), executor="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert report.trained == 8 and report.count("completed") == 8
+
+
+def test_ray_missing_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    path = write_sweep(tmp_path, seeds=1)
+    result = runner.invoke(app, ["sweep", str(path), "--executor", "ray", "-q"])
+    assert result.exit_code == 1 and 'pip install -e ".[ray]"' in result.output
