@@ -268,3 +268,11 @@ def test_ray_missing_says_how_to_install(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, seeds=1)
     result = runner.invoke(app, ["sweep", str(path), "--executor", "ray", "-q"])
     assert result.exit_code == 1 and 'pip install -e ".[ray]"' in result.output
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweeps_expand_and_validate(path):
+    runs = expand(load_spec(path))
+    assert len(runs) >= 8
+    assert len(plan_groups(runs, 32)) < len(runs)  # something trains together
