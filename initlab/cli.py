@@ -140,6 +140,56 @@ def sweep(
                            "rerun with --retry-failed)")
 
 
+@app.command()
+@guarded
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (searched "
+                                                     "recursively; default: runs).")] = None,  # type: ignore[assignment]
+    filter_: Annotated[list[str], typer.Option("--filter", metavar="KEY=VALUE",
+                                               help="Keep runs whose config key (or status) has this value "
+                                                    "(repeatable), e.g. --filter model.init=he_normal.")] = [],  # noqa: B006
+    sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by a column; prefix '-' for descending, "
+                                                "e.g. --sort=-test_acc.")] = None,
+    group_by: Annotated[list[str], typer.Option("--group-by", metavar="KEY",
+                                                help="Aggregate over everything but these config keys (repeatable).")] = [],  # noqa: B006
+    columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns to show, e.g. "
+                                                   "test_acc,verdict,profile.")] = None,
+    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show only the first N rows.")] = None,
+    target: Annotated[float, typer.Option("--target", min=0.0, max=1.0,
+                                          help="Test accuracy for the 'steps to' column.")] = 0.9,
+    layers: Annotated[Optional[Path], typer.Option("--layers", help="Per-layer table of one run folder: every "
+                                                   "statistic at initialization and at the end.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
+) -> None:
+    """Tables of which setups keep signals healthy through depth and which train best."""
+    import json as jsonmod
+
+    from initlab import report as reportmod
+    from initlab.display import layer_tables, report_tables, wide_console
+
+    formats = ("table", "csv", "markdown", "json")
+    if fmt not in formats:
+        raise InitlabError(f"--format {fmt!r}: not one of {', '.join(formats)}")
+    if layers is not None:
+        data = reportmod.layer_report(layers)
+        if fmt == "table":
+            for t in layer_tables(data):
+                wide_console().print(t)
+        elif fmt == "json":
+            typer.echo(jsonmod.dumps(reportmod.jsonable_layers(data), indent=2))
+        else:
+            typer.echo(reportmod.layers_text(data, fmt), nl=False)
+        return
+    rep = reportmod.build_report(paths or [Path("runs")], filters=filter_, group_by=group_by, sort=sort,
+                                 columns=columns.split(",") if columns else None, top=top, target=target)
+    if fmt == "table":
+        for t in report_tables(rep):
+            wide_console().print(t)
+    else:
+        typer.echo({"csv": reportmod.to_csv, "markdown": reportmod.to_markdown, "json": reportmod.to_json}[fmt](rep),
+                   nl=False)
+
+
 @data_app.command("fetch")
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:

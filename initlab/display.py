@@ -16,6 +16,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def wide_console() -> Console:
+    """For tables: the terminal's width, or 200 columns when writing to a pipe or file, so a
+    redirected report is not squeezed to 80 columns."""
+    return console if console.is_terminal else Console(width=200)
+
+
 @contextmanager
 def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
     """A rich progress bar (step, loss, accuracy, steps/s); yields the callback training calls."""
@@ -153,3 +159,55 @@ def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
         table.add_row(str(i + 1), *[str(run.varied.get(k, "")) for k in keys], run.path.name,
                       str(group) if group else f"({run_status(run.path)})")
     return table
+
+
+def report_tables(report: Any) -> list[Table]:
+    """The report as rich tables: the aggregated rows, then problem runs, then skipped folders."""
+    from initlab.report import EXPLODING, VANISHING, _fmt_cell, _fmt_value, _header, key_headers
+
+    colours = {"vanishing": "blue", "exploding": "red", "healthy": "green"}
+    main = Table(title=f"{len(report.rows)} configurations", title_justify="left",
+                 caption=f"verdict at init: a variance ratio below {VANISHING:g} is vanishing, above {EXPLODING:g} "
+                         "exploding", caption_justify="left")
+    for k in key_headers(report.keys):
+        main.add_column(k)
+    for c in report.columns:
+        main.add_column(_header(c, report.target), justify="left" if c in ("status", "verdict", "profile") else "right",
+                        no_wrap=c in ("test_acc", "test_loss", "profile"))
+    for row in report.rows:
+        cells = [escape(_fmt_value(row.get(k))) for k in report.keys]
+        for c in report.columns:
+            text = escape(_fmt_cell(row, c))
+            cells.append(f"[{colours[text]}]{text}[/]" if c == "verdict" and text in colours else text)
+        main.add_row(*cells)
+    tables = [main]
+    if report.problems:
+        t = Table(title="runs that did not complete", title_justify="left")
+        for c in ("run", "status", "step", "reason"):
+            t.add_column(c)
+        for p in report.problems:
+            t.add_row(escape(p["run"]), p["status"], _fmt_value(p["step"]), escape(str(p["reason"])))
+        tables.append(t)
+    if report.skipped:
+        t = Table(title="skipped folders", title_justify="left")
+        t.add_column("folder")
+        t.add_column("reason")
+        for s in report.skipped:
+            t.add_row(escape(str(s.path)), escape(s.reason))
+        tables.append(t)
+    return tables
+
+
+def layer_tables(layers: dict[str, Any]) -> list[Table]:
+    """Every per-layer statistic at initialization and at the end of one run."""
+    tables = []
+    for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
+        t = Table(title=f"{layers['run']}: step {step}", title_justify="left")
+        t.add_column("layer", justify="right")
+        for c in layers["columns"]:
+            t.add_column(c, justify="right")
+        for row in layers[when]:
+            name = "out" if row["kind"] == "output" else str(row["layer"])
+            t.add_row(name, *[_sci(row[c]) for c in layers["columns"]])
+        tables.append(t)
+    return tables

@@ -42,7 +42,7 @@ def signal_profile(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
 def failed_summary(cfg: RunConfig, reason: str, steps: int = 0) -> dict[str, Any]:
     """The summary.json of a run that raised instead of finishing."""
     return {"status": "failed", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(run_dir_for(cfg)),
-            "steps": steps, "error": reason, "versions": versions()}
+            "steps": steps, "error": reason, "versions": versions(), "config": to_dict(cfg)}
 
 
 def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]:
@@ -67,6 +67,8 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "divergence": result.divergence,
         "error": None,
         "signal": {"init": signal_profile(result.init_stats), "final": signal_profile(result.last_stats)},
+        "history": result.history,
+        "config": to_dict(cfg),
     }
 
 
@@ -86,16 +88,16 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     writer.write_config()
     started = time.time()
     base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(path),
-            "versions": versions(), "started_at": started}
+            "versions": versions(), "started_at": started, "config": to_dict(cfg)}
     writer.write_summary(base)
     try:
         result = train(cfg, data, writer)
     except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        reason = "interrupted by the user" if status == "interrupted" else f"{type(e).__name__}: {e}"
+        interrupted = isinstance(e, KeyboardInterrupt)
+        reason = "interrupted by the user" if interrupted else f"{type(e).__name__}: {e}"
         last = writer.metric_rows[-1]["step"] if writer.metric_rows else 0
-        writer.summary = {**base, "status": status, "error": reason, "steps": last,
-                          "wall_time_s": time.time() - started}
+        writer.summary = {**failed_summary(cfg, reason, last), "status": "interrupted" if interrupted else "failed",
+                          "started_at": started, "wall_time_s": time.time() - started}
         writer.flush()
         if isinstance(e, InitlabError | KeyboardInterrupt):
             raise

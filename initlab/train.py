@@ -219,9 +219,17 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     divergence: dict[str, Any] | None = None
+    history: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "test_acc": [], "test_loss": []})
     init_stats: dict[str, np.ndarray] = field(default_factory=dict)
     last_stats: dict[str, np.ndarray] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
+
+
+    def record_eval(self, step: int, test_loss: float, test_acc: float) -> None:
+        """Keep the test-set curve (one point per evaluation) for reports."""
+        self.history["step"].append(step)
+        self.history["test_loss"].append(test_loss)
+        self.history["test_acc"].append(test_acc)
 
 
 def device_info() -> dict[str, Any]:
@@ -312,6 +320,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         res.init_stats = res.last_stats
         metrics_row(r, 0, float("nan"), float(test_loss[r]), float(test_acc[r]))
         res.best = {"test_acc": float(test_acc[r]), "step": 0}
+        res.record_eval(0, float(test_loss[r]), float(test_acc[r]))
         res.final = {"train_loss": float("nan"), "test_loss": float(test_loss[r]), "test_acc": float(test_acc[r])}
 
     step = 0
@@ -366,6 +375,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                 res.final["train_loss"] = float(train_loss[r])
                 if evaluated:
                     res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
+                    res.record_eval(step, float(test_loss[r]), float(test_acc[r]))
                     if test_acc[r] > res.best["test_acc"]:
                         res.best = {"test_acc": float(test_acc[r]), "step": step}
                     sinks[r].checkpoint()

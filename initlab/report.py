@@ -1,0 +1,490 @@
+"""Reports: read run folders (single runs and sweeps, found recursively), aggregate seeds, and say
+where signals vanish or explode and which setups train.
+
+Each run is read from its summary.json alone (it carries the resolved config, final figures, the
+test-accuracy history and per-layer variance profiles), so reading a thousand runs takes well
+under a second. Unreadable folders are listed as skipped, with the reason, never dropped silently.
+
+Signal verdicts (at initialization, on the hidden layers): the activation-variance ratio is last /
+first hidden layer; the gradient-variance ratio is first / last hidden layer (the back-propagated
+∂ℓ/∂z, Glorot & Bengio 2010). A ratio below ``VANISHING`` is *vanishing*, above ``EXPLODING`` is
+*exploding*, anything between is *healthy*.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initlab.errors import InitlabError
+
+VANISHING = 1e-2
+EXPLODING = 1e2
+SPARK = "▁▂▃▄▅▆▇█"
+# Sparkline scale: log10(variance / first layer's) from -SPARK_DECADES to +SPARK_DECADES.
+SPARK_DECADES = 4.0
+IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it."""
+
+    path: Path
+    summary: dict[str, Any]
+    flat: dict[str, Any]  # the resolved config as dotted keys
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    def final(self, key: str) -> float:
+        v = (self.summary.get("final") or {}).get(key)
+        return float(v) if isinstance(v, int | float) and self.status in ("completed", "diverged") else math.nan
+
+    def profile(self, when: str, key: str) -> np.ndarray:
+        """Per-layer values (hidden layers only) of a signal statistic at ``init`` or ``final``."""
+        values = ((self.summary.get("signal") or {}).get(when) or {}).get(key) or []
+        arr = np.array([math.nan if v is None else v for v in values], dtype=float)
+        return arr[:-1]  # the last entry is the output layer
+
+    def ratio(self, when: str, key: str) -> float:
+        """act_var: last / first hidden layer; grad_var: first / last (toward the input)."""
+        p = self.profile(when, key)
+        if len(p) == 0:
+            return math.nan
+        first, last = p[0], p[-1]
+        num, den = (last, first) if key == "act_var" else (first, last)
+        with np.errstate(all="ignore"):
+            return float(num / den) if den != 0 else math.nan
+
+    def steps_to(self, target: float) -> float:
+        hist = self.summary.get("history") or {}
+        for step, acc in zip(hist.get("step", []), hist.get("test_acc", [])):
+            if acc is not None and acc >= target:
+                return float(step)
+        return math.nan
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → dotted keys (``model.init_args.gain``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        elif not isinstance(v, dict):
+            out[key] = v
+    return out
+
+
+def _is_run_folder(path: Path) -> bool:
+    return any((path / f).exists() for f in ("summary.json", "config.yaml", "metrics.csv"))
+
+
+def load_run(path: Path) -> Run | Skipped:
+    """A run folder, or why it cannot be read."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except FileNotFoundError:
+        return Skipped(path, "no summary.json (a partial or foreign folder)")
+    except (OSError, ValueError) as e:
+        return Skipped(path, f"summary.json unreadable ({type(e).__name__}: {e})")
+    if not isinstance(summary, dict):
+        return Skipped(path, "summary.json is not an object")
+    config = summary.get("config")
+    if not isinstance(config, dict):
+        try:
+            import yaml
+
+            config = yaml.safe_load((path / "config.yaml").read_text())
+        except (OSError, ValueError) as e:
+            return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
+        if not isinstance(config, dict):
+            return Skipped(path, "config.yaml is not a mapping")
+    return Run(path, summary, flatten(config))
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
+    """Every run folder under ``paths`` (run folders themselves, or folders holding them at any
+    depth; hidden folders such as sweep locks and temporaries are not entered)."""
+    runs: list[Run] = []
+    skipped: list[Skipped] = []
+    stack = [Path(p) for p in paths]
+    for p in stack:
+        if not p.exists():
+            raise InitlabError(f"{p}: no such file or folder")
+    seen: set[Path] = set()
+    while stack:
+        p = stack.pop(0)
+        real = p.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        if _is_run_folder(p):
+            item = load_run(p)
+            (runs if isinstance(item, Run) else skipped).append(item)
+            continue
+        try:
+            children = sorted(e.path for e in os.scandir(p) if e.is_dir() and not e.name.startswith("."))
+        except NotADirectoryError:
+            skipped.append(Skipped(p, "not a folder"))
+            continue
+        stack[0:0] = [Path(c) for c in children]
+    return runs, skipped
+
+
+def _parse_filter(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise InitlabError(f"--filter {item!r}: expected KEY=VALUE, e.g. --filter model.init=he_normal")
+    return key.strip(), value.strip()
+
+
+def _matches(run: Run, key: str, value: str) -> bool:
+    have = run.status if key == "status" else run.flat.get(key, None)
+    if have is None:
+        return False
+    if isinstance(have, int | float) and not isinstance(have, bool):
+        try:
+            return float(have) == float(value)
+        except ValueError:
+            return False
+    return str(have).lower() == value.lower()
+
+
+def varied_keys(runs: Sequence[Run]) -> list[str]:
+    """Config keys whose values differ across ``runs`` (in config order), ignoring name/seed/out."""
+    keys: dict[str, set[str]] = {}
+    for run in runs:
+        for k, v in run.flat.items():
+            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    n_missing = {k for k in keys if any(k not in r.flat for r in runs)}
+    return [k for k, vals in keys.items() if k not in IGNORED_KEYS and (len(vals) > 1 or k in n_missing)]
+
+
+def verdict(act_ratio: float, grad_ratio: float) -> str:
+    """vanishing / exploding / healthy from the two ratios (see the module docstring)."""
+    ratios = [r for r in (act_ratio, grad_ratio) if not math.isnan(r)]
+    if not ratios:
+        return "n/a"
+    if any(r < VANISHING for r in ratios):
+        return "vanishing"
+    if any(r > EXPLODING or math.isinf(r) for r in ratios):
+        return "exploding"
+    return "healthy"
+
+
+def sparkline(profile: np.ndarray) -> str:
+    """One character per layer: log10(variance / first layer's), clipped to ±SPARK_DECADES."""
+    if len(profile) == 0 or not np.isfinite(profile[0]) or profile[0] <= 0:
+        return ""
+    with np.errstate(all="ignore"):
+        rel = np.log10(profile / profile[0])
+    chars = []
+    for v in rel:
+        if not np.isfinite(v):
+            chars.append("×" if np.isnan(v) else ("█" if v > 0 else "▁"))
+            continue
+        pos = (np.clip(v, -SPARK_DECADES, SPARK_DECADES) + SPARK_DECADES) / (2 * SPARK_DECADES)
+        chars.append(SPARK[min(int(pos * len(SPARK)), len(SPARK) - 1)])
+    return "".join(chars)
+
+
+def _downsample(s: str, width: int = 24) -> str:
+    if len(s) <= width:
+        return s
+    idx = np.linspace(0, len(s) - 1, width).round().astype(int)
+    return "".join(s[i] for i in idx)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _geo_mean(values: Sequence[float]) -> float:
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan
+    if (v <= 0).any():
+        return float(np.median(v))
+    with np.errstate(all="ignore"):
+        return float(np.exp(np.log(v).mean()))
+
+
+def _status_text(runs: Sequence[Run]) -> str:
+    """``ok`` when every seed completed, else the counts (``1 ok, 1 diverged``)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if set(counts) == {"completed"}:
+        return "ok"
+    order = sorted(counts.items(), key=lambda kv: (kv[0] != "completed", kv[0]))
+    return ", ".join(f"{n} {'ok' if s == 'completed' else s}" for s, n in order)
+
+
+METRICS = ("test_acc", "test_loss", "steps_to_target", "act_ratio_init", "act_ratio_end", "grad_ratio_init",
+           "grad_ratio_end")
+COLUMNS = ("status", "seeds", *METRICS, "verdict", "profile")
+DEFAULT_COLUMNS = ("status", "seeds", "test_acc", "test_loss", "steps_to_target", "act_ratio_init",
+                   "grad_ratio_init", "verdict", "profile")
+HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act var L/1 init",
+           "act_ratio_end": "act var L/1 end", "grad_ratio_init": "grad var 1/L init",
+           "grad_ratio_end": "grad var 1/L end", "profile": "act var by layer (init)"}
+
+
+@dataclass
+class Report:
+    """The aggregated table and what did not fit in it."""
+
+    keys: list[str]  # the configuration columns (varied keys, or --group-by keys)
+    rows: list[dict[str, Any]]
+    problems: list[dict[str, Any]] = field(default_factory=list)  # diverged / failed / unfinished runs
+    skipped: list[Skipped] = field(default_factory=list)
+    target: float = 0.9
+    columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
+
+
+def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
+    """One row per distinct value of ``keys`` (seeds and everything else aggregated)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps([run.flat.get(k) for k in keys], sort_keys=True, default=str), []).append(run)
+    rows = []
+    for members in groups.values():
+        row: dict[str, Any] = {k: members[0].flat.get(k) for k in keys}
+        row["status"] = _status_text(members)
+        row["seeds"] = len(members)
+        for metric, values in (("test_acc", [r.final("test_acc") for r in members]),
+                               ("test_loss", [r.final("test_loss") for r in members]),
+                               ("steps_to_target", [r.steps_to(target) for r in members])):
+            row[metric], row[metric + "_std"] = _mean_std(values)
+        for when, label in (("init", "init"), ("final", "end")):
+            row[f"act_ratio_{label}"] = _geo_mean([r.ratio(when, "act_var") for r in members])
+            row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
+        row["verdict"] = verdict(row["act_ratio_init"], row["grad_ratio_init"])
+        depths = {len(r.profile("init", "act_var")) for r in members}
+        if len(depths) == 1:
+            with np.errstate(all="ignore"):
+                logs = np.array([np.log10(r.profile("init", "act_var")) for r in members])
+                row["profile"] = sparkline(10 ** np.nanmean(logs, axis=0)) if logs.size else ""
+        else:
+            row["profile"] = ""
+        rows.append(row)
+    return rows
+
+
+def _sort_key(column: str):
+    def key(row: dict[str, Any]):
+        v = row.get(column)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return (1, 0, "")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return (0, float(v), "")
+        return (0, 0, str(v))
+
+    return key
+
+
+def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), group_by: Sequence[str] = (),
+                 sort: str | None = None, columns: Sequence[str] | None = None, top: int | None = None,
+                 target: float = 0.9) -> Report:
+    """Read every run under ``paths`` and aggregate it into a Report (see the CLI for the options)."""
+    runs, skipped = discover(paths)
+    for item in filters:
+        key, value = _parse_filter(item)
+        runs = [r for r in runs if _matches(r, key, value)]
+    keys = list(group_by) if group_by else varied_keys(runs)
+    for k in group_by:
+        if runs and all(k not in r.flat for r in runs):
+            raise InitlabError(f"--group-by {k}: not a config key of these runs (e.g. model.depth, model.init)")
+    rows = aggregate(runs, keys, target)
+    all_columns = [*keys, *COLUMNS]
+    if sort:
+        descending = sort.startswith("-")
+        column = sort.lstrip("-")
+        if column not in all_columns:
+            raise InitlabError(f"--sort {column}: not a column (one of {', '.join(all_columns)})")
+        rows.sort(key=_sort_key(column))
+        if descending:
+            present = [r for r in rows if _sort_key(column)(r)[0] == 0]
+            rows = present[::-1] + [r for r in rows if _sort_key(column)(r)[0] == 1]
+    else:
+        for k in reversed(keys):
+            rows.sort(key=_sort_key(k))
+    if top is not None:
+        rows = rows[:top]
+    chosen = list(DEFAULT_COLUMNS)
+    if columns:
+        unknown = [c for c in columns if c not in all_columns]
+        if unknown:
+            raise InitlabError(f"--columns {unknown[0]}: not a column (one of {', '.join(all_columns)})")
+        chosen = [c for c in columns if c not in keys]
+    problems = []
+    for r in runs:
+        if r.status not in ("completed",):
+            div = r.summary.get("divergence") or {}
+            problems.append({"run": str(r.path), "status": r.status,
+                             "step": div.get("step", r.summary.get("steps")),
+                             "reason": div.get("reason") or r.summary.get("error") or ""})
+    return Report(keys, rows, problems, skipped, target, chosen)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _fmt_cell(row: dict[str, Any], column: str) -> str:
+    v = row.get(column)
+    if column == "test_acc" and isinstance(v, float) and not math.isnan(v):
+        return f"{100 * v:.2f}±{100 * row['test_acc_std']:.2f}"
+    if column == "test_loss" and isinstance(v, float) and not math.isnan(v):
+        return f"{v:.3f}±{row['test_loss_std']:.3f}"
+    if column == "steps_to_target" and isinstance(v, float) and not math.isnan(v):
+        return f"{v:.0f}±{row['steps_to_target_std']:.0f}"
+    if column.startswith(("act_ratio", "grad_ratio")) and isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.3g}"
+    if column == "profile":
+        return _downsample(str(v or ""))
+    return _fmt_value(v)
+
+
+def _header(column: str, target: float) -> str:
+    if column == "steps_to_target":
+        return f"steps to {100 * target:g}%"
+    return HEADERS.get(column, column)
+
+
+def key_headers(keys: Sequence[str]) -> list[str]:
+    """Short names for config-key columns: the last part (``depth``) unless two keys share it."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return [leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)]
+
+
+def flat_rows(report: Report) -> list[dict[str, Any]]:
+    """Rows with numbers split into mean and std columns: for CSV and JSON."""
+    out = []
+    for row in report.rows:
+        flat = {k: row.get(k) for k in report.keys}
+        for c in report.columns:
+            flat[c] = row.get(c)
+            if c + "_std" in row:
+                flat[c + "_std"] = row[c + "_std"]
+        out.append(flat)
+    return out
+
+
+def to_csv(report: Report) -> str:
+    rows = flat_rows(report)
+    buf = io.StringIO()
+    fieldnames = list(rows[0]) if rows else [*report.keys, *report.columns]
+    w = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def to_json(report: Report) -> str:
+    from initlab.storage import jsonable
+
+    return json.dumps(jsonable({
+        "keys": report.keys, "target": report.target, "rows": flat_rows(report), "problems": report.problems,
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+        "thresholds": {"vanishing": VANISHING, "exploding": EXPLODING},
+    }), indent=2) + "\n"
+
+
+def to_markdown(report: Report) -> str:
+    headers = [*key_headers(report.keys), *(_header(c, report.target) for c in report.columns)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    for row in report.rows:
+        cells = [_fmt_value(row.get(k)) for k in report.keys] + [_fmt_cell(row, c) for c in report.columns]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if report.problems:
+        lines += ["", "| run | status | step | reason |", "| --- | --- | --- | --- |"]
+        lines += [f"| {p['run']} | {p['status']} | {_fmt_value(p['step'])} | {p['reason']} |" for p in report.problems]
+    if report.skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{s.path} ({s.reason})" for s in report.skipped)]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Per-layer view of one run
+
+
+def layer_report(path: str | Path) -> dict[str, Any]:
+    """Every statistic of every layer at initialization and at the last logged step of one run:
+    ``{"run", "steps": (first, last), "columns", "init": [rows], "end": [rows]}``."""
+    from initlab.stats import COLUMNS as STAT_COLUMNS
+
+    p = Path(path)
+    if not (p / "layers.csv").exists():
+        hint = " (a sweep folder? pass one of its run folders)" if p.is_dir() and not _is_run_folder(p) else ""
+        raise InitlabError(f"--layers {p}: not a run folder with layers.csv{hint}")
+    with open(p / "layers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise InitlabError(f"{p}/layers.csv has no rows")
+
+    def parse(row: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"layer": int(row["layer"]), "kind": row["kind"]}
+        out.update({c: float(row[c]) if row.get(c) not in (None, "") else math.nan for c in STAT_COLUMNS})
+        return out
+
+    steps = sorted({int(r["step"]) for r in rows})
+    first, last = steps[0], steps[-1]
+    return {"run": str(p), "steps": (first, last), "columns": list(STAT_COLUMNS),
+            "init": [parse(r) for r in rows if int(r["step"]) == first],
+            "end": [parse(r) for r in rows if int(r["step"]) == last]}
+
+
+def jsonable_layers(layers: dict[str, Any]) -> dict[str, Any]:
+    from initlab.storage import jsonable
+
+    return jsonable(layers)
+
+
+def layers_text(layers: dict[str, Any], fmt: str) -> str:
+    """The per-layer view as CSV (long: one row per step and layer) or markdown (two tables)."""
+    cols = ["layer", "kind", *layers["columns"]]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["step", *cols])
+        for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
+            for row in layers[when]:
+                w.writerow([step, *("" if isinstance(row[c], float) and math.isnan(row[c]) else row[c] for c in cols)])
+        return buf.getvalue()
+    out = []
+    for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
+        out += [f"**step {step}**", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        out += ["| " + " | ".join(_fmt_value(row[c]) for c in cols) + " |" for row in layers[when]]
+        out.append("")
+    return "\n".join(out)
