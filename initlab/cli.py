@@ -190,6 +190,34 @@ def report(
                    nl=False)
 
 
+@app.command()
+@guarded
+def plot(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
+    kind: Annotated[str, typer.Option("--kind", help="Comma-separated figures: profile (per-layer variance vs depth), "
+                                      "curves (loss and accuracy vs step), heatmap.")] = "profile,curves,heatmap",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the first PATH).",
+                                                file_okay=False)] = None,
+    steps: Annotated[str, typer.Option("--steps", help="Steps drawn in the profile: init, end or step numbers, "
+                                       "e.g. init,500,end.")] = "init,end",
+    x: Annotated[Optional[str], typer.Option("--x", help="Heatmap columns: a config key, e.g. model.depth.")] = None,
+    y: Annotated[Optional[str], typer.Option("--y", help="Heatmap rows: a config key, e.g. model.init.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Heatmap value: test_acc, test_loss, act_ratio_init, "
+                                        "grad_ratio_init, steps_to_target, ...")] = "test_acc",
+    filter_: Annotated[list[str], typer.Option("--filter", metavar="KEY=VALUE",
+                                               help="Keep runs whose config key has this value (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """PNG figures: where signals vanish or explode across depth, training curves, heatmaps."""
+    from initlab.display import console
+    from initlab.plot import make_plots
+
+    written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
+                         steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
+                         filters=filter_)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
 @data_app.command("fetch")
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:

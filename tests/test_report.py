@@ -1,0 +1,157 @@
+"""initlab report over a fixture folder of completed, diverged, failed, corrupt and partial runs."""
+
+import io
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from initlab.cli import app
+from initlab.report import (EXPLODING, VANISHING, build_report, discover, sparkline, to_csv, to_json, to_markdown,
+                            verdict)
+from initlab.sweep import SweepSpec, run_sweep
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """runs/grid: depth {2, 6} × init {he_normal, glorot_normal} × 2 seeds (+ a diverged pair);
+    plus a failed run, a corrupt run and a partial folder."""
+    root = tmp_path_factory.mktemp("report")
+    base = {
+        "name": "grid",
+        "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
+                 "probe_size": 64},
+        "model": {"width": 32},
+        "train": {"steps": 24, "batch_size": 32, "optimizer": "sgd", "lr": 0.05},
+        "log": {"every": 8, "out": str(root)},
+    }
+    run_sweep(SweepSpec(base, {"model.depth": [2, 6], "model.init": ["he_normal", "glorot_normal"]}, [], [0, 1]))
+    run_sweep(SweepSpec({**base, "name": "boom", "model": {"width": 32, "depth": 4},
+                         "train": {**base["train"], "lr": 1e7}}, {}, [], [0, 1]))
+    grid = root / "grid"
+    some = next(p for p in sorted(grid.iterdir()) if p.is_dir() and not p.name.startswith("."))
+    failed = grid / "grid-failed0"
+    shutil.copytree(some, failed)
+    summary = json.loads((failed / "summary.json").read_text())
+    summary.update(status="failed", error="RuntimeError: simulated", steps=8)
+    summary["config"]["model"]["depth"] = 3
+    (failed / "summary.json").write_text(json.dumps(summary))
+    corrupt = grid / "grid-corrupt0"
+    shutil.copytree(some, corrupt)
+    (corrupt / "summary.json").write_text("{not json")
+    partial = root / "partial-run"
+    partial.mkdir()
+    (partial / "config.yaml").write_text(yaml.safe_dump(base))
+    return root
+
+
+def test_discovery_finds_runs_and_lists_what_it_skips(runs_dir):
+    runs, skipped = discover([runs_dir])
+    assert len(runs) == 8 + 2 + 1
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert set(reasons) == {"grid-corrupt0", "partial-run"}
+    assert "unreadable" in reasons["grid-corrupt0"] and "no summary.json" in reasons["partial-run"]
+
+
+def test_seeds_are_aggregated_into_mean_and_std(runs_dir):
+    rep = build_report([runs_dir / "grid"], filters=["status=completed"])
+    assert rep.keys == ["model.depth", "model.init"]
+    assert len(rep.rows) == 4 and all(r["seeds"] == 2 for r in rep.rows)
+    runs, _ = discover([runs_dir / "grid"])
+    for row in rep.rows:
+        accs = [r.final("test_acc") for r in runs
+                if r.status == "completed" and r.flat["model.depth"] == row["model.depth"]
+                and r.flat["model.init"] == row["model.init"]]
+        assert row["test_acc"] == pytest.approx(sum(accs) / 2)
+        assert row["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+
+
+def test_glorot_relu_vanishes_with_depth_and_he_does_not(runs_dir):
+    rows = {(r["model.depth"], r["model.init"]): r for r in build_report([runs_dir / "grid"],
+                                                                         filters=["status=completed"]).rows}
+    assert rows[(6, "glorot_normal")]["act_ratio_init"] < 0.1 < rows[(6, "he_normal")]["act_ratio_init"]
+    assert rows[(6, "he_normal")]["verdict"] == "healthy"
+    assert len(rows[(6, "he_normal")]["profile"]) == 6
+
+
+def test_diverged_and_failed_runs_are_listed_with_step_and_reason(runs_dir):
+    rep = build_report([runs_dir])
+    by_status = {}
+    for p in rep.problems:
+        by_status.setdefault(p["status"], []).append(p)
+    assert len(by_status["diverged"]) == 2 and len(by_status["failed"]) == 1
+    assert all("non-finite" in p["reason"] and p["step"] is not None for p in by_status["diverged"])
+    assert by_status["failed"][0]["reason"] == "RuntimeError: simulated" and by_status["failed"][0]["step"] == 8
+    statuses = {r["status"] for r in rep.rows}
+    assert "2 diverged" in statuses and "1 failed" in statuses
+
+
+def test_filter_sort_group_by_columns_top(runs_dir):
+    grid = [runs_dir / "grid"]
+    he = build_report(grid, filters=["model.init=he_normal", "status=completed"])
+    assert he.keys == ["model.depth"] and len(he.rows) == 2  # init no longer varies: not a column
+    ranked = build_report(grid, filters=["status=completed"], sort="-test_acc")
+    accs = [r["test_acc"] for r in ranked.rows]
+    assert accs == sorted(accs, reverse=True)
+    by_init = build_report(grid, filters=["status=completed"], group_by=["model.init"])
+    assert by_init.keys == ["model.init"] and [r["seeds"] for r in by_init.rows] == [4, 4]
+    top = build_report(grid, filters=["status=completed"], sort="test_loss", top=1,
+                       columns=["test_loss", "verdict"])
+    assert len(top.rows) == 1 and top.columns == ["test_loss", "verdict"]
+    with pytest.raises(Exception, match="--sort nope: not a column"):
+        build_report(grid, sort="nope")
+
+
+def test_every_format_parses(runs_dir):
+    rep = build_report([runs_dir])
+    frame = pd.read_csv(io.StringIO(to_csv(rep)))
+    assert len(frame) == len(rep.rows) and {"test_acc", "test_acc_std", "verdict"} <= set(frame.columns)
+    data = json.loads(to_json(rep))
+    assert len(data["rows"]) == len(rep.rows) and len(data["skipped"]) == 2 and len(data["problems"]) == 3
+    md = to_markdown(rep)
+    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len({line.count("|") for line in table_lines[: len(rep.rows) + 1]}) == 1
+
+
+def test_cli_report_table_and_formats(runs_dir):
+    result = runner.invoke(app, ["report", str(runs_dir)])
+    assert result.exit_code == 0, result.output
+    for text in ("configurations", "runs that did not complete", "skipped folders", "grid-corrupt0", "diverged",
+                 "RuntimeError: simulated", "healthy"):
+        assert text in result.output, text
+    as_json = runner.invoke(app, ["report", str(runs_dir), "--format", "json"])
+    assert json.loads(as_json.output)["thresholds"] == {"vanishing": VANISHING, "exploding": EXPLODING}
+    bad = runner.invoke(app, ["report", str(runs_dir), "--format", "xml"])
+    assert bad.exit_code == 1 and "--format 'xml'" in bad.output
+    missing = runner.invoke(app, ["report", str(runs_dir / "nope")])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_layers_view_of_one_run(runs_dir):
+    run = next(p for p in sorted((runs_dir / "grid").iterdir()) if p.name.startswith("grid-") and
+               json.loads((p / "summary.json").read_text()).get("config", {}).get("model", {}).get("depth") == 6
+               if (p / "summary.json").exists() and p.name != "grid-corrupt0")
+    result = runner.invoke(app, ["report", "--layers", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "step 0" in result.output and "step 24" in result.output and "saturated_frac" in result.output
+    frame = pd.read_csv(io.StringIO(runner.invoke(app, ["report", "--layers", str(run), "--format", "csv"]).output))
+    assert len(frame) == 2 * 7 and set(frame.step) == {0, 24}
+    sweep_folder = runner.invoke(app, ["report", "--layers", str(runs_dir / "grid")])
+    assert sweep_folder.exit_code == 1 and "pass one of its run folders" in sweep_folder.output
+
+
+def test_verdict_thresholds_and_sparkline():
+    assert verdict(1.0, 1.0) == "healthy"
+    assert verdict(VANISHING / 2, 1.0) == "vanishing"
+    assert verdict(1.0, EXPLODING * 2) == "exploding"
+    assert verdict(math.nan, math.nan) == "n/a"
+    import numpy as np
+
+    assert sparkline(np.array([1.0, 1.0, 1.0])) == "▅▅▅"
+    assert sparkline(np.array([1.0, 1e-5, 1e5])) == "▅▁█"
