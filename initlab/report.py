@@ -244,11 +244,10 @@ def _status_text(runs: Sequence[Run]) -> str:
 METRICS = ("test_acc", "test_loss", "steps_to_target", "act_ratio_init", "act_ratio_end", "grad_ratio_init",
            "grad_ratio_end")
 COLUMNS = ("status", "seeds", *METRICS, "verdict", "profile")
-DEFAULT_COLUMNS = ("status", "seeds", "test_acc", "test_loss", "steps_to_target", "act_ratio_init",
-                   "grad_ratio_init", "verdict", "profile")
-HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act var L/1 init",
-           "act_ratio_end": "act var L/1 end", "grad_ratio_init": "grad var 1/L init",
-           "grad_ratio_end": "grad var 1/L end", "profile": "act var by layer (init)"}
+DEFAULT_COLUMNS = COLUMNS
+HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act L/1 init",
+           "act_ratio_end": "act L/1 end", "grad_ratio_init": "grad 1/L init", "grad_ratio_end": "grad 1/L end",
+           "profile": "act var by layer (init)"}
 
 
 @dataclass
@@ -366,8 +365,8 @@ def _fmt_cell(row: dict[str, Any], column: str) -> str:
         return f"{100 * v:.2f}±{100 * row['test_acc_std']:.2f}"
     if column == "test_loss" and isinstance(v, float) and not math.isnan(v):
         return f"{v:.3f}±{row['test_loss_std']:.3f}"
-    if column == "steps_to_target" and isinstance(v, float) and not math.isnan(v):
-        return f"{v:.0f}±{row['steps_to_target_std']:.0f}"
+    if column == "steps_to_target" and isinstance(v, float):
+        return "not reached" if math.isnan(v) else f"{v:.0f}±{row['steps_to_target_std']:.0f}"
     if column.startswith(("act_ratio", "grad_ratio")) and isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.3g}"
     if column == "profile":

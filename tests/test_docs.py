@@ -30,3 +30,23 @@ def test_every_registry_name_is_documented(registry):
 @pytest.mark.parametrize("column", list(COLUMNS))
 def test_every_statistic_is_documented(column):
     assert f"`{column}`" in README
+
+
+def _command_paths():
+    import typer
+
+    from initlab.cli import app
+
+    def walk(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, (*prefix, name))
+            else:
+                yield " ".join((*prefix, name))
+
+    return list(walk(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("command", _command_paths())
+def test_every_command_has_a_readme_example(command):
+    assert f"initlab {command} " in README, f"no example of `initlab {command}` in the README"
