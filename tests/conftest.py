@@ -26,6 +26,11 @@ def mnist_dir() -> Path:
     return d
 
 
+# A small Gaussian-teacher dataset section shared by the CLI, sweep, report and plot tests.
+SMALL_DATA = {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
+              "probe_size": 64}
+
+
 def tiny(**sections) -> RunConfig:
     """A small, fast config on Gaussian data; ``sections`` update the defaults per section."""
     base = {

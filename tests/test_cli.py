@@ -15,13 +15,12 @@ from typer.testing import CliRunner
 from initlab import config as cfgmod
 from initlab.cli import app
 
-from conftest import ROOT
+from conftest import ROOT, SMALL_DATA
 
 runner = CliRunner()
 TINY = {
     "name": "cli",
-    "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
-             "probe_size": 64},
+    "data": SMALL_DATA,
     "model": {"depth": 2, "width": 16},
     "train": {"steps": 20, "batch_size": 32},
     "log": {"every": 10},

@@ -9,6 +9,8 @@ from initlab.plot import curves_figure, heatmap_figure, profile_figure
 from initlab.report import discover, varied_keys
 from initlab.sweep import SweepSpec, run_sweep
 
+from conftest import SMALL_DATA
+
 runner = CliRunner()
 
 
@@ -17,8 +19,7 @@ def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("plot")
     base = {
         "name": "grid",
-        "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
-                 "probe_size": 64},
+        "data": SMALL_DATA,
         "model": {"width": 16},
         "train": {"steps": 24, "batch_size": 32},
         "log": {"every": 8, "out": str(root)},

@@ -15,6 +15,8 @@ from initlab.report import (EXPLODING, VANISHING, build_report, discover, sparkl
                             verdict)
 from initlab.sweep import SweepSpec, run_sweep
 
+from conftest import SMALL_DATA
+
 runner = CliRunner()
 
 
@@ -25,8 +27,7 @@ def runs_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     base = {
         "name": "grid",
-        "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
-                 "probe_size": 64},
+        "data": SMALL_DATA,
         "model": {"width": 32},
         "train": {"steps": 24, "batch_size": 32, "optimizer": "sgd", "lr": 0.05},
         "log": {"every": 8, "out": str(root)},

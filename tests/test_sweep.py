@@ -20,11 +20,12 @@ from initlab.errors import ConfigError
 from initlab.storage import run_status
 from initlab.sweep import SweepSpec, expand, load_spec, plan_groups, run_sweep, sweep_dir
 
+from conftest import SMALL_DATA
+
 runner = CliRunner()
 BASE = {
     "name": "grid",
-    "data": {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
-             "probe_size": 64},
+    "data": SMALL_DATA,
     "model": {"depth": 2, "width": 16},
     "train": {"steps": 20, "batch_size": 32},
     "log": {"every": 10},
