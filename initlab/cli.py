@@ -218,6 +218,52 @@ def plot(
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+@guarded
+def theory(
+    config: Annotated[Optional[Path], typer.Argument(help="Run config: predict its network layer by layer.",
+                                                     dir_okay=False)] = None,
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value.")] = [],  # noqa: B006
+    activation: Annotated[Optional[str], typer.Option("--activation", help="Without CONFIG: the activation of "
+                                                      "the phase diagram, e.g. tanh.")] = None,
+    sigma_b2: Annotated[float, typer.Option("--sigma-b2", min=0.0, help="Without CONFIG: bias variance σ_b².")] = 0.0,
+    sigma_w2: Annotated[list[float], typer.Option("--sigma-w2", help="Without CONFIG: σ_w² values to tabulate "
+                                                  "(repeatable; default 0.25 to 4).")] = [],  # noqa: B006
+    q0: Annotated[Optional[float], typer.Option("--q0", min=0.0, help="With CONFIG: the input's second moment "
+                                                "(default: measured on the probe batch).")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Without CONFIG: write the phase diagram "
+                                                      "(χ₁ and ξ_c against σ_w²) to this PNG.", dir_okay=False)] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Mean-field predictions (Poole et al. 2016; Schoenholz et al. 2017): per-layer variance and
+    gradient ratio of a configured network, or the order-to-chaos phase diagram of an activation."""
+    from initlab import theory as th
+    from initlab.display import console, phase_view, theory_config_view
+
+    if config is not None:
+        if activation is not None or sigma_w2 or plot_path is not None:
+            raise InitlabError("give either CONFIG or --activation/--sigma-w2/--plot, not both")
+        from initlab import config as cfgmod
+
+        cfg = cfgmod.load(config, set_)
+        items = theory_config_view(th.config_prediction(cfg, data_dir, q0), cfg)
+    elif activation is not None:
+        from initlab.activations import get_activation
+
+        get_activation(activation, "--activation")
+        table = th.phase_table(activation, sigma_b2, list(sigma_w2) or None)
+        items = phase_view(table)
+        if plot_path is not None:
+            from initlab.plot import phase_figure, save
+
+            save(phase_figure(table), plot_path)
+            items.append(f"wrote {plot_path}")
+    else:
+        raise InitlabError("give a CONFIG, or --activation NAME [--sigma-b2 V] for a phase diagram")
+    for item in items:
+        console.print(item, highlight=False, soft_wrap=True)
+
+
 @data_app.command("fetch")
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:

@@ -59,6 +59,8 @@ def _rows_to_show(n: int, limit: int) -> list[int]:
     """All layer indices, or for deep nets the first and last few with even steps between."""
     if n <= limit:
         return list(range(n))
+    if n <= 3 * limit:  # one gap: the first and last layers
+        return list(range(limit // 2)) + list(range(n - limit // 2, n))
     head, tail = 4, 4
     middle = limit - head - tail
     inner = [head + round(i * (n - head - tail - 1) / (middle - 1)) for i in range(middle)]
@@ -202,12 +204,55 @@ def layer_tables(layers: dict[str, Any]) -> list[Table]:
     """Every per-layer statistic at initialization and at the end of one run."""
     tables = []
     for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
-        t = Table(title=f"{layers['run']}: step {step}", title_justify="left")
+        caption = layers.get("theory") if when == "init" else None
+        t = Table(title=f"{layers['run']}: step {step}", title_justify="left", caption=caption,
+                  caption_justify="left")
         t.add_column("layer", justify="right")
-        for c in layers["columns"]:
-            t.add_column(c, justify="right")
+        columns = [c for c in layers["columns"] if when == "init" or not c.endswith(("_theory", "grad_ratio"))]
+        for c in columns:
+            t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None)
         for row in layers[when]:
             name = "out" if row["kind"] == "output" else str(row["layer"])
-            t.add_row(name, *[_sci(row[c]) for c in layers["columns"]])
+            t.add_row(name, *[_sci(row[c]) for c in columns])
         tables.append(t)
     return tables
+
+
+def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[Any]:
+    """Per-layer predictions for a configured network, and its phase figures."""
+    if not pred.get("applies"):
+        return [escape(f"mean-field theory does not apply to this configuration: {pred['reason']}")]
+    t = Table(title=f"mean-field predictions at initialization: {cfg.model.activation}, {cfg.model.init}, "
+                    f"depth {cfg.model.depth}", title_justify="left")
+    for c in ("layer", "pre-act var q^l", "act var", "∂ℓ/∂z var / last layer's"):
+        t.add_column(c, justify="right")
+    n = len(pred["q"])
+    shown = _rows_to_show(n, limit)
+    for j, i in enumerate(shown):
+        if j and i != shown[j - 1] + 1:
+            t.add_row("⋮", "", "", "")
+        t.add_row(str(i + 1), _sci(pred["q"][i]), _sci(pred["act_var"][i]), _sci(pred["grad_ratio"][i]))
+    lines = [
+        f"σ_w² = {pred['sigma_w2']:.4g} (first layer {pred['sigma_w2_first']:.4g}), σ_b² = {pred['sigma_b2']:.4g}, "
+        f"input q⁰ = {pred['q0']:.4g}",
+        f"q* = {_sci(pred['q_star'])}, χ₁ = {_sci(pred['chi1'])}: {pred['phase']} phase"
+        + (f" (critical σ_w² at this σ_b²: {pred['critical_sigma_w2']:.4g})"
+           if math.isfinite(pred.get("critical_sigma_w2", math.nan)) else ""),
+        f"ξ_c = {_sci(pred['xi_c'])}, ξ_q = {_sci(pred['xi_q'])}; trainable to depth ≈ 6ξ_c = "
+        f"{_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)",
+    ]
+    return [t, *lines]
+
+
+def phase_view(table: dict[str, Any]) -> list[Any]:
+    """The order-to-chaos table of one activation at one σ_b²."""
+    crit = table["critical_sigma_w2"]
+    head = (f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: critical σ_w² = {crit:.4g}"
+            if math.isfinite(crit) else f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: no critical σ_w² found")
+    t = Table(title=head, title_justify="left")
+    for c in ("σ_w²", "q*", "χ₁", "phase", "c*", "ξ_c", "6ξ_c"):
+        t.add_column(c, justify="left" if c == "phase" else "right")
+    for r in table["rows"]:
+        t.add_row(f"{r['sigma_w2']:g}", _sci(r["q_star"]), _sci(r["chi1"]), r["phase"], _sci(r["c_star"]),
+                  _sci(r["xi_c"]), _sci(r["max_trainable_depth"]))
+    return [t]

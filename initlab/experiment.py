@@ -68,8 +68,20 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "error": None,
         "signal": {"init": signal_profile(result.init_stats), "final": signal_profile(result.last_stats)},
         "history": result.history,
+        "theory": theory_prediction(cfg, result),
         "config": to_dict(cfg),
     }
+
+
+def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
+    """Mean-field predictions at initialization for this run (Poole et al. 2016; Schoenholz et
+    al. 2017), from the probe batch's input second moment; never fails the run."""
+    from initlab.theory import predict_config
+
+    try:
+        return predict_config(cfg.model, result.input_dim, result.probe_q0)
+    except (InitlabError, ValueError, ArithmeticError) as e:
+        return {"applies": False, "reason": f"{type(e).__name__}: {e}"}
 
 
 def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False,

@@ -67,6 +67,16 @@ class Run:
         with np.errstate(all="ignore"):
             return float(num / den) if den != 0 else math.nan
 
+    def theory_ratio(self) -> float:
+        """Measured / predicted pre-activation variance of the last hidden layer at init (NaN where
+        the theory does not apply or was not recorded)."""
+        theory = self.summary.get("theory") or {}
+        measured = self.profile("init", "pre_var")
+        if not theory.get("applies") or not len(measured) or not theory.get("q"):
+            return math.nan
+        predicted = theory["q"][-1]
+        return float(measured[-1] / predicted) if predicted else math.nan
+
     def steps_to(self, target: float) -> float:
         hist = self.summary.get("history") or {}
         for step, acc in zip(hist.get("step", []), hist.get("test_acc", [])):
@@ -243,11 +253,11 @@ def _status_text(runs: Sequence[Run]) -> str:
 
 METRICS = ("test_acc", "test_loss", "steps_to_target", "act_ratio_init", "act_ratio_end", "grad_ratio_init",
            "grad_ratio_end")
-COLUMNS = ("status", "seeds", *METRICS, "verdict", "profile")
+COLUMNS = ("status", "seeds", *METRICS, "verdict", "theory_ratio", "profile")
 DEFAULT_COLUMNS = COLUMNS
 HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act L/1 init",
            "act_ratio_end": "act L/1 end", "grad_ratio_init": "grad 1/L init", "grad_ratio_end": "grad 1/L end",
-           "profile": "act var by layer (init)"}
+           "profile": "act var by layer (init)", "theory_ratio": "var L meas/theory"}
 
 
 @dataclass
@@ -280,6 +290,7 @@ def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[d
             row[f"act_ratio_{label}"] = _geo_mean([r.ratio(when, "act_var") for r in members])
             row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
         row["verdict"] = verdict(row["act_ratio_init"], row["grad_ratio_init"])
+        row["theory_ratio"] = _geo_mean([r.theory_ratio() for r in members])
         depths = {len(r.profile("init", "act_var")) for r in members}
         if len(depths) == 1:
             with np.errstate(all="ignore"):
@@ -369,6 +380,8 @@ def _fmt_cell(row: dict[str, Any], column: str) -> str:
         return "not reached" if math.isnan(v) else f"{v:.0f}±{row['steps_to_target_std']:.0f}"
     if column.startswith(("act_ratio", "grad_ratio")) and isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.3g}"
+    if column == "theory_ratio" and isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
     if column == "profile":
         return _downsample(str(v or ""))
     return _fmt_value(v)
@@ -459,9 +472,33 @@ def layer_report(path: str | Path) -> dict[str, Any]:
 
     steps = sorted({int(r["step"]) for r in rows})
     first, last = steps[0], steps[-1]
-    return {"run": str(p), "steps": (first, last), "columns": list(STAT_COLUMNS),
-            "init": [parse(r) for r in rows if int(r["step"]) == first],
-            "end": [parse(r) for r in rows if int(r["step"]) == last]}
+    init = [parse(r) for r in rows if int(r["step"]) == first]
+    columns = list(STAT_COLUMNS)
+    theory_note = ""
+    loaded = load_run(p)
+    theory = loaded.summary.get("theory") if isinstance(loaded, Run) else None
+    if first == 0 and theory:
+        if theory.get("applies"):
+            hidden = [r for r in init if r["kind"] == "hidden"]
+            last_grad = hidden[-1]["grad_var"] if hidden else math.nan
+            for r, q, act, ratio in zip(hidden, theory["q"], theory["act_var"], theory["grad_ratio"]):
+                r["pre_var_theory"], r["act_var_theory"], r["grad_ratio_theory"] = q, act, ratio
+                r["grad_ratio"] = r["grad_var"] / last_grad if last_grad else math.nan
+            for r in init:
+                for c in ("pre_var_theory", "act_var_theory", "grad_ratio", "grad_ratio_theory"):
+                    r.setdefault(c, math.nan)
+            columns = [*columns, "pre_var_theory", "act_var_theory", "grad_ratio", "grad_ratio_theory"]
+            theory_note = (f"mean-field theory: {theory['phase']} phase, χ₁ = {theory['chi1']:.4g}, "
+                           f"ξ_c = {theory['xi_c']:.4g}, q⁰ = {theory['q0']:.4g}; grad_ratio is ∂ℓ/∂z variance "
+                           "relative to the last hidden layer")
+        else:
+            theory_note = f"mean-field theory does not apply: {theory.get('reason')}"
+    end = [parse(r) for r in rows if int(r["step"]) == last]
+    for r in end:
+        for c in columns[len(STAT_COLUMNS):]:
+            r.setdefault(c, math.nan)
+    return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
+            "theory": theory_note}
 
 
 def jsonable_layers(layers: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,8 @@ class TrainResult:
     train_time_s: float
     wall_time_s: float
     group_size: int = 1
+    input_dim: int = 0
+    probe_q0: float = float("nan")  # mean squared input of the probe batch: mean-field theory's q⁰
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     divergence: dict[str, Any] | None = None
@@ -290,8 +292,10 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     stats_fn = fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
     compile_time = time.perf_counter() - t0
 
+    probe_q0 = float(jnp.mean(jnp.square(probe_x)))
     results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
-                           group_size=n_runs, device=device_info()) for _ in cfgs]
+                           group_size=n_runs, input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
+               for _ in cfgs]
     prev_params = state.params
 
     def log_stats(step: int, st: TrainState, members: Sequence[int]) -> dict[str, np.ndarray]:

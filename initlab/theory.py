@@ -1,0 +1,371 @@
+"""Mean-field signal propagation (Poole et al. 2016, "Exponential expressivity in deep neural
+networks through transient chaos"; Schoenholz et al. 2017, "Deep information propagation").
+
+For a deep, wide MLP with W ~ N(0, σ_w²/N) and b ~ N(0, σ_b²), pre-activations are Gaussian and
+their second moment follows the variance map
+
+    q^l = σ_w² ∫Dz φ(√q^{l-1} z)² + σ_b²,
+
+with fixed point q*. Back-propagated gradients (∂ℓ/∂z) scale by χ = σ_w² ∫Dz φ'(√q z)² per layer
+going toward the input: χ₁ = χ(q*) < 1 is the ordered phase (gradients vanish), > 1 the chaotic
+phase (they explode), = 1 criticality. The correlation map of two inputs has fixed point c*, and
+its stability sets the depth scale ξ_c = −1/ln(σ_w² ∫Dz₁Dz₂ φ'(u₁)φ'(u₂)); networks deeper than
+about 6ξ_c do not train (Schoenholz et al. 2017).
+
+Integrals use Gauss–Legendre quadrature split at 0, in float64, for any registry activation, and
+closed forms where they exist (ReLU, linear; the arc-cosine kernel of Cho & Saul 2009).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initlab.activations import ACTIVATIONS, derivative
+from initlab.errors import InitlabError
+
+N_NODES = 200  # Gauss–Legendre nodes on each half-line; 2-D integrals use the tensor product
+Z_MAX = 12.0  # the Gaussian measure beyond ±12 is below 1e-32
+CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
+_Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
+
+
+@functools.cache
+def _nodes(n: int = N_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of ∫Dz f(z) ≈ Σ w_i f(z_i) for the standard Gaussian measure Dz.
+
+    Gauss–Legendre on [−Z_MAX, 0] and [0, Z_MAX] with the Gaussian density in the weights: every
+    registry activation is smooth except at 0 (ReLU's kink, SELU's and ELU's jump in slope), and
+    splitting there keeps the rule accurate where Gauss–Hermite is not (SELU's χ₁ is off by 10%
+    with 151 Hermite nodes)."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    half = Z_MAX / 2
+    z = np.concatenate([(x - 1) * half, (x + 1) * half])
+    weights = np.concatenate([w, w]) * half * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+    return z, weights
+
+
+@functools.cache
+def _functions(name: str) -> tuple[Callable, Callable, Callable]:
+    """φ, φ' and φ'' of a registry activation, evaluated in float64 on numpy arrays."""
+    f = ACTIVATIONS[name]
+
+    def run(fn):
+        def call(x: np.ndarray) -> np.ndarray:
+            with jax.enable_x64(True):
+                return np.asarray(fn(jnp.asarray(x, jnp.float64)))
+
+        return call
+
+    return run(f), run(lambda x: derivative(f, x)), run(lambda x: derivative(lambda y: derivative(f, y), x))
+
+
+def _e1(fn: Callable, q: float) -> float:
+    """∫Dz fn(√q z)."""
+    z, w = _nodes()
+    return float(np.dot(w, fn(math.sqrt(max(q, 0.0)) * z)))
+
+
+# Closed forms: name -> (E[φ²](q), E[φ'²](q), E[φ(u1)φ(u2)](q, c), E[φ'(u1)φ'(u2)](q, c)).
+def _relu_cross(q: float, c: float) -> float:
+    c = min(max(c, -1.0), 1.0)
+    return q / (2 * math.pi) * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c)
+
+
+CLOSED_FORMS: dict[str, tuple[Callable, ...]] = {
+    "relu": (lambda q: q / 2, lambda q: 0.5, _relu_cross,
+             lambda q, c: (math.pi - math.acos(min(max(c, -1.0), 1.0))) / (2 * math.pi)),
+    "linear": (lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0),
+}
+
+
+@dataclass(frozen=True)
+class MeanField:
+    """One activation with σ_w², σ_b²: the maps and their fixed points."""
+
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise InitlabError(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS.all_names())}")
+        if self.sigma_w2 < 0 or self.sigma_b2 < 0:
+            raise InitlabError(f"σ_w² and σ_b² must be >= 0 (got {self.sigma_w2}, {self.sigma_b2})")
+
+    @property
+    def name(self) -> str:
+        return ACTIVATIONS.canonical(self.activation)
+
+    def second_moment(self, q: float) -> float:
+        """∫Dz φ(√q z)²."""
+        if self.name in CLOSED_FORMS:
+            return CLOSED_FORMS[self.name][0](q)
+        phi = _functions(self.name)[0]
+        return _e1(lambda x: phi(x) ** 2, q)
+
+    def slope_moment(self, q: float) -> float:
+        """∫Dz φ'(√q z)²."""
+        if self.name in CLOSED_FORMS:
+            return CLOSED_FORMS[self.name][1](q)
+        dphi = _functions(self.name)[1]
+        return _e1(lambda x: dphi(x) ** 2, q)
+
+    def mean(self, q: float) -> float:
+        """∫Dz φ(√q z): the mean activation (0 for odd φ)."""
+        if self.name == "linear":
+            return 0.0
+        if self.name == "relu":
+            return math.sqrt(max(q, 0.0) / (2 * math.pi))
+        return _e1(_functions(self.name)[0], q)
+
+    def act_var(self, q: float) -> float:
+        """Variance of φ(z) for z ~ N(0, q)."""
+        return self.second_moment(q) - self.mean(q) ** 2
+
+    def q_map(self, q: float) -> float:
+        """The variance map: next layer's pre-activation second moment."""
+        return self.sigma_w2 * self.second_moment(q) + self.sigma_b2
+
+    def chi(self, q: float) -> float:
+        """Per-layer factor of the back-propagated gradient variance at pre-activation moment q."""
+        return self.sigma_w2 * self.slope_moment(q)
+
+    def fixed_point(self, q0: float = 1.0) -> float:
+        """The q* that iterating the variance map from ``q0`` reaches: 0 or ``inf`` where it
+        runs off. Found as a root of V(q) − q (scanned on a log grid in the direction the
+        iteration moves, then bisected), which is exact even where iteration crawls, as toward
+        q* = 0 at σ_b² = 0."""
+        g = lambda q: self.q_map(q) - q  # noqa: E731
+        g0 = g(q0)
+        if abs(g0) <= 1e-12 * max(1.0, q0):
+            return q0
+        down = g0 < 0
+        grid = _Q_GRID[_Q_GRID < q0][::-1] if down else _Q_GRID[_Q_GRID > q0]
+        prev = q0
+        for q in grid:
+            gq = g(q)
+            if not math.isfinite(gq):
+                return math.inf
+            if (gq >= 0) if down else (gq <= 0):
+                lo, hi = (q, prev) if down else (prev, q)
+                for _ in range(80):
+                    mid = math.sqrt(lo * hi)  # bisect in log q
+                    if (g(mid) < 0) == (g(lo) < 0):
+                        lo = mid
+                    else:
+                        hi = mid
+                return math.sqrt(lo * hi)
+            prev = q
+        return 0.0 if down else math.inf
+
+    @functools.cached_property
+    def q_star(self) -> float:
+        """The fixed point reached from q = 1."""
+        return self.fixed_point()
+
+    @property
+    def chi1(self) -> float:
+        """χ₁ = σ_w² ∫Dz φ'(√q* z)²."""
+        return math.inf if not math.isfinite(self.q_star) else self.chi(self.q_star)
+
+    def _cross(self, q: float, c: float, derivative_order: int) -> float:
+        """∫Dz₁Dz₂ g(u₁)g(u₂) with g = φ (order 0) or φ' (order 1), u₂ correlated c with u₁."""
+        if self.name in CLOSED_FORMS:
+            return CLOSED_FORMS[self.name][2 + derivative_order](q, c)
+        g = _functions(self.name)[derivative_order]
+        z, w = _nodes()
+        s = math.sqrt(max(q, 0.0))
+        u1 = s * z[:, None]
+        u2 = s * (c * z[:, None] + math.sqrt(max(1 - c * c, 0.0)) * z[None, :])
+        return float(np.einsum("i,j,ij->", w, w, g(u1) * g(u2)))
+
+    def c_map(self, c: float, q: float | None = None) -> float:
+        """The correlation map at the variance fixed point."""
+        q = self.q_star if q is None else q
+        return (self.sigma_w2 * self._cross(q, c, 0) + self.sigma_b2) / q
+
+    def c_fixed_point(self) -> float:
+        """c*: 1 in the ordered phase; in the chaotic phase the stable fixed point below 1, found
+        as the first sign change of c_map(c) − c on [0, 1) and bisected."""
+        q = self.q_star
+        if not math.isfinite(q) or q == 0:
+            return math.nan
+        if self.chi1 <= 1 + CRITICAL_TOL:
+            return 1.0
+        h = lambda c: self.c_map(c, q) - c  # noqa: E731
+        grid = np.linspace(0.0, 1.0, 41)[:-1]
+        prev = 0.0
+        if h(prev) <= 0:
+            return 0.0
+        for c in grid[1:]:
+            if h(c) <= 0:
+                lo, hi = prev, c
+                for _ in range(40):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if h(mid) > 0 else (lo, mid)
+                return (lo + hi) / 2
+            prev = c
+        return 1.0
+
+    @property
+    def xi_c(self) -> float:
+        """Depth scale of correlations: −1/ln χ_c at c* (−1/ln χ₁ in the ordered phase); ∞ at
+        criticality."""
+        q = self.q_star
+        if not math.isfinite(q):
+            return math.nan
+        if q == 0:  # σ_b² = 0 and the signal dies out: correlations follow χ₁ at q = 0
+            chi = self.chi(0.0)
+            return math.inf if abs(chi - 1) < CRITICAL_TOL else (-1.0 / math.log(chi) if chi < 1 else math.nan)
+        c_star = self.c_fixed_point()
+        chi_c = self.chi1 if c_star >= 1.0 else self.sigma_w2 * self._cross(q, c_star, 1)
+        if abs(chi_c - 1) < CRITICAL_TOL:
+            return math.inf
+        return -1.0 / math.log(chi_c) if chi_c > 0 else 0.0
+
+    @property
+    def xi_q(self) -> float:
+        """Depth scale of the variance's approach to q*: −1/ln(χ₁ + σ_w² ∫Dz φ''(√q* z) φ(√q* z))."""
+        q = self.q_star
+        if not math.isfinite(q):
+            return math.nan
+        if self.name in CLOSED_FORMS:
+            factor = self.chi1  # φ'' = 0 almost everywhere for ReLU and linear
+        else:
+            phi, _, ddphi = _functions(self.name)
+            factor = self.chi1 + self.sigma_w2 * _e1(lambda x: ddphi(x) * phi(x), q)
+        if factor <= 0:
+            return 0.0
+        return math.inf if abs(factor - 1) < CRITICAL_TOL else -1.0 / math.log(factor)
+
+    @property
+    def phase(self) -> str:
+        c = self.chi1
+        if not math.isfinite(c):
+            return "unbounded"
+        if abs(c - 1) < CRITICAL_TOL:
+            return "critical"
+        return "ordered" if c < 1 else "chaotic"
+
+    @property
+    def max_trainable_depth(self) -> float:
+        """6 ξ_c: Schoenholz et al. 2017's estimate of the deepest trainable network."""
+        return 6 * self.xi_c
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The σ_w² at which χ₁ = 1 for this σ_b² (bisection; χ₁ grows with σ_w²)."""
+    f = lambda s: MeanField(activation, s, sigma_b2).chi1 - 1  # noqa: E731
+    flo, fhi = f(lo), f(hi)
+    if flo > 0 or fhi < 0:
+        raise InitlabError(f"no critical σ_w² in [{lo}, {hi}] for {activation} with σ_b² = {sigma_b2}")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass
+class LayerPrediction:
+    """Predicted per-layer statistics of one network's hidden layers 1..depth."""
+
+    q: list[float]  # pre-activation second moment q^l
+    act_var: list[float]  # Var φ(z^l)
+    grad_ratio: list[float]  # Var(∂ℓ/∂z^l) / Var(∂ℓ/∂z^depth)
+
+
+def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float,
+                   sigma_b2: float) -> LayerPrediction:
+    """q^l layer by layer from the input's second moment q0 (the first layer has its own σ_w²,
+    as its fan-in differs), and the gradient variance of each hidden layer relative to the last."""
+    hidden = MeanField(activation, sigma_w2, sigma_b2)
+    q = [sigma_w2_first * q0 + sigma_b2]
+    for _ in range(depth - 1):
+        q.append(hidden.q_map(q[-1]))
+    ratios = [1.0]
+    for ql in reversed(q[:-1]):  # going down: layer l's gradient = χ(q^l) × layer l+1's
+        ratios.append(ratios[-1] * hidden.chi(ql))
+    return LayerPrediction(q, [hidden.act_var(x) for x in q], list(reversed(ratios)))
+
+
+def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
+    """(σ_w² of the first layer, σ_w² of the hidden layers, σ_b²) of a model config, or the reason
+    mean-field theory does not describe it. σ_w² = fan_in · Var(W) of each initializer."""
+    from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
+
+    if m.norm != "none":
+        return f"{m.norm} renormalises every layer; the mean-field maps describe un-normalised networks"
+    init = INITIALIZERS[m.init]
+    if init.sigma_w2 is None:
+        return f"{m.init} has no fixed weight variance (fan_in · Var(W)) for the theory to use"
+    w_first = init.sigma_w2(input_dim, m.width, m.init_args)
+    w_hidden = init.sigma_w2(m.width, m.width, m.init_args)
+    if init.bias is not None:
+        b = m.init_args.get("sigma_b", 0.0) ** 2
+    else:
+        a = m.bias_init_args
+        bias_var = {"zeros": 0.0, "normal": a.get("std", 0.0) ** 2, "uniform": a.get("limit", 0.0) ** 2 / 3,
+                    "standard": 1 / (3 * m.width), "constant": 0.0 if a.get("value", 0.0) == 0 else None}
+        b = bias_var.get(BIAS_INITIALIZERS.canonical(m.bias_init))
+        if b is None:
+            return "a constant non-zero bias shifts every unit alike; the theory assumes random biases"
+    return w_first, w_hidden, b
+
+
+def predict_config(m, input_dim: int, q0: float) -> dict:
+    """The theory's account of a model config fed inputs of second moment ``q0``: per-layer
+    predictions, σ's, q*, χ₁, phase, ξ_c, ξ_q and 6ξ_c; or ``{"applies": False, "reason": ...}``."""
+    sig = effective_sigmas(m, input_dim)
+    if isinstance(sig, str):
+        return {"applies": False, "reason": sig}
+    w_first, w_hidden, b = sig
+    mf = MeanField(m.activation, w_hidden, b)
+    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b)
+    return {"applies": True, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
+            "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
+            "max_trainable_depth": mf.max_trainable_depth, "q": layers.q, "act_var": layers.act_var,
+            "grad_ratio": layers.grad_ratio}
+
+
+def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None = None) -> dict:
+    """The order-to-chaos picture for one activation and σ_b²: the critical σ_w² and, for each
+    σ_w², q*, χ₁, phase, c*, ξ_c and 6ξ_c (default grid: 0.25 to 4 in steps of 0.25)."""
+    try:
+        critical = critical_sigma_w2(activation, sigma_b2)
+    except InitlabError:
+        critical = math.nan
+    values = sigma_w2s or [round(0.25 * k, 2) for k in range(1, 17)]
+    rows = []
+    for s in values:
+        mf = MeanField(activation, s, sigma_b2)
+        rows.append({"sigma_w2": s, "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase,
+                     "c_star": mf.c_fixed_point(), "xi_c": mf.xi_c, "max_trainable_depth": mf.max_trainable_depth})
+    return {"activation": activation, "sigma_b2": sigma_b2, "critical_sigma_w2": critical, "rows": rows}
+
+
+def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
+    """``predict_config`` for a run config, with q⁰ measured on its probe batch (loads the data)
+    unless given."""
+    from initlab.data import load_dataset
+
+    data = load_dataset(cfg.data, data_dir, progress=False)
+    if q0 is None:
+        probe = data.x_train[: cfg.data.probe_size]
+        q0 = float(np.mean(np.square(probe, dtype=np.float64)))
+    out = predict_config(cfg.model, data.input_dim, q0)
+    if out.get("applies"):
+        try:
+            out["critical_sigma_w2"] = critical_sigma_w2(cfg.model.activation, out["sigma_b2"])
+        except InitlabError:
+            out["critical_sigma_w2"] = math.nan
+    return out
