@@ -29,7 +29,8 @@ from initlab.report import HEADERS, Run, aggregate, discover, key_headers, varie
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
-STYLES = ["-", "--", ":", "-."]
+STYLES = ["-", ":", "-.", (0, (6, 1, 1, 1))]  # one per step; dashed is kept for theory
+THEORY_STYLE = "--"
 KINDS = ("profile", "curves", "heatmap")
 
 
@@ -85,9 +86,24 @@ def _geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
         return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
 
 
-def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
+def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
+    """Mean-field predictions at init (Poole et al. 2016): activation variance per layer, and the
+    gradient variance scaled to the measured last hidden layer's (theory gives only ratios)."""
+    theory = (members[0].summary.get("theory") or {})
+    if not theory.get("applies"):
+        return {}
+    out = {"act_var": np.array(theory["act_var"], float)}
+    last = _geo_mean([r.profile("init", "grad_var")[-1:] for r in members])
+    if len(last):
+        out["grad_var"] = np.array(theory["grad_ratio"], float) * last[0]
+    return out
+
+
+def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end"),
+                   theory: bool = True) -> Figure:
     """Activation variance and ∂ℓ/∂z variance against layer, log scale: one colour per
-    configuration, one line style per step (mean over seeds, geometric)."""
+    configuration, one line style per step (mean over seeds, geometric), and the mean-field
+    prediction at initialization dashed where the theory applies."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     groups = _groups(runs, keys)
     for i, (label, members) in enumerate(groups.items()):
@@ -102,6 +118,13 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
                     ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=STYLES[j % len(STYLES)],
                             marker="o" if len(values) <= 12 else None, markersize=3,
                             label=f"{label} (step {found[0][0]})")
+        if theory:
+            predicted = _theory_profile(members)
+            for ax, column in zip(axes, ("act_var", "grad_var")):
+                if column in predicted:
+                    values = predicted[column]
+                    ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=THEORY_STYLE,
+                            linewidth=1.2, alpha=0.9, label=f"{label} (mean-field theory)")
     titles = ("activation variance across depth", "back-propagated gradient variance ∂ℓ/∂z across depth")
     for ax, title, ylabel in zip(axes, titles, ("Var(a)", "Var(∂ℓ/∂z)")):
         ax.set_yscale("log")
@@ -113,6 +136,8 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
                       for i, label in enumerate(groups)]
     style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
                      for j, s in enumerate(steps)]
+    if theory and any(_theory_profile(m) for m in groups.values()):
+        style_handles.append(Line2D([], [], color="0.3", linestyle=THEORY_STYLE, label="mean-field theory (init)"))
     axes[1].legend(handles=colour_handles + style_handles, fontsize="small", loc="best")
     fig.suptitle("per-layer signal propagation (mean over seeds)")
     return fig
@@ -181,7 +206,28 @@ def heatmap_figure(runs: Sequence[Run], x: str, y: str, metric: str = "test_acc"
         ax.text(j, i, text, ha="center", va="center", fontsize="small",
                 color="black" if np.isfinite(v) and v > mid else "white")
     fig.colorbar(image, ax=ax, label=label)
+    if x.endswith("init_args.sigma_w") and y == "model.depth":
+        _depth_scale_curve(ax, runs, xs, ys)
     return fig
+
+
+def _depth_scale_curve(ax, runs: Sequence[Run], sigma_ws: list, depths: list) -> None:
+    """Overlay 6ξ_c (Schoenholz et al. 2017) on a σ_w × depth heatmap: trainable below the curve."""
+    from initlab.theory import MeanField
+
+    activation = runs[0].flat.get("model.activation", "tanh")
+    sigma_b = float(runs[0].flat.get("model.init_args.sigma_b", 0.0))
+    fine = np.linspace(min(sigma_ws), max(sigma_ws), 60)
+    limit = np.array([MeanField(activation, s * s, sigma_b * sigma_b).max_trainable_depth for s in fine])
+    # Columns and rows are categories: place σ_w and depth by interpolating between their positions.
+    cols = np.interp(fine, [float(v) for v in sigma_ws], np.arange(len(sigma_ws)))
+    log_depths = np.log([float(d) for d in depths])
+    with np.errstate(all="ignore"):
+        rows = np.interp(np.log(np.clip(limit, 1e-9, 1e9)), log_depths, np.arange(len(depths)),
+                         left=-0.5, right=len(depths) - 0.5)
+    ax.plot(cols, rows, color="white", linewidth=2.2)
+    ax.plot(cols, rows, color=OKABE_ITO[3], linewidth=1.4, linestyle="--", label="6ξ_c (mean-field theory)")
+    ax.legend(loc="upper right", fontsize="small")
 
 
 def _order(v):

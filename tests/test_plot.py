@@ -35,7 +35,7 @@ def loaded(sweep_dir):
 
 def test_profile_has_one_line_per_configuration_and_step(sweep_dir):
     runs, keys = loaded(sweep_dir)
-    fig = profile_figure(runs, keys, steps=("init", "16", "end"))
+    fig = profile_figure(runs, keys, steps=("init", "16", "end"), theory=False)
     act, grad = fig.axes[:2]
     assert len(act.get_lines()) == len(grad.get_lines()) == 6 * 3
     assert act.get_yscale() == "log" and act.get_xlabel() and act.get_ylabel() and act.get_title()
@@ -75,3 +75,13 @@ def test_cli_plot_errors_are_one_line(sweep_dir, tmp_path):
     assert bad_key.exit_code == 1 and "model.nope" in bad_key.output
     empty = runner.invoke(app, ["plot", str(tmp_path)])
     assert empty.exit_code == 1 and "no completed or diverged runs" in empty.output
+
+
+def test_profile_overlays_the_mean_field_prediction(sweep_dir):
+    runs, keys = loaded(sweep_dir)
+    with_theory = profile_figure(runs, keys, steps=("init",))
+    without = profile_figure(runs, keys, steps=("init",), theory=False)
+    act = with_theory.axes[0]
+    assert len(act.get_lines()) == 2 * len(without.axes[0].get_lines()) == 12
+    dashed = [line for line in act.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 6
