@@ -31,7 +31,7 @@ def spec(out: Path, epochs: int) -> SweepSpec:
         "name": "bench16",
         "data": {"dataset": "mnist"},
         "model": {"depth": 10, "width": 256, "activation": "relu"},
-        "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 128, "epochs": epochs},
+        "train": {"optimizer": "sgd", "lr": 0.01, "batch_size": 128, "epochs": epochs},
         "log": {"every": 100, "out": str(out)},
     }
     return SweepSpec(base, {"model.init": INITS}, [], list(range(4)))

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -149,8 +150,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not an integer")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
-            raise ConfigError(f"{key}: {value!r} is not a number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -236,9 +237,31 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, model=model, train=train)
 
 
+# Fields that only some choices read: setting one for another choice would silently do nothing.
+ONLY_FOR = {
+    "train.momentum": ("train.optimizer", ("momentum", "nesterov", "rmsprop")),
+    "train.warmup_steps": ("train.schedule", ("warmup_cosine",)),
+}
+
+
+def _check_used(cfg: RunConfig, data: Any) -> None:
+    """Reject a field set away from its default where the configured choice ignores it."""
+    for key, (owner, users) in ONLY_FOR.items():
+        section, leaf = key.split(".")
+        value = getattr(getattr(cfg, section), leaf)
+        default = {f.name: f.default for f in dataclasses.fields(type(getattr(cfg, section)))}[leaf]
+        choice = getattr(getattr(cfg, owner.split(".")[0]), owner.split(".")[1])
+        # A saved config.yaml holds every field at its default; only a value set on purpose counts.
+        if value != default and choice not in users:
+            raise ConfigError(f"{key}: {value!r} has no effect with {owner}: {choice!r} "
+                              f"(used by {', '.join(users)}); remove it or change {owner}")
+
+
 def from_dict(data: Any) -> RunConfig:
     """A validated, resolved RunConfig from a plain mapping (as parsed from YAML)."""
-    return _resolve(_build(RunConfig, data, ""))
+    cfg = _build(RunConfig, data, "")
+    _check_used(cfg, data)
+    return _resolve(cfg)
 
 
 def _field_type(dotted: str) -> Any:

@@ -20,7 +20,7 @@ from initlab.config import DataConfig, RunConfig, config_hash, from_dict, to_dic
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError
 from initlab.storage import RunRecorder, RunWriter, claim_run_dir, run_dir_for
-from initlab.train import TrainResult, train, train_group
+from initlab.train import TrainResult, make_schedule, train, train_group
 
 
 def versions() -> dict[str, str]:
@@ -95,6 +95,7 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     if path.exists() and not force:
         claim_run_dir(path, force)  # raises with the message users act on
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
+    make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
     claim_run_dir(path, force)
     writer = RunWriter(path, cfg, on_progress)
     writer.write_config()

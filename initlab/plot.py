@@ -82,7 +82,8 @@ def _geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
     arrays = [a for a in arrays if len(a)]
     if not arrays or len({len(a) for a in arrays}) != 1:
         return np.array([])
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
         return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
 
 
@@ -242,6 +243,10 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     for k in kinds:
         if k not in KINDS:
             raise InitlabError(f"--kind {k!r}: not one of {', '.join(KINDS)}")
+    from initlab.report import METRICS
+
+    if metric not in METRICS + ("theory_ratio",):
+        raise InitlabError(f"--metric {metric!r}: not one of {', '.join(METRICS + ('theory_ratio',))}")
     runs, _ = discover(paths)
     for item in filters:
         key, value = _parse_filter(item)

@@ -48,8 +48,10 @@ class Run:
         return str(self.summary.get("status", "unknown"))
 
     def final(self, key: str) -> float:
+        """A final figure of a completed run; NaN otherwise (a diverged run's last evaluation
+        predates its blow-up and would flatter the seed mean)."""
         v = (self.summary.get("final") or {}).get(key)
-        return float(v) if isinstance(v, int | float) and self.status in ("completed", "diverged") else math.nan
+        return float(v) if isinstance(v, int | float) and self.status == "completed" else math.nan
 
     def profile(self, when: str, key: str) -> np.ndarray:
         """Per-layer values (hidden layers only) of a signal statistic at ``init`` or ``final``."""
@@ -103,6 +105,17 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _numbers(obj: Any) -> Any:
+    """JSON has no infinity, so summaries store "inf"/"-inf": read them back as floats."""
+    if isinstance(obj, dict):
+        return {k: _numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_numbers(v) for v in obj]
+    if obj == "inf" or obj == "-inf":
+        return float(obj)
+    return obj
+
+
 def _is_run_folder(path: Path) -> bool:
     return any((path / f).exists() for f in ("summary.json", "config.yaml", "metrics.csv"))
 
@@ -117,6 +130,7 @@ def load_run(path: Path) -> Run | Skipped:
         return Skipped(path, f"summary.json unreadable ({type(e).__name__}: {e})")
     if not isinstance(summary, dict):
         return Skipped(path, "summary.json is not an object")
+    summary = _numbers(summary)
     config = summary.get("config")
     if not isinstance(config, dict):
         try:

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -127,16 +128,22 @@ class RunRecorder:
 
 
 class RunWriter(RunRecorder):
-    """A RunRecorder that also keeps the run folder up to date (at every checkpoint and at the end)."""
+    """A RunRecorder that also keeps the run folder up to date: at checkpoints (epoch ends, at most
+    every ``min_interval_s``: each flush rewrites the CSVs whole, so unbounded flushing would cost
+    quadratic time on long runs) and when the run ends."""
 
-    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None):
+    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None,
+                 min_interval_s: float = 30.0):
         super().__init__(on_progress)
         self.path = path
         self.cfg = cfg
         self.summary: dict[str, Any] = {}
+        self.min_interval_s = min_interval_s
+        self._last_flush = -math.inf
 
     def checkpoint(self) -> None:
-        self.flush()
+        if time.monotonic() - self._last_flush >= self.min_interval_s:
+            self.flush()
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self) -> None:
@@ -144,6 +151,7 @@ class RunWriter(RunRecorder):
 
     def flush(self) -> None:
         """Write both CSVs and the summary as they stand."""
+        self._last_flush = time.monotonic()
         atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
         atomic_write(self.path / "layers.csv", csv_text(LAYER_COLUMNS, self.layer_rows))
         if self.summary:

@@ -187,7 +187,10 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
 
 def sweep_dir(spec: SweepSpec) -> Path:
     """``<log.out>/<sweep name>``."""
-    return Path(str(spec.base.get("log", {}).get("out", "runs"))) / spec.name
+    log = spec.base.get("log") or {}
+    if not isinstance(log, dict):
+        raise ConfigError(f"log: {log!r} is not a mapping")
+    return Path(str(log.get("out", "runs"))) / spec.name
 
 
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
@@ -237,7 +240,7 @@ class SweepReport:
     trained: int = 0
     skipped_done: int = 0
     busy: int = 0  # held by another sweep process
-    groups: int = 0
+    groups: int = 0  # groups this invocation trained
     stopped_early: bool = False
 
     def count(self, status: str) -> int:
@@ -289,12 +292,20 @@ class PoolExecutor(Executor):
     def __init__(self, workers: int):
         import multiprocessing
 
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self.workers, self.context = workers, multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(workers, mp_context=self.context)
 
     def submit(self, cfg_dicts, data_dir):
+        from concurrent.futures.process import BrokenProcessPool
+
         from initlab.experiment import execute_group
 
-        return self.pool.submit(execute_group, cfg_dicts, data_dir)
+        try:
+            return self.pool.submit(execute_group, cfg_dicts, data_dir)
+        except BrokenProcessPool:  # a worker died (its groups are recorded as failed): start afresh
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=self.context)
+            return self.pool.submit(execute_group, cfg_dicts, data_dir)
 
     def shutdown(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -327,14 +338,19 @@ class RayExecutor(Executor):
         pass
 
 
+def check_executor(kind: str, address: str | None) -> None:
+    """Reject a bad --executor/--address before anything is written."""
+    if kind not in ("local", "ray"):
+        raise ConfigError(f"--executor: {kind!r} is not one of local, ray")
+    if address and kind != "ray":
+        raise ConfigError("--address: only meaningful with --executor ray")
+
+
 def make_executor(kind: str, workers: int, address: str | None) -> Executor:
     """The executor registry: ``local`` (inline for one worker, a process pool for more) or ``ray``."""
+    check_executor(kind, address)
     if kind == "ray":
         return RayExecutor(address, workers)
-    if kind != "local":
-        raise ConfigError(f"--executor: {kind!r} is not one of local, ray")
-    if address:
-        raise ConfigError("--address: only meaningful with --executor ray")
     return InlineExecutor() if workers <= 1 else PoolExecutor(workers)
 
 
@@ -350,6 +366,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     and ``done`` (runs finished so far) for a progress display.
     """
     emit = on_event or (lambda kind, info: None)
+    check_executor(executor, address)
     runs = expand(spec)
     directory = sweep_dir(spec)
     directory.mkdir(parents=True, exist_ok=True)
@@ -357,7 +374,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     _clean_stale_temps(directory)
     todo = [r for r in runs if needs_work(r, retry_failed)]
     groups = plan_groups(todo, max_group)
-    report = SweepReport(directory, {}, skipped_done=len(runs) - len(todo), groups=len(groups))
+    report = SweepReport(directory, {}, skipped_done=len(runs) - len(todo))
     emit("start", {"total": len(runs), "todo": len(todo), "groups": len(groups)})
     pool = make_executor(executor, workers, address) if groups else None
     data = str(data_dir) if data_dir is not None else None
@@ -376,6 +393,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                     report.busy += len(group) - len(claimed)
                     if not claimed:
                         continue
+                    report.groups += 1
                     emit("group", {"size": len(claimed), "label": _group_label(claimed)})
                     in_flight[pool.submit([to_dict(r.cfg) for r in claimed], data)] = (claimed, fds)
                 if not in_flight:

@@ -139,7 +139,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
         new = state._replace(params=optax.apply_updates(state.params, updates), norm_state=norm_state,
                              opt_state=opt_state, order=order)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+        # The update, not just the gradient: an overflowing step (huge lr) must not be applied either.
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
         return new, loss, finite
 
     def chunk(state: TrainState, step0, x, y, n_steps, alive):

@@ -515,3 +515,20 @@ def test_to_yaml_round_trips(data):
 def test_to_dict_is_plain_data():
     d = C.to_dict(C.from_dict({}))
     assert d["model"]["depth"] == 3 and d["train"]["epochs"] == 1 and d["log"]["out"] == "runs"
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"optimizer": "sgd", "momentum": 0.5}, "train.momentum: 0.5 has no effect with train.optimizer: 'sgd'"),
+    ({"optimizer": "adam", "momentum": 0.5}, "train.momentum: 0.5 has no effect"),
+    ({"schedule": "cosine", "warmup_steps": 10}, "train.warmup_steps: 10 has no effect with train.schedule"),
+    ({"lr": float("inf")}, "train.lr: inf is not a finite number"),
+])
+def test_settings_that_would_silently_do_nothing_are_rejected(train, message):
+    with pytest.raises(ConfigError) as err:
+        C.from_dict({"train": train})
+    assert message in str(err.value)
+
+
+def test_momentum_is_accepted_where_it_is_used():
+    assert C.from_dict({"train": {"optimizer": "nesterov", "momentum": 0.5}}).train.momentum == 0.5
+    assert C.from_dict({"train": {"schedule": "warmup_cosine", "warmup_steps": 5}}).train.warmup_steps == 5

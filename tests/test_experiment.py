@@ -76,3 +76,25 @@ def test_diverged_run_is_a_result_not_an_error(tmp_path):
     assert summary["status"] == "diverged"
     assert summary["divergence"]["layer"] is not None
     assert json.loads((run_dir_for(cfg) / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_config_error_that_needs_the_data_leaves_no_folder(tmp_path):
+    from initlab.errors import ConfigError
+
+    cfg = tiny(log={"out": str(tmp_path)}, train={"batch_size": 4096})
+    for _ in range(2):  # the same error both times, never "already exists"
+        with pytest.raises(ConfigError, match="train.batch_size: 4096"):
+            experiment.run(cfg)
+    assert not run_dir_for(cfg).exists()
+
+
+def test_layers_view_of_a_critical_relu_run(tmp_path):
+    """He + ReLU is critical (ξ_c infinite): the summary stores "inf", and reports read it back."""
+    from initlab.report import build_report, layer_report
+
+    cfg = tiny(log={"out": str(tmp_path)}, model={"activation": "relu", "init": "he_normal"})
+    summary = experiment.run(cfg)
+    assert summary["theory"]["phase"] == "critical"
+    layers = layer_report(run_dir_for(cfg))
+    assert "critical phase" in layers["theory"] and "inf" in layers["theory"]
+    assert build_report([tmp_path]).rows[0]["theory_ratio"] > 0

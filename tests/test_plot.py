@@ -85,3 +85,9 @@ def test_profile_overlays_the_mean_field_prediction(sweep_dir):
     assert len(act.get_lines()) == 2 * len(without.axes[0].get_lines()) == 12
     dashed = [line for line in act.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 6
+
+
+def test_heatmap_metric_is_validated(sweep_dir, tmp_path):
+    result = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--metric", "verdict",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--metric 'verdict'" in result.output

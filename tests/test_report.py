@@ -156,3 +156,9 @@ def test_verdict_thresholds_and_sparkline():
 
     assert sparkline(np.array([1.0, 1.0, 1.0])) == "▅▅▅"
     assert sparkline(np.array([1.0, 1e-5, 1e5])) == "▅▁█"
+
+
+def test_diverged_runs_do_not_count_in_the_accuracy_mean(runs_dir):
+    rep = build_report([runs_dir])
+    diverged = next(r for r in rep.rows if r["status"] == "2 diverged")
+    assert math.isnan(diverged["test_acc"])

@@ -277,3 +277,13 @@ def test_shipped_sweeps_expand_and_validate(path):
     runs = expand(load_spec(path))
     assert len(runs) >= 8
     assert len(plan_groups(runs, 32)) < len(runs)  # something trains together
+
+
+def test_empty_log_section_and_bad_executor(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nlog:\nsweep: {model.depth: [1, 2]}\n")
+    assert len(expand(load_spec(path))) == 2
+    spec = load_spec(write_sweep(tmp_path, seeds=1))
+    with pytest.raises(ConfigError, match="--executor: 'slurm'"):
+        run_sweep(spec, executor="slurm")
+    assert not sweep_dir(spec).exists()  # rejected before anything was written
