@@ -125,10 +125,6 @@ class RunConfig:
 # Validation
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` as type ``tp``, or a ConfigError. ints are accepted where floats are wanted."""
     origin = typing.get_origin(tp)

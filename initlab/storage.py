@@ -24,7 +24,6 @@ from initlab.stats import COLUMNS
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
 LAYER_COLUMNS = ("step", "layer", "kind", *COLUMNS)
-FILES = ("config.yaml", "metrics.csv", "layers.csv", "summary.json")
 
 
 def _umask() -> int:
@@ -194,11 +193,3 @@ def run_status(path: Path) -> str:
         return str(json.loads((path / "summary.json").read_text()).get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """The summary.json of a run folder."""
-    try:
-        return json.loads((path / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InitlabError(f"{path}: cannot read summary.json ({e})") from None
