@@ -19,7 +19,7 @@ from initlab import __version__
 from initlab.config import DataConfig, RunConfig, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError
-from initlab.storage import RunRecorder, RunWriter, claim_run_dir, run_dir_for
+from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for
 from initlab.train import TrainResult, make_schedule, train, train_group
 
 
@@ -92,8 +92,7 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     interrupted run still leaves its partial results and a summary saying what happened.
     """
     path = run_dir_for(cfg)
-    if path.exists() and not force:
-        claim_run_dir(path, force)  # raises with the message users act on
+    check_run_dir_free(path, force)  # before the (slow) data load
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
     claim_run_dir(path, force)

@@ -347,10 +347,10 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
         column = sort.lstrip("-")
         if column not in all_columns:
             raise InitlabError(f"--sort {column}: not a column (one of {', '.join(all_columns)})")
-        rows.sort(key=_sort_key(column))
-        if descending:
-            present = [r for r in rows if _sort_key(column)(r)[0] == 0]
-            rows = present[::-1] + [r for r in rows if _sort_key(column)(r)[0] == 1]
+        key = _sort_key(column)
+        rows.sort(key=key)
+        if descending:  # reverse the rows that have a value; rows without one stay last
+            rows = [r for r in reversed(rows) if key(r)[0] == 0] + [r for r in rows if key(r)[0] == 1]
     else:
         for k in reversed(keys):
             rows.sort(key=_sort_key(k))

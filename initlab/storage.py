@@ -88,12 +88,17 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def check_run_dir_free(path: Path, force: bool) -> None:
+    """An existing run folder is an error unless ``force``."""
+    if path.exists() and not force:
+        raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
+
+
 def claim_run_dir(path: Path, force: bool) -> None:
     """Make sure ``path`` may receive a run: an existing run folder is an error unless ``force``,
     which moves it aside and deletes it."""
+    check_run_dir_free(path, force)
     if path.exists():
-        if not force:
-            raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
         trash = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)

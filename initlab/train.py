@@ -299,17 +299,19 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                for _ in cfgs]
     prev_params = state.params
 
-    def log_stats(step: int, st: TrainState, members: Sequence[int]) -> dict[str, np.ndarray]:
+    def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int], advance: bool = True) -> None:
+        """Per-layer statistics of ``members`` (run indices) at their ``steps``, sent to their sinks.
+        ``advance`` moves the reference for update ratios to these parameters (not on divergence)."""
         nonlocal prev_params
         stats = jax.tree.map(np.asarray, jax.device_get(stats_fn(st.params, st.norm_state, prev_params,
                                                                  probe_x, probe_y)))
-        if step == 0:
-            stats["update_ratio"] = np.full_like(stats["update_ratio"], np.nan)
-        prev_params = st.params
-        for r in members:
+        if advance:
+            prev_params = st.params
+        for r, step in zip(members, steps):
             results[r].last_stats = _row(stats, r)
+            if step == 0:
+                results[r].last_stats["update_ratio"] = np.full_like(stats["update_ratio"][r], np.nan)
             sinks[r].layers(step, results[r].last_stats)
-        return stats
 
     def evaluation(st: TrainState) -> tuple[np.ndarray, np.ndarray]:
         loss, acc = jax.device_get(evaluate(st.params, st.norm_state, x_test, y_test))
@@ -319,7 +321,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
 
-    log_stats(0, state, range(n_runs))
+    log_stats(state, range(n_runs), [0] * n_runs)
     test_loss, test_acc = evaluation(state)
     for r, res in enumerate(results):
         res.init_stats = res.last_stats
@@ -352,11 +354,8 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
             for r in diverged:
                 results[r].status = "diverged"
                 results[r].final["train_loss"] = float(train_loss[r])
-            stats = jax.tree.map(np.asarray, jax.device_get(stats_fn(state.params, state.norm_state, prev_params,
-                                                                     probe_x, probe_y)))
+            log_stats(state, diverged, [results[r].steps for r in diverged], advance=False)
             for r in diverged:
-                results[r].last_stats = _row(stats, r)
-                sinks[r].layers(results[r].steps, results[r].last_stats)
                 results[r].divergence = _divergence(results[r].steps, "non-finite loss or gradient",
                                                     results[r].last_stats)
                 metrics_row(r, results[r].steps, float(train_loss[r]), float("nan"), float("nan"))
@@ -366,7 +365,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
             break
         logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
         if logged:
-            log_stats(step, state, members)
+            log_stats(state, members, [step] * len(members))
             for r in members:
                 if first_nonfinite_layer(results[r].last_stats) is not None:
                     results[r].status = "diverged"

@@ -31,6 +31,18 @@ SMALL_DATA = {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_si
               "probe_size": 64}
 
 
+def small_run(name: str) -> dict:
+    """A 2-layer, 20-step run on SMALL_DATA, as plain config data (CLI and sweep tests)."""
+    return {"name": name, "data": SMALL_DATA, "model": {"depth": 2, "width": 16},
+            "train": {"steps": 20, "batch_size": 32}, "log": {"every": 10}}
+
+
+def assert_lists_names(message: str, registry) -> None:
+    """A registry error names every valid choice, aliases included."""
+    for name in registry.all_names():
+        assert name in message, name
+
+
 def tiny(**sections) -> RunConfig:
     """A small, fast config on Gaussian data; ``sections`` update the defaults per section."""
     base = {

@@ -15,16 +15,10 @@ from typer.testing import CliRunner
 from initlab import config as cfgmod
 from initlab.cli import app
 
-from conftest import ROOT, SMALL_DATA
+from conftest import ROOT, small_run
 
 runner = CliRunner()
-TINY = {
-    "name": "cli",
-    "data": SMALL_DATA,
-    "model": {"depth": 2, "width": 16},
-    "train": {"steps": 20, "batch_size": 32},
-    "log": {"every": 10},
-}
+TINY = small_run("cli")
 
 
 @pytest.fixture

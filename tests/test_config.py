@@ -17,6 +17,8 @@ from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 
+from conftest import assert_lists_names
+
 
 def error(data) -> str:
     """The ConfigError message from_dict raises for ``data``."""
@@ -135,8 +137,7 @@ def test_unknown_registry_name(section, key, registry):
     msg = error({section: {key: "bogus_name"}})
     assert msg.startswith(f"{section}.{key}: ")
     assert "'bogus_name'" in msg
-    for name in registry.all_names():
-        assert name in msg
+    assert_lists_names(msg, registry)
 
 
 def test_unknown_activation_exact_message():

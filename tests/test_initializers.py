@@ -18,6 +18,8 @@ from initlab.initializers import (
     resolve_args,
 )
 
+from conftest import assert_lists_names
+
 CANONICAL = list(INITIALIZERS)
 ALIASES = [n for n in INITIALIZERS.all_names() if n not in CANONICAL]
 WITH_SIGMA = [n for n in CANONICAL if INITIALIZERS[n].sigma_w2 is not None]
@@ -327,12 +329,10 @@ def test_get_initializer_errors_list_names():
         get_initializer("he_norml")
     msg = str(info.value)
     assert "model.init" in msg and "'he_norml'" in msg
-    for name in INITIALIZERS.all_names():
-        assert name in msg
+    assert_lists_names(msg, INITIALIZERS)
     with pytest.raises(ConfigError) as info:
         get_bias_initializer("ones")
     msg = str(info.value)
     assert "model.bias_init" in msg and "'ones'" in msg
-    for name in BIAS_INITIALIZERS.all_names():
-        assert name in msg
+    assert_lists_names(msg, BIAS_INITIALIZERS)
     assert get_initializer("kaiming_normal") is INITIALIZERS["he_normal"]

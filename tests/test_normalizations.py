@@ -10,6 +10,8 @@ import pytest
 from initlab.errors import ConfigError
 from initlab.normalizations import NORMALIZATIONS, NormSettings, get_normalization
 
+from conftest import assert_lists_names
+
 SETTINGS = NormSettings(eps=1e-5, momentum=0.9)
 WIDTH = 5
 X = np.asarray(3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), (64, WIDTH)), np.float32)  # (batch, width)
@@ -156,5 +158,4 @@ def test_unknown_normalization_message():
         get_normalization("groupnorm")
     msg = str(info.value)
     assert "model.norm" in msg and "'groupnorm'" in msg
-    for name in NORMALIZATIONS.all_names():
-        assert name in msg
+    assert_lists_names(msg, NORMALIZATIONS)

@@ -20,16 +20,10 @@ from initlab.errors import ConfigError
 from initlab.storage import run_status
 from initlab.sweep import SweepSpec, expand, load_spec, plan_groups, run_sweep, sweep_dir
 
-from conftest import SMALL_DATA
+from conftest import small_run
 
 runner = CliRunner()
-BASE = {
-    "name": "grid",
-    "data": SMALL_DATA,
-    "model": {"depth": 2, "width": 16},
-    "train": {"steps": 20, "batch_size": 32},
-    "log": {"every": 10},
-}
+BASE = small_run("grid")
 
 
 def write_sweep(tmp_path, **blocks):
