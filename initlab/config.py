@@ -55,8 +55,10 @@ class DataConfig:
     dataset: str = spec("mnist", "dataset: mnist, or gaussian (N(0,1) inputs, labels from a fixed random teacher)",
                         choices=_registry_names("data", "DATASETS"))
     preprocess: str = spec("standardize", "none (pixels/255), center (zero mean per input), standardize (zero mean "
-                           "per input, unit variance on average; Efficient BackProp)",
-                           choices=_registry_names("data", "PREPROCESSORS"))
+                           "per input, unit variance on average; Efficient BackProp), whiten (ZCA: decorrelated "
+                           "inputs)", choices=_registry_names("data", "PREPROCESSORS"))
+    whiten_eps: float = spec(0.1, "whiten only: epsilon added to the covariance eigenvalues before the inverse square "
+                             "root (damps the near-constant pixel directions)", gt=0)
     train_size: int | None = spec(None, "use only the first N training examples (default: all; gaussian: 10000)", ge=1)
     test_size: int | None = spec(None, "use only the first N test examples (default: all; gaussian: 2000)", ge=1)
     probe_size: int = spec(512, "size of the fixed training batch the per-layer statistics are computed on", ge=2)
@@ -83,6 +85,12 @@ class ModelConfig:
                               "post: normalise the activation", choices=("pre", "post"))
     norm_eps: float = spec(1e-5, "epsilon added to the variance in normalization", gt=0)
     bn_momentum: float = spec(0.9, "batch norm running-average momentum", ge=0, lt=1)
+    residual: bool = spec(False, "residual MLP: after the first hidden layer, blocks of two layers with a skip "
+                          "connection around them (depth must then be odd: 1 + 2 × blocks)")
+    dropout: float = spec(0.0, "dropout rate of every hidden layer's output during training (0: off)", ge=0, lt=1)
+    dropout_kind: str = spec("standard", "standard (inverted dropout; Srivastava et al. 2014) or alpha "
+                             "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
+                             choices=_registry_names("regularizers", "DROPOUTS"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,12 @@ class TrainConfig:
     steps: int | None = spec(None, "training steps, instead of epochs (0: statistics at initialization only)", ge=0)
     weight_decay: float = spec(0.0, "weight decay (decoupled for adamw, added to the gradient otherwise)", ge=0)
     loss: str = spec("cross_entropy", "cross_entropy, or mse on one-hot targets", choices=_registry_names("optimizers", "LOSSES"))
+    target_scale: float | None = spec(None, "mse only: targets +s for the true class and -s for the others, inside "
+                                      "the activation's quasilinear range (LeCun et al. 1989: ±1 with scaled tanh); "
+                                      "default one-hot 0/1", gt=0)
+    max_norm: float | None = spec(None, "after every update, rescale each unit's incoming weight vector to norm at "
+                                  "most this (Srebro & Shraibman 2005; Srivastava et al. 2014 use 3-4); default off",
+                                  gt=0)
 
 
 @dataclass(frozen=True)
@@ -221,8 +235,19 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args")
     bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args")
     if INITIALIZERS[init].bias is not None and m.bias_init != "zeros":
-        raise ConfigError(f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which draws its own "
-                          "biases (set them through model.init_args)")
+        how = " (set them through model.init_args)" if "sigma_b" in init_args else ""
+        raise ConfigError(f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which sets its own "
+                          f"biases{how}")
+    if m.dropout_kind != "standard" and m.dropout == 0:
+        raise ConfigError(f"model.dropout_kind: {m.dropout_kind!r} has no effect with model.dropout: 0 "
+                          "(set model.dropout to a rate)")
+    if m.residual and m.depth % 2 == 0:
+        raise ConfigError(f"model.depth: {m.depth} with model.residual: true must be odd (1 input layer + 2 layers "
+                          f"per block); use {m.depth - 1} or {m.depth + 1}")
+    needs = INITIALIZERS[init].residual
+    if needs is not None and needs != m.residual:
+        raise ConfigError(f"model.init: {init!r} {'needs' if needs else 'does not support'} a residual network "
+                          f"(model.residual: {str(needs).lower()})")
     if t.epochs is not None and t.steps is not None:
         raise ConfigError(f"train.steps: {t.steps!r} given together with train.epochs: {t.epochs!r} (set one of them)")
     from initlab.activations import ACTIVATIONS
@@ -237,6 +262,8 @@ def _resolve(cfg: RunConfig) -> RunConfig:
 ONLY_FOR = {
     "train.momentum": ("train.optimizer", ("momentum", "nesterov", "rmsprop")),
     "train.warmup_steps": ("train.schedule", ("warmup_cosine",)),
+    "train.target_scale": ("train.loss", ("mse",)),
+    "data.whiten_eps": ("data.preprocess", ("whiten",)),
 }
 
 

@@ -59,6 +59,7 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "best": result.best,
         "wall_time_s": result.wall_time_s,
         "compile_time_s": result.compile_time_s,
+        "init_time_s": result.init_time_s,
         "train_time_s": result.train_time_s,
         "steps_per_second": result.steps / result.train_time_s if result.train_time_s > 0 else None,
         "group_size": result.group_size,
@@ -146,5 +147,6 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None) 
         reason = f"{type(e).__name__}: {e}"
         summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
                      for c, rec in zip(cfgs, recorders)]
-    return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ}
+    return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ,
+             "trace": rec.trace}
             for c, rec, summ in zip(cfgs, recorders, summaries)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +26,61 @@ InitFn = Callable[[Array, tuple[int, ...], Mapping[str, float]], Array]
 
 
 @dataclass(frozen=True)
+class RefineContext:
+    """What a network-level initializer sees after every layer has been drawn with its ``weight``
+    sampler: the model's static spec, the drawn parameters and normalization state, its arguments,
+    a fresh key, and the training inputs (on the device) for data-dependent methods."""
+
+    spec: Any  # initlab.model.ModelSpec
+    params: Any
+    norm_state: Any
+    args: Mapping[str, float]
+    key: Array
+    x_train: Array | None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A record of an initialization procedure, written to ``<file>`` in the run folder."""
+
+    file: str
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+
+
+# ctx -> (params, trace or None)
+RefineFn = Callable[[RefineContext], tuple[Any, Trace | None]]
+
+
+@dataclass(frozen=True)
 class Initializer:
     """A weight initializer: its sampler, its arguments with defaults, and optionally the bias
-    distribution it prescribes (mean-field init draws biases too)."""
+    distribution it prescribes (mean-field init draws biases too).
+
+    Methods defined on the whole network (Fixup, LSUV, layer-wise pre-training) draw every layer with
+    ``weight`` first, then ``refine`` the parameters; ``residual`` says whether they need (True) or
+    exclude (False) a residual network."""
 
     weight: InitFn
     args: Mapping[str, float] = field(default_factory=dict)
     bias: InitFn | None = None
     # sigma_w^2 = fan_in * Var(W), the quantity mean-field theory needs; None if not a fixed law.
     sigma_w2: Callable[[int, int, Mapping[str, float]], float] | None = None
+    refine: RefineFn | None = None
+    residual: bool | None = None
+    needs_data: bool = False
+    # argument name -> a key of ARG_RULES, checked when the config loads
+    rules: Mapping[str, str] = field(default_factory=dict)
+
+
+# What an initializer argument may be: (test, description for the error).
+ARG_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "positive": (lambda v: v > 0, "a number > 0"),
+    "count": (lambda v: v >= 0 and v == int(v), "a whole number >= 0"),
+    "positive_count": (lambda v: v >= 1 and v == int(v), "a whole number >= 1"),
+    "fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "flag": (lambda v: v in (0, 1), "0 or 1"),
+}
 
 
 def _scaling(scale: float | Callable[[Mapping[str, float]], float], mode: str, distribution: str) -> InitFn:
@@ -57,6 +104,10 @@ def _symmetric_uniform(limit: Callable[[int, Mapping[str, float]], float]) -> In
 
 
 
+def _zeros_bias(key, shape, args):
+    return jnp.zeros(shape[1:], jnp.float32)
+
+
 def _zeros(key, shape, args):
     return jnp.zeros(shape, jnp.float32)
 
@@ -71,6 +122,26 @@ def _normal(key, shape, args):
 
 def _orthogonal(key, shape, args):
     return jinit.orthogonal(scale=args["gain"])(key, shape, jnp.float32)
+
+
+# Network-level methods live in initlab.network_init, which needs the model (imported lazily: the
+# model imports this module).
+def _fixup(ctx: RefineContext):
+    from initlab.network_init import fixup
+
+    return fixup(ctx)
+
+
+def _lsuv(ctx: RefineContext):
+    from initlab.network_init import lsuv
+
+    return lsuv(ctx)
+
+
+def _layerwise_autoencoder(ctx: RefineContext):
+    from initlab.network_init import layerwise_autoencoder
+
+    return layerwise_autoencoder(ctx)
 
 
 INITIALIZERS: Registry[Initializer] = Registry(
@@ -115,6 +186,28 @@ INITIALIZERS: Registry[Initializer] = Registry(
             bias=lambda key, shape, a: a["sigma_b"] * jax.random.normal(key, shape[1:], jnp.float32),
             sigma_w2=lambda fi, fo, a: a["sigma_w"] ** 2,
         ),
+        # Zhang, Dauphin & Ma 2019, "Fixup initialization": He-normal layers, then each residual
+        # branch's last layer and the output layer set to zero and the branches' other layer scaled
+        # by L^(-1/(2m-2)) (L branches of m = 2 layers).
+        "fixup": Initializer(_scaling(2.0, "fan_in", "normal"), bias=_zeros_bias, refine=_fixup, residual=True),
+        # Mishkin & Matas 2016, "All you need is a good init": orthogonal, then each layer in turn
+        # rescaled on a data batch until its output variance is within tol of 1.
+        "lsuv": Initializer(
+            _orthogonal, {"gain": 1.0, "tol": 0.05, "max_iters": 10, "batch_size": 256},
+            refine=_lsuv, needs_data=True,
+            rules={"tol": "positive", "max_iters": "count", "batch_size": "positive_count"},
+        ),
+        # Greedy layer-wise pre-training (Hinton, Osindero & Teh 2006 with RBMs; Bengio et al. 2007
+        # with autoencoders): each hidden layer trained as the encoder of an autoencoder on the
+        # previous layer's outputs. Layers start from Glorot's "standard" init.
+        "layerwise_autoencoder": Initializer(
+            _scaling(1 / 3, "fan_in", "uniform"),
+            {"steps": 200, "lr": 1e-3, "batch_size": 128, "examples": 10000, "noise": 0.0, "tied": 0,
+             "log_every": 10},
+            refine=_layerwise_autoencoder, residual=False, needs_data=True,
+            rules={"steps": "positive_count", "lr": "positive", "batch_size": "positive_count",
+                   "examples": "positive_count", "noise": "fraction", "tied": "flag", "log_every": "positive_count"},
+        ),
     },
     aliases={
         "xavier_normal": "glorot_normal",
@@ -157,7 +250,12 @@ def resolve_args(entry: Initializer, given: Mapping[str, float] | None, key: str
             raise ConfigError(f"{key}.{name}: not an argument of this initializer (allowed: {allowed})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}.{name}: {value!r} is not a number")
-    return {**entry.args, **{k: float(v) for k, v in given.items()}}
+    resolved = {**entry.args, **{k: float(v) for k, v in given.items()}}
+    for name, rule in entry.rules.items():
+        ok, allowed = ARG_RULES[rule]
+        if not ok(resolved[name]):
+            raise ConfigError(f"{key}.{name}: {resolved[name]:g} is not allowed (expected {allowed})")
+    return resolved
 
 
 def get_initializer(name: str, key: str = "model.init") -> Initializer:

@@ -6,7 +6,13 @@ layers 2..depth share one shape, so their weights are stacked along a leading ax
 
 Each hidden layer computes ``z = norm?(h W + b)``, ``a = norm?(φ(z))`` (normalization before or
 after the nonlinearity, by ``norm_position``); ``z``, the input of the nonlinearity, is what the
-statistics call the pre-activation.
+statistics call the pre-activation. During training ``a`` may then go through dropout.
+
+A residual MLP (``residual``) groups hidden layers 2..depth in blocks of two around a skip
+connection, in the post-activation form of He et al. 2016 that Fixup (Zhang et al. 2019) addresses:
+``u = φ(norm?((h + c₁) W₁ + b₁))``, ``v = m · norm?((u + c₂) W₂ + b₂)``, ``h' = φ(h + v)``, with
+Fixup's scalar biases c₁, c₂ (init 0) and scalar multiplier m (init 1) in ``params["blocks"]``. For
+the block's second layer the pre-activation is the nonlinearity's input ``h + v``.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import jax.numpy as jnp
 
 from initlab.activations import get_activation
 from initlab.config import ModelConfig
-from initlab.initializers import get_bias_initializer, get_initializer
+from initlab.initializers import RefineContext, Trace, get_bias_initializer, get_initializer
 from initlab.normalizations import NormSettings, get_normalization
+from initlab.regularizers import get_dropout
 
 Params = dict[str, Any]
 NormState = dict[str, Any]
@@ -39,25 +46,45 @@ class ModelSpec:
     norm: str
     norm_position: str
     norm_settings: NormSettings
+    residual: bool = False
+    dropout: float = 0.0
+    dropout_kind: str = "standard"
 
     @classmethod
     def from_config(cls, m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
         return cls(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
-                   NormSettings(eps=m.norm_eps, momentum=m.bn_momentum))
+                   NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind)
 
     @property
     def num_layers(self) -> int:
         """Layers that get statistics: the hidden layers and the output layer."""
         return self.depth + 1
 
+    @property
+    def num_blocks(self) -> int:
+        """Residual blocks (two layers each) after the first hidden layer; 0 for a plain MLP."""
+        return (self.depth - 1) // 2 if self.residual else 0
 
-def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array) -> tuple[Params, NormState]:
-    """Parameters and normalization state drawn with ``m.init`` / ``m.bias_init``.
 
-    Returns ``(params, norm_state)``; ``params["hidden"]`` leaves carry a leading axis of
-    ``depth - 1`` (possibly 0).
+def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array,
+                x_train: jax.Array | None = None) -> tuple[Params, NormState]:
+    """Parameters and normalization state drawn with ``m.init`` / ``m.bias_init`` (see
+    ``init_params_traced``, which also returns the initializer's trace)."""
+    params, state, _ = init_params_traced(spec, m, key, x_train)
+    return params, state
+
+
+def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
+                       x_train: jax.Array | None = None) -> tuple[Params, NormState, Trace | None]:
+    """Parameters, normalization state and the initializer's trace (None for per-layer samplers).
+
+    Every layer is drawn with the initializer's sampler; network-level methods (Fixup, LSUV,
+    layer-wise pre-training) then refine the whole tree, data-dependent ones on ``x_train``
+    (ValueError without it). ``params["hidden"]`` leaves carry a leading axis of ``depth - 1``
+    (possibly 0); ``params["blocks"]`` holds the residual blocks' scalar biases and multipliers.
     """
     init = get_initializer(m.init)
+    refine_key = jax.random.fold_in(key, 1)  # leaves the per-layer draws as they were before refinement existed
     bias_entry = get_bias_initializer(m.bias_init)
     bias_fn, bias_args = (init.bias, m.init_args) if init.bias is not None else (bias_entry.weight, m.bias_init_args)
     norm = get_normalization(m.norm)
@@ -72,12 +99,19 @@ def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array) -> tuple[Params
         "inp": {**layer(w_in, b_in, (d, W)), "norm": norm.init_params(W)},
         "hidden": {**hidden, "norm": jax.tree.map(lambda p: jnp.broadcast_to(p, (L - 1, *p.shape)), norm.init_params(W))},
         "out": layer(w_out, b_out, (W, spec.num_classes)),
+        "blocks": {"bias": jnp.zeros((spec.num_blocks, 2), jnp.float32),
+                   "mult": jnp.ones((spec.num_blocks,), jnp.float32)} if spec.residual else {},
     }
     state = {
         "inp": norm.init_state(W),
         "hidden": jax.tree.map(lambda s: jnp.broadcast_to(s, (L - 1, *s.shape)), norm.init_state(W)),
     }
-    return params, state
+    if init.refine is None:
+        return params, state, None
+    if init.needs_data and x_train is None:
+        raise ValueError(f"initializer {m.init!r} needs the training inputs")
+    params, trace = init.refine(RefineContext(spec, params, state, m.init_args, refine_key, x_train))
+    return params, state, trace
 
 
 @jax.custom_vjp
@@ -103,44 +137,74 @@ grad_tap.defvjp(_tap_fwd, _tap_bwd)
 Collector = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _hidden_layer(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array, train: bool, tap: jax.Array | None):
-    """One hidden layer: returns (activation (batch, width), new norm state, z (batch, width))."""
+def _hidden_layer(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array, train: bool, tap: jax.Array | None,
+                  key: jax.Array | None, skip: jax.Array | None = None, bias: jax.Array | float = 0.0,
+                  mult: jax.Array | float = 1.0):
+    """One hidden layer: returns (activation (batch, width), new norm state, z (batch, width)).
+
+    ``key`` drops units of the output (training only); ``skip``, ``bias`` and ``mult`` are a
+    residual block's skip input, scalar input bias and branch multiplier."""
     act = get_activation(spec.activation)
     norm = get_normalization(spec.norm)
-    z = h @ lp["w"] + lp["b"]  # (batch, width)
+    z = (h + bias) @ lp["w"] + lp["b"]  # (batch, width)
     if spec.norm_position == "pre":
         z, ls = norm.apply(lp["norm"], ls, z, train, spec.norm_settings)
+    z = mult * z
+    if skip is not None:
+        z = skip + z
     if tap is not None:
         z = grad_tap(z, tap)
     a = act(z)
     if spec.norm_position == "post":
         a, ls = norm.apply(lp["norm"], ls, a, train, spec.norm_settings)
+    if key is not None and spec.dropout > 0:
+        a = get_dropout(spec.dropout_kind)(key, a, spec.dropout)
     return a, ls, z
 
 
 def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
-          taps: jax.Array | None = None, collect: Collector | None = None):
+          taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None):
     """Run the network on ``x`` (batch, input_dim).
 
     ``train`` selects batch statistics (and updates the running ones) for batch norm. ``taps``,
     shape (depth + 1, 2), are gradient probes (see ``grad_tap``); ``collect`` maps each layer's
-    (z, a) to a statistics vector. Returns ``(logits (batch, classes), new_state, stats)`` where
-    ``stats`` is ``(depth + 1, k)`` (hidden layers then the output layer) or None.
+    (z, a) to a statistics vector; ``key`` turns dropout on (training steps only). Returns
+    ``(logits (batch, classes), new_state, stats)`` where ``stats`` is ``(depth + 1, k)`` (hidden
+    layers then the output layer) or None.
     """
-    tap = (lambda i: None) if taps is None else (lambda i: taps[i])
-    h, s_in, z = _hidden_layer(spec, params["inp"], state["inp"], x, train, tap(0))
+    L = spec.depth
+    taps_ = (None,) * (L + 1) if taps is None else taps
+    keys = (None,) * L if key is None or spec.dropout == 0 else jax.random.split(key, L)
+    h, s_in, z = _hidden_layer(spec, params["inp"], state["inp"], x, train, taps_[0], keys[0])
     first = None if collect is None else collect(z, h)
+    hidden_xs = (params["hidden"], state["hidden"], None if taps is None else taps[1:L],
+                 None if keys[0] is None else keys[1:])
 
-    def body(h, xs):
-        lp, ls, t = xs
-        a, ls, z = _hidden_layer(spec, lp, ls, h, train, t)
+    def plain(h, xs):
+        lp, ls, t, k = xs
+        a, ls, z = _hidden_layer(spec, lp, ls, h, train, t, k)
         return a, (ls, None if collect is None else collect(z, a))
 
-    hidden_taps = None if taps is None else taps[1:spec.depth]
-    h, (s_hid, hid_stats) = jax.lax.scan(body, h, (params["hidden"], state["hidden"], hidden_taps))
+    def block(h, xs):
+        (lp, ls, t, k), bp = xs
+        one, two = (jax.tree.map(lambda v: v[i], (lp, ls, t, k)) for i in (0, 1))
+        u, ls1, z1 = _hidden_layer(spec, one[0], one[1], h, train, one[2], one[3], bias=bp["bias"][0])
+        a, ls2, z2 = _hidden_layer(spec, two[0], two[1], u, train, two[2], two[3], skip=h, bias=bp["bias"][1],
+                                   mult=bp["mult"])
+        new_ls = jax.tree.map(lambda p, q: jnp.stack([p, q]), ls1, ls2)
+        return a, (new_ls, None if collect is None else jnp.stack([collect(z1, u), collect(z2, a)]))
+
+    if spec.residual:
+        # (L-1, ...) leaves → (blocks, 2, ...): one scan step per block
+        pairs = jax.tree.map(lambda v: v.reshape(spec.num_blocks, 2, *v.shape[1:]), hidden_xs)
+        h, (s_hid, hid_stats) = jax.lax.scan(block, h, (pairs, params["blocks"]))
+        s_hid = jax.tree.map(lambda v: v.reshape(L - 1, *v.shape[2:]), s_hid)
+        hid_stats = None if hid_stats is None else hid_stats.reshape(L - 1, hid_stats.shape[-1])
+    else:
+        h, (s_hid, hid_stats) = jax.lax.scan(plain, h, hidden_xs)
     logits = h @ params["out"]["w"] + params["out"]["b"]  # (batch, classes)
     if taps is not None:
-        logits = grad_tap(logits, taps[spec.depth])
+        logits = grad_tap(logits, taps[L])
     stats = None
     if collect is not None:
         stats = jnp.concatenate([first[None], hid_stats, collect(logits, logits)[None]], axis=0)

@@ -81,6 +81,14 @@ def layernorm_apply(params, state, x, train, settings):
     return params["scale"] * x_hat + params["shift"], state
 
 
+def rmsnorm_apply(params, state, x, train, settings):
+    """RMSNorm (Zhang & Sennrich 2019): each example divided by the root mean square of its units,
+    then a learned per-unit gain; no centring and no shift (re-scaling invariance without
+    re-centring). The same computation in training and evaluation."""
+    ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+    return params["scale"] * x * jnp.reciprocal(jnp.sqrt(ms + settings.eps)), state
+
+
 NORMALIZATIONS: Registry[Normalization] = Registry(
     "normalization",
     {
@@ -91,6 +99,7 @@ NORMALIZATIONS: Registry[Normalization] = Registry(
             batchnorm_apply,
         ),
         "layernorm": Normalization(_affine, _no_state, layernorm_apply),
+        "rmsnorm": Normalization(lambda width: {"scale": jnp.ones((width,), jnp.float32)}, _no_state, rmsnorm_apply),
     },
 )
 

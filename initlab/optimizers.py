@@ -65,17 +65,28 @@ SCHEDULES: Registry[Callable[[ScheduleSettings], optax.Schedule]] = Registry(
 )
 
 
-def cross_entropy(logits, labels, num_classes):
-    """Mean softmax cross-entropy with integer labels; per-example values (batch,)."""
+def cross_entropy(logits, labels, num_classes, target_scale=None):
+    """Softmax cross-entropy with integer labels; per-example values (batch,)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def mse(logits, labels, num_classes):
-    """Squared error against one-hot targets, averaged over classes; per-example values (batch,)."""
-    return jnp.mean((logits - jax.nn.one_hot(labels, num_classes)) ** 2, axis=-1)
+def mse(logits, labels, num_classes, target_scale=None):
+    """Squared error averaged over classes; per-example values (batch,). Targets are one-hot 0/1,
+    or, with ``target_scale`` s, +s for the true class and -s for the others: LeCun et al. 1989 and
+    Efficient BackProp (§4.5) put the targets inside the sigmoid's range, at ±1 for the scaled tanh,
+    so that training never drives units into saturation."""
+    onehot = jax.nn.one_hot(labels, num_classes)
+    targets = onehot if target_scale is None else target_scale * (2.0 * onehot - 1.0)
+    return jnp.mean((logits - targets) ** 2, axis=-1)
 
 
 LOSSES: Registry[Callable] = Registry("loss", {"cross_entropy": cross_entropy, "mse": mse})
+
+
+def make_loss(name: str, target_scale: float | None = None) -> Callable:
+    """``loss(logits, labels, num_classes) -> (batch,)`` for the loss ``name`` and its target scale."""
+    fn = LOSSES.get(name, "train.loss")
+    return lambda logits, labels, num_classes: fn(logits, labels, num_classes, target_scale)
 
 
 def build_optimizer(name: str, schedule: str, lr: float, total_steps: int, warmup_steps: int,

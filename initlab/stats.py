@@ -4,7 +4,8 @@ One jitted function returns, for every hidden layer and the output layer, the nu
 signal-propagation literature plots: pre-activation and activation moments (Glorot & Bengio 2010,
 Fig. 3–4; He et al. 2015), the variance of the back-propagated gradient dL/dz (Glorot & Bengio
 2010, Fig. 7), weight and weight-gradient magnitudes, the update-to-weight ratio, saturated and dead
-units, and unit symmetry (identical units under a constant initialization).
+units, unit symmetry (identical units under a constant initialization), and the 15th/50th/85th
+percentiles of one unit's input over the probe batch (Ioffe & Szegedy 2015, Fig. 1).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from initlab.activations import derivative, get_activation, max_slope
 from initlab.model import ModelSpec, Params, apply, layer_weights
 
 # Column order of the forward statistics gathered inside the layer scan.
-FORWARD = ("pre_mean", "pre_var", "act_mean", "act_var", "saturated_frac", "dead_frac", "symmetry")
+FORWARD = ("pre_mean", "pre_var", "act_mean", "act_var", "saturated_frac", "dead_frac", "symmetry",
+           "unit_p15", "unit_p50", "unit_p85")
+# Percentiles of one unit's input over the probe batch (Ioffe & Szegedy 2015, Fig. 1b-c).
+PERCENTILES = (15.0, 50.0, 85.0)
 
 # Every per-layer column, with what it measures (README and layers.csv share this text).
 COLUMNS: dict[str, str] = {
@@ -36,6 +40,9 @@ COLUMNS: dict[str, str] = {
     "saturated_frac": "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
     "dead_frac": "fraction of units saturated on every probe example",
     "symmetry": "share of the activation variance common to all units (1: all units identical)",
+    "unit_p15": "15th percentile of the first unit's pre-activation z over the probe examples",
+    "unit_p50": "median of the first unit's pre-activation z over the probe examples",
+    "unit_p85": "85th percentile of the first unit's pre-activation z over the probe examples",
 }
 # Forward signals blow up going up the network, gradients going down: where each first shows.
 FORWARD_SIGNAL = ("pre_var", "act_var")
@@ -51,10 +58,10 @@ def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.
         total = jnp.var(a32)
         shared = jnp.var(jnp.mean(a32, axis=1))  # variance of the per-example mean over units
         symmetry = jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), 1.0)
-        return jnp.stack([
+        return jnp.concatenate([jnp.stack([
             jnp.mean(z32), jnp.var(z32), jnp.mean(a32), total,
             jnp.mean(saturated), jnp.mean(jnp.all(saturated, axis=0)), symmetry,
-        ])
+        ]), jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES))])
 
     return collect
 

@@ -1,5 +1,5 @@
-"""Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv and
-summary.json. Every file is written whole to a temporary name and renamed into place, so a reader
+"""Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv,
+summary.json and, for LSUV and layer-wise pre-training, the initializer's trace. Every file is written whole to a temporary name and renamed into place, so a reader
 (or a crash) never sees half a file."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from initlab.config import RunConfig, config_hash, to_yaml
 from initlab.errors import InitlabError
+from initlab.initializers import Trace
 from initlab.stats import COLUMNS
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
@@ -111,6 +112,7 @@ class RunRecorder:
     def __init__(self, on_progress: Callable[[int, int, dict], None] | None = None):
         self.metric_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
+        self.trace: Trace | None = None
         self._on_progress = on_progress
 
     def metrics(self, row: dict[str, Any]) -> None:
@@ -125,6 +127,9 @@ class RunRecorder:
 
     def checkpoint(self) -> None:
         pass
+
+    def init_trace(self, trace: Trace) -> None:
+        self.trace = trace
 
     def progress(self, step: int, total: int, info: dict[str, float]) -> None:
         if self._on_progress is not None:
@@ -158,6 +163,7 @@ class RunWriter(RunRecorder):
         self._last_flush = time.monotonic()
         atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
         atomic_write(self.path / "layers.csv", csv_text(LAYER_COLUMNS, self.layer_rows))
+        write_trace(self.path, self.trace)
         if self.summary:
             self.write_summary(self.summary)
 
@@ -166,8 +172,14 @@ class RunWriter(RunRecorder):
         atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
 
 
+def write_trace(path: Path, trace: Trace | None) -> None:
+    """The initializer's trace (LSUV variances, pre-training losses) as ``<path>/<trace.file>``."""
+    if trace is not None:
+        atomic_write(path / trace.file, csv_text(trace.columns, trace.rows))
+
+
 def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
-                  summary: dict[str, Any]) -> None:
+                  summary: dict[str, Any], trace: Trace | None = None) -> None:
     """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
     into place, so ``path`` either holds a complete run or does not exist. A folder already at
     ``path`` (a failed or unfinished earlier attempt) is replaced."""
@@ -178,6 +190,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
         atomic_write(tmp / "config.yaml", to_yaml(cfg))
         atomic_write(tmp / "metrics.csv", csv_text(METRIC_COLUMNS, metric_rows))
         atomic_write(tmp / "layers.csv", csv_text(LAYER_COLUMNS, layer_rows))
+        write_trace(tmp, trace)
         atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
         if path.exists():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")

@@ -410,7 +410,8 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                     "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}
                                    for r in claimed]
                     for run, rec in zip(claimed, records):
-                        write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"])
+                        write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
+                                      rec.get("trace"))
                     for fd in fds:
                         _unlock(fd)
                     report.trained += len(claimed)

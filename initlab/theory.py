@@ -305,7 +305,12 @@ def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
 
     if m.norm != "none":
         return f"{m.norm} renormalises every layer; the mean-field maps describe un-normalised networks"
+    if m.residual:
+        return "skip connections add each block's input to its output; the mean-field maps describe plain MLPs"
     init = INITIALIZERS[m.init]
+    if init.refine is not None:
+        what = "fitted to data" if init.needs_data else "set per layer by the network's structure"
+        return f"{m.init} weights are {what}, not drawn i.i.d. with one variance; the theory does not apply"
     if init.sigma_w2 is None:
         return f"{m.init} has no fixed weight variance (fan_in · Var(W)) for the theory to use"
     w_first = init.sigma_w2(input_dim, m.width, m.init_args)

@@ -29,12 +29,16 @@ import optax
 from initlab.config import RunConfig, to_dict
 from initlab.data import Dataset
 from initlab.errors import ConfigError
-from initlab.model import ModelSpec, NormState, Params, apply, init_params
-from initlab.optimizers import LOSSES, build_optimizer
+from initlab.initializers import Trace
+from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
+from initlab.optimizers import build_optimizer, make_loss
+from initlab.regularizers import max_norm
 from initlab.stats import first_nonfinite_layer, layer_stats_fn
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
+# fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).
+DROPOUT_STREAM = 2**31 - 1
 
 # Fields in which runs of one group may differ: they only change the initial values and the
 # learning rate, not the compiled program.
@@ -110,8 +114,8 @@ class TrainFns(NamedTuple):
 
 def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
     """Build the training chunk, evaluation and statistics for a group sharing ``cfg``'s static choices."""
-    loss_fn = LOSSES.get(cfg.train.loss, "train.loss")
     t = cfg.train
+    loss_fn = make_loss(t.loss, t.target_scale)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
 
@@ -121,8 +125,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
                                t.momentum, t.weight_decay)
 
-    def batch_loss(params, norm_state, xb, yb):
-        logits, new_state, _ = apply(spec, params, norm_state, xb, train=True)
+    def batch_loss(params, norm_state, xb, yb, key):
+        logits, new_state, _ = apply(spec, params, norm_state, xb, train=True, key=key)
         return jnp.mean(loss_fn(logits, yb, spec.num_classes)), new_state
 
     def train_step(state: TrainState, step, x, y) -> tuple[TrainState, jax.Array, jax.Array]:
@@ -134,11 +138,14 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
             lambda: state.order,
         )
         idx = jax.lax.dynamic_slice(order, (i * batch,), (batch,))
+        drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         (loss, norm_state), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-            state.params, state.norm_state, x[idx], y[idx])
+            state.params, state.norm_state, x[idx], y[idx], drop_key)
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
-        new = state._replace(params=optax.apply_updates(state.params, updates), norm_state=norm_state,
-                             opt_state=opt_state, order=order)
+        params = optax.apply_updates(state.params, updates)
+        if t.max_norm is not None:
+            params = max_norm(params, t.max_norm)
+        new = state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
         # The update, not just the gradient: an overflowing step (huge lr) must not be applied either.
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
         return new, loss, finite
@@ -187,13 +194,15 @@ def over_runs(fn: Callable, per_run: Sequence[bool], n_runs: int) -> Callable:
     return single
 
 
-def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, n_train: int) -> TrainState:
-    """One run's initial state: parameters from its own initializer and seed."""
+def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, x_train: jax.Array) -> tuple[TrainState, Trace | None]:
+    """One run's initial state (parameters from its own initializer and seed; data-dependent
+    initializers see ``x_train``) and its initializer's trace."""
+    n_train = x_train.shape[0]
     init_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    params, norm_state = init_params(spec, cfg.model, init_key)
+    params, norm_state, trace = init_params_traced(spec, cfg.model, init_key, x_train)
     lr = jnp.asarray(cfg.train.lr, jnp.float32)
     order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
-    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr)
+    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr), trace
 
 
 class Sink(Protocol):
@@ -203,6 +212,7 @@ class Sink(Protocol):
     def layers(self, step: int, stats: dict[str, np.ndarray]) -> None: ...
     def checkpoint(self) -> None: ...
     def progress(self, step: int, total: int, info: dict[str, float]) -> None: ...
+    def init_trace(self, trace: Trace) -> None: ...
 
 
 @dataclass
@@ -217,6 +227,7 @@ class TrainResult:
     train_time_s: float
     wall_time_s: float
     group_size: int = 1
+    init_time_s: float = 0.0  # drawing (and, for LSUV or pre-training, fitting) the initial parameters
     input_dim: int = 0
     probe_q0: float = float("nan")  # mean squared input of the probe batch: mean-field theory's q⁰
     final: dict[str, float] = field(default_factory=dict)
@@ -284,7 +295,15 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
     probe_x, probe_y = x[: cfg.data.probe_size], y[: cfg.data.probe_size]
-    state = _stack([init_state(c, spec, fns, n_train) for c in cfgs])
+    t_init = time.perf_counter()
+    states = []
+    for c, sink in zip(cfgs, sinks):
+        st, trace = init_state(c, spec, fns, x)
+        states.append(st)
+        if trace is not None:
+            sink.init_trace(trace)
+    state = _stack(states)
+    init_time = time.perf_counter() - t_init
     alive = np.ones(n_runs, bool)
 
     t0 = time.perf_counter()
@@ -295,7 +314,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     probe_q0 = float(jnp.mean(jnp.square(probe_x)))
     results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
-                           group_size=n_runs, input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
+                           group_size=n_runs, init_time_s=init_time, input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
                for _ in cfgs]
     prev_params = state.params
 

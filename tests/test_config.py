@@ -14,6 +14,7 @@ from initlab.activations import ACTIVATIONS
 from initlab.data import DATASETS, PREPROCESSORS
 from initlab.errors import ConfigError, InitlabError
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
+from initlab.regularizers import DROPOUTS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -119,14 +120,18 @@ REGISTRY_FIELDS = [
     ("train", "loss", LOSSES),
     ("data", "dataset", DATASETS),
     ("data", "preprocess", PREPROCESSORS),
+    ("model", "dropout_kind", DROPOUTS),
 ]
 ACCEPTED = [(s, k, reg, name) for s, k, reg in REGISTRY_FIELDS for name in reg.all_names()]
+# Choices that only make sense together with another setting.
+COMPANIONS = {("model", "init", "fixup"): {"residual": True},
+              ("model", "dropout_kind", "alpha"): {"dropout": 0.1}}
 
 
 @pytest.mark.parametrize("section, key, registry, name", ACCEPTED,
                          ids=[f"{s}.{k}={n}" for s, k, _, n in ACCEPTED])
 def test_every_registry_name_is_accepted(section, key, registry, name):
-    cfg = C.from_dict({section: {key: name}})
+    cfg = C.from_dict({section: {key: name, **COMPANIONS.get((section, key, name), {})}})
     got = getattr(getattr(cfg, section), key)
     assert registry.canonical(got) == registry.canonical(name)
     assert got in registry
@@ -457,7 +462,7 @@ def test_config_hash_is_stable_and_short():
     assert C.config_hash(C.from_dict({"model": {"depth": 3}})) == h  # default spelled out
 
 
-BASE_MODEL = {"init": "normal", "bias_init": "constant"}
+BASE_MODEL = {"init": "normal", "bias_init": "constant", "dropout": 0.1}
 MODEL_CHANGES = {
     "depth": 4,
     "width": 128,
@@ -470,6 +475,9 @@ MODEL_CHANGES = {
     "norm_position": "post",
     "norm_eps": 1e-3,
     "bn_momentum": 0.99,
+    "residual": True,
+    "dropout": 0.2,
+    "dropout_kind": "alpha",
 }
 
 

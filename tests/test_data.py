@@ -193,9 +193,9 @@ def test_unknown_dataset_and_preprocess_messages():
     msg = str(info.value)
     assert "data.dataset" in msg and "'cifar'" in msg and all(n in msg for n in DATASETS.all_names())
     with pytest.raises(ConfigError) as info:
-        load_dataset(gaussian(preprocess="whiten"), progress=False)
+        load_dataset(gaussian(preprocess="sphere"), progress=False)
     msg = str(info.value)
-    assert "data.preprocess" in msg and "'whiten'" in msg and all(n in msg for n in PREPROCESSORS.all_names())
+    assert "data.preprocess" in msg and "'sphere'" in msg and all(n in msg for n in PREPROCESSORS.all_names())
 
 
 def test_config_data_section_drives_load_dataset():
@@ -243,3 +243,38 @@ def test_mnist_train_size_beyond_the_dataset():
         load_dataset(DataConfig(dataset="mnist", train_size=60_001), data_dir=MNIST_DIR, progress=False)
     msg = str(info.value)
     assert "data.train_size" in msg and "60001" in msg and "60000" in msg
+
+
+def test_whiten_decorrelates_and_matches_zca():
+    """ZCA (Bell & Sejnowski 1997): covariance U diag(λ/(λ+eps)) Uᵀ, close to the identity when the
+    eigenvalues dwarf eps; the transform is symmetric and uses training statistics only."""
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((6, 6))
+    x_train = (rng.standard_normal((20000, 6)) @ mix + 5.0).astype(np.float32)
+    x_test = (rng.standard_normal((500, 6)) @ mix + 5.0).astype(np.float32)
+    tr, te = PREPROCESSORS["whiten"](x_train, x_test, eps=1e-6)
+    np.testing.assert_allclose(np.cov(tr, rowvar=False, bias=True), np.eye(6), atol=2e-3)
+    np.testing.assert_allclose(tr.mean(axis=0), 0.0, atol=1e-4)
+    # Exactly the symmetric C^(-1/2) of the training covariance.
+    centred = x_train.astype(np.float64) - x_train.mean(axis=0, dtype=np.float64)
+    lam, u = np.linalg.eigh(centred.T @ centred / len(centred))
+    zca = u @ np.diag(1 / np.sqrt(lam + 1e-6)) @ u.T
+    np.testing.assert_allclose(te, (x_test - x_train.mean(axis=0)) @ zca, rtol=1e-3, atol=1e-3)
+    # A large eps damps the low-variance directions: per-direction variance λ/(λ+eps).
+    damped, _ = PREPROCESSORS["whiten"](x_train, x_test, eps=float(np.median(lam)))
+    out_lam = np.linalg.eigvalsh(np.cov(damped, rowvar=False, bias=True))
+    np.testing.assert_allclose(np.sort(out_lam), np.sort(lam / (lam + np.median(lam))), atol=2e-3)
+
+
+def test_whiten_eps_comes_from_the_config():
+    raw = load_dataset(gaussian(preprocess="none"), progress=False)
+    small = load_dataset(DataConfig(**{**gaussian(preprocess="whiten").__dict__, "whiten_eps": 1e-4}), progress=False)
+    large = load_dataset(DataConfig(**{**gaussian(preprocess="whiten").__dict__, "whiten_eps": 10.0}), progress=False)
+    assert raw.x_train.var() > large.x_train.var()
+    assert small.x_train.var() == pytest.approx(1.0, abs=0.05)
+    assert large.x_train.var() < 0.2
+
+
+def test_whiten_eps_only_with_whiten():
+    with pytest.raises(ConfigError, match="data.whiten_eps: 0.01 has no effect with data.preprocess: 'standardize'"):
+        from_dict({"data": {"whiten_eps": 0.01}})

@@ -98,3 +98,19 @@ def test_layers_view_of_a_critical_relu_run(tmp_path):
     layers = layer_report(run_dir_for(cfg))
     assert "critical phase" in layers["theory"] and "inf" in layers["theory"]
     assert build_report([tmp_path]).rows[0]["theory_ratio"] > 0
+
+
+@pytest.mark.parametrize("init, file, columns", [
+    ("lsuv", "lsuv_trace.csv", ["layer", "iteration", "variance", "scale"]),
+    ("layerwise_autoencoder", "pretrain_losses.csv", ["layer", "step", "loss"]),
+])
+def test_run_folder_keeps_the_initializers_trace(tmp_path, init, file, columns):
+    args = {"steps": 20, "examples": 256, "log_every": 10} if init == "layerwise_autoencoder" else {}
+    cfg = tiny(model={"init": init, "init_args": args}, train={"steps": 10}, log={"out": str(tmp_path)})
+    summary = experiment.run(cfg)
+    path = run_dir_for(cfg)
+    trace = pd.read_csv(path / file)
+    assert list(trace.columns) == columns
+    assert sorted(trace.layer.unique()) == ([1, 2, 3, 4] if init == "lsuv" else [1, 2, 3])
+    assert summary["init_time_s"] > 0
+    assert summary["theory"]["applies"] is False

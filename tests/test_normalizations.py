@@ -159,3 +159,20 @@ def test_unknown_normalization_message():
     msg = str(info.value)
     assert "model.norm" in msg and "'groupnorm'" in msg
     assert_lists_names(msg, NORMALIZATIONS)
+
+
+def test_rmsnorm_divides_each_example_by_its_root_mean_square_without_centring():
+    """Zhang & Sennrich 2019: y = g · x / sqrt(mean(x²) + eps); unlike layer norm the mean stays."""
+    y_train, s_train = run("rmsnorm", TINY, True)
+    y_eval, _ = run("rmsnorm", TINY, False)
+    expected = TINY / np.sqrt(np.mean(TINY**2, axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y_train, expected, rtol=1e-5)
+    np.testing.assert_array_equal(y_train, y_eval)
+    assert s_train == {}
+    y, _ = run("rmsnorm", X, True)
+    np.testing.assert_allclose(np.mean(y**2, axis=1), 1.0, atol=1e-4)
+    assert np.all(y.mean(axis=1) > 0.5)  # X has mean 3: no re-centring
+    scaled, _ = run("rmsnorm", 7.0 * X, True)
+    np.testing.assert_allclose(scaled, y, rtol=1e-4)  # re-scaling invariance
+    gained, _ = run("rmsnorm", TINY, True, params={"scale": jnp.array([2.0, -1.0])})
+    np.testing.assert_allclose(gained, expected * [2.0, -1.0], rtol=1e-5)

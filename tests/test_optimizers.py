@@ -225,3 +225,25 @@ def test_unknown_loss_message():
         LOSSES.get("hinge", "train.loss")
     msg = str(info.value)
     assert "train.loss" in msg and "'hinge'" in msg and "cross_entropy" in msg and "mse" in msg
+
+
+def test_mse_with_target_scale_uses_plus_minus_s_targets():
+    """LeCun et al. 1989 / Efficient BackProp §4.5: targets ±s inside the sigmoid's range."""
+    from initlab.optimizers import make_loss
+
+    loss = make_loss("mse", 1.0)
+    np.testing.assert_allclose(np.asarray(loss(jnp.zeros((2, 4)), jnp.array([0, 3]), 4)), [1.0, 1.0], rtol=1e-7)
+    exact = jnp.array([[-1.0, 1.0, -1.0]])
+    np.testing.assert_allclose(np.asarray(loss(exact, jnp.array([1]), 3)), [0.0], atol=0)
+    half = make_loss("mse", 0.5)
+    np.testing.assert_allclose(np.asarray(half(jnp.array([[0.5, 0.5, 0.5]]), jnp.array([2]), 3)), [2 / 3], rtol=1e-6)
+    # Without a scale: the one-hot targets of the plain registry entry.
+    np.testing.assert_allclose(np.asarray(make_loss("mse")(jnp.zeros((1, 4)), jnp.array([0]), 4)), [0.25], rtol=1e-7)
+
+
+def test_target_scale_only_with_mse():
+    from initlab.config import from_dict
+
+    with pytest.raises(ConfigError, match="train.target_scale: 1.0 has no effect with train.loss: 'cross_entropy'"):
+        from_dict({"train": {"target_scale": 1.0}})
+    assert from_dict({"train": {"loss": "mse", "target_scale": 1.0}}).train.target_scale == 1.0

@@ -133,3 +133,12 @@ def test_statistics_agree_with_optax_loss_gradient():
 
     g = jax.grad(mean_loss)(params)
     assert stats["wgrad_norm"][-1] == pytest.approx(float(jnp.linalg.norm(g["out"]["w"])), rel=1e-4)
+
+
+def test_unit_percentiles_are_those_of_the_first_units_input():
+    """Ioffe & Szegedy 2015, Fig. 1: 15th/50th/85th percentiles of one unit's input over the batch."""
+    stats, (spec, params, state, x, y) = layer_stats(2, 16, input_dim=8, batch=512, activation="sigmoid")
+    z1 = np.asarray(x @ params["inp"]["w"] + params["inp"]["b"])[:, 0]  # layer 1, unit 0
+    np.testing.assert_allclose([stats["unit_p15"][0], stats["unit_p50"][0], stats["unit_p85"][0]],
+                               np.percentile(z1, [15, 50, 85]), rtol=1e-5, atol=1e-6)
+    assert np.all(stats["unit_p15"] <= stats["unit_p50"]) and np.all(stats["unit_p50"] <= stats["unit_p85"])

@@ -281,3 +281,13 @@ def test_empty_log_section_and_bad_executor(tmp_path):
     with pytest.raises(ConfigError, match="--executor: 'slurm'"):
         run_sweep(spec, executor="slurm")
     assert not sweep_dir(spec).exists()  # rejected before anything was written
+
+
+def test_sweep_run_folders_keep_initializer_traces(tmp_path):
+    path = write_sweep(tmp_path, sweep={"model.init": ["lsuv", "he_normal"]}, seeds=2)
+    spec = load_spec(path)
+    report = run_sweep(spec)
+    assert report.count("completed") == 4
+    for run in expand(spec):
+        has_trace = (run.path / "lsuv_trace.csv").is_file()
+        assert has_trace == (run.cfg.model.init == "lsuv"), run.path

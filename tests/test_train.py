@@ -19,7 +19,7 @@ class Recorder:
     """A Sink keeping everything in memory."""
 
     def __init__(self):
-        self.rows, self.layer_steps, self.ticks, self.checkpoints = [], [], [], 0
+        self.rows, self.layer_steps, self.ticks, self.checkpoints, self.trace = [], [], [], 0, None
 
     def metrics(self, row):
         self.rows.append(row)
@@ -29,6 +29,9 @@ class Recorder:
 
     def checkpoint(self):
         self.checkpoints += 1
+
+    def init_trace(self, trace):
+        self.trace = trace
 
     def progress(self, step, total, info):
         self.ticks.append(step)
@@ -175,3 +178,49 @@ def test_a_diverging_run_does_not_disturb_its_group():
     assert healthy0.final["train_loss"] == pytest.approx(alone.final["train_loss"], rel=2e-4)
     assert sinks[1].layer_steps[-1] == exploded.divergence["step"]
     assert sinks[0].layer_steps == [0, 10, 20, 30, 40]
+
+
+def test_max_norm_holds_after_every_update():
+    """Srebro & Shraibman 2005: no unit's incoming weight norm exceeds the bound during training."""
+    bound = 0.9
+    cfg = tiny(model={"init": "he_normal"}, train={"steps": 30, "lr": 0.05, "max_norm": bound}, log={"every": 1})
+    norms = []
+
+    class Sink(Recorder):
+        def layers(self, step, stats):
+            super().layers(step, stats)
+            norms.append(stats["w_norm"])
+
+    result, _ = fit(cfg, Sink())
+    assert result.status == "completed"
+    from initlab.model import ModelSpec
+    from initlab.train import init_state, make_schedule, make_train_fns
+
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
+    state, _ = init_state(cfg, spec, fns, jax.device_put(data.x_train))
+    drawn = [np.linalg.norm(np.asarray(w), axis=0).max() for w in (state.params["inp"]["w"], state.params["out"]["w"])]
+    assert max(drawn) > bound  # the constraint has work to do from the first update on
+    # Each unit's norm ≤ bound ⇒ the layer's Frobenius norm ≤ bound · sqrt(fan_out).
+    fan_out = [32, 32, 32, 4]
+    for step_norms in norms[1:]:
+        assert np.all(np.asarray(step_norms) <= bound * np.sqrt(fan_out) * (1 + 1e-5))
+
+
+def test_dropout_training_is_reproducible_and_changes_the_result():
+    base = {"model": {"activation": "tanh"}, "train": {"steps": 30}}
+    a, _ = fit(tiny(model={"activation": "tanh", "dropout": 0.3}, train={"steps": 30}))
+    b, _ = fit(tiny(model={"activation": "tanh", "dropout": 0.3}, train={"steps": 30}))
+    plain, _ = fit(tiny(**base))
+    assert a.final == b.final
+    assert a.final["train_loss"] != plain.final["train_loss"]
+    assert a.final["train_loss"] > plain.final["train_loss"]  # dropout noise raises the training loss
+
+
+def test_data_dependent_init_reports_its_trace_to_the_sink():
+    result, sink = fit(tiny(model={"init": "lsuv", "depth": 4}, train={"steps": 10}))
+    assert result.status == "completed" and result.init_time_s > 0
+    assert sink.trace.file == "lsuv_trace.csv" and {r["layer"] for r in sink.trace.rows} == {1, 2, 3, 4, 5}
+    _, plain = fit(tiny(train={"steps": 10}))
+    assert plain.trace is None
