@@ -102,6 +102,10 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     sps = summary.get("steps_per_second")
     lines.append(f"{_fmt(sps, digits=0)} steps/s after {summary.get('compile_time_s', 0):.1f} s compile, "
                  f"{summary.get('wall_time_s', 0):.1f} s in all on {summary.get('device', {}).get('platform', '?')}")
+    if summary.get("init_trace_file"):
+        init = summary.get("config", {}).get("model", {}).get("init", "?")
+        lines.append(escape(f"initialization ({init}): {summary.get('init_time_s', 0):.1f} s, "
+                            f"trace in {summary['init_trace_file']}"))
     lines.append(escape(f"run folder: {summary['run_dir']}"))
     return lines
 

@@ -60,6 +60,7 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "wall_time_s": result.wall_time_s,
         "compile_time_s": result.compile_time_s,
         "init_time_s": result.init_time_s,
+        "init_trace_file": result.init_trace_file,
         "train_time_s": result.train_time_s,
         "steps_per_second": result.steps / result.train_time_s if result.train_time_s > 0 else None,
         "group_size": result.group_size,

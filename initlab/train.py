@@ -228,6 +228,7 @@ class TrainResult:
     wall_time_s: float
     group_size: int = 1
     init_time_s: float = 0.0  # drawing (and, for LSUV or pre-training, fitting) the initial parameters
+    init_trace_file: str | None = None  # the initializer's trace in the run folder, if it keeps one
     input_dim: int = 0
     probe_q0: float = float("nan")  # mean squared input of the probe batch: mean-field theory's q⁰
     final: dict[str, float] = field(default_factory=dict)
@@ -296,10 +297,11 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
     probe_x, probe_y = x[: cfg.data.probe_size], y[: cfg.data.probe_size]
     t_init = time.perf_counter()
-    states = []
+    states, trace_files = [], []
     for c, sink in zip(cfgs, sinks):
         st, trace = init_state(c, spec, fns, x)
         states.append(st)
+        trace_files.append(None if trace is None else trace.file)
         if trace is not None:
             sink.init_trace(trace)
     state = _stack(states)
@@ -314,8 +316,9 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     probe_q0 = float(jnp.mean(jnp.square(probe_x)))
     results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
-                           group_size=n_runs, init_time_s=init_time, input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
-               for _ in cfgs]
+                           group_size=n_runs, init_time_s=init_time, init_trace_file=trace_file,
+                           input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
+               for trace_file in trace_files]
     prev_params = state.params
 
     def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int], advance: bool = True) -> None:

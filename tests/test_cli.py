@@ -137,3 +137,13 @@ def test_every_command_and_option_has_help():
         for param in cmd.params:
             assert getattr(param, "help", None), (path, param.name)
         assert invoke(*path, "--help").exit_code == 0
+
+
+def test_run_with_lsuv_names_its_trace_file(tmp_path):
+    cfg = tmp_path / "lsuv.yaml"
+    cfg.write_text(yaml.safe_dump({**small_run("lsuv"), "model": {"depth": 2, "width": 16, "init": "lsuv"}}))
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "initialization (lsuv)" in result.output and "trace in lsuv_trace.csv" in result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert (folder / "lsuv_trace.csv").is_file()
