@@ -62,6 +62,9 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     """initlab: train JAX MLPs on MNIST and watch signals flow forward and gradients flow back."""
+    from initlab.cache import enable_compilation_cache
+
+    enable_compilation_cache()  # before anything compiles; INITLAB_NO_COMPILE_CACHE=1 turns it off
 
 
 @app.command()
