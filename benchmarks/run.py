@@ -13,10 +13,11 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   statistics every 10 steps, a PyTorch eager loop with hooks collecting the same per-layer
   variances every 10 steps, and a bare JAX loop without statistics (``benchmarks/baselines.py``).
   initlab's figure is the training loop's wall clock (from the step-0 record to the last step, so
-  the statistics every 10 steps are paid inside it); ``TrainResult.steps / train_time_s``, which
-  counts only the training chunks, is shown beside it.
+  the statistics every 10 steps are paid inside it); ``TrainResult.steps / train_time_s`` (training
+  chunks and statistics, as ``summary.json``'s steps/s) is shown beside it.
 - ``stats``: initlab at depth 10 with statistics every step, 10 steps, 100 steps, and off
-  (``log.every`` beyond the last step).
+  (``log.every`` beyond the last step), on the default 512-example probe batch; and every 10 steps on
+  a 128-example probe (one training batch's worth of data, what hooks on the training step see).
 - ``compile``: ``TrainResult.compile_time_s`` at depth 5, 50, 200, 500, each in a fresh process,
   with the persistent compilation cache cold (empty folder: compile and write) and warm (the same
   folder again); the full run adds the cache switched off.
@@ -164,7 +165,7 @@ def initlab_train(w: Workload, data_dir: str | None, log_every: int | None):
 
 def initlab_steps_per_s(w: Workload, data_dir: str | None, log_every: int | None) -> dict[str, float]:
     """``loop``: steps/s over the training loop's wall clock (statistics included); ``chunks``:
-    TrainResult.steps / train_time_s (training chunks only)."""
+    TrainResult.steps / train_time_s (training chunks and statistics, without the host's bookkeeping)."""
     result, sink = initlab_train(w, data_dir, log_every)
     return {"loop": w.steps / (sink.last_step_at - sink.loop_start), "chunks": result.steps / result.train_time_s}
 
@@ -437,6 +438,9 @@ class Suite:
         arms = {str(every or "off"): (lambda every=every: self.jax("initlab", workload=w, log_every=every,
                                                                    data_dir=self.data_dir))
                 for every in self.plan.stats_every}
+        # The same statistics on a probe of one training batch (128) instead of 512 examples.
+        arms["10, probe 128"] = lambda: self.jax("initlab", workload={**w, "probe_size": 128}, log_every=10,
+                                                 data_dir=self.data_dir)
         runs = interleaved(arms, self.plan.repeats, "stats overhead")
         off = loops(runs["off"])
         rows = {name: {"loop": median(loops(v)), "chunks": median([r["chunks"] for r in v]),
@@ -596,13 +600,13 @@ def markdown(res: dict[str, Any]) -> str:
                 for d, r in res["throughput"].items()]
         parts += ["## Training throughput (steps/s, statistics every 10 steps; medians, ratios: median of "
                   "per-round ratios)",
-                  table(["depth", "steps", "initlab", "initlab, chunks only", "PyTorch + hooks", "bare JAX",
+                  table(["depth", "steps", "initlab", "initlab, steps / train_time_s", "PyTorch + hooks", "bare JAX",
                          "initlab / PyTorch", "initlab / bare JAX"], rows)]
     if "stats" in res:
         st = res["stats"]
         rows = [[k, _num(v["loop"]), _num(v["chunks"]), f"{v['cost']:+.1%}"] for k, v in st["rows"].items()]
         parts += [f"## Statistics overhead (depth 10, {st['steps']} steps; steps/s, median)",
-                  table(["statistics every", "steps/s", "steps/s, chunks only", "time per step vs off"], rows)]
+                  table(["statistics every", "steps/s", "steps / train_time_s", "time per step vs off"], rows)]
     if "compile" in res:
         c = res["compile"]
         modes = list(next(iter(c.values())))
