@@ -32,6 +32,8 @@ from initlab.regularizers import get_dropout
 
 Params = dict[str, Any]
 NormState = dict[str, Any]
+# fold_in index of the network-level initializers' key (LSUV's batch, pre-training's samples).
+REFINE_STREAM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     (possibly 0); ``params["blocks"]`` holds the residual blocks' scalar biases and multipliers.
     """
     init = get_initializer(m.init)
-    refine_key = jax.random.fold_in(key, 1)  # leaves the per-layer draws as they were before refinement existed
+    # A stream of its own (fold_in(key, i) equals split(key, n)[i] for small i, so 1 would reuse a
+    # layer's key), leaving the per-layer draws as they were before refinement existed.
+    refine_key = jax.random.fold_in(key, REFINE_STREAM)
     bias_entry = get_bias_initializer(m.bias_init)
     bias_fn, bias_args = (init.bias, m.init_args) if init.bias is not None else (bias_entry.weight, m.bias_init_args)
     norm = get_normalization(m.norm)

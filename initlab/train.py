@@ -148,8 +148,9 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         if t.max_norm is not None:
             params = max_norm(params, t.max_norm)
         new = state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
-        # The update, not just the gradient: an overflowing step (huge lr) must not be applied either.
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates)) if guard else jnp.bool_(True)
+        # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied
+        # either. The same test as the fast path's end-of-chunk check, so both agree on every run.
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params)) if guard else jnp.bool_(True)
         return new, loss, finite
 
     def select(ok, a: TrainState, b: TrainState) -> TrainState:
@@ -283,6 +284,12 @@ def _divergence(step: int, cause: str, stats: dict[str, np.ndarray]) -> dict[str
     return {"step": step, "layer": layer, "direction": direction, "reason": cause + detail}
 
 
+def _pick(mask: np.ndarray, a: Any, b: Any) -> Any:
+    """Per run (leading axis): ``a`` where ``mask``, else ``b``."""
+    m = jnp.asarray(mask)
+    return jax.tree.map(lambda u, v: jnp.where(m.reshape(m.shape + (1,) * (u.ndim - 1)), u, v), a, b)
+
+
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -317,16 +324,16 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
     probe_x, probe_y = x[: cfg.data.probe_size], y[: cfg.data.probe_size]
-    t_init = time.perf_counter()
-    states, trace_files = [], []
+    states, trace_files, init_times = [], [], []
     for c, sink in zip(cfgs, sinks):
+        t_init = time.perf_counter()
         st, trace = init_state(c, spec, fns, x)
+        init_times.append(time.perf_counter() - t_init)
         states.append(st)
         trace_files.append(None if trace is None else trace.file)
         if trace is not None:
             sink.init_trace(trace)
     state = _stack(states)
-    init_time = time.perf_counter() - t_init
     alive = np.ones(n_runs, bool)
 
     t0 = time.perf_counter()
@@ -339,7 +346,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
                            group_size=n_runs, init_time_s=init_time, init_trace_file=trace_file,
                            input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
-               for trace_file in trace_files]
+               for trace_file, init_time in zip(trace_files, init_times)]
     prev_params = state.params
 
     def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int], advance: bool = True) -> None:
@@ -377,6 +384,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         res.final = {"train_loss": float("nan"), "test_loss": float(test_loss[r]), "test_acc": float(test_acc[r])}
 
     step = 0
+    guarded = None
     loss_sum, loss_count = np.zeros(n_runs), np.zeros(n_runs, np.int64)
     while step < schedule.total_steps and alive.any():
         target = schedule.next_stop(step)
@@ -385,8 +393,21 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         new_state, ok, chunk_loss, done = chunk(state, *args)
         ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
         if (alive & ~ok).any():  # a run blew up somewhere in the chunk: replay it step by step
-            new_state, ok, chunk_loss, done = fns.guarded_chunk(state, *args)
-            ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
+            if guarded is None:  # compiled on first need; its compile time is not training time
+                t_c = time.perf_counter()
+                guarded = fns.guarded_chunk.lower(state, *args).compile()
+                compile_s = time.perf_counter() - t_c
+                t1 += compile_s  # keeps the compilation out of the chunk's training time
+                for res in results:
+                    res.compile_time_s += compile_s
+            replay = guarded(state, *args)
+            g_ok, g_loss, g_done = (np.asarray(a) for a in jax.device_get(replay[1:]))
+            # Runs that passed the fast check keep the fast result: a run's numbers never depend on
+            # whether another run of its group blew up.
+            fast_ok = ok
+            new_state = _pick(fast_ok, new_state, replay[0])
+            ok = np.where(fast_ok, ok, g_ok)
+            chunk_loss, done = np.where(fast_ok, chunk_loss, g_loss), np.where(fast_ok, done, g_done)
         state = new_state
         elapsed = time.perf_counter() - t1
         loss_sum, loss_count = loss_sum + chunk_loss, loss_count + done

@@ -224,3 +224,21 @@ def test_data_dependent_init_reports_its_trace_to_the_sink():
     assert sink.trace.file == "lsuv_trace.csv" and {r["layer"] for r in sink.trace.rows} == {1, 2, 3, 4, 5}
     _, plain = fit(tiny(train={"steps": 10}))
     assert plain.trace is None
+
+
+def test_a_blow_up_in_a_group_leaves_the_other_runs_as_they_would_be_otherwise():
+    """The chunk that a run blew up in is replayed step by step; runs that were fine keep the fast
+    result, bit for bit, so their numbers do not depend on whether a partner diverged."""
+    import dataclasses
+
+    from initlab.train import train_group
+
+    good = tiny(train={"steps": 30, "lr": 0.003}, log={"every": 10})
+    calm = dataclasses.replace(good, seed=1)
+    wild = dataclasses.replace(calm, train=dataclasses.replace(good.train, lr=1e6))
+    data = load_dataset(good.data)
+    reference = train_group([good, calm], data, [Recorder(), Recorder()])
+    together = train_group([good, wild], data, [Recorder(), Recorder()])
+    assert together[1].status == "diverged" and together[1].steps < 30
+    assert together[0].status == "completed" and together[0].steps == 30
+    assert together[0].final == reference[0].final
