@@ -404,10 +404,9 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
             g_ok, g_loss, g_done = (np.asarray(a) for a in jax.device_get(replay[1:]))
             # Runs that passed the fast check keep the fast result: a run's numbers never depend on
             # whether another run of its group blew up.
-            fast_ok = ok
-            new_state = _pick(fast_ok, new_state, replay[0])
-            ok = np.where(fast_ok, ok, g_ok)
-            chunk_loss, done = np.where(fast_ok, chunk_loss, g_loss), np.where(fast_ok, done, g_done)
+            new_state = _pick(ok, new_state, replay[0])
+            chunk_loss, done = np.where(ok, chunk_loss, g_loss), np.where(ok, done, g_done)
+            ok = ok | g_ok
         state = new_state
         elapsed = time.perf_counter() - t1
         loss_sum, loss_count = loss_sum + chunk_loss, loss_count + done
