@@ -9,9 +9,10 @@ one, through the same code, so a run trained alone and inside a sweep give the s
 
 The dataset lives on the device and each epoch's shuffle is drawn there. The host returns to
 Python only at boundaries: logging (per-layer statistics), end of epoch (test evaluation) and a
-progress tick. The chunk length is a traced argument, so one compilation serves every chunk. A
-step whose loss or gradient is not finite is not applied and freezes that run (the others go on);
-the statistics of its last finite parameters show where it blew up.
+progress tick. The chunk length is a traced argument, so one compilation serves every chunk. Each
+chunk is checked once at its end; a chunk in which a run went non-finite is replayed step by step,
+and the step whose loss or new parameters are not finite is not applied and freezes that run (the
+others keep their result); the statistics of its last finite parameters show where it blew up.
 """
 
 from __future__ import annotations
