@@ -85,5 +85,6 @@ def derivative(f, x):
 def max_slope(name: str) -> float:
     """max |f'(x)| over a dense grid on [-20, 20]; the reference for "saturated" (|f'| < 1% of it)."""
     f = ACTIVATIONS[name]
-    grid = jnp.linspace(-20.0, 20.0, 400_001)
-    return float(np.max(np.abs(np.asarray(derivative(f, grid)))))
+    with jax.ensure_compile_time_eval():  # a constant, also when first asked for while tracing
+        grid = jnp.linspace(-20.0, 20.0, 400_001)
+        return float(np.max(np.abs(np.asarray(derivative(f, grid)))))

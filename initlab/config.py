@@ -61,7 +61,8 @@ class DataConfig:
                              "root (damps the near-constant pixel directions)", gt=0)
     train_size: int | None = spec(None, "use only the first N training examples (default: all; gaussian: 10000)", ge=1)
     test_size: int | None = spec(None, "use only the first N test examples (default: all; gaussian: 2000)", ge=1)
-    probe_size: int = spec(512, "size of the fixed training batch the per-layer statistics are computed on", ge=2)
+    probe_size: int = spec(512, "size of the fixed training batch (the probe) the per-layer statistics are computed on "
+                           "with log.stats_on: probe, and theory's input variance q⁰ is measured on", ge=2)
     input_dim: int = spec(784, "gaussian only: input dimension", ge=1)
     num_classes: int = spec(10, "gaussian only: number of classes of the teacher", ge=2)
     teacher_seed: int = spec(0, "gaussian only: seed of the inputs and the teacher network", ge=0)
@@ -120,6 +121,11 @@ class LogConfig:
     """How often statistics are logged and where runs are written."""
 
     every: int = spec(100, "steps between per-layer statistics (step 0, the initialization, is always logged)", ge=1)
+    stats_on: str = spec("probe", "batch the per-layer statistics are taken on. probe: the fixed batch of "
+                         "data.probe_size training examples, in a forward/backward pass of its own (same "
+                         "examples at every log, dropout off). train_batch: the logged step's own mini-batch, "
+                         "gathered in that training step's forward/backward pass (nearly free; dropout masks "
+                         "included)", choices=("probe", "train_batch"))
     out: str = spec("runs", "folder the run directory is created in")
 
 

@@ -17,6 +17,7 @@ the block's second layer the pre-activation is the nonlinearity's input ``h + v`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,20 +121,22 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     return params, state, trace
 
 
-@jax.custom_vjp
-def grad_tap(z: jax.Array, probe: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def grad_tap(z: jax.Array, probe: jax.Array, scale: float = 1.0) -> jax.Array:
     """Identity on ``z``. Differentiating with respect to ``probe`` (shape (2,)) yields
-    [mean(g), mean(g²)] of the cotangent g = dL/dz: per-layer gradient statistics without
-    materialising every layer's (batch, width) gradient."""
+    [mean(s·g), mean((s·g)²)] of the cotangent g = dL/dz scaled by the static ``scale`` s:
+    per-layer gradient statistics without materialising every layer's (batch, width) gradient.
+    With L the mean loss over n examples, s = n gives each example's own gradient ∂ℓ_i/∂z_i,
+    scaled before squaring so that small gradients do not underflow."""
     return z
 
 
-def _tap_fwd(z, probe):
+def _tap_fwd(z, probe, scale=1.0):
     return z, None
 
 
-def _tap_bwd(_, g):
-    g32 = g.astype(jnp.float32)
+def _tap_bwd(scale, _, g):
+    g32 = g.astype(jnp.float32) * scale
     return g, jnp.stack([jnp.mean(g32), jnp.mean(jnp.square(g32))])
 
 
@@ -145,7 +148,7 @@ Collector = Callable[[jax.Array, jax.Array], jax.Array]
 
 def _hidden_layer(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array, train: bool, tap: jax.Array | None,
                   key: jax.Array | None, skip: jax.Array | None = None, bias: jax.Array | float = 0.0,
-                  mult: jax.Array | float = 1.0):
+                  mult: jax.Array | float = 1.0, tap_scale: float = 1.0):
     """One hidden layer: returns (activation (batch, width), new norm state, z (batch, width)).
 
     ``key`` drops units of the output (training only); ``skip``, ``bias`` and ``mult`` are a
@@ -159,7 +162,7 @@ def _hidden_layer(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array, trai
     if skip is not None:
         z = skip + z
     if tap is not None:
-        z = grad_tap(z, tap)
+        z = grad_tap(z, tap, tap_scale)
     a = act(z)
     if spec.norm_position == "post":
         a, ls = norm.apply(lp["norm"], ls, a, train, spec.norm_settings)
@@ -169,11 +172,12 @@ def _hidden_layer(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array, trai
 
 
 def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
-          taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None):
+          taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None,
+          tap_scale: float = 1.0):
     """Run the network on ``x`` (batch, input_dim).
 
     ``train`` selects batch statistics (and updates the running ones) for batch norm. ``taps``,
-    shape (depth + 1, 2), are gradient probes (see ``grad_tap``); ``collect`` maps each layer's
+    shape (depth + 1, 2), are gradient probes (see ``grad_tap``, which ``tap_scale`` is passed to); ``collect`` maps each layer's
     (z, a) to a statistics vector; ``key`` turns dropout on (training steps only). Returns
     ``(logits (batch, classes), new_state, stats)`` where ``stats`` is ``(depth + 1, k)`` (hidden
     layers then the output layer) or None.
@@ -181,22 +185,22 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     L = spec.depth
     taps_ = (None,) * (L + 1) if taps is None else taps
     keys = (None,) * L if key is None or spec.dropout == 0 else jax.random.split(key, L)
-    h, s_in, z = _hidden_layer(spec, params["inp"], state["inp"], x, train, taps_[0], keys[0])
+    layer = functools.partial(_hidden_layer, spec, train=train, tap_scale=tap_scale)
+    h, s_in, z = layer(params["inp"], state["inp"], x, tap=taps_[0], key=keys[0])
     first = None if collect is None else collect(z, h)
     hidden_xs = (params["hidden"], state["hidden"], None if taps is None else taps[1:L],
                  None if keys[0] is None else keys[1:])
 
     def plain(h, xs):
         lp, ls, t, k = xs
-        a, ls, z = _hidden_layer(spec, lp, ls, h, train, t, k)
+        a, ls, z = layer(lp, ls, h, tap=t, key=k)
         return a, (ls, None if collect is None else collect(z, a))
 
     def block(h, xs):
         (lp, ls, t, k), bp = xs
         one, two = (jax.tree.map(lambda v: v[i], (lp, ls, t, k)) for i in (0, 1))
-        u, ls1, z1 = _hidden_layer(spec, one[0], one[1], h, train, one[2], one[3], bias=bp["bias"][0])
-        a, ls2, z2 = _hidden_layer(spec, two[0], two[1], u, train, two[2], two[3], skip=h, bias=bp["bias"][1],
-                                   mult=bp["mult"])
+        u, ls1, z1 = layer(one[0], one[1], h, tap=one[2], key=one[3], bias=bp["bias"][0])
+        a, ls2, z2 = layer(two[0], two[1], u, tap=two[2], key=two[3], skip=h, bias=bp["bias"][1], mult=bp["mult"])
         new_ls = jax.tree.map(lambda p, q: jnp.stack([p, q]), ls1, ls2)
         return a, (new_ls, None if collect is None else jnp.stack([collect(z1, u), collect(z2, a)]))
 
@@ -210,7 +214,7 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
         h, (s_hid, hid_stats) = jax.lax.scan(plain, h, hidden_xs)
     logits = h @ params["out"]["w"] + params["out"]["b"]  # (batch, classes)
     if taps is not None:
-        logits = grad_tap(logits, taps[L])
+        logits = grad_tap(logits, taps[L], tap_scale)
     stats = None
     if collect is not None:
         stats = jnp.concatenate([first[None], hid_stats, collect(logits, logits)[None]], axis=0)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from initlab.activations import derivative, get_activation, max_slope
-from initlab.model import ModelSpec, Params, apply, layer_weights
+from initlab.model import ModelSpec, NormState, Params, apply, layer_weights
 
 # Column order of the forward statistics gathered inside the layer scan.
 FORWARD = ("pre_mean", "pre_var", "act_mean", "act_var", "saturated_frac", "dead_frac", "symmetry",
@@ -66,49 +67,78 @@ def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.
     return collect
 
 
+class Raw(NamedTuple):
+    """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows)."""
+
+    forward: jax.Array  # (depth + 1, len(FORWARD)): the forward statistics, in FORWARD's order
+    taps: jax.Array  # (depth + 1, 2): [mean(g), mean(g²)] of each example's gradient g = ∂ℓ_i/∂z
+
+
+def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
+                   y: jax.Array, *, key: jax.Array | None = None, collect: bool = False):
+    """The training step's forward and backward pass on the batch ``x``, ``y``: returns
+    ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
+
+    With ``collect`` the same pass also gathers the per-layer statistics (``Raw``, for
+    ``summarize``); the parameter gradient is the same either way (the taps are identities), so a
+    logged training step trains exactly like an unlogged one. ``key`` turns dropout on.
+    """
+    n = x.shape[0]
+    collector = _forward_collector(spec) if collect else None
+
+    def mean_loss(p, taps):
+        # tap_scale n: the taps see each example's own gradient ∂ℓ_i/∂z_i, not the mean's 1/n of it.
+        logits, new_state, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collector, key=key,
+                                       tap_scale=float(n))
+        return jnp.mean(loss_fn(logits, y, spec.num_classes)), (new_state, fwd)
+
+    if not collect:
+        (loss, (new_state, _)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, None)
+        return loss, new_state, grads, None
+    taps = jnp.zeros((spec.num_layers, 2), jnp.float32)
+    (loss, (new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(params, taps)
+    return loss, new_state, grads, Raw(fwd, gtaps)
+
+
+def summarize(params: Params, prev_params: Params, grads: Params, raw: Raw) -> dict[str, jax.Array]:
+    """Every column of ``COLUMNS`` (each (depth + 1,)) from a pass's ``Raw`` statistics, its
+    gradient ``grads`` of the mean loss, and the weights now and at the previous logged step.
+    The output layer's row has no nonlinearity: its saturation figures are NaN."""
+    out = {name: raw.forward[:, i] for i, name in enumerate(FORWARD)}
+    out["saturated_frac"] = out["saturated_frac"].at[-1].set(jnp.nan)
+    out["dead_frac"] = out["dead_frac"].at[-1].set(jnp.nan)
+    out["grad_var"] = raw.taps[:, 1] - jnp.square(raw.taps[:, 0])
+
+    def per_layer(blocks, fn):  # blocks: [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)
+        # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
+        return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
+
+    w, w_prev, gw = layer_weights(params), layer_weights(prev_params), layer_weights(grads)
+    norm = lambda b: jnp.sqrt(jnp.sum(jnp.square(b), axis=1))  # noqa: E731
+    out["w_var"] = per_layer(w, lambda b: jnp.var(b, axis=1))
+    out["w_norm"] = per_layer(w, norm)
+    out["wgrad_var"] = per_layer(gw, lambda b: jnp.var(b, axis=1))
+    out["wgrad_norm"] = per_layer(gw, norm)
+    prev_norm = per_layer(w_prev, norm)
+    delta = per_layer([a - b for a, b in zip(w, w_prev)], norm)
+    out["update_ratio"] = jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
+    return {name: out[name] for name in COLUMNS}
+
+
 def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
     """``layer_stats_fn`` compiled for one network."""
     return jax.jit(layer_stats_fn(spec, loss_fn))
 
 
 def layer_stats_fn(spec: ModelSpec, loss_fn: Callable) -> Callable:
-    """``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]`` (pure, unjitted).
+    """``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]`` (pure, unjitted):
+    the statistics of a training step's forward/backward pass on ``x``, ``y`` (the probe batch),
+    without the update. Batch norm uses the batch's own statistics (training mode) without touching
+    the running averages; dropout is off."""
 
-    Batch norm uses the probe batch's own statistics (training mode) without touching the running
-    averages. The output layer's row has no nonlinearity: its saturation figures are NaN.
-    """
-    collect = _forward_collector(spec)
-
-    def stats(params: Params, state, prev_params: Params, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        n = x.shape[0]
-
-        def total_loss(p, taps):
-            logits, _, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collect)
-            # Summed loss: the taps then see each example's own gradient ∂ℓ_i/∂z_i.
-            return jnp.sum(loss_fn(logits, y, spec.num_classes)), fwd
-
-        taps = jnp.zeros((spec.num_layers, 2), jnp.float32)
-        (_, fwd), (gparams, gtaps) = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)(params, taps)
-        out = {name: fwd[:, i] for i, name in enumerate(FORWARD)}
-        out["saturated_frac"] = out["saturated_frac"].at[-1].set(jnp.nan)
-        out["dead_frac"] = out["dead_frac"].at[-1].set(jnp.nan)
-        out["grad_var"] = gtaps[:, 1] - jnp.square(gtaps[:, 0])
-
-        def per_layer(blocks, fn):  # blocks: [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)
-            # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
-            return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
-
-        w, w_prev = layer_weights(params), layer_weights(prev_params)
-        gw = [g / n for g in layer_weights(gparams)]  # gradient of the mean loss
-        norm = lambda b: jnp.sqrt(jnp.sum(jnp.square(b), axis=1))  # noqa: E731
-        out["w_var"] = per_layer(w, lambda b: jnp.var(b, axis=1))
-        out["w_norm"] = per_layer(w, norm)
-        out["wgrad_var"] = per_layer(gw, lambda b: jnp.var(b, axis=1))
-        out["wgrad_norm"] = per_layer(gw, norm)
-        prev_norm = per_layer(w_prev, norm)
-        delta = per_layer([a - b for a, b in zip(w, w_prev)], norm)
-        out["update_ratio"] = jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
-        return {name: out[name] for name in COLUMNS}
+    def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, collect=True)
+        return summarize(params, prev_params, grads, raw)
 
     return stats
 

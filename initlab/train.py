@@ -34,7 +34,7 @@ from initlab.initializers import Trace
 from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
-from initlab.stats import first_nonfinite_layer, layer_stats_fn
+from initlab.stats import first_nonfinite_layer, layer_stats_fn, loss_and_grads, summarize
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
@@ -107,10 +107,10 @@ def make_schedule(cfg: RunConfig, n_train: int) -> Schedule:
 class TrainFns(NamedTuple):
     """The jitted pieces of a group, built once from its static choices; each maps over runs."""
 
-    chunk: Callable  # (states, step0, x, y, n_steps, alive) -> (states, ok, loss_sum, done)
-    guarded_chunk: Callable  # the same, checking every step (replays a chunk that went non-finite)
+    chunk: Callable  # (states, prev_params, step0, x, y, n_steps, alive) -> (states, ok, loss_sum, done, stats)
+    guarded_chunk: Callable  # (states, step0, x, y, n_steps, alive): checks every step (replays a failed chunk)
     evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
-    stats: Callable  # (params, norm_state, prev_params, x, y) -> {column: (runs, depth + 1)}
+    stats: Callable  # (params, norm_state, prev_params, x, y) -> {column: (runs, depth + 1)} (the probe's)
     optimizer: Callable[[Any], optax.GradientTransformation]
 
 
@@ -120,6 +120,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     loss_fn = make_loss(t.loss, t.target_scale)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
+    on_batch = cfg.log.stats_on == "train_batch"
 
     def optimizer(lr) -> optax.GradientTransformation:
         # Every optax optimizer here applies the learning rate as its last scaling, so a traced
@@ -127,13 +128,11 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
                                t.momentum, t.weight_decay)
 
-    def batch_loss(params, norm_state, xb, yb, key):
-        logits, new_state, _ = apply(spec, params, norm_state, xb, train=True, key=key)
-        return jnp.mean(loss_fn(logits, yb, spec.num_classes)), new_state
-
-    def train_step(state: TrainState, step, x, y, guard: bool) -> tuple[TrainState, jax.Array, jax.Array]:
-        """One update of one run on its next mini-batch; returns (state, loss, finite). ``finite``
-        (loss and update both finite) is only computed when ``guard``; otherwise it is True."""
+    def train_step(state: TrainState, step, x, y, guard: bool, prev_params: Params | None = None):
+        """One update of one run on its next mini-batch; returns (state, loss, finite, stats).
+        ``finite`` (loss and update both finite) is only computed when ``guard``, otherwise it is
+        True. With ``prev_params`` (the weights at the previous log) the same forward/backward pass
+        also yields the per-layer statistics of ``state`` on this mini-batch, else stats is None."""
         epoch, i = step // spe, step % spe
         order = jax.lax.cond(  # the step is shared by the group, so this stays a real branch
             (i == 0) & (step > 0),
@@ -142,8 +141,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         )
         idx = jax.lax.dynamic_slice(order, (i * batch,), (batch,))
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
-        (loss, norm_state), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-            state.params, state.norm_state, x[idx], y[idx], drop_key)
+        loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, state.params, state.norm_state, x[idx], y[idx],
+                                                      key=drop_key, collect=prev_params is not None)
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if t.max_norm is not None:
@@ -152,7 +151,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied
         # either. The same test as the fast path's end-of-chunk check, so both agree on every run.
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params)) if guard else jnp.bool_(True)
-        return new, loss, finite
+        stats = None if raw is None else summarize(state.params, prev_params, grads, raw)
+        return new, loss, finite, stats
 
     def select(ok, a: TrainState, b: TrainState) -> TrainState:
         return jax.tree.map(lambda u, v: jnp.where(ok, u, v), a, b)
@@ -164,28 +164,38 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
 
         def body(j, carry):
             st, ok, loss_sum, done = carry
-            new, loss, finite = train_step(st, step0 + j, x, y, True)
+            new, loss, finite, _ = train_step(st, step0 + j, x, y, True)
             ok = ok & finite
             return select(ok, new, st), ok, loss_sum + jnp.where(ok, loss, 0.0), done + ok.astype(jnp.int32)
 
         carry = (state, alive, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
         return jax.lax.fori_loop(0, n_steps, body, carry)
 
-    def chunk(state: TrainState, step0, x, y, n_steps, alive):
+    def chunk(state: TrainState, prev_params, step0, x, y, n_steps, alive):
         """The fast path of ``guarded_chunk``: the steps run unchecked and the chunk is checked once
         at its end (finite loss sum and parameters). A run that fails the check reports ok=False;
         the caller then replays the chunk with ``guarded_chunk`` from the same start to find the
-        exact step, so the per-step checks (7-12% of a step) are only paid after a blow-up."""
+        exact step, so the per-step checks (7-12% of a step) are only paid after a blow-up.
+
+        With ``log.stats_on: train_batch`` the first step also returns the per-layer statistics of
+        ``state`` on its own mini-batch (update ratios against ``prev_params``), and is taken even
+        when ``n_steps`` is 0 (to measure a state without training it, discard the result: a
+        select to undo it would copy the whole state on every chunk). Otherwise stats is None.
+        Returns (state, ok, loss sum, steps done, stats)."""
+        st, loss_sum, first, stats = state, jnp.zeros((), jnp.float32), 0, None
+        if on_batch:
+            st, loss_sum, _, stats = train_step(state, step0, x, y, False, prev_params)
+            first = 1
 
         def body(j, carry):
             st, loss_sum = carry
-            new, loss, _ = train_step(st, step0 + j, x, y, False)
+            new, loss, _, _ = train_step(st, step0 + j, x, y, False)
             return new, loss_sum + loss
 
-        st, loss_sum = jax.lax.fori_loop(0, n_steps, body, (state, jnp.zeros((), jnp.float32)))
+        st, loss_sum = jax.lax.fori_loop(first, n_steps, body, (st, loss_sum))
         ok = alive & jnp.isfinite(loss_sum) & jnp.isfinite(optax.tree.norm(st.params))
         return (select(alive, st, state), ok, jnp.where(alive, loss_sum, 0.0),
-                jnp.where(alive, n_steps, 0).astype(jnp.int32))
+                jnp.where(alive, n_steps, 0).astype(jnp.int32), stats)
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
@@ -193,7 +203,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
     return TrainFns(
-        chunk=jax.jit(over_runs(chunk, (True, False, False, False, False, True), n_runs)),
+        chunk=jax.jit(over_runs(chunk, (True, True, False, False, False, False, True), n_runs)),
         guarded_chunk=jax.jit(over_runs(guarded_chunk, (True, False, False, False, False, True), n_runs)),
         evaluate=jax.jit(over_runs(evaluate, (True, True, False, False), n_runs)),
         stats=jax.jit(over_runs(layer_stats_fn(spec, loss_fn), (True, True, True, False, False), n_runs)),
@@ -337,10 +347,12 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     state = _stack(states)
     alive = np.ones(n_runs, bool)
 
+    on_batch = cfg.log.stats_on == "train_batch"
     t0 = time.perf_counter()
-    chunk = fns.chunk.lower(state, jnp.int32(0), x, y, jnp.int32(1), jnp.asarray(alive)).compile()
+    chunk = fns.chunk.lower(state, state.params, jnp.int32(0), x, y, jnp.int32(1), jnp.asarray(alive)).compile()
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
-    stats_fn = fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
+    probe_stats = None if on_batch else \
+        fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
     compile_time = time.perf_counter() - t0
 
     probe_q0 = float(jnp.mean(jnp.square(probe_x)))
@@ -348,24 +360,37 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                            group_size=n_runs, init_time_s=init_time, init_trace_file=trace_file,
                            input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
                for trace_file, init_time in zip(trace_files, init_times)]
-    prev_params = state.params
+    prev_params = state.params  # weights at the previous log: the reference of update ratios
 
-    def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int], advance: bool = True) -> None:
-        """Per-layer statistics of ``members`` (run indices) at their ``steps``, sent to their sinks.
-        ``advance`` moves the reference for update ratios to these parameters (not on divergence)."""
-        nonlocal prev_params
+    def measure(st: TrainState, at: int) -> dict[str, jax.Array]:
+        """Per-layer statistics of every run of ``st``, on the probe or, with ``train_batch``, on
+        step ``at``'s mini-batch (the chunk's first step, whose update is discarded)."""
+        if on_batch:
+            return chunk(st, prev_params, jnp.int32(at), x, y, jnp.int32(0), jnp.ones(n_runs, bool))[4]
+        return probe_stats(st.params, st.norm_state, prev_params, probe_x, probe_y)
+
+    def emit(stats: dict[str, jax.Array], members: Sequence[int], at: int) -> None:
+        """Send the statistics rows of ``members`` (run indices) at step ``at`` to their sinks; a
+        run whose statistics are not finite is marked diverged there."""
+        stats = jax.tree.map(np.asarray, jax.device_get(stats))
+        for r in members:
+            res = results[r]
+            res.last_stats = _row(stats, r)
+            if at == 0:
+                res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
+                res.init_stats = res.last_stats
+            sinks[r].layers(at, res.last_stats)
+            if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
+                res.status = "diverged"
+                res.divergence = _divergence(at, "non-finite per-layer statistics", res.last_stats)
+
+    def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int]) -> None:
+        """Measure and send the statistics of ``members`` at their ``steps`` (one pass per distinct step)."""
         t_stats = time.perf_counter()
-        stats = jax.tree.map(np.asarray, jax.device_get(stats_fn(st.params, st.norm_state, prev_params,
-                                                                 probe_x, probe_y)))
+        for at in sorted(set(steps)):
+            emit(measure(st, at), [r for r, s in zip(members, steps) if s == at], at)
         for r in members:  # statistics are part of what a run costs: steps/s includes them
             results[r].train_time_s += time.perf_counter() - t_stats
-        if advance:
-            prev_params = st.params
-        for r, step in zip(members, steps):
-            results[r].last_stats = _row(stats, r)
-            if step == 0:
-                results[r].last_stats["update_ratio"] = np.full_like(stats["update_ratio"][r], np.nan)
-            sinks[r].layers(step, results[r].last_stats)
 
     def evaluation(st: TrainState) -> tuple[np.ndarray, np.ndarray]:
         loss, acc = jax.device_get(evaluate(st.params, st.norm_state, x_test, y_test))
@@ -375,10 +400,11 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
 
-    log_stats(state, range(n_runs), [0] * n_runs)
+    # with train_batch, step 0's statistics come out of the first chunk's first step, if there is one
+    if not on_batch or schedule.total_steps == 0:
+        log_stats(state, range(n_runs), [0] * n_runs)
     test_loss, test_acc = evaluation(state)
     for r, res in enumerate(results):
-        res.init_stats = res.last_stats
         metrics_row(r, 0, float("nan"), float(test_loss[r]), float(test_acc[r]))
         res.best = {"test_acc": float(test_acc[r]), "step": 0}
         res.record_eval(0, float(test_loss[r]), float(test_acc[r]))
@@ -391,8 +417,12 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         target = schedule.next_stop(step)
         t1 = time.perf_counter()
         args = (jnp.int32(step), x, y, jnp.int32(target - step), jnp.asarray(alive))
-        new_state, ok, chunk_loss, done = chunk(state, *args)
+        new_state, ok, chunk_loss, done, chunk_stats = chunk(state, prev_params, *args)
         ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
+        members = np.flatnonzero(alive)
+        if on_batch and schedule.is_log(step):  # the chunk's first step measured the state at `step`
+            emit(chunk_stats, members, step)
+            prev_params = state.params
         if (alive & ~ok).any():  # a run blew up somewhere in the chunk: replay it step by step
             if guarded is None:  # compiled on first need; its compile time is not training time
                 t_c = time.perf_counter()
@@ -425,7 +455,8 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
             for r in diverged:
                 results[r].status = "diverged"
                 results[r].final["train_loss"] = float(train_loss[r])
-            log_stats(state, diverged, [results[r].steps for r in diverged], advance=False)
+            # the last finite parameters, on the probe or on the mini-batch of the step that failed
+            log_stats(state, diverged, [results[r].steps for r in diverged])
             for r in diverged:
                 results[r].divergence = _divergence(results[r].steps, "non-finite loss or gradient",
                                                     results[r].last_stats)
@@ -435,13 +466,10 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         if not len(members):
             break
         logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
-        if logged:
+        # (with train_batch the next chunk measures this step, unless there is none)
+        if logged and (not on_batch or step == schedule.total_steps):
             log_stats(state, members, [step] * len(members))
-            for r in members:
-                if first_nonfinite_layer(results[r].last_stats) is not None:
-                    results[r].status = "diverged"
-                    results[r].divergence = _divergence(step, "non-finite per-layer statistics",
-                                                        results[r].last_stats)
+            prev_params = state.params
         if logged or evaluated:
             test_loss, test_acc = evaluation(state) if evaluated else (np.full(n_runs, np.nan),) * 2
             for r in members:

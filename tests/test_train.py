@@ -61,9 +61,13 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert ra.rows[-1]["train_loss"] != rc.rows[-1]["train_loss"]
 
 
-def test_logging_and_evaluation_schedule():
+STATS_ON = pytest.mark.parametrize("stats_on", ["probe", "train_batch"])
+
+
+@STATS_ON
+def test_logging_and_evaluation_schedule(stats_on):
     # 512 examples / batch 32 = 16 steps per epoch; 40 steps, statistics every 10.
-    cfg = tiny(train={"steps": 40}, log={"every": 10})
+    cfg = tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on})
     result, rec = fit(cfg)
     assert rec.layer_steps == [0, 10, 20, 30, 40]
     assert [r["step"] for r in rec.rows] == [0, 10, 16, 20, 30, 32, 40]
@@ -78,8 +82,9 @@ def test_epochs_set_the_length():
     assert result.total_steps == result.steps == 32
 
 
-def test_zero_steps_logs_the_initialization_only():
-    result, rec = fit(tiny(train={"steps": 0}))
+@STATS_ON
+def test_zero_steps_logs_the_initialization_only(stats_on):
+    result, rec = fit(tiny(train={"steps": 0}, log={"stats_on": stats_on}))
     assert result.steps == 0 and rec.layer_steps == [0] and len(rec.rows) == 1
 
 
@@ -98,7 +103,8 @@ def test_batch_larger_than_training_set_is_a_config_error():
         make_schedule(tiny(train={"batch_size": 1024}), 512)
 
 
-def test_training_compiles_once():
+@STATS_ON
+def test_training_compiles_once(stats_on):
     """After the first chunk, no step, log or evaluation compiles anything new."""
     compiles = []
 
@@ -115,15 +121,16 @@ def test_training_compiles_once():
     rec.compiles_at = []
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        fit(tiny(train={"steps": 120, "batch_size": 32}, log={"every": 5}), rec)
+        fit(tiny(train={"steps": 120, "batch_size": 32}, log={"every": 5, "stats_on": stats_on}), rec)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert len(rec.compiles_at) >= 20
     assert rec.compiles_at[0] == rec.compiles_at[-1]
 
 
-def test_divergence_stops_cleanly_and_says_where():
-    cfg = tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50})
+@STATS_ON
+def test_divergence_stops_cleanly_and_says_where(stats_on):
+    cfg = tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50}, log={"stats_on": stats_on})
     result, rec = fit(cfg)
     assert result.status == "diverged"
     d = result.divergence
@@ -142,13 +149,16 @@ def test_every_normalization_trains(norm, position):
     assert np.isfinite(result.last_stats["act_var"]).all()
 
 
-def test_batched_group_equals_runs_trained_alone():
+@STATS_ON
+def test_batched_group_equals_runs_trained_alone(stats_on):
     """Runs differing in seed, initializer, init arguments and learning rate train together in one
     vmapped group and give the numbers each gives alone (to float tolerance)."""
     from initlab.train import train_group
 
-    cfgs = [tiny(seed=0), tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}),
-            tiny(seed=2, train={"lr": 0.01}), tiny(seed=0, model={"init": "glorot_uniform"}, train={"lr": 0.001})]
+    log = {"log": {"every": 10, "stats_on": stats_on}}
+    cfgs = [tiny(seed=0, **log), tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}, **log),
+            tiny(seed=2, train={"lr": 0.01}, **log),
+            tiny(seed=0, model={"init": "glorot_uniform"}, train={"lr": 0.001}, **log)]
     data = load_dataset(cfgs[0].data)
     sinks = [Recorder() for _ in cfgs]
     grouped = train_group(cfgs, data, sinks)
@@ -163,12 +173,14 @@ def test_batched_group_equals_runs_trained_alone():
             np.testing.assert_allclose(res.last_stats[key], alone.last_stats[key], rtol=2e-3)
 
 
-def test_a_diverging_run_does_not_disturb_its_group():
+@STATS_ON
+def test_a_diverging_run_does_not_disturb_its_group(stats_on):
     from initlab.train import train_group
 
-    cfgs = [tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}),
-            tiny(seed=0, train={"optimizer": "sgd", "lr": 1e6}),
-            tiny(seed=1, train={"optimizer": "sgd", "lr": 0.05})]
+    log = {"log": {"every": 10, "stats_on": stats_on}}
+    cfgs = [tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}, **log),
+            tiny(seed=0, train={"optimizer": "sgd", "lr": 1e6}, **log),
+            tiny(seed=1, train={"optimizer": "sgd", "lr": 0.05}, **log)]
     data = load_dataset(cfgs[0].data)
     sinks = [Recorder() for _ in cfgs]
     healthy0, exploded, healthy1 = train_group(cfgs, data, sinks)
@@ -242,3 +254,75 @@ def test_a_blow_up_in_a_group_leaves_the_other_runs_as_they_would_be_otherwise()
     assert together[1].status == "diverged" and together[1].steps < 30
     assert together[0].status == "completed" and together[0].steps == 30
     assert together[0].final == reference[0].final
+
+
+class StatsRecorder(Recorder):
+    """Keeps every statistics row, by step."""
+
+    def __init__(self):
+        super().__init__()
+        self.stats = {}
+
+    def layers(self, step, stats):
+        super().layers(step, stats)
+        self.stats[step] = stats
+
+
+def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
+    """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
+    trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
+    from initlab.model import ModelSpec
+    from initlab.stats import make_layer_stats
+    from initlab.train import init_state, make_train_fns
+
+    cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
+               log={"every": 10, "stats_on": "train_batch"})
+    result, rec = fit(cfg, StatsRecorder())
+    assert sorted(rec.stats) == [0, 10, 20] and result.status == "completed"
+
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
+    state, _ = init_state(cfg, spec, fns, jax.device_put(data.x_train))
+    idx = np.asarray(state.order[:32])  # step 0's mini-batch
+    want = make_layer_stats(spec, fns_loss(cfg))(state.params, state.norm_state, state.params,
+                                                 data.x_train[idx], data.y_train[idx])
+    for column in ("pre_var", "act_var", "grad_var", "wgrad_norm", "unit_p50", "saturated_frac"):
+        np.testing.assert_allclose(rec.stats[0][column], np.asarray(want[column]), rtol=1e-5, err_msg=column)
+    # ...and not the probe's numbers
+    probe = make_layer_stats(spec, fns_loss(cfg))(state.params, state.norm_state, state.params,
+                                                  data.x_train[:128], data.y_train[:128])
+    assert not np.allclose(rec.stats[0]["grad_var"], np.asarray(probe["grad_var"]), rtol=1e-3)
+
+
+def fns_loss(cfg):
+    from initlab.optimizers import make_loss
+
+    return make_loss(cfg.train.loss, cfg.train.target_scale)
+
+
+@pytest.mark.parametrize("model, rtol", [({}, 0), ({"dropout": 0.2, "activation": "tanh"}, 0),
+                                         ({"norm": "batchnorm"}, 1e-6)])
+def test_logging_on_the_training_batch_does_not_change_training(model, rtol):
+    """A logged step updates as an unlogged one: logging every step on the training batch trains
+    the same weights as logging every 10 on the probe, bit for bit (batch norm: XLA fuses its
+    reductions with the statistics' and the last bit may differ)."""
+    every_step, rec_a = fit(tiny(model=model, train={"steps": 30}, log={"every": 1, "stats_on": "train_batch"}),
+                            StatsRecorder())
+    probe, rec_b = fit(tiny(model=model, train={"steps": 30}, log={"every": 10}), StatsRecorder())
+    assert len(rec_a.stats) == 31
+    # (train_loss is averaged since the previous log, so it differs)
+    assert every_step.final["test_loss"] == pytest.approx(probe.final["test_loss"], rel=rtol, abs=0)
+    np.testing.assert_allclose(rec_a.stats[30]["w_norm"], rec_b.stats[30]["w_norm"], rtol=rtol, atol=0)
+
+
+def test_train_batch_statistics_see_the_dropout_masks():
+    """Hooks in a training step see dropped units: standard dropout (rate p) on tanh units of mean
+    ~0 scales the kept ones by 1/(1-p), inflating the first layer's act_var about 1/(1-p) times
+    while its input z is untouched; the probe pass runs without dropout."""
+    cfg = dict(model={"activation": "tanh", "dropout": 0.5, "width": 256}, train={"steps": 1, "batch_size": 128})
+    _, on_batch = fit(tiny(**cfg, log={"stats_on": "train_batch"}), StatsRecorder())
+    _, on_probe = fit(tiny(**cfg, log={"stats_on": "probe"}), StatsRecorder())
+    ratio = on_batch.stats[0]["act_var"][0] / on_probe.stats[0]["act_var"][0]
+    assert ratio == pytest.approx(2.0, rel=0.15)
+    assert on_batch.stats[0]["pre_var"][0] / on_probe.stats[0]["pre_var"][0] == pytest.approx(1.0, rel=0.15)
