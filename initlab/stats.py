@@ -143,6 +143,20 @@ def layer_stats_fn(spec: ModelSpec, loss_fn: Callable) -> Callable:
     return stats
 
 
+def to_table(stats: dict[str, jax.Array]) -> jax.Array:
+    """The columns of ``stats`` stacked in ``COLUMNS`` order: (len(COLUMNS), depth + 1), so that a
+    logged step brings its statistics to the host in one transfer."""
+    return jnp.stack([stats[name] for name in COLUMNS])
+
+
+def from_table(table: "np.typing.ArrayLike") -> dict[str, "np.ndarray"]:
+    """``to_table``'s inverse on the host; ``table``'s last two axes are (column, layer)."""
+    import numpy as np
+
+    table = np.asarray(table)
+    return {name: table[..., i, :] for i, name in enumerate(COLUMNS)}
+
+
 def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> tuple[int, str] | None:
     """Where a blow-up shows first: ``(layer, "forward")`` for the lowest layer (1-based; depth + 1
     is the output layer) whose activation statistics are not finite, else ``(layer, "backward")``

@@ -34,7 +34,7 @@ from initlab.initializers import Trace
 from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
-from initlab.stats import first_nonfinite_layer, layer_stats_fn, loss_and_grads, summarize
+from initlab.stats import first_nonfinite_layer, from_table, layer_stats_fn, loss_and_grads, summarize, to_table
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
@@ -110,7 +110,7 @@ class TrainFns(NamedTuple):
     chunk: Callable  # (states, prev_params, step0, x, y, n_steps, alive) -> (states, ok, loss_sum, done, stats)
     guarded_chunk: Callable  # (states, step0, x, y, n_steps, alive): checks every step (replays a failed chunk)
     evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
-    stats: Callable  # (params, norm_state, prev_params, x, y) -> {column: (runs, depth + 1)} (the probe's)
+    stats: Callable  # (params, norm_state, prev_params, x, y) -> (runs, columns, depth + 1): the probe's (to_table)
     optimizer: Callable[[Any], optax.GradientTransformation]
 
 
@@ -118,6 +118,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     """Build the training chunk, evaluation and statistics for a group sharing ``cfg``'s static choices."""
     t = cfg.train
     loss_fn = make_loss(t.loss, t.target_scale)
+    probe_stats = layer_stats_fn(spec, loss_fn)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
     on_batch = cfg.log.stats_on == "train_batch"
@@ -151,7 +152,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied
         # either. The same test as the fast path's end-of-chunk check, so both agree on every run.
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params)) if guard else jnp.bool_(True)
-        stats = None if raw is None else summarize(state.params, prev_params, grads, raw)
+        stats = None if raw is None else to_table(summarize(state.params, prev_params, grads, raw))
         return new, loss, finite, stats
 
     def select(ok, a: TrainState, b: TrainState) -> TrainState:
@@ -206,7 +207,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         chunk=jax.jit(over_runs(chunk, (True, True, False, False, False, False, True), n_runs)),
         guarded_chunk=jax.jit(over_runs(guarded_chunk, (True, False, False, False, False, True), n_runs)),
         evaluate=jax.jit(over_runs(evaluate, (True, True, False, False), n_runs)),
-        stats=jax.jit(over_runs(layer_stats_fn(spec, loss_fn), (True, True, True, False, False), n_runs)),
+        stats=jax.jit(over_runs(lambda *a: to_table(probe_stats(*a)), (True, True, True, False, False), n_runs)),
         optimizer=optimizer,
     )
 
@@ -305,10 +306,6 @@ def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _row(tree: dict[str, np.ndarray], r: int) -> dict[str, np.ndarray]:
-    return {k: v[r] for k, v in tree.items()}
-
-
 def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
     """Train one configuration (a group of one); see ``train_group``."""
     return train_group([cfg], data, [sink])[0]
@@ -349,7 +346,9 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     on_batch = cfg.log.stats_on == "train_batch"
     t0 = time.perf_counter()
-    chunk = fns.chunk.lower(state, state.params, jnp.int32(0), x, y, jnp.int32(1), jnp.asarray(alive)).compile()
+    # Host scalars and masks go in as numpy values: building jax arrays for them costs more than a
+    # small network's training step.
+    chunk = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), alive.copy()).compile()
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
     probe_stats = None if on_batch else \
         fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
@@ -362,20 +361,20 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                for trace_file, init_time in zip(trace_files, init_times)]
     prev_params = state.params  # weights at the previous log: the reference of update ratios
 
-    def measure(st: TrainState, at: int) -> dict[str, jax.Array]:
-        """Per-layer statistics of every run of ``st``, on the probe or, with ``train_batch``, on
-        step ``at``'s mini-batch (the chunk's first step, whose update is discarded)."""
+    def measure(st: TrainState, at: int) -> jax.Array:
+        """Per-layer statistics of every run of ``st`` (runs, columns, depth + 1), on the probe or,
+        with ``train_batch``, on step ``at``'s mini-batch (the chunk's first step, its update discarded)."""
         if on_batch:
-            return chunk(st, prev_params, jnp.int32(at), x, y, jnp.int32(0), jnp.ones(n_runs, bool))[4]
+            return chunk(st, prev_params, np.int32(at), x, y, np.int32(0), np.ones(n_runs, bool))[4]
         return probe_stats(st.params, st.norm_state, prev_params, probe_x, probe_y)
 
-    def emit(stats: dict[str, jax.Array], members: Sequence[int], at: int) -> None:
+    def emit(table: jax.Array, members: Sequence[int], at: int) -> None:
         """Send the statistics rows of ``members`` (run indices) at step ``at`` to their sinks; a
         run whose statistics are not finite is marked diverged there."""
-        stats = jax.tree.map(np.asarray, jax.device_get(stats))
+        table = np.asarray(jax.device_get(table))  # (runs, columns, depth + 1): one transfer
         for r in members:
             res = results[r]
-            res.last_stats = _row(stats, r)
+            res.last_stats = from_table(table[r])
             if at == 0:
                 res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
                 res.init_stats = res.last_stats
@@ -416,7 +415,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     while step < schedule.total_steps and alive.any():
         target = schedule.next_stop(step)
         t1 = time.perf_counter()
-        args = (jnp.int32(step), x, y, jnp.int32(target - step), jnp.asarray(alive))
+        args = (np.int32(step), x, y, np.int32(target - step), alive.copy())
         new_state, ok, chunk_loss, done, chunk_stats = chunk(state, prev_params, *args)
         ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
         members = np.flatnonzero(alive)
