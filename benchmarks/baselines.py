@@ -8,11 +8,13 @@ drawn from a shuffled order of the training set (reshuffled each epoch, last par
   device (epoch 0's before the clock starts, as initlab draws it at initialization) and the epoch's
   steps run in one jitted ``lax.fori_loop``; compiled ahead of time, then timed (its first
   execution included, as in initlab's figure).
-- ``torch_hooks_steps_per_s``: a minimal PyTorch eager loop (CPU) that every ``log_every`` steps
-  runs the probe batch (the first ``probe_size`` training examples) forward and backward with
-  hooks that collect, per layer, the pre-activation variance, the activation variance and the
-  variance of the back-propagated gradient dℓ/dz of each example's loss (summed loss), the three
-  variances initlab logs. Needs the ``bench`` extra (``pip install -e ".[bench]"``).
+- ``torch_hooks_steps_per_s``: a minimal PyTorch eager loop (CPU) with forward/backward hooks that
+  collect, per layer, the pre-activation variance, the activation variance and the variance of the
+  back-propagated gradient dℓ/dz of each example's loss, three of the variances initlab logs, every
+  ``log_every`` steps: with ``stats_on="train_batch"`` during that training step's own forward and
+  backward pass (the usual hooks loop), with ``stats_on="probe"`` in an extra forward/backward pass
+  of the probe batch (the first ``probe_size`` training examples), as initlab's two
+  ``log.stats_on`` settings do. Needs the ``bench`` extra (``pip install -e ".[bench]"``).
 
 Both return training steps per second over ``steps`` steps, after compilation (JAX) or a few
 warm-up steps (PyTorch).
@@ -37,6 +39,7 @@ class Workload:
     lr: float = 0.01
     log_every: int = 10
     probe_size: int = 512
+    stats_on: str = "train_batch"  # where the per-layer statistics are taken: train_batch | probe
     seed: int = 0
 
     def parameters(self, input_dim: int, num_classes: int) -> int:
@@ -108,13 +111,15 @@ def bare_jax_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarray) 
 
 
 class _VarianceHooks:
-    """Forward/backward hooks on an ``nn.Sequential`` MLP that record, while ``active``, each layer's
-    pre-activation variance, activation variance and dℓ/dz variance (as 0-d tensors)."""
+    """Forward/backward hooks on an ``nn.Sequential`` MLP that record, between ``start`` and
+    ``finish``, each layer's pre-activation variance, activation variance and dℓ/dz variance (as
+    0-d tensors)."""
 
     def __init__(self, model) -> None:
         import torch
 
         self.active = False
+        self.grad_scale = 1.0
         self.pre: list = []
         self.act: list = []
         self.grad: dict[int, object] = {}
@@ -132,7 +137,8 @@ class _VarianceHooks:
             self.pre.append(z.detach().var(unbiased=False))
             if last:  # the output layer has no nonlinearity: its "activation" is z itself
                 self.act.append(self.pre[-1])
-            z.register_hook(lambda g: self.grad.__setitem__(i, g.var(unbiased=False)))
+            scale = self.grad_scale
+            z.register_hook(lambda g: self.grad.__setitem__(i, (g * scale).var(unbiased=False)))
 
         return hook
 
@@ -140,24 +146,35 @@ class _VarianceHooks:
         if self.active:
             self.act.append(a.detach().var(unbiased=False))
 
-    def collect(self, model, loss_fn, x, y) -> np.ndarray:
-        """Forward and backward on (x, y) with the hooks on; returns (3, layers): pre, act, grad."""
+    def start(self, grad_scale: float) -> None:
+        """Record the next forward/backward pass; the loss's gradients are multiplied by
+        ``grad_scale`` (the batch size for a mean loss: each example's own dℓ/dz)."""
+        self.active, self.grad_scale, self.pre, self.act, self.grad = True, grad_scale, [], [], {}
+
+    def finish(self) -> np.ndarray:
+        """Stop recording; returns (3, layers): pre, act, grad."""
         import torch
 
-        self.active, self.pre, self.act, self.grad = True, [], [], {}
+        self.active = False
+        grads = [self.grad[i] for i in range(len(self.pre))]
+        return torch.stack([torch.stack(self.pre), torch.stack(self.act), torch.stack(grads)]).numpy()
+
+    def collect(self, model, loss_fn, x, y) -> np.ndarray:
+        """An extra forward and backward pass on (x, y) (summed loss) with the hooks on."""
+        self.start(1.0)
         try:
             loss_fn(model(x), y, reduction="sum").backward()
         finally:
             self.active = False
-        grads = [self.grad[i] for i in range(len(self.pre))]
-        return torch.stack([torch.stack(self.pre), torch.stack(self.act), torch.stack(grads)]).numpy()
+        return self.finish()
 
 
 def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarray, warmup: int = 5,
                             max_seconds: float = float("inf")) -> float:
-    """Training steps per second of a PyTorch eager loop (CPU) with per-layer variance hooks run on
-    the probe batch before every ``log_every``-th step (the step-0 statistics and ``warmup`` steps
-    come before the clock starts). Stops early, at a multiple of ``log_every`` steps, once
+    """Training steps per second of a PyTorch eager loop (CPU) with per-layer variance hooks on every
+    ``log_every``-th step: in that step's forward/backward pass (``w.stats_on == "train_batch"``) or
+    in a pass of the probe batch before it (``"probe"``). The step-0 statistics and ``warmup``
+    steps come before the clock starts. Stops early, at a multiple of ``log_every`` steps, once
     ``max_seconds`` have passed: PyTorch's OpenMP threads slow down by orders of magnitude when
     another process competes for the cores, and the suite must still finish."""
     import torch
@@ -184,27 +201,34 @@ def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarra
     gen = torch.Generator().manual_seed(w.seed)
     order = torch.randperm(n, generator=gen)
 
-    def train_step(step: int) -> None:
+    def train_step(step: int, log: bool = False) -> None:
         nonlocal order
         i = step % spe
         if i == 0 and step > 0:
             order = torch.randperm(n, generator=gen)
         idx = order[i * w.batch_size:(i + 1) * w.batch_size]
         opt.zero_grad(set_to_none=True)
+        if log:
+            hooks.start(grad_scale=float(w.batch_size))
         F.cross_entropy(model(x[idx]), y[idx]).backward()
+        if log:
+            stats.append(hooks.finish())
         opt.step()
 
-    stats = [hooks.collect(model, F.cross_entropy, probe_x, probe_y)]
+    on_batch = w.stats_on == "train_batch"
+    stats = [] if on_batch else [hooks.collect(model, F.cross_entropy, probe_x, probe_y)]
     for step in range(warmup):
-        train_step(step)
+        train_step(step, log=on_batch and step == 0)
     t0 = time.perf_counter()
     done = 0
     while done < w.steps:
-        if done > 0 and done % w.log_every == 0:
+        log = done > 0 and done % w.log_every == 0
+        if log:
             if time.perf_counter() - t0 > max_seconds:
                 break
-            stats.append(hooks.collect(model, F.cross_entropy, probe_x, probe_y))
-        train_step(warmup + done)
+            if not on_batch:
+                stats.append(hooks.collect(model, F.cross_entropy, probe_x, probe_y))
+        train_step(warmup + done, log=log and on_batch)
         done += 1
     elapsed = time.perf_counter() - t0
     if not all(np.isfinite(s).all() for s in stats):
