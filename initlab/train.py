@@ -8,9 +8,10 @@ for one architecture compiles once and trains in one pass. A single `initlab run
 one, through the same code, so a run trained alone and inside a sweep give the same numbers.
 
 The dataset lives on the device and each epoch's shuffle is drawn there. The host returns to
-Python only at boundaries: logging (per-layer statistics), end of epoch (test evaluation) and a
-progress tick. The chunk length is a traced argument, so one compilation serves every chunk. Each
-chunk is checked once at its end; a chunk in which a run went non-finite is replayed step by step,
+Python only at boundaries: logging (per-layer statistics, on the probe batch or, measured inside
+the logged step itself, on its mini-batch), end of epoch (test evaluation) and a progress tick.
+The chunk length is a traced argument, so one compilation serves every chunk. Each chunk is
+checked once at its end; a chunk in which a run went non-finite is replayed step by step,
 and the step whose loss or new parameters are not finite is not applied and freezes that run (the
 others keep their result); the statistics of its last finite parameters show where it blew up.
 """
@@ -314,8 +315,9 @@ def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
 def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
     """Train runs that share a ``batch_key`` together on ``data``; each run reports to its sink.
 
-    Per-layer statistics are taken on the probe batch (the first ``data.probe_size`` training
-    examples) at step 0, every ``log.every`` steps and at the last step; the test set is evaluated
+    Per-layer statistics are taken at step 0, every ``log.every`` steps and at the last step, on
+    the probe batch (the first ``data.probe_size`` training examples) or, with ``log.stats_on:
+    train_batch``, inside the logged step's own forward/backward pass; the test set is evaluated
     at step 0, at the end of each epoch and at the last step. A run that diverges stops there and
     is reported as diverged; the rest of the group trains on.
     """

@@ -46,6 +46,23 @@ def test_run_writes_a_run_folder(tiny_yaml, tmp_path):
     assert invoke("run", tiny_yaml, "--out", out, "--force", "-q").exit_code == 0
 
 
+def test_run_with_statistics_on_the_training_batch(tiny_yaml, tmp_path):
+    result = invoke("run", tiny_yaml, "--out", tmp_path / "batch", "-q", "--set", "log.stats_on=train_batch")
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "batch").iterdir()
+    layers = pd.read_csv(folder / "layers.csv")
+    probe_run = invoke("run", tiny_yaml, "--out", tmp_path / "probe", "-q")
+    assert probe_run.exit_code == 0, probe_run.output
+    (probe_folder,) = (tmp_path / "probe").iterdir()
+    probe = pd.read_csv(probe_folder / "layers.csv")
+    assert list(layers["step"]) == list(probe["step"]) and len(layers) == 3 * 3
+    assert layers[["pre_var", "act_var", "grad_var"]].notna().all().all()
+    # the weights are the same at step 0; the statistics of the activations come from another batch
+    assert list(layers["w_norm"][:3]) == list(probe["w_norm"][:3])
+    assert list(layers["grad_var"][:3]) != list(probe["grad_var"][:3])
+    assert yaml.safe_load((folder / "config.yaml").read_text())["log"]["stats_on"] == "train_batch"
+
+
 def test_set_overrides_are_typed_and_saved(tiny_yaml, tmp_path):
     result = invoke("run", tiny_yaml, "--out", tmp_path, "-q", "--set", "model.depth=4",
                     "--set", "model.init=orthogonal", "--set", "model.init_args.gain=1.5", "--set", "name=123")

@@ -150,6 +150,12 @@ def test_unknown_activation_exact_message():
     assert error({"model": {"activation": "rellu"}}) == f"model.activation: 'rellu' is not one of {names}"
 
 
+def test_stats_on_must_be_probe_or_train_batch():
+    assert C.from_dict({}).log.stats_on == "probe"
+    assert C.from_dict({"log": {"stats_on": "train_batch"}}).log.stats_on == "train_batch"
+    assert error({"log": {"stats_on": "batch"}}) == "log.stats_on: 'batch' is not one of probe, train_batch"
+
+
 def test_norm_position_must_be_pre_or_post():
     for ok in ("pre", "post"):
         assert C.from_dict({"model": {"norm_position": ok}}).model.norm_position == ok
