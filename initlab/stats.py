@@ -80,8 +80,9 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
 
     With ``collect`` the same pass also gathers the per-layer statistics (``Raw``, for
-    ``summarize``); the parameter gradient is the same either way (the taps are identities), so a
-    logged training step trains exactly like an unlogged one. ``key`` turns dropout on.
+    ``summarize``); the taps are identities, so the parameter gradient is the same either way (bit
+    for bit in tests, up to the last bit with batch norm, whose reductions XLA then fuses
+    differently). ``key`` turns dropout on.
     """
     n = x.shape[0]
     collector = _forward_collector(spec) if collect else None

@@ -362,6 +362,8 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                            input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
                for trace_file, init_time in zip(trace_files, init_times)]
     prev_params = state.params  # weights at the previous log: the reference of update ratios
+    logged_at = np.full(n_runs, -1)  # per run, the last step with a statistics row
+    row_at = np.full(n_runs, -1)  # ... and with a metrics row
 
     def measure(st: TrainState, at: int) -> jax.Array:
         """Per-layer statistics of every run of ``st`` (runs, columns, depth + 1), on the probe or,
@@ -372,7 +374,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     def emit(table: jax.Array, members: Sequence[int], at: int) -> None:
         """Send the statistics rows of ``members`` (run indices) at step ``at`` to their sinks; a
-        run whose statistics are not finite is marked diverged there."""
+        run whose statistics are not finite is marked diverged there and stops (``alive``)."""
         table = np.asarray(jax.device_get(table))  # (runs, columns, depth + 1): one transfer
         for r in members:
             res = results[r]
@@ -381,9 +383,11 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                 res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
                 res.init_stats = res.last_stats
             sinks[r].layers(at, res.last_stats)
+            logged_at[r] = at
             if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
                 res.status = "diverged"
                 res.divergence = _divergence(at, "non-finite per-layer statistics", res.last_stats)
+                alive[r] = False
 
     def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int]) -> None:
         """Measure and send the statistics of ``members`` at their ``steps`` (one pass per distinct step)."""
@@ -398,6 +402,7 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         return np.asarray(loss, np.float64), np.asarray(acc, np.float64)
 
     def metrics_row(r: int, step: int, train_loss: float, test_loss: float, test_acc: float) -> None:
+        row_at[r] = step
         sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
 
@@ -419,11 +424,17 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         t1 = time.perf_counter()
         args = (np.int32(step), x, y, np.int32(target - step), alive.copy())
         new_state, ok, chunk_loss, done, chunk_stats = chunk(state, prev_params, *args)
-        ok, chunk_loss, done = (np.asarray(a) for a in jax.device_get((ok, chunk_loss, done)))
+        ok, chunk_loss, done = (np.array(a) for a in jax.device_get((ok, chunk_loss, done)))
         members = np.flatnonzero(alive)
         if on_batch and schedule.is_log(step):  # the chunk's first step measured the state at `step`
             emit(chunk_stats, members, step)
             prev_params = state.params
+            stopped = [r for r in members if not alive[r]]
+            if stopped:  # statistics not finite at `step`: the run stops there, as if logged before the chunk
+                keep = np.ones(n_runs, bool)
+                keep[stopped] = False
+                new_state = _pick(keep, new_state, state)
+                ok[stopped], chunk_loss[stopped], done[stopped] = True, 0.0, 0
         if (alive & ~ok).any():  # a run blew up somewhere in the chunk: replay it step by step
             if guarded is None:  # compiled on first need; its compile time is not training time
                 t_c = time.perf_counter()
@@ -457,11 +468,14 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
                 results[r].status = "diverged"
                 results[r].final["train_loss"] = float(train_loss[r])
             # the last finite parameters, on the probe or on the mini-batch of the step that failed
-            log_stats(state, diverged, [results[r].steps for r in diverged])
+            # (unless that step was just logged: a run that blew up on a chunk's first step)
+            fresh = [r for r in diverged if logged_at[r] != results[r].steps]
+            log_stats(state, fresh, [results[r].steps for r in fresh])
             for r in diverged:
                 results[r].divergence = _divergence(results[r].steps, "non-finite loss or gradient",
                                                     results[r].last_stats)
-                metrics_row(r, results[r].steps, float(train_loss[r]), float("nan"), float("nan"))
+                if row_at[r] != results[r].steps:
+                    metrics_row(r, results[r].steps, float(train_loss[r]), float("nan"), float("nan"))
             alive[diverged] = False
         members = np.flatnonzero(alive)
         if not len(members):

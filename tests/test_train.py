@@ -326,3 +326,43 @@ def test_train_batch_statistics_see_the_dropout_masks():
     ratio = on_batch.stats[0]["act_var"][0] / on_probe.stats[0]["act_var"][0]
     assert ratio == pytest.approx(2.0, rel=0.15)
     assert on_batch.stats[0]["pre_var"][0] / on_probe.stats[0]["pre_var"][0] == pytest.approx(1.0, rel=0.15)
+
+
+@STATS_ON
+def test_non_finite_statistics_stop_the_run_where_they_show(stats_on):
+    """Activations that overflow float32 at initialization (orthogonal gain 100 over 12 layers,
+    z ~ 100¹²) leave the loss finite but the statistics not: the run stops at step 0, untrained."""
+    result, rec = fit(tiny(model={"depth": 12, "init": "orthogonal", "init_args": {"gain": 100.0}},
+                           train={"steps": 40, "optimizer": "adam"}, log={"every": 10, "stats_on": stats_on}))
+    assert result.status == "diverged" and result.steps == 0
+    assert result.divergence["step"] == 0 and "statistics" in result.divergence["reason"]
+    assert result.divergence["direction"] == "forward"
+    assert rec.layer_steps == [0] and [r["step"] for r in rec.rows] == [0]
+
+
+@STATS_ON
+def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, monkeypatch):
+    """With train_batch the statistics of step 20 arrive after the chunk from 20 ran: that chunk is
+    undone, so the run ends at step 20 in both modes."""
+    import initlab.train as T
+
+    calls = []
+
+    def third_log_is_bad(stats):
+        calls.append(1)
+        return (2, "backward") if len(calls) == 3 else None
+
+    monkeypatch.setattr(T, "first_nonfinite_layer", third_log_is_bad)
+    result, rec = fit(tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on}))
+    assert result.status == "diverged" and result.steps == 20 and result.divergence["step"] == 20
+    assert rec.layer_steps == [0, 10, 20] and [r["step"] for r in rec.rows] == [0, 10, 16, 20]
+
+
+@STATS_ON
+def test_a_blow_up_on_a_logged_step_is_recorded_once(stats_on):
+    result, rec = fit(tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50},
+                           log={"every": 1, "stats_on": stats_on}))
+    assert result.status == "diverged"
+    steps = [r["step"] for r in rec.rows]
+    assert rec.layer_steps == sorted(set(rec.layer_steps)) and steps == sorted(set(steps))
+    assert rec.layer_steps[-1] == result.divergence["step"] == result.steps
