@@ -47,6 +47,9 @@ COLUMNS: dict[str, str] = {
 }
 # Forward signals blow up going up the network, gradients going down: where each first shows.
 FORWARD_SIGNAL = ("pre_var", "act_var")
+# The columns whose finiteness says whether the signal survived: a run with any of them non-finite
+# has diverged (``first_nonfinite_layer`` on the host, ``signal_finite`` on the device).
+SIGNAL = (*FORWARD_SIGNAL, "grad_var")
 
 
 def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -156,6 +159,13 @@ def from_table(table: "np.typing.ArrayLike") -> dict[str, "np.ndarray"]:
 
     table = np.asarray(table)
     return {name: table[..., i, :] for i, name in enumerate(COLUMNS)}
+
+
+def signal_finite(table: jax.Array) -> jax.Array:
+    """Whether every ``SIGNAL`` column of a ``to_table`` table (last two axes: column, layer) is
+    finite: the device-side test of ``first_nonfinite_layer(...) is None``."""
+    rows = jnp.asarray([list(COLUMNS).index(c) for c in SIGNAL])
+    return jnp.all(jnp.isfinite(jnp.take(table, rows, axis=-2)))
 
 
 def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> tuple[int, str] | None:

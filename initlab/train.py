@@ -7,17 +7,22 @@ by one, stacked, and trained together as one ``jax.vmap``-ed computation: a grid
 for one architecture compiles once and trains in one pass. A single `initlab run` is a group of
 one, through the same code, so a run trained alone and inside a sweep give the same numbers.
 
-The dataset lives on the device and each epoch's shuffle is drawn there. The host returns to
-Python only at boundaries: logging (per-layer statistics, on the probe batch or, measured inside
-the logged step itself, on its mini-batch), end of epoch (test evaluation) and a progress tick.
-The chunk length is a traced argument, so one compilation serves every chunk. Each chunk is
-checked once at its end; a chunk in which a run went non-finite is replayed step by step,
-and the step whose loss or new parameters are not finite is not applied and freezes that run (the
-others keep their result); the statistics of its last finite parameters show where it blew up.
+The dataset lives on the device and each epoch's shuffle is drawn there. Logging stays on the
+device too: a chunk of up to ``PROGRESS_CHUNK`` steps takes the per-layer statistics at every
+logged step inside the loop (on the probe batch or, measured inside the logged step itself, on its
+mini-batch) into a buffer of up to ``LOG_BUFFER`` tables, and keeps every step's loss. The host
+returns to Python only at the end of a chunk: an epoch end (test evaluation), the last step, a
+full buffer or a progress tick; it then sends the chunk's statistics and metrics rows to the
+sinks. The chunk length is a traced argument, so one compilation serves every chunk. Each chunk is
+checked once at its end (losses, parameters and the statistics' signal columns finite); a chunk in
+which a run went non-finite is replayed step by step, and the step whose statistics, loss or new
+parameters are not finite is not applied and freezes that run (the others keep their result); the
+statistics of its last finite parameters show where it blew up.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +40,13 @@ from initlab.initializers import Trace
 from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
-from initlab.stats import first_nonfinite_layer, from_table, layer_stats_fn, loss_and_grads, summarize, to_table
+from initlab.stats import (COLUMNS, first_nonfinite_layer, from_table, layer_stats_fn, loss_and_grads, signal_finite,
+                           summarize, to_table)
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
+# Most statistics tables a chunk keeps on the device before it returns them (bounds its memory).
+LOG_BUFFER = 32
 # fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).
 DROPOUT_STREAM = 2**31 - 1
 
@@ -79,14 +87,24 @@ class Schedule:
     log_every: int
 
     def next_stop(self, step: int) -> int:
-        """The next step at which the host must look: a log, an epoch end, the end, or a tick."""
+        """The next step at which the host must look: an epoch end, the end, a tick, or the step
+        after which a chunk from ``step`` would hold more than ``LOG_BUFFER`` statistics tables."""
         candidates = (
-            (step // self.log_every + 1) * self.log_every,
             (step // self.steps_per_epoch + 1) * self.steps_per_epoch,
             self.total_steps,
             step + PROGRESS_CHUNK,
+            self.first_log(step) + LOG_BUFFER * self.log_every,
         )
         return min(candidates)
+
+    def first_log(self, step: int) -> int:
+        """The first multiple of ``log_every`` at or after ``step``."""
+        return -(-step // self.log_every) * self.log_every
+
+    def logs_between(self, start: int, stop: int) -> list[int]:
+        """The logged steps a chunk from ``start`` to ``stop`` measures in order (its buffer slots):
+        the multiples of ``log_every`` in [start, stop)."""
+        return list(range(self.first_log(start), stop, self.log_every))
 
     def is_log(self, step: int) -> bool:
         return step % self.log_every == 0 or step == self.total_steps
@@ -108,10 +126,11 @@ def make_schedule(cfg: RunConfig, n_train: int) -> Schedule:
 class TrainFns(NamedTuple):
     """The jitted pieces of a group, built once from its static choices; each maps over runs."""
 
-    chunk: Callable  # (states, prev_params, step0, x, y, n_steps, alive) -> (states, ok, loss_sum, done, stats)
-    guarded_chunk: Callable  # (states, step0, x, y, n_steps, alive): checks every step (replays a failed chunk)
+    # (states, prev_params, step0, x, y, n_steps, alive, measure_end)
+    #   -> (states, prev_params, ok, losses, done, tables); n_steps 0 with measure_end: a measurement only
+    chunk: Callable
+    guarded_chunk: Callable  # the same, with every step checked (replays a chunk that failed its end check)
     evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
-    stats: Callable  # (params, norm_state, prev_params, x, y) -> (runs, columns, depth + 1): the probe's (to_table)
     optimizer: Callable[[Any], optax.GradientTransformation]
 
 
@@ -122,7 +141,10 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     probe_stats = layer_stats_fn(spec, loss_fn)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
+    every = schedule.log_every
+    probe_size = cfg.data.probe_size
     on_batch = cfg.log.stats_on == "train_batch"
+    table_shape = (len(COLUMNS), spec.num_layers)
 
     def optimizer(lr) -> optax.GradientTransformation:
         # Every optax optimizer here applies the learning rate as its last scaling, so a traced
@@ -130,85 +152,157 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
                                t.momentum, t.weight_decay)
 
-    def train_step(state: TrainState, step, x, y, guard: bool, prev_params: Params | None = None):
-        """One update of one run on its next mini-batch; returns (state, loss, finite, stats).
-        ``finite`` (loss and update both finite) is only computed when ``guard``, otherwise it is
-        True. With ``prev_params`` (the weights at the previous log) the same forward/backward pass
-        also yields the per-layer statistics of ``state`` on this mini-batch, else stats is None."""
+    def batch_at(state: TrainState, step):
+        """The example order in effect at ``step`` (a new shuffle at each epoch start) and the
+        indices of its mini-batch."""
         epoch, i = step // spe, step % spe
         order = jax.lax.cond(  # the step is shared by the group, so this stays a real branch
             (i == 0) & (step > 0),
             lambda: jax.random.permutation(jax.random.fold_in(state.data_key, epoch), n_train).astype(jnp.int32),
             lambda: state.order,
         )
-        idx = jax.lax.dynamic_slice(order, (i * batch,), (batch,))
+        return order, jax.lax.dynamic_slice(order, (i * batch,), (batch,))
+
+    def forward_backward(state: TrainState, step, x, y, prev_params: Params | None = None):
+        """The forward/backward pass of ``state`` on ``step``'s mini-batch: (loss, gradient, new norm
+        state, example order, table). With ``prev_params`` (the weights at the previous log) the
+        same pass also yields the per-layer statistics table of ``state`` on this mini-batch, else
+        table is None."""
+        order, idx = batch_at(state, step)
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, state.params, state.norm_state, x[idx], y[idx],
                                                       key=drop_key, collect=prev_params is not None)
+        table = None if raw is None else to_table(summarize(state.params, prev_params, grads, raw))
+        return loss, grads, norm_state, order, table
+
+    def update(state: TrainState, grads, norm_state, order) -> TrainState:
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if t.max_norm is not None:
             params = max_norm(params, t.max_norm)
-        new = state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
-        # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied
-        # either. The same test as the fast path's end-of-chunk check, so both agree on every run.
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params)) if guard else jnp.bool_(True)
-        stats = None if raw is None else to_table(summarize(state.params, prev_params, grads, raw))
-        return new, loss, finite, stats
+        return state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
 
-    def select(ok, a: TrainState, b: TrainState) -> TrainState:
+    def train_step(state: TrainState, step, x, y):
+        """One update of one run on its next mini-batch: (state, loss)."""
+        loss, grads, norm_state, order, _ = forward_backward(state, step, x, y)
+        return update(state, grads, norm_state, order), loss
+
+    def finite(loss, params):
+        # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied either.
+        return jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))
+
+    def select(ok, a, b):
         return jax.tree.map(lambda u, v: jnp.where(ok, u, v), a, b)
 
-    def guarded_chunk(state: TrainState, step0, x, y, n_steps, alive):
-        """``n_steps`` steps of one run from the group's step ``step0``, each checked: a run that is
-        not alive, or meets a non-finite step, keeps its last finite state from then on.
-        Returns (state, ok, loss sum, steps done)."""
+    def steps(state: TrainState, prev_params, step0, x, y, n_steps, alive, measure_end, guard: bool):
+        """``n_steps`` steps of one run from the group's step ``step0`` and, with ``measure_end``,
+        a measurement of the state they end in (``n_steps`` 0: a measurement only).
 
-        def body(j, carry):
-            st, ok, loss_sum, done = carry
-            new, loss, finite, _ = train_step(st, step0 + j, x, y, True)
-            ok = ok & finite
-            return select(ok, new, st), ok, loss_sum + jnp.where(ok, loss, 0.0), done + ok.astype(jnp.int32)
+        Every multiple of ``log_every`` among the steps, and the end with ``measure_end``, takes
+        the per-layer statistics of the state it starts from into the next slot of a
+        (LOG_BUFFER + 1, columns, depth + 1) buffer, and ``prev_params`` moves to those weights
+        (the reference of the next update ratios): on the probe (the first ``probe_size`` training
+        examples) or, with train_batch, inside the step's own forward/backward pass (the end's
+        measurement is such a step, its update dropped). Every step's loss goes into a
+        (PROGRESS_CHUNK + 1,) buffer.
 
-        carry = (state, alive, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        return jax.lax.fori_loop(0, n_steps, body, carry)
+        Unguarded (the fast path), the steps run unchecked and the chunk is checked once at its
+        end: losses, final parameters and the statistics' signal columns finite. A run that fails
+        reports ok=False; the caller then replays the chunk guarded from the same start, where
+        each step is checked and a run meeting a non-finite step keeps its last finite state (its
+        statistics at that step, if it is a logged one, are kept for the record), so the per-step
+        checks are only paid after a blow-up. A run that is not ``alive`` is left as it was.
+        Returns (state, prev_params, ok, losses, steps done, tables)."""
+        tables = jnp.zeros((LOG_BUFFER + 1, *table_shape), jnp.float32)
+        losses = jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32)
+        n_iter = n_steps + jnp.asarray(measure_end).astype(n_steps.dtype)  # the end's measurement is one more
 
-    def chunk(state: TrainState, prev_params, step0, x, y, n_steps, alive):
-        """The fast path of ``guarded_chunk``: the steps run unchecked and the chunk is checked once
-        at its end (finite loss sum and parameters). A run that fails the check reports ok=False;
-        the caller then replays the chunk with ``guarded_chunk`` from the same start to find the
-        exact step, so the per-step checks (7-12% of a step) are only paid after a blow-up.
+        def check(ok, done, st, prev, new, new_prev, loss, signal_ok, stepped):
+            """Guarded: the step is applied only if its statistics, loss and parameters are finite."""
+            ok = ok & signal_ok & (~stepped | finite(loss, new.params))
+            st, prev = select(ok, (new, new_prev), (st, prev))
+            return ok, done + (ok & stepped).astype(jnp.int32), st, prev
 
-        With ``log.stats_on: train_batch`` the first step also returns the per-layer statistics of
-        ``state`` on its own mini-batch (update ratios against ``prev_params``), and is taken even
-        when ``n_steps`` is 0 (to measure a state without training it, discard the result: a
-        select to undo it would copy the whole state on every chunk). Otherwise stats is None.
-        Returns (state, ok, loss sum, steps done, stats)."""
-        st, loss_sum, first, stats = state, jnp.zeros((), jnp.float32), 0, None
-        if on_batch:
-            st, loss_sum, _, stats = train_step(state, step0, x, y, False, prev_params)
-            first = 1
+        def measurement(j, st, prev, ok, done, losses, tables, slot):
+            """A segment's start: at a multiple of ``log_every``, or at the end's measurement
+            (j == n_steps, where nothing is trained), the statistics of ``st`` go into the next
+            slot: from a pass of the probe, or from the logged step's own pass (with train_batch,
+            that step is taken here). The branch is shared by the group: a real branch, not both
+            sides. Returns the carry and the first step still to take."""
+            s = step0 + j
+            last = j == n_steps
+            is_log = (s % every == 0) | last
 
-        def body(j, carry):
-            st, loss_sum = carry
-            new, loss, _, _ = train_step(st, step0 + j, x, y, False)
-            return new, loss_sum + loss
+            def record(tables, table):
+                return jax.lax.dynamic_update_index_in_dim(tables, table, slot, 0), signal_finite(table)
 
-        st, loss_sum = jax.lax.fori_loop(first, n_steps, body, (st, loss_sum))
-        ok = alive & jnp.isfinite(loss_sum) & jnp.isfinite(optax.tree.norm(st.params))
-        return (select(alive, st, state), ok, jnp.where(alive, loss_sum, 0.0),
-                jnp.where(alive, n_steps, 0).astype(jnp.int32), stats)
+            if on_batch:
+                def logged(st, prev, tables):
+                    loss, grads, norm_state, order, table = forward_backward(st, s, x, y, prev)
+                    new = jax.lax.cond(last, lambda: st, lambda: update(st, grads, norm_state, order))
+                    return (new, loss, st.params, *record(tables, table))
+
+                def idle(st, prev, tables):
+                    return st, jnp.zeros((), jnp.float32), prev, tables, jnp.bool_(True)
+
+                new, loss, new_prev, tables, signal_ok = jax.lax.cond(is_log, logged, idle, st, prev, tables)
+                stepped = is_log & ~last
+                losses = losses.at[j].set(jnp.where(stepped, loss, 0.0))
+            else:
+                def logged(st, prev, tables):
+                    table = to_table(probe_stats(st.params, st.norm_state, prev, x[:probe_size], y[:probe_size]))
+                    return (st.params, *record(tables, table))
+
+                new_prev, tables, signal_ok = jax.lax.cond(
+                    is_log, logged, lambda st, prev, tables: (prev, tables, jnp.bool_(True)), st, prev, tables)
+                new, loss, stepped = st, jnp.zeros((), jnp.float32), jnp.bool_(False)
+            if guard:
+                ok, done, st, prev = check(ok, done, st, prev, new, new_prev, loss, signal_ok, stepped)
+            else:
+                st, prev, ok = new, new_prev, ok & signal_ok
+            return (st, prev, ok, done, losses, tables, slot + is_log.astype(jnp.int32)), j + stepped.astype(j.dtype)
+
+        def plain_steps(j0, j1, st, prev, ok, done, losses):
+            """Plain steps j0..j1-1, the loop body a bare training step."""
+
+            def body(j, carry):
+                st, prev, ok, done, losses = carry
+                new, loss = train_step(st, step0 + j, x, y)
+                losses = losses.at[j].set(loss)
+                if guard:
+                    ok, done, st, prev = check(ok, done, st, prev, new, prev, loss, jnp.bool_(True), jnp.bool_(True))
+                    return st, prev, ok, done, losses
+                return new, prev, ok, done, losses
+
+            return jax.lax.fori_loop(j0, j1, body, (st, prev, ok, done, losses))
+
+        def segment(carry):
+            """From step j: its measurement, if any, then plain steps up to the next log or the chunk's end."""
+            *inner, j = carry
+            (st, prev, ok, done, losses, tables, slot), first = measurement(j, *inner)
+            s = step0 + j
+            end = jnp.minimum(n_steps, (s // every + 1) * every - step0)  # the next log, or the chunk's end
+            st, prev, ok, done, losses = plain_steps(first, end, st, prev, ok, done, losses)
+            return st, prev, ok, done, losses, tables, slot, jnp.where(j < n_steps, end, j + 1)
+
+        carry = (state, prev_params, alive, jnp.zeros((), jnp.int32), losses, tables, jnp.zeros((), jnp.int32),
+                 jnp.zeros((), n_steps.dtype))
+        st, prev, ok, done, losses, tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter, segment, carry)
+        if not guard:
+            ok = ok & finite(jnp.sum(losses), st.params)
+            done = jnp.where(alive, n_steps, 0).astype(jnp.int32)
+        return (*select(alive, (st, prev), (state, prev_params)), ok, losses, done, tables)
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
         loss = jnp.mean(loss_fn(logits, y, spec.num_classes))
         return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
+    chunk_axes = (True, True, False, False, False, False, True, False)
     return TrainFns(
-        chunk=jax.jit(over_runs(chunk, (True, True, False, False, False, False, True), n_runs)),
-        guarded_chunk=jax.jit(over_runs(guarded_chunk, (True, False, False, False, False, True), n_runs)),
+        chunk=jax.jit(over_runs(functools.partial(steps, guard=False), chunk_axes, n_runs)),
+        guarded_chunk=jax.jit(over_runs(functools.partial(steps, guard=True), chunk_axes, n_runs)),
         evaluate=jax.jit(over_runs(evaluate, (True, True, False, False), n_runs)),
-        stats=jax.jit(over_runs(lambda *a: to_table(probe_stats(*a)), (True, True, True, False, False), n_runs)),
         optimizer=optimizer,
     )
 
@@ -317,9 +411,10 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     Per-layer statistics are taken at step 0, every ``log.every`` steps and at the last step, on
     the probe batch (the first ``data.probe_size`` training examples) or, with ``log.stats_on:
-    train_batch``, inside the logged step's own forward/backward pass; the test set is evaluated
-    at step 0, at the end of each epoch and at the last step. A run that diverges stops there and
-    is reported as diverged; the rest of the group trains on.
+    train_batch``, inside the logged step's own forward/backward pass; a metrics row (training
+    loss since the previous row) is written at each of those steps and at each epoch end, where
+    the test set is evaluated (and at step 0). A run that diverges stops there and is reported as
+    diverged; the rest of the group trains on.
     """
     start = time.perf_counter()
     keys = {batch_key(c) for c in cfgs}
@@ -333,7 +428,6 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
 
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
-    probe_x, probe_y = x[: cfg.data.probe_size], y[: cfg.data.probe_size]
     states, trace_files, init_times = [], [], []
     for c, sink in zip(cfgs, sinks):
         t_init = time.perf_counter()
@@ -346,17 +440,14 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     state = _stack(states)
     alive = np.ones(n_runs, bool)
 
-    on_batch = cfg.log.stats_on == "train_batch"
     t0 = time.perf_counter()
     # Host scalars and masks go in as numpy values: building jax arrays for them costs more than a
     # small network's training step.
-    chunk = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), alive.copy()).compile()
+    chunk = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), alive.copy(), np.True_).compile()
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
-    probe_stats = None if on_batch else \
-        fns.stats.lower(state.params, state.norm_state, state.params, probe_x, probe_y).compile()
     compile_time = time.perf_counter() - t0
 
-    probe_q0 = float(jnp.mean(jnp.square(probe_x)))
+    probe_q0 = float(jnp.mean(jnp.square(x[: cfg.data.probe_size])))
     results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
                            group_size=n_runs, init_time_s=init_time, init_trace_file=trace_file,
                            input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
@@ -364,36 +455,31 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     prev_params = state.params  # weights at the previous log: the reference of update ratios
     logged_at = np.full(n_runs, -1)  # per run, the last step with a statistics row
     row_at = np.full(n_runs, -1)  # ... and with a metrics row
+    loss_sum, loss_count = np.zeros(n_runs), np.zeros(n_runs, np.int64)  # training losses since that row
 
-    def measure(st: TrainState, at: int) -> jax.Array:
-        """Per-layer statistics of every run of ``st`` (runs, columns, depth + 1), on the probe or,
-        with ``train_batch``, on step ``at``'s mini-batch (the chunk's first step, its update discarded)."""
-        if on_batch:
-            return chunk(st, prev_params, np.int32(at), x, y, np.int32(0), np.ones(n_runs, bool))[4]
-        return probe_stats(st.params, st.norm_state, prev_params, probe_x, probe_y)
+    def emit(r: int, at: int, table: np.ndarray) -> None:
+        """Send run ``r``'s statistics table (columns, depth + 1) at step ``at`` to its sink; a run
+        whose statistics are not finite is marked diverged there and stops (``alive``)."""
+        res = results[r]
+        res.last_stats = from_table(table)
+        if at == 0:
+            res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
+            res.init_stats = res.last_stats
+        sinks[r].layers(at, res.last_stats)
+        logged_at[r] = at
+        if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
+            res.status = "diverged"
+            res.divergence = _divergence(at, "non-finite per-layer statistics", res.last_stats)
+            alive[r] = False
 
-    def emit(table: jax.Array, members: Sequence[int], at: int) -> None:
-        """Send the statistics rows of ``members`` (run indices) at step ``at`` to their sinks; a
-        run whose statistics are not finite is marked diverged there and stops (``alive``)."""
-        table = np.asarray(jax.device_get(table))  # (runs, columns, depth + 1): one transfer
-        for r in members:
-            res = results[r]
-            res.last_stats = from_table(table[r])
-            if at == 0:
-                res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
-                res.init_stats = res.last_stats
-            sinks[r].layers(at, res.last_stats)
-            logged_at[r] = at
-            if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
-                res.status = "diverged"
-                res.divergence = _divergence(at, "non-finite per-layer statistics", res.last_stats)
-                alive[r] = False
-
-    def log_stats(st: TrainState, members: Sequence[int], steps: Sequence[int]) -> None:
-        """Measure and send the statistics of ``members`` at their ``steps`` (one pass per distinct step)."""
+    def measure_now(st: TrainState, members: Sequence[int], at: int) -> None:
+        """Measure and send the statistics of ``members`` at step ``at`` without training (a run of
+        no steps, or one that blew up between logs): a chunk of no steps that measures its end."""
         t_stats = time.perf_counter()
-        for at in sorted(set(steps)):
-            emit(measure(st, at), [r for r, s in zip(members, steps) if s == at], at)
+        out = chunk(st, prev_params, np.int32(at), x, y, np.int32(0), np.ones(n_runs, bool), np.True_)
+        table = np.asarray(jax.device_get(out[5]))[:, 0]  # (runs, columns, depth + 1): one transfer
+        for r in members:
+            emit(r, at, table[r])
         for r in members:  # statistics are part of what a run costs: steps/s includes them
             results[r].train_time_s += time.perf_counter() - t_stats
 
@@ -401,106 +487,99 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         loss, acc = jax.device_get(evaluate(st.params, st.norm_state, x_test, y_test))
         return np.asarray(loss, np.float64), np.asarray(acc, np.float64)
 
-    def metrics_row(r: int, step: int, train_loss: float, test_loss: float, test_acc: float) -> None:
+    def metrics_row(r: int, step: int, test_loss: float = float("nan"), test_acc: float = float("nan")) -> None:
+        """Run ``r``'s metrics row at ``step``: the mean training loss since its previous row."""
+        train_loss = float(loss_sum[r] / loss_count[r]) if loss_count[r] else float("nan")
+        loss_sum[r], loss_count[r] = 0.0, 0
         row_at[r] = step
+        results[r].final["train_loss"] = train_loss
         sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
 
-    # with train_batch, step 0's statistics come out of the first chunk's first step, if there is one
-    if not on_batch or schedule.total_steps == 0:
-        log_stats(state, range(n_runs), [0] * n_runs)
+    if schedule.total_steps == 0:  # otherwise step 0's statistics come out of the first chunk
+        measure_now(state, range(n_runs), 0)
     test_loss, test_acc = evaluation(state)
     for r, res in enumerate(results):
-        metrics_row(r, 0, float("nan"), float(test_loss[r]), float(test_acc[r]))
+        metrics_row(r, 0, float(test_loss[r]), float(test_acc[r]))
         res.best = {"test_acc": float(test_acc[r]), "step": 0}
         res.record_eval(0, float(test_loss[r]), float(test_acc[r]))
-        res.final = {"train_loss": float("nan"), "test_loss": float(test_loss[r]), "test_acc": float(test_acc[r])}
+        res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
 
     step = 0
     guarded = None
-    loss_sum, loss_count = np.zeros(n_runs), np.zeros(n_runs, np.int64)
     while step < schedule.total_steps and alive.any():
         target = schedule.next_stop(step)
         t1 = time.perf_counter()
-        args = (np.int32(step), x, y, np.int32(target - step), alive.copy())
-        new_state, ok, chunk_loss, done, chunk_stats = chunk(state, prev_params, *args)
-        ok, chunk_loss, done = (np.array(a) for a in jax.device_get((ok, chunk_loss, done)))
-        members = np.flatnonzero(alive)
-        if on_batch and schedule.is_log(step):  # the chunk's first step measured the state at `step`
-            emit(chunk_stats, members, step)
-            prev_params = state.params
-            stopped = [r for r in members if not alive[r]]
-            if stopped:  # statistics not finite at `step`: the run stops there, as if logged before the chunk
-                keep = np.ones(n_runs, bool)
-                keep[stopped] = False
-                new_state = _pick(keep, new_state, state)
-                ok[stopped], chunk_loss[stopped], done[stopped] = True, 0.0, 0
+        measure_end = target == schedule.total_steps  # (the last step is always logged)
+        args = (np.int32(step), x, y, np.int32(target - step), alive.copy(), np.bool_(measure_end))
+        out = chunk(state, prev_params, *args)
+        new_state, new_prev = out[0], out[1]
+        ok, losses, done, tables = (np.asarray(a) for a in jax.device_get(out[2:]))  # one transfer
         if (alive & ~ok).any():  # a run blew up somewhere in the chunk: replay it step by step
             if guarded is None:  # compiled on first need; its compile time is not training time
                 t_c = time.perf_counter()
-                guarded = fns.guarded_chunk.lower(state, *args).compile()
+                guarded = fns.guarded_chunk.lower(state, prev_params, *args).compile()
                 compile_s = time.perf_counter() - t_c
                 t1 += compile_s  # keeps the compilation out of the chunk's training time
                 for res in results:
                     res.compile_time_s += compile_s
-            replay = guarded(state, *args)
-            g_ok, g_loss, g_done = (np.asarray(a) for a in jax.device_get(replay[1:]))
+            replay = guarded(state, prev_params, *args)
+            g_ok, g_losses, g_done, g_tables = (np.asarray(a) for a in jax.device_get(replay[2:]))
             # Runs that passed the fast check keep the fast result: a run's numbers never depend on
             # whether another run of its group blew up.
-            new_state = _pick(ok, new_state, replay[0])
-            chunk_loss, done = np.where(ok, chunk_loss, g_loss), np.where(ok, done, g_done)
+            new_state, new_prev = _pick(ok, new_state, replay[0]), _pick(ok, new_prev, replay[1])
+            losses, done, tables = (np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
+                                    for a, b in ((losses, g_losses), (done, g_done), (tables, g_tables)))
             ok = ok | g_ok
-        state = new_state
+        state, prev_params = new_state, new_prev
         elapsed = time.perf_counter() - t1
-        loss_sum, loss_count = loss_sum + chunk_loss, loss_count + done
-        train_loss = np.where(loss_count > 0, loss_sum / np.maximum(loss_count, 1), np.nan)
-        members = np.flatnonzero(alive)
-        for r in members:
-            results[r].train_time_s += elapsed
-            results[r].steps = step + int(done[r])
-            sinks[r].progress(results[r].steps, schedule.total_steps,
-                              {"loss": float(train_loss[r]), "test_acc": results[r].final["test_acc"],
-                               "steps_per_s": results[r].steps / max(results[r].train_time_s, 1e-9)})
+        logs = schedule.logs_between(step, target) + [target] * measure_end  # the tables' steps, in order
+        for r in np.flatnonzero(alive):
+            res = results[r]
+            res.train_time_s += elapsed
+            stop = step + int(done[r])  # where the run is now: `target`, or the step it blew up at
+            cursor = 0  # losses of the chunk's steps [step, step + cursor) are counted
+            for slot, at in enumerate(logs):
+                if at > stop:
+                    break
+                if step < at < target:  # a logged step inside the chunk gets its metrics row here
+                    loss_sum[r] += losses[r, cursor:at - step].sum(dtype=np.float64)
+                    loss_count[r] += at - step - cursor
+                    cursor = at - step
+                    metrics_row(r, at)
+                emit(r, at, tables[r, slot])
+            loss_sum[r] += losses[r, cursor:done[r]].sum(dtype=np.float64)
+            loss_count[r] += done[r] - cursor
+            res.steps = stop
+            chunk_loss = float(np.mean(losses[r, :done[r]])) if done[r] else float("nan")
+            sinks[r].progress(stop, schedule.total_steps,
+                              {"loss": chunk_loss, "test_acc": res.final["test_acc"],
+                               "steps_per_s": stop / max(res.train_time_s, 1e-9)})
+            if not ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
+                res.status = "diverged"
+                if res.divergence is None:  # (non-finite statistics have said so already)
+                    if logged_at[r] != stop:  # the statistics of its last finite parameters
+                        measure_now(state, [r], stop)
+                    res.divergence = _divergence(stop, "non-finite loss or gradient", res.last_stats)
+                if row_at[r] != stop:
+                    metrics_row(r, stop)
+                alive[r] = False
         step = target
-        diverged = [r for r in members if not ok[r]]
-        if diverged:
-            for r in diverged:
-                results[r].status = "diverged"
-                results[r].final["train_loss"] = float(train_loss[r])
-            # the last finite parameters, on the probe or on the mini-batch of the step that failed
-            # (unless that step was just logged: a run that blew up on a chunk's first step)
-            fresh = [r for r in diverged if logged_at[r] != results[r].steps]
-            log_stats(state, fresh, [results[r].steps for r in fresh])
-            for r in diverged:
-                results[r].divergence = _divergence(results[r].steps, "non-finite loss or gradient",
-                                                    results[r].last_stats)
-                if row_at[r] != results[r].steps:
-                    metrics_row(r, results[r].steps, float(train_loss[r]), float("nan"), float("nan"))
-            alive[diverged] = False
         members = np.flatnonzero(alive)
         if not len(members):
             break
         logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
-        # (with train_batch the next chunk measures this step, unless there is none)
-        if logged and (not on_batch or step == schedule.total_steps):
-            log_stats(state, members, [step] * len(members))
-            prev_params = state.params
         if logged or evaluated:
             test_loss, test_acc = evaluation(state) if evaluated else (np.full(n_runs, np.nan),) * 2
             for r in members:
-                metrics_row(r, step, float(train_loss[r]), float(test_loss[r]), float(test_acc[r]))
-                res = results[r]
-                res.final["train_loss"] = float(train_loss[r])
+                metrics_row(r, step, float(test_loss[r]), float(test_acc[r]))
                 if evaluated:
+                    res = results[r]
                     res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
                     res.record_eval(step, float(test_loss[r]), float(test_acc[r]))
                     if test_acc[r] > res.best["test_acc"]:
                         res.best = {"test_acc": float(test_acc[r]), "step": step}
                     sinks[r].checkpoint()
-            loss_sum[members], loss_count[members] = 0.0, 0
-        for r in members:
-            if results[r].status == "diverged":
-                alive[r] = False
     wall = time.perf_counter() - start
     for res in results:
         res.wall_time_s = wall

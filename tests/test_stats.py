@@ -142,3 +142,18 @@ def test_unit_percentiles_are_those_of_the_first_units_input():
     np.testing.assert_allclose([stats["unit_p15"][0], stats["unit_p50"][0], stats["unit_p85"][0]],
                                np.percentile(z1, [15, 50, 85]), rtol=1e-5, atol=1e-6)
     assert np.all(stats["unit_p15"] <= stats["unit_p50"]) and np.all(stats["unit_p50"] <= stats["unit_p85"])
+
+
+def test_the_device_check_of_the_signal_agrees_with_the_host_one():
+    """The training chunk stops a run on ``signal_finite``; the host names the layer with
+    ``first_nonfinite_layer``: both look at exactly the SIGNAL columns."""
+    from initlab.stats import SIGNAL, from_table, signal_finite
+
+    base = np.random.default_rng(0).standard_normal((len(COLUMNS), 5)).astype(np.float32)
+    assert bool(signal_finite(jnp.asarray(base))) and first_nonfinite_layer(from_table(base)) is None
+    for i, column in enumerate(COLUMNS):
+        for bad in (np.nan, np.inf, -np.inf):
+            table = base.copy()
+            table[i, 3] = bad
+            host_ok = first_nonfinite_layer(from_table(table)) is None
+            assert bool(signal_finite(jnp.asarray(table))) == host_ok == (column not in SIGNAL), column

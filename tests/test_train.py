@@ -10,7 +10,7 @@ import pytest
 from initlab.data import load_dataset
 from initlab.errors import ConfigError
 from initlab.normalizations import NORMALIZATIONS
-from initlab.train import PROGRESS_CHUNK, Schedule, make_schedule, train
+from initlab.train import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule, train
 
 from conftest import tiny
 
@@ -75,6 +75,7 @@ def test_logging_and_evaluation_schedule(stats_on):
     assert evaluated == [0, 16, 32, 40]
     assert rec.checkpoints == 3
     assert result.steps_per_epoch == 16
+    assert rec.ticks == [16, 32, 40]  # the logs stay on the device: the host looks in at epoch ends
 
 
 def test_epochs_set_the_length():
@@ -88,14 +89,29 @@ def test_zero_steps_logs_the_initialization_only(stats_on):
     assert result.steps == 0 and rec.layer_steps == [0] and len(rec.rows) == 1
 
 
-def test_progress_ticks_at_most_every_progress_chunk():
-    sched = Schedule(total_steps=1000, steps_per_epoch=700, log_every=500)
+def stops_of(sched):
     stops, step = [], 0
-    while step < 1000:
+    while step < sched.total_steps:
         step = sched.next_stop(step)
         stops.append(step)
-    assert stops == [200, 400, 500, 700, 900, 1000]
+    return stops
+
+
+def test_chunks_end_at_ticks_epochs_and_the_end_not_at_logs():
+    """Logged steps stay inside a chunk (their statistics are buffered on the device)."""
+    stops = stops_of(Schedule(total_steps=1000, steps_per_epoch=700, log_every=500))
+    assert stops == [200, 400, 600, 700, 900, 1000]
     assert all(b - a <= PROGRESS_CHUNK for a, b in zip([0, *stops], stops))
+
+
+def test_a_chunk_holds_at_most_log_buffer_statistics_tables():
+    sched = Schedule(total_steps=100, steps_per_epoch=1000, log_every=1)
+    stops = stops_of(sched)
+    assert stops == [LOG_BUFFER, 2 * LOG_BUFFER, 3 * LOG_BUFFER, 100]
+    assert all(len(sched.logs_between(a, b)) <= LOG_BUFFER for a, b in zip([0, *stops], stops))
+    # every 3 steps from step 5: logs at 6, 9, ...; the chunk ends where the 33rd would be
+    assert Schedule(1000, 1000, 3).next_stop(5) == 6 + LOG_BUFFER * 3
+    assert Schedule(1000, 1000, 3).logs_between(5, 13) == [6, 9, 12]
 
 
 def test_batch_larger_than_training_set_is_a_config_error():
@@ -124,7 +140,7 @@ def test_training_compiles_once(stats_on):
         fit(tiny(train={"steps": 120, "batch_size": 32}, log={"every": 5, "stats_on": stats_on}), rec)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert len(rec.compiles_at) >= 20
+    assert len(rec.compiles_at) >= 7 and len(rec.layer_steps) == 25
     assert rec.compiles_at[0] == rec.compiles_at[-1]
 
 
@@ -295,6 +311,23 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     assert not np.allclose(rec.stats[0]["grad_var"], np.asarray(probe["grad_var"]), rtol=1e-3)
 
 
+@STATS_ON
+def test_a_log_inside_a_chunk_records_what_a_chunk_end_measures(stats_on):
+    """Step 40's statistics as a logged step inside a chunk (a 48-step run: the chunk from 32)
+    equal those of a 40-step run, where step 40 is the last chunk's end measurement; step 0's of
+    a run with no steps (a chunk of no steps) equal those a training run takes."""
+    columns = ("pre_var", "act_var", "grad_var", "wgrad_norm", "w_norm", "update_ratio", "unit_p50", "symmetry")
+    log = {"every": 10, "stats_on": stats_on}
+    _, ended = fit(tiny(train={"steps": 40}, log=log), StatsRecorder())
+    _, inside = fit(tiny(train={"steps": 48}, log=log), StatsRecorder())
+    _, untrained = fit(tiny(train={"steps": 0}, log=log), StatsRecorder())
+    assert sorted(inside.stats) == [0, 10, 20, 30, 40, 48]
+    for c in columns:
+        np.testing.assert_allclose(inside.stats[40][c], ended.stats[40][c], rtol=1e-5, err_msg=c)
+        np.testing.assert_allclose(untrained.stats[0][c], ended.stats[0][c], rtol=1e-5, err_msg=c)
+    assert np.all(inside.stats[40]["update_ratio"] > 0)
+
+
 def fns_loss(cfg):
     from initlab.optimizers import make_loss
 
@@ -342,19 +375,27 @@ def test_non_finite_statistics_stop_the_run_where_they_show(stats_on):
 
 @STATS_ON
 def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, monkeypatch):
-    """With train_batch the statistics of step 20 arrive after the chunk from 20 ran: that chunk is
-    undone, so the run ends at step 20 in both modes."""
+    """Statistics at step 20 that the chunk's check (on the device) and the host both see as
+    non-finite end the run at step 20 in both modes: the steps after it in that chunk are undone.
+    Step 20's table is recognised by its first-layer weight norm, taken from an unpatched run."""
+    import jax.numpy as jnp
+
     import initlab.train as T
+    from initlab.stats import COLUMNS
 
-    calls = []
-
-    def third_log_is_bad(stats):
-        calls.append(1)
-        return (2, "backward") if len(calls) == 3 else None
-
-    monkeypatch.setattr(T, "first_nonfinite_layer", third_log_is_bad)
-    result, rec = fit(tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on}))
+    cfg = tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on})
+    _, ref = fit(cfg, StatsRecorder())
+    marker = float(ref.stats[20]["w_norm"][0])
+    tol = min(abs(float(ref.stats[s]["w_norm"][0]) - marker) for s in (0, 10, 30, 40)) / 2
+    w_norm = list(COLUMNS).index("w_norm")
+    device_check, host_check = T.signal_finite, T.first_nonfinite_layer
+    monkeypatch.setattr(T, "signal_finite", lambda table: device_check(table) & (
+        jnp.abs(table[..., w_norm, 0] - marker) > tol))
+    monkeypatch.setattr(T, "first_nonfinite_layer", lambda stats: (2, "backward") if abs(
+        float(stats["w_norm"][0]) - marker) <= tol else host_check(stats))
+    result, rec = fit(cfg)
     assert result.status == "diverged" and result.steps == 20 and result.divergence["step"] == 20
+    assert "statistics" in result.divergence["reason"]
     assert rec.layer_steps == [0, 10, 20] and [r["step"] for r in rec.rows] == [0, 10, 16, 20]
 
 
