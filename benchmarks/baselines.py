@@ -23,7 +23,7 @@ warm-up steps (PyTorch).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -170,13 +170,14 @@ class _VarianceHooks:
 
 
 def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarray, warmup: int = 5,
-                            max_seconds: float = float("inf")) -> float:
+                            max_seconds: float = float("inf"), hooks: bool = True) -> float:
     """Training steps per second of a PyTorch eager loop (CPU) with per-layer variance hooks on every
     ``log_every``-th step: in that step's forward/backward pass (``w.stats_on == "train_batch"``) or
     in a pass of the probe batch before it (``"probe"``). The step-0 statistics and ``warmup``
     steps come before the clock starts. Stops early, at a multiple of ``log_every`` steps, once
     ``max_seconds`` have passed: PyTorch's OpenMP threads slow down by orders of magnitude when
-    another process competes for the cores, and the suite must still finish."""
+    another process competes for the cores, and the suite must still finish. ``hooks=False``:
+    the same loop with no hooks and no statistics at all (bare PyTorch, the framework's floor)."""
     import torch
     import torch.nn.functional as F
 
@@ -194,7 +195,9 @@ def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarra
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")  # N(0, 2 / fan_in)
             torch.nn.init.zeros_(m.bias)
     model = torch.nn.Sequential(*layers)
-    hooks = _VarianceHooks(model)
+    if not hooks:
+        w = replace(w, log_every=w.steps + warmup + 1, stats_on="probe")  # never logs
+    hooks = _VarianceHooks(model) if hooks else None
     opt = torch.optim.SGD(model.parameters(), lr=w.lr)
     x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     probe_x, probe_y = x[: w.probe_size], y[: w.probe_size]
@@ -216,7 +219,7 @@ def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarra
         opt.step()
 
     on_batch = w.stats_on == "train_batch"
-    stats = [] if on_batch else [hooks.collect(model, F.cross_entropy, probe_x, probe_y)]
+    stats = [] if on_batch or hooks is None else [hooks.collect(model, F.cross_entropy, probe_x, probe_y)]
     for step in range(warmup):
         train_step(step, log=on_batch and step == 0)
     t0 = time.perf_counter()
@@ -234,3 +237,42 @@ def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarra
     if not all(np.isfinite(s).all() for s in stats):
         raise RuntimeError("PyTorch baseline produced non-finite statistics")
     return done / elapsed
+
+
+def torch_matmul_flops(m: int, k: int, n: int, seconds: float = 0.5) -> float:
+    """FLOP/s of eager float32 (m, k) @ (k, n) matmuls in PyTorch (CPU), each call as a training
+    loop makes it: ``torch.mm`` into a preallocated output, timed over about ``seconds``."""
+    import torch
+
+    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+    for _ in range(5):
+        torch.mm(a, b, out=out)
+    calls, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        for _ in range(10):
+            torch.mm(a, b, out=out)
+        calls += 10
+    return 2.0 * m * k * n * calls / elapsed
+
+
+def jax_matmul_flops(m: int, k: int, n: int, seconds: float = 0.5) -> float:
+    """FLOP/s of float32 (m, k) @ (k, n) matmuls in JAX on the default device: for a square matmul,
+    one jitted call per matmul; otherwise (k == n, a layer's shape) a chain of them inside one
+    jitted ``lax.fori_loop``, as initlab's training chunk runs its layers."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (m, k), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.float32) / np.sqrt(k)
+    reps = 1 if m == k == n else 100
+    if reps == 1:
+        f = jax.jit(jnp.matmul).lower(a, b).compile()
+    else:
+        assert k == n, "a chain of matmuls needs a square right-hand side"
+        f = jax.jit(lambda a, b: jax.lax.fori_loop(0, reps, lambda i, c: c @ b, a)).lower(a, b).compile()
+    f(a, b).block_until_ready()
+    calls, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        f(a, b).block_until_ready()
+        calls += 1
+    return 2.0 * m * k * n * reps * calls / elapsed

@@ -14,13 +14,15 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   variances every 10 steps, and a bare JAX loop without statistics (``benchmarks/baselines.py``).
   initlab and PyTorch each run twice: statistics on the logged step's own mini-batch
   (``log.stats_on: train_batch``; hooks inside the training step) and on the 512-example probe
-  batch (initlab's default ``probe``; hooks on an extra forward/backward pass of the probe).
-  initlab's figure is the training loop's wall clock (from the step-0 record to the last step, so
+  batch (initlab's default ``probe``; hooks on an extra forward/backward pass of the probe). The
+  same PyTorch loop with no hooks at all (bare PyTorch) runs beside bare JAX: the two frameworks'
+  floor for this training. initlab's figure is the training loop's wall clock (from the step-0 record to the last step, so
   the statistics every 10 steps are paid inside it); ``TrainResult.steps / train_time_s`` (training
-  chunks and statistics, as ``summary.json``'s steps/s) is shown beside it.
+  chunks and statistics, as ``summary.json``'s steps/s) is shown beside it. Step 0's statistics
+  and the last step's are taken inside the training loop's chunks, so they are in the window.
 - ``stats``: initlab at depth 10 with statistics every step, 10 steps and 100 steps on the training
   batch and on the default 512-example probe, every 10 steps on a 128-example probe, and off
-  (``log.every`` beyond the last step).
+  (``log.every`` beyond the last step: statistics at step 0 and at the end only, on the training batch).
 - ``compile``: ``TrainResult.compile_time_s`` at depth 5, 50, 200, 500, each in a fresh process,
   with the persistent compilation cache cold (empty folder: compile and write) and warm (the same
   folder again); the full run adds the cache switched off.
@@ -30,7 +32,9 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   2-16 load the programs run 1 compiled); the full run adds one at a time with the cache off. Then
   runs per hour of a larger grid, 64 runs (depth 10, 20 × relu, tanh × 4 inits × 4 seeds), batched.
 - ``flops``: training FLOP/s (6 × batch × parameters × steps/s) of initlab and bare JAX at depth 50
-  as a fraction of the FLOP/s of a jitted float32 matmul measured on the same device.
+  as a fraction of the FLOP/s of a jitted float32 matmul measured on the same device; then the
+  matmul rate of JAX and of PyTorch at that square size and at a hidden layer's shape (batch ×
+  width @ width × width), the kernels both training loops are built on.
 - ``memory``: peak resident memory (``ru_maxrss``) of a fresh process training depth 200, width 1024
   for a few steps, beside its peak before training started (interpreter, JAX, data).
 - ``report``: `initlab report` over 1,000 synthetic run folders (``benchmarks/report_speed.py``'s
@@ -71,7 +75,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules
 
-from baselines import Workload, bare_jax_steps_per_s, torch_hooks_steps_per_s  # noqa: E402
+from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
+                       torch_matmul_flops)
 
 SECTIONS = ("throughput", "stats", "compile", "sweep", "flops", "memory", "report")
 TEST_SIZE = 1000  # test examples per initlab run (evaluated outside the measured windows)
@@ -135,15 +140,16 @@ class ClockSink:
 
 
 def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
-    """initlab's config for workload ``w``; ``log_every=None`` switches the statistics off (they are
-    then taken only at step 0 and at the last step, outside the measured window, on the probe)."""
+    """initlab's config for workload ``w``; ``log_every=None`` switches the statistics off: they are
+    then taken only at step 0 and at the last step, as logged steps on the training batch (inside
+    the measured window: they are the first and the end of the training loop's chunks)."""
     return {
         "name": "bench", "seed": w.seed,
         "data": {"dataset": "mnist", "probe_size": w.probe_size, "test_size": TEST_SIZE},
         "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal"},
         "train": {"optimizer": "sgd", "lr": w.lr, "batch_size": w.batch_size, "steps": w.steps},
         "log": {"every": log_every if log_every is not None else w.steps + 1,
-                "stats_on": w.stats_on if log_every is not None else "probe"},
+                "stats_on": w.stats_on if log_every is not None else "train_batch"},
     }
 
 
@@ -301,9 +307,13 @@ def measure(req: dict[str, Any]) -> Any:
     if kind == "bare_jax":
         data = load_mnist(data_dir)
         return bare_jax_steps_per_s(w, data.x_train, data.y_train)
-    if kind == "torch_hooks":
+    if kind in ("torch_hooks", "torch_bare"):
         data = load_mnist(data_dir)
-        return torch_hooks_steps_per_s(w, data.x_train, data.y_train, max_seconds=req["max_seconds"])
+        return torch_hooks_steps_per_s(w, data.x_train, data.y_train, max_seconds=req["max_seconds"],
+                                       hooks=kind == "torch_hooks")
+    if kind == "gemm":  # (m, k, n) matmuls in JAX and, in the PyTorch worker, in PyTorch
+        fn = torch_matmul_flops if req["library"] == "torch" else jax_matmul_flops
+        return fn(*req["shape"])
     if kind == "compile":
         result, _ = initlab_train(w, data_dir, None)
         return result.compile_time_s
@@ -446,6 +456,9 @@ class Suite:
                     "torch_hooks", workload=w, data_dir=self.data_dir, max_seconds=self.plan.torch_max_seconds)
         bare = asdict(Workload(depth=depth, steps=steps))
         arms["bare_jax"] = lambda: self.jax("bare_jax", workload=bare, data_dir=self.data_dir)
+        if torch and self.torch is not None:
+            arms["torch_bare"] = lambda: self.torch("torch_bare", workload=bare, data_dir=self.data_dir,
+                                                    max_seconds=self.plan.torch_max_seconds)
         if matmul:
             arms["matmul"] = lambda: self.jax("matmul", n=self.plan.matmul_n)
         return interleaved(arms, self.plan.repeats, f"depth {depth}")
@@ -457,6 +470,9 @@ class Suite:
         for depth, steps in self.plan.steps.items():
             runs = self._rounds(depth, steps, torch=True, matmul=with_matmul and depth == 50)
             row: dict[str, Any] = {"steps": steps, "runs": runs, "bare_jax": median(runs["bare_jax"])}
+            if "torch_bare" in runs:  # the frameworks' floor: neither loop computes any statistics
+                row["torch_bare"] = median(runs["torch_bare"])
+                row["bare_jax_vs_torch_bare"] = paired(runs["bare_jax"], runs["torch_bare"])
             for on in SOURCES:
                 initlab = loops(runs[arm_name("initlab", on)])
                 torch = runs.get(arm_name("torch_hooks", on))
@@ -540,6 +556,16 @@ class Suite:
         for arm in ("initlab", "bare_jax"):  # initlab: statistics every 10 steps on the training batch
             achieved = [per_step * v for v in (loops(runs[arm]) if arm == "initlab" else runs[arm])]
             out[arm] = {"flops": median(achieved), "fraction": paired(achieved, runs["matmul"])}
+        # The matrix multiplication libraries themselves, at the big square size and at a hidden
+        # layer's forward shape (batch × width @ width × width): what the training loops are built on.
+        n, b, width = self.plan.matmul_n, w.batch_size, w.width
+        out["gemm"] = {}
+        for label, shape in ((f"{n}²", (n, n, n)), (f"{b}×{width} @ {width}×{width}", (b, width, width))):
+            arms = {"jax": lambda shape=shape: self.jax("gemm", library="jax", shape=shape)}
+            if self.torch is not None:
+                arms["torch"] = lambda shape=shape: self.torch("gemm", library="torch", shape=shape)
+            got = interleaved(arms, self.plan.repeats, f"gemm {label}")
+            out["gemm"][label] = {lib: median(v) for lib, v in got.items()}
         return out
 
     def memory(self) -> dict[str, Any]:
@@ -651,6 +677,10 @@ def markdown(res: dict[str, Any]) -> str:
                   "per-round ratios)",
                   table(["depth", "statistics on", "steps", "initlab", "initlab, steps / train_time_s",
                          "PyTorch + hooks", "bare JAX", "initlab / PyTorch", "initlab / bare JAX"], rows)]
+        floor = [[d, _num(r["bare_jax"]), _num(r.get("torch_bare")), _num(r.get("bare_jax_vs_torch_bare"), ".2f")]
+                 for d, r in res["throughput"].items()]
+        parts += ["The frameworks' floor: the same training with no statistics and no hooks at all (steps/s).",
+                  table(["depth", "bare JAX", "bare PyTorch", "bare JAX / bare PyTorch"], floor)]
     if "stats" in res:
         st = res["stats"]
         rows = [[k, _num(v["loop"]), _num(v["chunks"]), f"{v['cost']:+.1%}"] for k, v in st["rows"].items()]
@@ -679,6 +709,12 @@ def markdown(res: dict[str, Any]) -> str:
         parts += [f"## FLOP efficiency at depth 50 ({f['parameters']:,} parameters; float32 {f['matmul_n']}² "
                   f"matmul: {f['matmul_flops'] / 1e9:.1f} GFLOP/s)",
                   table(["arm", "training GFLOP/s", "of matmul"], rows)]
+        if f.get("gemm"):
+            rows = [[shape, _num(v["jax"] / 1e9), _num(v["torch"] / 1e9 if "torch" in v else None),
+                     _num(v["jax"] / v["torch"] if "torch" in v else None, ".2f")] for shape, v in f["gemm"].items()]
+            parts += ["Matrix multiplication alone (float32 GFLOP/s; JAX: XLA's CPU dot, chained in one program "
+                      "at the layer's shape; PyTorch: eager `torch.mm`)",
+                      table(["shape", "JAX", "PyTorch", "JAX / PyTorch"], rows)]
     if "memory" in res:
         mem = res["memory"]
         parts += [f"## Memory (depth {mem['depth']}, width {mem['width']}, {mem['steps']} steps; "

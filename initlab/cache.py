@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache, on by default for initlab.
 
-XLA compiles every jitted program of a run (the training chunk, evaluation, statistics, and the
+XLA compiles every jitted program of a run (the training chunk with its statistics, evaluation, and the
 small eager programs of initialization) anew in each process: about 3 s for a depth-10 MNIST run on
 a 2-core CPU, which is most of a short run's wall time. With the persistent cache a compiled
 program is written to disk, keyed by the program, the JAX/jaxlib version, the device and the

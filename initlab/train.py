@@ -211,7 +211,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         reports ok=False; the caller then replays the chunk guarded from the same start, where
         each step is checked and a run meeting a non-finite step keeps its last finite state (its
         statistics at that step, if it is a logged one, are kept for the record), so the per-step
-        checks are only paid after a blow-up. A run that is not ``alive`` is left as it was.
+        checks are only paid after a blow-up. A run that is not ``alive`` keeps its state.
         Returns (state, prev_params, ok, losses, steps done, tables)."""
         tables = jnp.zeros((LOG_BUFFER + 1, *table_shape), jnp.float32)
         losses = jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32)
@@ -291,7 +291,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         if not guard:
             ok = ok & finite(jnp.sum(losses), st.params)
             done = jnp.where(alive, n_steps, 0).astype(jnp.int32)
-        return (*select(alive, (st, prev), (state, prev_params)), ok, losses, done, tables)
+        # (a run that is not alive keeps its state; its prev_params are never used again)
+        return select(alive, st, state), prev, ok, losses, done, tables
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
