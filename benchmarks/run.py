@@ -207,9 +207,33 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     w = Workload(depth=depth, width=width, steps=steps)
     initlab_train(w, data_dir, None)
     stats = jax.devices()[0].memory_stats() or {}
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "peak_rss_before_training_bytes": before, "device_peak_bytes": stats.get("peak_bytes_in_use"),
-            "parameters": w.parameters(data.input_dim, data.num_classes)}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_rss_bytes": peak, "peak_rss_before_training_bytes": before,
+            "device_peak_bytes": stats.get("peak_bytes_in_use"), "parameters": w.parameters(data.input_dim, data.num_classes),
+            "chunk_buffers": chunk_buffers(w, data_dir)}
+
+
+def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
+    """XLA's own accounting of the training chunk's memory for ``w`` (statistics off, as
+    ``peak_memory`` trains it): the compiled program's argument, output and temporary bytes
+    (``Compiled.memory_analysis()``). Call it after reading the peak RSS: it builds one more state."""
+    import jax
+    import numpy as np
+
+    from initlab.config import from_dict
+    from initlab.model import ModelSpec
+    from initlab.train import _stack, init_state, make_schedule, make_train_fns
+
+    cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
+    n_train = len(data.y_train)
+    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
+    x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
+    state = _stack([init_state(cfg, spec, fns, x)[0]])
+    m = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), np.ones(1, bool), np.True_).compile()
+    a = m.memory_analysis()
+    return {"arguments": a.argument_size_in_bytes, "outputs": a.output_size_in_bytes,
+            "temporaries": a.temp_size_in_bytes, "aliased": a.alias_size_in_bytes}
 
 
 # The larger grid: 2 depths × 2 activations × 4 initializers × 4 seeds = 64 runs (4 groups of 16).
@@ -722,6 +746,12 @@ def markdown(res: dict[str, Any]) -> str:
                   table(["peak RSS", "peak RSS before training", "device peak"],
                         [[_mib(mem["peak_rss_bytes"]), _mib(mem["peak_rss_before_training_bytes"]),
                           _mib(mem["device_peak_bytes"])]])]
+        if mem.get("chunk_buffers"):
+            b, weights = mem["chunk_buffers"], 4 * mem["parameters"]
+            parts += ["XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "
+                      "in brackets, in copies of the weights)",
+                      table(["arguments", "outputs", "temporaries"],
+                            [[f"{_mib(b[k])} ({b[k] / weights:.2f})" for k in ("arguments", "outputs", "temporaries")]])]
     if "report" in res:
         r = res["report"]
         parts += [f"## `initlab report` over {r['runs']:,} run folders (median)",

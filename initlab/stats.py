@@ -104,28 +104,39 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     return loss, new_state, grads, Raw(fwd, gtaps)
 
 
-def summarize(params: Params, prev_params: Params, grads: Params, raw: Raw) -> dict[str, jax.Array]:
+def _per_layer(blocks, fn) -> jax.Array:
+    """``fn`` of each layer's flattened weights: blocks [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)."""
+    # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
+    return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
+
+
+def _norm(b: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(jnp.square(b), axis=1))
+
+
+def update_ratios(params: Params, prev_params: Params) -> jax.Array:
+    """Each layer's relative weight change since the previous logged step, ‖W − W_prev‖ / ‖W_prev‖
+    ((depth + 1,); NaN where W_prev is zero): the column ``update_ratio``."""
+    w, w_prev = layer_weights(params), layer_weights(prev_params)
+    prev_norm = _per_layer(w_prev, _norm)
+    delta = _per_layer([a - b for a, b in zip(w, w_prev)], _norm)
+    return jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
+
+
+def summarize(params: Params, update_ratio: jax.Array, grads: Params, raw: Raw) -> dict[str, jax.Array]:
     """Every column of ``COLUMNS`` (each (depth + 1,)) from a pass's ``Raw`` statistics, its
-    gradient ``grads`` of the mean loss, and the weights now and at the previous logged step.
-    The output layer's row has no nonlinearity: its saturation figures are NaN."""
+    gradient ``grads`` of the mean loss, the weights and their ``update_ratios`` since the previous
+    logged step. The output layer's row has no nonlinearity: its saturation figures are NaN."""
     out = {name: raw.forward[:, i] for i, name in enumerate(FORWARD)}
     out["saturated_frac"] = out["saturated_frac"].at[-1].set(jnp.nan)
     out["dead_frac"] = out["dead_frac"].at[-1].set(jnp.nan)
     out["grad_var"] = raw.taps[:, 1] - jnp.square(raw.taps[:, 0])
-
-    def per_layer(blocks, fn):  # blocks: [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)
-        # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
-        return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
-
-    w, w_prev, gw = layer_weights(params), layer_weights(prev_params), layer_weights(grads)
-    norm = lambda b: jnp.sqrt(jnp.sum(jnp.square(b), axis=1))  # noqa: E731
-    out["w_var"] = per_layer(w, lambda b: jnp.var(b, axis=1))
-    out["w_norm"] = per_layer(w, norm)
-    out["wgrad_var"] = per_layer(gw, lambda b: jnp.var(b, axis=1))
-    out["wgrad_norm"] = per_layer(gw, norm)
-    prev_norm = per_layer(w_prev, norm)
-    delta = per_layer([a - b for a, b in zip(w, w_prev)], norm)
-    out["update_ratio"] = jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
+    w, gw = layer_weights(params), layer_weights(grads)
+    out["w_var"] = _per_layer(w, lambda b: jnp.var(b, axis=1))
+    out["w_norm"] = _per_layer(w, _norm)
+    out["wgrad_var"] = _per_layer(gw, lambda b: jnp.var(b, axis=1))
+    out["wgrad_norm"] = _per_layer(gw, _norm)
+    out["update_ratio"] = update_ratio
     return {name: out[name] for name in COLUMNS}
 
 
@@ -142,7 +153,7 @@ def layer_stats_fn(spec: ModelSpec, loss_fn: Callable) -> Callable:
 
     def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
         _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, collect=True)
-        return summarize(params, prev_params, grads, raw)
+        return summarize(params, update_ratios(params, prev_params), grads, raw)
 
     return stats
 

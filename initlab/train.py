@@ -40,8 +40,8 @@ from initlab.initializers import Trace
 from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
-from initlab.stats import (COLUMNS, first_nonfinite_layer, from_table, layer_stats_fn, loss_and_grads, signal_finite,
-                           summarize, to_table)
+from initlab.stats import (COLUMNS, first_nonfinite_layer, from_table, loss_and_grads, signal_finite, summarize,
+                           to_table, update_ratios)
 
 # Longest stretch of steps between returns to Python, so the progress display stays live.
 PROGRESS_CHUNK = 200
@@ -138,7 +138,6 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     """Build the training chunk, evaluation and statistics for a group sharing ``cfg``'s static choices."""
     t = cfg.train
     loss_fn = make_loss(t.loss, t.target_scale)
-    probe_stats = layer_stats_fn(spec, loss_fn)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
     every = schedule.log_every
@@ -163,17 +162,22 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         )
         return order, jax.lax.dynamic_slice(order, (i * batch,), (batch,))
 
-    def forward_backward(state: TrainState, step, x, y, prev_params: Params | None = None):
-        """The forward/backward pass of ``state`` on ``step``'s mini-batch: (loss, gradient, new norm
-        state, example order, table). With ``prev_params`` (the weights at the previous log) the
-        same pass also yields the per-layer statistics table of ``state`` on this mini-batch, else
-        table is None."""
+    def minibatch(state: TrainState, step, x, y):
+        """``step``'s mini-batch of ``state``'s run: (example order, (inputs, labels, dropout key))."""
         order, idx = batch_at(state, step)
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
-        loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, state.params, state.norm_state, x[idx], y[idx],
-                                                      key=drop_key, collect=prev_params is not None)
-        table = None if raw is None else to_table(summarize(state.params, prev_params, grads, raw))
-        return loss, grads, norm_state, order, table
+        return order, (x[idx], y[idx], drop_key)
+
+    def forward_backward(params, norm_state, batch, update_ratio=None):
+        """The forward/backward pass of ``params`` on ``batch`` (inputs, labels, dropout key or
+        None): (loss, gradient, new norm state, table). Given the layers' ``update_ratio`` since the
+        previous log, the same pass also yields the per-layer statistics table of these weights on
+        this batch, else table is None."""
+        xb, yb, key = batch
+        loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, params, norm_state, xb, yb, key=key,
+                                                      collect=update_ratio is not None)
+        table = None if raw is None else to_table(summarize(params, update_ratio, grads, raw))
+        return loss, grads, norm_state, table
 
     def update(state: TrainState, grads, norm_state, order) -> TrainState:
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
@@ -184,7 +188,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
 
     def train_step(state: TrainState, step, x, y):
         """One update of one run on its next mini-batch: (state, loss)."""
-        loss, grads, norm_state, order, _ = forward_backward(state, step, x, y)
+        order, batch = minibatch(state, step, x, y)
+        loss, grads, norm_state, _ = forward_backward(state.params, state.norm_state, batch)
         return update(state, grads, norm_state, order), loss
 
     def finite(loss, params):
@@ -211,7 +216,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         reports ok=False; the caller then replays the chunk guarded from the same start, where
         each step is checked and a run meeting a non-finite step keeps its last finite state (its
         statistics at that step, if it is a logged one, are kept for the record), so the per-step
-        checks are only paid after a blow-up. A run that is not ``alive`` keeps its state.
+        checks are only paid after a blow-up. A run that is not ``alive`` keeps its state when guarded;
+        unguarded it trains on, its results unused.
         Returns (state, prev_params, ok, losses, steps done, tables)."""
         tables = jnp.zeros((LOG_BUFFER + 1, *table_shape), jnp.float32)
         losses = jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32)
@@ -236,25 +242,36 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
             def record(tables, table):
                 return jax.lax.dynamic_update_index_in_dim(tables, table, slot, 0), signal_finite(table)
 
+            # prev_params move to this step's weights, and the update ratios they were the reference
+            # of are taken, outside the branch, and the branch reads the moved copy; the update is
+            # applied outside it too. Ordered so by data, XLA moves and updates the weights in place;
+            # a branch that returned them would keep two more copies of the weights.
+            update_ratio = update_ratios(st.params, prev)
+            new_prev = select(is_log, st.params, prev)
             if on_batch:
-                def logged(st, prev, tables):
-                    loss, grads, norm_state, order, table = forward_backward(st, s, x, y, prev)
-                    new = jax.lax.cond(last, lambda: st, lambda: update(st, grads, norm_state, order))
-                    return (new, loss, st.params, *record(tables, table))
+                order, batch = minibatch(st, s, x, y)
 
-                def idle(st, prev, tables):
-                    return st, jnp.zeros((), jnp.float32), prev, tables, jnp.bool_(True)
+                def logged(at_log, params, tables):  # at_log: the weights, as moved to prev_params
+                    loss, grads, norm_state, table = forward_backward(at_log, st.norm_state, batch, update_ratio)
+                    return (loss, grads, norm_state, *record(tables, table))
 
-                new, loss, new_prev, tables, signal_ok = jax.lax.cond(is_log, logged, idle, st, prev, tables)
-                stepped = is_log & ~last
+                def plain(at_log, params, tables):
+                    return (*forward_backward(params, st.norm_state, batch)[:3], tables, jnp.bool_(True))
+
+                loss, grads, norm_state, tables, signal_ok = jax.lax.cond(is_log, logged, plain, new_prev, st.params,
+                                                                          tables)
+                # the segment's first step; the end's measurement (j == n_steps) is not applied
+                new = select(last, st, update(st, grads, norm_state, order))
+                stepped = ~last
                 losses = losses.at[j].set(jnp.where(stepped, loss, 0.0))
             else:
-                def logged(st, prev, tables):
-                    table = to_table(probe_stats(st.params, st.norm_state, prev, x[:probe_size], y[:probe_size]))
-                    return (st.params, *record(tables, table))
+                probe = (x[:probe_size], y[:probe_size], None)
 
-                new_prev, tables, signal_ok = jax.lax.cond(
-                    is_log, logged, lambda st, prev, tables: (prev, tables, jnp.bool_(True)), st, prev, tables)
+                def logged(at_log, tables):
+                    return record(tables, forward_backward(at_log, st.norm_state, probe, update_ratio)[3])
+
+                tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
+                                                 new_prev, tables)
                 new, loss, stepped = st, jnp.zeros((), jnp.float32), jnp.bool_(False)
             if guard:
                 ok, done, st, prev = check(ok, done, st, prev, new, new_prev, loss, signal_ok, stepped)
@@ -262,19 +279,19 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                 st, prev, ok = new, new_prev, ok & signal_ok
             return (st, prev, ok, done, losses, tables, slot + is_log.astype(jnp.int32)), j + stepped.astype(j.dtype)
 
-        def plain_steps(j0, j1, st, prev, ok, done, losses):
+        def plain_steps(j0, j1, st, ok, done, losses):
             """Plain steps j0..j1-1, the loop body a bare training step."""
 
             def body(j, carry):
-                st, prev, ok, done, losses = carry
+                st, ok, done, losses = carry
                 new, loss = train_step(st, step0 + j, x, y)
                 losses = losses.at[j].set(loss)
                 if guard:
-                    ok, done, st, prev = check(ok, done, st, prev, new, prev, loss, jnp.bool_(True), jnp.bool_(True))
-                    return st, prev, ok, done, losses
-                return new, prev, ok, done, losses
+                    ok, done, st, _ = check(ok, done, st, (), new, (), loss, jnp.bool_(True), jnp.bool_(True))
+                    return st, ok, done, losses
+                return new, ok, done, losses
 
-            return jax.lax.fori_loop(j0, j1, body, (st, prev, ok, done, losses))
+            return jax.lax.fori_loop(j0, j1, body, (st, ok, done, losses))
 
         def segment(carry):
             """From step j: its measurement, if any, then plain steps up to the next log or the chunk's end."""
@@ -282,7 +299,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
             (st, prev, ok, done, losses, tables, slot), first = measurement(j, *inner)
             s = step0 + j
             end = jnp.minimum(n_steps, (s // every + 1) * every - step0)  # the next log, or the chunk's end
-            st, prev, ok, done, losses = plain_steps(first, end, st, prev, ok, done, losses)
+            st, ok, done, losses = plain_steps(first, end, st, ok, done, losses)
             return st, prev, ok, done, losses, tables, slot, jnp.where(j < n_steps, end, j + 1)
 
         carry = (state, prev_params, alive, jnp.zeros((), jnp.int32), losses, tables, jnp.zeros((), jnp.int32),
@@ -291,8 +308,9 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         if not guard:
             ok = ok & finite(jnp.sum(losses), st.params)
             done = jnp.where(alive, n_steps, 0).astype(jnp.int32)
-        # (a run that is not alive keeps its state; its prev_params are never used again)
-        return select(alive, st, state), prev, ok, losses, done, tables
+        # A run that is not alive trains on here, its results unused: keeping its state would
+        # take one more copy of the weights (the select's output beside the loop's).
+        return st, prev, ok, losses, done, tables
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)

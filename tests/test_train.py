@@ -328,6 +328,35 @@ def test_a_log_inside_a_chunk_records_what_a_chunk_end_measures(stats_on):
     assert np.all(inside.stats[40]["update_ratio"] > 0)
 
 
+@STATS_ON
+def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
+    """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer, and at the
+    last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those steps (steps are
+    deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
+    from initlab.model import ModelSpec
+    from initlab.stats import update_ratios
+    from initlab.train import _stack, init_state, make_train_fns
+
+    cfg = tiny(train={"steps": 25}, log={"every": 10, "stats_on": stats_on})
+    _, rec = fit(cfg, StatsRecorder())
+    assert sorted(rec.stats) == [0, 10, 20, 25]
+
+    data = load_dataset(cfg.data)
+    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
+    x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
+    start = _stack([init_state(cfg, spec, fns, x)[0]])
+
+    def weights_at(step):
+        out = fns.chunk(start, start.params, np.int32(0), x, y, np.int32(step), np.ones(1, bool), np.False_)
+        return jax.tree.map(lambda a: a[0], out[0].params)
+
+    w10, w20, w25 = weights_at(10), weights_at(20), weights_at(25)
+    np.testing.assert_allclose(rec.stats[20]["update_ratio"], np.asarray(update_ratios(w20, w10)), rtol=1e-4)
+    np.testing.assert_allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w20)), rtol=1e-4)
+    assert not np.allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w10)), rtol=1e-2)
+
+
 def fns_loss(cfg):
     from initlab.optimizers import make_loss
 
