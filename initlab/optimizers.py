@@ -52,15 +52,22 @@ class ScheduleSettings:
     warmup_steps: int
 
 
+def _scaled(lr, unit: optax.Schedule) -> optax.Schedule:
+    """``unit`` (a schedule peaking at 1) times the learning rate ``lr``, a float or a traced value."""
+    return lambda step: lr * unit(step)
+
+
 SCHEDULES: Registry[Callable[[ScheduleSettings], optax.Schedule]] = Registry(
     "schedule",
     {
         "constant": lambda s: optax.constant_schedule(s.lr),
         # Loshchilov & Hutter 2017 (SGDR), without restarts: lr → 0 at the last step.
         "cosine": lambda s: optax.cosine_decay_schedule(s.lr, max(s.total_steps, 1)),
-        "warmup_cosine": lambda s: optax.warmup_cosine_decay_schedule(
-            0.0, s.lr, s.warmup_steps, max(s.total_steps, s.warmup_steps + 1)
-        ),
+        # Goyal et al. 2017's linear warm-up, then the cosine. Built at a peak of 1 and scaled: optax
+        # branches in Python on the peak value, which is traced when a sweep batches runs by lr.
+        "warmup_cosine": lambda s: _scaled(s.lr, optax.warmup_cosine_decay_schedule(
+            0.0, 1.0, s.warmup_steps, max(s.total_steps, s.warmup_steps + 1)
+        )),
     },
 )
 

@@ -357,6 +357,19 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     assert not np.allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w10)), rtol=1e-2)
 
 
+def test_warmup_cosine_trains_alone_and_in_a_group_batched_by_lr():
+    """The learning rate reaches the schedule as a traced value (per run, so groups can differ in
+    it): warm-up + cosine must accept that, alone and batched."""
+    from initlab.train import train_group
+
+    cfgs = [tiny(train={"steps": 20, "lr": lr, "schedule": "warmup_cosine", "warmup_steps": 5}) for lr in (0.003, 0.01)]
+    alone, _ = fit(cfgs[0])
+    grouped = train_group(cfgs, load_dataset(cfgs[0].data), [Recorder(), Recorder()])
+    assert alone.status == "completed" and [r.status for r in grouped] == ["completed", "completed"]
+    assert grouped[0].final["train_loss"] == pytest.approx(alone.final["train_loss"], rel=1e-4)
+    assert grouped[0].final["train_loss"] != grouped[1].final["train_loss"]
+
+
 def fns_loss(cfg):
     from initlab.optimizers import make_loss
 
