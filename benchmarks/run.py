@@ -749,7 +749,7 @@ def markdown(res: dict[str, Any]) -> str:
         if mem.get("chunk_buffers"):
             b, weights = mem["chunk_buffers"], 4 * mem["parameters"]
             parts += ["XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "
-                      "in brackets, in copies of the weights)",
+                      "in brackets, in copies of the weights; the arguments include the training set)",
                       table(["arguments", "outputs", "temporaries"],
                             [[f"{_mib(b[k])} ({b[k] / weights:.2f})" for k in ("arguments", "outputs", "temporaries")]])]
     if "report" in res:

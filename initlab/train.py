@@ -232,9 +232,11 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         def measurement(j, st, prev, ok, done, losses, tables, slot):
             """A segment's start: at a multiple of ``log_every``, or at the end's measurement
             (j == n_steps, where nothing is trained), the statistics of ``st`` go into the next
-            slot: from a pass of the probe, or from the logged step's own pass (with train_batch,
-            that step is taken here). The branch is shared by the group: a real branch, not both
-            sides. Returns the carry and the first step still to take."""
+            slot: from a pass of the probe, or from the logged step's own pass. With train_batch
+            the segment's first step is taken here whether or not it is logged (a segment that
+            does not start at a log, the chunk's first, takes it unlogged). The branch is shared by
+            the group: a real branch, not both sides. Returns the carry and the first step still
+            to take."""
             s = step0 + j
             last = j == n_steps
             is_log = (s % every == 0) | last
@@ -244,8 +246,9 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
 
             # prev_params move to this step's weights, and the update ratios they were the reference
             # of are taken, outside the branch, and the branch reads the moved copy; the update is
-            # applied outside it too. Ordered so by data, XLA moves and updates the weights in place;
-            # a branch that returned them would keep two more copies of the weights.
+            # applied outside it too. Ordered so by data, XLA moves and updates the weights in place
+            # instead of copying the weights and prev_params at every segment (one run on the
+            # training batch: temporaries 3.0 -> 1.2 copies of the weights; a group of 3: 4.9 -> 2.9).
             update_ratio = update_ratios(st.params, prev)
             new_prev = select(is_log, st.params, prev)
             if on_batch:
@@ -265,9 +268,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                 stepped = ~last
                 losses = losses.at[j].set(jnp.where(stepped, loss, 0.0))
             else:
-                probe = (x[:probe_size], y[:probe_size], None)
-
                 def logged(at_log, tables):
+                    probe = (x[:probe_size], y[:probe_size], None)
                     return record(tables, forward_backward(at_log, st.norm_state, probe, update_ratio)[3])
 
                 tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),

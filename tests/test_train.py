@@ -330,8 +330,8 @@ def test_a_log_inside_a_chunk_records_what_a_chunk_end_measures(stats_on):
 
 @STATS_ON
 def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
-    """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer, and at the
-    last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those steps (steps are
+    """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer (at 10,
+    against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those steps (steps are
     deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
     from initlab.model import ModelSpec
     from initlab.stats import update_ratios
@@ -351,7 +351,8 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
         out = fns.chunk(start, start.params, np.int32(0), x, y, np.int32(step), np.ones(1, bool), np.False_)
         return jax.tree.map(lambda a: a[0], out[0].params)
 
-    w10, w20, w25 = weights_at(10), weights_at(20), weights_at(25)
+    w0, w10, w20, w25 = (jax.tree.map(lambda a: a[0], start.params), weights_at(10), weights_at(20), weights_at(25))
+    np.testing.assert_allclose(rec.stats[10]["update_ratio"], np.asarray(update_ratios(w10, w0)), rtol=1e-4)
     np.testing.assert_allclose(rec.stats[20]["update_ratio"], np.asarray(update_ratios(w20, w10)), rtol=1e-4)
     np.testing.assert_allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w20)), rtol=1e-4)
     assert not np.allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w10)), rtol=1e-2)
