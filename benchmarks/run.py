@@ -16,8 +16,9 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   (``log.stats_on: train_batch``; hooks inside the training step) and on the 512-example probe
   batch (initlab's default ``probe``; hooks on an extra forward/backward pass of the probe). The
   same PyTorch loop with no hooks at all (bare PyTorch) runs beside bare JAX: the two frameworks'
-  floor for this training. initlab's figure is the training loop's wall clock (from the step-0 record to the last step, so
-  the statistics every 10 steps are paid inside it); ``TrainResult.steps / train_time_s`` (training
+  floor for this training. initlab's figure is the training loop's wall clock (from the step-0
+  record to the last step, so the statistics every 10 steps are paid inside it);
+  ``TrainResult.steps / train_time_s`` (training
   chunks and statistics, as ``summary.json``'s steps/s) is shown beside it. Step 0's statistics
   and the last step's are taken inside the training loop's chunks, so they are in the window.
 - ``stats``: initlab at depth 10 with statistics every step, 10 steps and 100 steps on the training
@@ -209,7 +210,8 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     stats = jax.devices()[0].memory_stats() or {}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"peak_rss_bytes": peak, "peak_rss_before_training_bytes": before,
-            "device_peak_bytes": stats.get("peak_bytes_in_use"), "parameters": w.parameters(data.input_dim, data.num_classes),
+            "device_peak_bytes": stats.get("peak_bytes_in_use"),
+            "parameters": w.parameters(data.input_dim, data.num_classes),
             "chunk_buffers": chunk_buffers(w, data_dir)}
 
 
@@ -751,7 +753,8 @@ def markdown(res: dict[str, Any]) -> str:
             parts += ["XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "
                       "in brackets, in copies of the weights; the arguments include the training set)",
                       table(["arguments", "outputs", "temporaries"],
-                            [[f"{_mib(b[k])} ({b[k] / weights:.2f})" for k in ("arguments", "outputs", "temporaries")]])]
+                            [[f"{_mib(b[k])} ({b[k] / weights:.2f})"
+                              for k in ("arguments", "outputs", "temporaries")]])]
     if "report" in res:
         r = res["report"]
         parts += [f"## `initlab report` over {r['runs']:,} run folders (median)",

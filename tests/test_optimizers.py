@@ -158,7 +158,10 @@ def test_every_schedule_accepts_zero_total_steps(name):
 def test_every_schedule_takes_a_traced_learning_rate(name):
     """A batched sweep passes each run's lr as a traced value: the schedule must not branch on it in
     Python, and gives the values a float lr gives."""
-    at = jax.jit(lambda lr, step: SCHEDULES[name](ScheduleSettings(lr=lr, total_steps=TOTAL, warmup_steps=WARMUP))(step))
+    def at(lr, step):
+        return SCHEDULES[name](ScheduleSettings(lr=lr, total_steps=TOTAL, warmup_steps=WARMUP))(step)
+
+    at = jax.jit(at)
     got = np.array([float(at(jnp.float32(LR), step)) for step in range(0, TOTAL + 1, 7)])
     np.testing.assert_allclose(got, values(name)[::7], rtol=1e-5, atol=1e-9)  # float32 under jit
 

@@ -331,8 +331,8 @@ def test_a_log_inside_a_chunk_records_what_a_chunk_end_measures(stats_on):
 @STATS_ON
 def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer (at 10,
-    against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those steps (steps are
-    deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
+    against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those
+    steps (steps are deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
     from initlab.model import ModelSpec
     from initlab.stats import update_ratios
     from initlab.train import _stack, init_state, make_train_fns
