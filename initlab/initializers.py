@@ -1,9 +1,11 @@
 """Weight and bias initializers, one registry each.
 
-Weights are shaped ``(fan_in, fan_out)``. Most methods are ``jax.nn.initializers.variance_scaling``
-with different arguments (as jax itself builds He and Glorot); the normal variants use the plain,
-untruncated normal that the papers define (jax's own ``he_normal`` etc. truncate at two standard
-deviations). Facts and formulas: ``shared/REFERENCE.md``.
+Each entry makes samplers in ``jax.nn.initializers``' ``(key, shape, dtype)`` form from its
+arguments and the layer's role (``Role``). Weights are shaped ``(fan_in, fan_out)``, biases
+``(fan_out,)``. Most methods are ``jax.nn.initializers.variance_scaling`` with different arguments
+(as jax itself builds He and Glorot); the normal variants use the plain, untruncated normal that
+the papers define (jax's own ``he_normal`` etc. truncate at two standard deviations). Each entry
+also carries its law's variance for ``initlab.theory``. Facts and formulas: ``shared/REFERENCE.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import jax
@@ -21,22 +24,24 @@ from initlab.errors import ConfigError
 from initlab.registry import Registry
 
 Array = jax.Array
-# (key, shape, args) -> array; args holds the entry's declared arguments, defaults filled in.
-InitFn = Callable[[Array, tuple[int, ...], Mapping[str, float]], Array]
+DType = Any  # a jnp dtype or its name
+# jax.nn.initializers' form: (key, shape, dtype) -> array.
+Sampler = Callable[[Array, tuple[int, ...], DType], Array]
 
 
-@dataclass(frozen=True)
-class RefineContext:
-    """What a network-level initializer sees after every layer has been drawn with its ``weight``
-    sampler: the model's static spec, the drawn parameters and normalization state, its arguments,
-    a fresh key, and the training inputs (on the device) for data-dependent methods."""
+class Role(str, Enum):
+    """Which layer of the network a parameter belongs to: what a sampler may depend on (μP scales
+    the input, hidden and output layers differently)."""
 
-    spec: Any  # initlab.model.ModelSpec
-    params: Any
-    norm_state: Any
-    args: Mapping[str, float]
-    key: Array
-    x_train: Array | None
+    INPUT = "input"  # the first hidden layer, input_dim -> width
+    HIDDEN = "hidden"  # hidden layers 2..depth of a plain MLP
+    BRANCH = "branch"  # the residual branches' layers (hidden layers 2..depth of a residual MLP)
+    OUTPUT = "output"  # the linear output layer, width -> classes
+
+
+# (args, role, fan_in) -> sampler. ``args`` holds the entry's declared arguments, defaults filled
+# in; ``fan_in`` is the layer's input size (a bias sampler's own shape is (fan_out,)).
+SamplerFactory = Callable[[Mapping[str, float], Role, int], Sampler]
 
 
 @dataclass(frozen=True)
@@ -48,25 +53,26 @@ class Trace:
     rows: list[dict[str, Any]]
 
 
-# ctx -> (params, trace or None)
-RefineFn = Callable[[RefineContext], tuple[Any, Trace | None]]
-
-
 @dataclass(frozen=True)
 class Initializer:
-    """A weight initializer: its sampler, its arguments with defaults, and optionally the bias
-    distribution it prescribes (mean-field init draws biases too).
+    """A weight or bias initializer: its sampler factory, its arguments with defaults, and what
+    the theory needs to know about its law.
 
-    Methods defined on the whole network (Fixup, LSUV, layer-wise pre-training) draw every layer with
-    ``weight`` first, then ``refine`` the parameters; ``residual`` says whether they need (True) or
-    exclude (False) a residual network."""
+    Weight entries: ``sigma_w2(fan_in, fan_out, args)`` = fan_in · Var(W), the quantity mean-field
+    theory needs (None: not a fixed law); ``bias`` the bias sampler the method prescribes, if any
+    (mean-field init draws biases too), with ``sigma_b2`` its variance. Bias entries:
+    ``sigma_b2(fan_in, args)`` = Var(b), None where the theory does not apply (a constant non-zero
+    bias). Methods defined on the whole network (Fixup, LSUV, layer-wise pre-training) draw every
+    layer with ``sampler`` first, then the ``scheme`` of that name in ``initlab.network_init``
+    refines the parameters; ``residual`` says whether they need (True) or exclude (False) a
+    residual network, ``needs_data`` whether the scheme reads the training inputs."""
 
-    weight: InitFn
+    sampler: SamplerFactory
     args: Mapping[str, float] = field(default_factory=dict)
-    bias: InitFn | None = None
-    # sigma_w^2 = fan_in * Var(W), the quantity mean-field theory needs; None if not a fixed law.
+    bias: SamplerFactory | None = None
     sigma_w2: Callable[[int, int, Mapping[str, float]], float] | None = None
-    refine: RefineFn | None = None
+    sigma_b2: Callable[[int, Mapping[str, float]], float | None] | None = None
+    scheme: str | None = None
     residual: bool | None = None
     needs_data: bool = False
     # argument name -> a key of ARG_RULES, checked when the config loads
@@ -83,65 +89,54 @@ ARG_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
-def _scaling(scale: float | Callable[[Mapping[str, float]], float], mode: str, distribution: str) -> InitFn:
+def _scaling(scale: float | Callable[[Mapping[str, float]], float], mode: str, distribution: str) -> SamplerFactory:
     """variance_scaling with a scale that may depend on the entry's arguments."""
 
-    def sample(key, shape, args):
-        s = scale(args) if callable(scale) else scale
-        return jinit.variance_scaling(s, mode, distribution)(key, shape, jnp.float32)
+    def make(args, role, fan_in):
+        return jinit.variance_scaling(scale(args) if callable(scale) else scale, mode, distribution)
 
-    return sample
+    return make
 
 
-def _symmetric_uniform(limit: Callable[[int, Mapping[str, float]], float]) -> InitFn:
+def _symmetric_uniform(limit: Callable[[int, Mapping[str, float]], float]) -> SamplerFactory:
     """U[-limit, +limit], the limit a function of fan-in and the arguments."""
 
-    def sample(key, shape, args):
-        a = limit(shape[0], args)
-        return jax.random.uniform(key, shape, jnp.float32, -a, a)
+    def make(args, role, fan_in):
+        a = limit(fan_in, args)
+        return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -a, a)
+
+    return make
+
+
+def _constant(value: Callable[[Mapping[str, float]], float]) -> SamplerFactory:
+    def make(args, role, fan_in):
+        v = value(args)
+        return lambda key, shape, dtype: jnp.full(shape, v, dtype)
+
+    return make
+
+
+def _normal(std: Callable[[Mapping[str, float]], float]) -> SamplerFactory:
+    def make(args, role, fan_in):
+        s = std(args)
+        return lambda key, shape, dtype: s * jax.random.normal(key, shape, dtype)
+
+    return make
+
+
+def _orthogonal(args, role, fan_in):
+    ortho = jinit.orthogonal(scale=args["gain"])
+
+    def sample(key, shape, dtype):
+        # QR (LAPACK) takes float32 or wider: a narrower dtype is drawn in float32, then cast.
+        return ortho(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
 
     return sample
 
 
-
-def _zeros_bias(key, shape, args):
-    return jnp.zeros(shape[1:], jnp.float32)
-
-
-def _zeros(key, shape, args):
-    return jnp.zeros(shape, jnp.float32)
-
-
-def _constant(key, shape, args):
-    return jnp.full(shape, args["value"], jnp.float32)
-
-
-def _normal(key, shape, args):
-    return args["std"] * jax.random.normal(key, shape, jnp.float32)
-
-
-def _orthogonal(key, shape, args):
-    return jinit.orthogonal(scale=args["gain"])(key, shape, jnp.float32)
-
-
-# Network-level methods live in initlab.network_init, which needs the model (imported lazily: the
-# model imports this module).
-def _fixup(ctx: RefineContext):
-    from initlab.network_init import fixup
-
-    return fixup(ctx)
-
-
-def _lsuv(ctx: RefineContext):
-    from initlab.network_init import lsuv
-
-    return lsuv(ctx)
-
-
-def _layerwise_autoencoder(ctx: RefineContext):
-    from initlab.network_init import layerwise_autoencoder
-
-    return layerwise_autoencoder(ctx)
+_zeros = _constant(lambda a: 0.0)
+_glorot_standard = _scaling(1 / 3, "fan_in", "uniform")
+_he_normal = _scaling(2.0, "fan_in", "normal")
 
 
 INITIALIZERS: Registry[Initializer] = Registry(
@@ -150,8 +145,9 @@ INITIALIZERS: Registry[Initializer] = Registry(
         # Symmetric inits: every unit of a layer computes the same function and stays so.
         "zeros": Initializer(_zeros, sigma_w2=lambda fi, fo, a: 0.0),
         # A constant has no variance: mean-field theory does not describe it (sigma_w2 None).
-        "constant": Initializer(_constant, {"value": 0.01}),
-        "normal": Initializer(_normal, {"std": 0.01}, sigma_w2=lambda fi, fo, a: fi * a["std"] ** 2),
+        "constant": Initializer(_constant(lambda a: a["value"]), {"value": 0.01}),
+        "normal": Initializer(_normal(lambda a: a["std"]), {"std": 0.01},
+                              sigma_w2=lambda fi, fo, a: fi * a["std"] ** 2),
         "uniform": Initializer(
             _symmetric_uniform(lambda fi, a: a["limit"]), {"limit": 0.05},
             sigma_w2=lambda fi, fo, a: fi * a["limit"] ** 2 / 3,
@@ -161,7 +157,7 @@ INITIALIZERS: Registry[Initializer] = Registry(
             _symmetric_uniform(lambda fi, a: 2.4 / fi), sigma_w2=lambda fi, fo, a: 2.4**2 / (3 * fi)
         ),
         # Glorot & Bengio 2010's "standard" baseline U[±1/sqrt(fan_in)]: fan_in * Var = 1/3.
-        "standard": Initializer(_scaling(1 / 3, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1 / 3),
+        "standard": Initializer(_glorot_standard, sigma_w2=lambda fi, fo, a: 1 / 3),
         # LeCun et al. 1998, "Efficient BackProp": Var = 1/fan_in; the init SELU needs.
         "lecun_normal": Initializer(_scaling(1.0, "fan_in", "normal"), sigma_w2=lambda fi, fo, a: 1.0),
         "lecun_uniform": Initializer(_scaling(1.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1.0),
@@ -173,7 +169,7 @@ INITIALIZERS: Registry[Initializer] = Registry(
             _scaling(1.0, "fan_avg", "uniform"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)
         ),
         # He et al. 2015, "Delving deep into rectifiers": Var = 2 / fan_in.
-        "he_normal": Initializer(_scaling(2.0, "fan_in", "normal"), sigma_w2=lambda fi, fo, a: 2.0),
+        "he_normal": Initializer(_he_normal, sigma_w2=lambda fi, fo, a: 2.0),
         "he_uniform": Initializer(_scaling(2.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 2.0),
         # Saxe et al. 2014: Haar-random (semi-)orthogonal times a gain.
         "orthogonal": Initializer(
@@ -183,28 +179,29 @@ INITIALIZERS: Registry[Initializer] = Registry(
         "mean_field": Initializer(
             _scaling(lambda a: a["sigma_w"] ** 2, "fan_in", "normal"),
             {"sigma_w": 1.0, "sigma_b": 0.0},
-            bias=lambda key, shape, a: a["sigma_b"] * jax.random.normal(key, shape[1:], jnp.float32),
+            bias=_normal(lambda a: a["sigma_b"]),
             sigma_w2=lambda fi, fo, a: a["sigma_w"] ** 2,
+            sigma_b2=lambda fi, a: a["sigma_b"] ** 2,
         ),
         # Zhang, Dauphin & Ma 2019, "Fixup initialization": He-normal layers, then each residual
         # branch's last layer and the output layer set to zero and the branches' other layer scaled
         # by L^(-1/(2m-2)) (L branches of m = 2 layers).
-        "fixup": Initializer(_scaling(2.0, "fan_in", "normal"), bias=_zeros_bias, refine=_fixup, residual=True),
+        "fixup": Initializer(_he_normal, bias=_zeros, sigma_b2=lambda fi, a: 0.0, scheme="fixup", residual=True),
         # Mishkin & Matas 2016, "All you need is a good init": orthogonal, then each layer in turn
         # rescaled on a data batch until its output variance is within tol of 1.
         "lsuv": Initializer(
             _orthogonal, {"gain": 1.0, "tol": 0.05, "max_iters": 10, "batch_size": 256},
-            refine=_lsuv, needs_data=True,
+            scheme="lsuv", needs_data=True,
             rules={"tol": "positive", "max_iters": "count", "batch_size": "positive_count"},
         ),
         # Greedy layer-wise pre-training (Hinton, Osindero & Teh 2006 with RBMs; Bengio et al. 2007
         # with autoencoders): each hidden layer trained as the encoder of an autoencoder on the
         # previous layer's outputs. Layers start from Glorot's "standard" init.
         "layerwise_autoencoder": Initializer(
-            _scaling(1 / 3, "fan_in", "uniform"),
+            _glorot_standard,
             {"steps": 200, "lr": 1e-3, "batch_size": 128, "examples": 10000, "noise": 0.0, "tied": 0,
              "log_every": 10},
-            refine=_layerwise_autoencoder, residual=False, needs_data=True,
+            scheme="layerwise_autoencoder", residual=False, needs_data=True,
             rules={"steps": "positive_count", "lr": "positive", "batch_size": "positive_count",
                    "examples": "positive_count", "noise": "fraction", "tied": "flag", "log_every": "positive_count"},
         ),
@@ -217,23 +214,20 @@ INITIALIZERS: Registry[Initializer] = Registry(
     },
 )
 
-# Bias initializers take the weight's shape (fan_in, fan_out) and return (fan_out,).
+# Bias samplers draw shape (fan_out,); their factories get the layer's fan_in.
 BIAS_INITIALIZERS: Registry[Initializer] = Registry(
     "bias initializer",
     {
-        "zeros": Initializer(lambda key, shape, a: jnp.zeros(shape[1:], jnp.float32)),
-        "constant": Initializer(lambda key, shape, a: jnp.full(shape[1:], a["value"], jnp.float32), {"value": 0.0}),
-        "normal": Initializer(lambda key, shape, a: a["std"] * jax.random.normal(key, shape[1:], jnp.float32), {"std": 0.01}),
-        "uniform": Initializer(
-            lambda key, shape, a: jax.random.uniform(key, shape[1:], jnp.float32, -a["limit"], a["limit"]),
-            {"limit": 0.05},
-        ),
+        "zeros": Initializer(_zeros, sigma_b2=lambda fi, a: 0.0),
+        # A constant non-zero bias shifts every unit alike: not the theory's random bias (None).
+        "constant": Initializer(_constant(lambda a: a["value"]), {"value": 0.0},
+                                sigma_b2=lambda fi, a: 0.0 if a["value"] == 0 else None),
+        "normal": Initializer(_normal(lambda a: a["std"]), {"std": 0.01}, sigma_b2=lambda fi, a: a["std"] ** 2),
+        "uniform": Initializer(_symmetric_uniform(lambda fi, a: a["limit"]), {"limit": 0.05},
+                               sigma_b2=lambda fi, a: a["limit"] ** 2 / 3),
         # PyTorch's nn.Linear default: U[±1/sqrt(fan_in)], the same law as Glorot's "standard".
-        "standard": Initializer(
-            lambda key, shape, a: jax.random.uniform(
-                key, shape[1:], jnp.float32, -1 / math.sqrt(shape[0]), 1 / math.sqrt(shape[0])
-            )
-        ),
+        "standard": Initializer(_symmetric_uniform(lambda fi, a: 1 / math.sqrt(fi)),
+                                sigma_b2=lambda fi, a: 1 / (3 * fi)),
     },
 )
 

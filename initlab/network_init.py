@@ -1,25 +1,50 @@
 """Initializers defined on the whole network rather than one weight matrix at a time: Fixup
 (structure), LSUV and greedy layer-wise autoencoder pre-training (data).
 
-Each is the ``refine`` step of an entry in ``initlab.initializers.INITIALIZERS``: it receives the
-parameters drawn layer by layer with the entry's sampler and returns the refined parameters and,
-for the data-dependent methods, a ``Trace`` that the run folder keeps.
+Each is a scheme of ``SCHEMES``, named by an entry of ``initlab.initializers.INITIALIZERS``
+(``scheme``; the entry also declares the arguments, checked when the config loads): it receives
+the parameters drawn layer by layer with the entry's sampler and returns the refined parameters
+and, for the data-dependent methods, a ``Trace`` that the run folder keeps. Weights are read
+through ``Dense.weight()`` and rescaled through ``Dense.scaled``, so a reparameterized weight is
+handled in one place (``initlab.params``).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initlab.initializers import RefineContext, Trace
-from initlab.model import ModelSpec, NormState, Params, _hidden_layer, apply
+from initlab.initializers import Trace
+from initlab.model import ModelSpec, _hidden_layer, apply
+from initlab.params import Dense, Layer, MLPParams, NormState
+from initlab.registry import Registry
 
 
-def fixup(ctx: RefineContext) -> tuple[Params, None]:
+@dataclass(frozen=True)
+class RefineContext:
+    """What a scheme sees after every layer has been drawn with its initializer's sampler: the
+    model's static spec, the drawn parameters and normalization state, the initializer's arguments,
+    a fresh key, and the training inputs (on the device) for data-dependent schemes."""
+
+    spec: ModelSpec
+    params: MLPParams
+    norm_state: NormState
+    args: Mapping[str, float]
+    key: jax.Array
+    x_train: jax.Array | None
+
+
+# ctx -> (params, trace or None)
+Scheme = Callable[[RefineContext], tuple[MLPParams, Trace | None]]
+
+
+def fixup(ctx: RefineContext) -> tuple[MLPParams, None]:
     """Fixup (Zhang, Dauphin & Ma 2019, "Fixup initialization: residual learning without
     normalization"), rules 1-3 for a residual MLP of L blocks with m = 2 layers per branch:
     the output (classification) layer and the last layer of every residual branch start at zero;
@@ -31,22 +56,25 @@ def fixup(ctx: RefineContext) -> tuple[Params, None]:
     blocks = spec.num_blocks
     scale = blocks ** (-1.0 / (2 * 2 - 2)) if blocks else 1.0
     first_of_block = (jnp.arange(spec.depth - 1) % 2 == 0)[:, None, None]  # hidden layers alternate 1st, 2nd
-    hidden = {**p["hidden"], "w": jnp.where(first_of_block, scale * p["hidden"]["w"], 0.0)}
-    return {**p, "hidden": hidden, "out": {**p["out"], "w": jnp.zeros_like(p["out"]["w"])}}, None
+    hidden = p.hidden.dense
+    # Fixup writes the stored w (a reparameterized weight would need its own parameters set).
+    hidden = hidden._replace(w=jnp.where(first_of_block, scale * hidden.weight(), 0.0))
+    out = p.out._replace(w=jnp.zeros_like(p.out.w))
+    return p._replace(hidden=p.hidden._replace(dense=hidden), out=out), None
 
 
-def scale_layers(params: Params, scales: jax.Array) -> Params:
+def scale_layers(params: MLPParams, scales: jax.Array) -> MLPParams:
     """``params`` with layer k's weight matrix multiplied by ``scales[k]`` ((depth + 1,): the hidden
     layers, then the output layer)."""
-    hidden = params["hidden"]["w"]
-    return {**params,
-            "inp": {**params["inp"], "w": scales[0] * params["inp"]["w"]},
-            "hidden": {**params["hidden"], "w": scales[1:1 + hidden.shape[0], None, None] * hidden},
-            "out": {**params["out"], "w": scales[-1] * params["out"]["w"]}}
+    inp, hidden = params.inp, params.hidden
+    n_hidden = hidden.dense.w.shape[0]
+    return params._replace(inp=inp._replace(dense=inp.dense.scaled(scales[0])),
+                           hidden=hidden._replace(dense=hidden.dense.scaled(scales[1:1 + n_hidden, None, None])),
+                           out=params.out.scaled(scales[-1]))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _lsuv_scales(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, tol, max_iters: int):
+def _lsuv_scales(spec: ModelSpec, params: MLPParams, state: NormState, x: jax.Array, tol, max_iters: int):
     """LSUV's loop: for each layer in order, measure its output variance on ``x`` and divide its
     weights by the standard deviation until |Var − 1| < tol or ``max_iters`` rescalings. Returns
     the per-layer multipliers and the traces (layers, max_iters + 1) of variance and multiplier
@@ -81,7 +109,7 @@ def _lsuv_scales(spec: ModelSpec, params: Params, state: NormState, x: jax.Array
     return jax.lax.fori_loop(0, n_layers, layer, (jnp.ones((n_layers,), jnp.float32), blank, blank))
 
 
-def lsuv(ctx: RefineContext) -> tuple[Params, Trace]:
+def lsuv(ctx: RefineContext) -> tuple[MLPParams, Trace]:
     """Layer-sequential unit-variance init (Mishkin & Matas 2016, "All you need is a good init",
     Algorithm 1): start from orthogonal weights (Saxe et al. 2014), then for each layer in order,
     on a batch of ``batch_size`` training examples, divide the layer's weights by sqrt(Var(output))
@@ -104,13 +132,13 @@ def _encoder_decoder_loss(spec, enc, dec, ls, h_in, h_target, tied):
     """Mean squared reconstruction error of one layer's autoencoder: the layer (with its norm and
     nonlinearity) encodes, a linear decoder (or the transposed encoder weights, ``tied``) decodes."""
     code, _, _ = _hidden_layer(spec, enc, ls, h_in, True, None, None)
-    w_dec = enc["w"].T if tied else dec["w"]
-    recon = code @ w_dec + dec["b"]  # (batch, fan_in)
+    w_dec = enc.dense.weight().T if tied else dec.weight()
+    recon = code @ w_dec + dec.b  # (batch, fan_in)
     return jnp.mean(jnp.square(recon - h_target))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _train_autoencoder(spec: ModelSpec, enc: Params, ls: NormState, h: jax.Array, key: jax.Array,
+def _train_autoencoder(spec: ModelSpec, enc: Layer, ls: dict, h: jax.Array, key: jax.Array,
                        steps: int, batch: int, tied: bool, lr, noise):
     """Adam on one layer's autoencoder for ``steps`` mini-batches drawn from ``h`` (n, fan_in);
     masking noise (Vincent et al. 2008) zeroes a ``noise`` fraction of the encoder's inputs.
@@ -118,8 +146,8 @@ def _train_autoencoder(spec: ModelSpec, enc: Params, ls: NormState, h: jax.Array
     fan_in = h.shape[1]
     k_dec, k_steps = jax.random.split(key)
     limit = jnp.sqrt(6.0 / (fan_in + spec.width))
-    dec = {"w": jax.random.uniform(k_dec, (spec.width, fan_in), jnp.float32, -limit, limit),
-           "b": jnp.zeros((fan_in,), jnp.float32)}
+    dtype = jnp.dtype(spec.dtype)
+    dec = Dense(jax.random.uniform(k_dec, (spec.width, fan_in), dtype, -limit, limit), jnp.zeros((fan_in,), dtype))
     opt = optax.adam(lr)
     trainable = (enc, dec)
 
@@ -138,12 +166,12 @@ def _train_autoencoder(spec: ModelSpec, enc: Params, ls: NormState, h: jax.Array
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode(spec: ModelSpec, lp: Params, ls: NormState, h: jax.Array) -> jax.Array:
+def _encode(spec: ModelSpec, lp: Layer, ls: dict, h: jax.Array) -> jax.Array:
     """One layer's output on ``h``: the next layer's training inputs."""
     return _hidden_layer(spec, lp, ls, h, True, None, None)[0]
 
 
-def layerwise_autoencoder(ctx: RefineContext) -> tuple[Params, Trace]:
+def layerwise_autoencoder(ctx: RefineContext) -> tuple[MLPParams, Trace]:
     """Greedy layer-wise pre-training with autoencoders (Bengio, Lamblin, Popovici & Larochelle
     2007, "Greedy layer-wise training of deep networks"; with RBMs, Hinton, Osindero & Teh 2006):
     hidden layer 1 is trained as the encoder of an autoencoder on ``examples`` training inputs for
@@ -159,8 +187,8 @@ def layerwise_autoencoder(ctx: RefineContext) -> tuple[Params, Trace]:
     h = ctx.x_train[jax.random.permutation(k_sub, ctx.x_train.shape[0])[:n]]  # (n, input_dim)
     params, rows = ctx.params, []
     for k, key in enumerate(jax.random.split(k_layers, spec.depth)):
-        lp = params["inp"] if k == 0 else jax.tree.map(lambda v: v[k - 1], params["hidden"])
-        ls = ctx.norm_state["inp"] if k == 0 else jax.tree.map(lambda v: v[k - 1], ctx.norm_state["hidden"])
+        lp = params.inp if k == 0 else jax.tree.map(lambda v: v[k - 1], params.hidden)
+        ls = ctx.norm_state.inp if k == 0 else jax.tree.map(lambda v: v[k - 1], ctx.norm_state.hidden)
         lp, losses = _train_autoencoder(spec, lp, ls, h, key, steps, batch, bool(a["tied"]),
                                         jnp.float32(a["lr"]), jnp.float32(a["noise"]))
         losses = np.asarray(losses, np.float64)
@@ -169,7 +197,13 @@ def layerwise_autoencoder(ctx: RefineContext) -> tuple[Params, Trace]:
                  for s in range(0, steps, every)]
         h = _encode(spec, lp, ls, h)
         if k == 0:
-            params = {**params, "inp": lp}
+            params = params._replace(inp=lp)
         else:
-            params = {**params, "hidden": jax.tree.map(lambda full, new: full.at[k - 1].set(new), params["hidden"], lp)}
+            params = params._replace(hidden=jax.tree.map(lambda full, new: full.at[k - 1].set(new), params.hidden, lp))
     return params, Trace("pretrain_losses.csv", ("layer", "step", "loss"), rows)
+
+
+SCHEMES: Registry[Scheme] = Registry(
+    "initialization scheme",
+    {"fixup": fixup, "lsuv": lsuv, "layerwise_autoencoder": layerwise_autoencoder},
+)

@@ -2,7 +2,7 @@
 
 Each entry works on one layer's activations ``x`` of shape ``(batch, width)``, with learned
 ``params`` (scale γ, shift β; Ioffe & Szegedy 2015 initialise them to 1 and 0) and, for batch
-norm, a running ``state``. In a stack of layers both carry a leading depth axis and are sliced by
+norm, a running ``state``, both made in the model's dtype. In a stack of layers both carry a leading depth axis and are sliced by
 ``lax.scan``.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -29,19 +30,27 @@ class NormSettings:
 
 @dataclass(frozen=True)
 class Normalization:
-    """init_params(width) -> params; init_state(width) -> state;
-    apply(params, state, x, train, settings) -> (y, new_state)."""
+    """init_params(width, dtype) -> params; init_state(width, dtype) -> state (dtype defaults to
+    float32); apply(params, state, x, train, settings) -> (y, new_state)."""
 
-    init_params: Callable[[int], Params]
-    init_state: Callable[[int], State]
+    init_params: Callable[..., Params]
+    init_state: Callable[..., State]
     apply: Callable[[Params, State, jnp.ndarray, bool, NormSettings], tuple[jnp.ndarray, State]]
 
 
-def _affine(width: int) -> Params:
-    return {"scale": jnp.ones((width,), jnp.float32), "shift": jnp.zeros((width,), jnp.float32)}
+def _affine(width: int, dtype: Any = jnp.float32) -> Params:
+    return {"scale": jnp.ones((width,), dtype), "shift": jnp.zeros((width,), dtype)}
 
 
-def _no_state(width: int) -> State:
+def _gain(width: int, dtype: Any = jnp.float32) -> Params:
+    return {"scale": jnp.ones((width,), dtype)}
+
+
+def _running_moments(width: int, dtype: Any = jnp.float32) -> State:
+    return {"mean": jnp.zeros((width,), dtype), "var": jnp.ones((width,), dtype)}
+
+
+def _nothing(width: int, dtype: Any = jnp.float32) -> dict:
     return {}
 
 
@@ -92,14 +101,10 @@ def rmsnorm_apply(params, state, x, train, settings):
 NORMALIZATIONS: Registry[Normalization] = Registry(
     "normalization",
     {
-        "none": Normalization(lambda width: {}, _no_state, _identity),
-        "batchnorm": Normalization(
-            _affine,
-            lambda width: {"mean": jnp.zeros((width,), jnp.float32), "var": jnp.ones((width,), jnp.float32)},
-            batchnorm_apply,
-        ),
-        "layernorm": Normalization(_affine, _no_state, layernorm_apply),
-        "rmsnorm": Normalization(lambda width: {"scale": jnp.ones((width,), jnp.float32)}, _no_state, rmsnorm_apply),
+        "none": Normalization(_nothing, _nothing, _identity),
+        "batchnorm": Normalization(_affine, _running_moments, batchnorm_apply),
+        "layernorm": Normalization(_affine, _nothing, layernorm_apply),
+        "rmsnorm": Normalization(_gain, _nothing, rmsnorm_apply),
     },
 )
 

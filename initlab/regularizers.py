@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from initlab.activations import SELU_ALPHA, SELU_LAMBDA
+from initlab.params import Dense
 from initlab.registry import Registry
 
 # (key, a (batch, width), rate) -> a with units dropped
@@ -51,16 +53,18 @@ def get_dropout(name: str, key: str = "model.dropout_kind") -> DropoutFn:
     return DROPOUTS.get(name, key)
 
 
-def max_norm(params, bound: float):
+def max_norm(params: Any, bound: float) -> Any:
     """The max-norm constraint (Srebro & Shraibman 2005; used with dropout by Hinton et al. 2012 and
-    Srivastava et al. 2014): every unit's incoming weight vector (a column of a (fan_in, fan_out)
-    weight matrix, also inside stacked (layers, fan_in, fan_out) blocks) whose L2 norm exceeds
-    ``bound`` is scaled back onto the ball of radius ``bound``; other parameters are unchanged."""
+    Srivastava et al. 2014): in every ``Dense`` layer of ``params`` (found by type, stacked
+    (layers, fan_in, fan_out) ones included), every unit's incoming weight vector (a column of the
+    weight matrix) whose L2 norm exceeds ``bound`` is scaled back onto the ball of radius ``bound``;
+    biases and all other parameters are unchanged."""
 
-    def project(path, leaf):
-        if getattr(path[-1], "key", None) != "w":
-            return leaf
-        norms = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=-2, keepdims=True))  # (..., 1, fan_out)
-        return leaf * jnp.minimum(1.0, bound / jnp.maximum(norms, 1e-12))
+    def project(node):
+        if not isinstance(node, Dense):
+            return node
+        w = node.weight()
+        norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=-2, keepdims=True))  # (..., 1, fan_out)
+        return node.scaled(jnp.minimum(1.0, bound / jnp.maximum(norms, 1e-12)))
 
-    return jax.tree_util.tree_map_with_path(project, params)
+    return jax.tree.map(project, params, is_leaf=lambda node: isinstance(node, Dense))

@@ -29,6 +29,7 @@ import numpy as np
 
 from initlab.activations import ACTIVATIONS, derivative
 from initlab.errors import InitlabError
+from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 
 N_NODES = 200  # Gauss–Legendre nodes on each half-line; 2-D integrals use the tensor product
 Z_MAX = 12.0  # the Gaussian measure beyond ±12 is below 1e-32
@@ -300,30 +301,26 @@ def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float
 
 def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
     """(σ_w² of the first layer, σ_w² of the hidden layers, σ_b²) of a model config, or the reason
-    mean-field theory does not describe it. σ_w² = fan_in · Var(W) of each initializer."""
-    from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
-
+    mean-field theory does not describe it. σ_w² = fan_in · Var(W) and σ_b² = Var(b) are read from
+    the initializers' registry entries (``sigma_w2``, ``sigma_b2``); σ_b² is the hidden layers' (fan-in
+    ``width``)."""
     if m.norm != "none":
         return f"{m.norm} renormalises every layer; the mean-field maps describe un-normalised networks"
     if m.residual:
         return "skip connections add each block's input to its output; the mean-field maps describe plain MLPs"
     init = INITIALIZERS[m.init]
-    if init.refine is not None:
+    if init.scheme is not None:
         what = "fitted to data" if init.needs_data else "set per layer by the network's structure"
         return f"{m.init} weights are {what}, not drawn i.i.d. with one variance; the theory does not apply"
     if init.sigma_w2 is None:
         return f"{m.init} has no fixed weight variance (fan_in · Var(W)) for the theory to use"
     w_first = init.sigma_w2(input_dim, m.width, m.init_args)
     w_hidden = init.sigma_w2(m.width, m.width, m.init_args)
-    if init.bias is not None:
-        b = m.init_args.get("sigma_b", 0.0) ** 2
-    else:
-        a = m.bias_init_args
-        bias_var = {"zeros": 0.0, "normal": a.get("std", 0.0) ** 2, "uniform": a.get("limit", 0.0) ** 2 / 3,
-                    "standard": 1 / (3 * m.width), "constant": 0.0 if a.get("value", 0.0) == 0 else None}
-        b = bias_var.get(BIAS_INITIALIZERS.canonical(m.bias_init))
-        if b is None:
-            return "a constant non-zero bias shifts every unit alike; the theory assumes random biases"
+    own = init.bias is not None  # the initializer's own bias law (mean-field)
+    bias, bias_args = (init, m.init_args) if own else (BIAS_INITIALIZERS[m.bias_init], m.bias_init_args)
+    b = bias.sigma_b2(m.width, bias_args) if bias.sigma_b2 is not None else None
+    if b is None:
+        return "a constant non-zero bias shifts every unit alike; the theory assumes random biases"
     return w_first, w_hidden, b
 
 

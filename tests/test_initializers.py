@@ -6,6 +6,7 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from initlab.errors import ConfigError
 from initlab.initializers import (
     BIAS_INITIALIZERS,
     INITIALIZERS,
+    Role,
     get_bias_initializer,
     get_initializer,
     resolve_args,
@@ -33,7 +35,13 @@ KEY = jax.random.PRNGKey(0)
 
 def sample(name: str, shape=SHAPE, given=None, key=KEY) -> np.ndarray:
     entry = INITIALIZERS[name]
-    return np.asarray(entry.weight(key, shape, resolve_args(entry, given, "model.init_args")))
+    draw = entry.sampler(resolve_args(entry, given, "model.init_args"), Role.HIDDEN, shape[0])
+    return np.asarray(draw(key, shape, jnp.float32))
+
+
+def bias_sample(entry, args, fan_in: int, fan_out: int, key=KEY) -> np.ndarray:
+    """A bias of ``fan_out`` units of a layer with ``fan_in`` inputs, by a bias sampler factory."""
+    return np.asarray(entry(args, Role.HIDDEN, fan_in)(key, (fan_out,), jnp.float32))
 
 
 @functools.cache
@@ -66,6 +74,8 @@ def test_shape_dtype_finite(name):
 @pytest.mark.parametrize("name", CANONICAL)
 def test_deterministic_for_a_key(name):
     np.testing.assert_array_equal(sample(name, key=jax.random.PRNGKey(0)), cached(name))
+    other = sample(name, key=jax.random.PRNGKey(1))
+    assert np.array_equal(other, cached(name)) == (name in ("zeros", "constant"))  # only these ignore the key
 
 
 @pytest.mark.parametrize("name", [n for n in CANONICAL if n not in ("zeros", "constant")])
@@ -220,7 +230,7 @@ def test_expected_aliases():
 @pytest.mark.parametrize("name", WITH_BIAS)
 def test_prescribed_bias_has_shape_fan_out(name):
     entry = INITIALIZERS[name]
-    b = entry.bias(KEY, SHAPE, resolve_args(entry, {"sigma_b": 0.5} if name == "mean_field" else None, "k"))
+    b = bias_sample(entry.bias, resolve_args(entry, {"sigma_b": 0.5} if name == "mean_field" else None, "k"), *SHAPE)
     assert b.shape == (SHAPE[1],)
 
 
@@ -228,7 +238,7 @@ def test_prescribed_bias_has_shape_fan_out(name):
 def test_mean_field_bias_is_normal_sigma_b(sigma_b):
     entry = INITIALIZERS["mean_field"]
     args = resolve_args(entry, {"sigma_b": sigma_b}, "model.init_args")
-    b = np.asarray(entry.bias(KEY, (1, BIAS_DRAWS), args)).ravel()  # 60k draws, whatever the shape rule
+    b = bias_sample(entry.bias, args, 1, BIAS_DRAWS)
     assert np.all(np.isfinite(b))
     if sigma_b == 0:
         assert not np.any(b)
@@ -249,7 +259,7 @@ def test_mean_field_defaults():
 @pytest.mark.parametrize("name", BIAS_INITIALIZERS.all_names())
 def test_bias_shape_dtype_finite(name):
     entry = BIAS_INITIALIZERS[name]
-    b = np.asarray(entry.weight(KEY, SHAPE, resolve_args(entry, None, "model.bias_init_args")))
+    b = bias_sample(entry.sampler, resolve_args(entry, None, "model.bias_init_args"), *SHAPE)
     assert b.shape == (SHAPE[1],)
     assert b.dtype == np.float32
     assert np.all(np.isfinite(b))
@@ -257,7 +267,7 @@ def test_bias_shape_dtype_finite(name):
 
 def test_bias_standard_within_one_over_sqrt_fan_in():
     fan_in = 400
-    b = np.asarray(BIAS_INITIALIZERS["standard"].weight(KEY, (fan_in, BIAS_DRAWS), {}))
+    b = bias_sample(BIAS_INITIALIZERS["standard"].sampler, {}, fan_in, BIAS_DRAWS)
     limit = 1 / math.sqrt(fan_in)
     assert np.abs(b).max() <= limit * (1 + 1e-6)
     assert np.abs(b).max() >= 0.999 * limit
@@ -265,16 +275,68 @@ def test_bias_standard_within_one_over_sqrt_fan_in():
 
 
 def test_bias_zeros_constant_normal_uniform():
-    shape = (10, BIAS_DRAWS)
-    zeros = BIAS_INITIALIZERS["zeros"].weight(KEY, shape, {})
-    assert not np.any(np.asarray(zeros))
-    const = np.asarray(BIAS_INITIALIZERS["constant"].weight(KEY, shape, {"value": 0.25}))
-    np.testing.assert_array_equal(const, np.full(BIAS_DRAWS, 0.25, np.float32))
+    def draw(name, args):
+        return bias_sample(BIAS_INITIALIZERS[name].sampler, args, 10, BIAS_DRAWS)
+
+    assert not np.any(draw("zeros", {}))
+    np.testing.assert_array_equal(draw("constant", {"value": 0.25}), np.full(BIAS_DRAWS, 0.25, np.float32))
     assert resolve_args(BIAS_INITIALIZERS["constant"], None, "k") == {"value": 0.0}
-    normal = np.asarray(BIAS_INITIALIZERS["normal"].weight(KEY, shape, {"std": 0.2}))
-    assert normal.std() == pytest.approx(0.2, rel=0.02)
-    uniform = np.abs(np.asarray(BIAS_INITIALIZERS["uniform"].weight(KEY, shape, {"limit": 0.1})))
+    assert draw("normal", {"std": 0.2}).std() == pytest.approx(0.2, rel=0.02)
+    uniform = np.abs(draw("uniform", {"limit": 0.1}))
     assert 0.0999 <= uniform.max() <= 0.1 * (1 + 1e-6)
+
+
+# Bias variances given as metadata (sigma_b2 = Var(b), what initlab.theory reads): checked against
+# a large draw, non-default arguments included so that an argument the formula ignores shows up.
+BIAS_CASES = [(name, None) for name in BIAS_INITIALIZERS] + [
+    ("constant", {"value": 0.0}), ("normal", {"std": 0.3}), ("uniform", {"limit": 0.2})]
+
+
+@pytest.mark.parametrize("name, given", BIAS_CASES, ids=[f"{n}-{g}" for n, g in BIAS_CASES])
+@pytest.mark.parametrize("fan_in", [10, 400])
+def test_bias_variance_metadata_matches_a_large_draw(name, given, fan_in):
+    entry = BIAS_INITIALIZERS[name]
+    args = resolve_args(entry, given, "model.bias_init_args")
+    b = bias_sample(entry.sampler, args, fan_in, BIAS_DRAWS)
+    expected = entry.sigma_b2(fan_in, args)
+    if expected is None:  # the theory does not apply: a constant, non-zero bias
+        assert name == "constant" and args["value"] != 0 and np.all(b == args["value"])
+    else:
+        assert b.var(dtype=np.float64) == pytest.approx(expected, rel=0.03, abs=1e-12)
+
+
+def test_constant_bias_has_no_variance_for_the_theory_unless_zero():
+    entry = BIAS_INITIALIZERS["constant"]
+    assert entry.sigma_b2(10, {"value": 0.0}) == 0.0 and entry.sigma_b2(10, {"value": 0.5}) is None
+
+
+@pytest.mark.parametrize("sigma_b", [0.0, 0.3])
+def test_prescribed_bias_variance_metadata_matches_a_large_draw(sigma_b):
+    entry = INITIALIZERS["mean_field"]
+    args = resolve_args(entry, {"sigma_b": sigma_b}, "model.init_args")
+    b = bias_sample(entry.bias, args, 50, BIAS_DRAWS)
+    assert b.var(dtype=np.float64) == pytest.approx(entry.sigma_b2(50, args), rel=0.03, abs=1e-12)
+
+
+def test_every_entry_with_its_own_bias_gives_its_variance():
+    assert all(INITIALIZERS[n].sigma_b2 is not None for n in WITH_BIAS)
+    assert all(entry.sigma_b2 is not None for entry in BIAS_INITIALIZERS.values())
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+@pytest.mark.parametrize("role", list(Role))
+def test_weight_samplers_take_the_role_and_draw_in_the_dtype_asked_for(name, role):
+    entry = INITIALIZERS[name]
+    draw = entry.sampler(resolve_args(entry, None, "k"), role, 12)
+    w = draw(KEY, (12, 6), jnp.bfloat16)
+    assert w.shape == (12, 6) and w.dtype == jnp.bfloat16 and np.isfinite(np.asarray(w, np.float32)).all()
+
+
+@pytest.mark.parametrize("name", list(BIAS_INITIALIZERS))
+def test_bias_samplers_draw_in_the_dtype_asked_for(name):
+    entry = BIAS_INITIALIZERS[name]
+    b = entry.sampler(resolve_args(entry, None, "k"), Role.OUTPUT, 12)(KEY, (6,), jnp.bfloat16)
+    assert b.shape == (6,) and b.dtype == jnp.bfloat16
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Network-level initializers: Fixup's zero branches and L^(-1/2) scaling, LSUV's unit variances,
-and greedy layer-wise autoencoder pre-training."""
+"""Network-level initializers (the schemes of initlab.network_init): Fixup's zero branches and
+L^(-1/2) scaling, LSUV's unit variances, and greedy layer-wise autoencoder pre-training."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
+from initlab.build import REFINE_STREAM, init_params, init_params_traced, model_spec
 from initlab.initializers import INITIALIZERS
-from initlab.model import REFINE_STREAM, ModelSpec, apply, init_params, init_params_traced
+from initlab.model import apply
+from initlab.network_init import SCHEMES
 
 from conftest import tiny
 
@@ -17,7 +19,7 @@ X = jax.random.normal(jax.random.PRNGKey(11), (1024, 16))  # (examples, input_di
 
 def build(x=X, **model):
     cfg = tiny(model=model)
-    spec = ModelSpec.from_config(cfg.model, x.shape[1], 4)
+    spec = model_spec(cfg.model, x.shape[1], 4)
     params, state, trace = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), x)
     return spec, params, state, trace, cfg
 
@@ -35,9 +37,9 @@ def test_fixup_branches_output_zero_and_network_outputs_zero(depth):
     every block is the identity at initialization (ReLU of a non-negative input is itself)."""
     spec, params, state, trace, _ = build(depth=depth, width=32, residual=True, init="fixup")
     assert trace is None
-    w = np.asarray(params["hidden"]["w"])
+    w = np.asarray(params.hidden.dense.w)
     assert np.all(w[1::2] == 0) and np.all(w[0::2] != 0)  # branch layer 2 zero, layer 1 drawn
-    assert np.all(np.asarray(params["out"]["w"]) == 0)
+    assert np.all(np.asarray(params.out.w) == 0)
     logits, _, v = apply(spec, params, state, X, train=True, collect=lambda z, a: jnp.stack([jnp.var(a), jnp.mean(a)]))
     assert np.all(np.asarray(logits) == 0)
     block_outputs = np.asarray(v)[0:depth:2]  # layer 1, then the output of each block
@@ -47,12 +49,12 @@ def test_fixup_branches_output_zero_and_network_outputs_zero(depth):
 def test_fixup_scales_first_branch_layers_by_blocks_to_the_minus_half():
     depth, width = 33, 256  # 16 blocks: scale 16^(-1/2) = 1/4 of He's std sqrt(2/width)
     spec, params, _, _, _ = build(depth=depth, width=width, residual=True, init="fixup")
-    first = np.asarray(params["hidden"]["w"])[0::2]
+    first = np.asarray(params.hidden.dense.w)[0::2]
     expected_std = np.sqrt(2 / width) / 4
     assert first.std() == pytest.approx(expected_std, rel=0.02)
     assert spec.num_blocks == 16
-    np.testing.assert_array_equal(np.asarray(params["blocks"]["mult"]), np.ones(16))
-    np.testing.assert_array_equal(np.asarray(params["blocks"]["bias"]), np.zeros((16, 2)))
+    np.testing.assert_array_equal(np.asarray(params.blocks.mult), np.ones(16))
+    np.testing.assert_array_equal(np.asarray(params.blocks.bias), np.zeros((16, 2)))
 
 
 def test_fixup_trains_a_deep_residual_net_without_normalization():
@@ -132,7 +134,7 @@ def test_lsuv_needs_more_than_one_iteration_with_biases():
 
 def test_data_dependent_init_without_data_is_an_error():
     cfg = tiny(model={"init": "lsuv"})
-    spec = ModelSpec.from_config(cfg.model, 16, 4)
+    spec = model_spec(cfg.model, 16, 4)
     with pytest.raises(ValueError, match="needs the training inputs"):
         init_params(spec, cfg.model, jax.random.PRNGKey(0))
 
@@ -151,9 +153,9 @@ def test_layerwise_autoencoder_lowers_each_layers_reconstruction_loss():
     # Every hidden layer moved away from its draw; the output layer kept it.
     base, _ = init_params(spec, tiny(model={"depth": 3, "width": 24, "activation": "tanh", "init": "standard"}).model,
                           jax.random.PRNGKey(0))
-    assert not np.allclose(np.asarray(params["inp"]["w"]), np.asarray(base["inp"]["w"]))
-    assert not np.allclose(np.asarray(params["hidden"]["w"]), np.asarray(base["hidden"]["w"]))
-    np.testing.assert_array_equal(np.asarray(params["out"]["w"]), np.asarray(base["out"]["w"]))
+    assert not np.allclose(np.asarray(params.inp.dense.w), np.asarray(base.inp.dense.w))
+    assert not np.allclose(np.asarray(params.hidden.dense.w), np.asarray(base.hidden.dense.w))
+    np.testing.assert_array_equal(np.asarray(params.out.w), np.asarray(base.out.w))
 
 
 @pytest.mark.parametrize("extra", [{"tied": 1}, {"noise": 0.3}])
@@ -178,4 +180,21 @@ def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
 
 
 def test_every_network_level_initializer_is_covered_here():
-    assert {n for n, e in INITIALIZERS.items() if e.refine is not None} == {"fixup", "lsuv", "layerwise_autoencoder"}
+    assert {n for n, e in INITIALIZERS.items() if e.scheme is not None} == {"fixup", "lsuv", "layerwise_autoencoder"}
+
+
+def test_every_scheme_is_named_by_exactly_one_initializer():
+    named = [e.scheme for e in INITIALIZERS.values() if e.scheme is not None]
+    assert sorted(named) == sorted(SCHEMES) and len(set(named)) == len(named)
+
+
+def test_schemes_keep_the_spec_dtype():
+    import dataclasses
+
+    for model in ({"init": "fixup", "residual": True, "depth": 5}, {"init": "lsuv", "depth": 3},
+                  {"init": "layerwise_autoencoder", "depth": 2,
+                   "init_args": {"steps": 3, "examples": 64, "batch_size": 16, "log_every": 3}}):
+        cfg = tiny(model={"width": 16, **model})
+        spec = dataclasses.replace(model_spec(cfg.model, 16, 4), dtype="bfloat16")
+        params, _, _ = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), X.astype(jnp.bfloat16))
+        assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}, model

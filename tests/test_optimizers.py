@@ -259,3 +259,23 @@ def test_target_scale_only_with_mse():
     with pytest.raises(ConfigError, match="train.target_scale: 1.0 has no effect with train.loss: 'cross_entropy'"):
         from_dict({"train": {"target_scale": 1.0}})
     assert from_dict({"train": {"loss": "mse", "target_scale": 1.0}}).train.target_scale == 1.0
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_updates_the_typed_mlp_params(name):
+    """The model's parameters are NamedTuples with an empty (None) ``blocks`` for a plain MLP:
+    every optimizer, with weight decay, keeps that structure, the shapes and the dtype."""
+    from initlab.build import init_params, model_spec
+
+    from conftest import tiny
+
+    for residual in (False, True):
+        cfg = tiny(model={"depth": 3, "width": 8, "residual": residual, "norm": "layernorm"})
+        params, _ = init_params(model_spec(cfg.model, 5, 3), cfg.model, jax.random.PRNGKey(0))
+        opt = build_optimizer(name, "constant", 0.1, 10, 0, 0.9, 0.01)
+        grads = jax.tree.map(jnp.ones_like, params)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        new = optax.apply_updates(params, updates)
+        assert jax.tree.structure(new) == jax.tree.structure(params)
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
+            assert a.shape == b.shape and a.dtype == b.dtype and not np.array_equal(np.asarray(a), np.asarray(b))

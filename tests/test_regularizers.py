@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from initlab.activations import SELU_ALPHA, SELU_LAMBDA, selu
+from initlab.params import Blocks, Dense, Layer, MLPParams, effective_weights
 from initlab.regularizers import DROPOUTS, alpha_dropout, alpha_dropout_affine, max_norm, standard_dropout
 
 N = 400_000
@@ -57,15 +58,22 @@ def test_every_dropout_is_deterministic_per_key(name):
 
 
 def test_max_norm_bounds_every_units_incoming_weights_and_leaves_the_rest():
-    """Srebro & Shraibman 2005 / Srivastava et al. 2014: each column (a unit's incoming weights) is
-    projected onto the ball of radius c; columns already inside, biases and other leaves stay."""
+    """Srebro & Shraibman 2005 / Srivastava et al. 2014: each column (a unit's incoming weights) of
+    every Dense layer, found by type in the typed tree, is projected onto the ball of radius c;
+    columns already inside, biases, normalization parameters and the blocks' scalars stay."""
     key = jax.random.PRNGKey(7)
     w = jax.random.normal(key, (50, 6)) * jnp.array([0.01, 0.1, 0.2, 1.0, 2.0, 5.0])  # column norms ~0.07 .. 35
     stacked = jax.random.normal(jax.random.PRNGKey(8), (3, 50, 6))
-    params = {"inp": {"w": w, "b": jnp.full((6,), 100.0)}, "hidden": {"w": stacked}, "blocks": {"mult": jnp.ones(2)}}
+    w_out = 4.0 * jax.random.normal(jax.random.PRNGKey(9), (6, 2))
+    scale = jnp.full((3, 6), 50.0)  # a normalization's gain, much larger than c: not a weight
+    params = MLPParams(inp=Layer(Dense(w, jnp.full((6,), 100.0)), {}),
+                       hidden=Layer(Dense(stacked, jnp.zeros((3, 6))), {"scale": scale}),
+                       out=Dense(w_out, jnp.zeros(2)),
+                       blocks=Blocks(jnp.full((2, 2), 100.0), jnp.ones(2)))
     c = 3.0
     out = max_norm(params, c)
-    for before, after in ((w, out["inp"]["w"]), (stacked, out["hidden"]["w"])):
+    assert jax.tree.structure(out) == jax.tree.structure(params)
+    for before, after in zip(effective_weights(params), effective_weights(out)):
         n_before = np.linalg.norm(np.asarray(before), axis=-2)
         n_after = np.linalg.norm(np.asarray(after), axis=-2)
         assert np.all(n_after <= c * (1 + 1e-6))
@@ -76,5 +84,24 @@ def test_max_norm_bounds_every_units_incoming_weights_and_leaves_the_rest():
         # direction kept: projected columns are positive multiples of the originals
         cos = np.sum(np.asarray(before) * np.asarray(after), axis=-2) / (n_before * n_after)
         np.testing.assert_allclose(cos, 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(out["inp"]["b"]), np.asarray(params["inp"]["b"]))
-    np.testing.assert_array_equal(np.asarray(out["blocks"]["mult"]), np.ones(2))
+    np.testing.assert_array_equal(np.asarray(out.inp.dense.b), np.asarray(params.inp.dense.b))
+    np.testing.assert_array_equal(np.asarray(out.hidden.norm["scale"]), np.asarray(scale))
+    np.testing.assert_array_equal(np.asarray(out.blocks.bias), np.asarray(params.blocks.bias))
+    np.testing.assert_array_equal(np.asarray(out.blocks.mult), np.ones(2))
+
+
+def test_max_norm_on_a_drawn_network_touches_only_weights():
+    from initlab.build import init_params, model_spec
+
+    from conftest import tiny
+
+    cfg = tiny(model={"depth": 5, "width": 16, "residual": True, "norm": "layernorm", "init": "normal",
+                      "init_args": {"std": 2.0}, "bias_init": "normal", "bias_init_args": {"std": 5.0}})
+    params, _ = init_params(model_spec(cfg.model, 8, 3), cfg.model, jax.random.PRNGKey(0))
+    out = max_norm(params, 1.0)
+    for w in effective_weights(out):
+        assert np.all(np.linalg.norm(np.asarray(w), axis=-2) <= 1.0 + 1e-5)
+    for part in (lambda p: p.inp.dense.b, lambda p: p.hidden.dense.b, lambda p: p.out.b, lambda p: p.hidden.norm,
+                 lambda p: p.blocks):
+        for a, b in zip(jax.tree.leaves(part(out)), jax.tree.leaves(part(params))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -12,10 +12,10 @@ from initlab.activations import ACTIVATIONS
 from initlab.cli import app
 from initlab.config import from_dict
 from initlab.errors import InitlabError
-from initlab.initializers import INITIALIZERS, resolve_args
-from initlab.model import ModelSpec, init_params
+from initlab.build import init_params, model_spec
+from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
 from initlab.optimizers import LOSSES
-from initlab.stats import make_layer_stats
+from initlab.step import make_layer_stats
 from initlab.theory import (CLOSED_FORMS, MeanField, _e1, _functions, critical_sigma_w2, effective_sigmas,
                             phase_table, predict_config, predict_layers)
 
@@ -77,8 +77,31 @@ def test_every_activation_has_finite_maps(name):
 def test_effective_sigma_w2_is_fan_in_times_variance(name):
     entry = INITIALIZERS[name]
     args = resolve_args(entry, None, "x")
-    w = np.asarray(entry.weight(jax.random.PRNGKey(0), (600, 400), args))
+    w = np.asarray(entry.sampler(args, Role.HIDDEN, 600)(jax.random.PRNGKey(0), (600, 400), jnp.float32))
     assert 600 * w.var() == pytest.approx(entry.sigma_w2(600, 400, args), rel=0.03, abs=1e-6)
+
+
+@pytest.mark.parametrize("bias_init, args", [(n, {}) for n in BIAS_INITIALIZERS] + [
+    ("normal", {"std": 0.3}), ("uniform", {"limit": 0.2}), ("constant", {"value": 0.5})])
+def test_effective_sigma_b2_is_the_bias_entry_s_variance(bias_init, args):
+    cfg = from_dict({"model": {"width": 64, "bias_init": bias_init, "bias_init_args": args}})
+    entry = BIAS_INITIALIZERS[bias_init]
+    expected = entry.sigma_b2(64, cfg.model.bias_init_args)  # the hidden layers' fan-in is the width
+    sig = effective_sigmas(cfg.model, 784)
+    if expected is None:
+        assert isinstance(sig, str) and "constant non-zero bias" in sig
+    else:
+        assert sig == (2.0, 2.0, expected)
+
+
+def test_effective_sigma_b2_values():
+    def b2(**model):
+        return effective_sigmas(from_dict({"model": {"width": 50, **model}}).model, 784)[2]
+
+    assert b2(bias_init="standard") == pytest.approx(1 / 150)
+    assert b2(bias_init="normal", bias_init_args={"std": 0.1}) == pytest.approx(0.01)
+    assert b2(init="mean_field", init_args={"sigma_b": 0.2}) == pytest.approx(0.04)  # the init's own biases
+    assert b2(bias_init="constant") == 0.0
 
 
 def test_theory_does_not_apply_says_why():
@@ -101,7 +124,7 @@ def test_predicted_per_layer_variance_matches_measurement(activation, init, args
     depth, width, d_in, batch = 8, 1024, 256, 256
     cfg = from_dict({"model": {"depth": depth, "width": width, "activation": activation, "init": init,
                                "init_args": args}})
-    spec = ModelSpec.from_config(cfg.model, d_in, 10)
+    spec = model_spec(cfg.model, d_in, 10)
     stats_fn = make_layer_stats(spec, LOSSES["cross_entropy"])
     pre, grad = [], []
     for seed in range(3):

@@ -1,0 +1,72 @@
+"""From a model config to a network: the one place that resolves ``ModelConfig`` into the model's
+static spec, each layer role's samplers and the whole-network scheme, and draws the parameters.
+
+It sits above the model and the schemes (``initlab.network_init``) and below training, so the
+registries and the model never import the configuration.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from initlab.config import ModelConfig
+from initlab.initializers import Role, Trace, get_bias_initializer, get_initializer
+from initlab.model import LayerSamplers, ModelSpec, init_layers
+from initlab.network_init import SCHEMES, RefineContext
+from initlab.normalizations import NormSettings
+from initlab.params import MLPParams, NormState
+
+# fold_in index of the schemes' key (LSUV's batch, pre-training's samples).
+REFINE_STREAM = 2**31 - 1
+
+
+def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
+    """The static spec of the network ``m`` describes, for inputs of ``input_dim`` and
+    ``num_classes`` classes (parameters in float32 until the config has a dtype)."""
+    return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
+                     NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind)
+
+
+def layer_samplers(m: ModelConfig) -> LayerSamplers:
+    """(role, fan_in) -> (weight sampler, bias sampler): ``m.init`` with ``m.init_args`` for the
+    weights; for the biases, the initializer's own bias law where it prescribes one (mean-field,
+    Fixup), else ``m.bias_init`` with ``m.bias_init_args``."""
+    init = get_initializer(m.init)
+    if init.bias is not None:
+        bias, bias_args = init.bias, m.init_args
+    else:
+        bias, bias_args = get_bias_initializer(m.bias_init).sampler, m.bias_init_args
+
+    def samplers(role: Role, fan_in: int):
+        return init.sampler(m.init_args, role, fan_in), bias(bias_args, role, fan_in)
+
+    return samplers
+
+
+def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
+                       x_train: jax.Array | None = None) -> tuple[MLPParams, NormState, Trace | None]:
+    """Parameters, normalization state and the scheme's trace (None for per-layer samplers).
+
+    Every layer is drawn with ``layer_samplers(m)`` (``initlab.model.init_layers``); a
+    whole-network scheme (Fixup, LSUV, layer-wise pre-training) then refines the whole tree,
+    data-dependent ones on ``x_train`` (ValueError without it).
+    """
+    init = get_initializer(m.init)
+    # A stream of its own (fold_in(key, i) equals split(key, n)[i] for small i, so 1 would reuse a
+    # layer's key), leaving the per-layer draws as they were before refinement existed.
+    refine_key = jax.random.fold_in(key, REFINE_STREAM)
+    params, state = init_layers(spec, layer_samplers(m), key)
+    if init.scheme is None:
+        return params, state, None
+    if init.needs_data and x_train is None:
+        raise ValueError(f"initializer {m.init!r} needs the training inputs")
+    scheme = SCHEMES.get(init.scheme, "model.init")
+    params, trace = scheme(RefineContext(spec, params, state, m.init_args, refine_key, x_train))
+    return params, state, trace
+
+
+def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array,
+                x_train: jax.Array | None = None) -> tuple[MLPParams, NormState]:
+    """``init_params_traced`` without the trace."""
+    params, state, _ = init_params_traced(spec, m, key, x_train)
+    return params, state
