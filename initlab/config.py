@@ -37,13 +37,28 @@ def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None
     return field(default=default, metadata=meta)
 
 
-def _registry_names(module: str, attr: str) -> Callable[[], list[str]]:
-    """Lazy registry lookup, so config stays importable without pulling in jax."""
+def _stat_names(fn: str) -> list[str]:
+    """Names from the statistics registry (``default_names``, ``signal_names`` or ``names``: all)."""
+    from initlab import stats
+
+    return list(getattr(stats, fn)())
+
+
+def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], list[str]]:
+    """The names (canonical, then aliases) of the registry ``pick(initlab)`` returns, e.g.
+    ``lambda pkg: pkg.initializers.INITIALIZERS``, read when a config is validated rather than when
+    this module loads: the registries import jax, which loading a config must not (the CLI sets JAX's
+    cache options before jax loads), and ``initlab.data`` imports this module."""
 
     def names() -> list[str]:
-        import importlib
+        import initlab.activations
+        import initlab.data
+        import initlab.initializers
+        import initlab.normalizations
+        import initlab.optimizers
+        import initlab.regularizers
 
-        return importlib.import_module(f"initlab.{module}").__dict__[attr].all_names()
+        return pick(initlab).all_names()
 
     return names
 
@@ -53,10 +68,10 @@ class DataConfig:
     """Where inputs come from and how they are preprocessed."""
 
     dataset: str = spec("mnist", "dataset: mnist, or gaussian (N(0,1) inputs, labels from a fixed random teacher)",
-                        choices=_registry_names("data", "DATASETS"))
+                        choices=_registry_names(lambda pkg: pkg.data.DATASETS))
     preprocess: str = spec("standardize", "none (pixels/255), center (zero mean per input), standardize (zero mean "
                            "per input, unit variance on average; Efficient BackProp), whiten (ZCA: decorrelated "
-                           "inputs)", choices=_registry_names("data", "PREPROCESSORS"))
+                           "inputs)", choices=_registry_names(lambda pkg: pkg.data.PREPROCESSORS))
     whiten_eps: float = spec(0.1, "whiten only: epsilon added to the covariance eigenvalues before the inverse square "
                              "root (damps the near-constant pixel directions)", gt=0)
     train_size: int | None = spec(None, "use only the first N training examples (default: all; gaussian: 10000)", ge=1)
@@ -74,14 +89,17 @@ class ModelConfig:
 
     depth: int = spec(3, "number of hidden layers", ge=1, le=1000)
     width: int = spec(256, "units per hidden layer", ge=1, le=65536)
-    activation: str = spec("relu", "nonlinearity of the hidden layers", choices=_registry_names("activations", "ACTIVATIONS"))
-    init: str = spec("he_normal", "weight initializer of every layer", choices=_registry_names("initializers", "INITIALIZERS"))
+    activation: str = spec("relu", "nonlinearity of the hidden layers",
+                           choices=_registry_names(lambda pkg: pkg.activations.ACTIVATIONS))
+    init: str = spec("he_normal", "weight initializer of every layer",
+                     choices=_registry_names(lambda pkg: pkg.initializers.INITIALIZERS))
     init_args: dict[str, float] = spec(help="arguments of the initializer (gain, std, limit, value, sigma_w, sigma_b)",
                                        factory=dict)
     bias_init: str = spec("zeros", "bias initializer (mean_field draws its own biases)",
-                          choices=_registry_names("initializers", "BIAS_INITIALIZERS"))
+                          choices=_registry_names(lambda pkg: pkg.initializers.BIAS_INITIALIZERS))
     bias_init_args: dict[str, float] = spec(help="arguments of the bias initializer (value, std, limit)", factory=dict)
-    norm: str = spec("none", "normalization of every hidden layer", choices=_registry_names("normalizations", "NORMALIZATIONS"))
+    norm: str = spec("none", "normalization of every hidden layer",
+                     choices=_registry_names(lambda pkg: pkg.normalizations.NORMALIZATIONS))
     norm_position: str = spec("pre", "pre: normalise the pre-activation, before the nonlinearity (Ioffe & Szegedy); "
                               "post: normalise the activation", choices=("pre", "post"))
     norm_eps: float = spec(1e-5, "epsilon added to the variance in normalization", gt=0)
@@ -91,23 +109,25 @@ class ModelConfig:
     dropout: float = spec(0.0, "dropout rate of every hidden layer's output during training (0: off)", ge=0, lt=1)
     dropout_kind: str = spec("standard", "standard (inverted dropout; Srivastava et al. 2014) or alpha "
                              "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
-                             choices=_registry_names("regularizers", "DROPOUTS"))
+                             choices=_registry_names(lambda pkg: pkg.regularizers.DROPOUTS))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimizer, schedule, loss and length of training."""
 
-    optimizer: str = spec("adam", "optax optimizer", choices=_registry_names("optimizers", "OPTIMIZERS"))
+    optimizer: str = spec("adam", "optax optimizer", choices=_registry_names(lambda pkg: pkg.optimizers.OPTIMIZERS))
     lr: float = spec(1e-3, "peak learning rate", gt=0)
     momentum: float = spec(0.9, "momentum of momentum, nesterov and rmsprop", ge=0, lt=1)
-    schedule: str = spec("constant", "learning-rate schedule", choices=_registry_names("optimizers", "SCHEDULES"))
+    schedule: str = spec("constant", "learning-rate schedule",
+                         choices=_registry_names(lambda pkg: pkg.optimizers.SCHEDULES))
     warmup_steps: int = spec(0, "warm-up steps of the warmup_cosine schedule", ge=0)
     batch_size: int = spec(128, "examples per training step", ge=1)
     epochs: int | None = spec(None, "passes over the training set (default 1 when steps is not set)", ge=1)
     steps: int | None = spec(None, "training steps, instead of epochs (0: statistics at initialization only)", ge=0)
     weight_decay: float = spec(0.0, "weight decay (decoupled for adamw, added to the gradient otherwise)", ge=0)
-    loss: str = spec("cross_entropy", "cross_entropy, or mse on one-hot targets", choices=_registry_names("optimizers", "LOSSES"))
+    loss: str = spec("cross_entropy", "cross_entropy, or mse on one-hot targets",
+                     choices=_registry_names(lambda pkg: pkg.optimizers.LOSSES))
     target_scale: float | None = spec(None, "mse only: targets +s for the true class and -s for the others, inside "
                                       "the activation's quasilinear range (LeCun et al. 1989: ±1 with scaled tanh); "
                                       "default one-hot 0/1", gt=0)
@@ -126,6 +146,11 @@ class LogConfig:
                          "examples at every log, dropout off). train_batch: the logged step's own mini-batch, "
                          "gathered in that training step's forward/backward pass (nearly free; dropout masks "
                          "included)", choices=("probe", "train_batch"))
+    stats: tuple[str, ...] = spec(
+        help="per-layer statistics to compute (names from the statistics registry, initlab.stats; default: "
+        "every default statistic). pre_var, act_var and grad_var are always computed: the divergence "
+        "check reads them", factory=lambda: _stat_names("default_names"),
+        choices=lambda: _stat_names("names"))
     out: str = spec("runs", "folder the run directory is created in")
 
 
@@ -157,6 +182,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: {value!r} is not a mapping (write it as {{name: value, ...}})")
         return {str(k): v for k, v in value.items()}  # entries are checked by the registry entry
+    if origin is tuple:  # tuple[str, ...]: a YAML list, or one comma-separated string (--set)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: {value!r} is not a list (write it as [a, b, ...])")
+        items = tuple(_coerce(v, typing.get_args(tp)[0], key) for v in value)
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{key}: {list(items)!r} names an entry twice")
+        return items
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: {value!r} is not true or false")
@@ -182,8 +216,11 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
     choices = meta.get("choices")
     if choices is not None:
         names = list(choices() if callable(choices) else choices)
-        if value not in names:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(names)}")
+        for v in value if isinstance(value, tuple) else (value,):
+            if v not in names:
+                raise ConfigError(f"{key}: {v!r} is not one of {', '.join(names)}")
+    if isinstance(value, tuple):
+        return
     lo, hi = meta.get("ge"), meta.get("le")
     glo, lhi = meta.get("gt"), meta.get("lt")
     bad = (lo is not None and value < lo) or (hi is not None and value > hi) \
@@ -229,14 +266,23 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def check_name(value: Any, key: str, what: str = "run name") -> str:
+    """``value`` if it can name one folder (letters, digits, '.', '_', '-'; no leading dot or dash, so
+    never ``..`` or a path); else a ConfigError naming ``key``."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise ConfigError(f"{key}: {value!r} is not a valid {what} (letters, digits, '.', '_', '-'; "
+                          "it names a folder)")
+    return value
+
+
 def _resolve(cfg: RunConfig) -> RunConfig:
     """Cross-field checks and defaults that depend on other fields; canonical registry names."""
+    # Imported here, not at the top, for the reason given in _registry_names.
+    from initlab.activations import ACTIVATIONS
     from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, resolve_args
 
     m, t = cfg.model, cfg.train
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.name):
-        raise ConfigError(f"name: {cfg.name!r} is not a valid run name (letters, digits, '.', '_', '-'; "
-                          "it names a folder)")
+    check_name(cfg.name, "name")
     init = INITIALIZERS.canonical(m.init)
     init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args")
     bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args")
@@ -256,12 +302,13 @@ def _resolve(cfg: RunConfig) -> RunConfig:
                           f"(model.residual: {str(needs).lower()})")
     if t.epochs is not None and t.steps is not None:
         raise ConfigError(f"train.steps: {t.steps!r} given together with train.epochs: {t.epochs!r} (set one of them)")
-    from initlab.activations import ACTIVATIONS
-
     model = dataclasses.replace(m, init=init, init_args=init_args, bias_init_args=bias_args,
                                 activation=ACTIVATIONS.canonical(m.activation))
     train = t if (t.epochs is not None or t.steps is not None) else dataclasses.replace(t, epochs=1)
-    return dataclasses.replace(cfg, model=model, train=train)
+    # The signal statistics are always computed (the divergence check reads them); registry order.
+    chosen = set(cfg.log.stats) | set(_stat_names("signal_names"))
+    log = dataclasses.replace(cfg.log, stats=tuple(n for n in _stat_names("names") if n in chosen))
+    return dataclasses.replace(cfg, model=model, train=train, log=log)
 
 
 # Fields that only some choices read: setting one for another choice would silently do nothing.
@@ -422,6 +469,8 @@ def config_hash(cfg: RunConfig) -> str:
     """8 hex digits identifying everything that can change a run's numbers (not log.out)."""
     d = to_dict(cfg)
     d["log"].pop("out")
+    if tuple(d["log"]["stats"]) == tuple(_stat_names("default_names")):
+        d["log"].pop("stats")  # the default: run folders keep the names they had before log.stats existed
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

@@ -149,5 +149,5 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None) 
         summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
                      for c, rec in zip(cfgs, recorders)]
     return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ,
-             "trace": rec.trace}
+             "trace": rec.trace, "shaped": rec.shaped_rows}
             for c, rec, summ in zip(cfgs, recorders, summaries)]

@@ -1,194 +1,298 @@
-"""Per-layer statistics of activations, gradients and weights, computed on a fixed probe batch.
+"""Per-layer statistics of activations, gradients and weights: one registry, each statistic
+declared once.
 
-One jitted function returns, for every hidden layer and the output layer, the numbers that the
-signal-propagation literature plots: pre-activation and activation moments (Glorot & Bengio 2010,
-Fig. 3–4; He et al. 2015), the variance of the back-propagated gradient dL/dz (Glorot & Bengio
-2010, Fig. 7), weight and weight-gradient magnitudes, the update-to-weight ratio, saturated and dead
-units, unit symmetry (identical units under a constant initialization), and the 15th/50th/85th
-percentiles of one unit's input over the probe batch (Ioffe & Szegedy 2015, Fig. 1).
+A ``Statistic`` says what it measures (its doc, shared by the README and layers.csv), what it reads
+and how many numbers it gives per layer:
+
+- ``forward``: one layer's pre-activation z and output a (batch, units), inside the layer scan;
+- ``backward``: the back-propagated gradient of each example's own loss, ∂ℓ_i/∂z (batch, units),
+  inside the backward pass (``initlab.model.grad_tap``), so no (depth × batch × width) gradient is
+  ever stored;
+- ``weights``: each layer's weight matrix W and the gradient ∂L/∂W of the mean loss, flattened;
+- ``update``: W and the weights W_prev of the previous logged step.
+
+A ``Layout`` is the selection a run computes (``log.stats``, plus the ``SIGNAL`` statistics that
+the divergence check reads, always): the rows of the per-layer table that a logged step brings to
+the host in one transfer, and the columns of ``layers.csv``. A statistic of ``size`` k > 1 (a
+histogram, say) takes k rows of the table and is written to a tidy file of its own rather than to
+columns. What the statistics are, from the literature: pre-activation and activation moments
+(Glorot & Bengio 2010, Figs. 3-4; He et al. 2015), the variance of the back-propagated gradient
+(Glorot & Bengio 2010, Fig. 7), weight and weight-gradient magnitudes, the update-to-weight ratio,
+saturated and dead units, unit symmetry, and the 15th/50th/85th percentiles of one unit's input
+(Ioffe & Szegedy 2015, Fig. 1).
+
+This module reads arrays only: it imports the activation registry and nothing above it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from initlab.activations import derivative, get_activation, max_slope
-from initlab.model import ModelSpec, NormState, Params, apply, layer_weights
+from initlab.registry import Registry
 
-# Column order of the forward statistics gathered inside the layer scan.
-FORWARD = ("pre_mean", "pre_var", "act_mean", "act_var", "saturated_frac", "dead_frac", "symmetry",
-           "unit_p15", "unit_p50", "unit_p85")
-# Percentiles of one unit's input over the probe batch (Ioffe & Szegedy 2015, Fig. 1b-c).
-PERCENTILES = (15.0, 50.0, 85.0)
-
-# Every per-layer column, with what it measures (README and layers.csv share this text).
-COLUMNS: dict[str, str] = {
-    "pre_mean": "mean of the pre-activation z (input of the nonlinearity) over probe examples and units",
-    "pre_var": "variance of z over probe examples and units",
-    "act_mean": "mean of the layer's output a",
-    "act_var": "variance of a",
-    "grad_var": "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss",
-    "wgrad_var": "variance of the entries of ∂L/∂W (L: mean loss over the probe batch)",
-    "wgrad_norm": "Frobenius norm of ∂L/∂W",
-    "w_var": "variance of the entries of W",
-    "w_norm": "Frobenius norm of W",
-    "update_ratio": "‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)",
-    "saturated_frac": "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
-    "dead_frac": "fraction of units saturated on every probe example",
-    "symmetry": "share of the activation variance common to all units (1: all units identical)",
-    "unit_p15": "15th percentile of the first unit's pre-activation z over the probe examples",
-    "unit_p50": "median of the first unit's pre-activation z over the probe examples",
-    "unit_p85": "85th percentile of the first unit's pre-activation z over the probe examples",
-}
-# Forward signals blow up going up the network, gradients going down: where each first shows.
-FORWARD_SIGNAL = ("pre_var", "act_var")
-# The columns whose finiteness says whether the signal survived: a run with any of them non-finite
-# has diverged (``first_nonfinite_layer`` on the host, ``signal_finite`` on the device).
-SIGNAL = (*FORWARD_SIGNAL, "grad_var")
+READS = ("forward", "backward", "weights", "update")
 
 
-def _forward_collector(spec: ModelSpec) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    act = get_activation(spec.activation)
-    threshold = 0.01 * max_slope(spec.activation)
+class Forward(NamedTuple):
+    """What a forward statistic sees of one layer (float32 copies)."""
 
-    def collect(z, a):  # z, a: (batch, units)
-        z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
-        saturated = jnp.abs(derivative(act, z32)) < threshold  # (batch, units)
-        total = jnp.var(a32)
-        shared = jnp.var(jnp.mean(a32, axis=1))  # variance of the per-example mean over units
-        symmetry = jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), 1.0)
-        return jnp.concatenate([jnp.stack([
-            jnp.mean(z32), jnp.var(z32), jnp.mean(a32), total,
-            jnp.mean(saturated), jnp.mean(jnp.all(saturated, axis=0)), symmetry,
-        ]), jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES))])
-
-    return collect
+    z: jax.Array  # (batch, units): the pre-activation, the nonlinearity's input
+    a: jax.Array  # (batch, units): the layer's output
+    saturated: jax.Array  # (batch, units) bool: |φ'(z)| below 1% of the activation's largest slope
 
 
-class Raw(NamedTuple):
-    """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows)."""
+@dataclass(frozen=True)
+class Statistic:
+    """One per-layer statistic.
 
-    forward: jax.Array  # (depth + 1, len(FORWARD)): the forward statistics, in FORWARD's order
-    taps: jax.Array  # (depth + 1, 2): [mean(g), mean(g²)] of each example's gradient g = ∂ℓ_i/∂z
+    ``fn`` by ``reads``: forward ``fn(Forward) -> () or (size,)``; backward ``fn(g) -> () or
+    (size,)`` with g (batch, units) each example's gradient ∂ℓ_i/∂z; weights ``fn(w, gw)`` and
+    update ``fn(w, w_prev)`` with (layers, fan_in · fan_out) blocks of flattened matrices ->
+    (layers,) or (layers, size). ``signal``: "forward" or "backward" for the statistics whose
+    finiteness says whether the signal survived (a run with one non-finite has diverged).
+    ``hidden_only``: undefined (NaN) on the output layer, which has no nonlinearity.
+    ``default``: computed unless ``log.stats`` says otherwise."""
 
+    doc: str
+    reads: str
+    fn: Callable[..., jax.Array]
+    size: int = 1
+    signal: str | None = None
+    hidden_only: bool = False
+    default: bool = True
 
-def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
-                   y: jax.Array, *, key: jax.Array | None = None, collect: bool = False):
-    """The training step's forward and backward pass on the batch ``x``, ``y``: returns
-    ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
-
-    With ``collect`` the same pass also gathers the per-layer statistics (``Raw``, for
-    ``summarize``); the taps are identities, so the parameter gradient is the same either way (bit
-    for bit in tests, up to the last bit with batch norm, whose reductions XLA then fuses
-    differently). ``key`` turns dropout on.
-    """
-    n = x.shape[0]
-    collector = _forward_collector(spec) if collect else None
-
-    def mean_loss(p, taps):
-        # tap_scale n: the taps see each example's own gradient ∂ℓ_i/∂z_i, not the mean's 1/n of it.
-        logits, new_state, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collector, key=key,
-                                       tap_scale=float(n))
-        return jnp.mean(loss_fn(logits, y, spec.num_classes)), (new_state, fwd)
-
-    if not collect:
-        (loss, (new_state, _)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, None)
-        return loss, new_state, grads, None
-    taps = jnp.zeros((spec.num_layers, 2), jnp.float32)
-    (loss, (new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(params, taps)
-    return loss, new_state, grads, Raw(fwd, gtaps)
+    def __post_init__(self):
+        if self.reads not in READS:
+            raise ValueError(f"Statistic.reads: {self.reads!r} is not one of {', '.join(READS)}")
 
 
-def _per_layer(blocks, fn) -> jax.Array:
-    """``fn`` of each layer's flattened weights: blocks [(1, ...), (L-1, ...), (1, ...)] → (depth + 1,)."""
-    # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
-    return jnp.concatenate([fn(b.reshape(b.shape[0], math.prod(b.shape[1:]))) for b in blocks])
-
-
-def _norm(b: jax.Array) -> jax.Array:
+def _frobenius(b: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(b), axis=1))
 
 
-def update_ratios(params: Params, prev_params: Params) -> jax.Array:
-    """Each layer's relative weight change since the previous logged step, ‖W − W_prev‖ / ‖W_prev‖
-    ((depth + 1,); NaN where W_prev is zero): the column ``update_ratio``."""
-    w, w_prev = layer_weights(params), layer_weights(prev_params)
-    prev_norm = _per_layer(w_prev, _norm)
-    delta = _per_layer([a - b for a, b in zip(w, w_prev)], _norm)
+def _symmetry(f: Forward) -> jax.Array:
+    """The share of the activation variance common to all units: the variance over examples of
+    the mean over units, over the total variance. Undefined (NaN) for a dead layer (variance 0)."""
+    total = jnp.var(f.a)
+    shared = jnp.var(jnp.mean(f.a, axis=1))
+    return jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), jnp.nan)
+
+
+def _unit_percentile(q: float) -> Callable[[Forward], jax.Array]:
+    return lambda f: jnp.percentile(f.z[:, 0], q)
+
+
+def _update_ratio(w: jax.Array, w_prev: jax.Array) -> jax.Array:
+    prev_norm = _frobenius(w_prev)
+    delta = _frobenius(w - w_prev)
     return jnp.where(prev_norm > 0, delta / jnp.where(prev_norm > 0, prev_norm, 1.0), jnp.nan)
 
 
-def summarize(params: Params, update_ratio: jax.Array, grads: Params, raw: Raw) -> dict[str, jax.Array]:
-    """Every column of ``COLUMNS`` (each (depth + 1,)) from a pass's ``Raw`` statistics, its
-    gradient ``grads`` of the mean loss, the weights and their ``update_ratios`` since the previous
-    logged step. The output layer's row has no nonlinearity: its saturation figures are NaN."""
-    out = {name: raw.forward[:, i] for i, name in enumerate(FORWARD)}
-    out["saturated_frac"] = out["saturated_frac"].at[-1].set(jnp.nan)
-    out["dead_frac"] = out["dead_frac"].at[-1].set(jnp.nan)
-    out["grad_var"] = raw.taps[:, 1] - jnp.square(raw.taps[:, 0])
-    w, gw = layer_weights(params), layer_weights(grads)
-    out["w_var"] = _per_layer(w, lambda b: jnp.var(b, axis=1))
-    out["w_norm"] = _per_layer(w, _norm)
-    out["wgrad_var"] = _per_layer(gw, lambda b: jnp.var(b, axis=1))
-    out["wgrad_norm"] = _per_layer(gw, _norm)
-    out["update_ratio"] = update_ratio
-    return {name: out[name] for name in COLUMNS}
+# Every variance is two-pass (jnp.var: the mean first, then the mean squared deviation), so it keeps
+# its precision when |mean| ≫ std.
+STATISTICS: Registry[Statistic] = Registry("statistic", {
+    "pre_mean": Statistic("mean of the pre-activation z (input of the nonlinearity) over examples and units",
+                          "forward", lambda f: jnp.mean(f.z)),
+    "pre_var": Statistic("variance of z over examples and units", "forward", lambda f: jnp.var(f.z),
+                         signal="forward"),
+    "act_mean": Statistic("mean of the layer's output a", "forward", lambda f: jnp.mean(f.a)),
+    "act_var": Statistic("variance of a", "forward", lambda f: jnp.var(f.a), signal="forward"),
+    "grad_var": Statistic(
+        "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss (with batch norm: n·∂L/∂z, "
+        "which includes the other examples' terms through the batch statistics)",
+        "backward", jnp.var, signal="backward"),
+    "wgrad_var": Statistic("variance of the entries of ∂L/∂W (L: mean loss over the batch)", "weights",
+                           lambda w, gw: jnp.var(gw, axis=1)),
+    "wgrad_norm": Statistic("Frobenius norm of ∂L/∂W", "weights", lambda w, gw: _frobenius(gw)),
+    "w_var": Statistic("variance of the entries of W", "weights", lambda w, gw: jnp.var(w, axis=1)),
+    "w_norm": Statistic("Frobenius norm of W", "weights", lambda w, gw: _frobenius(w)),
+    "update_ratio": Statistic("‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)",
+                              "update", _update_ratio),
+    "saturated_frac": Statistic(
+        "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
+        "forward", lambda f: jnp.mean(f.saturated), hidden_only=True),
+    "dead_frac": Statistic("fraction of units saturated on every example", "forward",
+                           lambda f: jnp.mean(jnp.all(f.saturated, axis=0)), hidden_only=True),
+    "symmetry": Statistic("share of the activation variance common to all units (1: all units identical; "
+                          "empty for a dead layer, whose activations do not vary)", "forward", _symmetry),
+    "unit_p15": Statistic("15th percentile of the first unit's pre-activation z over the examples", "forward",
+                          _unit_percentile(15.0)),
+    "unit_p50": Statistic("median of the first unit's pre-activation z over the examples", "forward",
+                          _unit_percentile(50.0)),
+    "unit_p85": Statistic("85th percentile of the first unit's pre-activation z over the examples", "forward",
+                          _unit_percentile(85.0)),
+})
 
 
-def make_layer_stats(spec: ModelSpec, loss_fn: Callable) -> Callable:
-    """``layer_stats_fn`` compiled for one network."""
-    return jax.jit(layer_stats_fn(spec, loss_fn))
+def names() -> tuple[str, ...]:
+    """Every registered statistic, in registry order (the order of layers.csv's columns)."""
+    return tuple(STATISTICS)
 
 
-def layer_stats_fn(spec: ModelSpec, loss_fn: Callable) -> Callable:
-    """``stats(params, state, prev_params, x, y) -> dict[column, (depth + 1,)]`` (pure, unjitted):
-    the statistics of a training step's forward/backward pass on ``x``, ``y`` (the probe batch),
-    without the update. Batch norm uses the batch's own statistics (training mode) without touching
-    the running averages; dropout is off."""
-
-    def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, collect=True)
-        return summarize(params, update_ratios(params, prev_params), grads, raw)
-
-    return stats
+def default_names() -> tuple[str, ...]:
+    """The statistics a run computes when ``log.stats`` is not set."""
+    return tuple(name for name, s in STATISTICS.items() if s.default)
 
 
-def to_table(stats: dict[str, jax.Array]) -> jax.Array:
-    """The columns of ``stats`` stacked in ``COLUMNS`` order: (len(COLUMNS), depth + 1), so that a
-    logged step brings its statistics to the host in one transfer."""
-    return jnp.stack([stats[name] for name in COLUMNS])
+def signal_names() -> tuple[str, ...]:
+    """The statistics every run computes: the divergence check reads them."""
+    return tuple(name for name, s in STATISTICS.items() if s.signal)
 
 
-def from_table(table: "np.typing.ArrayLike") -> dict[str, "np.ndarray"]:
-    """``to_table``'s inverse on the host; ``table``'s last two axes are (column, layer)."""
-    import numpy as np
-
-    table = np.asarray(table)
-    return {name: table[..., i, :] for i, name in enumerate(COLUMNS)}
+# Every scalar statistic with its doc: the per-layer columns layers.csv can have (README's table).
+COLUMNS: dict[str, str] = {name: s.doc for name, s in STATISTICS.items() if s.size == 1}
 
 
-def signal_finite(table: jax.Array) -> jax.Array:
-    """Whether every ``SIGNAL`` column of a ``to_table`` table (last two axes: column, layer) is
-    finite: the device-side test of ``first_nonfinite_layer(...) is None``."""
-    rows = jnp.asarray([list(COLUMNS).index(c) for c in SIGNAL])
-    return jnp.all(jnp.isfinite(jnp.take(table, rows, axis=-2)))
+class Layout:
+    """The statistics one run computes, in registry order, and where each sits in the per-layer
+    table (rows: the statistics' values, a statistic of size k taking k rows; columns: layers)."""
+
+    def __init__(self, names: Iterable[str] = ()):
+        wanted = set(names) | set(signal_names())
+        self.names: tuple[str, ...] = tuple(n for n in STATISTICS if n in wanted)
+        unknown = wanted - set(self.names)
+        if unknown:
+            raise ValueError(f"unknown statistics {sorted(unknown)}")  # config validation names them first
+        self.entries = {n: STATISTICS[n] for n in self.names}
+        self.slices: dict[str, slice] = {}
+        row = 0
+        for n, s in self.entries.items():
+            self.slices[n] = slice(row, row + s.size)
+            row += s.size
+        self.rows = row
+
+    @classmethod
+    def default(cls) -> Layout:
+        return cls(default_names())
+
+    def reading(self, reads: str) -> list[str]:
+        return [n for n, s in self.entries.items() if s.reads == reads]
+
+    @property
+    def scalars(self) -> tuple[str, ...]:
+        """The statistics written as layers.csv columns."""
+        return tuple(n for n, s in self.entries.items() if s.size == 1)
+
+    @property
+    def shaped(self) -> tuple[str, ...]:
+        """The statistics of k > 1 values per layer, each written to a tidy file of its own."""
+        return tuple(n for n, s in self.entries.items() if s.size > 1)
+
+    # -- inside the jitted pass ------------------------------------------------------------------
+    def forward_collector(self, activation: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated."""
+        fns = [self.entries[n].fn for n in self.reading("forward")]
+        act = get_activation(activation)
+        threshold = 0.01 * max_slope(activation)
+
+        def collect(z, a):  # z, a: (batch, units)
+            z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
+            f = Forward(z32, a32, jnp.abs(derivative(act, z32)) < threshold)
+            return _concat([fn(f) for fn in fns])
+
+        return collect
+
+    def backward_reduce(self, scale: float) -> Callable[[jax.Array], jax.Array]:
+        """``reduce(g) -> (k_backward,)`` of one layer's cotangent g = ∂L/∂z: the backward
+        statistics of ``scale``·g. With L the mean loss over n examples, scale n gives each
+        example's own gradient ∂ℓ_i/∂z_i, scaled before any squaring so that it does not underflow."""
+        fns = [self.entries[n].fn for n in self.reading("backward")]
+
+        def reduce(g):
+            g32 = g.astype(jnp.float32) * scale
+            return _concat([fn(g32) for fn in fns])
+
+        return reduce
+
+    @property
+    def backward_size(self) -> int:
+        return sum(self.entries[n].size for n in self.reading("backward"))
+
+    def update_values(self, weights: Sequence[jax.Array], prev_weights: Sequence[jax.Array]) -> jax.Array:
+        """The update statistics (layers, k_update) of each layer's effective weights against
+        those of the previous logged step (blocks with a leading layer axis, see
+        ``initlab.model.effective_weights``)."""
+        return self._per_layer("update", weights, prev_weights)
+
+    def summarize(self, forward: jax.Array, backward: jax.Array, update: jax.Array,
+                  weights: Sequence[jax.Array], wgrads: Sequence[jax.Array]) -> jax.Array:
+        """The per-layer table (rows, layers) of one pass: its ``forward`` (layers, k_forward) and
+        ``backward`` (layers, k_backward) gatherings, its ``update_values``, and each layer's
+        effective weights and their gradient (blocks with a leading layer axis)."""
+        parts: dict[str, jax.Array] = {}
+        gathered = {"forward": forward, "backward": backward, "update": update,
+                    "weights": self._per_layer("weights", weights, wgrads)}
+        for reads, values in gathered.items():
+            col = 0
+            for n in self.reading(reads):
+                k = self.entries[n].size
+                parts[n] = values[:, col:col + k]  # (layers, k)
+                col += k
+        for n, s in self.entries.items():
+            if s.hidden_only:
+                parts[n] = parts[n].at[-1].set(jnp.nan)
+        return jnp.concatenate([parts[n].T for n in self.names], axis=0)  # (rows, layers)
+
+    def _per_layer(self, reads: str, first: Sequence[jax.Array], second: Sequence[jax.Array]) -> jax.Array:
+        """The ``reads`` statistics (weights or update) of per-layer matrix pairs: (layers, k)."""
+        names = self.reading(reads)
+        n_layers = sum(b.shape[0] for b in first)
+        if not names:
+            return jnp.zeros((n_layers, 0), jnp.float32)
+        blocks = [jnp.concatenate([_layers(self.entries[n].fn(a, b), self.entries[n].size) for n in names], axis=1)
+                  for a, b in zip(map(_flatten, first), map(_flatten, second))]
+        return jnp.concatenate(blocks, axis=0)
+
+    def signal_finite(self, table: jax.Array) -> jax.Array:
+        """Whether every signal statistic of a table (last two axes: rows, layers) is finite: the
+        device-side test of ``first_nonfinite_layer(...) is None``."""
+        rows = jnp.asarray([self.slices[n].start for n in signal_names()])
+        return jnp.all(jnp.isfinite(jnp.take(table, rows, axis=-2)))
+
+    def split(self, table: Any) -> dict[str, Any]:
+        """A table's statistics by name (numpy on the host, or jax inside jit): a scalar statistic
+        (..., layers), one of size k (..., layers, k)."""
+        out = {}
+        for n, s in self.entries.items():
+            part = table[..., self.slices[n], :]
+            out[n] = part[..., 0, :] if s.size == 1 else part.swapaxes(-1, -2)
+        return out
 
 
-def first_nonfinite_layer(stats: dict[str, "jax.typing.ArrayLike"]) -> tuple[int, str] | None:
+def _concat(values: list[jax.Array]) -> jax.Array:
+    return jnp.concatenate([jnp.reshape(v, (-1,)) for v in values]) if values else jnp.zeros((0,), jnp.float32)
+
+
+def _flatten(b: jax.Array) -> jax.Array:
+    # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
+    return b.reshape(b.shape[0], math.prod(b.shape[1:])).astype(jnp.float32)
+
+
+def _layers(v: jax.Array, size: int) -> jax.Array:
+    """A statistic's per-layer values as (layers, size) (explicit: a block may have no layers)."""
+    return v.reshape(v.shape[0], size)
+
+
+def first_nonfinite_layer(stats: Mapping[str, Any]) -> tuple[int, str] | None:
     """Where a blow-up shows first: ``(layer, "forward")`` for the lowest layer (1-based; depth + 1
-    is the output layer) whose activation statistics are not finite, else ``(layer, "backward")``
-    for the highest layer whose back-propagated gradient variance is not finite, else None."""
-    import numpy as np
+    is the output layer) whose forward signal statistics are not finite, else ``(layer,
+    "backward")`` for the highest layer whose backward ones are not finite, else None."""
+    def bad(direction):
+        names = [n for n in signal_names() if STATISTICS[n].signal == direction]
+        return ~np.all(np.isfinite(np.stack([np.asarray(stats[n], np.float64) for n in names])), axis=0)
 
-    fwd_bad = ~np.all(np.isfinite(np.stack([np.asarray(stats[c]) for c in FORWARD_SIGNAL])), axis=0)
+    fwd_bad = bad("forward")
     if fwd_bad.any():
         return int(np.argmax(fwd_bad)) + 1, "forward"
-    bwd_bad = ~np.isfinite(np.asarray(stats["grad_var"]))
+    bwd_bad = bad("backward")
     if bwd_bad.any():
         return len(bwd_bad) - int(np.argmax(bwd_bad[::-1])), "backward"
     return None

@@ -21,10 +21,21 @@ import numpy as np
 from initlab.config import RunConfig, config_hash, to_yaml
 from initlab.errors import InitlabError
 from initlab.initializers import Trace
-from initlab.stats import COLUMNS
+from initlab.stats import Layout
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
-LAYER_COLUMNS = ("step", "layer", "kind", *COLUMNS)
+# A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
+SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
+
+
+def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
+    """The columns of layers.csv: the scalar statistics the run computes (``log.stats``)."""
+    return ("step", "layer", "kind", *Layout(cfg.log.stats).scalars)
+
+
+def shaped_files(cfg: RunConfig) -> dict[str, str]:
+    """Statistic name -> the tidy file (in the run folder) of each shaped statistic the run computes."""
+    return {name: f"{name}.csv" for name in Layout(cfg.log.stats).shaped}
 
 
 def _umask() -> int:
@@ -112,6 +123,7 @@ class RunRecorder:
     def __init__(self, on_progress: Callable[[int, int, dict], None] | None = None):
         self.metric_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
+        self.shaped_rows: dict[str, list[dict[str, Any]]] = {}  # shaped statistic -> its tidy rows
         self.trace: Trace | None = None
         self._on_progress = on_progress
 
@@ -119,11 +131,19 @@ class RunRecorder:
         self.metric_rows.append(row)
 
     def layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
+        """One logged step's statistics: (layers,) arrays become layers.csv columns, (layers, k)
+        arrays rows of their own tidy file."""
         n = len(next(iter(stats.values())))
+        kinds = ["output" if i == n - 1 else "hidden" for i in range(n)]
+        scalars = {c: v for c, v in stats.items() if np.ndim(v) == 1}
         for i in range(n):
-            row = {"step": step, "layer": i + 1, "kind": "output" if i == n - 1 else "hidden"}
-            row.update({c: float(stats[c][i]) for c in COLUMNS})
-            self.layer_rows.append(row)
+            self.layer_rows.append({"step": step, "layer": i + 1, "kind": kinds[i],
+                                    **{c: float(v[i]) for c, v in scalars.items()}})
+        for name, v in stats.items():
+            if np.ndim(v) == 2:
+                self.shaped_rows.setdefault(name, []).extend(
+                    {"step": step, "layer": i + 1, "kind": kinds[i], "index": j, "value": float(v[i, j])}
+                    for i in range(n) for j in range(v.shape[1]))
 
     def checkpoint(self) -> None:
         pass
@@ -162,7 +182,7 @@ class RunWriter(RunRecorder):
         """Write both CSVs and the summary as they stand."""
         self._last_flush = time.monotonic()
         atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
-        atomic_write(self.path / "layers.csv", csv_text(LAYER_COLUMNS, self.layer_rows))
+        write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows)
         write_trace(self.path, self.trace)
         if self.summary:
             self.write_summary(self.summary)
@@ -178,8 +198,17 @@ def write_trace(path: Path, trace: Trace | None) -> None:
         atomic_write(path / trace.file, csv_text(trace.columns, trace.rows))
 
 
+def write_layer_files(path: Path, cfg: RunConfig, layer_rows: list[dict],
+                      shaped_rows: Mapping[str, list[dict]] | None = None) -> None:
+    """layers.csv and the tidy file of every shaped statistic the run computes."""
+    atomic_write(path / "layers.csv", csv_text(layer_columns(cfg), layer_rows))
+    for name, file in shaped_files(cfg).items():
+        atomic_write(path / file, csv_text(SHAPED_COLUMNS, (shaped_rows or {}).get(name, [])))
+
+
 def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
-                  summary: dict[str, Any], trace: Trace | None = None) -> None:
+                  summary: dict[str, Any], trace: Trace | None = None,
+                  shaped_rows: Mapping[str, list[dict]] | None = None) -> None:
     """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
     into place, so ``path`` either holds a complete run or does not exist. A folder already at
     ``path`` (a failed or unfinished earlier attempt) is replaced."""
@@ -189,7 +218,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     try:
         atomic_write(tmp / "config.yaml", to_yaml(cfg))
         atomic_write(tmp / "metrics.csv", csv_text(METRIC_COLUMNS, metric_rows))
-        atomic_write(tmp / "layers.csv", csv_text(LAYER_COLUMNS, layer_rows))
+        write_layer_files(tmp, cfg, layer_rows, shaped_rows)
         write_trace(tmp, trace)
         atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
         if path.exists():

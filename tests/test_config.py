@@ -547,3 +547,13 @@ def test_settings_that_would_silently_do_nothing_are_rejected(train, message):
 def test_momentum_is_accepted_where_it_is_used():
     assert C.from_dict({"train": {"optimizer": "nesterov", "momentum": 0.5}}).train.momentum == 0.5
     assert C.from_dict({"train": {"schedule": "warmup_cosine", "warmup_steps": 5}}).train.warmup_steps == 5
+
+
+def test_log_stats_from_the_command_line_and_its_hash():
+    from initlab import config as C
+
+    a = C.from_dict(C.apply_overrides({}, ["log.stats=w_norm,update_ratio"]))
+    b = C.from_dict(C.apply_overrides({}, ["log.stats=[update_ratio, w_norm]"]))
+    assert a.log.stats == b.log.stats == ("pre_var", "act_var", "grad_var", "w_norm", "update_ratio")
+    # the default leaves run folders named as before log.stats existed; a selection is another run
+    assert C.config_hash(C.from_dict({})) == "1f0be2ba" != C.config_hash(a) == C.config_hash(b)

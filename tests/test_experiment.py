@@ -9,7 +9,7 @@ from initlab import experiment
 from initlab.config import config_hash
 from initlab.errors import InitlabError
 from initlab.stats import COLUMNS
-from initlab.storage import LAYER_COLUMNS, METRIC_COLUMNS, run_dir_for
+from initlab.storage import METRIC_COLUMNS, run_dir_for
 
 from conftest import tiny
 
@@ -22,7 +22,8 @@ def test_run_writes_the_four_files(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "layers.csv", "metrics.csv", "summary.json"]
     metrics = pd.read_csv(path / "metrics.csv")
     layers = pd.read_csv(path / "layers.csv")
-    assert tuple(metrics.columns) == METRIC_COLUMNS and tuple(layers.columns) == LAYER_COLUMNS
+    assert tuple(metrics.columns) == METRIC_COLUMNS
+    assert tuple(layers.columns) == ("step", "layer", "kind", *COLUMNS)  # every default statistic
     assert len(layers) == 5 * 4  # logged steps 0, 10, 20, 30, 40 × (3 hidden + output)
     assert list(layers[layers.step == 0].kind) == ["hidden"] * 3 + ["output"]
     assert layers[layers.step == 0].update_ratio.isna().all()
@@ -114,3 +115,50 @@ def test_run_folder_keeps_the_initializers_trace(tmp_path, init, file, columns):
     assert sorted(trace.layer.unique()) == ([1, 2, 3, 4] if init == "lsuv" else [1, 2, 3])
     assert summary["init_time_s"] > 0
     assert summary["theory"]["applies"] is False
+
+
+def test_log_stats_selects_the_columns_of_layers_csv(tmp_path):
+    cfg = tiny(log={"every": 20, "out": str(tmp_path), "stats": ["w_norm", "update_ratio"]})
+    assert cfg.log.stats == ("pre_var", "act_var", "grad_var", "w_norm", "update_ratio")  # registry order
+    experiment.run(cfg)
+    layers = pd.read_csv(run_dir_for(cfg) / "layers.csv")
+    assert tuple(layers.columns) == ("step", "layer", "kind", *cfg.log.stats)
+    default = tiny(log={"every": 20, "out": str(tmp_path)})
+    experiment.run(default)
+    full = pd.read_csv(run_dir_for(default) / "layers.csv")
+    for c in cfg.log.stats:  # the selection does not change a number
+        assert list(layers[c].fillna(-1)) == list(full[c].fillna(-1)), c
+
+
+def test_a_shaped_statistic_gets_a_tidy_file_of_its_own(tmp_path, monkeypatch):
+    """A statistic of k values per layer, added to the registry alone, is selectable and written
+    to <name>.csv (one row per step, layer and index), in a solo run and in a sweep's group."""
+    import jax.numpy as jnp
+
+    import initlab.stats as S
+    from initlab.registry import Registry
+
+    quartiles = S.Statistic("quartiles of a", "forward", lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])),
+                            size=3, default=False)
+    monkeypatch.setattr(S, "STATISTICS", Registry("statistic", {**S.STATISTICS, "act_quartiles": quartiles}))
+    cfg = tiny(train={"steps": 20}, log={"every": 10, "out": str(tmp_path), "stats": ["act_quartiles"]})
+    experiment.run(cfg)
+    path = run_dir_for(cfg)
+    shaped = pd.read_csv(path / "act_quartiles.csv")
+    assert tuple(shaped.columns) == ("step", "layer", "kind", "index", "value")
+    assert len(shaped) == 3 * 4 * 3  # steps 0, 10, 20 × 4 layers × 3 values
+    assert "act_quartiles" not in pd.read_csv(path / "layers.csv").columns
+    q = shaped[(shaped.step == 0) & (shaped.layer == 1)].sort_values("index").value.to_numpy()
+    assert q[0] <= q[1] <= q[2]
+    records = experiment.execute_group([experiment.to_dict(cfg)])
+    assert len(records[0]["shaped"]["act_quartiles"]) == len(shaped)
+    assert records[0]["shaped"]["act_quartiles"][0]["value"] == pytest.approx(shaped.value.iloc[0])
+
+
+def test_log_stats_names_are_checked_when_the_config_loads():
+    with pytest.raises(InitlabError, match=r"log.stats: 'w_nrm' is not one of pre_mean, pre_var"):
+        tiny(log={"stats": ["w_norm", "w_nrm"]})
+    with pytest.raises(InitlabError, match=r"log.stats: .* names an entry twice"):
+        tiny(log={"stats": ["w_norm", "w_norm"]})
+    with pytest.raises(InitlabError, match=r"log.stats: 3 is not a list"):
+        tiny(log={"stats": 3})

@@ -1,0 +1,82 @@
+"""A training step's forward and backward pass, with the per-layer statistics gathered in the same
+pass: the one place where the model (``initlab.model``) meets the statistics (``initlab.stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from initlab.model import ModelSpec, NormState, Params, apply, effective_weights
+from initlab.stats import Layout
+
+
+class Raw(NamedTuple):
+    """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows)."""
+
+    forward: jax.Array  # (depth + 1, k_forward): the layout's forward statistics, concatenated
+    backward: jax.Array  # (depth + 1, k_backward): its backward statistics of each example's gradient
+
+
+def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
+                   y: jax.Array, *, key: jax.Array | None = None, layout: Layout | None = None):
+    """The training step's forward and backward pass on the batch ``x``, ``y``: returns
+    ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
+
+    Given a ``layout``, the same pass also gathers its per-layer statistics (``Raw``, for
+    ``Layout.summarize``); the taps are identities, so the parameter gradient is the same either
+    way (bit for bit in tests, up to the last bit with batch norm, whose reductions XLA then fuses
+    differently). ``key`` turns dropout on.
+    """
+    n = x.shape[0]
+    collect = None if layout is None else layout.forward_collector(spec.activation)
+    # scale n: the taps see each example's own gradient ∂ℓ_i/∂z_i, not the mean's 1/n of it.
+    reduce = None if layout is None else layout.backward_reduce(float(n))
+
+    def mean_loss(p, taps):
+        logits, new_state, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collect, key=key,
+                                       tap_reduce=reduce)
+        return jnp.mean(loss_fn(logits, y, spec.num_classes)), (new_state, fwd)
+
+    if layout is None:
+        (loss, (new_state, _)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, None)
+        return loss, new_state, grads, None
+    taps = jnp.zeros((spec.num_layers, layout.backward_size), jnp.float32)
+    (loss, (new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(params, taps)
+    if fwd is None:  # a layout with no forward statistics
+        fwd = jnp.zeros((spec.num_layers, 0), jnp.float32)
+    return loss, new_state, grads, Raw(fwd, gtaps)
+
+
+def table_of(layout: Layout, params: Params, grads: Params, raw: Raw, update: jax.Array) -> jax.Array:
+    """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings, its
+    gradient ``grads`` of the mean loss, the weights, and the ``update`` values
+    (``update_values``) against the previous logged step."""
+    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(grads))
+
+
+def update_values(layout: Layout, params: Params, prev_params: Params) -> jax.Array:
+    """``layout``'s update statistics (depth + 1, k_update) of ``params`` against ``prev_params``."""
+    return layout.update_values(effective_weights(params), effective_weights(prev_params))
+
+
+def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None) -> Callable:
+    """``stats(params, state, prev_params, x, y) -> dict[statistic, (depth + 1,) or (depth + 1, k)]``
+    (pure, unjitted): the statistics of a training step's forward/backward pass on ``x``, ``y``
+    without the update. Batch norm uses the batch's own statistics (training mode) without touching
+    the running averages; dropout is off. Default layout: ``Layout.default()``."""
+    layout = layout or Layout.default()
+
+    def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array):
+        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout)
+        return layout.split(table_of(layout, params, grads, raw, update_values(layout, params, prev_params)))
+
+    return stats
+
+
+def make_layer_stats(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None) -> Callable:
+    """``layer_stats_fn`` compiled for one network."""
+    return jax.jit(layer_stats_fn(spec, loss_fn, layout))
