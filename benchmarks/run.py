@@ -223,12 +223,12 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     import numpy as np
 
     from initlab.config import from_dict
-    from initlab.model import ModelSpec
+    from initlab.build import model_spec
     from initlab.train import _stack, init_state, make_schedule, make_train_fns
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
     n_train = len(data.y_train)
-    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     state = _stack([init_state(cfg, spec, fns, x)[0]])

@@ -1,4 +1,4 @@
-"""Training: one pure, jitted ``train_step``, run many steps at a time inside a ``lax`` loop, for a
+"""Training: one pure, jitted training step, run many steps at a time inside a ``lax`` loop, for a
 *group* of runs at once.
 
 A group is one or more runs that share every shape and static choice and differ only in seed,
@@ -7,17 +7,23 @@ by one, stacked, and trained together as one ``jax.vmap``-ed computation: a grid
 for one architecture compiles once and trains in one pass. A single `initlab run` is a group of
 one, through the same code, so a run trained alone and inside a sweep give the same numbers.
 
-The dataset lives on the device and each epoch's shuffle is drawn there. Logging stays on the
-device too: a chunk of up to ``PROGRESS_CHUNK`` steps takes the per-layer statistics at every
-logged step inside the loop (on the probe batch or, measured inside the logged step itself, on its
-mini-batch) into a buffer of up to ``LOG_BUFFER`` tables, and keeps every step's loss. The host
-returns to Python only at the end of a chunk: an epoch end (test evaluation), the last step, a
-full buffer or a progress tick; it then sends the chunk's statistics and metrics rows to the
-sinks. The chunk length is a traced argument, so one compilation serves every chunk. Each chunk is
-checked once at its end (losses, parameters and the statistics' signal columns finite); a chunk in
-which a run went non-finite is replayed step by step, and the step whose statistics, loss or new
-parameters are not finite is not applied and freezes that run (the others keep their result); the
-statistics of its last finite parameters show where it blew up.
+The parts, in the order a run meets them:
+
+- ``initlab.schedule`` plans the chunks (plain Python): steps between returns to Python, the
+  logged steps each one measures, evaluations.
+- ``make_train_fns`` builds the device programs. A chunk (``ChunkIn`` -> ``ChunkOut``) runs up to
+  ``PROGRESS_CHUNK`` steps; every logged step's per-layer statistics (on the probe batch or, with
+  ``log.stats_on: train_batch``, inside the logged step's own forward/backward pass) go into a
+  buffer of up to ``LOG_BUFFER`` tables and every step's loss is kept. The dataset lives on the
+  device and each epoch's shuffle is drawn there. A chunk's steps go through a ``StepPolicy``:
+  ``FAST`` applies them unchecked (the chunk is checked once at its end: losses, parameters and
+  the statistics' signal rows finite), ``GUARDED`` applies a step only if its statistics, loss
+  and new parameters are finite, and freezes a run at its first non-finite step.
+- ``ChunkRunner`` runs the fast chunk and, when a run went non-finite in it, replays the chunk
+  guarded from the same start (compiled on first need); runs that passed keep the fast result.
+- ``RunBook`` keeps one run's host-side record (alive, rows written, losses since the last metrics
+  row, divergence) and talks to its sink.
+- ``train_group`` ties them together.
 """
 
 from __future__ import annotations
@@ -33,20 +39,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from initlab.build import init_params_traced, model_spec
 from initlab.config import RunConfig, to_dict
 from initlab.data import Dataset
-from initlab.errors import ConfigError
 from initlab.initializers import Trace
-from initlab.model import ModelSpec, NormState, Params, apply, init_params_traced
+from initlab.model import ModelSpec, NormState, Params, apply
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
-from initlab.stats import (COLUMNS, first_nonfinite_layer, from_table, loss_and_grads, signal_finite, summarize,
-                           to_table, update_ratios)
+from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, make_schedule
+from initlab.stats import Layout, first_nonfinite_layer
+from initlab.step import loss_and_grads, table_of, update_values
 
-# Longest stretch of steps between returns to Python, so the progress display stays live.
-PROGRESS_CHUNK = 200
-# Most statistics tables a chunk keeps on the device before it returns them (bounds its memory).
-LOG_BUFFER = 32
+__all__ = ["LOG_BUFFER", "PROGRESS_CHUNK", "Schedule", "make_schedule", "train", "train_group", "batch_key"]
+
 # fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).
 DROPOUT_STREAM = 2**31 - 1
 
@@ -78,58 +83,99 @@ class TrainState(NamedTuple):
     lr: jax.Array  # () float32: peak learning rate, traced so runs with different rates share a program
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Step arithmetic of a run."""
+class ChunkIn(NamedTuple):
+    """A chunk's inputs besides the training set: ``n_steps`` steps from the group's step
+    ``step0`` and, with ``measure_end``, a measurement of the state they end in (``n_steps`` 0: a
+    measurement only). Host scalars and masks go in as numpy values: building jax arrays for them
+    costs more than a small network's training step."""
 
-    total_steps: int
-    steps_per_epoch: int
-    log_every: int
-
-    def next_stop(self, step: int) -> int:
-        """The next step at which the host must look: an epoch end, the end, a tick, or the step
-        after which a chunk from ``step`` would hold more than ``LOG_BUFFER`` statistics tables."""
-        candidates = (
-            (step // self.steps_per_epoch + 1) * self.steps_per_epoch,
-            self.total_steps,
-            step + PROGRESS_CHUNK,
-            self.first_log(step) + LOG_BUFFER * self.log_every,
-        )
-        return min(candidates)
-
-    def first_log(self, step: int) -> int:
-        """The first multiple of ``log_every`` at or after ``step``."""
-        return -(-step // self.log_every) * self.log_every
-
-    def logs_between(self, start: int, stop: int) -> list[int]:
-        """The logged steps a chunk from ``start`` to ``stop`` measures in order (its buffer slots):
-        the multiples of ``log_every`` in [start, stop)."""
-        return list(range(self.first_log(start), stop, self.log_every))
-
-    def is_log(self, step: int) -> bool:
-        return step % self.log_every == 0 or step == self.total_steps
-
-    def is_eval(self, step: int) -> bool:
-        return step % self.steps_per_epoch == 0 or step == self.total_steps
+    state: TrainState  # per run
+    prev_params: Params  # per run: the weights at the previous log, the reference of update statistics
+    step0: Any  # np.int32
+    n_steps: Any  # np.int32
+    alive: Any  # per run, bool
+    measure_end: Any  # np.bool_
 
 
-def make_schedule(cfg: RunConfig, n_train: int) -> Schedule:
-    """Steps per epoch (the last partial batch is dropped) and the total number of steps."""
-    b = cfg.train.batch_size
-    if b > n_train:
-        raise ConfigError(f"train.batch_size: {b} is more than the {n_train} training examples")
-    spe = n_train // b
-    total = cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * spe
-    return Schedule(total, spe, cfg.log.every)
+# ChunkIn's leading run axis, field by field (vmap's in_axes).
+CHUNK_AXES = ChunkIn(0, 0, None, None, 0, None)
+
+
+class ChunkOut(NamedTuple):
+    """What a chunk returns, per run."""
+
+    state: TrainState
+    prev_params: Params
+    ok: jax.Array  # bool: every step (and statistics table) of the run was finite
+    losses: jax.Array  # (PROGRESS_CHUNK + 1,) the training loss of each step taken
+    done: jax.Array  # int32: steps applied (n_steps, or the step the run blew up at)
+    tables: jax.Array  # (LOG_BUFFER + 1, rows, depth + 1): the statistics of each logged step, in order
+
+
+class Step(NamedTuple):
+    """A run's candidate transition inside a chunk, for a ``StepPolicy`` to accept or not."""
+
+    state: TrainState
+    prev_params: Params
+    loss: jax.Array
+    signal_ok: jax.Array  # the step's statistics (if it logged any) are finite
+    stepped: jax.Array  # a training step was taken (not only a measurement)
+
+
+class Carry(NamedTuple):
+    """What a policy keeps of a run through a chunk."""
+
+    state: TrainState
+    prev_params: Params
+    ok: jax.Array
+    done: jax.Array
+
+
+def finite(loss, params) -> jax.Array:
+    """The loss and the new parameters are finite: an overflowing step (huge lr) must not be applied."""
+    return jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))
+
+
+def select(ok, a, b):
+    return jax.tree.map(lambda u, v: jnp.where(ok, u, v), a, b)
+
+
+def fast(carry: Carry, step: Step) -> Carry:
+    """Apply every step unchecked; the chunk is checked once at its end (``fast_end``)."""
+    return Carry(step.state, step.prev_params, carry.ok & step.signal_ok, carry.done)
+
+
+def fast_end(out: ChunkOut, alive, n_steps) -> ChunkOut:
+    ok = out.ok & finite(jnp.sum(out.losses), out.state.params)
+    return out._replace(ok=ok, done=jnp.where(alive, n_steps, 0).astype(jnp.int32))
+
+
+def guarded(carry: Carry, step: Step) -> Carry:
+    """Apply a step only if its statistics, loss and parameters are finite; a run that meets a
+    non-finite one keeps its last finite state from then on (its statistics at that step, if it is
+    a logged one, are kept for the record)."""
+    ok = carry.ok & step.signal_ok & (~step.stepped | finite(step.loss, step.state.params))
+    state, prev = select(ok, (step.state, step.prev_params), (carry.state, carry.prev_params))
+    return Carry(state, prev, ok, carry.done + (ok & step.stepped).astype(jnp.int32))
+
+
+class StepPolicy(NamedTuple):
+    """How a chunk takes its steps: ``accept`` each candidate step, then ``end`` the chunk."""
+
+    accept: Callable[[Carry, Step], Carry]
+    end: Callable[[ChunkOut, Any, Any], ChunkOut]
+
+
+FAST = StepPolicy(fast, fast_end)
+GUARDED = StepPolicy(guarded, lambda out, alive, n_steps: out)
 
 
 class TrainFns(NamedTuple):
     """The jitted pieces of a group, built once from its static choices; each maps over runs."""
 
-    # (states, prev_params, step0, x, y, n_steps, alive, measure_end)
-    #   -> (states, prev_params, ok, losses, done, tables); n_steps 0 with measure_end: a measurement only
-    chunk: Callable
-    guarded_chunk: Callable  # the same, with every step checked (replays a chunk that failed its end check)
+    layout: Layout  # the statistics the group computes and the rows of their table
+    chunk: Callable  # (ChunkIn, x, y) -> ChunkOut, the FAST policy
+    guarded_chunk: Callable  # the same with the GUARDED policy (replays a chunk that failed its end check)
     evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
     optimizer: Callable[[Any], optax.GradientTransformation]
 
@@ -143,7 +189,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     every = schedule.log_every
     probe_size = cfg.data.probe_size
     on_batch = cfg.log.stats_on == "train_batch"
-    table_shape = (len(COLUMNS), spec.num_layers)
+    layout = Layout(cfg.log.stats)
+    table_shape = (layout.rows, spec.num_layers)
 
     def optimizer(lr) -> optax.GradientTransformation:
         # Every optax optimizer here applies the learning rate as its last scaling, so a traced
@@ -168,18 +215,18 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         return order, (x[idx], y[idx], drop_key)
 
-    def forward_backward(params, norm_state, batch, update_ratio=None):
+    def forward_backward(params, norm_state, batch, update=None):
         """The forward/backward pass of ``params`` on ``batch`` (inputs, labels, dropout key or
-        None): (loss, gradient, new norm state, table). Given the layers' ``update_ratio`` since the
-        previous log, the same pass also yields the per-layer statistics table of these weights on
-        this batch, else table is None."""
+        None): (loss, gradient, new norm state, table). Given the layers' ``update`` statistics
+        since the previous log, the same pass also yields the per-layer statistics table of these
+        weights on this batch, else table is None."""
         xb, yb, key = batch
         loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, params, norm_state, xb, yb, key=key,
-                                                      collect=update_ratio is not None)
-        table = None if raw is None else to_table(summarize(params, update_ratio, grads, raw))
+                                                      layout=None if update is None else layout)
+        table = None if raw is None else table_of(layout, params, grads, raw, update)
         return loss, grads, norm_state, table
 
-    def update(state: TrainState, grads, norm_state, order) -> TrainState:
+    def update_state(state: TrainState, grads, norm_state, order) -> TrainState:
         updates, opt_state = optimizer(state.lr).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if t.max_norm is not None:
@@ -190,72 +237,53 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         """One update of one run on its next mini-batch: (state, loss)."""
         order, batch = minibatch(state, step, x, y)
         loss, grads, norm_state, _ = forward_backward(state.params, state.norm_state, batch)
-        return update(state, grads, norm_state, order), loss
+        return update_state(state, grads, norm_state, order), loss
 
-    def finite(loss, params):
-        # The new parameters, not just the loss: an overflowing step (huge lr) must not be applied either.
-        return jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(params))
-
-    def select(ok, a, b):
-        return jax.tree.map(lambda u, v: jnp.where(ok, u, v), a, b)
-
-    def steps(state: TrainState, prev_params, step0, x, y, n_steps, alive, measure_end, guard: bool):
-        """``n_steps`` steps of one run from the group's step ``step0`` and, with ``measure_end``,
-        a measurement of the state they end in (``n_steps`` 0: a measurement only).
+    def steps(inp: ChunkIn, x, y, policy: StepPolicy) -> ChunkOut:
+        """``inp.n_steps`` steps of one run from the group's step ``inp.step0`` and, with
+        ``measure_end``, a measurement of the state they end in.
 
         Every multiple of ``log_every`` among the steps, and the end with ``measure_end``, takes
-        the per-layer statistics of the state it starts from into the next slot of a
-        (LOG_BUFFER + 1, columns, depth + 1) buffer, and ``prev_params`` moves to those weights
-        (the reference of the next update ratios): on the probe (the first ``probe_size`` training
-        examples) or, with train_batch, inside the step's own forward/backward pass (the end's
-        measurement is such a step, its update dropped). Every step's loss goes into a
-        (PROGRESS_CHUNK + 1,) buffer.
-
-        Unguarded (the fast path), the steps run unchecked and the chunk is checked once at its
-        end: losses, final parameters and the statistics' signal columns finite. A run that fails
-        reports ok=False; the caller then replays the chunk guarded from the same start, where
-        each step is checked and a run meeting a non-finite step keeps its last finite state (its
-        statistics at that step, if it is a logged one, are kept for the record), so the per-step
-        checks are only paid after a blow-up. A run that is not ``alive`` keeps its state when guarded;
-        unguarded it trains on, its results unused.
-        Returns (state, prev_params, ok, losses, steps done, tables)."""
+        the per-layer statistics of the state it starts from into the next slot of the tables
+        buffer, and ``prev_params`` moves to those weights (the reference of the next update
+        statistics): on the probe (the first ``probe_size`` training examples) or, with
+        train_batch, inside the step's own forward/backward pass (the end's measurement is such a
+        step, its update dropped). Each step goes through ``policy``. A run that is not ``alive``
+        keeps its state when guarded; unguarded it trains on, its results unused (keeping its
+        state would take one more copy of the weights: the select's output beside the loop's)."""
+        step0, n_steps = inp.step0, inp.n_steps
         tables = jnp.zeros((LOG_BUFFER + 1, *table_shape), jnp.float32)
         losses = jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32)
-        n_iter = n_steps + jnp.asarray(measure_end).astype(n_steps.dtype)  # the end's measurement is one more
+        n_iter = n_steps + jnp.asarray(inp.measure_end).astype(n_steps.dtype)  # the end's measurement is one more
 
-        def check(ok, done, st, prev, new, new_prev, loss, signal_ok, stepped):
-            """Guarded: the step is applied only if its statistics, loss and parameters are finite."""
-            ok = ok & signal_ok & (~stepped | finite(loss, new.params))
-            st, prev = select(ok, (new, new_prev), (st, prev))
-            return ok, done + (ok & stepped).astype(jnp.int32), st, prev
-
-        def measurement(j, st, prev, ok, done, losses, tables, slot):
+        def measurement(j, c: Carry, losses, tables, slot):
             """A segment's start: at a multiple of ``log_every``, or at the end's measurement
-            (j == n_steps, where nothing is trained), the statistics of ``st`` go into the next
+            (j == n_steps, where nothing is trained), the statistics of the state go into the next
             slot: from a pass of the probe, or from the logged step's own pass. With train_batch
             the segment's first step is taken here whether or not it is logged (a segment that
             does not start at a log, the chunk's first, takes it unlogged). The branch is shared by
             the group: a real branch, not both sides. Returns the carry and the first step still
             to take."""
+            st, prev = c.state, c.prev_params
             s = step0 + j
             last = j == n_steps
             is_log = (s % every == 0) | last
 
             def record(tables, table):
-                return jax.lax.dynamic_update_index_in_dim(tables, table, slot, 0), signal_finite(table)
+                return jax.lax.dynamic_update_index_in_dim(tables, table, slot, 0), layout.signal_finite(table)
 
-            # prev_params move to this step's weights, and the update ratios they were the reference
-            # of are taken, outside the branch, and the branch reads the moved copy; the update is
-            # applied outside it too. Ordered so by data, XLA moves and updates the weights in place
-            # instead of copying the weights and prev_params at every segment (one run on the
+            # prev_params move to this step's weights, and the update statistics they were the
+            # reference of are taken, outside the branch, and the branch reads the moved copy; the
+            # update is applied outside it too. Ordered so by data, XLA moves and updates the weights
+            # in place instead of copying the weights and prev_params at every segment (one run on the
             # training batch: temporaries 3.0 -> 1.2 copies of the weights; a group of 3: 4.9 -> 2.9).
-            update_ratio = update_ratios(st.params, prev)
+            update = update_values(layout, st.params, prev)
             new_prev = select(is_log, st.params, prev)
             if on_batch:
                 order, batch = minibatch(st, s, x, y)
 
                 def logged(at_log, params, tables):  # at_log: the weights, as moved to prev_params
-                    loss, grads, norm_state, table = forward_backward(at_log, st.norm_state, batch, update_ratio)
+                    loss, grads, norm_state, table = forward_backward(at_log, st.norm_state, batch, update)
                     return (loss, grads, norm_state, *record(tables, table))
 
                 def plain(at_log, params, tables):
@@ -264,81 +292,75 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                 loss, grads, norm_state, tables, signal_ok = jax.lax.cond(is_log, logged, plain, new_prev, st.params,
                                                                           tables)
                 # the segment's first step; the end's measurement (j == n_steps) is not applied
-                new = select(last, st, update(st, grads, norm_state, order))
+                new = select(last, st, update_state(st, grads, norm_state, order))
                 stepped = ~last
                 losses = losses.at[j].set(jnp.where(stepped, loss, 0.0))
             else:
                 def logged(at_log, tables):
                     probe = (x[:probe_size], y[:probe_size], None)
-                    return record(tables, forward_backward(at_log, st.norm_state, probe, update_ratio)[3])
+                    return record(tables, forward_backward(at_log, st.norm_state, probe, update)[3])
 
                 tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
                                                  new_prev, tables)
                 new, loss, stepped = st, jnp.zeros((), jnp.float32), jnp.bool_(False)
-            if guard:
-                ok, done, st, prev = check(ok, done, st, prev, new, new_prev, loss, signal_ok, stepped)
-            else:
-                st, prev, ok = new, new_prev, ok & signal_ok
-            return (st, prev, ok, done, losses, tables, slot + is_log.astype(jnp.int32)), j + stepped.astype(j.dtype)
+            c = policy.accept(c, Step(new, new_prev, loss, signal_ok, stepped))
+            return (c, losses, tables, slot + is_log.astype(jnp.int32)), j + stepped.astype(j.dtype)
 
-        def plain_steps(j0, j1, st, ok, done, losses):
-            """Plain steps j0..j1-1, the loop body a bare training step."""
+        def plain_steps(j0, j1, c: Carry, losses):
+            """Plain steps j0..j1-1, the loop body a bare training step (prev_params stay out of
+            the loop: carrying them would cost a copy of the weights)."""
 
             def body(j, carry):
-                st, ok, done, losses = carry
-                new, loss = train_step(st, step0 + j, x, y)
-                losses = losses.at[j].set(loss)
-                if guard:
-                    ok, done, st, _ = check(ok, done, st, (), new, (), loss, jnp.bool_(True), jnp.bool_(True))
-                    return st, ok, done, losses
-                return new, ok, done, losses
+                c, losses = carry
+                new, loss = train_step(c.state, step0 + j, x, y)
+                return policy.accept(c, Step(new, None, loss, jnp.bool_(True), jnp.bool_(True))), losses.at[j].set(loss)
 
-            return jax.lax.fori_loop(j0, j1, body, (st, ok, done, losses))
+            inner, losses = jax.lax.fori_loop(j0, j1, body, (c._replace(prev_params=None), losses))
+            return inner._replace(prev_params=c.prev_params), losses
 
         def segment(carry):
             """From step j: its measurement, if any, then plain steps up to the next log or the chunk's end."""
-            *inner, j = carry
-            (st, prev, ok, done, losses, tables, slot), first = measurement(j, *inner)
-            s = step0 + j
-            end = jnp.minimum(n_steps, (s // every + 1) * every - step0)  # the next log, or the chunk's end
-            st, ok, done, losses = plain_steps(first, end, st, ok, done, losses)
-            return st, prev, ok, done, losses, tables, slot, jnp.where(j < n_steps, end, j + 1)
+            c, losses, tables, slot, j = carry
+            (c, losses, tables, slot), first = measurement(j, c, losses, tables, slot)
+            end = jnp.minimum(n_steps, ((step0 + j) // every + 1) * every - step0)  # the next log, or the chunk's end
+            c, losses = plain_steps(first, end, c, losses)
+            return c, losses, tables, slot, jnp.where(j < n_steps, end, j + 1)
 
-        carry = (state, prev_params, alive, jnp.zeros((), jnp.int32), losses, tables, jnp.zeros((), jnp.int32),
-                 jnp.zeros((), n_steps.dtype))
-        st, prev, ok, done, losses, tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter, segment, carry)
-        if not guard:
-            ok = ok & finite(jnp.sum(losses), st.params)
-            done = jnp.where(alive, n_steps, 0).astype(jnp.int32)
-        # A run that is not alive trains on here, its results unused: keeping its state would
-        # take one more copy of the weights (the select's output beside the loop's).
-        return st, prev, ok, losses, done, tables
+        start = Carry(inp.state, inp.prev_params, inp.alive, jnp.zeros((), jnp.int32))
+        carry = (start, losses, tables, jnp.zeros((), jnp.int32), jnp.zeros((), n_steps.dtype))
+        c, losses, tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter, segment, carry)
+        return policy.end(ChunkOut(c.state, c.prev_params, c.ok, losses, c.done, tables), inp.alive, n_steps)
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
         loss = jnp.mean(loss_fn(logits, y, spec.num_classes))
         return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
-    chunk_axes = (True, True, False, False, False, False, True, False)
+    chunk_axes = (CHUNK_AXES, None, None)
     return TrainFns(
-        chunk=jax.jit(over_runs(functools.partial(steps, guard=False), chunk_axes, n_runs)),
-        guarded_chunk=jax.jit(over_runs(functools.partial(steps, guard=True), chunk_axes, n_runs)),
-        evaluate=jax.jit(over_runs(evaluate, (True, True, False, False), n_runs)),
+        layout=layout,
+        chunk=jax.jit(over_runs(functools.partial(steps, policy=FAST), chunk_axes, n_runs)),
+        guarded_chunk=jax.jit(over_runs(functools.partial(steps, policy=GUARDED), chunk_axes, n_runs)),
+        evaluate=jax.jit(over_runs(evaluate, (0, 0, None, None), n_runs)),
         optimizer=optimizer,
     )
 
 
-def over_runs(fn: Callable, per_run: Sequence[bool], n_runs: int) -> Callable:
-    """``fn`` mapped over the leading run axis of the arguments flagged in ``per_run``.
+def over_runs(fn: Callable, in_axes: Sequence[Any], n_runs: int) -> Callable:
+    """``fn`` mapped over the leading run axis of its arguments: ``in_axes`` as for ``jax.vmap``
+    (0 or None per argument, or a pytree prefix of 0s and Nones).
 
     A group of one runs ``fn`` itself on the squeezed arguments: vmap over an axis of size 1 would
     turn every matmul into a batched one, which XLA's CPU backend runs ~25% slower.
     """
     if n_runs > 1:
-        return jax.vmap(fn, in_axes=tuple(0 if p else None for p in per_run))
+        return jax.vmap(fn, in_axes=tuple(in_axes))
+
+    def squeeze(axis, arg):
+        return arg if axis is None else jax.tree.map(lambda a: a[0], arg)
 
     def single(*args):
-        squeezed = [jax.tree.map(lambda a: a[0], a) if p else a for a, p in zip(args, per_run)]
+        squeezed = [jax.tree.map(squeeze, axes, arg, is_leaf=lambda v: v is None) for axes, arg in zip(in_axes, args)]
         return jax.tree.map(lambda a: a[None], fn(*squeezed))
 
     return single
@@ -390,13 +412,6 @@ class TrainResult:
     device: dict[str, Any] = field(default_factory=dict)
 
 
-    def record_eval(self, step: int, test_loss: float, test_acc: float) -> None:
-        """Keep the test-set curve (one point per evaluation) for reports."""
-        self.history["step"].append(step)
-        self.history["test_loss"].append(test_loss)
-        self.history["test_acc"].append(test_acc)
-
-
 def device_info() -> dict[str, Any]:
     """The device JAX trains on (platform, kind, count)."""
     d = jax.devices()[0]
@@ -422,6 +437,152 @@ def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+class ChunkRunner:
+    """Runs a group's chunks: the fast chunk, and where a live run failed its end check, a guarded
+    replay of the same chunk (compiled on first need, its compile time counted as compile time,
+    not training time). Runs that passed the fast check keep the fast result, so a run's numbers
+    never depend on whether another run of its group blew up."""
+
+    def __init__(self, fns: TrainFns, x: jax.Array, y: jax.Array, state: TrainState):
+        self.fns, self.x, self.y = fns, x, y
+        n_runs = len(state.lr)
+        self.fast = fns.chunk.lower(self._inputs(state, state.params, 0, 1, np.ones(n_runs, bool), True),
+                                    x, y).compile()
+        self.guarded = None
+        self.compile_time_s = 0.0  # of the guarded replay, when it was needed
+
+    @staticmethod
+    def _inputs(state, prev_params, step0: int, n_steps: int, alive: np.ndarray, measure_end: bool) -> ChunkIn:
+        return ChunkIn(state, prev_params, np.int32(step0), np.int32(n_steps), alive.copy(), np.bool_(measure_end))
+
+    def measure(self, state: TrainState, prev_params: Params, at: int) -> np.ndarray:
+        """The statistics tables (runs, rows, depth + 1) of ``state`` at step ``at``, without
+        training: a chunk of no steps that measures its end (one transfer)."""
+        out = self.fast(self._inputs(state, prev_params, at, 0, np.ones(len(state.lr), bool), True), self.x, self.y)
+        return np.asarray(jax.device_get(out.tables))[:, 0]
+
+    def run(self, state: TrainState, prev_params: Params, plan: ChunkPlan, alive: np.ndarray) -> ChunkOut:
+        """The chunk ``plan`` from ``state``: device state, host (numpy) ok, losses, done and tables."""
+        inp = self._inputs(state, prev_params, plan.start, plan.n_steps, alive, plan.measure_end)
+        out = self.fast(inp, self.x, self.y)
+        out = out._replace(**dict(zip(("ok", "losses", "done", "tables"),
+                                      (np.asarray(a) for a in jax.device_get(out[2:])))))  # one transfer
+        if not (alive & ~out.ok).any():
+            return out
+        if self.guarded is None:
+            t_c = time.perf_counter()
+            self.guarded = self.fns.guarded_chunk.lower(inp, self.x, self.y).compile()
+            self.compile_time_s += time.perf_counter() - t_c
+        replay = self.guarded(inp, self.x, self.y)
+        host = [np.asarray(a) for a in jax.device_get(replay[2:])]
+        ok = out.ok
+
+        def per_run(a, b):
+            return np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
+
+        return ChunkOut(_pick(ok, out.state, replay.state), _pick(ok, out.prev_params, replay.prev_params),
+                        ok | host[0], *(per_run(a, b) for a, b in zip((out.losses, out.done, out.tables), host[1:])))
+
+
+class RunBook:
+    """One run's host-side record through training: whether it is still training, the last steps
+    with a statistics row and a metrics row, the training losses since that row, and its result."""
+
+    def __init__(self, sink: Sink, result: TrainResult, layout: Layout, schedule: Schedule, start: float):
+        self.sink, self.result, self.layout, self.schedule, self.start = sink, result, layout, schedule, start
+        self.alive = True
+        self.logged_at = self.row_at = -1
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def add_losses(self, losses: np.ndarray) -> None:
+        self.loss_sum += losses.sum(dtype=np.float64)
+        self.loss_count += len(losses)
+
+    def emit(self, at: int, table: np.ndarray) -> None:
+        """Send the statistics table (rows, depth + 1) at step ``at`` to the sink; a run whose
+        statistics are not finite is marked diverged there and stops."""
+        res = self.result
+        res.last_stats = self.layout.split(table)
+        if at == 0:  # nothing to compare the weights with yet
+            for name in self.layout.reading("update"):
+                res.last_stats[name] = np.full_like(res.last_stats[name], np.nan)
+            res.init_stats = res.last_stats
+        self.sink.layers(at, res.last_stats)
+        self.logged_at = at
+        if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
+            self.diverge(at, "non-finite per-layer statistics", record=res.divergence is None)
+
+    def diverge(self, at: int, cause: str, record: bool = True) -> None:
+        """The run ends at ``at``; with ``record``, ``cause`` (and where its last statistics
+        show the blow-up) is its divergence record."""
+        res = self.result
+        res.status = "diverged"
+        if record:
+            res.divergence = _divergence(at, cause, res.last_stats)
+        self.alive = False
+
+    def metrics_row(self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan")) -> None:
+        """The metrics row at ``step``: the mean training loss since the previous row."""
+        train_loss = float(self.loss_sum / self.loss_count) if self.loss_count else float("nan")
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.row_at = step
+        self.result.final["train_loss"] = train_loss
+        self.sink.metrics({"step": step, "epoch": step / self.schedule.steps_per_epoch, "train_loss": train_loss,
+                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - self.start})
+
+    def evaluated(self, step: int, test_loss: float, test_acc: float) -> None:
+        """The test set's loss and accuracy at ``step``: its metrics row and the test curve."""
+        res = self.result
+        self.metrics_row(step, test_loss, test_acc)
+        res.final.update(test_loss=test_loss, test_acc=test_acc)
+        res.history["step"].append(step)
+        res.history["test_loss"].append(test_loss)
+        res.history["test_acc"].append(test_acc)
+        if step == 0 or test_acc > res.best["test_acc"]:
+            res.best = {"test_acc": test_acc, "step": step}
+
+    def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray) -> int:
+        """Record a chunk: the statistics of each logged step it reached (a logged step inside the
+        chunk gets its metrics row here) and its losses. Returns the step the run is now at."""
+        stop = plan.start + done  # plan.stop, or the step it blew up at
+        cursor = 0  # losses of the chunk's steps [start, start + cursor) are counted
+        for slot, at in enumerate(plan.logs):
+            if at > stop:
+                break
+            if plan.start < at < plan.stop:
+                self.add_losses(losses[cursor:at - plan.start])
+                cursor = at - plan.start
+                self.metrics_row(at)
+            self.emit(at, tables[slot])
+        self.add_losses(losses[cursor:done])
+        self.result.steps = stop
+        chunk_loss = float(np.mean(losses[:done])) if done else float("nan")
+        self.sink.progress(stop, self.schedule.total_steps,
+                           {"loss": chunk_loss, "test_acc": self.result.final["test_acc"],
+                            "steps_per_s": stop / max(self.result.train_time_s, 1e-9)})
+        return stop
+
+
+def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpec, fns: TrainFns,
+                schedule: Schedule, data: Dataset, x: jax.Array, start: float) -> tuple[TrainState, list[RunBook]]:
+    """Each run's initial state, stacked over the group, and its book; initializers' traces go to
+    the sinks."""
+    probe_q0 = float(jnp.mean(jnp.square(x[: cfgs[0].data.probe_size])))
+    states, books = [], []
+    for c, sink in zip(cfgs, sinks):
+        t_init = time.perf_counter()
+        st, trace = init_state(c, spec, fns, x)
+        result = TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, 0.0, 0.0, 0.0,
+                             group_size=len(cfgs), init_time_s=time.perf_counter() - t_init,
+                             init_trace_file=None if trace is None else trace.file, input_dim=data.input_dim,
+                             probe_q0=probe_q0, device=device_info())
+        if trace is not None:
+            sink.init_trace(trace)
+        states.append(st)
+        books.append(RunBook(sink, result, fns.layout, schedule, start))
+    return _stack(states), books
+
+
 def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
     """Train one configuration (a group of one); see ``train_group``."""
     return train_group([cfg], data, [sink])[0]
@@ -438,170 +599,80 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     diverged; the rest of the group trains on.
     """
     start = time.perf_counter()
-    keys = {batch_key(c) for c in cfgs}
-    if len(keys) != 1:
+    if len({batch_key(c) for c in cfgs}) != 1:
         raise ValueError("train_group needs runs that differ only in " + ", ".join(BATCHABLE))
-    cfg, n_runs = cfgs[0], len(cfgs)
-    n_train = len(data.y_train)
+    cfg, n_train = cfgs[0], len(data.y_train)
     schedule = make_schedule(cfg, n_train)
-    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
-    fns = make_train_fns(cfg, spec, schedule, n_train, n_runs)
-
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, schedule, n_train, len(cfgs))
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
-    states, trace_files, init_times = [], [], []
-    for c, sink in zip(cfgs, sinks):
-        t_init = time.perf_counter()
-        st, trace = init_state(c, spec, fns, x)
-        init_times.append(time.perf_counter() - t_init)
-        states.append(st)
-        trace_files.append(None if trace is None else trace.file)
-        if trace is not None:
-            sink.init_trace(trace)
-    state = _stack(states)
-    alive = np.ones(n_runs, bool)
+
+    state, books = _start_runs(cfgs, sinks, spec, fns, schedule, data, x, start)
+    prev_params = state.params  # weights at the previous log: the reference of update statistics
 
     t0 = time.perf_counter()
-    # Host scalars and masks go in as numpy values: building jax arrays for them costs more than a
-    # small network's training step.
-    chunk = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), alive.copy(), np.True_).compile()
+    runner = ChunkRunner(fns, x, y, state)
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
-    compile_time = time.perf_counter() - t0
+    for b in books:
+        b.result.compile_time_s = time.perf_counter() - t0
 
-    probe_q0 = float(jnp.mean(jnp.square(x[: cfg.data.probe_size])))
-    results = [TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, compile_time, 0.0, 0.0,
-                           group_size=n_runs, init_time_s=init_time, init_trace_file=trace_file,
-                           input_dim=data.input_dim, probe_q0=probe_q0, device=device_info())
-               for trace_file, init_time in zip(trace_files, init_times)]
-    prev_params = state.params  # weights at the previous log: the reference of update ratios
-    logged_at = np.full(n_runs, -1)  # per run, the last step with a statistics row
-    row_at = np.full(n_runs, -1)  # ... and with a metrics row
-    loss_sum, loss_count = np.zeros(n_runs), np.zeros(n_runs, np.int64)  # training losses since that row
+    def live() -> list[RunBook]:
+        return [b for b in books if b.alive]
 
-    def emit(r: int, at: int, table: np.ndarray) -> None:
-        """Send run ``r``'s statistics table (columns, depth + 1) at step ``at`` to its sink; a run
-        whose statistics are not finite is marked diverged there and stops (``alive``)."""
-        res = results[r]
-        res.last_stats = from_table(table)
-        if at == 0:
-            res.last_stats["update_ratio"] = np.full_like(res.last_stats["update_ratio"], np.nan)
-            res.init_stats = res.last_stats
-        sinks[r].layers(at, res.last_stats)
-        logged_at[r] = at
-        if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
-            res.status = "diverged"
-            res.divergence = _divergence(at, "non-finite per-layer statistics", res.last_stats)
-            alive[r] = False
-
-    def measure_now(st: TrainState, members: Sequence[int], at: int) -> None:
-        """Measure and send the statistics of ``members`` at step ``at`` without training (a run of
-        no steps, or one that blew up between logs): a chunk of no steps that measures its end."""
+    def measure(members: Sequence[int], at: int) -> None:
+        """Statistics of ``members`` at ``at`` without training; their time counts as training's."""
         t_stats = time.perf_counter()
-        out = chunk(st, prev_params, np.int32(at), x, y, np.int32(0), np.ones(n_runs, bool), np.True_)
-        table = np.asarray(jax.device_get(out[5]))[:, 0]  # (runs, columns, depth + 1): one transfer
+        tables = runner.measure(state, prev_params, at)
         for r in members:
-            emit(r, at, table[r])
-        for r in members:  # statistics are part of what a run costs: steps/s includes them
-            results[r].train_time_s += time.perf_counter() - t_stats
+            books[r].emit(at, tables[r])
+        for r in members:
+            books[r].result.train_time_s += time.perf_counter() - t_stats
 
-    def evaluation(st: TrainState) -> tuple[np.ndarray, np.ndarray]:
-        loss, acc = jax.device_get(evaluate(st.params, st.norm_state, x_test, y_test))
-        return np.asarray(loss, np.float64), np.asarray(acc, np.float64)
-
-    def metrics_row(r: int, step: int, test_loss: float = float("nan"), test_acc: float = float("nan")) -> None:
-        """Run ``r``'s metrics row at ``step``: the mean training loss since its previous row."""
-        train_loss = float(loss_sum[r] / loss_count[r]) if loss_count[r] else float("nan")
-        loss_sum[r], loss_count[r] = 0.0, 0
-        row_at[r] = step
-        results[r].final["train_loss"] = train_loss
-        sinks[r].metrics({"step": step, "epoch": step / schedule.steps_per_epoch, "train_loss": train_loss,
-                          "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - start})
+    def evaluation(step: int, members: Sequence[RunBook]) -> None:
+        loss, acc = (np.asarray(a, np.float64) for a in jax.device_get(evaluate(state.params, state.norm_state,
+                                                                                 x_test, y_test)))
+        for r, b in enumerate(books):
+            if b in members:
+                b.evaluated(step, float(loss[r]), float(acc[r]))
 
     if schedule.total_steps == 0:  # otherwise step 0's statistics come out of the first chunk
-        measure_now(state, range(n_runs), 0)
-    test_loss, test_acc = evaluation(state)
-    for r, res in enumerate(results):
-        metrics_row(r, 0, float(test_loss[r]), float(test_acc[r]))
-        res.best = {"test_acc": float(test_acc[r]), "step": 0}
-        res.record_eval(0, float(test_loss[r]), float(test_acc[r]))
-        res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
+        measure(range(len(books)), 0)
+    evaluation(0, books)
 
-    step = 0
-    guarded = None
-    while step < schedule.total_steps and alive.any():
-        target = schedule.next_stop(step)
-        t1 = time.perf_counter()
-        measure_end = target == schedule.total_steps  # (the last step is always logged)
-        args = (np.int32(step), x, y, np.int32(target - step), alive.copy(), np.bool_(measure_end))
-        out = chunk(state, prev_params, *args)
-        new_state, new_prev = out[0], out[1]
-        ok, losses, done, tables = (np.asarray(a) for a in jax.device_get(out[2:]))  # one transfer
-        if (alive & ~ok).any():  # a run blew up somewhere in the chunk: replay it step by step
-            if guarded is None:  # compiled on first need; its compile time is not training time
-                t_c = time.perf_counter()
-                guarded = fns.guarded_chunk.lower(state, prev_params, *args).compile()
-                compile_s = time.perf_counter() - t_c
-                t1 += compile_s  # keeps the compilation out of the chunk's training time
-                for res in results:
-                    res.compile_time_s += compile_s
-            replay = guarded(state, prev_params, *args)
-            g_ok, g_losses, g_done, g_tables = (np.asarray(a) for a in jax.device_get(replay[2:]))
-            # Runs that passed the fast check keep the fast result: a run's numbers never depend on
-            # whether another run of its group blew up.
-            new_state, new_prev = _pick(ok, new_state, replay[0]), _pick(ok, new_prev, replay[1])
-            losses, done, tables = (np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
-                                    for a, b in ((losses, g_losses), (done, g_done), (tables, g_tables)))
-            ok = ok | g_ok
-        state, prev_params = new_state, new_prev
-        elapsed = time.perf_counter() - t1
-        logs = schedule.logs_between(step, target) + [target] * measure_end  # the tables' steps, in order
-        for r in np.flatnonzero(alive):
-            res = results[r]
-            res.train_time_s += elapsed
-            stop = step + int(done[r])  # where the run is now: `target`, or the step it blew up at
-            cursor = 0  # losses of the chunk's steps [step, step + cursor) are counted
-            for slot, at in enumerate(logs):
-                if at > stop:
-                    break
-                if step < at < target:  # a logged step inside the chunk gets its metrics row here
-                    loss_sum[r] += losses[r, cursor:at - step].sum(dtype=np.float64)
-                    loss_count[r] += at - step - cursor
-                    cursor = at - step
-                    metrics_row(r, at)
-                emit(r, at, tables[r, slot])
-            loss_sum[r] += losses[r, cursor:done[r]].sum(dtype=np.float64)
-            loss_count[r] += done[r] - cursor
-            res.steps = stop
-            chunk_loss = float(np.mean(losses[r, :done[r]])) if done[r] else float("nan")
-            sinks[r].progress(stop, schedule.total_steps,
-                              {"loss": chunk_loss, "test_acc": res.final["test_acc"],
-                               "steps_per_s": stop / max(res.train_time_s, 1e-9)})
-            if not ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
-                res.status = "diverged"
-                if res.divergence is None:  # (non-finite statistics have said so already)
-                    if logged_at[r] != stop:  # the statistics of its last finite parameters
-                        measure_now(state, [r], stop)
-                    res.divergence = _divergence(stop, "non-finite loss or gradient", res.last_stats)
-                if row_at[r] != stop:
-                    metrics_row(r, stop)
-                alive[r] = False
-        step = target
-        members = np.flatnonzero(alive)
-        if not len(members):
+    for plan in schedule.chunks():
+        members = [r for r, b in enumerate(books) if b.alive]
+        if not members:
             break
-        logged, evaluated = schedule.is_log(step), schedule.is_eval(step)
-        if logged or evaluated:
-            test_loss, test_acc = evaluation(state) if evaluated else (np.full(n_runs, np.nan),) * 2
-            for r in members:
-                metrics_row(r, step, float(test_loss[r]), float(test_acc[r]))
-                if evaluated:
-                    res = results[r]
-                    res.final.update(test_loss=float(test_loss[r]), test_acc=float(test_acc[r]))
-                    res.record_eval(step, float(test_loss[r]), float(test_acc[r]))
-                    if test_acc[r] > res.best["test_acc"]:
-                        res.best = {"test_acc": float(test_acc[r]), "step": step}
-                    sinks[r].checkpoint()
+        t1 = time.perf_counter()
+        compiled_before = runner.compile_time_s
+        out = runner.run(state, prev_params, plan, np.array([b.alive for b in books]))
+        state, prev_params = out.state, out.prev_params
+        replay_compile = runner.compile_time_s - compiled_before
+        elapsed = time.perf_counter() - t1 - replay_compile  # the replay's compilation is not training time
+        for b in books:
+            b.result.compile_time_s += replay_compile
+        for r in members:
+            b = books[r]
+            b.result.train_time_s += elapsed
+            stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r])
+            if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
+                first = b.result.divergence is None  # (non-finite statistics have said so already)
+                if first and b.logged_at != stop:
+                    measure([r], stop)  # the statistics of its last finite parameters
+                b.diverge(stop, "non-finite loss or gradient", record=first)
+                if b.row_at != stop:
+                    b.metrics_row(stop)
+        if not live():
+            break
+        if plan.evaluate_at_stop:
+            evaluation(plan.stop, live())
+            for b in live():
+                b.sink.checkpoint()
+        elif plan.log_at_stop:
+            for b in live():
+                b.metrics_row(plan.stop)
     wall = time.perf_counter() - start
-    for res in results:
-        res.wall_time_s = wall
-    return results
+    for b in books:
+        b.result.wall_time_s = wall
+    return [b.result for b in books]

@@ -221,14 +221,14 @@ def test_max_norm_holds_after_every_update():
 
     result, _ = fit(cfg, Sink())
     assert result.status == "completed"
-    from initlab.model import ModelSpec
+    from initlab.build import model_spec
     from initlab.train import init_state, make_schedule, make_train_fns
 
     data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
     state, _ = init_state(cfg, spec, fns, jax.device_put(data.x_train))
-    drawn = [np.linalg.norm(np.asarray(w), axis=0).max() for w in (state.params["inp"]["w"], state.params["out"]["w"])]
+    drawn = [np.linalg.norm(np.asarray(w), axis=0).max() for w in (state.params.inp.dense.w, state.params.out.w)]
     assert max(drawn) > bound  # the constraint has work to do from the first update on
     # Each unit's norm ≤ bound ⇒ the layer's Frobenius norm ≤ bound · sqrt(fan_out).
     fan_out = [32, 32, 32, 4]
@@ -287,8 +287,8 @@ class StatsRecorder(Recorder):
 def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
-    from initlab.model import ModelSpec
-    from initlab.stats import make_layer_stats
+    from initlab.build import model_spec
+    from initlab.step import make_layer_stats
     from initlab.train import init_state, make_train_fns
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
@@ -297,7 +297,7 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     assert sorted(rec.stats) == [0, 10, 20] and result.status == "completed"
 
     data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
     state, _ = init_state(cfg, spec, fns, jax.device_put(data.x_train))
     idx = np.asarray(state.order[:32])  # step 0's mini-batch
@@ -333,29 +333,35 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer (at 10,
     against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those
     steps (steps are deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
-    from initlab.model import ModelSpec
-    from initlab.stats import update_ratios
-    from initlab.train import _stack, init_state, make_train_fns
+    from initlab.build import model_spec
+    from initlab.params import effective_weights
+    from initlab.train import ChunkIn, _stack, init_state, make_train_fns
 
     cfg = tiny(train={"steps": 25}, log={"every": 10, "stats_on": stats_on})
     _, rec = fit(cfg, StatsRecorder())
     assert sorted(rec.stats) == [0, 10, 20, 25]
 
     data = load_dataset(cfg.data)
-    spec = ModelSpec.from_config(cfg.model, data.input_dim, data.num_classes)
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     start = _stack([init_state(cfg, spec, fns, x)[0]])
 
     def weights_at(step):
-        out = fns.chunk(start, start.params, np.int32(0), x, y, np.int32(step), np.ones(1, bool), np.False_)
-        return jax.tree.map(lambda a: a[0], out[0].params)
+        out = fns.chunk(ChunkIn(start, start.params, np.int32(0), np.int32(step), np.ones(1, bool), np.False_), x, y)
+        return jax.tree.map(lambda a: a[0], out.state.params)
+
+    def update_ratios(w, w_prev):  # per layer, in float64
+        return np.concatenate([np.linalg.norm((np.asarray(a, np.float64) - np.asarray(b, np.float64))
+                                              .reshape(len(a), -1), axis=1)
+                               / np.linalg.norm(np.asarray(b, np.float64).reshape(len(b), -1), axis=1)
+                               for a, b in zip(effective_weights(w), effective_weights(w_prev))])
 
     w0, w10, w20, w25 = (jax.tree.map(lambda a: a[0], start.params), weights_at(10), weights_at(20), weights_at(25))
-    np.testing.assert_allclose(rec.stats[10]["update_ratio"], np.asarray(update_ratios(w10, w0)), rtol=1e-4)
-    np.testing.assert_allclose(rec.stats[20]["update_ratio"], np.asarray(update_ratios(w20, w10)), rtol=1e-4)
-    np.testing.assert_allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w20)), rtol=1e-4)
-    assert not np.allclose(rec.stats[25]["update_ratio"], np.asarray(update_ratios(w25, w10)), rtol=1e-2)
+    np.testing.assert_allclose(rec.stats[10]["update_ratio"], update_ratios(w10, w0), rtol=1e-4)
+    np.testing.assert_allclose(rec.stats[20]["update_ratio"], update_ratios(w20, w10), rtol=1e-4)
+    np.testing.assert_allclose(rec.stats[25]["update_ratio"], update_ratios(w25, w20), rtol=1e-4)
+    assert not np.allclose(rec.stats[25]["update_ratio"], update_ratios(w25, w10), rtol=1e-2)
 
 
 def test_warmup_cosine_trains_alone_and_in_a_group_batched_by_lr():
@@ -424,15 +430,15 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     import jax.numpy as jnp
 
     import initlab.train as T
-    from initlab.stats import COLUMNS
+    from initlab.stats import Layout
 
     cfg = tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on})
     _, ref = fit(cfg, StatsRecorder())
     marker = float(ref.stats[20]["w_norm"][0])
     tol = min(abs(float(ref.stats[s]["w_norm"][0]) - marker) for s in (0, 10, 30, 40)) / 2
-    w_norm = list(COLUMNS).index("w_norm")
-    device_check, host_check = T.signal_finite, T.first_nonfinite_layer
-    monkeypatch.setattr(T, "signal_finite", lambda table: device_check(table) & (
+    w_norm = Layout(cfg.log.stats).slices["w_norm"].start
+    device_check, host_check = Layout.signal_finite, T.first_nonfinite_layer
+    monkeypatch.setattr(Layout, "signal_finite", lambda self, table: device_check(self, table) & (
         jnp.abs(table[..., w_norm, 0] - marker) > tol))
     monkeypatch.setattr(T, "first_nonfinite_layer", lambda stats: (2, "backward") if abs(
         float(stats["w_norm"][0]) - marker) <= tol else host_check(stats))
