@@ -205,7 +205,10 @@ def report_tables(report: Any) -> list[Table]:
 
 
 def layer_tables(layers: dict[str, Any]) -> list[Table]:
-    """Every per-layer statistic at initialization and at the end of one run."""
+    """Every per-layer statistic at initialization and at the end of one run (a dead layer's undefined
+    symmetry reads ``dead layer``)."""
+    from initlab.report import DEAD_LAYER, layer_cell
+
     tables = []
     for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
         caption = layers.get("theory") if when == "init" else None
@@ -213,11 +216,12 @@ def layer_tables(layers: dict[str, Any]) -> list[Table]:
                   caption_justify="left")
         t.add_column("layer", justify="right")
         columns = [c for c in layers["columns"] if when == "init" or not c.endswith(("_theory", "grad_ratio"))]
-        for c in columns:
-            t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None)
+        for c in columns:  # a dead layer's mark is kept on one line however narrow the table
+            t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None,
+                         min_width=len(DEAD_LAYER) if c == "symmetry" else None)
         for row in layers[when]:
             name = "out" if row["kind"] == "output" else str(row["layer"])
-            t.add_row(name, *[_sci(row[c]) for c in columns])
+            t.add_row(name, *[layer_cell(row, c, _sci) for c in columns])
         tables.append(t)
     return tables
 

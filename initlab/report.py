@@ -18,7 +18,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 # Sparkline scale: log10(variance / first layer's) from -SPARK_DECADES to +SPARK_DECADES.
 SPARK_DECADES = 4.0
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
+DEAD_LAYER = "dead layer"  # what the per-layer view shows for an undefined symmetry of a layer with act_var 0
 
 
 @dataclass
@@ -515,6 +516,18 @@ def layer_report(path: str | Path) -> dict[str, Any]:
             "theory": theory_note}
 
 
+def is_dead(row: dict[str, Any]) -> bool:
+    """Whether a per-layer row is a dead layer: activation variance 0, so its ``symmetry`` (a share of
+    that variance) is undefined (0/0) and stored as an empty cell."""
+    sym, act = row.get("symmetry"), row.get("act_var")
+    return isinstance(sym, float) and math.isnan(sym) and act == 0
+
+
+def layer_cell(row: dict[str, Any], column: str, fmt: Callable[[Any], str]) -> str:
+    """One cell of the per-layer view, ``fmt``-formatted; ``dead layer`` for a dead layer's symmetry."""
+    return DEAD_LAYER if column == "symmetry" and is_dead(row) else fmt(row[column])
+
+
 def jsonable_layers(layers: dict[str, Any]) -> dict[str, Any]:
     from initlab.storage import jsonable
 
@@ -522,7 +535,8 @@ def jsonable_layers(layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def layers_text(layers: dict[str, Any], fmt: str) -> str:
-    """The per-layer view as CSV (long: one row per step and layer) or markdown (two tables)."""
+    """The per-layer view as CSV (long: one row per step and layer) or markdown (two tables). A dead
+    layer's undefined symmetry is an empty CSV cell and reads ``dead layer`` in markdown."""
     cols = ["layer", "kind", *layers["columns"]]
     if fmt == "csv":
         buf = io.StringIO()
@@ -535,6 +549,6 @@ def layers_text(layers: dict[str, Any], fmt: str) -> str:
     out = []
     for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
         out += [f"**step {step}**", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-        out += ["| " + " | ".join(_fmt_value(row[c]) for c in cols) + " |" for row in layers[when]]
+        out += ["| " + " | ".join(layer_cell(row, c, _fmt_value) for c in cols) + " |" for row in layers[when]]
         out.append("")
     return "\n".join(out)

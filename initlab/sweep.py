@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from initlab.config import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, config_hash,
-                            from_dict, read_yaml, set_value, to_dict)
+from initlab.config import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
+                            config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError
 from initlab.storage import atomic_write, run_dir_for, run_status, write_run_dir
 
@@ -136,6 +136,7 @@ def load_spec(path: str | Path, *, grid: Iterable[str] = (), zips: Iterable[str]
         seed_list = _seeds(int(text) if text.isdigit() else parse_values("seed", text))
     spec = SweepSpec(base, spec_grid, spec_zips, seed_list)
     _check_keys(spec)
+    sweep_dir(spec)  # the sweep's name is checked before anything is expanded or written
     return spec
 
 
@@ -145,6 +146,9 @@ def _check_keys(spec: SweepSpec) -> None:
         for key in keys:
             if key in seen:
                 raise ConfigError(f"{where}.{key}: already varied in {seen[key]}")
+            if key in ("log", "log.out"):  # every run's folder is <log.out>/<sweep name>/<run name>-<hash>
+                raise ConfigError(f"{where}.{key}: log.out cannot vary per run (a sweep's runs all go in its folder; "
+                                  "set log.out once, or use --out)")
             seen[key] = where
     if spec.seeds is not None and "seed" in seen:
         raise ConfigError(f"{seen['seed']}.seed: vary seeds with `seeds:` or --seeds, not both")
@@ -186,11 +190,12 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
 
 
 def sweep_dir(spec: SweepSpec) -> Path:
-    """``<log.out>/<sweep name>``."""
+    """``<log.out>/<sweep name>``; a ConfigError if the name is not one plain folder name (a run's
+    folder name, ``<name>-<hash>``, is checked by the run's own config)."""
     log = spec.base.get("log") or {}
     if not isinstance(log, dict):
         raise ConfigError(f"log: {log!r} is not a mapping")
-    return Path(str(log.get("out", "runs"))) / spec.name
+    return Path(str(log.get("out", "runs"))) / check_name(spec.base.get("name", "sweep"), "name", "sweep name")
 
 
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
@@ -411,7 +416,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                    for r in claimed]
                     for run, rec in zip(claimed, records):
                         write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
-                                      rec.get("trace"))
+                                      rec.get("trace"), rec.get("shaped"))
                     for fd in fds:
                         _unlock(fd)
                     report.trained += len(claimed)

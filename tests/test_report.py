@@ -147,6 +147,22 @@ def test_layers_view_of_one_run(runs_dir):
     assert sweep_folder.exit_code == 1 and "pass one of its run folders" in sweep_folder.output
 
 
+def test_layers_view_says_dead_layer_where_symmetry_is_undefined(runs_dir, tmp_path):
+    # A layer whose activations are all equal (act_var 0) has an undefined symmetry (0/0): an empty cell.
+    run = tmp_path / "dead"
+    shutil.copytree(next((runs_dir / "grid").glob("grid-*[0-9a-f]")), run)
+    layers = pd.read_csv(run / "layers.csv")
+    dead = (layers.kind == "hidden") & (layers.layer == 1)
+    layers.loc[dead, "act_var"], layers.loc[dead, "symmetry"] = 0.0, float("nan")
+    layers.to_csv(run / "layers.csv", index=False)
+    for fmt in ("table", "markdown"):  # layer 1 at step 0 and at the last step
+        result = runner.invoke(app, ["report", "--layers", str(run), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("dead layer") == 2 and "nan" not in result.output.lower()
+    as_csv = pd.read_csv(io.StringIO(runner.invoke(app, ["report", "--layers", str(run), "--format", "csv"]).output))
+    assert list(as_csv.loc[as_csv.symmetry.isna(), "layer"]) == [1, 1]  # machine-readable: an empty cell
+
+
 def test_verdict_thresholds_and_sparkline():
     assert verdict(1.0, 1.0) == "healthy"
     assert verdict(VANISHING / 2, 1.0) == "vanishing"

@@ -170,6 +170,37 @@ def test_cli_sweep_dry_run_trains_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("blocks, grid, message", [
+    ({"name": "../escape"}, [], "name: '../escape' is not a valid sweep name"),
+    ({"name": "../escape", "sweep": {"name": ["a", "b"]}}, [], "name: '../escape' is not a valid sweep name"),
+    ({"name": "/tmp/escape"}, [], "name: '/tmp/escape' is not a valid sweep name"),
+    ({"name": 5}, [], "name: 5 is not a valid sweep name"),
+    ({"sweep": {"name": ["ok", "../escape"]}}, [], "run (name=../escape): name: '../escape' is not a valid run name"),
+    ({}, ["name=ok,../escape"], "name: '../escape' is not a valid run name"),
+    ({"sweep": {"log.out": ["elsewhere"]}}, [], "sweep.log.out: log.out cannot vary per run"),
+    ({"zip": [{"log.out": ["x"], "seed": [1]}]}, [], "zip[0].log.out: log.out cannot vary per run"),
+])
+def test_a_path_forming_value_must_name_one_folder(tmp_path, blocks, grid, message):
+    # The sweep folder is <log.out>/<name> and its runs <log.out>/<name>/<run name>-<hash>: none may escape.
+    path = write_sweep(tmp_path, **blocks)
+    with pytest.raises(ConfigError) as err:
+        expand(load_spec(path, grid=grid))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    result = runner.invoke(app, ["sweep", str(path), "-q", *[a for g in grid for a in ("--grid", g)]])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.yaml"]  # nothing written, inside or outside
+
+
+def test_a_plain_sweep_name_names_the_sweep_folder(tmp_path):
+    path = write_sweep(tmp_path, name="he-vs_xavier.v2", sweep={"name": ["a", "b.1"]})
+    runs = expand(load_spec(path))
+    assert sweep_dir(load_spec(path)) == tmp_path / "runs" / "he-vs_xavier.v2"
+    assert {r.path.parent for r in runs} == {tmp_path / "runs" / "he-vs_xavier.v2"}
+    assert sorted(r.path.name.rsplit("-", 1)[0] for r in runs) == ["a", "b.1"]
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+
+
 def test_run_refuses_a_sweep_file(tmp_path):
     path = write_sweep(tmp_path, seeds=2)
     result = runner.invoke(app, ["run", str(path)])
