@@ -224,7 +224,8 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
 
     from initlab.config import from_dict
     from initlab.build import model_spec
-    from initlab.train import _stack, init_state, make_schedule, make_train_fns
+    from initlab.schedule import make_schedule
+    from initlab.train import ChunkIn, _stack, init_state, make_train_fns
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
     n_train = len(data.y_train)
@@ -232,7 +233,7 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     state = _stack([init_state(cfg, spec, fns, x)[0]])
-    m = fns.chunk.lower(state, state.params, np.int32(0), x, y, np.int32(1), np.ones(1, bool), np.True_).compile()
+    m = fns.chunk.lower(ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_), x, y).compile()
     a = m.memory_analysis()
     return {"arguments": a.argument_size_in_bytes, "outputs": a.output_size_in_bytes,
             "temporaries": a.temp_size_in_bytes, "aliased": a.alias_size_in_bytes}

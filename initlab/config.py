@@ -37,6 +37,13 @@ def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None
     return field(default=default, metadata=meta)
 
 
+# The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
+# without the key computed these, and a config that selects exactly these keeps the hash it had then.
+STATS_BEFORE_LOG_STATS = ("pre_mean", "pre_var", "act_mean", "act_var", "grad_var", "wgrad_var", "wgrad_norm",
+                          "w_var", "w_norm", "update_ratio", "saturated_frac", "dead_frac", "symmetry", "unit_p15",
+                          "unit_p50", "unit_p85")
+
+
 def _stat_names(fn: str) -> list[str]:
     """Names from the statistics registry (``default_names``, ``signal_names`` or ``names``: all)."""
     from initlab import stats
@@ -469,8 +476,8 @@ def config_hash(cfg: RunConfig) -> str:
     """8 hex digits identifying everything that can change a run's numbers (not log.out)."""
     d = to_dict(cfg)
     d["log"].pop("out")
-    if tuple(d["log"]["stats"]) == tuple(_stat_names("default_names")):
-        d["log"].pop("stats")  # the default: run folders keep the names they had before log.stats existed
+    if tuple(d["log"]["stats"]) == STATS_BEFORE_LOG_STATS:
+        d["log"].pop("stats")  # run folders keep the names they had before log.stats existed
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

@@ -20,7 +20,8 @@ from initlab.config import DataConfig, RunConfig, config_hash, from_dict, to_dic
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError
 from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for
-from initlab.train import TrainResult, make_schedule, train, train_group
+from initlab.schedule import make_schedule
+from initlab.train import TrainResult, train, train_group
 
 
 def versions() -> dict[str, str]:

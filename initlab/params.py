@@ -4,8 +4,10 @@
 stacked along a leading axis (``hidden``, run under ``lax.scan``), the output layer (``out``) and
 the residual blocks' Fixup scalars (``blocks``; None for a plain MLP). Code that needs a layer's
 weight matrix reads it through ``Dense.weight()`` or ``effective_weights`` and finds weights by type
-(``Dense``), never by a dict key, so that a reparameterization (weight norm: w = g·v/‖v‖) changes
-one place here and is seen by the forward pass, the statistics, max-norm, LSUV and pre-training.
+(``Dense``), never by a dict key, so that a reparameterization (weight norm: w = g·v/‖v‖) is seen
+by the forward pass, the weight statistics, max-norm, LSUV and pre-training through one method
+here. (The gradient statistics read ``effective_weights(grads)``, the gradient of the stored
+parameters; with a reparameterization they will need the gradient of the effective weight.)
 """
 
 from __future__ import annotations

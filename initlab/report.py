@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from initlab.config import STATS_BEFORE_LOG_STATS
 from initlab.errors import InitlabError
 
 VANISHING = 1e-2
@@ -142,7 +143,10 @@ def load_run(path: Path) -> Run | Skipped:
             return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
         if not isinstance(config, dict):
             return Skipped(path, "config.yaml is not a mapping")
-    return Run(path, summary, flatten(config))
+    flat = flatten(config)
+    # a run from before log.stats existed computed what a default run computed then
+    flat.setdefault("log.stats", list(STATS_BEFORE_LOG_STATS))
+    return Run(path, summary, flat)
 
 
 def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
@@ -480,15 +484,17 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     if not rows:
         raise InitlabError(f"{p}/layers.csv has no rows")
 
+    stat_columns = [c for c in STAT_COLUMNS if c in rows[0]]  # the statistics the run computed (log.stats)
+
     def parse(row: dict[str, str]) -> dict[str, Any]:
         out: dict[str, Any] = {"layer": int(row["layer"]), "kind": row["kind"]}
-        out.update({c: float(row[c]) if row.get(c) not in (None, "") else math.nan for c in STAT_COLUMNS})
+        out.update({c: float(row[c]) if row.get(c) not in (None, "") else math.nan for c in stat_columns})
         return out
 
     steps = sorted({int(r["step"]) for r in rows})
     first, last = steps[0], steps[-1]
     init = [parse(r) for r in rows if int(r["step"]) == first]
-    columns = list(STAT_COLUMNS)
+    columns = list(stat_columns)
     theory_note = ""
     loaded = load_run(p)
     theory = loaded.summary.get("theory") if isinstance(loaded, Run) else None
@@ -510,7 +516,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
             theory_note = f"mean-field theory does not apply: {theory.get('reason')}"
     end = [parse(r) for r in rows if int(r["step"]) == last]
     for r in end:
-        for c in columns[len(STAT_COLUMNS):]:
+        for c in columns[len(stat_columns):]:
             r.setdefault(c, math.nan)
     return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
             "theory": theory_note}

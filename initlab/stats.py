@@ -11,8 +11,8 @@ and how many numbers it gives per layer:
 - ``weights``: each layer's weight matrix W and the gradient ∂L/∂W of the mean loss, flattened;
 - ``update``: W and the weights W_prev of the previous logged step.
 
-A ``Layout`` is the selection a run computes (``log.stats``, plus the ``SIGNAL`` statistics that
-the divergence check reads, always): the rows of the per-layer table that a logged step brings to
+A ``Layout`` is the selection a run computes (``log.stats``, plus the signal statistics that the
+divergence check reads, ``signal_names()``, always): the rows of the per-layer table that a logged step brings to
 the host in one transfer, and the columns of ``layers.csv``. A statistic of ``size`` k > 1 (a
 histogram, say) takes k rows of the table and is written to a tidy file of its own rather than to
 columns. What the statistics are, from the literature: pre-activation and activation moments
@@ -86,8 +86,14 @@ def _symmetry(f: Forward) -> jax.Array:
     return jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), jnp.nan)
 
 
-def _unit_percentile(q: float) -> Callable[[Forward], jax.Array]:
-    return lambda f: jnp.percentile(f.z[:, 0], q)
+# Percentiles of one unit's input over the batch (Ioffe & Szegedy 2015, Fig. 1b-c).
+PERCENTILES = (15.0, 50.0, 85.0)
+
+
+def _unit_percentile(i: int) -> Callable[[Forward], jax.Array]:
+    """The ``PERCENTILES[i]`` percentile of the first unit's z. All three from one call: XLA merges
+    the identical calls into one sort, and the values are those of one vector-q percentile."""
+    return lambda f: jnp.percentile(f.z[:, 0], jnp.asarray(PERCENTILES))[i]
 
 
 def _update_ratio(w: jax.Array, w_prev: jax.Array) -> jax.Array:
@@ -124,11 +130,11 @@ STATISTICS: Registry[Statistic] = Registry("statistic", {
     "symmetry": Statistic("share of the activation variance common to all units (1: all units identical; "
                           "empty for a dead layer, whose activations do not vary)", "forward", _symmetry),
     "unit_p15": Statistic("15th percentile of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(15.0)),
+                          _unit_percentile(0)),
     "unit_p50": Statistic("median of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(50.0)),
+                          _unit_percentile(1)),
     "unit_p85": Statistic("85th percentile of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(85.0)),
+                          _unit_percentile(2)),
 })
 
 

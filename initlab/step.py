@@ -46,8 +46,6 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
         return loss, new_state, grads, None
     taps = jnp.zeros((spec.num_layers, layout.backward_size), jnp.float32)
     (loss, (new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(params, taps)
-    if fwd is None:  # a layout with no forward statistics
-        fwd = jnp.zeros((spec.num_layers, 0), jnp.float32)
     return loss, new_state, grads, Raw(fwd, gtaps)
 
 

@@ -50,8 +50,6 @@ from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, ma
 from initlab.stats import Layout, first_nonfinite_layer
 from initlab.step import loss_and_grads, table_of, update_values
 
-__all__ = ["LOG_BUFFER", "PROGRESS_CHUNK", "Schedule", "make_schedule", "train", "train_group", "batch_key"]
-
 # fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).
 DROPOUT_STREAM = 2**31 - 1
 
@@ -614,8 +612,9 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
     t0 = time.perf_counter()
     runner = ChunkRunner(fns, x, y, state)
     evaluate = fns.evaluate.lower(state.params, state.norm_state, x_test, y_test).compile()
+    compile_time = time.perf_counter() - t0
     for b in books:
-        b.result.compile_time_s = time.perf_counter() - t0
+        b.result.compile_time_s = compile_time
 
     def live() -> list[RunBook]:
         return [b for b in books if b.alive]

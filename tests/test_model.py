@@ -10,7 +10,7 @@ import pytest
 
 from initlab.build import init_params, model_spec
 from initlab.initializers import Role
-from initlab.model import Blocks, Dense, Layer, MLPParams, ModelSpec, apply, effective_weights, grad_tap, init_layers
+from initlab.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, grad_tap, init_layers
 from initlab.normalizations import NORMALIZATIONS
 
 from conftest import tiny

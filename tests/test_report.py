@@ -178,3 +178,31 @@ def test_diverged_runs_do_not_count_in_the_accuracy_mean(runs_dir):
     rep = build_report([runs_dir])
     diverged = next(r for r in rep.rows if r["status"] == "2 diverged")
     assert math.isnan(diverged["test_acc"])
+
+
+def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
+    """A run folder written before log.stats existed (no such key in its config) computed the
+    statistics a default run computes: the report does not see log.stats as varied."""
+    from initlab.report import varied_keys
+
+    runs, _ = discover([runs_dir / "grid"])
+    assert "log.stats" not in varied_keys(runs)
+    old = tmp_path / "old"
+    shutil.copytree(runs[0].path, old / runs[0].path.name)
+    summary = json.loads((old / runs[0].path.name / "summary.json").read_text())
+    del summary["config"]["log"]["stats"]
+    (old / runs[0].path.name / "summary.json").write_text(json.dumps(summary))
+    both, _ = discover([old, runs[1].path])
+    assert "log.stats" not in varied_keys(both)
+
+
+def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
+    from initlab import experiment
+    from initlab.report import layer_report
+
+    from conftest import tiny
+
+    cfg = tiny(train={"steps": 10}, log={"every": 10, "out": str(tmp_path), "stats": ["w_norm"]})
+    summary = experiment.run(cfg)
+    view = layer_report(summary["run_dir"])
+    assert [c for c in view["columns"] if not c.endswith("_theory") and c != "grad_ratio"] == list(cfg.log.stats)

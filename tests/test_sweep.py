@@ -322,3 +322,4 @@ def test_sweep_run_folders_keep_initializer_traces(tmp_path):
     for run in expand(spec):
         has_trace = (run.path / "lsuv_trace.csv").is_file()
         assert has_trace == (run.cfg.model.init == "lsuv"), run.path
+

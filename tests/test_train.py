@@ -10,7 +10,8 @@ import pytest
 from initlab.data import load_dataset
 from initlab.errors import ConfigError
 from initlab.normalizations import NORMALIZATIONS
-from initlab.train import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule, train
+from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
+from initlab.train import train
 
 from conftest import tiny
 
@@ -222,7 +223,7 @@ def test_max_norm_holds_after_every_update():
     result, _ = fit(cfg, Sink())
     assert result.status == "completed"
     from initlab.build import model_spec
-    from initlab.train import init_state, make_schedule, make_train_fns
+    from initlab.train import init_state, make_train_fns
 
     data = load_dataset(cfg.data)
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
