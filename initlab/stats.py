@@ -39,14 +39,18 @@ from initlab.activations import derivative, get_activation, max_slope
 from initlab.registry import Registry
 
 READS = ("forward", "backward", "weights", "update")
+# Percentiles of one unit's input over the batch (Ioffe & Szegedy 2015, Fig. 1b-c).
+PERCENTILES = (15.0, 50.0, 85.0)
 
 
 class Forward(NamedTuple):
-    """What a forward statistic sees of one layer (float32 copies)."""
+    """What a forward statistic sees of one layer (float32 copies): z, a, and the quantities that
+    several statistics share, computed once (XLA drops any that no selected statistic reads)."""
 
     z: jax.Array  # (batch, units): the pre-activation, the nonlinearity's input
     a: jax.Array  # (batch, units): the layer's output
     saturated: jax.Array  # (batch, units) bool: |φ'(z)| below 1% of the activation's largest slope
+    unit_percentiles: jax.Array  # (len(PERCENTILES),): of the first unit's z over the batch
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,9 @@ def _symmetry(f: Forward) -> jax.Array:
     return jnp.where(total > 0, shared / jnp.where(total > 0, total, 1.0), jnp.nan)
 
 
-# Percentiles of one unit's input over the batch (Ioffe & Szegedy 2015, Fig. 1b-c).
-PERCENTILES = (15.0, 50.0, 85.0)
-
-
 def _unit_percentile(i: int) -> Callable[[Forward], jax.Array]:
-    """The ``PERCENTILES[i]`` percentile of the first unit's z. All three from one call: XLA merges
-    the identical calls into one sort, and the values are those of one vector-q percentile."""
-    return lambda f: jnp.percentile(f.z[:, 0], jnp.asarray(PERCENTILES))[i]
+    """The ``PERCENTILES[i]`` percentile of the first unit's z (the three share one sort)."""
+    return lambda f: f.unit_percentiles[i]
 
 
 def _update_ratio(w: jax.Array, w_prev: jax.Array) -> jax.Array:
@@ -201,7 +200,8 @@ class Layout:
 
         def collect(z, a):  # z, a: (batch, units)
             z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
-            f = Forward(z32, a32, jnp.abs(derivative(act, z32)) < threshold)
+            f = Forward(z32, a32, jnp.abs(derivative(act, z32)) < threshold,
+                        jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES)))
             return _concat([fn(f) for fn in fns])
 
         return collect
