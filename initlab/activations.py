@@ -8,6 +8,7 @@ needs no hand-written constant.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -88,3 +89,18 @@ def max_slope(name: str) -> float:
     with jax.ensure_compile_time_eval():  # a constant, also when first asked for while tracing
         grid = jnp.linspace(-20.0, 20.0, 400_001)
         return float(np.max(np.abs(np.asarray(derivative(f, grid)))))
+
+
+@functools.cache
+def image(name: str) -> tuple[float, float]:
+    """The activation's range (lo, hi), measured numerically like ``max_slope``: the extremes of f
+    over a dense grid on [-20, 20] and at ±10⁶, a side being unbounded (±inf) where |f(±10⁶)|
+    exceeds 10³, and a bounded side rounded outward to 4 decimals (softsign's ±1 is approached, not
+    reached)."""
+    f = ACTIVATIONS[name]
+    with jax.ensure_compile_time_eval():
+        grid = jnp.concatenate([jnp.linspace(-20.0, 20.0, 400_001), jnp.asarray([-1e6, 1e6])])
+        y = np.asarray(f(grid), np.float64)
+    lo, hi = float(np.min(y)), float(np.max(y))
+    return (-math.inf if lo < -1e3 else math.floor(lo * 1e4) / 1e4 + 0.0,
+            math.inf if hi > 1e3 else math.ceil(hi * 1e4) / 1e4 + 0.0)

@@ -121,6 +121,8 @@ def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: 
     ds = DATASETS.get(cfg.dataset, "data.dataset")(cfg, data_dir, progress)
     kwargs = {arg: getattr(cfg, name) for arg, name in PREPROCESS_ARGS.get(cfg.preprocess, {}).items()}
     x_train, x_test = PREPROCESSORS.get(cfg.preprocess, "data.preprocess")(ds.x_train, ds.x_test, **kwargs)
+    if cfg.input_scale != 1.0:
+        x_train, x_test = x_train * cfg.input_scale, x_test * cfg.input_scale
     if cfg.probe_size > len(x_train):
         raise ConfigError(f"data.probe_size: {cfg.probe_size} is more than the {len(x_train)} training examples")
     return ds._replace(x_train=np.ascontiguousarray(x_train, np.float32), x_test=np.ascontiguousarray(x_test, np.float32))

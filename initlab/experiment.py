@@ -72,8 +72,28 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "signal": {"init": signal_profile(result.init_stats), "final": signal_profile(result.last_stats)},
         "history": result.history,
         "theory": theory_prediction(cfg, result),
+        "jacobian": jacobian_summary(cfg, result),
         "config": to_dict(cfg),
     }
+
+
+def jacobian_summary(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
+    """The input-output Jacobian's singular values at step 0 (``init``) and at the end (``end``)
+    on ``log.jacobian`` probe examples (``initlab.spectrum.summarize``), or why there are none."""
+    from initlab.spectrum import summarize as spectrum_summary
+
+    if cfg.log.jacobian == 0:
+        return {"applies": False, "reason": "log.jacobian: 0"}
+    if not result.spectra:
+        return {"applies": False, "reason": f"{cfg.model.norm} normalizes each unit by batch statistics, so one "
+                "example's Jacobian is not defined"}
+    steps = sorted(result.spectra)
+    out = {"applies": True, "examples": cfg.log.jacobian, "time_s": result.jacobian_time_s,
+           "init": spectrum_summary(result.spectra[steps[0]], cfg.model.width, result.input_dim)}
+    if len(steps) > 1:
+        out["end"] = {"step": steps[-1], **spectrum_summary(result.spectra[steps[-1]], cfg.model.width,
+                                                            result.input_dim)}
+    return out
 
 
 def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
@@ -150,5 +170,5 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None) 
         summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
                      for c, rec in zip(cfgs, recorders)]
     return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ,
-             "trace": rec.trace, "shaped": rec.shaped_rows}
+             "trace": rec.trace, "shaped": rec.shaped_rows, "histograms": rec.histograms, "spectra": rec.spectra}
             for c, rec, summ in zip(cfgs, recorders, summaries)]

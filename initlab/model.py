@@ -37,7 +37,7 @@ from initlab.regularizers import get_dropout
 
 Params = MLPParams
 __all__ = ["Blocks", "Dense", "Layer", "MLPParams", "ModelSpec", "NormState", "Params", "apply",
-           "effective_weights", "grad_tap", "init_layers"]
+           "effective_weights", "features", "grad_tap", "init_layers"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,28 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     layers then the output layer) or None.
     """
     L = spec.depth
+    h, new_state, stats = _hidden_layers(spec, params, state, x, train=train, taps=taps, collect=collect, key=key,
+                                         tap_reduce=tap_reduce)
+    logits = h @ params.out.weight() + params.out.b  # (batch, classes)
+    if taps is not None:
+        logits = grad_tap(logits, taps[L], tap_reduce)
+    if collect is not None:
+        stats = jnp.concatenate([stats, collect(logits, logits)[None]], axis=0)
+    return logits, new_state, stats
+
+
+def features(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) -> jax.Array:
+    """The last hidden layer's activations (batch, width) of ``x`` in evaluation mode (dropout off,
+    batch norm on its running statistics): the input of the output layer."""
+    return _hidden_layers(spec, params, state, x, train=False)[0]
+
+
+def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
+                   taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None,
+                   tap_reduce: TapReduce | None = None):
+    """``apply`` up to the output layer: (last hidden activations, new state, the hidden layers'
+    statistics (depth, k) or None)."""
+    L = spec.depth
     taps_ = (None,) * (L + 1) if taps is None else taps
     keys = (None,) * L if key is None or spec.dropout == 0 else jax.random.split(key, L)
     layer = functools.partial(_hidden_layer, spec, train=train, tap_reduce=tap_reduce)
@@ -200,11 +222,6 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
         hid_stats = None if hid_stats is None else hid_stats.reshape(L - 1, hid_stats.shape[-1])
     else:
         h, (s_hid, hid_stats) = jax.lax.scan(plain, h, hidden_xs)
-    logits = h @ params.out.weight() + params.out.b  # (batch, classes)
-    if taps is not None:
-        logits = grad_tap(logits, taps[L], tap_reduce)
-    stats = None
-    if collect is not None:
-        stats = jnp.concatenate([first[None], hid_stats, collect(logits, logits)[None]], axis=0)
-    return logits, NormState(s_in, s_hid), stats
+    stats = None if collect is None else jnp.concatenate([first[None], hid_stats], axis=0)
+    return h, NormState(s_in, s_hid), stats
 

@@ -31,11 +31,14 @@ class NormSettings:
 @dataclass(frozen=True)
 class Normalization:
     """init_params(width, dtype) -> params; init_state(width, dtype) -> state (dtype defaults to
-    float32); apply(params, state, x, train, settings) -> (y, new_state)."""
+    float32); apply(params, state, x, train, settings) -> (y, new_state). ``per_example``: each
+    example is normalized by its own statistics (False: by the batch's, which couples the
+    examples, so one example's input-output Jacobian is not defined)."""
 
     init_params: Callable[..., Params]
     init_state: Callable[..., State]
     apply: Callable[[Params, State, jnp.ndarray, bool, NormSettings], tuple[jnp.ndarray, State]]
+    per_example: bool = True
 
 
 def _affine(width: int, dtype: Any = jnp.float32) -> Params:
@@ -102,7 +105,7 @@ NORMALIZATIONS: Registry[Normalization] = Registry(
     "normalization",
     {
         "none": Normalization(_nothing, _nothing, _identity),
-        "batchnorm": Normalization(_affine, _running_moments, batchnorm_apply),
+        "batchnorm": Normalization(_affine, _running_moments, batchnorm_apply, per_example=False),
         "layernorm": Normalization(_affine, _nothing, layernorm_apply),
         "rmsnorm": Normalization(_gain, _nothing, rmsnorm_apply),
     },

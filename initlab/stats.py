@@ -11,6 +11,10 @@ and how many numbers it gives per layer:
 - ``weights``: each layer's weight matrix W and the gradient ∂L/∂W of the mean loss, flattened;
 - ``update``: W and the weights W_prev of the previous logged step.
 
+A histogram (``Statistic.histogram``) is a statistic whose function gives the values to bin (z,
+a, each example's ∂ℓ/∂z, W's entries) and whose numbers are the counts of fixed bins
+(``LinearBins`` or ``Log2Bins``): its size follows from the bins, not from the entry.
+
 A ``Layout`` is the selection a run computes (``log.stats``, plus the signal statistics that the
 divergence check reads, ``signal_names()``, always): the rows of the per-layer table that a logged step brings to
 the host in one transfer, and the columns of ``layers.csv``. A statistic of ``size`` k > 1 (a
@@ -35,10 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initlab.activations import derivative, get_activation, max_slope
+from initlab.activations import derivative, get_activation, image, max_slope
 from initlab.registry import Registry
 
 READS = ("forward", "backward", "weights", "update")
+HISTOGRAMS = ("pre", "act", "log2")  # the binnings: linear over z's range, over the activation's image, log2
+PRE_RANGE = (-5.0, 5.0)  # linear bins of the pre-activation z (the same for every activation)
+ACT_CAP = 5.0  # where the linear bins of an activation unbounded on a side stop (outside: over/underflow)
+# Float32's binary exponents: subnormals start at 2^-149, the largest finite value is below 2^128.
+E_MIN, E_MAX = -149, 127
 # Percentiles of one unit's input over the batch (Ioffe & Szegedy 2015, Fig. 1b-c).
 PERCENTILES = (15.0, 50.0, 85.0)
 
@@ -53,6 +62,88 @@ class Forward(NamedTuple):
     unit_percentiles: jax.Array  # (len(PERCENTILES),): of the first unit's z over the batch
 
 
+class LinearBins:
+    """``n`` equal bins over [lo, hi] (the last closed on the right), then an underflow bin (x < lo),
+    an overflow bin (x > hi, +inf included) and a NaN bin: counts[0] underflow, counts[1..n] the
+    bins, counts[n+1] overflow, counts[n+2] NaN. Fixed edges, so histograms of different layers,
+    steps and runs can be compared and added."""
+
+    def __init__(self, lo: float, hi: float, n: int):
+        self.lo, self.hi, self.n = float(lo), float(hi), int(n)
+        self.size = self.n + 3
+
+    def index(self, x: jax.Array) -> jax.Array:
+        t = jnp.floor((x - self.lo) * (self.n / (self.hi - self.lo)))
+        i = jnp.clip(t, 0, self.n - 1).astype(jnp.int32) + 1
+        i = jnp.where(x < self.lo, 0, jnp.where(x > self.hi, self.n + 1, i))
+        return jnp.where(jnp.isnan(x), self.n + 2, i)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each bin's (lo, hi) in count order (NaN for the NaN bin)."""
+        e = self.lo + (self.hi - self.lo) * np.arange(self.n + 1) / self.n
+        lo = np.concatenate([[-np.inf], e[:-1], [self.hi, np.nan]])
+        hi = np.concatenate([[self.lo], e[1:], [np.inf, np.nan]])
+        return lo, hi
+
+
+class Log2Bins:
+    """Sign-symmetric bins, one per binary exponent of float32 (as TensorBoard's exponential
+    buckets, with exact edges): -inf; -[2^e, 2^(e+1)) for e from 127 down to -149 (subnormals
+    included); exact zeros; +[2^e, 2^(e+1)) for e from -149 to 127; +inf; NaN. Every float32 lands
+    in exactly one bin, read off its bits (no rounding, and not flushed to zero with the
+    subnormals), so a histogram also gives, for any number format, the share of values below its
+    smallest normal or subnormal number."""
+
+    n_exp = E_MAX - E_MIN + 1
+    size = 2 * n_exp + 4
+    zero = n_exp + 1
+
+    def index(self, x: jax.Array) -> jax.Array:
+        bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+        mag = bits & jnp.uint32(0x7FFFFFFF)
+        biased = (mag >> 23).astype(jnp.int32)
+        mant = mag & jnp.uint32(0x7FFFFF)
+        top = 31 - jax.lax.clz(mant).astype(jnp.int32)  # highest set bit of a subnormal's mantissa
+        e = jnp.where(biased > 0, biased - 127, top + E_MIN)
+        neg = (bits >> 31) == 1
+        i = jnp.where(neg, 1 + (E_MAX - e), self.zero + 1 + (e - E_MIN))
+        i = jnp.where(mag == 0, self.zero, i)
+        inf = (biased == 255) & (mant == 0)
+        i = jnp.where(inf, jnp.where(neg, 0, self.size - 2), i)
+        return jnp.where((biased == 255) & (mant != 0), self.size - 1, i)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        e = np.arange(E_MIN, E_MAX + 1, dtype=np.float64)
+        pos_lo, pos_hi = np.exp2(e), np.exp2(e + 1)
+        lo = np.concatenate([[-np.inf], -pos_hi[::-1], [0.0], pos_lo, [np.inf, np.nan]])
+        hi = np.concatenate([[-np.inf], -pos_lo[::-1], [0.0], pos_hi, [np.inf, np.nan]])
+        return lo, hi
+
+
+Bins = LinearBins | Log2Bins
+
+
+def counts(bins: Bins, x: jax.Array) -> jax.Array:
+    """How many of ``x``'s values fall in each bin: (bins.size,) float32 (exact up to 2^24 values)."""
+    idx = bins.index(jnp.reshape(x, (-1,)))
+    return jnp.zeros((bins.size,), jnp.int32).at[idx].add(1, mode="promise_in_bounds").astype(jnp.float32)
+
+
+def activation_range(activation: str) -> tuple[float, float]:
+    """The activation's image, capped at ±``ACT_CAP`` where it is unbounded: the range of its linear bins."""
+    lo, hi = image(activation)
+    return max(lo, -ACT_CAP), min(hi, ACT_CAP)
+
+
+def make_bins(kind: str, activation: str, n: int) -> Bins:
+    """The bins of a histogram: ``pre`` (linear over ``PRE_RANGE``), ``act`` (linear over the
+    activation's image) or ``log2``."""
+    if kind == "log2":
+        return Log2Bins()
+    lo, hi = PRE_RANGE if kind == "pre" else activation_range(activation)
+    return LinearBins(lo, hi, n)
+
+
 @dataclass(frozen=True)
 class Statistic:
     """One per-layer statistic.
@@ -63,7 +154,9 @@ class Statistic:
     (layers,) or (layers, size). ``signal``: "forward" or "backward" for the statistics whose
     finiteness says whether the signal survived (a run with one non-finite has diverged).
     ``hidden_only``: undefined (NaN) on the output layer, which has no nonlinearity.
-    ``default``: computed unless ``log.stats`` says otherwise."""
+    ``default``: computed unless ``log.stats`` says otherwise. ``histogram`` (one of
+    ``HISTOGRAMS``): ``fn`` gives the values and the statistic is their counts in fixed bins,
+    selected by ``log.histograms`` (the bin count) rather than ``log.stats``."""
 
     doc: str
     reads: str
@@ -72,10 +165,13 @@ class Statistic:
     signal: str | None = None
     hidden_only: bool = False
     default: bool = True
+    histogram: str | None = None
 
     def __post_init__(self):
         if self.reads not in READS:
             raise ValueError(f"Statistic.reads: {self.reads!r} is not one of {', '.join(READS)}")
+        if self.histogram not in (None, *HISTOGRAMS):
+            raise ValueError(f"Statistic.histogram: {self.histogram!r} is not one of {', '.join(HISTOGRAMS)}")
 
 
 def _frobenius(b: jax.Array) -> jax.Array:
@@ -134,17 +230,33 @@ STATISTICS: Registry[Statistic] = Registry("statistic", {
                           _unit_percentile(1)),
     "unit_p85": Statistic("85th percentile of the first unit's pre-activation z over the examples", "forward",
                           _unit_percentile(2)),
+    # Histograms (Glorot & Bengio 2010, Figs. 6-7): counts in fixed bins, selected by log.histograms.
+    "hist_pre": Statistic("histogram of z: linear bins over [-5, 5], with under/overflow and NaN counts",
+                          "forward", lambda f: f.z, histogram="pre"),
+    "hist_act": Statistic("histogram of a: linear bins over the activation's image (capped at ±5), with "
+                          "under/overflow and NaN counts (hidden layers: the output layer has no nonlinearity)",
+                          "forward", lambda f: f.a, histogram="act", hidden_only=True),
+    "hist_grad": Statistic("histogram of each example's ∂ℓ/∂z: sign-symmetric bins per binary exponent, exact "
+                           "zeros, ±inf and NaN", "backward", lambda g: g, histogram="log2"),
+    "hist_weight": Statistic("histogram of W's entries: bins per binary exponent, as hist_grad", "weights",
+                             lambda w, gw: w, histogram="log2"),
 })
 
 
 def names() -> tuple[str, ...]:
-    """Every registered statistic, in registry order (the order of layers.csv's columns)."""
-    return tuple(STATISTICS)
+    """Every registered statistic that ``log.stats`` selects (histograms aside), in registry order
+    (the order of layers.csv's columns)."""
+    return tuple(name for name, s in STATISTICS.items() if s.histogram is None)
 
 
 def default_names() -> tuple[str, ...]:
     """The statistics a run computes when ``log.stats`` is not set."""
-    return tuple(name for name, s in STATISTICS.items() if s.default)
+    return tuple(name for name in names() if STATISTICS[name].default)
+
+
+def histogram_names() -> tuple[str, ...]:
+    """The histograms: every run with ``log.histograms`` > 0 computes them all."""
+    return tuple(name for name, s in STATISTICS.items() if s.histogram is not None)
 
 
 def signal_names() -> tuple[str, ...]:
@@ -153,26 +265,36 @@ def signal_names() -> tuple[str, ...]:
 
 
 # Every scalar statistic with its doc: the per-layer columns layers.csv can have (README's table).
-COLUMNS: dict[str, str] = {name: s.doc for name, s in STATISTICS.items() if s.size == 1}
+COLUMNS: dict[str, str] = {name: s.doc for name, s in STATISTICS.items() if s.size == 1 and s.histogram is None}
+# The quantity each histogram is of, as histograms.csv names it.
+QUANTITIES: dict[str, str] = {"hist_pre": "pre", "hist_act": "act", "hist_grad": "grad", "hist_weight": "weight"}
 
 
 class Layout:
     """The statistics one run computes, in registry order, and where each sits in the per-layer
     table (rows: the statistics' values, a statistic of size k taking k rows; columns: layers)."""
 
-    def __init__(self, names: Iterable[str] = ()):
-        wanted = set(names) | set(signal_names())
+    def __init__(self, names: Iterable[str] = (), histogram_bins: int = 0):
+        wanted = set(names) | set(signal_names()) | (set(histogram_names()) if histogram_bins > 0 else set())
         self.names: tuple[str, ...] = tuple(n for n in STATISTICS if n in wanted)
         unknown = wanted - set(self.names)
         if unknown:
             raise ValueError(f"unknown statistics {sorted(unknown)}")  # config validation names them first
+        self.histogram_bins = int(histogram_bins)
         self.entries = {n: STATISTICS[n] for n in self.names}
+        self.sizes = {n: s.size if s.histogram is None else self.bins(n, "linear").size
+                      for n, s in self.entries.items()}
         self.slices: dict[str, slice] = {}
         row = 0
-        for n, s in self.entries.items():
-            self.slices[n] = slice(row, row + s.size)
-            row += s.size
+        for n, k in self.sizes.items():
+            self.slices[n] = slice(row, row + k)
+            row += k
         self.rows = row
+
+    def bins(self, name: str, activation: str) -> Bins:
+        """The bins of histogram ``name`` in a network of ``activation`` (their count does not
+        depend on it, their edges may)."""
+        return make_bins(self.entries[name].histogram, activation, self.histogram_bins)
 
     @classmethod
     def default(cls) -> Layout:
@@ -184,17 +306,33 @@ class Layout:
     @property
     def scalars(self) -> tuple[str, ...]:
         """The statistics written as layers.csv columns."""
-        return tuple(n for n, s in self.entries.items() if s.size == 1)
+        return tuple(n for n, s in self.entries.items() if self.sizes[n] == 1 and s.histogram is None)
 
     @property
     def shaped(self) -> tuple[str, ...]:
-        """The statistics of k > 1 values per layer, each written to a tidy file of its own."""
-        return tuple(n for n, s in self.entries.items() if s.size > 1)
+        """The statistics of k > 1 values per layer (histograms aside), each written to a tidy file of its own."""
+        return tuple(n for n, s in self.entries.items() if self.sizes[n] > 1 and s.histogram is None)
+
+    @property
+    def histograms(self) -> tuple[str, ...]:
+        """The histograms the run computes (all written to histograms.csv)."""
+        return tuple(n for n, s in self.entries.items() if s.histogram is not None)
+
+    def _fn(self, name: str, activation: str) -> Callable[..., jax.Array]:
+        """A statistic's function; for a histogram, the counts of its values in its bins (per layer
+        for weight statistics, whose values come as (layers, n) blocks)."""
+        s = self.entries[name]
+        if s.histogram is None:
+            return s.fn
+        bins = self.bins(name, activation)
+        if s.reads == "weights":  # layer by layer: a batched scatter costs 4x as much per value on the CPU
+            return lambda *a: jax.lax.map(lambda v: counts(bins, v), s.fn(*a))
+        return lambda *a: counts(bins, s.fn(*a))
 
     # -- inside the jitted pass ------------------------------------------------------------------
     def forward_collector(self, activation: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated."""
-        fns = [self.entries[n].fn for n in self.reading("forward")]
+        fns = [self._fn(n, activation) for n in self.reading("forward")]
         act = get_activation(activation)
         threshold = 0.01 * max_slope(activation)
 
@@ -210,7 +348,7 @@ class Layout:
         """``reduce(g) -> (k_backward,)`` of one layer's cotangent g = ∂L/∂z: the backward
         statistics of ``scale``·g. With L the mean loss over n examples, scale n gives each
         example's own gradient ∂ℓ_i/∂z_i, scaled before any squaring so that it does not underflow."""
-        fns = [self.entries[n].fn for n in self.reading("backward")]
+        fns = [self._fn(n, "linear") for n in self.reading("backward")]
 
         def reduce(g):
             g32 = g.astype(jnp.float32) * scale
@@ -220,7 +358,7 @@ class Layout:
 
     @property
     def backward_size(self) -> int:
-        return sum(self.entries[n].size for n in self.reading("backward"))
+        return sum(self.sizes[n] for n in self.reading("backward"))
 
     def update_values(self, weights: Sequence[jax.Array], prev_weights: Sequence[jax.Array]) -> jax.Array:
         """The update statistics (layers, k_update) of each layer's effective weights against
@@ -239,7 +377,7 @@ class Layout:
         for reads, values in gathered.items():
             col = 0
             for n in self.reading(reads):
-                k = self.entries[n].size
+                k = self.sizes[n]
                 parts[n] = values[:, col:col + k]  # (layers, k)
                 col += k
         for n, s in self.entries.items():
@@ -253,7 +391,7 @@ class Layout:
         n_layers = sum(b.shape[0] for b in first)
         if not names:
             return jnp.zeros((n_layers, 0), jnp.float32)
-        blocks = [jnp.concatenate([_layers(self.entries[n].fn(a, b), self.entries[n].size) for n in names], axis=1)
+        blocks = [jnp.concatenate([_layers(self._fn(n, "linear")(a, b), self.sizes[n]) for n in names], axis=1)
                   for a, b in zip(map(_flatten, first), map(_flatten, second))]
         return jnp.concatenate(blocks, axis=0)
 
@@ -269,7 +407,7 @@ class Layout:
         out = {}
         for n, s in self.entries.items():
             part = table[..., self.slices[n], :]
-            out[n] = part[..., 0, :] if s.size == 1 else part.swapaxes(-1, -2)
+            out[n] = part[..., 0, :] if self.sizes[n] == 1 else part.swapaxes(-1, -2)
         return out
 
 

@@ -1,5 +1,6 @@
 """Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv,
-summary.json, a tidy ``<name>.csv`` per shaped statistic the run computes and, for LSUV and
+summary.json, a tidy ``<name>.csv`` per shaped statistic the run computes, histograms.csv (the
+per-layer histograms), jacobian.csv (the input-output Jacobian's singular values) and, for LSUV and
 layer-wise pre-training, the initializer's trace. Every file is written whole to a temporary name and renamed into place, so a reader
 (or a crash) never sees half a file."""
 
@@ -22,21 +23,66 @@ import numpy as np
 from initlab.config import RunConfig, config_hash, to_yaml
 from initlab.errors import InitlabError
 from initlab.initializers import Trace
-from initlab.stats import Layout
+from initlab.stats import QUANTITIES, Layout
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
 # A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
 SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
+# histograms.csv: one row per non-empty bin of each (step, layer, quantity); an empty bin has no row.
+HISTOGRAM_COLUMNS = ("step", "layer", "kind", "quantity", "lo", "hi", "count")
+HISTOGRAM_FILE = "histograms.csv"
+# jacobian.csv: the singular values of each probe example's input-output Jacobian, largest first.
+JACOBIAN_COLUMNS = ("step", "example", "index", "singular_value")
+JACOBIAN_FILE = "jacobian.csv"
+
+
+def layout_of(cfg: RunConfig) -> Layout:
+    """The statistics ``cfg`` computes (``log.stats`` and, with ``log.histograms``, the histograms)."""
+    return Layout(cfg.log.stats, cfg.log.histograms)
 
 
 def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
     """The columns of layers.csv: the scalar statistics the run computes (``log.stats``)."""
-    return ("step", "layer", "kind", *Layout(cfg.log.stats).scalars)
+    return ("step", "layer", "kind", *layout_of(cfg).scalars)
 
 
 def shaped_files(cfg: RunConfig) -> dict[str, str]:
     """Statistic name -> the tidy file (in the run folder) of each shaped statistic the run computes."""
-    return {name: f"{name}.csv" for name in Layout(cfg.log.stats).shaped}
+    return {name: f"{name}.csv" for name in layout_of(cfg).shaped}
+
+
+def _edge_text(v: float) -> str:
+    return "" if math.isnan(v) else repr(float(v))
+
+
+def histogram_text(cfg: RunConfig, histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> str:
+    """histograms.csv from a run's logged steps, each ``(step, {histogram statistic: counts
+    (layers, bins)})``: a row per non-empty bin, with its edges (NaN counts, a layer the histogram
+    is undefined for, write nothing)."""
+    layout = layout_of(cfg)
+    edges = {}
+    for name in layout.histograms:
+        lo, hi = layout.bins(name, cfg.model.activation).edges()
+        edges[name] = ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi])
+    lines = [",".join(HISTOGRAM_COLUMNS)]
+    for step, hists in histograms:
+        for name, c in hists.items():
+            lo, hi = edges[name]
+            n_layers = c.shape[0]
+            layer, b = np.nonzero(np.nan_to_num(c, nan=0.0) > 0)
+            for i, j in zip(layer.tolist(), b.tolist()):
+                kind = "output" if i == n_layers - 1 else "hidden"
+                lines.append(f"{step},{i + 1},{kind},{QUANTITIES[name]},{lo[j]},{hi[j]},{int(c[i, j])}")
+    return "\n".join(lines) + "\n"
+
+
+def jacobian_text(spectra: Mapping[int, np.ndarray]) -> str:
+    """jacobian.csv from ``{step: singular values (examples, k)}``."""
+    lines = [",".join(JACOBIAN_COLUMNS)]
+    for step, sv in sorted(spectra.items()):
+        for e, row in enumerate(np.asarray(sv)):
+            lines.extend(f"{step},{e},{i},{float(v)!r}" for i, v in enumerate(row))
+    return "\n".join(lines) + "\n"
 
 
 def _umask() -> int:
@@ -125,6 +171,8 @@ class RunRecorder:
         self.metric_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
         self.shaped_rows: dict[str, list[dict[str, Any]]] = {}  # shaped statistic -> its tidy rows
+        self.histograms: list[tuple[int, dict[str, np.ndarray]]] = []  # (step, {histogram: counts (layers, bins)})
+        self.spectra: dict[int, np.ndarray] = {}  # step -> Jacobian singular values (examples, k)
         self.trace: Trace | None = None
         self._on_progress = on_progress
 
@@ -132,8 +180,12 @@ class RunRecorder:
         self.metric_rows.append(row)
 
     def layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
-        """One logged step's statistics: (layers,) arrays become layers.csv columns, (layers, k)
-        arrays rows of their own tidy file."""
+        """One logged step's statistics: (layers,) arrays become layers.csv columns, histograms
+        rows of histograms.csv, other (layers, k) arrays rows of their own tidy file."""
+        hists = {name: np.asarray(v) for name, v in stats.items() if name in QUANTITIES}
+        if hists:
+            self.histograms.append((step, hists))
+        stats = {name: v for name, v in stats.items() if name not in QUANTITIES}
         n = len(next(iter(stats.values())))
         kinds = ["output" if i == n - 1 else "hidden" for i in range(n)]
         scalars = {c: v for c, v in stats.items() if np.ndim(v) == 1}
@@ -145,6 +197,10 @@ class RunRecorder:
                 self.shaped_rows.setdefault(name, []).extend(
                     {"step": step, "layer": i + 1, "kind": kinds[i], "index": j, "value": float(v[i, j])}
                     for i in range(n) for j in range(v.shape[1]))
+
+    def jacobian(self, step: int, singular_values: np.ndarray) -> None:
+        """The singular values (examples, k) of the input-output Jacobian at ``step``."""
+        self.spectra[step] = np.asarray(singular_values)
 
     def checkpoint(self) -> None:
         pass
@@ -183,7 +239,7 @@ class RunWriter(RunRecorder):
         """Write both CSVs and the summary as they stand."""
         self._last_flush = time.monotonic()
         atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
-        write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows)
+        write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
         write_trace(self.path, self.trace)
         if self.summary:
             self.write_summary(self.summary)
@@ -200,16 +256,25 @@ def write_trace(path: Path, trace: Trace | None) -> None:
 
 
 def write_layer_files(path: Path, cfg: RunConfig, layer_rows: list[dict],
-                      shaped_rows: Mapping[str, list[dict]] | None = None) -> None:
-    """layers.csv and the tidy file of every shaped statistic the run computes."""
+                      shaped_rows: Mapping[str, list[dict]] | None = None,
+                      histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
+                      spectra: Mapping[int, np.ndarray] | None = None) -> None:
+    """layers.csv, the tidy file of every shaped statistic the run computes, histograms.csv (with
+    ``log.histograms``) and jacobian.csv (once a spectrum was taken)."""
     atomic_write(path / "layers.csv", csv_text(layer_columns(cfg), layer_rows))
     for name, file in shaped_files(cfg).items():
         atomic_write(path / file, csv_text(SHAPED_COLUMNS, (shaped_rows or {}).get(name, [])))
+    if cfg.log.histograms > 0:
+        atomic_write(path / HISTOGRAM_FILE, histogram_text(cfg, histograms))
+    if spectra:
+        atomic_write(path / JACOBIAN_FILE, jacobian_text(spectra))
 
 
 def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
                   summary: dict[str, Any], trace: Trace | None = None,
-                  shaped_rows: Mapping[str, list[dict]] | None = None) -> None:
+                  shaped_rows: Mapping[str, list[dict]] | None = None,
+                  histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
+                  spectra: Mapping[int, np.ndarray] | None = None) -> None:
     """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
     into place, so ``path`` either holds a complete run or does not exist. A folder already at
     ``path`` (a failed or unfinished earlier attempt) is replaced."""
@@ -219,7 +284,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     try:
         atomic_write(tmp / "config.yaml", to_yaml(cfg))
         atomic_write(tmp / "metrics.csv", csv_text(METRIC_COLUMNS, metric_rows))
-        write_layer_files(tmp, cfg, layer_rows, shaped_rows)
+        write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
         write_trace(tmp, trace)
         atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
         if path.exists():

@@ -21,7 +21,6 @@ import fcntl
 import itertools
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -416,7 +415,8 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                    for r in claimed]
                     for run, rec in zip(claimed, records):
                         write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
-                                      rec.get("trace"), rec.get("shaped"))
+                                      rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
+                                      rec.get("spectra"))
                     for fd in fds:
                         _unlock(fd)
                     report.trained += len(claimed)

@@ -283,6 +283,9 @@ class LayerPrediction:
     q: list[float]  # pre-activation second moment q^l
     act_var: list[float]  # Var φ(z^l)
     grad_ratio: list[float]  # Var(∂ℓ/∂z^l) / Var(∂ℓ/∂z^depth)
+    # Mean squared singular value of the input-output Jacobian ∂h^depth/∂x, tr(JJᵀ)/width: the
+    # product of every layer's χ = σ_w² E[φ'(z^l)²] (Pennington et al. 2017; χ₁^depth at q*).
+    jacobian_mean_sq: float = math.nan
 
 
 def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float,
@@ -296,7 +299,9 @@ def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float
     ratios = [1.0]
     for ql in reversed(q[:-1]):  # going down: layer l's gradient = χ(q^l) × layer l+1's
         ratios.append(ratios[-1] * hidden.chi(ql))
-    return LayerPrediction(q, [hidden.act_var(x) for x in q], list(reversed(ratios)))
+    # the first layer's χ has its own σ_w²; each layer maps input directions by D_l W_l
+    jac = sigma_w2_first * hidden.slope_moment(q[0]) * math.prod(hidden.chi(ql) for ql in q[1:])
+    return LayerPrediction(q, [hidden.act_var(x) for x in q], list(reversed(ratios)), jac)
 
 
 def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
@@ -336,7 +341,7 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
     return {"applies": True, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
             "max_trainable_depth": mf.max_trainable_depth, "q": layers.q, "act_var": layers.act_var,
-            "grad_ratio": layers.grad_ratio}
+            "grad_ratio": layers.grad_ratio, "jacobian_mean_sq": layers.jacobian_mean_sq}
 
 
 def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None = None) -> dict:

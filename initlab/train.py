@@ -47,6 +47,8 @@ from initlab.model import ModelSpec, NormState, Params, apply
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
 from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, make_schedule
+from initlab.spectrum import applies as spectrum_applies
+from initlab.spectrum import singular_values_fn
 from initlab.stats import Layout, first_nonfinite_layer
 from initlab.step import loss_and_grads, table_of, update_values
 
@@ -176,6 +178,8 @@ class TrainFns(NamedTuple):
     guarded_chunk: Callable  # the same with the GUARDED policy (replays a chunk that failed its end check)
     evaluate: Callable  # (params, norm_state, x, y) -> (loss, accuracy), each (runs,)
     optimizer: Callable[[Any], optax.GradientTransformation]
+    # (params, norm_state, x) -> the Jacobian's singular values (runs, examples, k); None when off
+    jacobian: Callable | None = None
 
 
 def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
@@ -187,7 +191,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     every = schedule.log_every
     probe_size = cfg.data.probe_size
     on_batch = cfg.log.stats_on == "train_batch"
-    layout = Layout(cfg.log.stats)
+    layout = Layout(cfg.log.stats, cfg.log.histograms)
     table_shape = (layout.rows, spec.num_layers)
 
     def optimizer(lr) -> optax.GradientTransformation:
@@ -341,6 +345,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         guarded_chunk=jax.jit(over_runs(functools.partial(steps, policy=GUARDED), chunk_axes, n_runs)),
         evaluate=jax.jit(over_runs(evaluate, (0, 0, None, None), n_runs)),
         optimizer=optimizer,
+        jacobian=jax.jit(over_runs(singular_values_fn(spec), (0, 0, None), n_runs))
+        if cfg.log.jacobian > 0 and spectrum_applies(spec) is None else None,
     )
 
 
@@ -383,6 +389,7 @@ class Sink(Protocol):
     def checkpoint(self) -> None: ...
     def progress(self, step: int, total: int, info: dict[str, float]) -> None: ...
     def init_trace(self, trace: Trace) -> None: ...
+    def jacobian(self, step: int, singular_values: np.ndarray) -> None: ...
 
 
 @dataclass
@@ -408,6 +415,8 @@ class TrainResult:
     init_stats: dict[str, np.ndarray] = field(default_factory=dict)
     last_stats: dict[str, np.ndarray] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
+    spectra: dict[int, np.ndarray] = field(default_factory=dict)  # step -> Jacobian singular values (examples, k)
+    jacobian_time_s: float = 0.0  # taking the spectra (compilation included), not counted as training time
 
 
 def device_info() -> dict[str, Any]:
@@ -518,6 +527,12 @@ class RunBook:
         if record:
             res.divergence = _divergence(at, cause, res.last_stats)
         self.alive = False
+
+    def spectrum(self, step: int, singular_values: np.ndarray, seconds: float) -> None:
+        """The Jacobian's singular values (examples, k) at ``step``, taken in ``seconds``."""
+        self.result.spectra[step] = singular_values
+        self.result.jacobian_time_s += seconds
+        self.sink.jacobian(step, singular_values)
 
     def metrics_row(self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan")) -> None:
         """The metrics row at ``step``: the mean training loss since the previous row."""
@@ -635,6 +650,17 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
             if b in members:
                 b.evaluated(step, float(loss[r]), float(acc[r]))
 
+    def spectrum(at: Sequence[int]) -> None:
+        """Each run's Jacobian spectrum on the first ``log.jacobian`` probe examples, at its step ``at[r]``."""
+        if fns.jacobian is None:
+            return
+        t_j = time.perf_counter()
+        sv = np.asarray(jax.device_get(fns.jacobian(state.params, state.norm_state, x[:cfg.log.jacobian])))
+        seconds = time.perf_counter() - t_j
+        for b, step, values in zip(books, at, sv):
+            b.spectrum(step, values, seconds)
+
+    spectrum([0] * len(books))
     if schedule.total_steps == 0:  # otherwise step 0's statistics come out of the first chunk
         measure(range(len(books)), 0)
     evaluation(0, books)
@@ -671,6 +697,8 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         elif plan.log_at_stop:
             for b in live():
                 b.metrics_row(plan.stop)
+    if schedule.total_steps > 0:
+        spectrum([b.result.steps for b in books])
     wall = time.perf_counter() - start
     for b in books:
         b.result.wall_time_s = wall

@@ -14,12 +14,13 @@ from initlab.storage import METRIC_COLUMNS, run_dir_for
 from conftest import tiny
 
 
-def test_run_writes_the_four_files(tmp_path):
+def test_run_writes_its_files(tmp_path):
     cfg = tiny(log={"every": 10, "out": str(tmp_path)})
     summary = experiment.run(cfg)
     path = tmp_path / f"tiny-{config_hash(cfg)}"
     assert summary["run_dir"] == str(path) == str(run_dir_for(cfg))
-    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "layers.csv", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv",
+                                                      "summary.json"]
     metrics = pd.read_csv(path / "metrics.csv")
     layers = pd.read_csv(path / "layers.csv")
     assert tuple(metrics.columns) == METRIC_COLUMNS

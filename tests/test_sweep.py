@@ -96,7 +96,7 @@ def test_sweep_writes_run_folders_and_resumes(tmp_path):
     assert yaml.safe_load((directory / "sweep.yaml").read_text())["seeds"] == [0, 1]
     for run in expand(spec):
         files = sorted(p.name for p in run.path.iterdir())
-        assert files == ["config.yaml", "layers.csv", "metrics.csv", "summary.json"]
+        assert files == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv", "summary.json"]
         summary = json.loads((run.path / "summary.json").read_text())
         assert summary["group_size"] == 4 and len(pd.read_csv(run.path / "layers.csv")) == 3 * 3
     again = run_sweep(spec)
