@@ -198,25 +198,31 @@ def report(
 def plot(
     paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
     kind: Annotated[str, typer.Option("--kind", help="Comma-separated figures: profile (per-layer variance vs depth), "
-                                      "curves (loss and accuracy vs step), heatmap.")] = "profile,curves,heatmap",
+                                      "curves (loss and accuracy vs step), heatmap (a metric over two config keys), "
+                                      "histograms (per-layer distributions at one step; needs histograms.csv), "
+                                      "colorful (per-layer histograms over training; needs histograms.csv), "
+                                      "spectrum (Jacobian singular values vs isometry; needs jacobian.csv)."
+                                      )] = "profile,curves,heatmap",
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the first PATH).",
                                                 file_okay=False)] = None,
-    steps: Annotated[str, typer.Option("--steps", help="Steps drawn in the profile: init, end or step numbers, "
-                                       "e.g. init,500,end.")] = "init,end",
+    steps: Annotated[str, typer.Option("--steps", help="Steps drawn in the profile and spectrum (histograms: the "
+                                       "first): init, end or step numbers, e.g. init,500,end.")] = "init,end",
     x: Annotated[Optional[str], typer.Option("--x", help="Heatmap columns: a config key, e.g. model.depth.")] = None,
     y: Annotated[Optional[str], typer.Option("--y", help="Heatmap rows: a config key, e.g. model.init.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Heatmap value: test_acc, test_loss, act_ratio_init, "
                                         "grad_ratio_init, steps_to_target, ...")] = "test_acc",
     filter_: Annotated[list[str], typer.Option("--filter", metavar="KEY=VALUE",
                                                help="Keep runs whose config key has this value (repeatable).")] = [],  # noqa: B006
+    quantity: Annotated[str, typer.Option("--quantity", help="Histogrammed quantity of histograms and colorful: pre "
+                                          "(pre-activation z), act (activation), grad (∂ℓ/∂z), weight.")] = "act",
 ) -> None:
-    """PNG figures: where signals vanish or explode across depth, training curves, heatmaps."""
+    """PNG figures: where signals vanish or explode across depth, training curves, heatmaps, distributions."""
     from initlab.display import console
     from initlab.plot import make_plots
 
     written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
                          steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
-                         filters=filter_)
+                         filters=filter_, quantity=quantity)
     for path in written:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 

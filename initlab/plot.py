@@ -1,10 +1,14 @@
-"""Figures (matplotlib, headless): per-layer variance across depth, training curves, and a
-heatmap of a metric over two swept keys.
+"""Figures (matplotlib, headless): per-layer variance across depth, training curves, a heatmap of
+a metric over two swept keys, per-layer distributions and the input–output Jacobian's spectrum.
 
 The per-layer picture is the classic one of Glorot & Bengio 2010 (Fig. 3–7) and He et al. 2015:
 activation variance and back-propagated gradient variance against depth, log scale, one line per
-configuration, at initialization and later steps. Lines use the Okabe–Ito palette and heatmaps
-cividis, both readable with colour-vision deficiencies.
+configuration, at initialization and later steps. Distributions, not just moments: the per-layer
+histograms of histograms.csv drawn at one step (Glorot & Bengio 2010, Figs. 6–7) or over the whole
+of training (fastai's "colorful dimension"), and the squared singular values of jacobian.csv against
+dynamical isometry (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017). Each figure kind is an
+entry of the FIGURES registry. Lines use the Okabe–Ito palette and images cividis, both readable
+with colour-vision deficiencies.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -25,13 +31,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from initlab.errors import InitlabError  # noqa: E402
+from initlab.registry import Registry  # noqa: E402
 from initlab.report import HEADERS, Run, aggregate, discover, key_headers, varied_keys, _matches, _parse_filter  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 STYLES = ["-", ":", "-.", (0, (6, 1, 1, 1))]  # one per step; dashed is kept for theory
 THEORY_STYLE = "--"
-KINDS = ("profile", "curves", "heatmap")
 
 
 def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
@@ -40,7 +46,9 @@ def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = {}
     ordered = sorted(runs, key=lambda r: [_order(r.flat.get(k)) for k in keys])
     for run in ordered:
-        label = ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys)) or run.summary.get("name", "run")
+        # keys this run does not set (e.g. another initializer's argument) are left out of its label
+        label = ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys) if run.flat.get(k) is not None) \
+            or run.summary.get("name", "run")
         out.setdefault(label, []).append(run)
     return out
 
@@ -235,18 +243,511 @@ def _order(v):
     return (0, float(v), "") if isinstance(v, int | float) and not isinstance(v, bool) else (1, 0.0, str(v))
 
 
-def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, kinds: Sequence[str] = KINDS,
+# --------------------------------------------------------------------------------------------
+# Distributions: histograms.csv (per layer, per logged step) and jacobian.csv (singular values)
+
+HISTOGRAMS_FILE = "histograms.csv"
+HISTOGRAM_COLUMNS = ["step", "layer", "kind", "quantity", "lo", "hi", "count"]
+JACOBIAN_FILE = "jacobian.csv"
+JACOBIAN_COLUMNS = ["step", "example", "index", "singular_value"]
+HOW_TO_HISTOGRAMS = "runs write it when log.histograms > 0 (e.g. initlab run CONFIG --set log.histograms=64)"
+HOW_TO_JACOBIAN = ("runs write it when log.jacobian > 0 and model.norm is not batchnorm "
+                   "(e.g. initlab run CONFIG --set log.jacobian=4)")
+MAX_LAYERS = 8  # curves (histograms) or rows (colorful) per configuration; deeper nets show this many
+
+
+class Bins(NamedTuple):
+    """The non-empty bins of one (step, layer, quantity) histogram, as histograms.csv lists them."""
+
+    lo: np.ndarray  # (bins,) lower edges; -inf for underflow, NaN for the NaN bin
+    hi: np.ndarray  # (bins,) upper edges; +inf for overflow, NaN for the NaN bin
+    count: np.ndarray  # (bins,) values in each bin
+
+
+class Histograms:
+    """One quantity's rows of a run's histograms.csv (hidden layers only), indexed by (step, layer)."""
+
+    def __init__(self, step: np.ndarray, layer: np.ndarray, lo: np.ndarray, hi: np.ndarray, count: np.ndarray):
+        order = np.lexsort((layer, step))  # rows of one (step, layer) become one contiguous slice
+        step, layer = step[order], layer[order]
+        self._bins = Bins(lo[order], hi[order], count[order])
+        starts = np.flatnonzero(np.r_[True, (np.diff(step) != 0) | (np.diff(layer) != 0)]) if len(step) else []
+        ends = np.r_[starts[1:], len(step)] if len(step) else []
+        self._slices = {(int(step[a]), int(layer[a])): slice(int(a), int(b)) for a, b in zip(starts, ends)}
+
+    def steps(self) -> list[int]:
+        """The logged steps, ascending."""
+        return sorted({s for s, _ in self._slices})
+
+    def layers(self, step: int | None = None) -> list[int]:
+        """The hidden layers (1-based) with a histogram at ``step`` (at any step if None), ascending."""
+        return sorted({layer for s, layer in self._slices if step is None or s == step})
+
+    def bins(self, step: int, layer: int) -> Bins:
+        """The non-empty bins of ``layer`` at ``step`` (none if it was not logged)."""
+        cut = self._slices.get((step, layer), slice(0, 0))
+        return Bins(*(a[cut] for a in self._bins))
+
+
+def _cell(text: str) -> float:
+    """A float cell: written with repr (``inf``, ``-inf``), NaN as an empty cell."""
+    return float(text) if text else math.nan
+
+
+def _check_header(path: Path, header: list[str] | None, columns: list[str]) -> None:
+    if header != columns:
+        raise InitlabError(f"{path}: expected columns {','.join(columns)}, found {','.join(header or []) or 'none'}")
+
+
+def read_histograms(path: str | Path, quantity: str) -> Histograms:
+    """The hidden layers' histograms of ``quantity`` (pre, act, grad or weight) in a histograms.csv,
+    read in one pass that keeps only that quantity's rows."""
+    path = Path(path)
+    cols: tuple[list, ...] = ([], [], [], [], [])
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        _check_header(path, next(reader, None), HISTOGRAM_COLUMNS)
+        try:
+            for step, layer, kind, q, lo, hi, count in reader:
+                if q == quantity and kind == "hidden":
+                    for col, value in zip(cols, (int(step), int(layer), _cell(lo), _cell(hi), float(count))):
+                        col.append(value)
+        except ValueError as e:
+            raise InitlabError(f"{path}, line {reader.line_num}: not a histograms.csv row ({e})") from None
+    step, layer, lo, hi, count = cols
+    return Histograms(np.array(step, dtype=int), np.array(layer, dtype=int), np.array(lo, dtype=float),
+                      np.array(hi, dtype=float), np.array(count, dtype=float))  # counts: integers, 3.0 read too
+
+
+def read_jacobian(path: str | Path) -> dict[int, np.ndarray]:
+    """A jacobian.csv as {step: the singular values of every probe example at that step, pooled}."""
+    path = Path(path)
+    by_step: dict[int, list[float]] = {}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        _check_header(path, next(reader, None), JACOBIAN_COLUMNS)
+        try:
+            for step, _example, _index, value in reader:
+                by_step.setdefault(int(step), []).append(_cell(value))
+        except ValueError as e:
+            raise InitlabError(f"{path}, line {reader.line_num}: not a jacobian.csv row ({e})") from None
+    return {s: np.array(v, dtype=float) for s, v in sorted(by_step.items())}
+
+
+class Gridded(NamedTuple):
+    """Several histograms of one quantity (layers, or steps of one layer) on one shared grid."""
+
+    edges: np.ndarray  # (bins + 1,) bin edges on the value axis (|value| for log2 bins)
+    centres: np.ndarray  # (bins,) where each bin is drawn: the midpoint, or the geometric centre for log2 bins
+    counts: np.ndarray  # (inputs, bins) counts on the grid; zero where histograms.csv omitted an empty bin
+    totals: np.ndarray  # (inputs,) every value histogrammed, drawn or not
+    undrawn: list[dict[str, int]]  # per input: counts off the grid, by reason (under/overflow, zeros, NaN, ...)
+
+
+def _on_grid(bins: Sequence[Bins], edges: np.ndarray, index, undrawn) -> Gridded:
+    """Shared by both binnings: ``index(b)`` gives (mask of rows on the grid, their grid index)."""
+    n = max(len(edges) - 1, 0)
+    counts = np.zeros((len(bins), n))
+    for i, b in enumerate(bins):
+        ok, idx = index(b)
+        np.add.at(counts[i], np.clip(idx, 0, max(n - 1, 0)), b.count[ok])
+    return Gridded(edges, np.array([]), counts, np.array([float(b.count.sum()) for b in bins]),
+                   [{reason: int(b.count[mask(b)].sum()) for reason, mask in undrawn.items()} for b in bins])
+
+
+def _linear_grid(bins: Sequence[Bins], span: tuple[float, float, int] | None = None) -> Gridded:
+    """Linear bins on one shared grid: ``span`` = (lo, hi, B), the run's exact bins
+    (``initlab.stats.make_bins``); without it (no config to read), the grid spans the non-empty
+    bins at their median width."""
+    lo = np.concatenate([b.lo for b in bins]) if bins else np.array([])
+    hi = np.concatenate([b.hi for b in bins]) if bins else np.array([])
+    inside = np.isfinite(lo) & np.isfinite(hi)
+    edges, width = np.array([]), 1.0
+    if span is not None:
+        start, stop, n = span
+        width = (stop - start) / n
+        edges = start + (stop - start) * np.arange(n + 1) / n
+    elif inside.any():
+        width = float(np.median(hi[inside] - lo[inside]))
+        first, last = float(lo[inside].min()), float(hi[inside].max())
+        edges = first + width * np.arange(max(1, round((last - first) / width)) + 1)
+
+    def index(b: Bins):
+        ok = np.isfinite(b.lo) & np.isfinite(b.hi)
+        return ok, np.rint((b.lo[ok] - (edges[0] if len(edges) else 0.0)) / width).astype(int)
+
+    grid = _on_grid(bins, edges, index, {"below range": lambda b: b.lo == -np.inf,
+                                         "above range": lambda b: b.hi == np.inf, "NaN": lambda b: np.isnan(b.lo)})
+    return grid._replace(centres=(edges[:-1] + edges[1:]) / 2)
+
+
+def _log2_grid(bins: Sequence[Bins], span: tuple[float, float, int] | None = None) -> Gridded:
+    """Sign-symmetric log2 bins folded onto |value|: grid bin e holds [2^e, 2^(e+1)) and its negative
+    twin [-2^(e+1), -2^e). Exact zeros, ±inf and NaN are off the grid. ``span`` is unused (the
+    exponents name the bins)."""
+
+    def exponents(b: Bins):
+        ok = np.isfinite(b.lo) & np.isfinite(b.hi) & ((b.lo != 0) | (b.hi != 0))
+        return ok, np.rint(np.log2(np.minimum(np.abs(b.lo[ok]), np.abs(b.hi[ok])))).astype(int)
+
+    found = np.concatenate([exponents(b)[1] for b in bins]) if bins else np.array([], dtype=int)
+    low = int(found.min()) if len(found) else 0
+    edges = 2.0 ** np.arange(low, int(found.max()) + 2) if len(found) else np.array([])
+
+    def index(b: Bins):
+        ok, e = exponents(b)
+        return ok, e - low
+
+    grid = _on_grid(bins, edges, index, {"zeros": lambda b: (b.lo == 0) & (b.hi == 0),
+                                         "±inf": lambda b: np.isinf(b.lo), "NaN": lambda b: np.isnan(b.lo)})
+    return grid._replace(centres=np.sqrt(edges[:-1] * edges[1:]))
+
+
+class Binning(NamedTuple):
+    """How a quantity's histogram bins are laid out in histograms.csv, and how they are drawn."""
+
+    grid: Callable[[Sequence[Bins], tuple[float, float, int] | None], Gridded]
+    log: bool  # log2 bins: x = |value| on a log axis, y = fraction per bin; else x linear, y = density
+
+
+LINEAR = Binning(_linear_grid, log=False)
+LOG2 = Binning(_log2_grid, log=True)
+
+
+class Quantity(NamedTuple):
+    """A histogrammed quantity of histograms.csv's ``quantity`` column."""
+
+    label: str  # in titles
+    symbol: str  # on axes
+    binning: Binning
+
+
+QUANTITIES: Registry[Quantity] = Registry("histogram quantity", {
+    "pre": Quantity("pre-activations z", "z", LINEAR),
+    "act": Quantity("activations a", "a", LINEAR),
+    "grad": Quantity("back-propagated gradients ∂ℓ/∂z", "∂ℓ/∂z", LOG2),
+    "weight": Quantity("weights W", "W", LOG2),
+})
+
+
+def _quantity(name: str) -> Quantity:
+    if name not in QUANTITIES:
+        raise InitlabError(f"--quantity {name!r}: not one of {', '.join(QUANTITIES)}")
+    return QUANTITIES[name]
+
+
+def _step_number(spec: str) -> int | None:
+    """--steps entries: init (0), end (None: the last logged step) or a step number."""
+    if spec in ("init", "end"):
+        return 0 if spec == "init" else None
+    try:
+        return int(spec)
+    except ValueError:
+        raise InitlabError(f"--steps {spec!r}: expected init, end or a step number") from None
+
+
+def _resolve_step(spec: str, logged: Sequence[int]) -> int | None:
+    """The logged step ``spec`` names: init → 0, end → the last one, a number → the last one at or
+    before it; None when there is none."""
+    want = _step_number(spec)
+    earlier = [s for s in logged if want is None or s <= want]
+    return max(earlier) if earlier else None
+
+
+def _pick_layers(layers: Sequence[int], limit: int = MAX_LAYERS) -> list[int]:
+    """All ``layers``, or ``limit`` of them evenly spaced from the first to the last."""
+    if len(layers) <= limit:
+        return list(layers)
+    return [layers[i] for i in np.unique(np.rint(np.linspace(0, len(layers) - 1, limit)).astype(int))]
+
+
+def _first_seeds(runs: Sequence[Run], keys: Sequence[str], filename: str, how_to: str) -> dict[str, Run]:
+    """Each configuration's lowest-seed run that has ``filename`` (configurations with none are left
+    out); an InitlabError saying how to get the file when no run has it."""
+    chosen = {}
+    for label, members in _groups(runs, keys).items():
+        having = [r for r in members if (r.path / filename).is_file()]
+        if having:
+            chosen[label] = min(having, key=lambda r: _order(r.flat.get("seed", 0)))
+    if not chosen:
+        raise InitlabError(f"no run has {filename}: {how_to}")
+    return chosen
+
+
+def _span(run: Run, quantity: str) -> tuple[float, float, int] | None:
+    """The run's linear bins of ``quantity`` (pre or act) as (lo, hi, B), from its config
+    (log.histograms, model.activation); None when the config does not say."""
+    size, activation = run.flat.get("log.histograms"), run.flat.get("model.activation")
+    if quantity not in ("pre", "act") or not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and isinstance(activation, str)):
+        return None
+    from initlab.stats import make_bins
+
+    try:
+        b = make_bins(quantity, activation, size)
+    except InitlabError:  # an activation this version does not know
+        return None
+    return b.lo, b.hi, b.n
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2g}%"
+
+
+def _undrawn_note(undrawn: dict[str, int], total: float) -> str:
+    """``3.1% above range, 0.2% NaN``: the mass a panel does not draw (empty when there is none)."""
+    return ", ".join(f"{_percent(n / total)} {reason}" for reason, n in undrawn.items() if n and total)
+
+
+def _panels(n: int, **kwargs):
+    """A grid of ``n`` axes (at most 3 a row), the unused ones removed; returns (figure, axes)."""
+    ncols = min(max(n, 1), 3)
+    nrows = math.ceil(max(n, 1) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(max(4.8 * ncols, 6.4), 3.7 * nrows + 1.0),
+                             constrained_layout=True, **kwargs)
+    for ax in axes.flat[n:]:
+        fig.delaxes(ax)
+    return fig, list(axes.flat[:n])
+
+
+def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "act", step: str = "init") -> Figure:
+    """Per-layer distributions at one step, after Glorot & Bengio 2010 (Figs. 6 and 7): one panel per
+    configuration (its first seed's run; seeds are not pooled, so each curve is one network), shared
+    axes, one curve per hidden layer (all of them up to MAX_LAYERS, else MAX_LAYERS evenly spaced
+    from the first to the last, as the legend's title says).
+
+    ``quantity`` pre or act (linear bins): x = bin centre, y = density, count / (total · bin width),
+    so a curve integrates to the fraction of values inside the range; the legend gives the mass below
+    and above the range and the NaNs. grad or weight (log2 bins): x = |value| on a log axis (each
+    binary exponent at its geometric centre, both signs together), y = fraction of values per bin,
+    summing to the fraction of finite non-zero values; the legend gives the zeros, ±inf and NaNs.
+    ``step``: init, end (the last logged step) or a number (the last logged step at or before it).
+    Runs without histograms.csv are skipped; an InitlabError if none has one."""
+    q = _quantity(quantity)
+    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    fig, axes = _panels(len(chosen), sharex=True, sharey=True)
+    for ax, (label, run) in zip(axes, chosen.items()):
+        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        at = _resolve_step(step, hist.steps())
+        seed = f"seed {run.flat.get('seed', 0)}"
+        if at is None:
+            ax.set_title(f"{label}\n({seed}: no {quantity} histogram at step {step})", fontsize="small")
+            continue
+        layers = hist.layers(at)
+        drawn = _pick_layers(layers)
+        grid = q.binning.grid([hist.bins(at, layer) for layer in drawn], _span(run, quantity))
+        per_bin = 1.0 if q.binning.log else np.diff(grid.edges)  # fraction per bin, or density per unit
+        for i, layer in enumerate(drawn):
+            total = grid.totals[i]
+            with np.errstate(all="ignore"):
+                y = grid.counts[i] / (total * per_bin) if total else np.zeros_like(grid.centres)
+            note = _undrawn_note(grid.undrawn[i], total)
+            ax.plot(grid.centres, y, color=OKABE_ITO[i % len(OKABE_ITO)],
+                    label=f"layer {layer}" + (f" ({note})" if note else ""))
+        ax.set_title(f"{label}\n({seed}, step {at})", fontsize="small")
+        if drawn:
+            ax.legend(fontsize="x-small", loc="best", title_fontsize="x-small",
+                      title=f"{len(drawn)} of {len(layers)} layers" if len(drawn) < len(layers) else None)
+        ax.grid(True, alpha=0.3)
+    for ax in axes:
+        if q.binning.log:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"|{q.symbol}| (log scale)" if q.binning.log else q.symbol)
+    axes[0].set_ylabel("fraction of values per binary exponent" if q.binning.log else "density")
+    fig.suptitle(f"distribution of {q.label} per hidden layer, step: {step}\n(after Glorot & Bengio 2010, Figs. 6–7)")
+    return fig
+
+
+def colorful_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "act") -> Figure:
+    """fastai's "colorful dimension" plot (fastai course, lesson 10, 2019; the ActivationStats
+    hook's ``color_dim``): a histogram per logged step laid side by side, so the whole of training
+    is one image per layer: x = logged step (one column each, ticks name the steps), y = the
+    quantity's bin (linear bins: its value; log2 bins: log₂|value|, signs folded), colour =
+    log(1 + count) on one cividis scale shared by every image.
+
+    One column per configuration (its first seed's run) and one row per hidden layer drawn: all of
+    them up to MAX_LAYERS, else MAX_LAYERS evenly spaced from first to last (each row names its
+    layer). Under/overflow, zeros and NaNs are off the image. Runs without histograms.csv are
+    skipped; an InitlabError if none has one."""
+    q = _quantity(quantity)
+    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    columns = []  # per configuration: (label, steps, [(layer, image (bins, steps), (y0, y1))])
+    for label, run in chosen.items():
+        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        steps = hist.steps()
+        images = []
+        for layer in _pick_layers(hist.layers()):
+            grid = q.binning.grid([hist.bins(s, layer) for s in steps], _span(run, quantity))
+            if not grid.counts.size:
+                continue
+            ends = np.log2(grid.edges[[0, -1]]) if q.binning.log else grid.edges[[0, -1]]
+            images.append((layer, np.log1p(grid.counts.T), ends))  # (bins, steps)
+        columns.append((label, steps, images))
+    nrows = max([len(images) for _, _, images in columns] + [1])
+    fig, axes = plt.subplots(nrows, len(columns), squeeze=False, constrained_layout=True,
+                             figsize=(max(3.4 * len(columns) + 1.4, 6.0), 1.5 * nrows + 1.5))
+    top = max([float(image.max()) for _, _, images in columns for _, image, _ in images] + [1.0])
+    shown, last = [], None
+    for c, (label, steps, images) in enumerate(columns):
+        for r in range(nrows):
+            ax = axes[r, c]
+            if r >= len(images):
+                fig.delaxes(ax)
+                continue
+            layer, image, (y0, y1) = images[r]
+            artist = ax.imshow(image, origin="lower", aspect="auto", cmap="cividis", vmin=0, vmax=top,
+                               extent=(-0.5, len(steps) - 0.5, y0, y1), interpolation="nearest")
+            ticks = np.unique(np.rint(np.linspace(0, len(steps) - 1, min(len(steps), 5))).astype(int))
+            ax.set_xticks(ticks, [str(steps[t]) for t in ticks])
+            ax.set_ylabel(f"layer {layer}\n{'log₂|' + q.symbol + '|' if q.binning.log else q.symbol}",
+                          fontsize="small")
+            ax.tick_params(labelsize="x-small")
+            if r == 0:
+                ax.set_title(label, fontsize="small")
+            if r == len(images) - 1:
+                ax.set_xlabel("step")
+            shown.append(ax)
+            last = artist
+    if last is not None:
+        fig.colorbar(last, ax=shown, label="log(1 + count)", shrink=0.8)
+    fig.suptitle(f"colorful dimension (fastai):\nhistograms of {q.label} over training")
+    return fig
+
+
+def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
+    """The density of the input–output Jacobian's squared singular values σ² (∂ last hidden layer /
+    ∂ input, of a few probe examples; all examples and seeds of a configuration pooled), one colour
+    per configuration and one line style per step, log-spaced bins shared by every line and
+    y = density per unit log₁₀ σ² (normalised by all values, so a curve integrates to the fraction
+    of resolved σ²; the share at or below float32's resolution, ``initlab.spectrum.resolution``,
+    numerically zero, is stated in the legend). The dashed vertical line marks σ² = 1:
+    dynamical isometry, every singular value near 1, is what lets very deep nets train fast
+    (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017). Runs without jacobian.csv are
+    skipped; an InitlabError if none has one."""
+    groups = {label: [r for r in members if (r.path / JACOBIAN_FILE).is_file()]
+              for label, members in _groups(runs, keys).items()}
+    groups = {label: members for label, members in groups.items() if members}
+    if not groups:
+        raise InitlabError(f"no run has {JACOBIAN_FILE}: {HOW_TO_JACOBIAN}")
+    lines = []  # (configuration index, step index, σ² pooled over examples and seeds, steps drawn)
+    for i, members in enumerate(groups.values()):
+        spectra = [read_jacobian(r.path / JACOBIAN_FILE) for r in members]
+        for j, spec in enumerate(steps):
+            found = [(at, by_step[at], _floor(r, at)) for r, by_step in zip(members, spectra)
+                     if (at := _resolve_step(spec, list(by_step))) is not None]
+            if found:
+                sv = np.concatenate([v for _, v, _ in found])
+                floor = np.concatenate([np.full(len(v), f) for _, v, f in found])
+                lines.append((i, j, np.where(sv > floor, sv, 0.0) ** 2, sorted({at for at, _, _ in found})))
+    positive = [sq[np.isfinite(sq) & (sq > 0)] for _, _, sq, _ in lines]
+    pooled = np.concatenate(positive) if positive else np.array([])
+    fig, ax = plt.subplots(figsize=(13, 5.2), layout="constrained")
+    zeros: dict[int, list[float]] = {}
+    if pooled.size:
+        low, high = float(pooled.min()), float(pooled.max())
+        if low == high:
+            low, high = low / 2, high * 2
+        bins = int(np.clip(np.sqrt(max(len(p) for p in positive)), 10, 50))
+        edges = np.logspace(np.log10(low), np.log10(high), bins + 1)
+        edges[[0, -1]] = low, high  # exactly: rounding in logspace would drop the extremes
+        for (i, j, sq, at), pos in zip(lines, positive):
+            counts, _ = np.histogram(pos, edges)
+            ax.plot(np.sqrt(edges[:-1] * edges[1:]), counts / (len(sq) * np.diff(np.log10(edges))),
+                    color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=STYLES[j % len(STYLES)],
+                    label=f"{list(groups)[i]} (step {', '.join(map(str, at))})")
+            zeros.setdefault(i, []).append((steps[j], 1 - len(pos) / len(sq)))
+        ax.set_xlim(min(edges[0], 0.5), max(edges[-1], 2.0))
+    ax.axvline(1.0, color="0.4", linestyle=THEORY_STYLE, linewidth=1, label="σ² = 1 (dynamical isometry)")
+    ax.set_xscale("log")
+    ax.set(xlabel="squared singular value σ² of ∂(last hidden layer)/∂(input) (log scale)",
+           ylabel="density per unit log₁₀ σ²", title="input–output Jacobian spectrum (examples and seeds pooled)")
+    ax.grid(True, which="major", alpha=0.3)
+    colour_handles = []
+    for i, label in enumerate(groups):
+        below = ", ".join(f"{_percent(z)} at {at}" for at, z in zeros.get(i, []) if z)
+        colour_handles.append(Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)],
+                                     label=label + (f"\n(σ below float32 resolution, not drawn: {below})"
+                                                    if below else "")))
+    style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
+                     for j, s in enumerate(steps)]
+    reference = Line2D([], [], color="0.4", linestyle=THEORY_STYLE, label="σ² = 1 (dynamical isometry)")
+    fig.legend(handles=colour_handles + style_handles + [reference], fontsize="small", loc="outside right upper")
+    return fig
+
+
+def _floor(run: Run, step: int) -> float:
+    """The float32 resolution of a run's spectrum at ``step`` (summary.json's ``jacobian`` floor:
+    singular values at or below it are numerically zero), 0 where the summary has none."""
+    jac = run.summary.get("jacobian") or {}
+    for part in (jac.get("init") or {}, jac.get("end") or {}):
+        if part.get("step", 0) == step and isinstance(part.get("floor"), int | float):
+            return float(part["floor"])
+    return 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Figure kinds: what `initlab plot --kind` draws
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """The options a figure kind may read (those of `initlab plot`)."""
+
+    steps: tuple[str, ...] = ("init", "end")  # init, end or step numbers; histograms use the first
+    x: str | None = None  # heatmap columns: a config key (default: the second varied key)
+    y: str | None = None  # heatmap rows: a config key (default: the first varied key)
+    metric: str = "test_acc"  # heatmap value
+    quantity: str = "act"  # histograms and colorful: pre, act, grad or weight
+
+
+class NothingToDraw(InitlabError):
+    """A figure kind has nothing to draw for these runs: make_plots skips it when other kinds were
+    asked for, and reports it when it was the only one."""
+
+
+def _heatmap_kind(runs: Sequence[Run], keys: Sequence[str], options: PlotOptions) -> Figure:
+    hx = options.x or (keys[1] if len(keys) > 1 else None)
+    hy = options.y or (keys[0] if keys else None)
+    if hx is None or hy is None:
+        raise NothingToDraw("a heatmap needs two varied keys: pass --x KEY --y KEY")
+    for k in (hx, hy):
+        if all(k not in r.flat for r in runs):
+            raise InitlabError(f"--x/--y {k}: not a config key of these runs")
+    return heatmap_figure(runs, hx, hy, options.metric)
+
+
+FigureKind = Callable[[Sequence[Run], Sequence[str], PlotOptions], Figure]
+
+FIGURES: Registry[FigureKind] = Registry("figure kind", {
+    "profile": lambda runs, keys, o: profile_figure(runs, keys, o.steps),
+    "curves": lambda runs, keys, o: curves_figure(runs, keys),
+    "heatmap": _heatmap_kind,
+    "histograms": lambda runs, keys, o: histograms_figure(runs, keys, o.quantity, o.steps[0] if o.steps else "init"),
+    "colorful": lambda runs, keys, o: colorful_figure(runs, keys, o.quantity),
+    "spectrum": lambda runs, keys, o: spectrum_figure(runs, keys, o.steps),
+})
+KINDS = tuple(FIGURES)
+DEFAULT_KINDS = ("profile", "curves", "heatmap")  # need only what every run writes
+PER_QUANTITY = ("histograms", "colorful")  # saved as <kind>-<quantity>.png, so one quantity's does not replace another's
+
+
+def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, kinds: Sequence[str] = DEFAULT_KINDS,
                steps: Sequence[str] = ("init", "end"), x: str | None = None, y: str | None = None,
-               metric: str = "test_acc", filters: Sequence[str] = ()) -> list[Path]:
-    """Write the requested figures as PNGs (to ``out``, or beside the runs) and return their paths.
-    A heatmap needs two keys: ``x``/``y``, or the first two config keys that vary."""
+               metric: str = "test_acc", filters: Sequence[str] = (), quantity: str = "act") -> list[Path]:
+    """Write the requested figures (names from FIGURES) as ``<kind>.png`` (histograms and colorful:
+    ``<kind>-<quantity>.png``; to ``out``, or beside the
+    runs) and return their paths. A heatmap needs two keys: ``x``/``y``, or the first two config keys
+    that vary; without them it is skipped, unless it is the only kind asked for. ``quantity`` is the
+    histogrammed quantity of histograms and colorful."""
     for k in kinds:
-        if k not in KINDS:
+        if k not in FIGURES:
             raise InitlabError(f"--kind {k!r}: not one of {', '.join(KINDS)}")
     from initlab.report import METRICS
 
     if metric not in METRICS + ("theory_ratio",):
         raise InitlabError(f"--metric {metric!r}: not one of {', '.join(METRICS + ('theory_ratio',))}")
+    _quantity(quantity)
+    for s in steps:
+        _step_number(s)
     runs, _ = discover(paths)
     for item in filters:
         key, value = _parse_filter(item)
@@ -258,23 +759,17 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     first = Path(paths[0])
     target_dir = Path(out) if out is not None else (first if first.is_dir() else first.parent)
     target_dir.mkdir(parents=True, exist_ok=True)
+    options = PlotOptions(tuple(steps), x, y, metric, quantity)
     written = []
     for kind in kinds:
-        if kind == "heatmap":
-            hx, hy = x or (keys[1] if len(keys) > 1 else None), y or (keys[0] if keys else None)
-            if hx is None or hy is None:
-                if "heatmap" in kinds and len(kinds) == 1:
-                    raise InitlabError("a heatmap needs two varied keys: pass --x KEY --y KEY")
-                continue
-            for k in (hx, hy):
-                if all(k not in r.flat for r in runs):
-                    raise InitlabError(f"--x/--y {k}: not a config key of these runs")
-            fig = heatmap_figure(runs, hx, hy, metric)
-        elif kind == "profile":
-            fig = profile_figure(runs, keys, steps)
-        else:
-            fig = curves_figure(runs, keys)
-        written.append(save(fig, target_dir / f"{kind}.png"))
+        try:
+            fig = FIGURES[kind](runs, keys, options)
+        except NothingToDraw:
+            if len(kinds) == 1:
+                raise
+            continue
+        name = f"{kind}-{quantity}" if kind in PER_QUANTITY else kind
+        written.append(save(fig, target_dir / f"{name}.png"))
     return written
 
 

@@ -1,11 +1,20 @@
-"""initlab plot: valid PNGs with the expected number of lines and cells."""
+"""initlab plot: valid PNGs with the expected number of lines, panels, images and cells."""
 
+import csv
+import math
+import shutil
+from collections import Counter
+
+import numpy as np
 import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.plot import curves_figure, heatmap_figure, profile_figure
+from initlab.errors import InitlabError
+from initlab.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, colorful_figure,
+                          curves_figure, heatmap_figure, histograms_figure, profile_figure, read_histograms,
+                          spectrum_figure)
 from initlab.report import discover, varied_keys
 from initlab.sweep import SweepSpec, run_sweep
 
@@ -91,3 +100,293 @@ def test_heatmap_metric_is_validated(sweep_dir, tmp_path):
     result = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--metric", "verdict",
                                  "--out", str(tmp_path)])
     assert result.exit_code == 1 and "--metric 'verdict'" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions: synthetic histograms.csv / jacobian.csv, written to the spec, in copies of real runs
+
+LOGGED = (0, 8, 16, 24)  # the fixture's logged steps: log.every 8, 24 steps
+RANGES = {"pre": (-5.0, 5.0), "act": (0.0, 5.0)}  # relu, the default activation
+
+
+def _cell(x: float) -> str:
+    return "" if math.isnan(x) else repr(float(x))
+
+
+def linear_rows(values: np.ndarray, lo: float, hi: float, bins: int) -> list[tuple[float, float, int]]:
+    """histograms.csv's linear bins: the non-empty ones of B over [lo, hi], underflow, overflow, NaN."""
+    edges = np.linspace(lo, hi, bins + 1)
+    counts, _ = np.histogram(values[(values >= lo) & (values <= hi)], edges)
+    rows = [(a, b, int(c)) for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
+    extra = [(-math.inf, lo, int((values < lo).sum())), (hi, math.inf, int((values > hi).sum())),
+             (math.nan, math.nan, int(np.isnan(values).sum()))]
+    return rows + [r for r in extra if r[2]]
+
+
+def log2_rows(values: np.ndarray) -> list[tuple[float, float, int]]:
+    """histograms.csv's sign-symmetric log2 bins, one per binary exponent, and zeros, ±inf, NaN."""
+    finite = values[np.isfinite(values) & (values != 0)]
+    exponents = np.frexp(np.abs(finite))[1] - 1  # |v| in [2^e, 2^(e+1))
+    rows = [(2.0 ** e, 2.0 ** (e + 1), c) for e, c in sorted(Counter(exponents[finite > 0].tolist()).items())]
+    rows += [(-(2.0 ** (e + 1)), -(2.0 ** e), c) for e, c in sorted(Counter(exponents[finite < 0].tolist()).items())]
+    extra = [(0.0, 0.0, int((values == 0).sum())), (math.inf, math.inf, int((values == math.inf).sum())),
+             (-math.inf, -math.inf, int((values == -math.inf).sum())), (math.nan, math.nan, int(np.isnan(values).sum()))]
+    return rows + [r for r in extra if r[2]]
+
+
+def synthetic_values(depth: int, step: int, layer: int, quantity: str) -> np.ndarray:
+    """Known values per (depth, step, layer): the same for every seed and init of a depth. Layer 1's
+    activations are all 0.3 (one bin); deeper layers spill out of range; layer 2 has NaNs, its
+    gradients an inf; a tenth of the gradients are exact zeros."""
+    rng = np.random.default_rng([depth, step, layer, list(QUANTITIES).index(quantity)])
+    if quantity == "act" and layer == 1:
+        return np.full(200, 0.3)
+    if quantity in ("pre", "act"):
+        v = rng.normal(0.5, 0.8 * layer, 200)
+        v = np.maximum(v, 0) if quantity == "act" else v
+    elif quantity == "grad":
+        v = rng.normal(0, 2.0 ** -layer, 200) * (rng.random(200) > 0.1)
+        if layer == 2:
+            v[:2] = (math.inf, -math.inf)
+    else:
+        v = rng.normal(0, 0.3, 200)
+    if layer == 2:
+        v[-3:] = math.nan
+    return v
+
+
+def write_histograms(run_dir, depth: int, bins: int) -> None:
+    with open(run_dir / "histograms.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HISTOGRAM_COLUMNS)
+        for step in LOGGED:
+            for layer in range(1, depth + 2):
+                kind = "hidden" if layer <= depth else "output"
+                for q in QUANTITIES:
+                    v = synthetic_values(depth, step, layer, q)
+                    rows = linear_rows(v, *RANGES[q], bins) if q in RANGES else log2_rows(v)
+                    for lo, hi, count in rows:
+                        w.writerow([step, layer, kind, q, _cell(lo), _cell(hi), count])
+
+
+def write_jacobian(run_dir, depth: int, zero: bool = False) -> None:
+    """Singular values, descending, of 3 examples at init and at the end; ``zero``: one is 0."""
+    rng = np.random.default_rng(depth)
+    with open(run_dir / "jacobian.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(JACOBIAN_COLUMNS)
+        for step in (0, LOGGED[-1]):
+            for example in range(3):
+                s = np.sort(rng.lognormal(0.0, 0.3 * depth, 8))[::-1]
+                if zero and example == 0:
+                    s[-1] = 0.0
+                for i, value in enumerate(s):
+                    w.writerow([step, example, i, repr(float(value))])
+
+
+BINS = 16  # B of the synthetic linear histograms, where a run's config does not say (log.histograms 0)
+
+
+def bins_of(run) -> int:
+    return run.flat.get("log.histograms") or BINS
+
+
+def loaded_dist(root):
+    """Runs and varied keys, each run's config saying the B its histograms.csv was written with (as
+    a run that wrote one does: the plot reads B from there where the data leave the range unclear)."""
+    runs, keys = loaded(root)
+    for run in runs:
+        run.flat["log.histograms"] = bins_of(run)
+    return runs, keys
+
+
+@pytest.fixture(scope="module")
+def dist_dir(sweep_dir, tmp_path_factory):
+    """The sweep's runs with synthetic histograms.csv and jacobian.csv."""
+    root = tmp_path_factory.mktemp("dist") / "grid"
+    shutil.copytree(sweep_dir, root)
+    for run in discover([root])[0]:
+        depth = run.flat["model.depth"]
+        write_histograms(run.path, depth, bins_of(run))
+        write_jacobian(run.path, depth, zero=depth == 2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bare_dir(sweep_dir, tmp_path_factory):
+    """The sweep's runs with neither file."""
+    root = tmp_path_factory.mktemp("bare") / "grid"
+    shutil.copytree(sweep_dir, root)
+    for name in ("histograms.csv", "jacobian.csv"):
+        for f in root.rglob(name):
+            f.unlink()
+    return root
+
+
+def depth_of(ax) -> int:
+    return int(ax.get_title().split("depth=")[1].split(",")[0])
+
+
+def test_every_kind_is_registered():
+    assert KINDS == tuple(FIGURES)
+    assert {"profile", "curves", "heatmap", "histograms", "colorful", "spectrum"} <= set(KINDS)
+
+
+def test_histograms_have_one_panel_per_configuration_and_one_curve_per_layer(dist_dir):
+    runs, keys = loaded_dist(dist_dir)
+    fig = histograms_figure(runs, keys, "act", "init")
+    assert len(fig.axes) == 6  # 3 depths × 2 inits; seeds share a panel
+    for ax in fig.axes:
+        depth = depth_of(ax)
+        assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == [f"layer {i}" for i in
+                                                                               range(1, depth + 1)]
+        assert "step 0" in ax.get_title() and "seed 0" in ax.get_title()
+        assert ax.get_legend() is not None
+    first = fig.axes[0]
+    assert all(first.get_shared_x_axes().joined(first, ax) and first.get_shared_y_axes().joined(first, ax)
+               for ax in fig.axes)
+    assert "Glorot" in fig.texts[0].get_text() if fig.texts else "Glorot" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("quantity", list(QUANTITIES))
+def test_histogram_mass_is_the_drawn_fraction(dist_dir, quantity):
+    """Linear bins: each density integrates to the fraction of values in range; log2 bins: the
+    fractions per exponent sum to the fraction of finite non-zero values. The rest is stated."""
+    runs, keys = loaded_dist(dist_dir)
+    fig = histograms_figure(runs, keys, quantity, "end")
+    log = QUANTITIES[quantity].binning.log
+    for ax in fig.axes:
+        depth = depth_of(ax)
+        assert ax.get_xscale() == ("log" if log else "linear") and "step 24" in ax.get_title()
+        for layer, line in enumerate(ax.get_lines(), start=1):
+            x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+            v = synthetic_values(depth, 24, layer, quantity)
+            if log:
+                drawn = np.isfinite(v) & (v != 0)
+                assert np.sum(y) == pytest.approx(drawn.mean())
+                assert np.allclose(np.log2(x) % 1, 0.5)  # each exponent at its geometric centre
+                missing = {"zeros": v == 0, "±inf": np.isinf(v), "NaN": np.isnan(v)}
+            else:
+                lo, hi = RANGES[quantity]
+                drawn = (v >= lo) & (v <= hi)
+                assert np.sum(y) * np.diff(x).mean() == pytest.approx(drawn.mean())
+                missing = {"below range": v < lo, "above range": v > hi, "NaN": np.isnan(v)}
+            for reason, mask in missing.items():
+                assert (f"{100 * mask.mean():.2g}% {reason}" in line.get_label()) == bool(mask.any())
+
+
+def test_one_bin_of_mass_is_one_peak(dist_dir):
+    runs, keys = loaded_dist(dist_dir)
+    fig = histograms_figure(runs, keys, "act", "init")
+    line = fig.axes[0].get_lines()[0]  # layer 1: every activation is 0.3
+    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    width = 5.0 / bins_of(runs[0])
+    assert np.count_nonzero(y) == 1 and y.max() * width == pytest.approx(1.0)
+    assert abs(x[np.argmax(y)] - 0.3) <= width / 2
+    assert line.get_label() == "layer 1"  # nothing out of range, nothing to state
+
+
+def test_histogram_steps_resolve_to_logged_steps(dist_dir):
+    runs, keys = loaded_dist(dist_dir)
+    assert "step 8" in histograms_figure(runs, keys, "pre", "15").axes[0].get_title()
+    assert "step 24" in histograms_figure(runs, keys, "pre", "end").axes[0].get_title()
+    with pytest.raises(InitlabError, match="--quantity 'loss'"):
+        histograms_figure(runs, keys, "loss")
+
+
+def test_deep_nets_draw_at_most_eight_layers(dist_dir, tmp_path):
+    run = loaded_dist(dist_dir)[0][0]
+    deep = tmp_path / run.path.name
+    shutil.copytree(run.path, deep)
+    write_histograms(deep, 20, bins_of(run))
+    runs, keys = loaded_dist(deep)
+    ax = histograms_figure(runs, keys, "weight").axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert len(labels) == MAX_LAYERS and labels[0] == "layer 1" and labels[-1] == "layer 20"
+    assert ax.get_legend().get_title().get_text() == "8 of 20 layers"
+    image_axes = [a for a in colorful_figure(runs, keys).axes if a.images]
+    assert [a.get_ylabel().splitlines()[0] for a in image_axes] == labels
+
+
+def test_runs_without_histograms_are_skipped(dist_dir, tmp_path):
+    root = tmp_path / "grid"
+    shutil.copytree(dist_dir, root)
+    for run in discover([root])[0]:
+        if run.flat["model.depth"] == 4:
+            (run.path / "histograms.csv").unlink()
+    runs, keys = loaded_dist(root)
+    fig = histograms_figure(runs, keys)
+    assert len(fig.axes) == 4 and sorted({depth_of(ax) for ax in fig.axes}) == [2, 6]
+
+
+def test_colorful_image_is_bins_by_logged_steps(dist_dir):
+    runs, keys = loaded_dist(dist_dir)
+    fig = colorful_figure(runs, keys, "pre")
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 2 * (2 + 4 + 6)  # one column per configuration, one row per layer
+    for ax in image_axes:
+        image = np.asarray(ax.images[0].get_array())
+        assert image.shape == (bins_of(runs[0]), len(LOGGED))
+        assert image.min() >= 0 and np.isfinite(image).all()
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(s) for s in LOGGED]
+    assert any(ax.get_ylabel() == "log(1 + count)" for ax in fig.axes)  # one shared colour bar
+    grad = [ax for ax in colorful_figure(runs, keys, "grad").axes if ax.images]
+    assert "log₂" in grad[0].get_ylabel()
+
+
+def test_spectrum_has_one_line_per_configuration_and_step(dist_dir):
+    runs, keys = loaded_dist(dist_dir)
+    fig = spectrum_figure(runs, keys, steps=("init", "end"))
+    ax = fig.axes[0]
+    reference = [line for line in ax.get_lines() if line.get_label().startswith("σ² = 1")]
+    data = [line for line in ax.get_lines() if line not in reference]
+    assert len(reference) == 1 and list(reference[0].get_xdata()) == [1.0, 1.0]
+    assert len(data) == 6 * 2 and ax.get_xscale() == "log"
+    assert sorted({line.get_linestyle() for line in data}) == sorted({"-", ":"})
+    for line in data:  # density per unit log10 σ²: integrates to the fraction of σ² > 0 (one is 0 per depth-2 run)
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        mass = np.sum(y) * np.diff(np.log10(x)).mean()
+        assert mass == pytest.approx(1 - 2 / 48 if "depth=2," in line.get_label() else 1.0)  # a 0 per seed
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("below float32 resolution, not drawn: 4.2% at init, 4.2% at end" in t for t in legend)
+    assert "step: init" in legend
+
+
+def test_cli_writes_distribution_pngs(dist_dir, tmp_path):
+    result = runner.invoke(app, ["plot", str(dist_dir), "--out", str(tmp_path), "--kind",
+                                 "histograms,colorful,spectrum", "--quantity", "grad", "--steps", "init,end"])
+    assert result.exit_code == 0, result.output
+    for name in ("histograms-grad.png", "colorful-grad.png", "spectrum.png"):
+        image = imread(tmp_path / name)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kind, file, how", [("histograms", "histograms.csv", "log.histograms > 0"),
+                                             ("colorful", "histograms.csv", "log.histograms > 0"),
+                                             ("spectrum", "jacobian.csv", "log.jacobian > 0")])
+def test_cli_missing_file_is_a_one_line_error(bare_dir, tmp_path, kind, file, how):
+    result = runner.invoke(app, ["plot", str(bare_dir), "--kind", kind, "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert file in result.output and how in result.output
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_quantity_is_validated(dist_dir, tmp_path):
+    result = runner.invoke(app, ["plot", str(dist_dir), "--kind", "histograms", "--quantity", "loss",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--quantity 'loss'" in result.output and "grad" in result.output
+
+
+def test_read_histograms_keeps_one_quantity_of_the_hidden_layers(dist_dir, tmp_path):
+    run = loaded_dist(dist_dir)[0][0]
+    depth = run.flat["model.depth"]
+    hist = read_histograms(run.path / "histograms.csv", "grad")
+    assert hist.steps() == list(LOGGED) and hist.layers() == list(range(1, depth + 1))  # no output layer
+    bins = hist.bins(0, 2)
+    assert int(bins.count.sum()) == 200 and np.isnan(bins.lo).any() and np.isinf(bins.lo).any()
+    bad = tmp_path / "histograms.csv"
+    bad.write_text("step,layer,value\n0,1,2\n")
+    with pytest.raises(InitlabError, match="expected columns step,layer,kind"):
+        read_histograms(bad, "act")
