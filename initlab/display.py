@@ -211,7 +211,8 @@ def layer_tables(layers: dict[str, Any]) -> list[Table]:
 
     tables = []
     for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
-        caption = layers.get("theory") if when == "init" else None
+        notes = [layers.get("theory"), layers.get("jacobian")] if when == "init" else []
+        caption = "\n".join(n for n in notes if n) or None
         t = Table(title=f"{layers['run']}: step {step}", title_justify="left", caption=caption,
                   caption_justify="left")
         t.add_column("layer", justify="right")
@@ -248,6 +249,8 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
            if math.isfinite(pred.get("critical_sigma_w2", math.nan)) else ""),
         f"ξ_c = {_sci(pred['xi_c'])}, ξ_q = {_sci(pred['xi_q'])}; trainable to depth ≈ 6ξ_c = "
         f"{_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)",
+        f"input-output Jacobian ∂h^L/∂x: mean squared singular value tr(JJᵀ)/width = {_sci(pred['jacobian_mean_sq'])} "
+        "(the product of the layers' χ; Pennington et al. 2017)",
     ]
     return [t, *lines]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import STATS_BEFORE_LOG_STATS
+from initlab.config import ADDED_LATER, STATS_BEFORE_LOG_STATS
 from initlab.errors import InitlabError
 
 VANISHING = 1e-2
@@ -80,6 +80,19 @@ class Run:
             return math.nan
         predicted = theory["q"][-1]
         return float(measured[-1] / predicted) if predicted else math.nan
+
+    def jacobian(self, key: str, when: str = "init") -> float:
+        """A summary figure of the input-output Jacobian's singular values (``init`` or ``end``;
+        see ``initlab.spectrum.summarize``), NaN where none was taken."""
+        jac = self.summary.get("jacobian") or {}
+        v = (jac.get(when) or {}).get(key) if jac.get("applies") else None
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+
+    def jacobian_theory(self) -> float:
+        """Mean-field theory's mean squared singular value of the Jacobian at init (NaN where it does not apply)."""
+        theory = self.summary.get("theory") or {}
+        v = theory.get("jacobian_mean_sq") if theory.get("applies") else None
+        return float(v) if isinstance(v, int | float) else math.nan
 
     def steps_to(self, target: float) -> float:
         hist = self.summary.get("history") or {}
@@ -146,6 +159,8 @@ def load_run(path: Path) -> Run | Skipped:
     flat = flatten(config)
     # a run from before log.stats existed computed what a default run computed then
     flat.setdefault("log.stats", list(STATS_BEFORE_LOG_STATS))
+    for key, default in ADDED_LATER.items():  # and keys added since read as their hash-keeping default
+        flat.setdefault(key, default)
     return Run(path, summary, flat)
 
 
@@ -272,11 +287,14 @@ def _status_text(runs: Sequence[Run]) -> str:
 
 METRICS = ("test_acc", "test_loss", "steps_to_target", "act_ratio_init", "act_ratio_end", "grad_ratio_init",
            "grad_ratio_end")
-COLUMNS = ("status", "seeds", *METRICS, "verdict", "theory_ratio", "profile")
-DEFAULT_COLUMNS = COLUMNS
+# The input-output Jacobian at init: max/min singular value, and its mean square measured and predicted.
+JACOBIAN_COLUMNS = ("jac_ratio_init", "jac_msq_init", "jac_msq_theory")
+COLUMNS = ("status", "seeds", *METRICS, "verdict", "theory_ratio", *JACOBIAN_COLUMNS, "profile")
+DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("jac_msq_init", "jac_msq_theory"))
 HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act L/1 init",
            "act_ratio_end": "act L/1 end", "grad_ratio_init": "grad 1/L init", "grad_ratio_end": "grad 1/L end",
-           "profile": "act var by layer (init)", "theory_ratio": "var L meas/theory"}
+           "profile": "act var by layer (init)", "theory_ratio": "var L meas/theory",
+           "jac_ratio_init": "jac max/min init", "jac_msq_init": "jac σ² init", "jac_msq_theory": "jac σ² theory"}
 
 
 @dataclass
@@ -310,6 +328,11 @@ def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[d
             row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
         row["verdict"] = verdict(row["act_ratio_init"], row["grad_ratio_init"])
         row["theory_ratio"] = _geo_mean([r.theory_ratio() for r in members])
+        row["jac_ratio_init"] = _geo_mean([r.jacobian("ratio") for r in members])
+        # with singular values below float32's resolution the ratio is a lower bound (≈ 1/(max(m, n)·ε))
+        row["jac_ratio_init_bound"] = any(r.jacobian("unresolved") > 0 for r in members)
+        row["jac_msq_init"] = _geo_mean([r.jacobian("mean_sq") for r in members])
+        row["jac_msq_theory"] = _geo_mean([r.jacobian_theory() for r in members])
         depths = {len(r.profile("init", "act_var")) for r in members}
         if len(depths) == 1:
             with np.errstate(all="ignore"):
@@ -401,6 +424,9 @@ def _fmt_cell(row: dict[str, Any], column: str) -> str:
         return "" if math.isnan(v) else f"{v:.3g}"
     if column == "theory_ratio" and isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.3f}"
+    if column in JACOBIAN_COLUMNS and isinstance(v, float):
+        bound = "≥ " if column == "jac_ratio_init" and row.get("jac_ratio_init_bound") else ""
+        return "n/a" if math.isnan(v) else f"{bound}{v:.3g}"
     if column == "profile":
         return _downsample(str(v or ""))
     return _fmt_value(v)
@@ -518,8 +544,72 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     for r in end:
         for c in columns[len(stat_columns):]:
             r.setdefault(c, math.nan)
+    config = loaded.flat if isinstance(loaded, Run) else {}
+    if (p / "histograms.csv").exists() and config.get("model.activation"):
+        edge = saturated_bins_fraction(p / "histograms.csv", str(config["model.activation"]),
+                                       int(config.get("log.histograms") or 0), (first, last))
+        for when, step in (("init", first), ("end", last)):
+            for r in init if when == "init" else end:
+                r["hist_saturated"] = edge.get((step, r["layer"]), math.nan)
+        at = columns.index("saturated_frac") + 1 if "saturated_frac" in columns else len(stat_columns)
+        columns.insert(at, "hist_saturated")
     return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
-            "theory": theory_note}
+            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, Run) else {})}
+
+
+def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int]) -> dict[tuple[int, int], float]:
+    """(step, layer) -> the fraction of the layer's activations in the saturated bins of its
+    histogram: the outermost linear bin at each end where the activation's image is bounded (tanh:
+    the bins at -1 and +1; sigmoid: at 0 and 1; ReLU: the bin at 0). Layers of an activation
+    unbounded on both sides get nothing (NaN in the view)."""
+    from initlab.activations import image
+    from initlab.storage import _edge_text
+    from initlab.stats import make_bins
+
+    lo_img, hi_img = image(activation)
+    b = make_bins("act", activation, bins)
+    lo, hi = b.edges()
+    edge_lo = {_edge_text(lo[1])} if math.isfinite(lo_img) else set()  # counts[1]: the first bin
+    edge_hi = {_edge_text(hi[b.n])} if math.isfinite(hi_img) else set()  # counts[n]: the last
+    if not edge_lo and not edge_hi:
+        return {}
+    total: dict[tuple[int, int], int] = {}
+    inside: dict[tuple[int, int], int] = {}
+    wanted = {str(s) for s in steps}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["quantity"] != "act" or row["step"] not in wanted:
+                continue
+            key = (int(row["step"]), int(row["layer"]))
+            n = int(row["count"])
+            total[key] = total.get(key, 0) + n
+            if row["lo"] in edge_lo or row["hi"] in edge_hi:
+                inside[key] = inside.get(key, 0) + n
+    return {k: inside.get(k, 0) / n for k, n in total.items() if n}
+
+
+def jacobian_note(summary: dict[str, Any]) -> str:
+    """One line on the input-output Jacobian's singular values at init and at the end, beside
+    mean-field theory's prediction of their mean square."""
+    jac = summary.get("jacobian") or {}
+    if not jac:
+        return ""
+    if not jac.get("applies"):
+        return f"input-output Jacobian: not taken ({jac.get('reason')})"
+
+    def part(label: str, s: dict[str, Any]) -> str:
+        if s.get("mean_sq") is None:
+            return f"{label}: not finite"
+        return (f"{label}: mean σ² {s['mean_sq']:.4g}, σ max/min {s['max']:.4g}/{s['min']:.4g}, "
+                f"{100 * s['frac_near_1']:.0f}% of σ in [0.5, 2]")
+
+    parts = [part("init", jac["init"])]
+    if "end" in jac:
+        parts.append(part(f"step {jac['end']['step']}", jac["end"]))
+    theory = summary.get("theory") or {}
+    if theory.get("applies") and theory.get("jacobian_mean_sq") is not None:
+        parts.append(f"mean-field mean σ² at init {theory['jacobian_mean_sq']:.4g}")
+    return f"input-output Jacobian ∂h^L/∂x on {jac.get('examples')} probe examples: " + "; ".join(parts)
 
 
 def is_dead(row: dict[str, Any]) -> bool:
@@ -557,4 +647,5 @@ def layers_text(layers: dict[str, Any], fmt: str) -> str:
         out += [f"**step {step}**", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
         out += ["| " + " | ".join(layer_cell(row, c, _fmt_value) for c in cols) + " |" for row in layers[when]]
         out.append("")
+    out += [note + "\n" for note in (layers.get("theory"), layers.get("jacobian")) if note]
     return "\n".join(out)
