@@ -41,6 +41,8 @@ class Workload:
     probe_size: int = 512
     stats_on: str = "train_batch"  # where the per-layer statistics are taken: train_batch | probe
     seed: int = 0
+    histograms: int = 0  # initlab's log.histograms (linear bins; 0: off, its default)
+    jacobian: int = 4  # initlab's log.jacobian (probe examples of the spectrum at init and end; its default)
 
     def parameters(self, input_dim: int, num_classes: int) -> int:
         """Weights and biases of the MLP."""

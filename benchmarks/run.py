@@ -38,6 +38,11 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   width @ width × width), the kernels both training loops are built on.
 - ``memory``: peak resident memory (``ru_maxrss``) of a fresh process training depth 200, width 1024
   for a few steps, beside its peak before training started (interpreter, JAX, data).
+- ``distributions``: the cost of the per-layer histograms (``log.histograms: 64``) and of the
+  Jacobian spectrum (``log.jacobian: 4``) side by side with both off, at depth 10 and 50, width
+  256, statistics every 10 steps on the training batch: loop steps/s, and the seconds the two
+  spectra (init and end, compilation included) took beside the training loop's; then the spectrum
+  alone at depth 50 × width 512: compile and per-call time for 4 examples.
 - ``report``: `initlab report` over 1,000 synthetic run folders (``benchmarks/report_speed.py``'s
   generator): ``build_report`` in-process and the whole command in a fresh process.
 
@@ -79,7 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
                        torch_matmul_flops)
 
-SECTIONS = ("throughput", "stats", "compile", "sweep", "flops", "memory", "report")
+SECTIONS = ("throughput", "stats", "distributions", "compile", "sweep", "flops", "memory", "report")
 TEST_SIZE = 1000  # test examples per initlab run (evaluated outside the measured windows)
 MNIST_INPUTS, MNIST_CLASSES = 784, 10
 
@@ -139,6 +144,9 @@ class ClockSink:
     def progress(self, step: int, total: int, info: dict[str, float]) -> None:
         self.last_step_at = time.perf_counter()
 
+    def jacobian(self, step: int, singular_values: Any) -> None:
+        pass
+
 
 def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
     """initlab's config for workload ``w``; ``log_every=None`` switches the statistics off: they are
@@ -150,7 +158,8 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
         "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal"},
         "train": {"optimizer": "sgd", "lr": w.lr, "batch_size": w.batch_size, "steps": w.steps},
         "log": {"every": log_every if log_every is not None else w.steps + 1,
-                "stats_on": w.stats_on if log_every is not None else "train_batch"},
+                "stats_on": w.stats_on if log_every is not None else "train_batch",
+                "histograms": w.histograms, "jacobian": w.jacobian},
     }
 
 
@@ -179,7 +188,33 @@ def initlab_steps_per_s(w: Workload, data_dir: str | None, log_every: int | None
     """``loop``: steps/s over the training loop's wall clock (statistics included); ``chunks``:
     TrainResult.steps / train_time_s (training chunks and statistics, without the host's bookkeeping)."""
     result, sink = initlab_train(w, data_dir, log_every)
-    return {"loop": w.steps / (sink.last_step_at - sink.loop_start), "chunks": result.steps / result.train_time_s}
+    return {"loop": w.steps / (sink.last_step_at - sink.loop_start), "chunks": result.steps / result.train_time_s,
+            "loop_s": sink.last_step_at - sink.loop_start, "jacobian_s": result.jacobian_time_s}
+
+
+def spectrum_seconds(depth: int, width: int, examples: int, data_dir: str | None, calls: int = 3) -> dict[str, float]:
+    """The Jacobian spectrum of a He-initialized ReLU net on ``examples`` MNIST probe examples:
+    the first call (compilation included) and the median of ``calls`` more."""
+    import jax
+
+    from initlab.build import init_params, model_spec
+    from initlab.config import from_dict
+    from initlab.spectrum import singular_values_fn
+
+    cfg = from_dict(initlab_config(Workload(depth=depth, width=width), 10))
+    spec = model_spec(cfg.model, MNIST_INPUTS, MNIST_CLASSES)
+    params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
+    x = jax.device_put(load_mnist(data_dir).x_train[:examples])
+    fn = jax.jit(singular_values_fn(spec))
+    t0 = time.perf_counter()
+    fn(params, state, x).block_until_ready()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn(params, state, x).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return {"first_s": first, "call_s": median(times)}
 
 
 def matmul_flops(n: int, repeats: int = 10) -> float:
@@ -346,6 +381,8 @@ def measure(req: dict[str, Any]) -> Any:
         return result.compile_time_s
     if kind == "matmul":
         return matmul_flops(req["n"])
+    if kind == "spectrum":
+        return spectrum_seconds(req["depth"], req["width"], req["examples"], data_dir)
     if kind == "memory":
         return peak_memory(w.depth, w.width, w.steps, data_dir)
     if kind == "sweep":
@@ -530,6 +567,27 @@ class Suite:
                        "cost": paired(base, loops(v)) - 1} for name, v in runs.items()}
         return {"steps": self.plan.stats_steps, "runs": runs, "rows": rows}
 
+    def distributions(self) -> dict[str, Any]:
+        """Histograms and the Jacobian spectrum on, beside both off, at depth 10 and 50 (statistics
+        every 10 steps on the training batch); then the spectrum alone at depth 50 × width 512."""
+        out: dict[str, Any] = {}
+        arms_of = {"off": {"histograms": 0, "jacobian": 0}, "histograms 64": {"histograms": 64, "jacobian": 0},
+                   "spectrum 4": {"histograms": 0, "jacobian": 4}}
+        for depth, steps in self.plan.steps.items():
+            arms = {}
+            for name, log in arms_of.items():
+                w = asdict(Workload(depth=depth, steps=steps, **log))
+                arms[name] = lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir)
+            runs = interleaved(arms, self.plan.repeats, f"distributions, depth {depth}")
+            base = loops(runs["off"])
+            out[str(depth)] = {
+                "steps": steps, "runs": runs,
+                "rows": {name: {"loop": median(loops(v)), "vs_off": paired(loops(v), base),
+                                "jacobian_s": median([r["jacobian_s"] for r in v]),
+                                "loop_s": median([r["loop_s"] for r in v])} for name, v in runs.items()}}
+        out["spectrum_50x512"] = self.jax("spectrum", depth=50, width=512, examples=4, data_dir=self.data_dir)
+        return out
+
     def compile(self) -> dict[str, Any]:
         """compile_time_s per depth, each in a fresh process: cache off, cold (empty folder) and warm."""
         rows = {}
@@ -655,6 +713,10 @@ def targets(res: dict[str, Any]) -> list[Target]:
             cost = res["stats"]["rows"][f"10, {SOURCE_LABEL[on]}"]["cost"]
             out.append(Target(f"statistics every 10 steps on the {SOURCE_LABEL[on]}: extra time per step vs off "
                               "(depth 10)", "≤ 10%", f"{cost:+.1%}", cost <= 0.10))
+    for depth, row in {k: v for k, v in res.get("distributions", {}).items() if "rows" in v}.items():
+        cost = 1 - row["rows"]["histograms 64"]["vs_off"]
+        out.append(Target(f"histograms (64 bins) on, statistics every 10 steps, depth {depth}: throughput lost",
+                          "≤ 10%", f"{cost:.1%}", cost <= 0.10))
     compile_rows = res.get("compile", {})
     if "5" in compile_rows and "500" in compile_rows:
         r = compile_rows["500"]["cold"] / compile_rows["5"]["cold"]
@@ -713,6 +775,18 @@ def markdown(res: dict[str, Any]) -> str:
         rows = [[k, _num(v["loop"]), _num(v["chunks"]), f"{v['cost']:+.1%}"] for k, v in st["rows"].items()]
         parts += [f"## Statistics overhead (depth 10, {st['steps']} steps; steps/s, median)",
                   table(["statistics every", "steps/s", "steps / train_time_s", "time per step vs off"], rows)]
+    if "distributions" in res:
+        d = res["distributions"]
+        rows = [[depth, name, r["steps"], _num(v["loop"]), f"{v['vs_off']:.2f}", f"{v['jacobian_s']:.2f}",
+                 f"{v['loop_s']:.2f}"]
+                for depth, r in d.items() if "rows" in r for name, v in r["rows"].items()]
+        sp = d["spectrum_50x512"]
+        parts += ["## Distributions: histograms and the Jacobian spectrum (width 256, statistics every 10 steps on "
+                  "the training batch; steps/s, median; ratio: median of per-round ratios)",
+                  table(["depth", "arm", "steps", "steps/s", "vs off", "spectra (init + end), s",
+                         "training loop, s"], rows),
+                  f"The spectrum alone at depth 50 × width 512, 4 examples: {sp['first_s']:.2f} s for the first "
+                  f"call (compilation included), {sp['call_s']:.2f} s per call after."]
     if "compile" in res:
         c = res["compile"]
         modes = list(next(iter(c.values())))
