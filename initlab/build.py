@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 
 from initlab.config import ModelConfig
+from initlab.formats import cast
 from initlab.initializers import Role, Trace, get_bias_initializer, get_initializer
 from initlab.model import LayerSamplers, ModelSpec, init_layers
 from initlab.network_init import SCHEMES, RefineContext
@@ -22,9 +23,10 @@ REFINE_STREAM = 2**31 - 1
 
 def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     """The static spec of the network ``m`` describes, for inputs of ``input_dim`` and
-    ``num_classes`` classes (parameters in float32 until the config has a dtype)."""
+    ``num_classes`` classes."""
     return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
-                     NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind)
+                     NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind,
+                     m.dtype, m.precision)
 
 
 def layer_samplers(m: ModelConfig) -> LayerSamplers:
@@ -47,9 +49,10 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
                        x_train: jax.Array | None = None) -> tuple[MLPParams, NormState, Trace | None]:
     """Parameters, normalization state and the scheme's trace (None for per-layer samplers).
 
-    Every layer is drawn with ``layer_samplers(m)`` (``initlab.model.init_layers``); a
+    Every layer is drawn with ``layer_samplers(m)`` (``initlab.model.init_layers``, in float32); a
     whole-network scheme (Fixup, LSUV, layer-wise pre-training) then refines the whole tree,
-    data-dependent ones on ``x_train`` (ValueError without it).
+    data-dependent ones on ``x_train`` (ValueError without it); the result is kept in the spec's
+    parameter dtype (``initlab.formats``: float32 master copies under mixed precision).
     """
     init = get_initializer(m.init)
     # A stream of its own (fold_in(key, i) equals split(key, n)[i] for small i, so 1 would reuse a
@@ -57,12 +60,12 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     refine_key = jax.random.fold_in(key, REFINE_STREAM)
     params, state = init_layers(spec, layer_samplers(m), key)
     if init.scheme is None:
-        return params, state, None
+        return cast(params, spec.param_dtype), state, None
     if init.needs_data and x_train is None:
         raise ValueError(f"initializer {m.init!r} needs the training inputs")
     scheme = SCHEMES.get(init.scheme, "model.init")
     params, trace = scheme(RefineContext(spec, params, state, m.init_args, refine_key, x_train))
-    return params, state, trace
+    return cast(params, spec.param_dtype), state, trace
 
 
 def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array,

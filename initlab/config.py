@@ -16,7 +16,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,9 @@ def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None
 
 # Keys added after runs were first made, with the default that keeps those runs' hashes: a config at
 # this value hashes as if the key did not exist, and a stored config without the key reads as it.
-ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4}
+ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4, "model.dtype": "float32",
+               "model.precision": "mixed", "train.loss_scale": "none", "train.loss_scale_init": 32768.0,
+               "train.loss_scale_period": 2000}
 
 # The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
 # without the key computed these, and a config that selects exactly these keeps the hash it had then.
@@ -64,6 +66,7 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
     def names() -> list[str]:
         import initlab.activations
         import initlab.data
+        import initlab.formats
         import initlab.initializers
         import initlab.normalizations
         import initlab.optimizers
@@ -124,6 +127,13 @@ class ModelConfig:
     dropout_kind: str = spec("standard", "standard (inverted dropout; Srivastava et al. 2014) or alpha "
                              "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
                              choices=_registry_names(lambda pkg: pkg.regularizers.DROPOUTS))
+    dtype: str = spec("float32", "number format of the forward and backward pass: float32, bfloat16, float16, or "
+                      "float64 (JAX's x64 mode, for that run only). Normalization statistics and the loss are "
+                      "computed in float32 (float64 for float64)",
+                      choices=_registry_names(lambda pkg: pkg.formats.FORMATS))
+    precision: str = spec("mixed", "mixed: float32 master parameters and optimizer state, cast to model.dtype for "
+                          "each pass (Micikevicius et al. 2018); pure: parameters and optimizer state in model.dtype "
+                          "itself", choices=("mixed", "pure"))
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,12 @@ class TrainConfig:
     max_norm: float | None = spec(None, "after every update, rescale each unit's incoming weight vector to norm at "
                                   "most this (Srebro & Shraibman 2005; Srivastava et al. 2014 use 3-4); default off",
                                   gt=0)
+    loss_scale: float | str = spec("none", "loss scaling for narrow formats (float16, bfloat16): none, a constant "
+                                   "scale (a number), or dynamic (grow ×2 after train.loss_scale_period finite steps, "
+                                   "halve and skip the step on a non-finite gradient; Micikevicius et al. 2018)")
+    loss_scale_init: float = spec(32768.0, "dynamic loss scaling: the starting scale (2^15)", ge=1)
+    loss_scale_period: int = spec(2000, "dynamic loss scaling: consecutive finite steps before the scale doubles",
+                                  ge=1)
 
 
 @dataclass(frozen=True)
@@ -198,7 +214,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key)
+        if len(args) == 1:
+            return _coerce(value, args[0], key)
+        for a in args:  # e.g. float | str: a number, else a word
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a {' or a '.join(a.__name__ for a in args)}")
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: {value!r} is not a mapping (write it as {{name: value, ...}})")
@@ -329,10 +352,24 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     # The signal statistics are always computed (the divergence check reads them); registry order.
     chosen = set(cfg.log.stats) | set(_stat_names("signal_names"))
     log = dataclasses.replace(cfg.log, stats=tuple(n for n in _stat_names("names") if n in chosen))
+    train = _resolve_loss_scale(model, train)
     if log.jacobian > cfg.data.probe_size:
         raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
                           f"{cfg.data.probe_size}")
     return dataclasses.replace(cfg, model=model, train=train, log=log)
+
+
+def _resolve_loss_scale(m: ModelConfig, t: TrainConfig) -> TrainConfig:
+    """``train.loss_scale`` checked against the format: a number or a word, and only where the
+    format's range is narrower than float32's or equal to it but the user studies it (bfloat16)."""
+    from initlab.loss_scale import from_config
+
+    scaling = from_config(t.loss_scale, t.loss_scale_init, t.loss_scale_period)  # ConfigError on a bad value
+    if scaling.active and m.dtype in ("float32", "float64"):
+        raise ConfigError(f"train.loss_scale: {t.loss_scale!r} does nothing with model.dtype: {m.dtype!r} (loss "
+                          "scaling keeps small gradients above float16's smallest normal number); use model.dtype: "
+                          "float16 or bfloat16, or remove it")
+    return t if isinstance(t.loss_scale, str) else dataclasses.replace(t, loss_scale=float(t.loss_scale))
 
 
 # Fields that only some choices read: setting one for another choice would silently do nothing.
@@ -341,6 +378,8 @@ ONLY_FOR = {
     "train.warmup_steps": ("train.schedule", ("warmup_cosine",)),
     "train.target_scale": ("train.loss", ("mse",)),
     "data.whiten_eps": ("data.preprocess", ("whiten",)),
+    "train.loss_scale_init": ("train.loss_scale", ("dynamic",)),
+    "train.loss_scale_period": ("train.loss_scale", ("dynamic",)),
 }
 
 
@@ -489,12 +528,21 @@ def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def is_default_stats(stats: Sequence[str] | None) -> bool:
+    """Whether ``log.stats`` is the default selection: absent (a run from before the key existed),
+    the statistics every run computed then, or today's defaults. The statistics added to the
+    defaults since do not change a run's numbers, so all three are one configuration."""
+    return stats is None or tuple(stats) in (STATS_BEFORE_LOG_STATS, tuple(_stat_names("default_names")))
+
+
 def config_hash(cfg: RunConfig) -> str:
     """8 hex digits identifying everything that can change a run's numbers (not log.out)."""
     d = to_dict(cfg)
     d["log"].pop("out")
-    if tuple(d["log"]["stats"]) == STATS_BEFORE_LOG_STATS:
-        d["log"].pop("stats")  # run folders keep the names they had before log.stats existed
+    if is_default_stats(d["log"]["stats"]):
+        # run folders keep the names they had before log.stats existed, and before the statistics
+        # added since (which do not change a run's numbers) were among the defaults
+        d["log"].pop("stats")
     for key, default in ADDED_LATER.items():
         section, name = key.split(".")
         if d[section].get(name) == default:

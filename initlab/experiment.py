@@ -73,6 +73,7 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "history": result.history,
         "theory": theory_prediction(cfg, result),
         "jacobian": jacobian_summary(cfg, result),
+        "loss_scale": result.loss_scale,
         "config": to_dict(cfg),
     }
 

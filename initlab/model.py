@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from initlab.activations import get_activation
+from initlab.formats import cast, compute_dtype, param_dtype, wide
 from initlab.initializers import Role, Sampler
 from initlab.normalizations import NormSettings, get_normalization
 from initlab.params import Blocks, Dense, Layer, MLPParams, NormState, effective_weights
@@ -55,7 +56,23 @@ class ModelSpec:
     residual: bool = False
     dropout: float = 0.0
     dropout_kind: str = "standard"
-    dtype: str = "float32"  # of every parameter and normalization state
+    dtype: str = "float32"  # the number format of the forward and backward pass (initlab.formats)
+    precision: str = "mixed"  # mixed: wide master parameters cast for each pass; pure: parameters in dtype
+
+    @property
+    def compute(self):
+        """The jnp dtype the pass computes in."""
+        return compute_dtype(self.dtype)
+
+    @property
+    def param_dtype(self):
+        """The jnp dtype parameters (and so the optimizer state) are kept in."""
+        return param_dtype(self.dtype, self.precision)
+
+    @property
+    def state_dtype(self):
+        """The jnp dtype of the normalizations' running statistics (wide, as their computation)."""
+        return wide(self.compute)
 
     @property
     def num_layers(self) -> int:
@@ -78,11 +95,13 @@ LayerSamplers = Callable[[Role, int], tuple[Sampler, Sampler]]
 
 
 def init_layers(spec: ModelSpec, samplers: LayerSamplers, key: jax.Array) -> tuple[MLPParams, NormState]:
-    """Parameters drawn layer by layer, each with the samplers of its role, in ``spec.dtype``, and
-    the normalizations' initial parameters and state. ``hidden`` leaves carry a leading axis of
-    ``depth - 1`` (possibly 0); ``blocks`` holds the residual blocks' scalar biases (0) and
-    multipliers (1), None for a plain MLP."""
-    dtype = jnp.dtype(spec.dtype)
+    """Parameters drawn layer by layer, each with the samplers of its role, in float32 whatever the
+    format (the same initial values in every format; ``initlab.build`` casts them to
+    ``spec.param_dtype`` once whole-network schemes have refined them), and the normalizations'
+    initial parameters and state (the state in ``spec.state_dtype``). ``hidden`` leaves carry
+    a leading axis of ``depth - 1`` (possibly 0); ``blocks`` holds the residual blocks' scalar
+    biases (0) and multipliers (1), None for a plain MLP."""
+    dtype = jnp.dtype(jnp.float32)
     norm = get_normalization(spec.norm)
     w_in, w_hid, w_out, b_in, b_hid, b_out = jax.random.split(key, 6)
     d, W, L = spec.input_dim, spec.width, spec.depth
@@ -103,29 +122,32 @@ def init_layers(spec: ModelSpec, samplers: LayerSamplers, key: jax.Array) -> tup
         blocks=Blocks(jnp.zeros((spec.num_blocks, 2), dtype), jnp.ones((spec.num_blocks,), dtype))
         if spec.residual else None,
     )
-    return params, NormState(norm.init_state(W, dtype), stacked(norm.init_state(W, dtype)))
+    state_dtype = spec.state_dtype
+    return params, NormState(norm.init_state(W, state_dtype), stacked(norm.init_state(W, state_dtype)))
 
 
-# Backward statistics hook: one layer's cotangent g = dL/dz (batch, units) -> a vector of numbers.
-TapReduce = Callable[[jax.Array], jax.Array]
+# Backward statistics hook: one layer's cotangent g = dL/dz (batch, units) and the factor that
+# makes it each example's own gradient -> a vector of numbers.
+TapReduce = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def grad_tap(z: jax.Array, probe: jax.Array, reduce: TapReduce) -> jax.Array:
-    """Identity on ``z``. Differentiating with respect to ``probe`` (shape (k,)) yields
-    ``reduce(g)`` of the cotangent g = dL/dz: per-layer gradient statistics computed where the
-    whole (batch, width) gradient exists, without materialising every layer's gradient. The
-    statistics themselves (and any rescaling, e.g. by the batch size to get each example's own
-    gradient) are ``reduce``'s business (``initlab.stats``)."""
+    """Identity on ``z``. Differentiating with respect to ``probe`` (shape (k,), every entry the
+    same factor f) yields ``reduce(g, f)`` of the cotangent g = dL/dz: per-layer gradient
+    statistics computed where the whole (batch, width) gradient exists, without materialising
+    every layer's gradient. The statistics themselves are ``reduce``'s business
+    (``initlab.stats``); f is the rescaling that turns g into each example's own gradient (the
+    batch size over the loss scale), a value of the probe so that it may be traced."""
     return z
 
 
 def _tap_fwd(z, probe, reduce):
-    return z, None
+    return z, probe[0]
 
 
-def _tap_bwd(reduce, _, g):
-    return g, reduce(g)
+def _tap_bwd(reduce, factor, g):
+    return g, reduce(g, factor)
 
 
 grad_tap.defvjp(_tap_fwd, _tap_bwd)
@@ -168,9 +190,12 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     shape (depth + 1, k), are gradient probes (see ``grad_tap``) reduced by ``tap_reduce``; ``collect`` maps each layer's
     (z, a) to a statistics vector; ``key`` turns dropout on (training steps only). Returns
     ``(logits (batch, classes), new_state, stats)`` where ``stats`` is ``(depth + 1, k)`` (hidden
-    layers then the output layer) or None.
+    layers then the output layer) or None. The pass computes in ``spec.compute``: parameters and
+    inputs are cast to it (the gradient flows back through the cast to the stored parameters), and
+    the logits come back in ``wide`` for the loss.
     """
     L = spec.depth
+    params, x = cast(params, spec.compute), x.astype(spec.compute)
     h, new_state, stats = _hidden_layers(spec, params, state, x, train=train, taps=taps, collect=collect, key=key,
                                          tap_reduce=tap_reduce)
     logits = h @ params.out.weight() + params.out.b  # (batch, classes)
@@ -178,13 +203,13 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
         logits = grad_tap(logits, taps[L], tap_reduce)
     if collect is not None:
         stats = jnp.concatenate([stats, collect(logits, logits)[None]], axis=0)
-    return logits, new_state, stats
+    return logits.astype(wide(logits.dtype)), new_state, stats
 
 
 def features(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) -> jax.Array:
     """The last hidden layer's activations (batch, width) of ``x`` in evaluation mode (dropout off,
-    batch norm on its running statistics): the input of the output layer."""
-    return _hidden_layers(spec, params, state, x, train=False)[0]
+    batch norm on its running statistics): the input of the output layer, in ``spec.compute``."""
+    return _hidden_layers(spec, cast(params, spec.compute), state, x.astype(spec.compute), train=False)[0]
 
 
 def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,

@@ -146,7 +146,7 @@ def _train_autoencoder(spec: ModelSpec, enc: Layer, ls: dict, h: jax.Array, key:
     fan_in = h.shape[1]
     k_dec, k_steps = jax.random.split(key)
     limit = jnp.sqrt(6.0 / (fan_in + spec.width))
-    dtype = jnp.dtype(spec.dtype)
+    dtype = enc.dense.w.dtype
     dec = Dense(jax.random.uniform(k_dec, (spec.width, fan_in), dtype, -limit, limit), jnp.zeros((fan_in,), dtype))
     opt = optax.adam(lr)
     trainable = (enc, dec)

@@ -2,7 +2,8 @@
 
 Each entry works on one layer's activations ``x`` of shape ``(batch, width)``, with learned
 ``params`` (scale γ, shift β; Ioffe & Szegedy 2015 initialise them to 1 and 0) and, for batch
-norm, a running ``state``, both made in the model's dtype. In a stack of layers both carry a leading depth axis and are sliced by
+norm, a running ``state``. Their statistics are computed in float32 (``initlab.formats.wide``)
+whatever the pass's number format, as mixed-precision recipes do, and the output is cast back. In a stack of layers both carry a leading depth axis and are sliced by
 ``lax.scan``.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from initlab.formats import wide
 from initlab.registry import Registry
 
 Params = dict
@@ -68,6 +70,7 @@ def batchnorm_apply(params, state, x, train, settings):
     running averages, the variance with the unbiased estimate m/(m-1)·σ²_B. Evaluation: normalise
     by the running (population) statistics.
     """
+    dtype, x = x.dtype, x.astype(wide(x.dtype))  # statistics in float32 (or wider), as mixed precision does
     if train:
         mean = x.mean(axis=0)  # (width,)
         var = x.var(axis=0)  # biased, as in the paper's normalisation step
@@ -81,24 +84,26 @@ def batchnorm_apply(params, state, x, train, settings):
     else:
         mean, var = state["mean"], state["var"]
     x_hat = (x - mean) * jnp.reciprocal(jnp.sqrt(var + settings.eps))
-    return params["scale"] * x_hat + params["shift"], state
+    return (params["scale"] * x_hat + params["shift"]).astype(dtype), state
 
 
 def layernorm_apply(params, state, x, train, settings):
     """Layer normalization (Ba, Kiros & Hinton 2016): each example normalised over its units;
     the same computation in training and evaluation."""
+    dtype, x = x.dtype, x.astype(wide(x.dtype))
     mean = x.mean(axis=-1, keepdims=True)
     var = x.var(axis=-1, keepdims=True)
     x_hat = (x - mean) * jnp.reciprocal(jnp.sqrt(var + settings.eps))
-    return params["scale"] * x_hat + params["shift"], state
+    return (params["scale"] * x_hat + params["shift"]).astype(dtype), state
 
 
 def rmsnorm_apply(params, state, x, train, settings):
     """RMSNorm (Zhang & Sennrich 2019): each example divided by the root mean square of its units,
     then a learned per-unit gain; no centring and no shift (re-scaling invariance without
     re-centring). The same computation in training and evaluation."""
+    dtype, x = x.dtype, x.astype(wide(x.dtype))
     ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-    return params["scale"] * x * jnp.reciprocal(jnp.sqrt(ms + settings.eps)), state
+    return (params["scale"] * x * jnp.reciprocal(jnp.sqrt(ms + settings.eps))).astype(dtype), state
 
 
 NORMALIZATIONS: Registry[Normalization] = Registry(

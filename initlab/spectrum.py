@@ -11,10 +11,13 @@ over decades as depth grows. Mean-field theory predicts the mean squared singula
 J is taken in evaluation mode (dropout off), one example at a time, by reverse-mode products (one
 per output unit) when the layer is no wider than the input, else forward-mode (one per input
 pixel), then an SVD. Not defined with batch norm: an example's output depends on the whole batch.
+In a narrow number format (model.dtype bfloat16 or float16) J is taken in float32: the spectrum is
+a property of the weights, not of the format's rounding (float64 runs take it in float64).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -40,10 +43,12 @@ def singular_values_fn(spec: ModelSpec) -> Callable[[Params, NormState, jax.Arra
     """``sv(params, state, x) -> (examples, min(width, input_dim))``: the singular values of each
     example's Jacobian ∂h^L/∂x (rows of ``x``), largest first (pure, unjitted)."""
     jac = jax.jacrev if spec.width <= spec.input_dim else jax.jacfwd
+    if spec.dtype in ("bfloat16", "float16"):
+        spec = dataclasses.replace(spec, dtype="float32")
 
     def one(params, state, xi):
         J = jac(lambda v: features(spec, params, state, v[None])[0])(xi)  # (width, input_dim)
-        return jnp.linalg.svd(J.astype(jnp.float32), compute_uv=False)
+        return jnp.linalg.svd(J.astype(jnp.promote_types(J.dtype, jnp.float32)), compute_uv=False).astype(jnp.float32)
 
     return jax.vmap(one, in_axes=(None, None, 0))
 

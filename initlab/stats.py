@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initlab.activations import derivative, get_activation, image, max_slope
+from initlab.formats import overflow, underflow
 from initlab.registry import Registry
 
 READS = ("forward", "backward", "weights", "update")
@@ -54,7 +55,8 @@ PERCENTILES = (15.0, 50.0, 85.0)
 
 class Forward(NamedTuple):
     """What a forward statistic sees of one layer (float32 copies): z, a, and the quantities that
-    several statistics share, computed once (XLA drops any that no selected statistic reads)."""
+    several statistics share, computed once (XLA drops any that no selected statistic reads). A
+    ``raw`` statistic gets z and a as the run's number format holds them instead."""
 
     z: jax.Array  # (batch, units): the pre-activation, the nonlinearity's input
     a: jax.Array  # (batch, units): the layer's output
@@ -156,7 +158,11 @@ class Statistic:
     ``hidden_only``: undefined (NaN) on the output layer, which has no nonlinearity.
     ``default``: computed unless ``log.stats`` says otherwise. ``histogram`` (one of
     ``HISTOGRAMS``): ``fn`` gives the values and the statistic is their counts in fixed bins,
-    selected by ``log.histograms`` (the bin count) rather than ``log.stats``."""
+    selected by ``log.histograms`` (the bin count) rather than ``log.stats``. ``raw``: ``fn``
+    sees the values in the run's compute format, as the pass holds them, instead of float32
+    copies of the loss's own scale: forward z and a; backward the pass's own cotangent ∂L/∂z of
+    the mean loss (times the loss scale); weights W and ∂L/∂W (times the loss scale) cast to the
+    compute format (exactly the values the pass made)."""
 
     doc: str
     reads: str
@@ -166,6 +172,7 @@ class Statistic:
     hidden_only: bool = False
     default: bool = True
     histogram: str | None = None
+    raw: bool = False
 
     def __post_init__(self):
         if self.reads not in READS:
@@ -240,7 +247,25 @@ STATISTICS: Registry[Statistic] = Registry("statistic", {
                            "zeros, ±inf and NaN", "backward", lambda g: g, histogram="log2"),
     "hist_weight": Statistic("histogram of W's entries: bins per binary exponent, as hist_grad", "weights",
                              lambda w, gw: w, histogram="log2"),
+    # Number-format statistics (model.dtype), in the run's compute format; zeros count as underflow.
+    "grad_underflow": Statistic(
+        "fraction of the backward pass's ∂L/∂z entries (per example, times the loss scale) that are zero or "
+        "subnormal in the run's number format (a ReLU's inactive units give exact zeros in every format)",
+        "backward", underflow, raw=True),
+    "wgrad_underflow": Statistic("fraction of ∂L/∂W's entries (times the loss scale) that are zero or subnormal "
+                                 "in the run's number format", "weights", lambda w, gw: _rows(underflow, gw),
+                                 raw=True),
+    "act_underflow": Statistic("fraction of the activations a that are zero or subnormal in the run's number "
+                               "format (a ReLU's exact zeros included)", "forward", lambda f: underflow(f.a),
+                               raw=True),
+    "pre_overflow": Statistic("fraction of the pre-activations z that are ±inf in the run's number format",
+                              "forward", lambda f: overflow(f.z), raw=True),
 })
+
+
+def _rows(fn: Callable[[jax.Array], jax.Array], blocks: jax.Array) -> jax.Array:
+    """``fn`` of each row of (layers, n) blocks: (layers,)."""
+    return jax.vmap(fn)(blocks)
 
 
 def names() -> tuple[str, ...]:
@@ -274,13 +299,16 @@ class Layout:
     """The statistics one run computes, in registry order, and where each sits in the per-layer
     table (rows: the statistics' values, a statistic of size k taking k rows; columns: layers)."""
 
-    def __init__(self, names: Iterable[str] = (), histogram_bins: int = 0):
+    def __init__(self, names: Iterable[str] = (), histogram_bins: int = 0, dtype: str = "float32",
+                 signal: Sequence[str] = ("forward", "backward")):
         wanted = set(names) | set(signal_names()) | (set(histogram_names()) if histogram_bins > 0 else set())
         self.names: tuple[str, ...] = tuple(n for n in STATISTICS if n in wanted)
         unknown = wanted - set(self.names)
         if unknown:
             raise ValueError(f"unknown statistics {sorted(unknown)}")  # config validation names them first
         self.histogram_bins = int(histogram_bins)
+        self.dtype = dtype  # the run's number format (model.dtype): what raw statistics see
+        self.signal = tuple(signal)  # the directions whose non-finite signal means divergence
         self.entries = {n: STATISTICS[n] for n in self.names}
         self.sizes = {n: s.size if s.histogram is None else self.bins(n, "linear").size
                       for n, s in self.entries.items()}
@@ -332,27 +360,34 @@ class Layout:
     # -- inside the jitted pass ------------------------------------------------------------------
     def forward_collector(self, activation: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated."""
-        fns = [self._fn(n, activation) for n in self.reading("forward")]
+        names = self.reading("forward")
+        fns = [self._fn(n, activation) for n in names]
+        raw = [self.entries[n].raw for n in names]
         act = get_activation(activation)
         threshold = 0.01 * max_slope(activation)
 
-        def collect(z, a):  # z, a: (batch, units)
+        def collect(z, a):  # z, a: (batch, units), in the run's compute format
             z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
             f = Forward(z32, a32, jnp.abs(derivative(act, z32)) < threshold,
                         jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES)))
-            return _concat([fn(f) for fn in fns])
+            f_raw = f._replace(z=z, a=a)
+            return _concat([fn(f_raw if r else f) for fn, r in zip(fns, raw)])
 
         return collect
 
-    def backward_reduce(self, scale: float) -> Callable[[jax.Array], jax.Array]:
-        """``reduce(g) -> (k_backward,)`` of one layer's cotangent g = ∂L/∂z: the backward
-        statistics of ``scale``·g. With L the mean loss over n examples, scale n gives each
-        example's own gradient ∂ℓ_i/∂z_i, scaled before any squaring so that it does not underflow."""
-        fns = [self._fn(n, "linear") for n in self.reading("backward")]
+    def backward_reduce(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """``reduce(g, factor) -> (k_backward,)`` of one layer's cotangent g = ∂L/∂z as the
+        backward pass holds it: the backward statistics of ``factor``·g in float32, and the raw ones
+        of g itself. With L the mean loss over n examples (times a loss scale S), factor n/S gives
+        each example's own gradient ∂ℓ_i/∂z_i, scaled before any squaring so that it does not
+        underflow."""
+        names = self.reading("backward")
+        fns = [self._fn(n, "linear") for n in names]
+        raw = [self.entries[n].raw for n in names]
 
-        def reduce(g):
-            g32 = g.astype(jnp.float32) * scale
-            return _concat([fn(g32) for fn in fns])
+        def reduce(g, factor):
+            g32 = g.astype(jnp.float32) * factor.astype(jnp.float32)
+            return _concat([fn(g if r else g32) for fn, r in zip(fns, raw)])
 
         return reduce
 
@@ -367,38 +402,55 @@ class Layout:
         return self._per_layer("update", weights, prev_weights)
 
     def summarize(self, forward: jax.Array, backward: jax.Array, update: jax.Array,
-                  weights: Sequence[jax.Array], wgrads: Sequence[jax.Array]) -> jax.Array:
+                  weights: Sequence[jax.Array], wgrads: Sequence[jax.Array],
+                  raw_wgrads: Sequence[jax.Array] | None = None) -> jax.Array:
         """The per-layer table (rows, layers) of one pass: its ``forward`` (layers, k_forward) and
         ``backward`` (layers, k_backward) gatherings, its ``update_values``, and each layer's
-        effective weights and their gradient (blocks with a leading layer axis)."""
+        effective weights and their gradient (blocks with a leading layer axis): ``wgrads`` that of
+        the mean loss, ``raw_wgrads`` as the pass made it (times the loss scale; default
+        ``wgrads``), which raw statistics see in the compute format."""
         parts: dict[str, jax.Array] = {}
+        raw = raw_wgrads if raw_wgrads is not None else wgrads
         gathered = {"forward": forward, "backward": backward, "update": update,
-                    "weights": self._per_layer("weights", weights, wgrads)}
+                    "weights": self._per_layer("weights", weights, wgrads, raw)}
         for reads, values in gathered.items():
             col = 0
             for n in self.reading(reads):
                 k = self.sizes[n]
-                parts[n] = values[:, col:col + k]  # (layers, k)
+                parts[n] = values[:, col:col + k].astype(jnp.float32)  # (layers, k)
                 col += k
         for n, s in self.entries.items():
             if s.hidden_only:
                 parts[n] = parts[n].at[-1].set(jnp.nan)
         return jnp.concatenate([parts[n].T for n in self.names], axis=0)  # (rows, layers)
 
-    def _per_layer(self, reads: str, first: Sequence[jax.Array], second: Sequence[jax.Array]) -> jax.Array:
-        """The ``reads`` statistics (weights or update) of per-layer matrix pairs: (layers, k)."""
+    def _per_layer(self, reads: str, first: Sequence[jax.Array], second: Sequence[jax.Array],
+                   raw_second: Sequence[jax.Array] | None = None) -> jax.Array:
+        """The ``reads`` statistics (weights or update) of per-layer matrix pairs: (layers, k). Raw
+        statistics see ``first`` and ``raw_second`` (default ``second``) in the compute format."""
         names = self.reading(reads)
         n_layers = sum(b.shape[0] for b in first)
         if not names:
             return jnp.zeros((n_layers, 0), jnp.float32)
-        blocks = [jnp.concatenate([_layers(self._fn(n, "linear")(a, b), self.sizes[n]) for n in names], axis=1)
-                  for a, b in zip(map(_flatten, first), map(_flatten, second))]
-        return jnp.concatenate(blocks, axis=0)
+        raw_second = second if raw_second is None else raw_second
+        compute = jnp.dtype(self.dtype)
+
+        def block(a, b, b_raw):
+            cols = []
+            for n in names:
+                if self.entries[n].raw:
+                    v = self._fn(n, "linear")(_flatten(a, compute), _flatten(b_raw, compute))
+                else:
+                    v = self._fn(n, "linear")(_flatten(a), _flatten(b))
+                cols.append(_layers(v.astype(jnp.float32), self.sizes[n]))
+            return jnp.concatenate(cols, axis=1)
+
+        return jnp.concatenate([block(a, b, c) for a, b, c in zip(first, second, raw_second)], axis=0)
 
     def signal_finite(self, table: jax.Array) -> jax.Array:
         """Whether every signal statistic of a table (last two axes: rows, layers) is finite: the
         device-side test of ``first_nonfinite_layer(...) is None``."""
-        rows = jnp.asarray([self.slices[n].start for n in signal_names()])
+        rows = jnp.asarray([self.slices[n].start for n in signal_names() if STATISTICS[n].signal in self.signal])
         return jnp.all(jnp.isfinite(jnp.take(table, rows, axis=-2)))
 
     def split(self, table: Any) -> dict[str, Any]:
@@ -415,9 +467,9 @@ def _concat(values: list[jax.Array]) -> jax.Array:
     return jnp.concatenate([jnp.reshape(v, (-1,)) for v in values]) if values else jnp.zeros((0,), jnp.float32)
 
 
-def _flatten(b: jax.Array) -> jax.Array:
+def _flatten(b: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
     # explicit size: the hidden block of a depth-1 net is empty and -1 cannot be inferred
-    return b.reshape(b.shape[0], math.prod(b.shape[1:])).astype(jnp.float32)
+    return b.reshape(b.shape[0], math.prod(b.shape[1:])).astype(dtype)
 
 
 def _layers(v: jax.Array, size: int) -> jax.Array:
@@ -425,18 +477,21 @@ def _layers(v: jax.Array, size: int) -> jax.Array:
     return v.reshape(v.shape[0], size)
 
 
-def first_nonfinite_layer(stats: Mapping[str, Any]) -> tuple[int, str] | None:
+def first_nonfinite_layer(stats: Mapping[str, Any],
+                          directions: Sequence[str] = ("forward", "backward")) -> tuple[int, str] | None:
     """Where a blow-up shows first: ``(layer, "forward")`` for the lowest layer (1-based; depth + 1
     is the output layer) whose forward signal statistics are not finite, else ``(layer,
-    "backward")`` for the highest layer whose backward ones are not finite, else None."""
+    "backward")`` for the highest layer whose backward ones are not finite, else None. Only the
+    signal of ``directions`` counts (under dynamic loss scaling an overflowing gradient is a
+    skipped step, not a blow-up)."""
     def bad(direction):
         names = [n for n in signal_names() if STATISTICS[n].signal == direction]
         return ~np.all(np.isfinite(np.stack([np.asarray(stats[n], np.float64) for n in names])), axis=0)
 
     fwd_bad = bad("forward")
-    if fwd_bad.any():
+    if "forward" in directions and fwd_bad.any():
         return int(np.argmax(fwd_bad)) + 1, "forward"
     bwd_bad = bad("backward")
-    if bwd_bad.any():
+    if "backward" in directions and bwd_bad.any():
         return len(bwd_bad) - int(np.argmax(bwd_bad[::-1])), "backward"
     return None

@@ -10,50 +10,66 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from initlab.loss_scale import unscale
 from initlab.model import ModelSpec, NormState, Params, apply, effective_weights
 from initlab.stats import Layout
 
 
 class Raw(NamedTuple):
-    """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows)."""
+    """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows),
+    and the parameter gradient as the pass made it."""
 
     forward: jax.Array  # (depth + 1, k_forward): the layout's forward statistics, concatenated
     backward: jax.Array  # (depth + 1, k_backward): its backward statistics of each example's gradient
+    scaled_grads: Params  # ∂(S·L)/∂params: the loss scale S still in (the gradient itself without scaling)
 
 
 def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
-                   y: jax.Array, *, key: jax.Array | None = None, layout: Layout | None = None):
+                   y: jax.Array, *, key: jax.Array | None = None, layout: Layout | None = None,
+                   loss_scale: jax.Array | None = None):
     """The training step's forward and backward pass on the batch ``x``, ``y``: returns
     ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
 
     Given a ``layout``, the same pass also gathers its per-layer statistics (``Raw``, for
     ``Layout.summarize``); the taps are identities, so the parameter gradient is the same either
     way (bit for bit in tests, up to the last bit with batch norm, whose reductions XLA then fuses
-    differently). ``key`` turns dropout on.
+    differently). ``key`` turns dropout on. With a ``loss_scale`` S (Micikevicius et al. 2018),
+    the backward pass is of S·L, so that small gradients stay representable in a narrow format;
+    the gradient returned is divided by S in float32 (or wider) and kept in the parameters' dtype,
+    and the statistics see each example's gradient without S (raw ones: the pass's own, with S).
     """
     n = x.shape[0]
     collect = None if layout is None else layout.forward_collector(spec.activation)
-    # scale n: the taps see each example's own gradient ∂ℓ_i/∂z_i, not the mean's 1/n of it.
-    reduce = None if layout is None else layout.backward_reduce(float(n))
+    reduce = None if layout is None else layout.backward_reduce()
 
     def mean_loss(p, taps):
         logits, new_state, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collect, key=key,
                                        tap_reduce=reduce)
-        return jnp.mean(loss_fn(logits, y, spec.num_classes)), (new_state, fwd)
+        loss = jnp.mean(loss_fn(logits, y, spec.num_classes))
+        scaled = loss if loss_scale is None else loss * loss_scale.astype(loss.dtype)
+        return scaled, (loss, new_state, fwd)
 
     if layout is None:
-        (loss, (new_state, _)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, None)
-        return loss, new_state, grads, None
-    taps = jnp.zeros((spec.num_layers, layout.backward_size), jnp.float32)
-    (loss, (new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(params, taps)
-    return loss, new_state, grads, Raw(fwd, gtaps)
+        (_, (loss, new_state, _)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params, None)
+        return loss, new_state, _unscaled(grads, loss_scale), None
+    # the taps' value: the factor n/S that makes the pass's ∂L/∂z each example's own gradient
+    factor = float(n) if loss_scale is None else float(n) / loss_scale.astype(jnp.float32)
+    taps = jnp.full((spec.num_layers, layout.backward_size), factor, jnp.float32)
+    (_, (loss, new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1),
+                                                                     has_aux=True)(params, taps)
+    return loss, new_state, _unscaled(grads, loss_scale), Raw(fwd, gtaps, grads)
+
+
+def _unscaled(grads: Params, loss_scale: jax.Array | None) -> Params:
+    return grads if loss_scale is None else unscale(grads, loss_scale)
 
 
 def table_of(layout: Layout, params: Params, grads: Params, raw: Raw, update: jax.Array) -> jax.Array:
     """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings, its
     gradient ``grads`` of the mean loss, the weights, and the ``update`` values
     (``update_values``) against the previous logged step."""
-    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(grads))
+    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(grads),
+                            effective_weights(raw.scaled_grads))
 
 
 def update_values(layout: Layout, params: Params, prev_params: Params) -> jax.Array:

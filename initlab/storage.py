@@ -26,6 +26,14 @@ from initlab.initializers import Trace
 from initlab.stats import QUANTITIES, Layout
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
+# metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the
+# row's step, and the steps skipped (non-finite gradient) since the previous row.
+LOSS_SCALE_COLUMNS = ("loss_scale", "skipped_steps")
+
+
+def metric_columns(cfg: RunConfig) -> tuple[str, ...]:
+    """The columns of metrics.csv."""
+    return METRIC_COLUMNS + (LOSS_SCALE_COLUMNS if cfg.train.loss_scale != "none" else ())
 # A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
 SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
 # histograms.csv: one row per non-empty bin of each (step, layer, quantity); an empty bin has no row.
@@ -38,7 +46,7 @@ JACOBIAN_FILE = "jacobian.csv"
 
 def layout_of(cfg: RunConfig) -> Layout:
     """The statistics ``cfg`` computes (``log.stats`` and, with ``log.histograms``, the histograms)."""
-    return Layout(cfg.log.stats, cfg.log.histograms)
+    return Layout(cfg.log.stats, cfg.log.histograms, cfg.model.dtype)
 
 
 def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
@@ -238,7 +246,7 @@ class RunWriter(RunRecorder):
     def flush(self) -> None:
         """Write both CSVs and the summary as they stand."""
         self._last_flush = time.monotonic()
-        atomic_write(self.path / "metrics.csv", csv_text(METRIC_COLUMNS, self.metric_rows))
+        atomic_write(self.path / "metrics.csv", csv_text(metric_columns(self.cfg), self.metric_rows))
         write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
         write_trace(self.path, self.trace)
         if self.summary:
@@ -283,7 +291,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     tmp.mkdir(parents=True)
     try:
         atomic_write(tmp / "config.yaml", to_yaml(cfg))
-        atomic_write(tmp / "metrics.csv", csv_text(METRIC_COLUMNS, metric_rows))
+        atomic_write(tmp / "metrics.csv", csv_text(metric_columns(cfg), metric_rows))
         write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
         write_trace(tmp, trace)
         atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")

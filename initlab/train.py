@@ -42,7 +42,9 @@ import optax
 from initlab.build import init_params_traced, model_spec
 from initlab.config import RunConfig, to_dict
 from initlab.data import Dataset
+from initlab.formats import context
 from initlab.initializers import Trace
+from initlab.loss_scale import LossScaling, all_finite, from_config
 from initlab.model import ModelSpec, NormState, Params, apply
 from initlab.optimizers import build_optimizer, make_loss
 from initlab.regularizers import max_norm
@@ -81,6 +83,7 @@ class TrainState(NamedTuple):
     order: jax.Array  # (n_train,) int32: this epoch's shuffled example order
     data_key: jax.Array  # key of the shuffles (epoch e uses fold_in(data_key, e))
     lr: jax.Array  # () float32: peak learning rate, traced so runs with different rates share a program
+    loss_scale: Any = None  # LossScaleState (train.loss_scale), None without loss scaling
 
 
 class ChunkIn(NamedTuple):
@@ -110,6 +113,8 @@ class ChunkOut(NamedTuple):
     losses: jax.Array  # (PROGRESS_CHUNK + 1,) the training loss of each step taken
     done: jax.Array  # int32: steps applied (n_steps, or the step the run blew up at)
     tables: jax.Array  # (LOG_BUFFER + 1, rows, depth + 1): the statistics of each logged step, in order
+    # (2, PROGRESS_CHUNK + 1) with loss scaling: the loss scale after each step and whether it was skipped (1.0)
+    scales: Any = None
 
 
 class Step(NamedTuple):
@@ -180,6 +185,7 @@ class TrainFns(NamedTuple):
     optimizer: Callable[[Any], optax.GradientTransformation]
     # (params, norm_state, x) -> the Jacobian's singular values (runs, examples, k); None when off
     jacobian: Callable | None = None
+    scaling: LossScaling | None = None  # train.loss_scale; None without loss scaling
 
 
 def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
@@ -191,7 +197,13 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
     every = schedule.log_every
     probe_size = cfg.data.probe_size
     on_batch = cfg.log.stats_on == "train_batch"
-    layout = Layout(cfg.log.stats, cfg.log.histograms)
+    scaling = from_config(t.loss_scale, t.loss_scale_init, t.loss_scale_period)
+    scaled = scaling.active
+    # Under dynamic scaling a non-finite gradient is a skipped step, not a divergence: only the
+    # forward signal is checked (a run still overflowing at the smallest scale applies the step,
+    # and its parameters go non-finite).
+    layout = Layout(cfg.log.stats, cfg.log.histograms, spec.dtype,
+                    signal=("forward",) if scaling.kind == "dynamic" else ("forward", "backward"))
     table_shape = (layout.rows, spec.num_layers)
 
     def optimizer(lr) -> optax.GradientTransformation:
@@ -217,14 +229,15 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         return order, (x[idx], y[idx], drop_key)
 
-    def forward_backward(params, norm_state, batch, update=None):
+    def forward_backward(params, norm_state, batch, update=None, scale=None):
         """The forward/backward pass of ``params`` on ``batch`` (inputs, labels, dropout key or
         None): (loss, gradient, new norm state, table). Given the layers' ``update`` statistics
         since the previous log, the same pass also yields the per-layer statistics table of these
-        weights on this batch, else table is None."""
+        weights on this batch, else table is None. ``scale``: the run's LossScaleState or None."""
         xb, yb, key = batch
         loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, params, norm_state, xb, yb, key=key,
-                                                      layout=None if update is None else layout)
+                                                      layout=None if update is None else layout,
+                                                      loss_scale=None if scale is None else scale.scale)
         table = None if raw is None else table_of(layout, params, grads, raw, update)
         return loss, grads, norm_state, table
 
@@ -233,13 +246,29 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         params = optax.apply_updates(state.params, updates)
         if t.max_norm is not None:
             params = max_norm(params, t.max_norm)
-        return state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
+        new = state._replace(params=params, norm_state=norm_state, opt_state=opt_state, order=order)
+        if not scaled:
+            return new
+        # Loss scaling: a skipped step (non-finite gradient under dynamic scaling) keeps the
+        # parameters, optimizer and normalization state; the data order moves on.
+        loss_scale, apply_it = scaling.adjust(state.loss_scale, all_finite(grads))
+        return select(apply_it, new, state._replace(order=order))._replace(loss_scale=loss_scale)
 
     def train_step(state: TrainState, step, x, y):
         """One update of one run on its next mini-batch: (state, loss)."""
         order, batch = minibatch(state, step, x, y)
-        loss, grads, norm_state, _ = forward_backward(state.params, state.norm_state, batch)
+        loss, grads, norm_state, _ = forward_backward(state.params, state.norm_state, batch, scale=state.loss_scale)
         return update_state(state, grads, norm_state, order), loss
+
+    def put(bufs, j, loss, before: TrainState, after: TrainState):
+        """Step j's loss into the chunk's buffers and, with loss scaling, the scale after it and
+        whether it was skipped (the scale fell)."""
+        losses, scales = bufs
+        losses = losses.at[j].set(loss.astype(jnp.float32))
+        if scales is not None:
+            s0, s1 = before.loss_scale.scale, after.loss_scale.scale
+            scales = scales.at[:, j].set(jnp.stack([s1, (s1 < s0).astype(jnp.float32)]))
+        return losses, scales
 
     def steps(inp: ChunkIn, x, y, policy: StepPolicy) -> ChunkOut:
         """``inp.n_steps`` steps of one run from the group's step ``inp.step0`` and, with
@@ -255,7 +284,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         state would take one more copy of the weights: the select's output beside the loop's)."""
         step0, n_steps = inp.step0, inp.n_steps
         tables = jnp.zeros((LOG_BUFFER + 1, *table_shape), jnp.float32)
-        losses = jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32)
+        losses = (jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32),
+                  jnp.zeros((2, PROGRESS_CHUNK + 1), jnp.float32) if scaled else None)
         n_iter = n_steps + jnp.asarray(inp.measure_end).astype(n_steps.dtype)  # the end's measurement is one more
 
         def measurement(j, c: Carry, losses, tables, slot):
@@ -285,22 +315,24 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                 order, batch = minibatch(st, s, x, y)
 
                 def logged(at_log, params, tables):  # at_log: the weights, as moved to prev_params
-                    loss, grads, norm_state, table = forward_backward(at_log, st.norm_state, batch, update)
+                    loss, grads, norm_state, table = forward_backward(at_log, st.norm_state, batch, update,
+                                                                      st.loss_scale)
                     return (loss, grads, norm_state, *record(tables, table))
 
                 def plain(at_log, params, tables):
-                    return (*forward_backward(params, st.norm_state, batch)[:3], tables, jnp.bool_(True))
+                    return (*forward_backward(params, st.norm_state, batch, scale=st.loss_scale)[:3], tables,
+                            jnp.bool_(True))
 
                 loss, grads, norm_state, tables, signal_ok = jax.lax.cond(is_log, logged, plain, new_prev, st.params,
                                                                           tables)
                 # the segment's first step; the end's measurement (j == n_steps) is not applied
                 new = select(last, st, update_state(st, grads, norm_state, order))
                 stepped = ~last
-                losses = losses.at[j].set(jnp.where(stepped, loss, 0.0))
+                losses = put(losses, j, jnp.where(stepped, loss, 0.0), st, new)
             else:
                 def logged(at_log, tables):
                     probe = (x[:probe_size], y[:probe_size], None)
-                    return record(tables, forward_backward(at_log, st.norm_state, probe, update)[3])
+                    return record(tables, forward_backward(at_log, st.norm_state, probe, update, st.loss_scale)[3])
 
                 tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
                                                  new_prev, tables)
@@ -315,7 +347,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
             def body(j, carry):
                 c, losses = carry
                 new, loss = train_step(c.state, step0 + j, x, y)
-                return policy.accept(c, Step(new, None, loss, jnp.bool_(True), jnp.bool_(True))), losses.at[j].set(loss)
+                return (policy.accept(c, Step(new, None, loss, jnp.bool_(True), jnp.bool_(True))),
+                        put(losses, j, loss, c.state, new))
 
             inner, losses = jax.lax.fori_loop(j0, j1, body, (c._replace(prev_params=None), losses))
             return inner._replace(prev_params=c.prev_params), losses
@@ -330,8 +363,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
 
         start = Carry(inp.state, inp.prev_params, inp.alive, jnp.zeros((), jnp.int32))
         carry = (start, losses, tables, jnp.zeros((), jnp.int32), jnp.zeros((), n_steps.dtype))
-        c, losses, tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter, segment, carry)
-        return policy.end(ChunkOut(c.state, c.prev_params, c.ok, losses, c.done, tables), inp.alive, n_steps)
+        c, (losses, scales), tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter, segment, carry)
+        return policy.end(ChunkOut(c.state, c.prev_params, c.ok, losses, c.done, tables, scales), inp.alive, n_steps)
 
     def evaluate(params, norm_state, x, y):
         logits, _, _ = apply(spec, params, norm_state, x, train=False)
@@ -347,6 +380,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         optimizer=optimizer,
         jacobian=jax.jit(over_runs(singular_values_fn(spec), (0, 0, None), n_runs))
         if cfg.log.jacobian > 0 and spectrum_applies(spec) is None else None,
+        scaling=scaling if scaled else None,
     )
 
 
@@ -378,7 +412,8 @@ def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, x_train: jax.Arra
     params, norm_state, trace = init_params_traced(spec, cfg.model, init_key, x_train)
     lr = jnp.asarray(cfg.train.lr, jnp.float32)
     order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
-    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr), trace
+    loss_scale = None if fns.scaling is None else fns.scaling.initial()
+    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr, loss_scale), trace
 
 
 class Sink(Protocol):
@@ -417,6 +452,7 @@ class TrainResult:
     device: dict[str, Any] = field(default_factory=dict)
     spectra: dict[int, np.ndarray] = field(default_factory=dict)  # step -> Jacobian singular values (examples, k)
     jacobian_time_s: float = 0.0  # taking the spectra (compilation included), not counted as training time
+    loss_scale: dict[str, Any] | None = None  # with loss scaling: skipped steps and the last scale
 
 
 def device_info() -> dict[str, Any]:
@@ -442,6 +478,16 @@ def _pick(mask: np.ndarray, a: Any, b: Any) -> Any:
 
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+# ChunkOut's fields that come to the host after each chunk, in one transfer.
+HOST_FIELDS = ("ok", "losses", "done", "tables", "scales")
+
+
+def _host(out: ChunkOut) -> dict[str, Any]:
+    """``out``'s host fields as numpy arrays (None stays None)."""
+    values = jax.device_get([getattr(out, f) for f in HOST_FIELDS])
+    return {f: None if v is None else np.asarray(v) for f, v in zip(HOST_FIELDS, values)}
 
 
 class ChunkRunner:
@@ -472,8 +518,7 @@ class ChunkRunner:
         """The chunk ``plan`` from ``state``: device state, host (numpy) ok, losses, done and tables."""
         inp = self._inputs(state, prev_params, plan.start, plan.n_steps, alive, plan.measure_end)
         out = self.fast(inp, self.x, self.y)
-        out = out._replace(**dict(zip(("ok", "losses", "done", "tables"),
-                                      (np.asarray(a) for a in jax.device_get(out[2:])))))  # one transfer
+        out = out._replace(**_host(out))  # one transfer
         if not (alive & ~out.ok).any():
             return out
         if self.guarded is None:
@@ -481,14 +526,14 @@ class ChunkRunner:
             self.guarded = self.fns.guarded_chunk.lower(inp, self.x, self.y).compile()
             self.compile_time_s += time.perf_counter() - t_c
         replay = self.guarded(inp, self.x, self.y)
-        host = [np.asarray(a) for a in jax.device_get(replay[2:])]
+        host = _host(replay)
         ok = out.ok
 
         def per_run(a, b):
-            return np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
+            return None if a is None else np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
 
         return ChunkOut(_pick(ok, out.state, replay.state), _pick(ok, out.prev_params, replay.prev_params),
-                        ok | host[0], *(per_run(a, b) for a, b in zip((out.losses, out.done, out.tables), host[1:])))
+                        ok | host["ok"], *(per_run(getattr(out, f), host[f]) for f in HOST_FIELDS[1:]))
 
 
 class RunBook:
@@ -500,6 +545,16 @@ class RunBook:
         self.alive = True
         self.logged_at = self.row_at = -1
         self.loss_sum, self.loss_count = 0.0, 0
+        self.skipped = 0  # loss scaling: steps skipped since the last metrics row
+
+    def add_scales(self, scales: np.ndarray | None) -> None:
+        """Loss scaling: steps' (2, k) scales after each step and skipped flags, in order."""
+        if scales is None or scales.shape[1] == 0:
+            return
+        skipped = int(scales[1].sum())
+        self.skipped += skipped
+        self.result.loss_scale["skipped_steps"] += skipped
+        self.result.loss_scale["final_scale"] = float(scales[0, -1])
 
     def add_losses(self, losses: np.ndarray) -> None:
         self.loss_sum += losses.sum(dtype=np.float64)
@@ -516,7 +571,7 @@ class RunBook:
             res.init_stats = res.last_stats
         self.sink.layers(at, res.last_stats)
         self.logged_at = at
-        if res.status != "diverged" and first_nonfinite_layer(res.last_stats) is not None:
+        if res.status != "diverged" and first_nonfinite_layer(res.last_stats, self.layout.signal) is not None:
             self.diverge(at, "non-finite per-layer statistics", record=res.divergence is None)
 
     def diverge(self, at: int, cause: str, record: bool = True) -> None:
@@ -540,8 +595,12 @@ class RunBook:
         self.loss_sum, self.loss_count = 0.0, 0
         self.row_at = step
         self.result.final["train_loss"] = train_loss
-        self.sink.metrics({"step": step, "epoch": step / self.schedule.steps_per_epoch, "train_loss": train_loss,
-                           "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - self.start})
+        row = {"step": step, "epoch": step / self.schedule.steps_per_epoch, "train_loss": train_loss,
+               "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - self.start}
+        if self.result.loss_scale is not None:  # the scale now in effect, and the steps skipped since the last row
+            row.update(loss_scale=self.result.loss_scale["final_scale"], skipped_steps=self.skipped)
+            self.skipped = 0
+        self.sink.metrics(row)
 
     def evaluated(self, step: int, test_loss: float, test_acc: float) -> None:
         """The test set's loss and accuracy at ``step``: its metrics row and the test curve."""
@@ -554,9 +613,11 @@ class RunBook:
         if step == 0 or test_acc > res.best["test_acc"]:
             res.best = {"test_acc": test_acc, "step": step}
 
-    def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray) -> int:
+    def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray,
+                   scales: np.ndarray | None = None) -> int:
         """Record a chunk: the statistics of each logged step it reached (a logged step inside the
-        chunk gets its metrics row here) and its losses. Returns the step the run is now at."""
+        chunk gets its metrics row here), its losses and, with loss scaling, its steps' scales.
+        Returns the step the run is now at."""
         stop = plan.start + done  # plan.stop, or the step it blew up at
         cursor = 0  # losses of the chunk's steps [start, start + cursor) are counted
         for slot, at in enumerate(plan.logs):
@@ -564,10 +625,12 @@ class RunBook:
                 break
             if plan.start < at < plan.stop:
                 self.add_losses(losses[cursor:at - plan.start])
+                self.add_scales(None if scales is None else scales[:, cursor:at - plan.start])
                 cursor = at - plan.start
                 self.metrics_row(at)
             self.emit(at, tables[slot])
         self.add_losses(losses[cursor:done])
+        self.add_scales(None if scales is None else scales[:, cursor:done])
         self.result.steps = stop
         chunk_loss = float(np.mean(losses[:done])) if done else float("nan")
         self.sink.progress(stop, self.schedule.total_steps,
@@ -588,7 +651,9 @@ def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpe
         result = TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, 0.0, 0.0, 0.0,
                              group_size=len(cfgs), init_time_s=time.perf_counter() - t_init,
                              init_trace_file=None if trace is None else trace.file, input_dim=data.input_dim,
-                             probe_q0=probe_q0, device=device_info())
+                             probe_q0=probe_q0, device=device_info(),
+                             loss_scale=None if st.loss_scale is None else
+                             {"skipped_steps": 0, "final_scale": float(st.loss_scale.scale)})
         if trace is not None:
             sink.init_trace(trace)
         states.append(st)
@@ -602,6 +667,13 @@ def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
 
 
 def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
+    """``_train_group`` in the group's number format (float64 runs switch JAX's x64 mode on for
+    their own training only)."""
+    with context(cfgs[0].model.dtype):
+        return _train_group(cfgs, data, sinks)
+
+
+def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
     """Train runs that share a ``batch_key`` together on ``data``; each run reports to its sink.
 
     Per-layer statistics are taken at step 0, every ``log.every`` steps and at the last step, on
@@ -680,7 +752,8 @@ def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink])
         for r in members:
             b = books[r]
             b.result.train_time_s += elapsed
-            stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r])
+            stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r],
+                                None if out.scales is None else out.scales[r])
             if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
                 first = b.result.divergence is None  # (non-finite statistics have said so already)
                 if first and b.logged_at != stop:

@@ -484,6 +484,8 @@ MODEL_CHANGES = {
     "residual": True,
     "dropout": 0.2,
     "dropout_kind": "alpha",
+    "dtype": "bfloat16",
+    "precision": "pure",
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from initlab.build import init_params, model_spec
 from initlab.initializers import Role
-from initlab.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, grad_tap, init_layers
+from initlab.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
 from initlab.normalizations import NORMALIZATIONS
 
 from conftest import tiny
@@ -64,17 +64,18 @@ def test_grad_tap_is_identity_and_reports_its_reduction_of_the_cotangent():
     z = jax.random.normal(jax.random.PRNGKey(3), (4, 6))
     target = jax.random.normal(jax.random.PRNGKey(4), (4, 6))
 
-    def moments(g):
-        return jnp.stack([jnp.mean(g), jnp.mean(jnp.square(g))])
+    def moments(g, factor):  # the factor is the probe's value: it rescales g before reducing
+        return jnp.stack([jnp.mean(g * factor), jnp.mean(jnp.square(g * factor))])
 
     def loss(z, probe):
         return jnp.sum(jnp.sin(grad_tap(z, probe, moments)) * target)
 
-    np.testing.assert_array_equal(np.asarray(grad_tap(z, jnp.zeros(2), moments)), np.asarray(z))
-    gz, gprobe = jax.grad(loss, argnums=(0, 1))(z, jnp.zeros(2))
+    probe = jnp.full((2,), 3.0)
+    np.testing.assert_array_equal(np.asarray(grad_tap(z, probe, moments)), np.asarray(z))
+    gz, gprobe = jax.grad(loss, argnums=(0, 1))(z, probe)
     expected = np.cos(np.asarray(z)) * np.asarray(target)
-    np.testing.assert_allclose(np.asarray(gz), expected, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(gprobe), [expected.mean(), (expected**2).mean()], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gz), expected, rtol=1e-6)  # the tap leaves dL/dz alone
+    np.testing.assert_allclose(np.asarray(gprobe), [3 * expected.mean(), 9 * (expected**2).mean()], rtol=1e-5)
 
 
 def test_init_is_deterministic_per_key():
@@ -165,7 +166,7 @@ def test_effective_weights_are_the_three_stacked_blocks(residual):
 
 
 @pytest.mark.parametrize("residual, hidden_role", [(False, Role.HIDDEN), (True, Role.BRANCH)])
-def test_each_layer_is_drawn_with_its_role_fan_in_and_the_spec_dtype(residual, hidden_role):
+def test_each_layer_is_drawn_with_its_role_fan_in_in_float32(residual, hidden_role):
     calls = []
 
     def samplers(role, fan_in):
@@ -186,8 +187,9 @@ def test_each_layer_is_drawn_with_its_role_fan_in_and_the_spec_dtype(residual, h
                                dtype="bfloat16")
     params, _ = init_layers(spec, samplers, jax.random.PRNGKey(0))
     assert {c for c in calls if isinstance(c[0], Role)} == {(Role.INPUT, 5), (hidden_role, 8), (Role.OUTPUT, 8)}
-    assert {c[2] for c in calls if c[0] in ("weight", "bias")} == {jnp.dtype(jnp.bfloat16)}
-    assert ("bias", (8,), jnp.dtype(jnp.bfloat16)) in calls  # biases in jax's form: their own shape
+    # drawn in float32 whatever the compute format: a bfloat16 run starts from the float32 run's values
+    assert {c[2] for c in calls if c[0] in ("weight", "bias")} == {jnp.dtype(jnp.float32)}
+    assert ("bias", (8,), jnp.dtype(jnp.float32)) in calls  # biases in jax's form: their own shape
     code = {role: list(Role).index(role) + 1 for role in Role}
     assert float(params.inp.dense.w[0, 0]) == code[Role.INPUT] and float(params.inp.dense.b[0]) == -code[Role.INPUT]
     assert np.all(np.asarray(params.hidden.dense.w, np.float32) == code[hidden_role])
@@ -196,13 +198,26 @@ def test_each_layer_is_drawn_with_its_role_fan_in_and_the_spec_dtype(residual, h
 
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
 @pytest.mark.parametrize("init, residual", [("he_normal", False), ("orthogonal", False), ("fixup", True)])
-def test_bfloat16_spec_makes_bfloat16_parameters_and_state(norm, init, residual):
+@pytest.mark.parametrize("precision, param_dtype", [("mixed", jnp.float32), ("pure", jnp.bfloat16)])
+def test_bfloat16_spec_keeps_parameters_by_precision_and_state_and_logits_wide(norm, init, residual, precision,
+                                                                                  param_dtype):
     cfg = tiny(model={"depth": 3, "width": 8, "init": init, "residual": residual, "norm": norm})
-    spec = dataclasses.replace(model_spec(cfg.model, 5, 3), dtype="bfloat16")
+    wide = model_spec(cfg.model, 5, 3)
+    spec = dataclasses.replace(wide, dtype="bfloat16", precision=precision)
     params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
-    assert {leaf.dtype for leaf in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.bfloat16)}
-    logits, _, _ = apply(spec, params, state, jnp.ones((4, 5), jnp.bfloat16), train=True)
-    assert logits.dtype == jnp.bfloat16 and np.isfinite(np.asarray(logits, np.float32)).all()
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(param_dtype)}
+    assert {leaf.dtype for leaf in jax.tree.leaves(state)} <= {jnp.dtype(jnp.float32)}  # running stats wide
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+    logits, _, _ = apply(spec, params, state, x, train=True)
+    reference, _, _ = apply(wide, jax.tree.map(lambda p: p.astype(jnp.float32), params), state, x, train=True)
+    assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(reference), rtol=0.1, atol=0.1)
+    # the hidden layers compute in bfloat16 (8 significant bits): close to float32's, not equal to them
+    h = features(spec, params, state, x)
+    h32 = features(wide, jax.tree.map(lambda p: p.astype(jnp.float32), params), state, x)
+    assert h.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(h, np.float32), np.asarray(h32), rtol=0.1, atol=0.1)
+    assert not np.array_equal(np.asarray(h, np.float32), np.asarray(h32))
 
 
 def test_float32_is_the_default_dtype():
@@ -214,7 +229,7 @@ def test_float32_is_the_default_dtype():
 # ----------------------------------------------------------------------------------------------
 # The import graph: registries at the bottom, the model above them, config resolved in one place
 
-BOTTOM = ["errors", "registry", "activations", "initializers", "normalizations", "optimizers", "regularizers",
+BOTTOM = ["errors", "registry", "formats", "loss_scale", "activations", "initializers", "normalizations", "optimizers", "regularizers",
           "params", "stats"]
 ABOVE = {"initlab.model", "initlab.config", "initlab.network_init", "initlab.build", "initlab.train",
          "initlab.stats", "initlab.data"}

@@ -188,13 +188,15 @@ def test_every_scheme_is_named_by_exactly_one_initializer():
     assert sorted(named) == sorted(SCHEMES) and len(set(named)) == len(named)
 
 
-def test_schemes_keep_the_spec_dtype():
+@pytest.mark.parametrize("precision, dtype", [("mixed", jnp.float32), ("pure", jnp.bfloat16)])
+def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
     import dataclasses
 
     for model in ({"init": "fixup", "residual": True, "depth": 5}, {"init": "lsuv", "depth": 3},
                   {"init": "layerwise_autoencoder", "depth": 2,
                    "init_args": {"steps": 3, "examples": 64, "batch_size": 16, "log_every": 3}}):
         cfg = tiny(model={"width": 16, **model})
-        spec = dataclasses.replace(model_spec(cfg.model, 16, 4), dtype="bfloat16")
-        params, _, _ = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), X.astype(jnp.bfloat16))
-        assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}, model
+        spec = dataclasses.replace(model_spec(cfg.model, 16, 4), dtype="bfloat16", precision=precision)
+        params, _, _ = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), X)
+        assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(dtype)}, model
+        assert all(np.isfinite(np.asarray(leaf, np.float32)).all() for leaf in jax.tree.leaves(params)), model

@@ -18,7 +18,7 @@ from initlab.cli import app
 from initlab.config import to_dict
 from initlab.errors import ConfigError
 from initlab.storage import run_status
-from initlab.sweep import SweepSpec, expand, load_spec, plan_groups, run_sweep, sweep_dir
+from initlab.sweep import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
 from conftest import small_run
 

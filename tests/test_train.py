@@ -444,8 +444,8 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     device_check, host_check = Layout.signal_finite, T.first_nonfinite_layer
     monkeypatch.setattr(Layout, "signal_finite", lambda self, table: device_check(self, table) & (
         jnp.abs(table[..., w_norm, 0] - marker) > tol))
-    monkeypatch.setattr(T, "first_nonfinite_layer", lambda stats: (2, "backward") if abs(
-        float(stats["w_norm"][0]) - marker) <= tol else host_check(stats))
+    monkeypatch.setattr(T, "first_nonfinite_layer", lambda stats, *directions: (2, "backward") if abs(
+        float(stats["w_norm"][0]) - marker) <= tol else host_check(stats, *directions))
     result, rec = fit(cfg)
     assert result.status == "diverged" and result.steps == 20 and result.divergence["step"] == 20
     assert "statistics" in result.divergence["reason"]
