@@ -176,8 +176,9 @@ def report(
     if layers is not None:
         data = reportmod.layer_report(layers)
         if fmt == "table":
-            for t in layer_tables(data):
-                wide_console().print(t)
+            out = wide_console()
+            for t in layer_tables(data, out.width):
+                out.print(t)
         elif fmt == "json":
             typer.echo(jsonmod.dumps(reportmod.jsonable_layers(data), indent=2))
         else:

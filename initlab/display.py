@@ -204,26 +204,39 @@ def report_tables(report: Any) -> list[Table]:
     return tables
 
 
-def layer_tables(layers: dict[str, Any]) -> list[Table]:
+def layer_tables(layers: dict[str, Any], width: int = 200) -> list[Table]:
     """Every per-layer statistic at initialization and at the end of one run (a dead layer's undefined
-    symmetry reads ``dead layer``)."""
+    symmetry reads ``dead layer``). Columns that do not fit in ``width`` go on to further tables
+    for the same step, each led by the layer column, so no number is cut short."""
     from initlab.report import DEAD_LAYER, layer_cell
 
     tables = []
     for when, step in (("init", layers["steps"][0]), ("end", layers["steps"][1])):
         notes = [layers.get("theory"), layers.get("jacobian")] if when == "init" else []
-        caption = "\n".join(n for n in notes if n) or None
-        t = Table(title=f"{layers['run']}: step {step}", title_justify="left", caption=caption,
-                  caption_justify="left")
-        t.add_column("layer", justify="right")
         columns = [c for c in layers["columns"] if when == "init" or not c.endswith(("_theory", "grad_ratio"))]
-        for c in columns:  # a dead layer's mark is kept on one line however narrow the table
-            t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None,
-                         min_width=len(DEAD_LAYER) if c == "symmetry" else None)
-        for row in layers[when]:
-            name = "out" if row["kind"] == "output" else str(row["layer"])
-            t.add_row(name, *[layer_cell(row, c, _sci) for c in columns])
-        tables.append(t)
+        names = ["out" if row["kind"] == "output" else str(row["layer"]) for row in layers[when]]
+        cells = {c: [layer_cell(row, c, _sci) for row in layers[when]] for c in columns}
+        need = {c: max([len(c), *(len(v) for v in cells[c])]) + 3 for c in columns}  # cell, padding, rule
+        if "symmetry" in need:
+            need["symmetry"] = max(need["symmetry"], len(DEAD_LAYER) + 3)
+        parts: list[list[str]] = [[]]
+        used = max([len("layer"), *map(len, names)]) + 4
+        for c in columns:
+            if parts[-1] and sum(need[x] for x in parts[-1]) + need[c] + used > width:
+                parts.append([])
+            parts[-1].append(c)
+        for i, part in enumerate(parts):
+            more = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
+            last = i == len(parts) - 1
+            t = Table(title=f"{layers['run']}: step {step}{more}", title_justify="left",
+                      caption="\n".join(n for n in notes if n) or None if last else None, caption_justify="left")
+            t.add_column("layer", justify="right", no_wrap=True)
+            for c in part:  # a dead layer's mark is kept on one line however narrow the table
+                t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None, no_wrap=True,
+                             min_width=need[c] - 3)
+            for r, name in enumerate(names):
+                t.add_row(name, *[cells[c][r] for c in part])
+            tables.append(t)
     return tables
 
 
@@ -251,8 +264,34 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
         f"{_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)",
         f"input-output Jacobian ∂h^L/∂x: mean squared singular value tr(JJᵀ)/width = {_sci(pred['jacobian_mean_sq'])} "
         "(the product of the layers' χ; Pennington et al. 2017)",
+        *_format_lines(pred),
     ]
     return [t, *lines]
+
+
+def _format_lines(pred: dict[str, Any]) -> list[str]:
+    """The predicted gradient scale against each number format's smallest normal number: one line
+    per format (``initlab.theory.format_crossings``); none for predictions made before it existed."""
+    if "formats" not in pred:
+        return []
+    rms, depth = pred["grad_rms"], len(pred["grad_rms"]) - 1
+    name = lambda k: "the output layer" if k == depth + 1 else f"layer {k}"  # noqa: E731
+    lines = [f"each example's ∂ℓ/∂z at init, rms per entry: {_sci(rms[-1])} at the logits, {_sci(rms[depth - 1])} at "
+             f"layer {depth}, {_sci(rms[0])} at layer 1. A format holds loss scale × ∂L/∂z of the mean loss, so ÷ "
+             f"batch {pred['batch_size']}; the rms is a typical entry, and some entries underflow layers sooner"]
+    for fmt, d in pred["formats"].items():
+        head = f"{fmt} (the run's format)" if d["run"] else fmt
+        what = f"rms per entry, batch {pred['batch_size']}, loss scale {d['loss_scale']:g}"
+        tiny = f"{d['smallest_normal']:.2g}"
+        if d["crossing"] is not None:
+            lines.append(f"{head}: gradients ({what}) below the smallest normal {tiny} from {name(d['crossing'])} down")
+        elif d["below"]:
+            lines.append(f"{head}: gradients ({what}) below the smallest normal {tiny} at {len(d['below'])} "
+                         f"layers, {name(d['below'][0])} to {name(d['below'][-1])} (not at layer 1)")
+        else:
+            lines.append(f"{head}: no layer below its smallest normal {tiny} (lowest rms {_sci(d['min_rms'])} at "
+                         f"{name(d['min_layer'])}; {what})")
+    return lines
 
 
 def phase_view(table: dict[str, Any]) -> list[Any]:

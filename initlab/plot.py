@@ -57,14 +57,19 @@ def _style(i: int) -> dict:
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": STYLES[(i // len(OKABE_ITO)) % len(STYLES)]}
 
 
-def _layer_rows(run: Run) -> dict[int, dict[str, np.ndarray]]:
-    """layers.csv as {step: {column: per-layer values (hidden layers only)}}."""
+def _layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
+                output: bool = False) -> dict[int, dict[str, np.ndarray]]:
+    """layers.csv as {step: {column: per-layer values (hidden layers only, unless ``output``)}}
+    (empty if the file lacks a column)."""
     by_step: dict[int, dict[str, list[float]]] = {}
     with open(run.path / "layers.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["kind"] != "hidden":
+        reader = csv.DictReader(f)
+        if not set(columns) <= set(reader.fieldnames or ()):
+            return {}
+        for row in reader:
+            if row["kind"] != "hidden" and not output:
                 continue
-            cols = by_step.setdefault(int(row["step"]), {"act_var": [], "grad_var": []})
+            cols = by_step.setdefault(int(row["step"]), {c: [] for c in columns})
             for c in cols:
                 cols[c].append(float(row[c]) if row[c] else math.nan)
     return {s: {c: np.array(v) for c, v in cols.items()} for s, cols in by_step.items()}
@@ -704,6 +709,48 @@ class NothingToDraw(InitlabError):
     asked for, and reports it when it was the only one."""
 
 
+UNDERFLOW_COLUMNS = ("grad_underflow", "wgrad_underflow")
+
+
+def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
+    """The share of ∂L/∂z's and ∂L/∂W's entries that are zero or subnormal in each run's number
+    format, against layer (the output layer last): one colour per configuration (mean over seeds),
+    one line style per step (init, end, or the last logged step at or before a number)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    groups = _groups(runs, keys)
+    drawn = False
+    for i, (label, members) in enumerate(groups.items()):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        tables = [t for t in (_layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members) if t]
+        for j, step in enumerate(steps):
+            picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]
+            if not picked:
+                continue
+            for ax, column in zip(axes, UNDERFLOW_COLUMNS):
+                values = [p[1][column] for p in picked]
+                if len({len(v) for v in values}) != 1:
+                    continue
+                mean = np.nanmean(np.array(values), axis=0)
+                ax.plot(np.arange(1, len(mean) + 1), mean, color=colour, linestyle=STYLES[j % len(STYLES)],
+                        marker="o" if len(mean) <= 25 else None, markersize=3)
+                drawn = True
+    if not drawn:
+        raise NothingToDraw("no run has the format statistics (grad_underflow, wgrad_underflow) in layers.csv")
+    titles = ("∂L/∂z: share zero or subnormal in the run's format", "∂L/∂W: share zero or subnormal")
+    for ax, title in zip(axes, titles):
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("layer (1 = nearest the input; the last is the output layer)")
+        ax.set_ylabel("fraction of entries")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)], label=label) for i, label in enumerate(groups)]
+    handles += [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
+                for j, s in enumerate(steps)]
+    fig.legend(handles=handles, fontsize="small", loc="outside right upper")
+    fig.suptitle("gradient underflow per layer (mean over seeds)")
+    return fig
+
+
 def _heatmap_kind(runs: Sequence[Run], keys: Sequence[str], options: PlotOptions) -> Figure:
     hx = options.x or (keys[1] if len(keys) > 1 else None)
     hy = options.y or (keys[0] if keys else None)
@@ -724,6 +771,7 @@ FIGURES: Registry[FigureKind] = Registry("figure kind", {
     "histograms": lambda runs, keys, o: histograms_figure(runs, keys, o.quantity, o.steps[0] if o.steps else "init"),
     "colorful": lambda runs, keys, o: colorful_figure(runs, keys, o.quantity),
     "spectrum": lambda runs, keys, o: spectrum_figure(runs, keys, o.steps),
+    "underflow": lambda runs, keys, o: underflow_figure(runs, keys, o.steps),
 })
 KINDS = tuple(FIGURES)
 DEFAULT_KINDS = ("profile", "curves", "heatmap")  # need only what every run writes

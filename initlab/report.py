@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import ADDED_LATER, STATS_BEFORE_LOG_STATS
+from initlab.config import ADDED_LATER, is_default_stats
 from initlab.errors import InitlabError
 
 VANISHING = 1e-2
@@ -35,6 +35,13 @@ SPARK = "▁▂▃▄▅▆▇█"
 SPARK_DECADES = 4.0
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
 DEAD_LAYER = "dead layer"  # what the per-layer view shows for an undefined symmetry of a layer with act_var 0
+
+
+def _default_stats() -> list[str]:
+    """Today's default per-layer statistics (the registry's)."""
+    from initlab.stats import default_names
+
+    return list(default_names())
 
 
 @dataclass
@@ -157,8 +164,9 @@ def load_run(path: Path) -> Run | Skipped:
         if not isinstance(config, dict):
             return Skipped(path, "config.yaml is not a mapping")
     flat = flatten(config)
-    # a run from before log.stats existed computed what a default run computed then
-    flat.setdefault("log.stats", list(STATS_BEFORE_LOG_STATS))
+    # a run from before log.stats existed, or from before today's defaults, is a default run (as its hash says)
+    if is_default_stats(flat.get("log.stats")):
+        flat["log.stats"] = _default_stats()
     for key, default in ADDED_LATER.items():  # and keys added since read as their hash-keeping default
         flat.setdefault(key, default)
     return Run(path, summary, flat)

@@ -14,6 +14,10 @@ about 6ξ_c do not train (Schoenholz et al. 2017).
 
 Integrals use Gauss–Legendre quadrature split at 0, in float64, for any registry activation, and
 closed forms where they exist (ReLU, linear; the arc-cosine kernel of Cho & Saul 2009).
+
+The same backward recursion, started from the loss's own gradient at the logits, predicts the
+absolute scale of each layer's ∂ℓ/∂z at initialization, and so the layer below which a number
+format's smallest normal number swallows the gradient (``gradient_rms``, ``format_crossings``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ import numpy as np
 
 from initlab.activations import ACTIVATIONS, derivative
 from initlab.errors import InitlabError
+from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
+from initlab.optimizers import LOSSES
 
 N_NODES = 200  # Gauss–Legendre nodes on each half-line; 2-D integrals use the tensor product
 Z_MAX = 12.0  # the Gaussian measure beyond ±12 is below 1e-32
 CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
 _Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
+LOGIT_SAMPLES = 8192  # fixed-seed Gaussian logit vectors that the loss's output gradient is averaged over
 
 
 @functools.cache
@@ -344,6 +351,123 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
             "grad_ratio": layers.grad_ratio, "jacobian_mean_sq": layers.jacobian_mean_sq}
 
 
+def output_grad_ms(loss: str, num_classes: int, q_out: float, target_scale: float | None = None) -> float:
+    """E[(∂ℓ/∂z_k)²]: the mean square of one logit's entry of each example's own loss gradient at
+    initialization, for the registry loss ``loss`` (``initlab.optimizers.LOSSES``, differentiated
+    as defined there, ``target_scale`` included).
+
+    At init the logits of one example are i.i.d. N(0, q_out) over the classes (a zero-mean weight
+    matrix times that example's last hidden layer) and independent of its label, so the average is
+    over LOGIT_SAMPLES fixed-seed Gaussian logit vectors with labels cycling through the classes:
+    deterministic, and exact wherever the gradient is a polynomial in the logits. Closed forms it
+    reproduces: cross-entropy's p − y has E[Σ_k p_k²] − 2/C + 1 over C classes, so (C−1)/C² per
+    logit for the near-uniform softmax of small logits, (C−1)/C² (1 + q_out/C) to first order in
+    q_out, and up to twice (C−1)/C² for large logits (a softmax concentrated on one class); mse,
+    mean over classes of (z − t)², has (2/C)(z − t) and so (4/C²)(q_out + E[t²]) with E[t²] = 1/C
+    for one-hot targets and s² for targets ±s."""
+    fn = LOSSES.get(loss, "train.loss")
+    z = np.random.default_rng(0).standard_normal((LOGIT_SAMPLES, num_classes)) * math.sqrt(max(q_out, 0.0))
+    labels = np.arange(LOGIT_SAMPLES) % num_classes
+    with jax.enable_x64(True):
+        # the sum's gradient is each example's own: examples do not interact in the loss
+        g = jax.grad(lambda v: jnp.sum(fn(v, jnp.asarray(labels), num_classes, target_scale)))(
+            jnp.asarray(z, jnp.float64))  # (samples, classes)
+        return float(jnp.mean(g**2))
+
+
+def gradient_rms(activation: str, layers: LayerPrediction, width: int, sigma_w2: float, sigma_w2_out: float,
+                 sigma_b2: float, num_classes: int, loss: str, target_scale: float | None = None) -> list[float]:
+    """Predicted rms of one entry of each example's own gradient ∂ℓ/∂z at initialization, for the
+    hidden layers 1..depth and then the output layer (the logits): depth + 1 numbers.
+
+    The logits' second moment is q_out = σ_w,out² E[φ(z^L)²] + σ_b² (``sigma_w2_out`` = width ·
+    Var(W_out), the output layer's own, e.g. 2·width/(width + C) for Glorot), the loss's output
+    gradient has mean square ``output_grad_ms`` there; through W_out (C classes, entries of variance
+    σ_w,out²/width) and φ' the last hidden layer's is E[φ'(z^L)²] · C σ_w,out²/width times it; each
+    layer below multiplies the variance by χ(q^l) = σ_w² E[φ'(z^l)²] (Schoenholz et al. 2017's
+    backward recursion, under its assumption that the backward weights are independent of the
+    forward ones), which ``layers.grad_ratio`` already holds."""
+    mf = MeanField(activation, sigma_w2, sigma_b2)
+    q_last = layers.q[-1]
+    q_out = sigma_w2_out * mf.second_moment(q_last) + sigma_b2
+    ms_out = output_grad_ms(loss, num_classes, q_out, target_scale)
+    ms_last = mf.slope_moment(q_last) * num_classes * sigma_w2_out / width * ms_out
+    return [math.sqrt(r * ms_last) for r in layers.grad_ratio] + [math.sqrt(ms_out)]
+
+
+def loss_scale_value(train) -> float:
+    """The loss scale S a run's backward pass starts with: 1 for ``train.loss_scale: none``, the
+    number itself, or ``train.loss_scale_init`` for dynamic scaling (read with defaults, so configs
+    from before these keys read as unscaled)."""
+    scale = getattr(train, "loss_scale", "none")
+    if scale == "none" or scale is None:
+        return 1.0
+    if scale == "dynamic":
+        return float(getattr(train, "loss_scale_init", 32768.0))
+    try:
+        return float(scale)
+    except (TypeError, ValueError):
+        raise InitlabError(f"train.loss_scale: {scale!r} is not none, dynamic or a number") from None
+
+
+def underflow_layer(held_rms: list[float], smallest_normal: float) -> int | None:
+    """The highest layer k (1-based; the last entry is the output layer) such that the rms of every
+    layer 1..k is below ``smallest_normal``: "gradients from layer k down are subnormal or zero";
+    None when layer 1 is not below it."""
+    k = 0
+    while k < len(held_rms) and held_rms[k] < smallest_normal:
+        k += 1
+    return k or None
+
+
+def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float = 1.0,
+                     dtype: str = "float32") -> dict:
+    """Where each number format's smallest normal number cuts the predicted gradient.
+
+    What the backward pass holds in the format is the cotangent ∂L/∂z of the *mean* loss over the
+    batch, times the loss scale S: each example's own ∂ℓ_i/∂z (``grad_rms``, per layer, the output
+    layer last) divided by the batch size n, so its rms is S · rms / n. The run's format ``dtype``
+    gets the run's S, every other format S = 1 (the loss scale is the run's answer to its own
+    format). Per format: ``crossing`` (``underflow_layer``), the layers whose rms is below the
+    smallest normal (``below``, in case they are not the lowest ones, as in the chaotic phase), and
+    the lowest rms and its layer.
+
+    These are the rms of a typical entry: entries spread around it (the activations' slopes and the
+    weights differ from unit to unit), so a fraction of them is subnormal or zero layers before the
+    rms is. The crossing is a lower bound on where trouble starts, not a point where all is lost.
+    Micikevicius et al. 2018 ("Mixed precision training") shows such histograms of activation
+    gradients falling below float16's range.
+
+    Returns ``{"format_crossing": {name: layer or None}, "formats": {name: {...}}}``."""
+    run = FORMATS.canonical(dtype)
+    crossing, detail = {}, {}
+    for name, fmt in FORMATS.items():
+        scale = loss_scale if name == run else 1.0
+        held = [scale * r / batch_size for r in grad_rms]
+        tiny = fmt.smallest_normal
+        low = int(np.argmin(held))
+        crossing[name] = underflow_layer(held, tiny)
+        detail[name] = {"smallest_normal": tiny, "loss_scale": scale, "run": name == run,
+                        "crossing": crossing[name], "below": [i + 1 for i, h in enumerate(held) if h < tiny],
+                        "min_rms": held[low], "min_layer": low + 1}
+    return {"format_crossing": crossing, "formats": detail}
+
+
+def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
+    """The gradient-scale part of ``config_prediction`` for a run config whose ``predict_config``
+    applies: ``grad_rms`` (each example's ∂ℓ/∂z per entry, hidden layers then the output layer),
+    ``sigma_w2_out``, ``batch_size``, ``dtype``, ``loss_scale`` and ``format_crossings``'s keys."""
+    m, t = cfg.model, cfg.train
+    sigma_w2_out = INITIALIZERS[m.init].sigma_w2(m.width, num_classes, m.init_args)
+    layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
+    rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
+                       num_classes, t.loss, t.target_scale)
+    dtype = getattr(m, "dtype", "float32")
+    scale = loss_scale_value(t)
+    return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": dtype,
+            "loss_scale": scale, **format_crossings(rms, t.batch_size, scale, dtype)}
+
+
 def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None = None) -> dict:
     """The order-to-chaos picture for one activation and σ_b²: the critical σ_w² and, for each
     σ_w², q*, χ₁, phase, c*, ξ_c and 6ξ_c (default grid: 0.25 to 4 in steps of 0.25)."""
@@ -362,7 +486,8 @@ def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None 
 
 def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
     """``predict_config`` for a run config, with q⁰ measured on its probe batch (loads the data)
-    unless given."""
+    unless given, the critical σ_w², and ``gradient_prediction``'s gradient scale and number-format
+    crossings."""
     from initlab.data import load_dataset
 
     data = load_dataset(cfg.data, data_dir, progress=False)
@@ -375,4 +500,5 @@ def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
             out["critical_sigma_w2"] = critical_sigma_w2(cfg.model.activation, out["sigma_b2"])
         except InitlabError:
             out["critical_sigma_w2"] = math.nan
+        out.update(gradient_prediction(cfg, data.num_classes, out))
     return out

@@ -16,10 +16,13 @@ from initlab.build import init_params, model_spec
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
 from initlab.optimizers import LOSSES
 from initlab.step import make_layer_stats
+from initlab.formats import FORMATS
 from initlab.theory import (CLOSED_FORMS, MeanField, _e1, _functions, critical_sigma_w2, effective_sigmas,
-                            phase_table, predict_config, predict_layers)
+                            format_crossings, gradient_prediction, loss_scale_value, output_grad_ms, phase_table,
+                            predict_config, predict_layers, underflow_layer)
 
 runner = CliRunner()
+SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}
 
 
 @pytest.mark.parametrize("q", [0.1, 1.0, 3.7])
@@ -157,3 +160,162 @@ def test_cli_theory_phase_diagram_and_config(tmp_path):
     assert bn.exit_code == 0 and "does not apply" in bn.output
     neither = runner.invoke(app, ["theory"])
     assert neither.exit_code == 1 and "give a CONFIG" in neither.output
+
+
+# The output gradient's mean square per logit at logit variance q, in closed form: cross-entropy's
+# p − y is (C−1)/C² for a uniform softmax, (C−1)/C² (1 + q/C) to first order in q; mse's (2/C)(z − t)
+# is (4/C²)(q + E[t²]) exactly.
+OUTPUT_GRAD_MS = {
+    "cross_entropy": lambda q, c, s: (c - 1) / c**2 * (1 + q / c),
+    "mse": lambda q, c, s: 4 / c**2 * (q + (1 / c if s is None else s**2)),
+}
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("q, c, scale", [(1e-10, 10, None), (0.5, 10, None), (0.2, 3, 0.8)])
+def test_output_gradient_mean_square_matches_the_closed_forms(loss, q, c, scale):
+    got = output_grad_ms(loss, c, q, scale if loss == "mse" else None)
+    want = OUTPUT_GRAD_MS[loss](q, c, scale if loss == "mse" else None)
+    # exact for the uniform softmax, the first-order term to 1% at these q; mse's sample average within 2%
+    assert got == pytest.approx(want, rel=1e-6 if q < 1e-6 else 0.01 if loss == "cross_entropy" else 0.02)
+    if loss == "cross_entropy":  # large logits concentrate the softmax: more than the uniform value, at most twice
+        assert 1.05 * want < output_grad_ms(loss, c, 9.0) < 2 * want
+
+
+def _crossings(model, train=None, d_in=784, q0=0.1, c=10):
+    cfg = from_dict({"model": model, "train": train or {}})
+    return gradient_prediction(cfg, c, predict_config(cfg.model, d_in, q0))
+
+
+def test_underflow_layer_is_the_top_of_the_run_from_layer_1():
+    assert underflow_layer([1e-6, 1e-5, 1e-3, 1e-1], 1e-4) == 2
+    assert underflow_layer([1e-3, 1e-5, 1e-6], 1e-4) is None  # below only higher up: not "from k down"
+    assert underflow_layer([1e-9, 1e-9], 1e-4) == 2
+    assert underflow_layer([], 1e-4) is None
+
+
+@pytest.mark.parametrize("init", ["standard", "glorot_normal"])
+def test_deep_sigmoid_net_loses_its_lower_layers_in_float16_only(init):
+    """Glorot & Bengio 2010's sigmoid nets, 30 layers deep: χ = σ_w² E[σ'(z)²] ≤ σ_w²/16, so each layer
+    down scales the gradient's rms by √χ, at most 1/7 (standard, σ_w² = 1/3) or 1/4 (Glorot). float16's smallest
+    normal 6.1e-5 cuts it in the lower layers; float32's and bfloat16's 1.2e-38 are far below."""
+    out = _crossings({**SIGMOID_30, "init": init}, {"batch_size": 128})
+    k = out["format_crossing"]["float16"]
+    assert k is not None and 1 < k < 30
+    assert out["format_crossing"]["float32"] is None and out["format_crossing"]["bfloat16"] is None
+    held = [r / 128 for r in out["grad_rms"]]  # loss scale 1 (the run is float32)
+    tiny = FORMATS["float16"].smallest_normal
+    assert max(held[:k]) < tiny <= held[k]  # layers 1..k under, k + 1 not
+    assert all(b < a for a, b in zip(out["grad_rms"][1:], out["grad_rms"])), "gradients shrink going down"
+    assert len(out["grad_rms"]) == 31 and out["formats"]["float32"]["run"] and out["loss_scale"] == 1.0
+
+
+def test_he_relu_keeps_the_gradient_flat_and_above_float16():
+    out = _crossings({"depth": 10, "width": 128, "activation": "relu", "init": "he_normal"})
+    assert all(v is None for v in out["format_crossing"].values())
+    hidden = out["grad_rms"][:10]
+    np.testing.assert_allclose(hidden, hidden[0], rtol=1e-12)  # χ = 1 exactly: flat
+    # through the output layer: E[φ'²] · C σ_w,out²/width = 0.5 · 10 · 2 / 128 of the logits' mean square
+    assert hidden[-1] == pytest.approx(out["grad_rms"][-1] * math.sqrt(0.5 * 10 * 2 / 128), rel=1e-12)
+    assert out["formats"]["float16"]["min_rms"] > FORMATS["float16"].smallest_normal
+
+
+@pytest.mark.parametrize("scale", [2.0**10, 2.0**15])
+def test_a_loss_scale_moves_the_float16_crossing_down(scale):
+    """S multiplies every layer's held rms; the rms falls by √χ₁ per layer, so the crossing moves down
+    by about log(S) / log(1/√χ₁) = 2 log2 S / log2(1/χ₁) layers (±1: whole layers, q^l not yet at q*)."""
+    cfg = from_dict({"model": {**SIGMOID_30, "init": "glorot_normal"}})
+    pred = predict_config(cfg.model, 784, 0.1)
+    rms = gradient_prediction(cfg, 10, pred)["grad_rms"]
+    before = format_crossings(rms, 128, 1.0, "float16")["format_crossing"]["float16"]
+    after = format_crossings(rms, 128, scale, "float16")
+    shift = 2 * math.log2(scale) / math.log2(1 / pred["chi1"])
+    assert after["format_crossing"]["float16"] < before
+    assert before - after["format_crossing"]["float16"] == pytest.approx(shift, abs=1.0)
+    assert after["formats"]["float16"]["loss_scale"] == scale and after["formats"]["float32"]["loss_scale"] == 1.0
+    assert after["format_crossing"]["float32"] is None  # the other formats are shown unscaled
+
+
+def test_loss_scale_value_reads_the_config_with_defaults():
+    from types import SimpleNamespace as NS
+
+    assert loss_scale_value(NS()) == 1.0  # a config from before loss scaling
+    assert loss_scale_value(NS(loss_scale="none")) == 1.0
+    assert loss_scale_value(NS(loss_scale="dynamic")) == 32768.0
+    assert loss_scale_value(NS(loss_scale="dynamic", loss_scale_init=256.0)) == 256.0
+    assert loss_scale_value(NS(loss_scale=1024.0)) == 1024.0
+    with pytest.raises(InitlabError, match="train.loss_scale"):
+        loss_scale_value(NS(loss_scale="lots"))
+
+
+def _direct_grad_rms(params, x, labels, activation, c):
+    """Each example's ∂ℓ/∂z by hand in float64 numpy, for a plain MLP with cross-entropy: the rms
+    per entry of every hidden layer, then the output layer."""
+    phi = lambda v: np.asarray(ACTIVATIONS[activation](jnp.asarray(v)), np.float64)  # noqa: E731
+    dphi = lambda v: np.asarray(jax.vmap(jax.grad(ACTIVATIONS[activation]))(jnp.asarray(v).ravel()), np.float64  # noqa: E731
+                                ).reshape(v.shape)
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    ws = [f64(params.inp.dense.w), *f64(params.hidden.dense.w)]
+    bs = [f64(params.inp.dense.b), *f64(params.hidden.dense.b)]
+    h, zs = f64(x), []
+    for w, b in zip(ws, bs):
+        zs.append(h @ w + b)
+        h = phi(zs[-1])
+    logits = h @ f64(params.out.w) + f64(params.out.b)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    g = p / p.sum(1, keepdims=True) - np.eye(c)[labels]  # (batch, classes): ∂ℓ_i/∂logits
+    rms = [np.sqrt(np.mean(g**2))]
+    w_next = f64(params.out.w)
+    for z, w in zip(reversed(zs), reversed(ws)):
+        g = dphi(z) * (g @ w_next.T)  # (batch, width)
+        rms.append(np.sqrt(np.mean(g**2)))
+        w_next = w
+    return list(reversed(rms[1:])) + rms[:1]  # layers 1..depth, then the logits
+
+
+@pytest.mark.parametrize("activation, init, args", [
+    ("sigmoid", "glorot_normal", {}), ("relu", "he_normal", {}),
+    ("tanh", "mean_field", {"sigma_w": 2.0, "sigma_b": 0.3}),  # large logits: a far-from-uniform softmax
+])
+def test_predicted_gradient_rms_matches_a_direct_backward_pass(activation, init, args):
+    """Width 512, Gaussian inputs of second moment 1, 3 seeds: each layer's per-example ∂ℓ/∂z rms,
+    the logits' included, by hand within 5% of the prediction (measured: within 1.5%). The tanh
+    case's logits have second moment ≈ 2.3, where the uniform softmax's (C−1)/C² puts the rms 10% low."""
+    depth, width, d_in, batch, c = 4, 512, 128, 256, 10
+    cfg = from_dict({"model": {"depth": depth, "width": width, "activation": activation, "init": init,
+                               "init_args": args}})
+    spec = model_spec(cfg.model, d_in, c)
+    measured = []
+    for seed in range(3):
+        params, _ = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
+        x = np.asarray(jax.random.normal(jax.random.PRNGKey(100 + seed), (batch, d_in)))
+        measured.append(_direct_grad_rms(params, x, np.arange(batch) % c, activation, c))
+    got = np.sqrt(np.mean(np.square(measured), axis=0))
+    pred = gradient_prediction(cfg, c, predict_config(cfg.model, d_in, 1.0))["grad_rms"]
+    np.testing.assert_allclose(got, pred, rtol=0.05)
+
+
+def test_cli_theory_says_where_float16_loses_the_gradient(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
+                   "model: {depth: 30, width: 64, activation: sigmoid, init: standard}\n")
+    out = runner.invoke(app, ["theory", str(cfg)])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())  # rich may wrap long lines
+    assert "float32 (the run's format): no layer below its smallest normal 1.2e-38" in text
+    assert "float16: gradients (rms per entry, batch 128, loss scale 1) below the smallest normal 6.1e-05 from layer" in text
+    he = runner.invoke(app, ["theory", str(cfg), "--set", "model.activation=relu", "--set", "model.init=he_normal",
+                             "--set", "model.depth=10"])
+    assert he.exit_code == 0 and "float16: no layer below its smallest normal 6.1e-05" in " ".join(he.output.split())
+
+
+def test_cli_theory_uses_the_run_s_format_and_loss_scale(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
+                   "model: {depth: 30, width: 64, activation: sigmoid, init: standard, dtype: float16}\n"
+                   "train: {batch_size: 64, loss_scale: 1024}\n")
+    out = runner.invoke(app, ["theory", str(cfg)])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "float16 (the run's format): gradients (rms per entry, batch 64, loss scale 1024) below" in text
+    assert "float32: no layer below" in text
