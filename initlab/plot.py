@@ -710,44 +710,63 @@ class NothingToDraw(InitlabError):
 
 
 UNDERFLOW_COLUMNS = ("grad_underflow", "wgrad_underflow")
+# the config keys that make a run's number format: one colour each in the underflow figure
+FORMAT_KEYS = ("model.dtype", "model.precision", "train.loss_scale", "train.loss_scale_init",
+               "train.loss_scale_period")
+
+
+def _format_label(run: Run) -> str:
+    """A run's number format in a few words: ``float16, loss scale dynamic``."""
+    f = run.flat
+    words = [str(f.get("model.dtype", "float32"))]
+    if f.get("model.precision", "mixed") != "mixed":
+        words.append(f"{f['model.precision']} precision")
+    if str(f.get("train.loss_scale", "none")) != "none":
+        words.append(f"loss scale {f['train.loss_scale']}")
+    return ", ".join(words)
 
 
 def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
     """The share of ∂L/∂z's and ∂L/∂W's entries that are zero or subnormal in each run's number
-    format, against layer (the output layer last): one colour per configuration (mean over seeds),
-    one line style per step (init, end, or the last logged step at or before a number)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    groups = _groups(runs, keys)
+    format, against layer (the output layer last): one row of two panels per setup (the varied
+    keys that are not the format's), one colour per number format (the same in every row; mean
+    over seeds), one line style per step (init, end, or the last logged step at or before a number)."""
+    setups = _groups(runs, [k for k in keys if k not in FORMAT_KEYS])
+    formats = sorted({_format_label(r) for r in runs}, key=lambda s: (s.split(",")[0], s))
+    colour = {f: OKABE_ITO[i % len(OKABE_ITO)] for i, f in enumerate(formats)}
+    fig, grid = plt.subplots(len(setups), 2, figsize=(11, 3.4 * len(setups) + 0.8), squeeze=False,
+                             constrained_layout=True, sharey=True)
     drawn = False
-    for i, (label, members) in enumerate(groups.items()):
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
-        tables = [t for t in (_layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members) if t]
-        for j, step in enumerate(steps):
-            picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]
-            if not picked:
-                continue
-            for ax, column in zip(axes, UNDERFLOW_COLUMNS):
-                values = [p[1][column] for p in picked]
-                if len({len(v) for v in values}) != 1:
-                    continue
-                mean = np.nanmean(np.array(values), axis=0)
-                ax.plot(np.arange(1, len(mean) + 1), mean, color=colour, linestyle=STYLES[j % len(STYLES)],
-                        marker="o" if len(mean) <= 25 else None, markersize=3)
-                drawn = True
+    for axes, (setup, members) in zip(grid, setups.items()):
+        for fmt in formats:
+            tables = [t for t in (_layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members
+                                  if _format_label(r) == fmt) if t]
+            for j, step in enumerate(steps):
+                picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]
+                for ax, column in zip(axes, UNDERFLOW_COLUMNS):
+                    values = [p[1][column] for p in picked]
+                    if not values or len({len(v) for v in values}) != 1:
+                        continue
+                    mean = np.nanmean(np.array(values), axis=0)
+                    ax.plot(np.arange(1, len(mean) + 1), mean, color=colour[fmt], linestyle=STYLES[j % len(STYLES)],
+                            marker="o" if len(mean) <= 25 else None, markersize=3)
+                    drawn = True
+        for ax, what in zip(axes, ("∂L/∂z", "∂L/∂W")):
+            ax.set_title(f"{setup}: {what}" if len(setups) > 1 or setup != "run" else what, fontsize="medium")
     if not drawn:
         raise NothingToDraw("no run has the format statistics (grad_underflow, wgrad_underflow) in layers.csv")
-    titles = ("∂L/∂z: share zero or subnormal in the run's format", "∂L/∂W: share zero or subnormal")
-    for ax, title in zip(axes, titles):
+    for ax in grid.flat:
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("layer (1 = nearest the input; the last is the output layer)")
-        ax.set_ylabel("fraction of entries")
-        ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)], label=label) for i, label in enumerate(groups)]
+    for ax in grid[-1]:
+        ax.set_xlabel("layer (1 = nearest the input; the last is the output layer)")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("share zero or subnormal")
+    handles = [Line2D([], [], color=colour[f], label=f) for f in formats]
     handles += [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
                 for j, s in enumerate(steps)]
-    fig.legend(handles=handles, fontsize="small", loc="outside right upper")
-    fig.suptitle("gradient underflow per layer (mean over seeds)")
+    fig.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=min(len(handles), 4))
+    fig.suptitle("gradient entries lost to the number format, per layer (mean over seeds)")
     return fig
 
 

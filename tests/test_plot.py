@@ -390,3 +390,50 @@ def test_read_histograms_keeps_one_quantity_of_the_hidden_layers(dist_dir, tmp_p
     bad.write_text("step,layer,value\n0,1,2\n")
     with pytest.raises(InitlabError, match="expected columns step,layer,kind"):
         read_histograms(bad, "act")
+
+
+@pytest.fixture(scope="module")
+def formats_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("formats")
+    base = {"name": "fmt", "data": SMALL_DATA, "model": {"width": 16, "depth": 3, "activation": "sigmoid"},
+            "train": {"steps": 8, "batch_size": 32}, "log": {"every": 4, "out": str(root)}}
+    run_sweep(SweepSpec(base, {"model.init": ["standard", "he_normal"]},
+                        [{"model.dtype": ["float32", "float16", "float16"],
+                          "train.loss_scale": ["none", "none", "dynamic"]}], [0]))
+    return root / "fmt"
+
+
+def test_underflow_has_a_row_per_setup_and_a_colour_per_format(formats_dir):
+    from initlab.plot import underflow_figure
+
+    runs, keys = loaded(formats_dir)
+    fig = underflow_figure(runs, keys, steps=("init", "end"))
+    assert len(fig.axes) == 2 * 2  # two setups (init) × (∂L/∂z, ∂L/∂W)
+    assert all(len(ax.get_lines()) == 3 * 2 for ax in fig.axes)  # three formats × two steps
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["float16", "float16, loss scale dynamic", "float32", "step: init", "step: end"]
+    first = fig.axes[0]
+    assert "init=he_normal" in first.get_title() and "∂L/∂z" in first.get_title()
+    colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
+    assert len(colours) == 3  # one per format, the same in every panel
+    for ax in fig.axes:  # shares, one point per layer and the output layer
+        for line in ax.get_lines():
+            y = line.get_ydata()
+            assert len(y) == 4 and np.all((y >= 0) & (y <= 1))
+
+
+def test_cli_underflow_png_and_runs_without_format_statistics(formats_dir, sweep_dir, tmp_path):
+    result = runner.invoke(app, ["plot", str(formats_dir), "--kind", "underflow", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert imread(tmp_path / "underflow.png").shape[2] in (3, 4)
+    bare = tmp_path / "bare"
+    for run in sorted(sweep_dir.glob("grid-*"))[:1]:
+        shutil.copytree(run, bare / run.name)
+        rows = list(csv.DictReader(open(bare / run.name / "layers.csv")))
+        with open(bare / run.name / "layers.csv", "w", newline="") as f:
+            keep = [c for c in rows[0] if c not in ("grad_underflow", "wgrad_underflow")]
+            w = csv.DictWriter(f, keep, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    missing = runner.invoke(app, ["plot", str(bare), "--kind", "underflow", "--out", str(tmp_path)])
+    assert missing.exit_code == 1 and "format statistics" in missing.output
