@@ -8,6 +8,7 @@ import pytest
 from initlab.activations import ACTIVATIONS
 from initlab.config import describe_fields
 from initlab.data import DATASETS, PREPROCESSORS
+from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
@@ -34,7 +35,8 @@ def registry_list(label: str) -> tuple[list[str], list[str]]:
 
 REGISTRIES = [("activations", ACTIVATIONS), ("initializers", INITIALIZERS), ("bias initializers", BIAS_INITIALIZERS),
               ("normalizations", NORMALIZATIONS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES),
-              ("losses", LOSSES), ("datasets", DATASETS), ("preprocessing", PREPROCESSORS)]
+              ("losses", LOSSES), ("datasets", DATASETS), ("preprocessing", PREPROCESSORS),
+              ("number formats", FORMATS)]
 
 
 @pytest.mark.parametrize("label, registry", REGISTRIES, ids=[label for label, _ in REGISTRIES])
