@@ -43,6 +43,8 @@ class Workload:
     seed: int = 0
     histograms: int = 0  # initlab's log.histograms (linear bins; 0: off, its default)
     jacobian: int = 4  # initlab's log.jacobian (probe examples of the spectrum at init and end; its default)
+    dtype: str = "float32"  # initlab's model.dtype (the number format of the pass)
+    stats: tuple[str, ...] | None = None  # initlab's log.stats (None: its default)
 
     def parameters(self, input_dim: int, num_classes: int) -> int:
         """Weights and biases of the MLP."""

@@ -43,6 +43,11 @@ Sections (MNIST, batch 128, width 256, ReLU, He-normal init, plain SGD lr 0.01 u
   256, statistics every 10 steps on the training batch: loop steps/s, and the seconds the two
   spectra (init and end, compilation included) took beside the training loop's; then the spectrum
   alone at depth 50 × width 512: compile and per-call time for 4 examples.
+- ``formats``: steps/s of float32, bfloat16 and float16 (``model.dtype``, mixed precision) side by
+  side at depth 10 and 50, width 256 and 1024, statistics every 10 steps on the training batch; and
+  the cost of the four format statistics (``grad_underflow``, ``wgrad_underflow``,
+  ``act_underflow``, ``pre_overflow``) beside the default statistics without them, at depth 10 ×
+  width 256.
 - ``report``: `initlab report` over 1,000 synthetic run folders (``benchmarks/report_speed.py``'s
   generator): ``build_report`` in-process and the whole command in a fresh process.
 
@@ -84,7 +89,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
                        torch_matmul_flops)
 
-SECTIONS = ("throughput", "stats", "distributions", "compile", "sweep", "flops", "memory", "report")
+SECTIONS = ("throughput", "stats", "distributions", "formats", "compile", "sweep", "flops", "memory", "report")
+FORMAT_ARMS = ("float32", "bfloat16", "float16")
+FORMAT_STATS = ("grad_underflow", "wgrad_underflow", "act_underflow", "pre_overflow")
 TEST_SIZE = 1000  # test examples per initlab run (evaluated outside the measured windows)
 MNIST_INPUTS, MNIST_CLASSES = 784, 10
 
@@ -107,16 +114,19 @@ class Plan:
     report_repeats: int
     matmul_n: int
     torch_max_seconds: float  # the PyTorch arm stops early after this long (see baselines.py)
+    format_steps: tuple[tuple[int, int, int], ...] = ()  # formats: (depth, width, steps per measurement)
 
 
 QUICK = Plan(repeats=3, steps={10: 200, 50: 40}, stats_steps=200, stats_every=(1, 10, 100),
              compile_depths=(5, 50, 200, 500), compile_modes=("cold", "warm"), sweep_steps=30, sweep_repeats=2,
              sweep_arms=("batched", "sequential"), memory=(200, 1024, 2), report_runs=1000, report_repeats=2,
-             matmul_n=2048, torch_max_seconds=10)
+             matmul_n=2048, torch_max_seconds=10,
+             format_steps=((10, 256, 200), (50, 256, 40), (10, 1024, 30), (50, 1024, 10)))
 FULL = Plan(repeats=5, steps={10: 300, 50: 100}, stats_steps=300, stats_every=(1, 10, 100),
             compile_depths=(5, 50, 200, 500), compile_modes=("off", "cold", "warm"), sweep_steps=None,
             sweep_repeats=2, sweep_arms=("batched", "sequential", "sequential-no-cache"), memory=(200, 1024, 5),
-            report_runs=1000, report_repeats=3, matmul_n=2048, torch_max_seconds=30)
+            report_runs=1000, report_repeats=3, matmul_n=2048, torch_max_seconds=30,
+            format_steps=((10, 256, 300), (50, 256, 100), (10, 1024, 60), (50, 1024, 20)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,11 +165,12 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
     return {
         "name": "bench", "seed": w.seed,
         "data": {"dataset": "mnist", "probe_size": w.probe_size, "test_size": TEST_SIZE},
-        "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal"},
+        "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal", "dtype": w.dtype},
         "train": {"optimizer": "sgd", "lr": w.lr, "batch_size": w.batch_size, "steps": w.steps},
         "log": {"every": log_every if log_every is not None else w.steps + 1,
                 "stats_on": w.stats_on if log_every is not None else "train_batch",
-                "histograms": w.histograms, "jacobian": w.jacobian},
+                "histograms": w.histograms, "jacobian": w.jacobian,
+                **({} if w.stats is None else {"stats": list(w.stats)})},
     }
 
 
@@ -588,6 +599,33 @@ class Suite:
         out["spectrum_50x512"] = self.jax("spectrum", depth=50, width=512, examples=4, data_dir=self.data_dir)
         return out
 
+    def formats(self) -> dict[str, Any]:
+        """float32, bfloat16 and float16 side by side per (depth, width); the format statistics' cost."""
+        from initlab.stats import default_names
+
+        out: dict[str, Any] = {}
+        for depth, width, steps in self.plan.format_steps:
+            arms = {}
+            for dtype in FORMAT_ARMS:
+                w = asdict(Workload(depth=depth, width=width, steps=steps, dtype=dtype))
+                arms[dtype] = lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir)
+            runs = interleaved(arms, self.plan.repeats, f"formats, depth {depth} x width {width}")
+            base = loops(runs["float32"])
+            out[f"{depth}x{width}"] = {
+                "depth": depth, "width": width, "steps": steps,
+                "rows": {name: {"loop": median(loops(v)), "vs_float32": paired(loops(v), base)}
+                         for name, v in runs.items()}}
+        without = tuple(n for n in default_names() if n not in FORMAT_STATS)
+        steps = self.plan.stats_steps
+        arms = {"default statistics": asdict(Workload(depth=10, steps=steps)),
+                "without the format statistics": asdict(Workload(depth=10, steps=steps, stats=without))}
+        runs = interleaved({k: (lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
+                            for k, w in arms.items()}, self.plan.repeats, "format statistics")
+        base = loops(runs["without the format statistics"])
+        out["statistics"] = {"steps": steps, "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
+                                                      for k, v in runs.items()}}
+        return out
+
     def compile(self) -> dict[str, Any]:
         """compile_time_s per depth, each in a fresh process: cache off, cold (empty folder) and warm."""
         rows = {}
@@ -717,6 +755,11 @@ def targets(res: dict[str, Any]) -> list[Target]:
         cost = 1 - row["rows"]["histograms 64"]["vs_off"]
         out.append(Target(f"histograms (64 bins) on, statistics every 10 steps, depth {depth}: throughput lost",
                           "≤ 10%", f"{cost:.1%}", cost <= 0.10))
+    fs = res.get("formats", {}).get("statistics")
+    if fs:
+        cost = 1 - fs["rows"]["default statistics"]["vs_without"]
+        out.append(Target("the four format statistics, every 10 steps on the training batch, depth 10: throughput "
+                          "lost", "≤ 5%", f"{cost:.1%}", cost <= 0.05))
     compile_rows = res.get("compile", {})
     if "5" in compile_rows and "500" in compile_rows:
         r = compile_rows["500"]["cold"] / compile_rows["5"]["cold"]
@@ -787,6 +830,18 @@ def markdown(res: dict[str, Any]) -> str:
                          "training loop, s"], rows),
                   f"The spectrum alone at depth 50 × width 512, 4 examples: {sp['first_s']:.2f} s for the first "
                   f"call (compilation included), {sp['call_s']:.2f} s per call after."]
+    if "formats" in res:
+        f = res["formats"]
+        rows = [[r["depth"], r["width"], r["steps"]] + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)"
+                                                        for d in FORMAT_ARMS]
+                for key, r in f.items() if key != "statistics"]
+        st = f["statistics"]
+        srows = [[k, _num(v["loop"]), f"{v['vs_without']:.2f}"] for k, v in st["rows"].items()]
+        parts += ["## Number formats (model.dtype, mixed precision; statistics every 10 steps on the training batch; "
+                  "steps/s, median, and the median per-round ratio to float32)",
+                  table(["depth", "width", "steps"] + list(FORMAT_ARMS), rows),
+                  f"The four format statistics (depth 10 × width 256, {st['steps']} steps; steps/s):",
+                  table(["statistics", "steps/s", "vs without"], srows)]
     if "compile" in res:
         c = res["compile"]
         modes = list(next(iter(c.values())))
