@@ -369,6 +369,12 @@ def _resolve_loss_scale(m: ModelConfig, t: TrainConfig) -> TrainConfig:
         raise ConfigError(f"train.loss_scale: {t.loss_scale!r} does nothing with model.dtype: {m.dtype!r} (loss "
                           "scaling keeps small gradients above float16's smallest normal number); use model.dtype: "
                           "float16 or bfloat16, or remove it")
+    from initlab.optimizers import SECOND_MOMENT
+
+    if m.precision == "pure" and m.dtype == "float16" and t.optimizer in SECOND_MOMENT:
+        raise ConfigError(f"model.precision: 'pure' with model.dtype: 'float16' and train.optimizer: {t.optimizer!r}: "
+                          "its second-moment state and eps (1e-8) are 0 in float16, so its first update is 0/0; "
+                          "use precision: mixed, bfloat16, or sgd/momentum/nesterov")
     return t if isinstance(t.loss_scale, str) else dataclasses.replace(t, loss_scale=float(t.loss_scale))
 
 

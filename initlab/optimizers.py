@@ -28,6 +28,10 @@ def _coupled_decay(opt: optax.GradientTransformation, s: OptimizerSettings) -> o
     return optax.chain(optax.add_decayed_weights(s.weight_decay), opt)
 
 
+# Optimizers that divide by a running second moment plus optax's eps = 1e-8: in float16 eps and
+# (1 - β₂)·g² of any |g| below about 1e-2 are 0, so their state cannot be kept in float16.
+SECOND_MOMENT = ("adam", "adamw", "rmsprop")
+
 OPTIMIZERS: Registry[Callable[[OptimizerSettings], optax.GradientTransformation]] = Registry(
     "optimizer",
     {

@@ -26,7 +26,7 @@ class Raw(NamedTuple):
 
 def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
                    y: jax.Array, *, key: jax.Array | None = None, layout: Layout | None = None,
-                   loss_scale: jax.Array | None = None):
+                   loss_scale: jax.Array | None = None, holds_batch: int | None = None):
     """The training step's forward and backward pass on the batch ``x``, ``y``: returns
     ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
 
@@ -37,8 +37,16 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     the backward pass is of S·L, so that small gradients stay representable in a narrow format;
     the gradient returned is divided by S in float32 (or wider) and kept in the parameters' dtype,
     and the statistics see each example's gradient without S (raw ones: the pass's own, with S).
+
+    ``holds_batch``: for a statistics pass on another batch (the probe) in a narrow format, the
+    training batch size B whose values the raw statistics must see: the pass is then of
+    S·(n/B)·L, so each ∂L/∂z entry is S times its example's gradient divided by B, what the
+    training step holds; the gradient returned is still that of the mean loss.
     """
     n = x.shape[0]
+    if holds_batch is not None and holds_batch != n and jnp.dtype(spec.compute) != jnp.dtype(spec.state_dtype):
+        ratio = jnp.float32(n / holds_batch)
+        loss_scale = ratio if loss_scale is None else loss_scale.astype(jnp.float32) * ratio
     collect = None if layout is None else layout.forward_collector(spec.activation)
     reduce = None if layout is None else layout.backward_reduce()
 
@@ -77,7 +85,8 @@ def update_values(layout: Layout, params: Params, prev_params: Params) -> jax.Ar
     return layout.update_values(effective_weights(params), effective_weights(prev_params))
 
 
-def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None) -> Callable:
+def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None,
+                   holds_batch: int | None = None) -> Callable:
     """``stats(params, state, prev_params, x, y) -> dict[statistic, (depth + 1,) or (depth + 1, k)]``
     (pure, unjitted): the statistics of a training step's forward/backward pass on ``x``, ``y``
     without the update. Batch norm uses the batch's own statistics (training mode) without touching
@@ -85,7 +94,7 @@ def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = N
     layout = layout or Layout.default()
 
     def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array):
-        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout)
+        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
         return layout.split(table_of(layout, params, grads, raw, update_values(layout, params, prev_params)))
 
     return stats

@@ -229,7 +229,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         return order, (x[idx], y[idx], drop_key)
 
-    def forward_backward(params, norm_state, batch, update=None, scale=None):
+    def forward_backward(params, norm_state, batch, update=None, scale=None, holds_batch=None):
         """The forward/backward pass of ``params`` on ``batch`` (inputs, labels, dropout key or
         None): (loss, gradient, new norm state, table). Given the layers' ``update`` statistics
         since the previous log, the same pass also yields the per-layer statistics table of these
@@ -237,7 +237,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         xb, yb, key = batch
         loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, params, norm_state, xb, yb, key=key,
                                                       layout=None if update is None else layout,
-                                                      loss_scale=None if scale is None else scale.scale)
+                                                      loss_scale=None if scale is None else scale.scale,
+                                                      holds_batch=holds_batch)
         table = None if raw is None else table_of(layout, params, grads, raw, update)
         return loss, grads, norm_state, table
 
@@ -332,7 +333,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
             else:
                 def logged(at_log, tables):
                     probe = (x[:probe_size], y[:probe_size], None)
-                    return record(tables, forward_backward(at_log, st.norm_state, probe, update, st.loss_scale)[3])
+                    return record(tables, forward_backward(at_log, st.norm_state, probe, update, st.loss_scale,
+                                                            holds_batch=t.batch_size)[3])
 
                 tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
                                                  new_prev, tables)

@@ -58,7 +58,7 @@ def test_a_value_normal_in_float32_is_subnormal_or_zero_in_float16():
     ("float32", "mixed", "float32"), ("bfloat16", "mixed", "float32"), ("float16", "mixed", "float32"),
     ("float64", "mixed", "float64"), ("bfloat16", "pure", "bfloat16"), ("float16", "pure", "float16")])
 def test_parameters_and_activations_are_in_the_documented_dtypes(name, precision, param):
-    cfg = tiny(model={"dtype": name, "precision": precision, "norm": "layernorm"})
+    cfg = tiny(model={"dtype": name, "precision": precision, "norm": "layernorm"}, train={"optimizer": "sgd"})
     with context(name):
         spec = model_spec(cfg.model, 16, 4)
         params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
@@ -135,6 +135,19 @@ def test_a_deep_sigmoid_net_loses_its_lower_gradients_in_float16_and_loss_scalin
     assert f16.loc[1, "act_underflow"] == 0.0 and f16.pre_overflow.max() == 0.0
 
 
+def test_the_probe_pass_holds_what_the_training_batch_holds():
+    """Statistics on a probe of 128 for a training batch of 32: the pass's ∂L/∂z entries are each
+    example's gradient / 32 (times S), what the training step holds, so the format statistics are
+    those of a batch-128 pass with a loss scale of 128/32 = 4; the other statistics are unchanged."""
+    batch32 = sigmoid_profile("float16", batch_size=32)
+    batch128, scaled4 = sigmoid_profile("float16"), sigmoid_profile("float16", loss_scale=4.0)
+    for column in ("grad_underflow", "wgrad_underflow"):
+        np.testing.assert_array_equal(batch32[column], scaled4[column])
+    assert (batch32.grad_underflow <= batch128.grad_underflow).all()
+    assert (batch32.grad_underflow < batch128.grad_underflow).any()
+    np.testing.assert_allclose(batch32.loc[8:, "grad_var"], batch128.loc[8:, "grad_var"], rtol=0.05)
+
+
 # -- loss scaling in training ------------------------------------------------------------------------
 
 def test_dynamic_loss_scaling_skips_overflowing_steps_and_logs_the_scale():
@@ -197,6 +210,8 @@ def test_the_format_keys_at_their_defaults_keep_old_hashes():
     ({"model": {"dtype": "float16"}, "train": {"loss_scale_period": 10}}, None,
      "train.loss_scale_period: 10 has no effect with train.loss_scale: 'none'"),
     ({"model": {"precision": "half"}}, None, "model.precision: 'half' is not one of mixed, pure"),
+    ({"model": {"dtype": "float16", "precision": "pure"}, "train": {"optimizer": "adam"}}, None,
+     "model.precision: 'pure' with model.dtype: 'float16' and train.optimizer: 'adam'"),
 ])
 def test_bad_format_settings_are_one_line_errors(section, value, message):
     base = {"data": {"dataset": "gaussian"}}
