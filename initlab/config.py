@@ -26,6 +26,11 @@ import yaml
 from initlab.errors import ConfigError
 
 
+def _bound(x: float) -> str:
+    """A range bound as written: an integral bound exactly (4294967295, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None = None,
          le: float | None = None, gt: float | None = None, lt: float | None = None,
          choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
@@ -36,6 +41,9 @@ def spec(default: Any = dataclasses.MISSING, help: str = "", *, ge: float | None
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
+
+# JAX's PRNGKey(seed) keeps a seed's low 32 bits: a larger seed would silently be another one's run.
+MAX_SEED = 2 ** 32 - 1
 
 # Keys added after runs were first made, with the default that keeps those runs' hashes: a config at
 # this value hashes as if the key did not exist, and a stored config without the key reads as it.
@@ -97,7 +105,7 @@ class DataConfig:
                            "with log.stats_on: probe, and theory's input variance q⁰ is measured on", ge=2)
     input_dim: int = spec(784, "gaussian only: input dimension", ge=1)
     num_classes: int = spec(10, "gaussian only: number of classes of the teacher", ge=2)
-    teacher_seed: int = spec(0, "gaussian only: seed of the inputs and the teacher network", ge=0)
+    teacher_seed: int = spec(0, "gaussian only: seed of the inputs and the teacher network", ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,8 @@ class RunConfig:
     """A whole run: what `initlab run` reads from YAML."""
 
     name: str = spec("run", "run name; the run folder is <log.out>/<name>-<config hash>")
-    seed: int = spec(0, "seed of initialization, data order and everything random in training", ge=0)
+    seed: int = spec(0, "seed of initialization, data order and everything random in training (0 to 2³² − 1: "
+                     "JAX's PRNGKey keeps 32 bits)", ge=0, le=MAX_SEED)
     data: DataConfig = spec(help="data section", factory=DataConfig)
     model: ModelConfig = spec(help="model section", factory=ModelConfig)
     train: TrainConfig = spec(help="train section", factory=TrainConfig)
@@ -272,13 +281,13 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if bad:
         parts = []
         if lo is not None:
-            parts.append(f">= {lo:g}")
+            parts.append(f">= {_bound(lo)}")
         if glo is not None:
-            parts.append(f"> {glo:g}")
+            parts.append(f"> {_bound(glo)}")
         if hi is not None:
-            parts.append(f"<= {hi:g}")
+            parts.append(f"<= {_bound(hi)}")
         if lhi is not None:
-            parts.append(f"< {lhi:g}")
+            parts.append(f"< {_bound(lhi)}")
         raise ConfigError(f"{key}: {value!r} is out of range (allowed: {' and '.join(parts)})")
 
 

@@ -220,6 +220,10 @@ def test_wrong_type(data, key, shown, expected):
         ({"model": {"norm_eps": 0}}, "model.norm_eps", "0.0", "> 0"),
         ({"data": {"probe_size": 1}}, "data.probe_size", "1", ">= 2"),
         ({"seed": -1}, "seed", "-1", ">= 0"),
+        ({"seed": 2 ** 32}, "seed", "4294967296", "<= 4294967295"),  # PRNGKey would keep the low 32 bits: seed 0
+        ({"seed": 2 ** 64}, "seed", "18446744073709551616", "<= 4294967295"),
+        ({"data": {"dataset": "gaussian", "teacher_seed": 2 ** 32}}, "data.teacher_seed", "4294967296",
+         "<= 4294967295"),
         ({"train": {"steps": -1}}, "train.steps", "-1", ">= 0"),
         ({"train": {"epochs": 0}}, "train.epochs", "0", ">= 1"),
     ],
@@ -228,6 +232,10 @@ def test_out_of_range(data, key, shown, allowed):
     msg = error(data)
     assert msg.startswith(f"{key}: {shown} ")
     assert "out of range" in msg and allowed in msg
+
+
+def test_the_largest_seed_is_accepted():
+    assert C.from_dict({"seed": 2 ** 32 - 1}).seed == 2 ** 32 - 1
 
 
 def test_depth_bounds_are_inclusive():
