@@ -4,6 +4,7 @@ renders what it returns. Library errors become one red line and an exit code (2:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from initlab import __version__
-from initlab.errors import InitlabError
+from initlab.errors import InitlabError, Terminated
 
 app = typer.Typer(help="A laboratory for initialization, normalization and signal propagation in deep MLPs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -35,13 +36,15 @@ def guarded(fn):
         from initlab.display import err_console
 
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except InitlabError as e:
             err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[red]interrupted[/]: partial results were kept", highlight=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            how = "terminated" if isinstance(e, Terminated) else "interrupted"
+            err_console.print(f"[red]{how}[/]: partial results were kept", highlight=False)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except Exception as e:
             if os.environ.get("INITLAB_DEBUG"):
                 raise
@@ -50,6 +53,27 @@ def guarded(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM (``kill``, a scheduler's timeout) raises ``Terminated`` in the
+    main thread, so it ends a run as Ctrl-C does instead of leaving it ``running``."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _version(value: bool) -> None:

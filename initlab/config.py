@@ -550,8 +550,16 @@ def is_default_stats(stats: Sequence[str] | None) -> bool:
     return stats is None or tuple(stats) in (STATS_BEFORE_LOG_STATS, tuple(_stat_names("default_names")))
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """8 hex digits identifying everything that can change a run's numbers (not log.out)."""
+# Run folders are named <name>-<first HASH_DIGITS hex digits of config_digest>. 8 digits (32 bits)
+# collided within a 100 × 100 × 10 grid; 16 (64 bits) put a collision past 10⁹ configs, and a folder
+# is still checked against its stored config before it counts as a config's run. Folders made with
+# 8 digits keep their names (``storage.run_dir_for`` finds them by the same digest's prefix).
+HASH_DIGITS = 16
+LEGACY_HASH_DIGITS = 8
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """The SHA-256 (64 hex digits) of everything that can change a run's numbers (not log.out)."""
     d = to_dict(cfg)
     d["log"].pop("out")
     if is_default_stats(d["log"]["stats"]):
@@ -563,7 +571,12 @@ def config_hash(cfg: RunConfig) -> str:
         if d[section].get(name) == default:
             d[section].pop(name)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """The run's identity in folder names, locks and indexes: ``config_digest``'s first 16 digits."""
+    return config_digest(cfg)[:HASH_DIGITS]
 
 
 def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:

@@ -6,6 +6,7 @@ whose status says so, beside the metrics and statistics gathered until then.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -16,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from initlab import __version__
-from initlab.config import DataConfig, RunConfig, config_hash, from_dict, to_dict
+from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError
-from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for
+from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for, unlock
 from initlab.schedule import make_schedule
 from initlab.train import TrainResult, train, train_group
 
@@ -42,7 +43,8 @@ def signal_profile(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 def failed_summary(cfg: RunConfig, reason: str, steps: int = 0) -> dict[str, Any]:
     """The summary.json of a run that raised instead of finishing."""
-    return {"status": "failed", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(run_dir_for(cfg)),
+    return {"status": "failed", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
+            "run_dir": str(run_dir_for(cfg)),
             "steps": steps, "error": reason, "versions": versions(), "config": to_dict(cfg)}
 
 
@@ -52,6 +54,7 @@ def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]
         "status": result.status,
         "name": cfg.name,
         "config_hash": config_hash(cfg),
+        "config_digest": config_digest(cfg),
         "run_dir": str(path),
         "steps": result.steps,
         "total_steps": result.total_steps,
@@ -116,21 +119,29 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     interrupted run still leaves its partial results and a summary saying what happened.
     """
     path = run_dir_for(cfg)
-    check_run_dir_free(path, force)  # before the (slow) data load
+    check_run_dir_free(cfg, path, force)  # before the (slow) data load
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
-    claim_run_dir(path, force)
+    lock = claim_run_dir(cfg, path, force)
+    try:
+        return _train_into(cfg, data, path, on_progress)
+    finally:
+        unlock(lock)
+
+
+def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[str, Any]:
     writer = RunWriter(path, cfg, on_progress)
     writer.write_config()
     started = time.time()
-    base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "run_dir": str(path),
-            "versions": versions(), "started_at": started, "config": to_dict(cfg)}
+    base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
+            "run_dir": str(path), "versions": versions(), "started_at": started, "pid": os.getpid(),
+            "config": to_dict(cfg)}
     writer.write_summary(base)
     try:
         result = train(cfg, data, writer)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
-        reason = "interrupted by the user" if interrupted else f"{type(e).__name__}: {e}"
+        reason = (str(e) or "interrupted by the user") if interrupted else f"{type(e).__name__}: {e}"
         last = writer.metric_rows[-1]["step"] if writer.metric_rows else 0
         writer.summary = {**failed_summary(cfg, reason, last), "status": "interrupted" if interrupted else "failed",
                           "started_at": started, "wall_time_s": time.time() - started}
@@ -141,8 +152,6 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     writer.summary = {**summarize(cfg, path, result), "started_at": started}
     writer.flush()
     return writer.summary
-
-
 
 
 _datasets: dict[str, Dataset] = {}

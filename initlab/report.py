@@ -138,6 +138,58 @@ def _numbers(obj: Any) -> Any:
     return obj
 
 
+class _Num:
+    """Schema marker: a number (not a bool)."""
+
+
+# What reports and plots read from a summary.json, and the type each field must have. A field may
+# be absent or null (NaN is stored as null); {str: T} is a mapping whose every value is a T, [T] a
+# list of T, a dict a mapping with those typed fields (others free).
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "status": str, "name": str, "error": str, "init_trace_file": str, "steps": _Num, "steps_per_second": _Num,
+    "final": {str: _Num}, "best": {str: _Num}, "history": {str: [_Num]},
+    "signal": {str: {str: [_Num]}},
+    "theory": {"applies": bool, "q": [_Num], "act_var": [_Num], "grad_ratio": [_Num], "jacobian_mean_sq": _Num},
+    "jacobian": {"applies": bool, "init": {str: Any}, "end": {str: Any}},
+    "divergence": {str: Any}, "config": {str: Any},
+}
+
+
+def _schema_error(value: Any, spec: Any, where: str) -> str | None:
+    """Where ``value`` breaks ``spec`` (``final.test_acc: a list, expected a number``), or None."""
+    if value is None or spec is Any:
+        return None
+    if spec is _Num:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"{where}: {_kind(value)}, expected a number"
+    if isinstance(spec, type):
+        return None if isinstance(value, spec) else f"{where}: {_kind(value)}, expected {_kind(spec())}"
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where}: {_kind(value)}, expected a list"
+        return next((e for i, v in enumerate(value) if (e := _schema_error(v, spec[0], f"{where}[{i}]"))), None)
+    if not isinstance(value, dict):
+        return f"{where}: {_kind(value)}, expected a mapping"
+    if list(spec) == [str]:
+        return next((e for k, v in value.items() if (e := _schema_error(v, spec[str], f"{where}.{k}"))), None)
+    return next((e for k, sub in spec.items() if (e := _schema_error(value.get(k), sub, f"{where}.{k}"))), None)
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_summary(summary: Any) -> str | None:
+    """Why a parsed summary.json cannot be reported (its first wrongly typed field), or None."""
+    if not isinstance(summary, dict):
+        return "summary.json is not an object"
+    errors = (_schema_error(summary.get(k), spec, k) for k, spec in SUMMARY_SCHEMA.items())
+    error = next((e for e in errors if e), None)
+    return f"summary.json {error}" if error else None
+
+
 def _is_run_folder(path: Path) -> bool:
     return any((path / f).exists() for f in ("summary.json", "config.yaml", "metrics.csv"))
 
@@ -150,9 +202,15 @@ def load_run(path: Path) -> Run | Skipped:
         return Skipped(path, "no summary.json (a partial or foreign folder)")
     except (OSError, ValueError) as e:
         return Skipped(path, f"summary.json unreadable ({type(e).__name__}: {e})")
-    if not isinstance(summary, dict):
-        return Skipped(path, "summary.json is not an object")
     summary = _numbers(summary)
+    problem = check_summary(summary)
+    if problem:
+        return Skipped(path, problem)
+    if summary.get("status") == "running":
+        from initlab.storage import LOST, lock_holder
+
+        if lock_holder(path) is None:  # no process trains it: killed (kill -9, out of memory)
+            summary = {**summary, "status": "interrupted", "error": LOST}
     config = summary.get("config")
     if not isinstance(config, dict):
         try:
@@ -174,7 +232,9 @@ def load_run(path: Path) -> Run | Skipped:
 
 def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
     """Every run folder under ``paths`` (run folders themselves, or folders holding them at any
-    depth; hidden folders such as sweep locks and temporaries are not entered)."""
+    depth; hidden folders such as sweep locks and temporaries are not entered). A symbolic link
+    inside the tree is not followed (a link to ``/`` would walk the filesystem): it is listed as
+    skipped; the paths given are followed."""
     runs: list[Run] = []
     skipped: list[Skipped] = []
     stack = [Path(p) for p in paths]
@@ -193,11 +253,17 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
             (runs if isinstance(item, Run) else skipped).append(item)
             continue
         try:
-            children = sorted(e.path for e in os.scandir(p) if e.is_dir() and not e.name.startswith("."))
+            entries = sorted((e for e in os.scandir(p) if not e.name.startswith(".")), key=lambda e: e.name)
         except NotADirectoryError:
             skipped.append(Skipped(p, "not a folder"))
             continue
-        stack[0:0] = [Path(c) for c in children]
+        except OSError as e:
+            skipped.append(Skipped(p, f"cannot list it ({e.strerror or type(e).__name__})"))
+            continue
+        for e in entries:
+            if e.is_symlink() and e.is_dir():
+                skipped.append(Skipped(Path(e.path), "a symbolic link, not followed (report its target directly)"))
+        stack[0:0] = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
     return runs, skipped
 
 

@@ -7,6 +7,7 @@ layer-wise pre-training, the initializer's trace. Every file is written whole to
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import RunConfig, config_hash, to_yaml
+from initlab.config import (LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, config_hash, from_dict,
+                            to_yaml)
 from initlab.errors import InitlabError
 from initlab.initializers import Trace
 from initlab.stats import QUANTITIES, Layout
@@ -104,8 +106,89 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
-    """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``."""
-    return Path(cfg.log.out) / f"{cfg.name}-{config_hash(cfg)}"
+    """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``, or the folder an earlier initlab
+    named with the hash's first 8 digits when it holds this very config."""
+    digest = config_digest(cfg)
+    path = Path(cfg.log.out) / f"{cfg.name}-{config_hash(cfg)}"
+    legacy = path.with_name(f"{cfg.name}-{digest[:LEGACY_HASH_DIGITS]}")
+    if not path.exists() and legacy.is_dir() and stored_digest(legacy) == digest:
+        return legacy
+    return path
+
+
+def stored_digest(path: Path) -> str | None:
+    """The ``config_digest`` of the run whose folder is ``path`` (from summary.json, else from the
+    config stored there); None when neither can be read."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        if isinstance(summary, dict) and isinstance(summary.get("config_digest"), str):
+            return summary["config_digest"]
+    except (OSError, ValueError):
+        pass
+    import yaml
+
+    try:
+        return config_digest(from_dict(yaml.safe_load((path / "config.yaml").read_text())))
+    except (OSError, ValueError, ConfigError, yaml.YAMLError):
+        return None
+
+
+def check_same_config(path: Path, cfg: RunConfig) -> None:
+    """A folder at ``cfg``'s run path that holds another config is a hash collision: say so
+    instead of treating that run as this one's."""
+    found = stored_digest(path)
+    if found is not None and found != config_digest(cfg):
+        raise InitlabError(f"{path} holds a different config with the same hash (a hash collision); "
+                           f"move that folder or change this run's name")
+
+
+# -- locks ------------------------------------------------------------------------------------
+# A run being trained holds an exclusive flock on <out>/.locks/<run folder name>.lock, from before
+# its folder is claimed until its result is written (``initlab run`` and sweeps alike). The kernel
+# drops the lock when the process dies however it dies, so a folder whose summary says ``running``
+# while its lock is free is a run that was killed (kill -9, the OOM killer): ``run_status`` reads
+# it as interrupted.
+
+def lock_path(path: Path) -> Path:
+    return path.parent / ".locks" / f"{path.name}.lock"
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive, non-blocking flock on the run folder ``path``'s lock; the open descriptor
+    (which holds the lock until ``unlock``), or None if another process holds it."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the process training the run folder ``path`` (0 if unknown), or None when no
+    process holds its lock. Reads only: works on a tree this process cannot write."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nothing ever trained here under a lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    finally:
+        os.close(fd)  # closing drops the shared lock, if taken
+    return None
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -155,21 +238,44 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def check_run_dir_free(path: Path, force: bool) -> None:
-    """An existing run folder is an error unless ``force``."""
-    if path.exists() and not force:
+# The status a killed run's summary is read as, and the reason it is given.
+LOST = "lost: the process ended without recording a result (killed, out of memory or out of disk)"
+
+
+def check_run_dir_free(cfg: RunConfig, path: Path, force: bool, *, locked: bool = False) -> None:
+    """``path`` may receive ``cfg``'s run: absent, or a run of the same config that is not being
+    trained and either did not finish (interrupted, or killed) or is to be redone (``force``).
+    ``locked``: this process holds the folder's lock."""
+    if not path.exists():
+        return
+    check_same_config(path, cfg)
+    pid = None if locked else lock_holder(path)
+    if pid is not None:
+        who = f"process {pid}" if pid else "another process"
+        raise InitlabError(f"{path} is being trained by {who}; wait for it or stop it first")
+    if run_status(path, locked=locked) != "interrupted" and not force:
         raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
 
 
-def claim_run_dir(path: Path, force: bool) -> None:
-    """Make sure ``path`` may receive a run: an existing run folder is an error unless ``force``,
-    which moves it aside and deletes it."""
-    check_run_dir_free(path, force)
-    if path.exists():
-        trash = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    path.mkdir(parents=True)
+def claim_run_dir(cfg: RunConfig, path: Path, force: bool) -> int:
+    """Lock ``path`` for ``cfg``'s run and make it an empty folder (an unfinished or, with
+    ``force``, any earlier run of the config there is moved aside and deleted); returns the lock's
+    descriptor, which the caller holds until the run's result is written."""
+    fd = try_lock(path)
+    if fd is None:
+        check_run_dir_free(cfg, path, force)  # names the process that holds it
+        raise InitlabError(f"{path} is being trained by another process")
+    try:
+        check_run_dir_free(cfg, path, force, locked=True)
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        path.mkdir(parents=True)
+    except BaseException:
+        unlock(fd)
+        raise
+    return fd
 
 
 class RunRecorder:
@@ -305,12 +411,17 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
         raise
 
 
-def run_status(path: Path) -> str:
+def run_status(path: Path, *, locked: bool = False) -> str:
     """The status in a run folder's summary.json: ``missing`` without a folder, ``corrupt`` when
-    the summary is absent or unreadable."""
+    the summary is absent or unreadable, ``interrupted`` for a ``running`` run whose lock no
+    process holds (``locked``: this process holds it, so no other can be training it)."""
     if not path.is_dir():
         return "missing"
     try:
-        return str(json.loads((path / "summary.json").read_text()).get("status", "corrupt"))
+        summary = json.loads((path / "summary.json").read_text())
+        status = str(summary.get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"
+    if status == "running" and (locked or lock_holder(path) is None):
+        return "interrupted"
+    return status

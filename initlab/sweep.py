@@ -17,10 +17,10 @@ over, and two sweeps on one folder never train the same run at once.
 from __future__ import annotations
 
 import copy
-import fcntl
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from initlab.config import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
-                            config_hash, from_dict, read_yaml, set_value, to_dict)
+                            config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError
-from initlab.storage import atomic_write, run_dir_for, run_status, write_run_dir
+from initlab.storage import atomic_write, check_same_config, run_dir_for, run_status, try_lock, unlock, write_run_dir
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -169,7 +169,7 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
     if spec.seeds is not None:
         axes.append([{"seed": s} for s in spec.seeds])
     out_dir = sweep_dir(spec)
-    runs, seen = [], set()
+    runs, seen = [], {}
     for combo in itertools.product(*axes):
         varied = {k: v for part in combo for k, v in part.items()}
         data = copy.deepcopy(spec.base)
@@ -181,10 +181,14 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
         except ConfigError as e:
             label = ", ".join(f"{k}={v}" for k, v in varied.items())
             raise ConfigError(f"run ({label}): {e}") from None
-        run = SweepRun(cfg, varied)
-        if run.hash not in seen:  # a value listed twice adds nothing
-            seen.add(run.hash)
-            runs.append(run)
+        run, digest = SweepRun(cfg, varied), config_digest(cfg)
+        if run.hash in seen:
+            if seen[run.hash] != digest:
+                raise InitlabError(f"runs {run.varied} and another of this sweep share the hash {run.hash} "
+                                   "(a hash collision); change a run's name")
+            continue  # a value listed twice adds nothing
+        seen[run.hash] = digest
+        runs.append(run)
     return runs
 
 
@@ -210,29 +214,14 @@ def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]
     return groups
 
 
-def _lock(path: Path) -> int | None:
-    """An exclusive, non-blocking flock on ``path``; the open descriptor, or None if it is held."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def needs_work(run: SweepRun, retry_failed: bool) -> bool:
-    """Whether a run still has to be trained (not done; failed only with ``retry_failed``)."""
-    status = run_status(run.path)
-    return status not in DONE and (retry_failed or status != "failed")
+def needs_work(run: SweepRun, retry_failed: bool, *, locked: bool = False) -> bool:
+    """Whether a run still has to be trained: not done, not being trained by another process, and
+    failed only with ``retry_failed``. A folder that holds another config (a hash collision) is an
+    InitlabError. ``locked``: this process holds the run's lock."""
+    if run.path.exists():
+        check_same_config(run.path, run.cfg)
+    status = run_status(run.path, locked=locked)
+    return status not in DONE and status != "running" and (retry_failed or status != "failed")
 
 
 @dataclass
@@ -270,7 +259,7 @@ class Executor:
     """Runs ``execute_group`` tasks: inline, in a process pool, or on a Ray cluster."""
 
     def submit(self, cfg_dicts: list[dict], data_dir: str | None) -> Future: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, abort: bool = False) -> None: ...  # abort: stop work in flight (interrupt)
 
 
 class InlineExecutor(Executor):
@@ -286,8 +275,23 @@ class InlineExecutor(Executor):
             fut.set_exception(e)
         return fut
 
-    def shutdown(self):
+    def shutdown(self, abort=False):
         pass
+
+
+def _die_with_parent(parent: int, interval_s: float = 0.5) -> None:
+    """A pool worker's initializer: a daemon thread that ends this process as soon as its parent
+    is gone (kill -9 or SIGTERM of the sweep), so no orphaned worker holds its memory. Polling
+    ``getppid`` rather than ``prctl(PR_SET_PDEATHSIG)``: that signal fires when the parent *thread*
+    that spawned the worker ends, and the pool spawns from more than one thread."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="initlab-die-with-parent", daemon=True).start()
 
 
 class PoolExecutor(Executor):
@@ -297,7 +301,11 @@ class PoolExecutor(Executor):
         import multiprocessing
 
         self.workers, self.context = workers, multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(workers, mp_context=self.context)
+        self.pool = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_die_with_parent,
+                                   initargs=(os.getpid(),))
 
     def submit(self, cfg_dicts, data_dir):
         from concurrent.futures.process import BrokenProcessPool
@@ -308,10 +316,13 @@ class PoolExecutor(Executor):
             return self.pool.submit(execute_group, cfg_dicts, data_dir)
         except BrokenProcessPool:  # a worker died (its groups are recorded as failed): start afresh
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=self.context)
+            self.pool = self._pool()
             return self.pool.submit(execute_group, cfg_dicts, data_dir)
 
-    def shutdown(self):
+    def shutdown(self, abort=False):
+        if abort:  # an interrupt: the groups in flight are lost anyway, do not wait for them
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -338,7 +349,7 @@ class RayExecutor(Executor):
     def submit(self, cfg_dicts, data_dir):
         return self.task.remote(cfg_dicts, data_dir).future()
 
-    def shutdown(self):
+    def shutdown(self, abort=False):
         pass
 
 
@@ -385,15 +396,16 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     in_flight: dict[Future, tuple[list[SweepRun], list[int]]] = {}
     pending: Iterator[list[SweepRun]] = iter(groups)
     slots = max(1, workers)
+    aborted = True
     try:
         with ExitStack() as stack:
-            stack.callback(lambda: [_unlock(fd) for _, fds in in_flight.values() for fd in fds])
+            stack.callback(lambda: [unlock(fd) for _, fds in in_flight.values() for fd in fds])
             while True:
                 while len(in_flight) < slots and not report.stopped_early:
                     group = next(pending, None)
                     if group is None:
                         break
-                    claimed, fds = _claim(group, retry_failed, directory)
+                    claimed, fds = _claim(group, retry_failed)
                     report.busy += len(group) - len(claimed)
                     if not claimed:
                         continue
@@ -418,31 +430,32 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                       rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
                                       rec.get("spectra"))
                     for fd in fds:
-                        _unlock(fd)
+                        unlock(fd)
                     report.trained += len(claimed)
                     report.statuses = write_index(directory, spec, runs)
                     emit("done", {"runs": len(claimed), "statuses": [rec["summary"]["status"] for rec in records]})
                     if fail_fast and any(rec["summary"]["status"] == "failed" for rec in records):
                         report.stopped_early = True
+        aborted = False
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(abort=aborted)
     report.statuses = write_index(directory, spec, runs)
     return report
 
 
-def _claim(group: Sequence[SweepRun], retry_failed: bool, directory: Path) -> tuple[list[SweepRun], list[int]]:
+def _claim(group: Sequence[SweepRun], retry_failed: bool) -> tuple[list[SweepRun], list[int]]:
     """Lock the runs of ``group`` that still need work and no other process holds."""
     claimed, fds = [], []
     for run in group:
-        fd = _lock(directory / ".locks" / f"{run.hash}.lock")
+        fd = try_lock(run.path)
         if fd is None:
             continue
-        if needs_work(run, retry_failed):  # it may have finished while we waited
+        if needs_work(run, retry_failed, locked=True):  # it may have finished while we waited
             claimed.append(run)
             fds.append(fd)
         else:
-            _unlock(fd)
+            unlock(fd)
     return claimed, fds
 
 

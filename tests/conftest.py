@@ -64,3 +64,8 @@ def tiny(**sections) -> RunConfig:
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+def run_folders(out: Path) -> list[Path]:
+    """The run folders under ``out`` (not ``.locks``, where runs in training hold their locks)."""
+    return sorted(p for p in out.iterdir() if not p.name.startswith("."))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from initlab import config as cfgmod
 from initlab.cli import app
 
-from conftest import ROOT, small_run
+from conftest import ROOT, run_folders, small_run
 
 runner = CliRunner()
 TINY = small_run("cli")
@@ -36,7 +36,7 @@ def test_run_writes_a_run_folder(tiny_yaml, tmp_path):
     out = tmp_path / "runs"
     result = invoke("run", tiny_yaml, "--out", out)
     assert result.exit_code == 0, result.output
-    (folder,) = out.iterdir()
+    (folder,) = run_folders(out)
     assert folder.name.startswith("cli-")
     assert "run folder:" in result.output and "per-layer variance" in result.output
     assert len(pd.read_csv(folder / "layers.csv")) == 3 * 3
@@ -49,11 +49,11 @@ def test_run_writes_a_run_folder(tiny_yaml, tmp_path):
 def test_run_with_statistics_on_the_training_batch(tiny_yaml, tmp_path):
     result = invoke("run", tiny_yaml, "--out", tmp_path / "batch", "-q", "--set", "log.stats_on=train_batch")
     assert result.exit_code == 0, result.output
-    (folder,) = (tmp_path / "batch").iterdir()
+    (folder,) = run_folders(tmp_path / "batch")
     layers = pd.read_csv(folder / "layers.csv")
     probe_run = invoke("run", tiny_yaml, "--out", tmp_path / "probe", "-q")
     assert probe_run.exit_code == 0, probe_run.output
-    (probe_folder,) = (tmp_path / "probe").iterdir()
+    (probe_folder,) = run_folders(tmp_path / "probe")
     probe = pd.read_csv(probe_folder / "layers.csv")
     assert list(layers["step"]) == list(probe["step"]) and len(layers) == 3 * 3
     assert layers[["pre_var", "act_var", "grad_var"]].notna().all().all()
@@ -100,7 +100,7 @@ def test_quickstart_trains_on_real_mnist(mnist_dir, tmp_path):
     result = invoke("run", ROOT / "configs" / "quickstart.yaml", "--data-dir", mnist_dir, "--out", tmp_path, "-q",
                     "--set", "train.steps=60", "--set", "data.train_size=4000", "--set", "data.test_size=1000")
     assert result.exit_code == 0, result.output
-    (folder,) = tmp_path.iterdir()
+    (folder,) = run_folders(tmp_path)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["final"]["test_acc"] > 0.8
 
@@ -162,5 +162,5 @@ def test_run_with_lsuv_names_its_trace_file(tmp_path):
     result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "initialization (lsuv)" in result.output and "trace in lsuv_trace.csv" in result.output
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = run_folders(tmp_path / "runs")
     assert (folder / "lsuv_trace.csv").is_file()

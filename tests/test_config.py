@@ -471,7 +471,7 @@ def test_load_date_value_is_a_config_error(tmp_path):
 
 def test_config_hash_is_stable_and_short():
     h = C.config_hash(C.from_dict({}))
-    assert re.fullmatch(r"[0-9a-f]{8}", h)
+    assert re.fullmatch(r"[0-9a-f]{16}", h)
     assert C.config_hash(C.from_dict({})) == h
     assert C.config_hash(C.from_dict({"model": {"depth": 3}})) == h  # default spelled out
 
@@ -566,4 +566,4 @@ def test_log_stats_from_the_command_line_and_its_hash():
     b = C.from_dict(C.apply_overrides({}, ["log.stats=[update_ratio, w_norm]"]))
     assert a.log.stats == b.log.stats == ("pre_var", "act_var", "grad_var", "w_norm", "update_ratio")
     # the default leaves run folders named as before log.stats existed; a selection is another run
-    assert C.config_hash(C.from_dict({})) == "1f0be2ba" != C.config_hash(a) == C.config_hash(b)
+    assert C.config_hash(C.from_dict({})) == "1f0be2badb0ba9be" != C.config_hash(a) == C.config_hash(b)

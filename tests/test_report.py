@@ -206,3 +206,37 @@ def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
     summary = experiment.run(cfg)
     view = layer_report(summary["run_dir"])
     assert [c for c in view["columns"] if not c.endswith("_theory") and c != "grad_ratio"] == list(cfg.log.stats)
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("final", [1, 2], "final: a list, expected a mapping"),
+    ("final", {"test_acc": "high"}, "final.test_acc: a string, expected a number"),
+    ("signal", {"init": {"act_var": [1.0, "x"]}}, "signal.init.act_var[1]: a string, expected a number"),
+    ("history", {"step": 3}, "history.step: a number, expected a list"),
+    ("status", 7, "status: a number, expected a string"),
+    ("theory", {"applies": "yes"}, "theory.applies: a string, expected true/false"),
+])
+def test_a_wrongly_typed_summary_is_skipped_with_its_reason(runs_dir, tmp_path, field, value, reason):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_dir / "grid", root / "grid", ignore=shutil.ignore_patterns("grid-corrupt0"))
+    bad = next(p for p in sorted((root / "grid").iterdir()) if p.name.startswith("grid-"))
+    summary = json.loads((bad / "summary.json").read_text())
+    summary[field] = value
+    (bad / "summary.json").write_text(json.dumps(summary))
+    runs, skipped = discover([root])
+    assert [(s.path, s.reason) for s in skipped] == [(bad, f"summary.json {reason}")]
+    result = runner.invoke(app, ["report", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "internal error" not in result.output and "skipped" in result.output
+
+
+def test_discovery_does_not_follow_symbolic_links(runs_dir, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_dir / "grid", root / "grid", ignore=shutil.ignore_patterns("grid-corrupt0"))
+    (root / "everything").symlink_to("/")
+    (root / "again").symlink_to(root / "grid")
+    runs, skipped = discover([root])
+    assert len(runs) == 9  # the grid, each run once
+    assert sorted(s.path.name for s in skipped) == ["again", "everything"]
+    assert all("symbolic link" in s.reason for s in skipped)
+    assert len(discover([root / "again"])[0]) == 9  # a link given by name is followed

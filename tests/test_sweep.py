@@ -20,7 +20,7 @@ from initlab.errors import ConfigError
 from initlab.storage import run_status
 from initlab.sweep import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
-from conftest import small_run
+from conftest import run_folders, small_run
 
 runner = CliRunner()
 BASE = small_run("grid")
@@ -112,7 +112,7 @@ def test_batched_sweep_run_matches_initlab_run(tmp_path):
     solo_cfg.write_text(yaml.safe_dump(to_dict(target.cfg)))
     result = runner.invoke(app, ["run", str(solo_cfg), "--out", str(tmp_path / "solo"), "-q"])
     assert result.exit_code == 0, result.output
-    (solo,) = (tmp_path / "solo").iterdir()
+    (solo,) = run_folders(tmp_path / "solo")
     assert solo.name == target.path.name  # same config, same hash
     a, b = pd.read_csv(target.path / "metrics.csv"), pd.read_csv(solo / "metrics.csv")
     pd.testing.assert_series_equal(a.train_loss, b.train_loss, rtol=2e-4)
