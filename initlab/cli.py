@@ -139,6 +139,8 @@ def sweep(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train failed runs again.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed group.")] = False,
     max_group: Annotated[int, typer.Option("--max-group", min=1, help="Most runs trained together in one group.")] = 32,
+    replace: Annotated[bool, typer.Option("--replace", help="Let this sweep take over the folder of a different "
+                                          "sweep with the same name (its run folders are kept).")] = False,
     data_dir: DataDir = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder that holds the sweep folder (overrides log.out).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -156,7 +158,7 @@ def sweep(
     with sweep_progress(spec.name, enabled=not quiet) as on_event:
         report = sweepmod.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor, address=address,
                                     retry_failed=retry_failed, fail_fast=fail_fast, max_group=max_group,
-                                    on_event=on_event)
+                                    on_event=on_event, replace=replace)
     console.print(sweep_table(report))
     console.print(f"{report.directory}: trained {report.trained} runs in {report.groups} groups; "
                   f"{report.skipped_done} already done"

@@ -201,6 +201,27 @@ def sweep_dir(spec: SweepSpec) -> Path:
     return Path(str(log.get("out", "runs"))) / check_name(spec.base.get("name", "sweep"), "name", "sweep name")
 
 
+def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = False) -> None:
+    """A sweep folder belongs to one sweep: the runs its ``index.json`` lists. Another sweep of the
+    same name (other runs: a different grid, base or seeds) is an InitlabError unless ``replace``,
+    which makes it the folder's sweep (sweep.yaml and index.json; run folders are kept and reused
+    where configs match). The comparison is of run hashes, so respelling a file changes nothing."""
+    index = directory / "index.json"
+    if replace or not index.exists():
+        return
+    try:
+        old = {str(e["hash"]) for e in json.loads(index.read_text())["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable index is rewritten from the folders on disk
+    digits = min((len(h) for h in old), default=0)  # an index written with 8-digit hashes
+    new = {r.hash[:digits] for r in runs}
+    if old != new:
+        added, dropped = len(new - old), len(old - new)
+        raise InitlabError(f"{directory} holds a different sweep named {directory.name!r} ({added} runs not in it, "
+                           f"{dropped} of its runs not in this one); choose another name, or pass --replace to "
+                           "make this its sweep (its run folders are kept)")
+
+
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
     """Runs grouped by what they share (``batch_key``), in sweep order, at most ``max_group`` each."""
     from initlab.train import batch_key
@@ -374,16 +395,17 @@ Event = Callable[[str, dict[str, Any]], None]
 
 def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: int = 1, executor: str = "local",
               address: str | None = None, retry_failed: bool = False, fail_fast: bool = False, max_group: int = 32,
-              on_event: Event | None = None) -> SweepReport:
+              on_event: Event | None = None, replace: bool = False) -> SweepReport:
     """Train every run of ``spec`` that is not done yet; returns the final statuses.
 
     ``on_event(kind, info)`` hears ``start`` (total, todo, groups), ``group`` (index, size, label)
-    and ``done`` (runs finished so far) for a progress display.
+    and ``done`` (runs finished so far) for a progress display. ``replace``: see ``check_same_sweep``.
     """
     emit = on_event or (lambda kind, info: None)
     check_executor(executor, address)
     runs = expand(spec)
     directory = sweep_dir(spec)
+    check_same_sweep(directory, runs, replace)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / "sweep.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
     _clean_stale_temps(directory)

@@ -148,3 +148,18 @@ def test_pool_workers_die_with_their_parent(tmp_path):
         _wait_for(gone, 10, f"worker {worker} to exit")
     finally:
         parent.kill()
+
+
+def test_a_different_sweep_of_the_same_name_is_refused_unless_replaced(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({**small_run("same"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 1}))
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0
+    index = (tmp_path / "same" / "index.json").read_text()
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "1,2"])
+    assert result.exit_code == 1 and "holds a different sweep named 'same' (2 runs not in it, 1 of its runs" in \
+        result.output.replace("\n", " ")
+    assert (tmp_path / "same" / "index.json").read_text() == index  # nothing of the first was overwritten
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0  # the same sweep again: fine
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1", "--replace"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "same" / "index.json").read_text())["runs"]) == 2
