@@ -114,10 +114,15 @@ def test_batched_sweep_run_matches_initlab_run(tmp_path):
     assert result.exit_code == 0, result.output
     (solo,) = run_folders(tmp_path / "solo")
     assert solo.name == target.path.name  # same config, same hash
+    # what the README promises: step 0 to float32 rounding, later steps apart by rounding that
+    # training amplifies (under 1e-4 on a run this short)
     a, b = pd.read_csv(target.path / "metrics.csv"), pd.read_csv(solo / "metrics.csv")
-    pd.testing.assert_series_equal(a.train_loss, b.train_loss, rtol=2e-4)
+    a, b = a.drop(columns="wall_time"), b.drop(columns="wall_time")
+    pd.testing.assert_frame_equal(a[a.step == 0], b[b.step == 0], rtol=1e-5)
+    pd.testing.assert_frame_equal(a, b, rtol=1e-4)
     la, lb = pd.read_csv(target.path / "layers.csv"), pd.read_csv(solo / "layers.csv")
-    pd.testing.assert_series_equal(la.pre_var, lb.pre_var, rtol=1e-3)
+    pd.testing.assert_frame_equal(la[la.step == 0], lb[lb.step == 0], rtol=1e-5)
+    pd.testing.assert_frame_equal(la, lb, rtol=1e-4)
 
 
 def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
