@@ -474,8 +474,64 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     return out
 
 
+# Limits on what a config file may make this process do: its size, how deep it nests and how many
+# nodes it expands to once aliases are followed (a "billion laughs" file of nested aliases is a few
+# hundred bytes and gigabytes once expanded).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML with the YAML 1.2 float rule: PyYAML (YAML 1.1) reads ``1e-3`` as a string."""
+    """YAML with the YAML 1.2 float rule (PyYAML, YAML 1.1, reads ``1e-3`` as a string), nesting
+    at most ``MAX_YAML_DEPTH`` deep and expanding (aliases followed) to at most ``MAX_YAML_NODES``
+    nodes; past either, a ConfigError before anything is built."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth, self._nodes, self._sizes, self._open = 0, 0, {}, []
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            anchor = self.peek_event().anchor
+            if anchor in self._open:
+                raise ConfigError(f"the alias *{anchor} is inside the value it names{self._where()}")
+            self._count(self._expanded_size(self.anchors[anchor]) if anchor in self.anchors else 1)
+            return super().compose_node(parent, index)
+        self._count(1)
+        anchor = getattr(self.peek_event(), "anchor", None)
+        self._depth += 1
+        self._open.append(anchor)
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels{self._where()}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.pop()
+
+    def _count(self, n: int) -> None:
+        self._nodes += n
+        if self._nodes > MAX_YAML_NODES:
+            raise ConfigError(f"aliases expand to more than {MAX_YAML_NODES:,} values{self._where()} "
+                              "(a YAML alias bomb?)")
+
+    def _expanded_size(self, node: yaml.Node) -> int:
+        """Nodes in ``node`` with every alias inside it expanded (memoized)."""
+        key = id(node)
+        if key not in self._sizes:
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            else:
+                children = []
+            self._sizes[key] = 1 + sum(self._expanded_size(c) for c in children)
+        return self._sizes[key]
+
+    def _where(self) -> str:
+        mark = self.peek_event().start_mark if self.check_event() else None
+        return f" at line {mark.line + 1}" if mark else ""
 
 
 _Loader.add_implicit_resolver(
@@ -486,13 +542,16 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_load(text: str) -> Any:
+def parse_yaml(text: str) -> Any:
+    """YAML text as data, within ``_Loader``'s limits (ConfigError past them, yaml.YAMLError if malformed)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _parse_scalar(raw: str, key: str) -> Any:
     try:
-        return _yaml_load(raw) if raw.strip() else None
+        return parse_yaml(raw) if raw.strip() else None
+    except ConfigError as e:
+        raise ConfigError(f"--set {key}: {e}") from None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
 
@@ -514,13 +573,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """The YAML mapping in ``path``; ConfigError if it is missing, unreadable or not a mapping."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a config file") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a short YAML file")
     try:
-        data = _yaml_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                          "a config is a YAML file") from None
+    try:
+        data = parse_yaml(text)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -10,6 +10,16 @@ class InitlabError(Exception):
     """
 
     exit_code = 1
+    # A message longer than this (a huge value echoed back) keeps its start (the key, the value's
+    # beginning) and its end (what is allowed), and says how much was cut.
+    max_length = 1000
+
+    def __init__(self, message: str = ""):
+        message = str(message)
+        if len(message) > self.max_length:
+            head, tail = message[:700], message[-200:]
+            message = f"{head} … ({len(message) - 900} characters cut) … {tail}"
+        super().__init__(message)
 
 
 class ConfigError(InitlabError):

@@ -216,8 +216,10 @@ def load_run(path: Path) -> Run | Skipped:
         try:
             import yaml
 
-            config = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, ValueError) as e:
+            from initlab.config import parse_yaml
+
+            config = parse_yaml((path / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError, InitlabError) as e:
             return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
         if not isinstance(config, dict):
             return Skipped(path, "config.yaml is not a mapping")

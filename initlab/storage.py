@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from initlab.config import (LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, config_hash, from_dict,
-                            to_yaml)
+                            parse_yaml, to_yaml)
 from initlab.errors import InitlabError
 from initlab.initializers import Trace
 from initlab.stats import QUANTITIES, Layout
@@ -128,7 +128,7 @@ def stored_digest(path: Path) -> str | None:
     import yaml
 
     try:
-        return config_digest(from_dict(yaml.safe_load((path / "config.yaml").read_text())))
+        return config_digest(from_dict(parse_yaml((path / "config.yaml").read_text())))
     except (OSError, ValueError, ConfigError, yaml.YAMLError):
         return None
 
