@@ -21,7 +21,8 @@ data_app = typer.Typer(help="Download and verify the MNIST files.", no_args_is_h
 app.add_typer(data_app, name="data")
 
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder holding the MNIST files (default: $INITLAB_DATA_DIR, then the user cache).",
+    "--data-dir", help="Folder holding the MNIST files, and only that folder (default: $INITLAB_DATA_DIR, then the "
+    "user cache).",
     file_okay=False)]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import http.client
 import os
 import secrets
@@ -88,7 +89,7 @@ MIRRORS: tuple[str, ...] = (
 
 MIRRORS_ENV = "INITLAB_MNIST_MIRRORS"
 DATA_DIR_ENV = "INITLAB_DATA_DIR"
-TIMEOUT_S = 30.0  # per socket operation, so a stalled mirror falls through to the next one
+TIMEOUT_S = 10.0  # per socket operation, so a stalled mirror falls through to the next one (said on stderr)
 _CHUNK = 1 << 16
 _FIX = "delete it and run `initlab data fetch`"
 
@@ -129,13 +130,14 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """Return the folders searched for MNIST, in order: ``data_dir``, ``$INITLAB_DATA_DIR``, ``cache_dir()``.
+    """Return the folders searched for MNIST, in order: ``data_dir`` alone when given (a folder
+    named explicitly is never silently swapped for another), else ``$INITLAB_DATA_DIR``, then ``cache_dir()``.
 
     The first entry is also where ``fetch`` downloads to when no folder holds all four files.
     """
-    dirs: list[Path] = []
     if data_dir is not None and str(data_dir) != "":
-        dirs.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()]
+    dirs: list[Path] = []
     env = os.environ.get(DATA_DIR_ENV, "")
     if env:
         dirs.append(Path(env).expanduser())
@@ -187,15 +189,27 @@ def _spec_for(path: Path) -> MnistFile:
     return FILES[name]
 
 
-def _gunzip(raw: bytes) -> bytes:
+def _gunzip(raw: bytes, spec: MnistFile) -> bytes:
+    """The decompressed bytes, streamed and stopped one byte past ``spec.size``: a "gzip bomb"
+    (28 MB that inflates to gigabytes) costs at most the expected size in memory."""
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            data = f.read(spec.size + 1)
     except gzip.BadGzipFile as exc:
         raise _CorruptFile(f"not a valid gzip file ({exc})") from None
     except EOFError:
         raise _CorruptFile(f"truncated gzip file (compressed stream ends early after {len(raw):,} bytes)") from None
     except zlib.error as exc:
         raise _CorruptFile(f"not a valid gzip file (corrupt compressed data: {exc})") from None
+    if len(data) > spec.size:
+        raise _CorruptFile(f"wrong size: more than {spec.size:,} bytes once decompressed")
+    return data
+
+
+# gzip never grows incompressible data by more than a few bytes per block: a compressed file (or a
+# download) larger than this is not the file we want.
+def _gz_limit(spec: MnistFile) -> int:
+    return spec.size + (1 << 20)
 
 
 def _check_size(size: int, spec: MnistFile) -> None:
@@ -215,7 +229,10 @@ def _check_bytes(data: bytes, spec: MnistFile) -> bytes:
 
 def _read_verified(path: Path, spec: MnistFile) -> bytes:
     if path.name.endswith(".gz"):
-        return _check_bytes(_gunzip(path.read_bytes()), spec)
+        size = path.stat().st_size
+        if size > _gz_limit(spec):
+            raise _CorruptFile(f"wrong size: {size:,} bytes compressed, more than the {spec.size:,} it should hold")
+        return _check_bytes(_gunzip(path.read_bytes(), spec), spec)
     # Check the size before reading, so a wrong multi-gigabyte file is rejected cheaply.
     _check_size(path.stat().st_size, spec)
     return _check_bytes(path.read_bytes(), spec)
@@ -288,9 +305,7 @@ def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: 
     final = target / spec.gz_name
     # Same folder as the final file, so os.replace is an atomic rename, never a cross-device copy.
     tmp = target / f".{spec.gz_name}.{os.getpid()}-{secrets.token_hex(4)}.part"
-    # gzip never grows incompressible data by more than a few bytes per block; anything bigger
-    # than this is not the file we want, and we should not fill the disk finding out.
-    limit = spec.size + (1 << 20)
+    limit = _gz_limit(spec)  # and we should not fill the disk finding out
     buf = bytearray()
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "xb") as out:
@@ -302,7 +317,7 @@ def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: 
                     raise _CorruptFile(f"response larger than {limit:,} bytes")
                 out.write(chunk)
                 bar.advance(task, len(chunk))
-        data = _check_bytes(_gunzip(bytes(buf)), spec)
+        data = _check_bytes(_gunzip(bytes(buf), spec), spec)
         os.replace(tmp, final)
         return data
     finally:
@@ -317,8 +332,10 @@ def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progre
         try:
             return _download_one(url, spec, target, bar, task)
         except (OSError, ValueError, http.client.HTTPException, _CorruptFile) as exc:
-            # Any failure, a bad hash included, sends us to the next mirror.
+            # Any failure, a bad hash included, sends us to the next mirror, and is said as it happens.
             failures.append(f"{url}: {_describe(exc)}")
+            bar.console.print(f"{failures[-1]}; trying the next mirror" if base != bases[-1] else failures[-1],
+                              markup=False, highlight=False, soft_wrap=True)
     names = ", ".join(f.gz_name for f in FILES.values())
     raise InitlabError(
         f"downloading {spec.gz_name} failed from every mirror (offline?): {'; '.join(failures)}. "
@@ -328,9 +345,15 @@ def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progre
 
 
 def _acquire(
-    data_dir: str | Path | None, *, download: bool, progress: bool, bases: tuple[str, ...] | None
+    data_dir: str | Path | None, *, download: bool, progress: bool, bases: tuple[str, ...] | None,
+    create: bool = False,
 ) -> tuple[Path, dict[str, bytes]]:
-    """Return the folder used and every file's verified decompressed bytes, downloading if allowed."""
+    """Return the folder used and every file's verified decompressed bytes, downloading if allowed.
+    A ``data_dir`` that does not exist is an error unless ``create`` (``fetch``): a mistyped
+    folder is not made and filled behind the user's back."""
+    if data_dir is not None and str(data_dir) != "" and not create and not Path(data_dir).expanduser().is_dir():
+        raise InitlabError(f"--data-dir {data_dir}: no such folder (`initlab data fetch --data-dir {data_dir}` "
+                           "downloads MNIST into it)")
     found = locate(data_dir)
     if found is not None:
         return next(iter(found.values())).parent, {name: verify_file(path) for name, path in found.items()}
@@ -380,7 +403,8 @@ def fetch(
     against the SHA-256 of its decompressed bytes before it is renamed into place. Raises
     ``InitlabError`` if a file is corrupt or every mirror fails.
     """
-    directory, _ = _acquire(data_dir, download=True, progress=progress, bases=tuple(mirrors) if mirrors else None)
+    directory, _ = _acquire(data_dir, download=True, progress=progress, bases=tuple(mirrors) if mirrors else None,
+                            create=True)
     return directory
 
 

@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_mnist_dir() -> Path:
-    """``$INITLAB_TEST_MNIST_DIR``, else ``../shared/data/mnist`` beside the project."""
-    env = os.environ.get("INITLAB_TEST_MNIST_DIR")
+    """The canonical MNIST files: ``$INITLAB_DATA_DIR`` (the project's own data-directory setting,
+    as the README says), else ``../shared/data/mnist`` beside the project."""
+    env = os.environ.get("INITLAB_DATA_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
 
 

@@ -3,9 +3,7 @@ and MNIST through load_dataset (skipped when the files are absent)."""
 
 from __future__ import annotations
 
-import os
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,12 @@ from initlab.config import DataConfig, from_dict
 from initlab.data import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 
-MNIST_DIR = Path(os.environ.get("INITLAB_TEST_MNIST_DIR")
-                 or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist")
+from conftest import shared_mnist_dir
+
+MNIST_DIR = shared_mnist_dir()
 needs_mnist = pytest.mark.skipif(
     not all((MNIST_DIR / f.gz_name).is_file() for f in mnist.FILES.values()),
-    reason=f"MNIST .gz files not found in {MNIST_DIR} (set INITLAB_TEST_MNIST_DIR to a folder holding them)",
+    reason=f"MNIST .gz files not found in {MNIST_DIR} (set INITLAB_DATA_DIR to a folder holding them)",
 )
 
 

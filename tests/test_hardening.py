@@ -220,3 +220,29 @@ def test_an_error_echoing_a_huge_value_stays_short(tmp_path):
     result = runner.invoke(app, ["run", str(path)])
     assert result.exit_code == 2 and "seed: '777" in result.output and "characters cut" in result.output
     assert len(result.output) < 1200
+
+
+GZIP_BOMB = """
+import resource, sys, zlib
+from pathlib import Path
+from initlab import mnist
+from initlab.errors import InitlabError
+path = Path(sys.argv[1]) / "train-images-idx3-ubyte.gz"
+z = zlib.compressobj(1, zlib.DEFLATED, 31)
+with open(path, "wb") as f:  # 1 GiB of zeros, about 1 MB compressed
+    for _ in range(1024):
+        f.write(z.compress(bytes(1 << 20)))
+    f.write(z.flush())
+try:
+    mnist.verify_file(path)
+except InitlabError as e:
+    print(e)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_gzip_bomb_is_refused_at_the_expected_size(tmp_path):
+    out = subprocess.run([sys.executable, "-c", GZIP_BOMB, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.splitlines()
+    assert "wrong size: more than 47,040,016 bytes once decompressed" in out[0]
+    assert int(out[1]) < 400  # MiB at peak: the expected size, not the 1 GiB it inflates to

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import gzip
 import http.server
-import os
 import shutil
 import socket
 import struct
@@ -20,10 +19,12 @@ import pytest
 from initlab import mnist
 from initlab.errors import InitlabError
 
-SHARED = Path(os.environ.get("INITLAB_TEST_MNIST_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist")
+from conftest import shared_mnist_dir
+
+SHARED = shared_mnist_dir()
 needs_data = pytest.mark.skipif(
     not all((SHARED / f.gz_name).is_file() for f in mnist.FILES.values()),
-    reason=f"MNIST .gz files not found in {SHARED} (set INITLAB_TEST_MNIST_DIR to a folder holding them)",
+    reason=f"MNIST .gz files not found in {SHARED} (set INITLAB_DATA_DIR to a folder holding them)",
 )
 
 # REFERENCE.md, "Known statistics".
@@ -129,7 +130,7 @@ def test_candidate_dirs_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert mnist.candidate_dirs() == [cache / "initlab" / "mnist"]
     monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "env"))
     assert mnist.candidate_dirs() == [tmp_path / "env", cache / "initlab" / "mnist"]
-    assert mnist.candidate_dirs(str(tmp_path / "flag")) == [tmp_path / "flag", tmp_path / "env", cache / "initlab" / "mnist"]
+    assert mnist.candidate_dirs(str(tmp_path / "flag")) == [tmp_path / "flag"]  # named: that folder only
 
 
 def test_cache_dir_falls_back_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -153,19 +154,24 @@ def test_locate_uses_first_complete_folder_and_prefers_uncompressed(monkeypatch:
     link_shared(full)
     (full / TEST_LABELS).write_bytes(shared_bytes(TEST_LABELS))
     monkeypatch.setenv("INITLAB_DATA_DIR", str(full))
-    found = mnist.locate(partial)
+    assert mnist.locate(partial) is None  # a folder named explicitly is never swapped for another
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(partial))
+    assert mnist.locate() is None  # files are never mixed across folders
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(full))
+    found = mnist.locate()
     assert found is not None
     assert {p.parent for p in found.values()} == {full}
     assert found[TEST_LABELS].name == TEST_LABELS  # uncompressed wins over .gz
     assert found[TRAIN_LABELS].name == TRAIN_LABELS + ".gz"
 
 
-def test_load_without_download_says_where_it_looked(tmp_path: Path) -> None:
+def test_load_without_download_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "env"))
     with pytest.raises(InitlabError) as info:
-        mnist.load(tmp_path / "nowhere", download=False)
+        mnist.load(download=False)
     message = str(info.value)
     assert "\n" not in message
-    assert str(tmp_path / "nowhere") in message and str(mnist.cache_dir()) in message
+    assert str(tmp_path / "env") in message and str(mnist.cache_dir()) in message
     assert "initlab data fetch" in message and "--data-dir" in message and "INITLAB_DATA_DIR" in message
 
 
@@ -337,3 +343,37 @@ def test_fetch_refuses_a_corrupt_local_file_instead_of_downloading(tmp_path: Pat
     with pytest.raises(InitlabError, match="truncated: 10 of 10,008") as info:
         mnist.fetch(tmp_path, progress=False)
     assert str(bad) in str(info.value)
+
+
+@contextlib.contextmanager
+def hanging_server() -> Iterator[str]:
+    """A loopback server that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        sock.close()
+
+
+@needs_data
+def test_a_hanging_mirror_times_out_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(mnist, "TIMEOUT_S", 0.5)
+    target = tmp_path / "target"
+    target.mkdir()
+    for spec in mnist.FILES.values():
+        if spec.name != TEST_LABELS:  # only the small label file to fetch
+            shutil.copy(SHARED / spec.gz_name, target)
+    with hanging_server() as hanging, serve(SHARED) as good:
+        mnist.fetch(target, progress=False, mirrors=[hanging, good])
+    err = capsys.readouterr().err
+    assert f"{hanging}{TEST_LABELS}.gz: timed out" in err and "trying the next mirror" in err
+    assert_fetched(target)
+
+
+def test_a_missing_data_dir_is_an_error_not_a_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(SHARED))  # would have been used instead, silently
+    with pytest.raises(InitlabError, match=f"--data-dir {tmp_path / 'typo'}: no such folder"):
+        mnist.load(tmp_path / "typo", download=True, progress=False)
+    assert not (tmp_path / "typo").exists()
