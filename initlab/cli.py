@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from initlab import __version__
-from initlab.errors import InitlabError, Terminated
+from initlab.errors import InitlabError, Terminated, describe_os_error
 
 app = typer.Typer(help="A laboratory for initialization, normalization and signal propagation in deep MLPs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -46,6 +46,11 @@ def guarded(fn):
             how = "terminated" if isinstance(e, Terminated) else "interrupted"
             err_console.print(f"[red]{how}[/]: partial results were kept", highlight=False)
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+        except OSError as e:  # a full disk, a read-only or missing folder: one line naming the file
+            if os.environ.get("INITLAB_DEBUG"):
+                raise
+            err_console.print(f"[red]error:[/] {escape(describe_os_error(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except Exception as e:
             if os.environ.get("INITLAB_DEBUG"):
                 raise
@@ -165,6 +170,10 @@ def sweep(
                   f"{report.skipped_done} already done"
                   + (f"; {report.busy} held by another sweep" if report.busy else "")
                   + (" (stopped at the first failure)" if report.stopped_early else ""), highlight=False, soft_wrap=True)
+    if report.unwritten:
+        first = next(iter(report.unwritten.values()))
+        raise InitlabError(f"{len(report.unwritten)} results could not be written ({first}); the runs missing on "
+                           "disk are trained again when the sweep is run again")
     if report.failed:
         raise InitlabError(f"{report.failed} runs failed (see summary.json in their folders; "
                            "rerun with --retry-failed)")
@@ -288,6 +297,10 @@ def theory(
         from initlab.activations import get_activation
 
         get_activation(activation, "--activation")
+        if plot_path is not None:
+            from initlab.plot import check_figure_path
+
+            check_figure_path(plot_path)  # before the work
         table = th.phase_table(activation, sigma_b2, list(sigma_w2) or None)
         items = phase_view(table)
         if plot_path is not None:

@@ -260,8 +260,10 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
         f"q* = {_sci(pred['q_star'])}, χ₁ = {_sci(pred['chi1'])}: {pred['phase']} phase"
         + (f" (critical σ_w² at this σ_b²: {pred['critical_sigma_w2']:.4g})"
            if math.isfinite(pred.get("critical_sigma_w2", math.nan)) else ""),
-        f"ξ_c = {_sci(pred['xi_c'])}, ξ_q = {_sci(pred['xi_q'])}; trainable to depth ≈ 6ξ_c = "
-        f"{_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)",
+        f"ξ_c = {_sci(pred['xi_c'])}, ξ_q = {_sci(pred['xi_q'])}; "
+        + (f"6ξ_c = {_sci(pred['max_trainable_depth'])}, but {pred['depth_scale_caveat']} (Schoenholz et al. 2017 "
+           "assume a finite, nonzero q*)" if pred.get("depth_scale_caveat") else
+           f"trainable to depth ≈ 6ξ_c = {_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)"),
         f"input-output Jacobian ∂h^L/∂x: mean squared singular value tr(JJᵀ)/width = {_sci(pred['jacobian_mean_sq'])} "
         "(the product of the layers' χ; Pennington et al. 2017)",
         *_format_lines(pred),
@@ -302,7 +304,14 @@ def phase_view(table: dict[str, Any]) -> list[Any]:
     t = Table(title=head, title_justify="left")
     for c in ("σ_w²", "q*", "χ₁", "phase", "c*", "ξ_c", "6ξ_c"):
         t.add_column(c, justify="left" if c == "phase" else "right")
+    caveats = []
     for r in table["rows"]:
+        mark = ""
+        if r.get("caveat"):
+            caveats = list(dict.fromkeys([*caveats, r["caveat"]]))
+            mark = "*" * (caveats.index(r["caveat"]) + 1)
         t.add_row(f"{r['sigma_w2']:g}", _sci(r["q_star"]), _sci(r["chi1"]), r["phase"], _sci(r["c_star"]),
-                  _sci(r["xi_c"]), _sci(r["max_trainable_depth"]))
-    return [t]
+                  _sci(r["xi_c"]), _sci(r["max_trainable_depth"]) + mark)
+    notes = [escape(f"{'*' * (i + 1)} {c} (Schoenholz et al. 2017's depth scales assume a finite, nonzero q*)")
+             for i, c in enumerate(caveats)]
+    return [t, *notes]

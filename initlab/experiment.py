@@ -19,7 +19,7 @@ import numpy as np
 from initlab import __version__
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
-from initlab.errors import InitlabError
+from initlab.errors import InitlabError, describe_os_error
 from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for, unlock
 from initlab.schedule import make_schedule
 from initlab.train import TrainResult, train, train_group
@@ -145,7 +145,12 @@ def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[
         last = writer.metric_rows[-1]["step"] if writer.metric_rows else 0
         writer.summary = {**failed_summary(cfg, reason, last), "status": "interrupted" if interrupted else "failed",
                           "started_at": started, "wall_time_s": time.time() - started}
-        writer.flush()
+        try:
+            writer.flush()
+        except OSError:
+            pass  # a full disk: the folder keeps its last flush; its free lock reads it as interrupted
+        if isinstance(e, OSError):
+            raise InitlabError(f"run stopped: {describe_os_error(e)}; partial results in {path}") from e
         if isinstance(e, InitlabError | KeyboardInterrupt):
             raise
         raise InitlabError(f"run failed ({reason}); partial results in {path}") from e

@@ -840,9 +840,23 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     return written
 
 
-def save(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG and free it."""
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_figure_path(path: str | Path, flag: str = "--plot") -> Path:
+    """A path a figure can be written to (by its suffix), or an InitlabError before any work."""
     path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise InitlabError(f"{flag} {path}: a figure is written as {', '.join(FIGURE_SUFFIXES)} (by the file's "
+                           "suffix); e.g. phase.png")
+    if path.is_dir():
+        raise InitlabError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'phase.png'}")
+    return path
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write a figure (PNG, PDF or SVG, by the suffix) and free it."""
+    path = check_figure_path(path, "figure")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

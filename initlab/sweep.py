@@ -32,7 +32,7 @@ import yaml
 
 from initlab.config import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
                             config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
-from initlab.errors import ConfigError, InitlabError
+from initlab.errors import ConfigError, InitlabError, describe_os_error
 from initlab.storage import atomic_write, check_same_config, run_dir_for, run_status, try_lock, unlock, write_run_dir
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
@@ -256,6 +256,7 @@ class SweepReport:
     busy: int = 0  # held by another sweep process
     groups: int = 0  # groups this invocation trained
     stopped_early: bool = False
+    unwritten: dict[str, str] = field(default_factory=dict)  # hash -> why its folder could not be written
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statuses.values() if s == status)
@@ -448,13 +449,16 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                     "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}
                                    for r in claimed]
                     for run, rec in zip(claimed, records):
-                        write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
-                                      rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
-                                      rec.get("spectra"))
+                        try:
+                            write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
+                                          rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
+                                          rec.get("spectra"))
+                        except OSError as e:  # a full disk fails this run (absent: retrained next time), not the sweep
+                            report.unwritten[run.hash] = describe_os_error(e)
                     for fd in fds:
                         unlock(fd)
                     report.trained += len(claimed)
-                    report.statuses = write_index(directory, spec, runs)
+                    report.statuses = _index_or_keep(directory, spec, runs, report)
                     emit("done", {"runs": len(claimed), "statuses": [rec["summary"]["status"] for rec in records]})
                     if fail_fast and any(rec["summary"]["status"] == "failed" for rec in records):
                         report.stopped_early = True
@@ -462,8 +466,18 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     finally:
         if pool is not None:
             pool.shutdown(abort=aborted)
-    report.statuses = write_index(directory, spec, runs)
+    report.statuses = _index_or_keep(directory, spec, runs, report)
     return report
+
+
+def _index_or_keep(directory: Path, spec: SweepSpec, runs: Sequence[SweepRun], report: SweepReport) -> dict[str, str]:
+    """``write_index``; on a full disk the previous index stays whole (written atomically) and the
+    statuses come from the folders alone."""
+    try:
+        return write_index(directory, spec, runs)
+    except OSError as e:
+        report.unwritten["index.json"] = describe_os_error(e)
+        return {r.hash: run_status(r.path) for r in runs}
 
 
 def _claim(group: Sequence[SweepRun], retry_failed: bool) -> tuple[list[SweepRun], list[int]]:

@@ -86,6 +86,9 @@ def _relu_cross(q: float, c: float) -> float:
     return q / (2 * math.pi) * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c)
 
 
+# Where q* is infinite, χ₁ is χ at this q (its limit: exact for ReLU and linear, whose χ is constant).
+LARGE_Q = 1e8
+
 CLOSED_FORMS: dict[str, tuple[Callable, ...]] = {
     "relu": (lambda q: q / 2, lambda q: 0.5, _relu_cross,
              lambda q, c: (math.pi - math.acos(min(max(c, -1.0), 1.0))) / (2 * math.pi)),
@@ -104,8 +107,9 @@ class MeanField:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise InitlabError(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS.all_names())}")
-        if self.sigma_w2 < 0 or self.sigma_b2 < 0:
-            raise InitlabError(f"σ_w² and σ_b² must be >= 0 (got {self.sigma_w2}, {self.sigma_b2})")
+        if not (self.sigma_w2 > 0 and self.sigma_b2 >= 0 and math.isfinite(self.sigma_w2 + self.sigma_b2)):
+            raise InitlabError(f"σ_w² must be > 0 and σ_b² >= 0, both finite (got σ_w² = {self.sigma_w2}, σ_b² = "
+                               f"{self.sigma_b2}; with σ_w² = 0 no signal passes from layer to layer)")
 
     @property
     def name(self) -> str:
@@ -180,8 +184,9 @@ class MeanField:
 
     @property
     def chi1(self) -> float:
-        """χ₁ = σ_w² ∫Dz φ'(√q* z)²."""
-        return math.inf if not math.isfinite(self.q_star) else self.chi(self.q_star)
+        """χ₁ = σ_w² ∫Dz φ'(√q* z)²; where q* is infinite, its limit as q grows (for ReLU and
+        linear nets, whose χ does not depend on q, exactly σ_w²/2 and σ_w²)."""
+        return self.chi(self.q_star if math.isfinite(self.q_star) else LARGE_Q)
 
     def _cross(self, q: float, c: float, derivative_order: int) -> float:
         """∫Dz₁Dz₂ g(u₁)g(u₂) with g = φ (order 0) or φ' (order 1), u₂ correlated c with u₁."""
@@ -256,7 +261,7 @@ class MeanField:
     @property
     def phase(self) -> str:
         c = self.chi1
-        if not math.isfinite(c):
+        if not math.isfinite(self.q_star) or not math.isfinite(c):
             return "unbounded"
         if abs(c - 1) < CRITICAL_TOL:
             return "critical"
@@ -266,6 +271,20 @@ class MeanField:
     def max_trainable_depth(self) -> float:
         """6 ξ_c: Schoenholz et al. 2017's estimate of the deepest trainable network."""
         return 6 * self.xi_c
+
+    @property
+    def depth_scale_caveat(self) -> str | None:
+        """Why 6ξ_c is not a trainable depth here, or None where it is meaningful. Schoenholz et
+        al. 2017 derive ξ_c for correlations around a finite, nonzero variance fixed point q*; when
+        the variance itself vanishes (q* = 0: ReLU below σ_w² = 2 with σ_b² = 0) or grows without
+        bound, ξ_c measures correlations in a dying or exploding signal, and nets well past 6ξ_c
+        can still train (the variance scale is then what matters: ``initlab report``'s ratios)."""
+        q = self.q_star
+        if q == 0:
+            return "q* = 0: the signal's variance itself vanishes with depth, so 6ξ_c is not a trainability bound"
+        if not math.isfinite(q):
+            return "q* = ∞: the signal's variance grows without bound, so ξ_c is not defined"
+        return None
 
 
 def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: float = 20.0) -> float:
@@ -347,7 +366,7 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
     layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b)
     return {"applies": True, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
-            "max_trainable_depth": mf.max_trainable_depth, "q": layers.q, "act_var": layers.act_var,
+            "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat, "q": layers.q, "act_var": layers.act_var,
             "grad_ratio": layers.grad_ratio, "jacobian_mean_sq": layers.jacobian_mean_sq}
 
 
@@ -480,7 +499,8 @@ def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None 
     for s in values:
         mf = MeanField(activation, s, sigma_b2)
         rows.append({"sigma_w2": s, "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase,
-                     "c_star": mf.c_fixed_point(), "xi_c": mf.xi_c, "max_trainable_depth": mf.max_trainable_depth})
+                     "c_star": mf.c_fixed_point(), "xi_c": mf.xi_c, "max_trainable_depth": mf.max_trainable_depth,
+                     "caveat": mf.depth_scale_caveat})
     return {"activation": activation, "sigma_b2": sigma_b2, "critical_sigma_w2": critical, "rows": rows}
 
 

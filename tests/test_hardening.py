@@ -2,6 +2,7 @@
 workers, bad summaries, alias and gzip bombs, and the errors that must stay one clean line."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -246,3 +247,63 @@ def test_a_gzip_bomb_is_refused_at_the_expected_size(tmp_path):
                          timeout=120, check=True).stdout.splitlines()
     assert "wrong size: more than 47,040,016 bytes once decompressed" in out[0]
     assert int(out[1]) < 400  # MiB at peak: the expected size, not the 1 GiB it inflates to
+
+
+@pytest.fixture
+def small_yaml(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_run("s")))
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_file_where_the_output_folder_belongs_is_one_line(tmp_path, small_yaml, command):
+    (tmp_path / "afile").write_text("")
+    result = runner.invoke(app, [command, str(small_yaml), "--out", str(tmp_path / "afile" / "sub"), "-q"])
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    assert "Not a directory (a file is in the way where a folder belongs)" in result.output
+    assert str(tmp_path / "afile") in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_full_disk_fails_the_runs_it_hits_not_the_sweep(tmp_path, small_yaml, monkeypatch):
+    import errno
+
+    import initlab.storage as storage
+
+    real = storage.atomic_write
+
+    def full_for_seed_0(path, text):  # the disk fills up while seed 0's folder is written
+        config = path.parent / "config.yaml"
+        if ".tmp-s-" in str(path) and config.exists() and "\nseed: 0\n" in config.read_text():
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(storage, "atomic_write", full_for_seed_0)
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(small_yaml), "--seeds", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 1 and "1 results could not be written" in result.output, result.output
+    assert "the disk is full" in result.output and "internal error" not in result.output
+    index = json.loads((out / "s" / "index.json").read_text())
+    assert sorted(e["status"] for e in index["runs"]) == ["completed", "missing"]  # bookkeeping intact
+    monkeypatch.setattr(storage, "atomic_write", real)  # space freed: the rerun trains only the lost run
+    result = runner.invoke(app, ["sweep", str(small_yaml), "--seeds", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0 and "trained 1 runs" in result.output and "1 already done" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--activation", "tanh", "--sigma-w2", "0"], "σ_w² must be > 0"),
+    (["--activation", "tanh", "--plot", "x.txt"], "--plot x.txt: a figure is written as .png, .pdf, .svg"),
+])
+def test_theory_bad_input_is_one_line(args, message):
+    result = runner.invoke(app, ["theory", *args])
+    assert result.exit_code == 1 and message in result.output and "internal error" not in result.output
+
+
+def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_caveated():
+    from initlab.theory import MeanField
+
+    exploding = MeanField("relu", 3.0, 0.1)
+    assert math.isinf(exploding.q_star) and exploding.chi1 == pytest.approx(1.5) and exploding.phase == "unbounded"
+    dying = MeanField("relu", 1.0, 0.0)  # Glorot on a square ReLU net: trains at depth 10, "6ξ_c = 8.7"
+    assert dying.q_star == 0 and "not a trainability bound" in dying.depth_scale_caveat
+    assert MeanField("tanh", 1.5, 0.05).depth_scale_caveat is None
