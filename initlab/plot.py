@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from initlab.errors import InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
-from initlab.report import HEADERS, Run, aggregate, discover, key_headers, varied_keys, _matches, _parse_filter  # noqa: E402
+from initlab.report import HEADERS, Run, aggregate, apply_filters, discover, key_headers, varied_keys  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -805,6 +805,8 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     runs) and return their paths. A heatmap needs two keys: ``x``/``y``, or the first two config keys
     that vary; without them it is skipped, unless it is the only kind asked for. ``quantity`` is the
     histogrammed quantity of histograms and colorful."""
+    if not kinds:
+        raise InitlabError(f"--kind: name at least one figure ({', '.join(KINDS)})")
     for k in kinds:
         if k not in FIGURES:
             raise InitlabError(f"--kind {k!r}: not one of {', '.join(KINDS)}")
@@ -816,9 +818,7 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     for s in steps:
         _step_number(s)
     runs, _ = discover(paths)
-    for item in filters:
-        key, value = _parse_filter(item)
-        runs = [r for r in runs if _matches(r, key, value)]
+    runs = apply_filters(runs, filters)
     runs = [r for r in runs if r.status in ("completed", "diverged")]
     if not runs:
         raise InitlabError("no completed or diverged runs to plot under " + ", ".join(map(str, paths)))

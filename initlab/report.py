@@ -276,6 +276,27 @@ def _parse_filter(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
+    """The runs matching every ``KEY=VALUE`` of ``filters``. A key no run has, or a filter that
+    leaves no run, is an InitlabError saying what the runs do have (never a silently empty result)."""
+    runs = list(runs)
+    for item in filters:
+        key, value = _parse_filter(item)
+        if runs and key != "status" and all(key not in r.flat for r in runs):
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted({k for r in runs for k in r.flat}), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise InitlabError(f"--filter {item}: no run has the key {key!r}{hint}")
+        kept = [r for r in runs if _matches(r, key, value)]
+        if runs and not kept:
+            have = sorted({str(r.status if key == "status" else r.flat.get(key)) for r in runs})
+            shown = ", ".join(have[:12]) + (", …" if len(have) > 12 else "")
+            raise InitlabError(f"--filter {item}: matches none of the {len(runs)} runs ({key} here: {shown})")
+        runs = kept
+    return runs
+
+
 def _matches(run: Run, key: str, value: str) -> bool:
     have = run.status if key == "status" else run.flat.get(key, None)
     if have is None:
@@ -437,9 +458,7 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
                  target: float = 0.9) -> Report:
     """Read every run under ``paths`` and aggregate it into a Report (see the CLI for the options)."""
     runs, skipped = discover(paths)
-    for item in filters:
-        key, value = _parse_filter(item)
-        runs = [r for r in runs if _matches(r, key, value)]
+    runs = apply_filters(runs, filters)
     keys = list(group_by) if group_by else varied_keys(runs)
     for k in group_by:
         if runs and all(k not in r.flat for r in runs):

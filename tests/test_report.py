@@ -240,3 +240,14 @@ def test_discovery_does_not_follow_symbolic_links(runs_dir, tmp_path):
     assert sorted(s.path.name for s in skipped) == ["again", "everything"]
     assert all("symbolic link" in s.reason for s in skipped)
     assert len(discover([root / "again"])[0]) == 9  # a link given by name is followed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "--filter", "model.dept=3"], "no run has the key 'model.dept'; did you mean model.depth?"),
+    (["report", "--filter", "model.depth=99"], "matches none of the 11 runs (model.depth here: 2, 3, 4, 6)"),
+    (["plot", "--filter", "model.depth=99"], "matches none of the"),
+    (["plot", "--kind", " , "], "--kind: name at least one figure"),
+])
+def test_no_ops_say_so(runs_dir, tmp_path, args, message):
+    result = runner.invoke(app, [*args, str(runs_dir), *(["--out", str(tmp_path)] if args[0] == "plot" else [])])
+    assert result.exit_code == 1 and message in result.output.replace("\n", " "), result.output
