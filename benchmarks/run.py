@@ -252,10 +252,15 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     jax.block_until_ready(jax.device_put(data.x_train[:1]))  # the runtime is up before the first reading
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     w = Workload(depth=depth, width=width, steps=steps)
+    from initlab.config import from_dict
+    from initlab.train import memory_estimate
+
+    estimate = memory_estimate([from_dict(initlab_config(w, None))], data)  # what the pre-flight check compares
     initlab_train(w, data_dir, None)
     stats = jax.devices()[0].memory_stats() or {}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"peak_rss_bytes": peak, "peak_rss_before_training_bytes": before,
+            "estimate_bytes": estimate.total, "estimate_without_data_bytes": estimate.total - estimate.data,
             "device_peak_bytes": stats.get("peak_bytes_in_use"),
             "parameters": w.parameters(data.input_dim, data.num_classes),
             "chunk_buffers": chunk_buffers(w, data_dir)}
@@ -878,6 +883,13 @@ def markdown(res: dict[str, Any]) -> str:
                   table(["peak RSS", "peak RSS before training", "device peak"],
                         [[_mib(mem["peak_rss_bytes"]), _mib(mem["peak_rss_before_training_bytes"]),
                           _mib(mem["device_peak_bytes"])]])]
+        if mem.get("estimate_bytes"):
+            growth = mem["peak_rss_bytes"] - mem["peak_rss_before_training_bytes"]
+            parts += ["initlab's pre-flight estimate (`initlab.memory`; the data are loaded before the first "
+                      "reading, so the growth compares with the estimate without them)",
+                      table(["estimate", "estimate without data", "peak RSS growth", "estimate / growth"],
+                            [[_mib(mem["estimate_bytes"]), _mib(mem["estimate_without_data_bytes"]), _mib(growth),
+                              f"{mem['estimate_without_data_bytes'] / growth:.2f}" if growth > 0 else "–"]])]
         if mem.get("chunk_buffers"):
             b, weights = mem["chunk_buffers"], 4 * mem["parameters"]
             parts += ["XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "

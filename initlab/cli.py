@@ -82,6 +82,18 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+NoMemoryCheck = Annotated[bool, typer.Option(
+    "--no-memory-check", help="Train even where the memory estimate (parameters, optimizer state, activations, "
+    "data) exceeds the free memory; sets INITLAB_MEMORY_CHECK=0, which pool workers inherit.")]
+
+
+def _memory_check(on: bool) -> None:
+    from initlab.memory import CHECK_ENV
+
+    if not on:
+        os.environ[CHECK_ENV] = "0"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"initlab {__version__}")
@@ -107,12 +119,14 @@ def run(
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for run folders (overrides log.out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a run whose folder already exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or layer table.")] = False,
+    no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
     from initlab import experiment
     from initlab.display import console, layer_table, run_summary_lines, training_progress
 
+    _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     cfg = cfgmod.load(config, overrides)
     with training_progress(cfg.name, enabled=not quiet) as progress:
@@ -150,11 +164,13 @@ def sweep(
     data_dir: DataDir = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder that holds the sweep folder (overrides log.out).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
     from initlab import sweep as sweepmod
     from initlab.display import console, dry_run_table, sweep_progress, sweep_table
 
+    _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     spec = sweepmod.load_spec(config, grid=grid, zips=zip_, seeds=seeds, overrides=overrides)
     if dry_run:

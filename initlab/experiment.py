@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from initlab import __version__
+from initlab import __version__, memory
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError, describe_os_error
 from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for, unlock
 from initlab.schedule import make_schedule
-from initlab.train import TrainResult, train, train_group
+from initlab.train import TrainResult, memory_estimate, train, train_group
 
 
 def versions() -> dict[str, str]:
@@ -122,6 +122,7 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     check_run_dir_free(cfg, path, force)  # before the (slow) data load
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
+    memory.check(memory_estimate([cfg], data))  # and a run that cannot fit
     lock = claim_run_dir(cfg, path, force)
     try:
         return _train_into(cfg, data, path, on_progress)

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from initlab import memory
 from initlab.build import init_params_traced, model_spec
 from initlab.config import RunConfig, to_dict
 from initlab.data import Dataset
@@ -663,6 +664,14 @@ def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpe
     return _stack(states), books
 
 
+def memory_estimate(cfgs: Sequence[RunConfig], data: Dataset) -> memory.Estimate:
+    """``initlab.memory.estimate`` for a batchable group, from its configs alone (nothing allocated)."""
+    cfg = cfgs[0]
+    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
+    fns = make_train_fns(cfg, spec, make_schedule(cfg, len(data.y_train)), len(data.y_train), len(cfgs))
+    return memory.estimate(cfgs, spec, fns.optimizer, data)
+
+
 def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
     """Train one configuration (a group of one); see ``train_group``."""
     return train_group([cfg], data, [sink])[0]
@@ -692,6 +701,7 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
     schedule = make_schedule(cfg, n_train)
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, schedule, n_train, len(cfgs))
+    memory.check(memory.estimate(cfgs, spec, fns.optimizer, data))  # before anything is allocated
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
 

@@ -307,3 +307,37 @@ def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_ca
     dying = MeanField("relu", 1.0, 0.0)  # Glorot on a square ReLU net: trains at depth 10, "6ξ_c = 8.7"
     assert dying.q_star == 0 and "not a trainability bound" in dying.depth_scale_caveat
     assert MeanField("tanh", 1.5, 0.05).depth_scale_caveat is None
+
+
+def test_the_memory_estimate_counts_parameters_and_optimizer_state_exactly():
+    from initlab.data import load_dataset
+    from initlab.memory import OPT_COPIES, PARAM_COPIES
+    from initlab.train import memory_estimate
+
+    cfg = C.from_dict({**small_run("m"), "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
+    data = load_dataset(cfg.data, None, progress=False)
+    n = 8 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3  # input, hidden and output layers: weights and biases
+    est = memory_estimate([cfg, cfg], data)
+    assert est.parameters == 2 * PARAM_COPIES * 4 * n
+    assert est.optimizer == 2 * OPT_COPIES * 4 * (2 * n + 2)  # adam's two moments, and two scalar step counts
+    assert est.data == data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
+
+
+def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path, monkeypatch):
+    import initlab.memory as memory
+
+    big = {**small_run("big"), "model": {"depth": 250, "width": 2048}, "log": {"every": 10, "out": str(tmp_path)}}
+    config = tmp_path / "big.yaml"
+    config.write_text(yaml.safe_dump(big))
+    monkeypatch.setattr(memory, "available", lambda device=None: (6 * 2 ** 30, "a 6 GiB cgroup"))
+    start = time.monotonic()
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 1 and "more than the 6.00 GiB free in a 6 GiB cgroup" in result.output, result.output
+    assert "(parameters 15.57 GiB" in result.output and "--no-memory-check" in result.output
+    assert time.monotonic() - start < 10 and not run_dir_for(C.from_dict(big)).exists()
+    monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({**small_run("fits"), "log": {"every": 10, "out": str(tmp_path)}}))
+    assert runner.invoke(app, ["run", str(small), "-q"]).exit_code == 1
+    monkeypatch.setenv(memory.CHECK_ENV, "1")  # restored after the test; the flag sets it to 0
+    assert runner.invoke(app, ["run", str(small), "-q", "--no-memory-check"]).exit_code == 0
