@@ -337,8 +337,9 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     m, t = cfg.model, cfg.train
     check_name(cfg.name, "name")
     init = INITIALIZERS.canonical(m.init)
-    init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args")
-    bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args")
+    init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args", f"model.init {init!r}")
+    bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args",
+                             f"model.bias_init {m.bias_init!r}")
     if INITIALIZERS[init].bias is not None and m.bias_init != "zeros":
         how = " (set them through model.init_args)" if "sigma_b" in init_args else ""
         raise ConfigError(f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which sets its own "

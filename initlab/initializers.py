@@ -232,16 +232,18 @@ BIAS_INITIALIZERS: Registry[Initializer] = Registry(
 )
 
 
-def resolve_args(entry: Initializer, given: Mapping[str, float] | None, key: str) -> dict[str, float]:
+def resolve_args(entry: Initializer, given: Mapping[str, float] | None, key: str,
+                 init_name: str = "this initializer") -> dict[str, float]:
     """The entry's declared arguments with ``given`` laid over the defaults.
 
-    Raises ConfigError for an argument the entry does not take (naming the ones it does).
+    Raises ConfigError for an argument the entry does not take (naming the initializer and the
+    arguments it does take).
     """
     given = dict(given or {})
     for name, value in given.items():
         if name not in entry.args:
             allowed = ", ".join(entry.args) or "none"
-            raise ConfigError(f"{key}.{name}: not an argument of this initializer (allowed: {allowed})")
+            raise ConfigError(f"{key}.{name}: not an argument of {init_name} (its arguments: {allowed})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}.{name}: {value!r} is not a number")
     resolved = {**entry.args, **{k: float(v) for k, v in given.items()}}

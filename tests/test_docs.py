@@ -77,3 +77,83 @@ def _command_paths():
 @pytest.mark.parametrize("command", _command_paths())
 def test_every_command_has_a_readme_example(command):
     assert f"initlab {command} " in README, f"no example of `initlab {command}` in the README"
+
+
+# -- every command the README shows runs ---------------------------------------------------------
+
+def readme_commands() -> list[str]:
+    """Each ``initlab ...`` line of the README's plain code blocks, without its comment or output redirection."""
+    lines = []
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S):
+        if not lang:
+            lines += [re.sub(r"\s*>\s*\S+$", "", re.sub(r"\s+#.*$", "", ln)) for ln in body.splitlines()
+                      if ln.startswith("initlab ")]
+    return lines
+
+
+SHRINK = ["--set", "data.train_size=256", "--set", "data.test_size=64", "--set", "data.probe_size=64"]
+
+
+@pytest.fixture(scope="module")
+def readme_tree(tmp_path_factory):
+    """A working folder where the README's commands find what they name: configs/, ../shared/data/mnist,
+    ~/mnist, and small run folders under runs/ for report and plot (logged at step 300, histograms on)."""
+    from conftest import SMALL_DATA, shared_mnist_dir
+    from initlab.sweep import SweepSpec, run_sweep
+
+    root = tmp_path_factory.mktemp("readme")
+    work, home = root / "work", root / "home"
+    work.mkdir()
+    home.mkdir()
+    (work / "configs").symlink_to(ROOT / "configs")
+    (root / "shared" / "data").mkdir(parents=True)
+    (root / "shared" / "data" / "mnist").symlink_to(shared_mnist_dir())
+    (home / "mnist").symlink_to(shared_mnist_dir())
+    base = {"data": SMALL_DATA, "model": {"width": 8}, "train": {"steps": 300, "batch_size": 32},
+            "log": {"every": 150, "histograms": 8, "out": str(work / "runs")}}
+    run_sweep(SweepSpec({**base, "name": "relu-depth-init"},
+                        {"model.depth": [2, 3], "model.init": ["glorot_normal", "he_normal"]}, [], [0]))
+    run_sweep(SweepSpec({**base, "name": "norm-depth", "model": {"width": 8, "activation": "tanh", "depth": 2}},
+                        {"model.norm": ["none", "batchnorm"], "train.lr": [0.01, 0.02]}, [], [0]))
+    for name in ("init-demo", "glorot2010", "pennington2017", "formats"):
+        (work / "runs" / name).symlink_to(work / "runs" / "relu-depth-init")
+    return work, home
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_runs(command, readme_tree, monkeypatch):
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from conftest import shared_mnist_dir
+    from initlab.cli import app
+
+    work, home = readme_tree
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(shared_mnist_dir()))
+    if "<hash>" in command:
+        run = next(p for p in sorted((work / "runs" / "relu-depth-init").iterdir()) if p.name.startswith("relu-"))
+        command = command.replace("relu-depth-init-<hash>", run.name)
+    args = shlex.split(command)[1:]
+    if args[0] == "run":  # the same command, on a slice of MNIST and a few steps
+        args += SHRINK + ([] if "train.steps=" in command else ["--set", "train.steps=2"])
+        args += ["--out", str(work / "readme-runs"), "--force", "-q"]
+    elif args[0] == "sweep":
+        args += ["--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{command}\n{result.output}"
+
+
+def test_the_readme_sweep_file_is_valid(tmp_path):
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S) if lang == "yaml" and "sweep:" in b]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(body)
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "32 runs, 32 to train" in result.output  # 4 depths × 2 inits × 2 (optimizer, lr) pairs × 2 seeds
