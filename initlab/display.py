@@ -184,7 +184,9 @@ def report_tables(report: Any) -> list[Table]:
         cells = [escape(_fmt_value(row.get(k))) for k in report.keys]
         for c in report.columns:
             text = escape(_fmt_cell(row, c))
-            cells.append(f"[{colours[text]}]{text}[/]" if c == "verdict" and text in colours else text)
+            # "healthy at init, diverged": the outcome's colour, not the signal's
+            colour = "yellow" if " at init, " in text else colours.get(text)
+            cells.append(f"[{colour}]{text}[/]" if c == "verdict" and colour else text)
         main.add_row(*cells)
     tables = [main]
     if report.problems:

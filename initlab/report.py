@@ -331,6 +331,17 @@ def verdict(act_ratio: float, grad_ratio: float) -> str:
     return "healthy"
 
 
+def outcome_verdict(signal: str, members: Sequence[Run]) -> str:
+    """The signal verdict at initialization, with what training then did where the runs did not
+    all complete: a run healthy at init that diverged at step 1 is not "healthy"."""
+    bad = [r.status for r in members if r.status != "completed"]
+    if not bad:
+        return signal
+    what = bad[0] if len(set(bad)) == 1 else "did not complete"
+    return f"{signal} at init, {what}" if len(bad) == len(members) else \
+        f"{signal} at init, {len(bad)}/{len(members)} {what}"
+
+
 def sparkline(profile: np.ndarray) -> str:
     """One character per layer: log10(variance / first layer's), clipped to ±SPARK_DECADES."""
     if len(profile) == 0 or not np.isfinite(profile[0]) or profile[0] <= 0:
@@ -390,7 +401,7 @@ COLUMNS = ("status", "seeds", *METRICS, "verdict", "theory_ratio", *JACOBIAN_COL
 DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("jac_msq_init", "jac_msq_theory"))
 HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act L/1 init",
            "act_ratio_end": "act L/1 end", "grad_ratio_init": "grad 1/L init", "grad_ratio_end": "grad 1/L end",
-           "profile": "act var by layer (init)", "theory_ratio": "var L meas/theory",
+           "profile": "act var by layer (init)", "verdict": "signal verdict", "theory_ratio": "var L meas/theory",
            "jac_ratio_init": "jac max/min init", "jac_msq_init": "jac σ² init", "jac_msq_theory": "jac σ² theory"}
 
 
@@ -423,7 +434,7 @@ def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[d
         for when, label in (("init", "init"), ("final", "end")):
             row[f"act_ratio_{label}"] = _geo_mean([r.ratio(when, "act_var") for r in members])
             row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
-        row["verdict"] = verdict(row["act_ratio_init"], row["grad_ratio_init"])
+        row["verdict"] = outcome_verdict(verdict(row["act_ratio_init"], row["grad_ratio_init"]), members)
         row["theory_ratio"] = _geo_mean([r.theory_ratio() for r in members])
         row["jac_ratio_init"] = _geo_mean([r.jacobian("ratio") for r in members])
         # with singular values below float32's resolution the ratio is a lower bound (≈ 1/(max(m, n)·ε))

@@ -251,3 +251,10 @@ def test_discovery_does_not_follow_symbolic_links(runs_dir, tmp_path):
 def test_no_ops_say_so(runs_dir, tmp_path, args, message):
     result = runner.invoke(app, [*args, str(runs_dir), *(["--out", str(tmp_path)] if args[0] == "plot" else [])])
     assert result.exit_code == 1 and message in result.output.replace("\n", " "), result.output
+
+
+def test_the_verdict_of_diverged_runs_says_so(runs_dir):
+    rep = build_report([runs_dir / "boom"], group_by=["model.depth"])
+    (row,) = rep.rows
+    assert row["verdict"].endswith(" at init, diverged")  # whatever the signal at init, not a bare "healthy"
+    assert row["verdict"].split(" ")[0] in ("healthy", "vanishing", "exploding")
