@@ -19,6 +19,9 @@ app = typer.Typer(help="A laboratory for initialization, normalization and signa
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Download and verify the MNIST files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(help="The configuration reference: every key, its default and what it accepts.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder holding the MNIST files, and only that folder (default: $INITLAB_DATA_DIR, then the "
@@ -239,8 +242,9 @@ def report(
     rep = reportmod.build_report(paths or [Path("runs")], filters=filter_, group_by=group_by, sort=sort,
                                  columns=columns.split(",") if columns else None, top=top, target=target)
     if fmt == "table":
-        for t in report_tables(rep):
-            wide_console().print(t)
+        out = wide_console()
+        for t in report_tables(rep, None if columns else out.width):  # --columns: exactly those
+            out.print(t)
     else:
         typer.echo({"csv": reportmod.to_csv, "markdown": reportmod.to_markdown, "json": reportmod.to_json}[fmt](rep),
                    nl=False)
@@ -365,3 +369,15 @@ def data_check(
     if bad:
         raise InitlabError(f"{len(bad)} of {len(statuses)} MNIST files are missing or corrupt; "
                            "run `initlab data fetch` (delete corrupt files first)")
+
+
+@config_app.command("keys")
+@guarded
+def config_keys(
+    section: Annotated[Optional[str], typer.Option("--section", help="Only this section: data, model, train or log.")] = None,
+) -> None:
+    """Every config key with its default, the values it accepts and its meaning; and each initializer's arguments."""
+    from initlab.display import config_keys_view, console
+
+    for item in config_keys_view(section):
+        console.print(item)

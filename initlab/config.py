@@ -279,16 +279,31 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
     bad = (lo is not None and value < lo) or (hi is not None and value > hi) \
         or (glo is not None and value <= glo) or (lhi is not None and value >= lhi)
     if bad:
-        parts = []
-        if lo is not None:
-            parts.append(f">= {_bound(lo)}")
-        if glo is not None:
-            parts.append(f"> {_bound(glo)}")
-        if hi is not None:
-            parts.append(f"<= {_bound(hi)}")
-        if lhi is not None:
-            parts.append(f"< {_bound(lhi)}")
-        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {' and '.join(parts)})")
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {_range_text(meta)})")
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """A field's bounds as text (``>= 1 and <= 1000``), empty without bounds."""
+    parts = [f"{op} {_bound(meta[k])}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+             if meta.get(k) is not None]
+    return " and ".join(parts)
+
+
+def allowed_text(key: str) -> str:
+    """What a config key accepts: its registry's names, its range, or its type."""
+    section, _, name = key.rpartition(".")
+    cls = RunConfig if not section else typing.get_type_hints(RunConfig)[section]
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        return ", ".join(choices() if callable(choices) else choices)
+    rng = _range_text(f.metadata)
+    tp = typing.get_type_hints(cls)[name]
+    kinds = {int: "integer", float: "number", bool: "true/false", str: "text", type(None): "null"}
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    kind = " or ".join(kinds.get(a, "mapping" if typing.get_origin(a) in (dict, Mapping) else
+                                 "list" if typing.get_origin(a) in (tuple, list) else str(a)) for a in members)
+    return kind + (f", {rng}" if rng else "")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

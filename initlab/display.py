@@ -35,8 +35,11 @@ def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
         task = bar.add_task(name, total=None, loss="–", acc="–", sps="–")
 
         def update(step: int, total: int, info: dict[str, float]) -> None:
-            bar.update(task, completed=step, total=total, loss=_fmt(info.get("loss")),
-                       acc=_fmt(info.get("test_acc"), pct=True), sps=_fmt(info.get("steps_per_s"), digits=0))
+            fields = {"loss": lambda v: _fmt_loss(v), "acc": lambda v: _fmt(v, pct=True),
+                      "sps": lambda v: _fmt(v, digits=0)}
+            names = {"loss": "loss", "acc": "test_acc", "sps": "steps_per_s"}
+            bar.update(task, completed=step, total=total,  # a field the caller did not send keeps its value
+                       **{f: fmt(info[names[f]]) for f, fmt in fields.items() if names[f] in info})
 
         yield update
 
@@ -47,6 +50,16 @@ def _fmt(v: float | None, pct: bool = False, digits: int = 4) -> str:
     if pct:
         return f"{100 * v:.2f}%"
     return f"{v:.{digits}f}" if digits else f"{v:,.0f}"
+
+
+def _fmt_loss(v: float | None) -> str:
+    """A loss: 4 decimals, or 4 significant digits in scientific notation when it is huge or tiny
+    (a diverging run's loss is not a 36-digit number)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if math.isinf(v) or abs(v) >= 1e4 or 0 < abs(v) < 1e-3:
+        return f"{v:.4g}" if not math.isinf(v) else ("inf" if v > 0 else "-inf")
+    return f"{v:.4f}"
 
 
 def _sci(v: float | None) -> str:
@@ -95,7 +108,7 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     status = summary.get("status", "?")
     colour = {"completed": "green", "diverged": "yellow"}.get(status, "red")
     lines = [f"[{colour}]{status}[/]: {summary.get('steps')} steps, test accuracy "
-             f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt(final.get('test_loss'))}"]
+             f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt_loss(final.get('test_loss'))}"]
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(escape(f"diverged at step {d['step']}: {d['reason']}"))
@@ -167,39 +180,88 @@ def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
     return table
 
 
-def report_tables(report: Any) -> list[Table]:
-    """The report as rich tables: the aggregated rows, then problem runs, then skipped folders."""
-    from initlab.report import EXPLODING, VANISHING, _fmt_cell, _fmt_value, _header, key_headers
+# Which report columns a narrow terminal keeps first (the config keys are always kept).
+KEEP_FIRST = ("status", "test_acc", "verdict", "act_ratio_init", "grad_ratio_init", "seeds", "test_loss",
+              "steps_to_target", "act_ratio_end", "grad_ratio_end", "theory_ratio", "jac_ratio_init", "jac_msq_init",
+              "jac_msq_theory", "profile")
+
+
+def fit_columns(report: Any, width: int) -> tuple[list[str], list[str]]:
+    """The report's columns that fit in ``width`` terminal columns beside its config keys, added
+    in ``KEEP_FIRST`` order while the table, as rich lays it out at that width, cuts no header
+    word, number or config value; and those left out."""
+    import io
+
+    def fits(columns: list[str]) -> bool:
+        out = io.StringIO()
+        Console(file=out, width=width, color_system=None, force_terminal=False).print(
+            _main_table(report, columns, None), crop=False)
+        text = out.getvalue()
+        return "…" not in text and all(len(line) <= width for line in text.splitlines())
+
+    kept: list[str] = []
+    for c in sorted(report.columns, key=lambda c: KEEP_FIRST.index(c) if c in KEEP_FIRST else len(KEEP_FIRST)):
+        trial = [x for x in report.columns if x in kept or x == c]
+        if not kept or fits(trial):
+            kept = trial
+    return kept, [c for c in report.columns if c not in kept]
+
+
+WRAPPING = ("status", "verdict", "steps_to_target")  # report columns whose cells may wrap at spaces
+
+
+def _least(header: str, texts: list[str], wrap: bool) -> int:
+    """No header word, no number and no config value is ever cut: the narrowest a column may be."""
+    parts = [w for t in texts for w in t.split()] if wrap else texts
+    return max([*map(len, header.split()), *map(len, parts)], default=1)
+
+
+def _main_table(report: Any, columns: list[str], caption: str | None) -> Table:
+    from initlab.report import _fmt_cell, _fmt_value, _header, key_headers
 
     colours = {"vanishing": "blue", "exploding": "red", "healthy": "green"}
-    main = Table(title=f"{len(report.rows)} configurations", title_justify="left",
-                 caption=f"verdict at init: a variance ratio below {VANISHING:g} is vanishing, above {EXPLODING:g} "
-                         "exploding", caption_justify="left")
-    for k in key_headers(report.keys):
-        main.add_column(k)
-    for c in report.columns:
-        main.add_column(_header(c, report.target), justify="left" if c in ("status", "verdict", "profile") else "right",
-                        no_wrap=c in ("test_acc", "test_loss", "profile"))
+    main = Table(title=f"{len(report.rows)} configurations", title_justify="left", caption=caption,
+                 caption_justify="left")
+    for k, head in zip(report.keys, key_headers(report.keys)):
+        main.add_column(head, min_width=_least(head, [_fmt_value(r.get(k)) for r in report.rows], False))
+    for c in columns:
+        head = _header(c, report.target)
+        main.add_column(head, justify="left" if c in ("status", "verdict", "profile") else "right",
+                        min_width=_least(head, [_fmt_cell(r, c) for r in report.rows], c in WRAPPING))
     for row in report.rows:
         cells = [escape(_fmt_value(row.get(k))) for k in report.keys]
-        for c in report.columns:
+        for c in columns:
             text = escape(_fmt_cell(row, c))
             # "healthy at init, diverged": the outcome's colour, not the signal's
             colour = "yellow" if " at init, " in text else colours.get(text)
             cells.append(f"[{colour}]{text}[/]" if c == "verdict" and colour else text)
         main.add_row(*cells)
-    tables = [main]
+    return main
+
+
+def report_tables(report: Any, width: int | None = None) -> list[Table]:
+    """The report as rich tables: the aggregated rows, then problem runs, then skipped folders.
+    With ``width``, the columns that do not fit beside the config keys are left out (and named in
+    the caption) rather than squeezed until keys and numbers are unreadable."""
+    from initlab.report import EXPLODING, VANISHING, _fmt_value
+
+    columns, left_out = fit_columns(report, width) if width else (list(report.columns), [])
+    caption = f"verdict at init: a variance ratio below {VANISHING:g} is vanishing, above {EXPLODING:g} exploding"
+    if left_out:
+        caption += (f"\nleft out at this width ({width} columns): {', '.join(left_out)}; choose with --columns, "
+                    "or widen the terminal")
+    tables = [_main_table(report, columns, caption)]
     if report.problems:
         t = Table(title="runs that did not complete", title_justify="left")
         for c in ("run", "status", "step", "reason"):
-            t.add_column(c)
+            t.add_column(c, overflow="fold")  # a long path or reason wraps, never ends in "…"
         for p in report.problems:
             t.add_row(escape(p["run"]), p["status"], _fmt_value(p["step"]), escape(str(p["reason"])))
         tables.append(t)
     if report.skipped:
         t = Table(title="skipped folders", title_justify="left")
-        t.add_column("folder")
-        t.add_column("reason")
+        t.add_column("folder", overflow="fold")
+        t.add_column("reason", overflow="fold")
         for s in report.skipped:
             t.add_row(escape(str(s.path)), escape(s.reason))
         tables.append(t)
@@ -317,3 +379,33 @@ def phase_view(table: dict[str, Any]) -> list[Any]:
     notes = [escape(f"{'*' * (i + 1)} {c} (Schoenholz et al. 2017's depth scales assume a finite, nonzero q*)")
              for i, c in enumerate(caveats)]
     return [t, *notes]
+
+
+def config_keys_view(section: str | None = None) -> list[Any]:
+    """Every config key (or one section's) with its default, what it accepts and its help; then
+    each initializer's arguments (what ``model.init_args`` / ``model.bias_init_args`` take)."""
+    from initlab.config import allowed_text, describe_fields
+    from initlab.errors import InitlabError
+    from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
+
+    rows = [r for r in describe_fields() if section is None or r[0].startswith(section + ".") or r[0] == section]
+    if not rows:
+        sections = sorted({k.split(".")[0] for k, _, _ in describe_fields() if "." in k})
+        raise InitlabError(f"--section {section!r}: not a config section (sections: {', '.join(sections)})")
+    t = Table(title="config keys" + (f": {section}" if section else ""), title_justify="left", show_lines=False)
+    for c in ("key", "default", "allowed", "meaning"):
+        t.add_column(c, overflow="fold")
+    for key, help_text, default in rows:
+        shown = "null" if default is None else (", ".join(default) if isinstance(default, tuple | list) else str(default))
+        t.add_row(key, escape(shown), escape(allowed_text(key)), escape(help_text))
+    items: list[Any] = [t]
+    if section in (None, "model"):
+        a = Table(title="initializer arguments (model.init_args, model.bias_init_args)", title_justify="left")
+        for c in ("initializer", "arguments (default)"):
+            a.add_column(c, overflow="fold")
+        for label, registry in (("model.init", INITIALIZERS), ("model.bias_init", BIAS_INITIALIZERS)):
+            for name, entry in registry.items():
+                args = ", ".join(f"{k} ({v:g})" for k, v in entry.args.items()) or "none"
+                a.add_row(escape(f"{label}: {name}"), escape(args))
+        items.append(a)
+    return items

@@ -26,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: files only, never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -53,8 +54,39 @@ def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
     return out
 
 
-def _style(i: int) -> dict:
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": STYLES[(i // len(OKABE_ITO)) % len(STYLES)]}
+def palette(n: int) -> list:
+    """``n`` colours that tell configurations apart: Okabe & Ito's for up to 8, tab20 for up to
+    20, and beyond that evenly spaced along a perceptual colour map (no colour is reused, so two
+    configurations never share a colour and a line style)."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:max(n, 1)]
+    cmap = plt.get_cmap("tab20" if n <= 20 else "turbo")
+    return [cmap(i) for i in range(n)] if n <= 20 else [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
+
+
+MAX_LEGEND = 30  # configurations named in a legend; past that, the rest are counted
+
+
+def legend(where, colour_handles: list, other_handles: Sequence = (), **kwargs) -> None:
+    """A legend that stays readable: beside the plot (not over it) once there are more than 8
+    configurations, in columns of at most 20, naming at most ``MAX_LEGEND`` of them."""
+    colour_handles = list(colour_handles)
+    if len(colour_handles) > MAX_LEGEND:
+        rest = len(colour_handles) - MAX_LEGEND
+        colour_handles = colour_handles[:MAX_LEGEND] + [
+            Line2D([], [], color="none", label=f"… and {rest} more configurations (narrow with --filter)")]
+    handles = colour_handles + list(other_handles)
+    if len(handles) > 8:
+        kwargs = {**kwargs, "fontsize": "x-small", "ncols": math.ceil(len(handles) / 20)}
+        if isinstance(where, Axes):  # beside the panel, not over its lines
+            kwargs.setdefault("loc", "upper left")
+            kwargs.setdefault("bbox_to_anchor", (1.02, 1.0))
+            kwargs.setdefault("borderaxespad", 0.0)
+    where.legend(handles=handles, **{"fontsize": "small", "loc": "best", **kwargs})
+
+
+def _style(i: int, n: int = len(OKABE_ITO)) -> dict:
+    return {"color": palette(n)[i % max(n, 1)], "linestyle": "-"}
 
 
 def _layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
@@ -120,8 +152,9 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
     prediction at initialization dashed where the theory applies."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     groups = _groups(runs, keys)
+    colours = palette(len(groups))
     for i, (label, members) in enumerate(groups.items()):
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        colour = colours[i]
         for j, step in enumerate(steps):
             found = [p for p in (_profile_at(r, step) for r in members) if p is not None]
             if not found:
@@ -146,13 +179,12 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
         ax.set_ylabel(ylabel + " (log scale)")
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-    colour_handles = [Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)], label=label)
-                      for i, label in enumerate(groups)]
+    colour_handles = [Line2D([], [], color=colours[i], label=label) for i, label in enumerate(groups)]
     style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
                      for j, s in enumerate(steps)]
     if theory and any(_theory_profile(m) for m in groups.values()):
         style_handles.append(Line2D([], [], color="0.3", linestyle=THEORY_STYLE, label="mean-field theory (init)"))
-    axes[1].legend(handles=colour_handles + style_handles, fontsize="small", loc="best")
+    legend(axes[1], colour_handles, style_handles)
     fig.suptitle("per-layer signal propagation (mean over seeds)")
     return fig
 
@@ -169,7 +201,8 @@ def _curve(run: Run) -> dict[str, np.ndarray]:
 def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     """Training loss and test accuracy against step, one line per configuration (mean over seeds)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for i, (label, members) in enumerate(_groups(runs, keys).items()):
+    groups = _groups(runs, keys)
+    for i, (label, members) in enumerate(groups.items()):
         curves = [_curve(r) for r in members if (r.path / "metrics.csv").exists()]
         if not curves:
             continue
@@ -183,13 +216,14 @@ def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
                 mean = np.nanmean(stacked, axis=0)
             ok = np.isfinite(mean)
             ax.plot(longest["step"][ok], mean[ok], label=label, marker="o" if ok.sum() <= 12 else None,
-                    markersize=3, **_style(i))
+                    markersize=3, **_style(i, len(groups)))
     ax_loss.set(xlabel="step", ylabel="training loss (mean since previous point)", title="training loss")
     ax_loss.set_yscale("log")
     ax_acc.set(xlabel="step", ylabel="test accuracy", title="test accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
-    ax_acc.legend(fontsize="small", loc="best")
+    handles, _ = ax_acc.get_legend_handles_labels()
+    legend(ax_acc, handles)
     fig.suptitle("training curves (mean over seeds)")
     return fig
 
@@ -205,21 +239,30 @@ def heatmap_figure(runs: Sequence[Run], x: str, y: str, metric: str = "test_acc"
     percent = metric == "test_acc"
     if percent:
         grid = 100 * grid
-    fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 3.5, 0.6 * len(ys) + 2.5), constrained_layout=True)
+    # the figure grows with the grid up to a readable poster (40 × 30 inches), then the cells shrink
+    fig, ax = plt.subplots(figsize=(min(1.1 * len(xs) + 3.5, 40), min(0.6 * len(ys) + 2.5, 30)),
+                           constrained_layout=True)
+    finite = grid[np.isfinite(grid)]
     image = ax.imshow(grid, cmap="cividis", aspect="auto", origin="lower")
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=90 if len(xs) > 12 else 0,
+                  fontsize="x-small" if len(xs) > 30 else None)
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys], fontsize="x-small" if len(ys) > 30 else None)
     xname, yname = key_headers([x, y])
     ax.set(xlabel=xname, ylabel=yname)
     label = "test accuracy (%)" if percent else HEADERS.get(metric, metric)
     ax.set_title(f"{label} over {xname} × {yname} (mean over seeds)")
-    finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
-    for (i, j), v in np.ndenumerate(grid):
-        text = "–" if not np.isfinite(v) else (f"{v:.1f}" if percent else f"{v:.3g}")
-        ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                color="black" if np.isfinite(v) and v > mid else "white")
-    fig.colorbar(image, ax=ax, label=label)
+    status = {(r[y], r[x]): r["status"] for r in rows}
+    if len(xs) * len(ys) <= 400:  # past that the numbers would be unreadable: the colours say it
+        for (i, j), v in np.ndenumerate(grid):
+            text = (status.get((ys[i], xs[j]), "–") if status.get((ys[i], xs[j]), "ok") != "ok" else "–") \
+                if not np.isfinite(v) else (f"{v:.1f}" if percent else f"{v:.3g}")
+            ax.text(j, i, text, ha="center", va="center", fontsize="small" if len(xs) <= 12 else "x-small",
+                    color="black" if np.isfinite(v) and v > mid else ("0.3" if not np.isfinite(v) else "white"))
+    if finite.size:
+        fig.colorbar(image, ax=ax, label=label)
+    else:  # nothing completed: no colour scale to read, and the reason in the panel
+        ax.set_title(f"{label} over {xname} × {yname}: no completed run (every cell diverged or failed)")
     if x.endswith("init_args.sigma_w") and y == "model.depth":
         _depth_scale_curve(ax, runs, xs, ys)
     return fig
@@ -657,7 +700,7 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
         for (i, j, sq, at), pos in zip(lines, positive):
             counts, _ = np.histogram(pos, edges)
             ax.plot(np.sqrt(edges[:-1] * edges[1:]), counts / (len(sq) * np.diff(np.log10(edges))),
-                    color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=STYLES[j % len(STYLES)],
+                    color=palette(len(groups))[i], linestyle=STYLES[j % len(STYLES)],
                     label=f"{list(groups)[i]} (step {', '.join(map(str, at))})")
             zeros.setdefault(i, []).append((steps[j], 1 - len(pos) / len(sq)))
         ax.set_xlim(min(edges[0], 0.5), max(edges[-1], 2.0))
@@ -669,13 +712,13 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
     colour_handles = []
     for i, label in enumerate(groups):
         below = ", ".join(f"{_percent(z)} at {at}" for at, z in zeros.get(i, []) if z)
-        colour_handles.append(Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)],
+        colour_handles.append(Line2D([], [], color=palette(len(groups))[i],
                                      label=label + (f"\n(σ below float32 resolution, not drawn: {below})"
                                                     if below else "")))
     style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
                      for j, s in enumerate(steps)]
     reference = Line2D([], [], color="0.4", linestyle=THEORY_STYLE, label="σ² = 1 (dynamical isometry)")
-    fig.legend(handles=colour_handles + style_handles + [reference], fontsize="small", loc="outside right upper")
+    legend(fig, colour_handles, [*style_handles, reference], loc="outside right upper")
     return fig
 
 

@@ -592,14 +592,17 @@ class RunBook:
         self.result.jacobian_time_s += seconds
         self.sink.jacobian(step, singular_values)
 
-    def metrics_row(self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan")) -> None:
-        """The metrics row at ``step``: the mean training loss since the previous row."""
+    def metrics_row(self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan"),
+                    at_time: float | None = None) -> None:
+        """The metrics row at ``step``: the mean training loss since the previous row; its
+        ``wall_time`` is when the step ran (``at_time``, a perf_counter reading), by default now."""
         train_loss = float(self.loss_sum / self.loss_count) if self.loss_count else float("nan")
         self.loss_sum, self.loss_count = 0.0, 0
         self.row_at = step
         self.result.final["train_loss"] = train_loss
         row = {"step": step, "epoch": step / self.schedule.steps_per_epoch, "train_loss": train_loss,
-               "test_loss": test_loss, "test_acc": test_acc, "wall_time": time.perf_counter() - self.start}
+               "test_loss": test_loss, "test_acc": test_acc,
+               "wall_time": (time.perf_counter() if at_time is None else at_time) - self.start}
         if self.result.loss_scale is not None:  # the scale now in effect, and the steps skipped since the last row
             row.update(loss_scale=self.result.loss_scale["final_scale"], skipped_steps=self.skipped)
             self.skipped = 0
@@ -615,12 +618,15 @@ class RunBook:
         res.history["test_acc"].append(test_acc)
         if step == 0 or test_acc > res.best["test_acc"]:
             res.best = {"test_acc": test_acc, "step": step}
+        self.sink.progress(step, self.schedule.total_steps, {"test_acc": test_acc})  # the bar shows this result
 
     def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray,
-                   scales: np.ndarray | None = None) -> int:
+                   scales: np.ndarray | None = None, span: tuple[float, float] | None = None) -> int:
         """Record a chunk: the statistics of each logged step it reached (a logged step inside the
         chunk gets its metrics row here), its losses and, with loss scaling, its steps' scales.
-        Returns the step the run is now at."""
+        ``span``: the chunk's start and end (perf_counter); the device reports no per-step times,
+        so a logged step inside the chunk is timed by its place in the chunk (steps of one chunk
+        take equal time). Returns the step the run is now at."""
         stop = plan.start + done  # plan.stop, or the step it blew up at
         cursor = 0  # losses of the chunk's steps [start, start + cursor) are counted
         for slot, at in enumerate(plan.logs):
@@ -630,7 +636,8 @@ class RunBook:
                 self.add_losses(losses[cursor:at - plan.start])
                 self.add_scales(None if scales is None else scales[:, cursor:at - plan.start])
                 cursor = at - plan.start
-                self.metrics_row(at)
+                when = None if span is None else span[0] + (span[1] - span[0]) * (at - plan.start) / (plan.stop - plan.start)
+                self.metrics_row(at, at_time=when)
             self.emit(at, tables[slot])
         self.add_losses(losses[cursor:done])
         self.add_scales(None if scales is None else scales[:, cursor:done])
@@ -758,14 +765,15 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
         out = runner.run(state, prev_params, plan, np.array([b.alive for b in books]))
         state, prev_params = out.state, out.prev_params
         replay_compile = runner.compile_time_s - compiled_before
-        elapsed = time.perf_counter() - t1 - replay_compile  # the replay's compilation is not training time
+        t2 = time.perf_counter()
+        elapsed = t2 - t1 - replay_compile  # the replay's compilation is not training time
         for b in books:
             b.result.compile_time_s += replay_compile
         for r in members:
             b = books[r]
             b.result.train_time_s += elapsed
             stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r],
-                                None if out.scales is None else out.scales[r])
+                                None if out.scales is None else out.scales[r], span=(t2 - elapsed, t2))
             if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
                 first = b.result.divergence is None  # (non-finite statistics have said so already)
                 if first and b.logged_at != stop:

@@ -342,3 +342,34 @@ def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path, mon
     assert runner.invoke(app, ["run", str(small), "-q"]).exit_code == 1
     monkeypatch.setenv(memory.CHECK_ENV, "1")  # restored after the test; the flag sets it to 0
     assert runner.invoke(app, ["run", str(small), "-q", "--no-memory-check"]).exit_code == 0
+
+
+def test_metrics_wall_time_is_when_each_step_ran(tmp_path):
+    import pandas as pd
+
+    data = {**small_run("wall"), "train": {"steps": 40, "batch_size": 32}, "log": {"every": 5, "out": str(tmp_path)}}
+    config = tmp_path / "wall.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert runner.invoke(app, ["run", str(config), "-q"]).exit_code == 0
+    m = pd.read_csv(run_dir_for(C.from_dict(data)) / "metrics.csv")
+    logged = m[m.step > 0].drop_duplicates("step").wall_time.to_numpy()
+    assert (logged[1:] > logged[:-1]).all()  # logs inside one chunk no longer share the chunk's end time
+
+
+def test_progress_shows_losses_readably_and_the_final_accuracy():
+    from initlab.display import _fmt_loss
+
+    assert _fmt_loss(2.302585) == "2.3026" and _fmt_loss(3.4e35) == "3.4e+35" and _fmt_loss(float("inf")) == "inf"
+    assert _fmt_loss(1.5e-5) == "1.5e-05" and _fmt_loss(None) == "–"
+
+
+def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
+    from initlab.data import load_dataset
+    from initlab.storage import RunRecorder
+    from initlab.train import train
+
+    heard = []
+    cfg = C.from_dict({**small_run("bar"), "train": {"steps": 20, "batch_size": 32}})
+    result = train(cfg, load_dataset(cfg.data, None, progress=False), RunRecorder(lambda s, t, i: heard.append((s, i))))
+    last_acc = [i["test_acc"] for s, i in heard if "test_acc" in i][-1]
+    assert last_acc == result.final["test_acc"] and heard[-1][0] == 20

@@ -437,3 +437,36 @@ def test_cli_underflow_png_and_runs_without_format_statistics(formats_dir, sweep
             w.writerows(rows)
     missing = runner.invoke(app, ["plot", str(bare), "--kind", "underflow", "--out", str(tmp_path)])
     assert missing.exit_code == 1 and "format statistics" in missing.output
+
+
+@pytest.mark.parametrize("n", [8, 20, 100])
+def test_every_configuration_gets_its_own_colour(n):
+    from matplotlib.colors import to_hex
+
+    from initlab.plot import palette
+
+    assert len({to_hex(c) for c in palette(n)}) == n
+
+
+def test_many_configurations_keep_distinct_lines_and_a_legend_beside_the_plot(sweep_dir):
+    runs, _ = loaded(sweep_dir)
+    fig = profile_figure(runs, ["model.depth", "model.init", "seed"], steps=("init",), theory=False)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 12 and len({(str(ln.get_color()), ln.get_linestyle()) for ln in lines}) == 12
+    box = fig.axes[1].get_legend().get_bbox_to_anchor().transformed(fig.axes[1].transAxes.inverted())
+    assert box.x0 > 1  # beside the panel, not covering it
+
+
+def test_a_heatmap_of_only_diverged_runs_says_so_without_a_colour_bar(sweep_dir, tmp_path):
+    import json
+
+    bad = tmp_path / "grid"
+    shutil.copytree(sweep_dir, bad)
+    for summary in bad.glob("*/summary.json"):
+        data = json.loads(summary.read_text())
+        data["status"] = "diverged"
+        summary.write_text(json.dumps(data))
+    runs, _ = discover([bad])
+    fig = heatmap_figure(runs, "model.depth", "model.init")
+    assert len(fig.axes) == 1 and "no completed run" in fig.axes[0].get_title()
+    assert {t.get_text() for t in fig.axes[0].texts} == {"2 diverged"}

@@ -258,3 +258,20 @@ def test_the_verdict_of_diverged_runs_says_so(runs_dir):
     (row,) = rep.rows
     assert row["verdict"].endswith(" at init, diverged")  # whatever the signal at init, not a bare "healthy"
     assert row["verdict"].split(" ")[0] in ("healthy", "vanishing", "exploding")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_report_table_fits_the_terminal_and_cuts_no_value(runs_dir, width):
+    from rich.console import Console
+
+    from initlab.display import report_tables
+
+    rep = build_report([runs_dir / "grid"])
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None)
+    for t in report_tables(rep, width):
+        console.print(t, crop=False)
+    text = out.getvalue()
+    assert all(len(line) <= width for line in text.splitlines()) and "…" not in text
+    assert "he_normal" in text and "glorot_normal" in text  # the config keys are whole
+    assert f"left out at this width ({width} columns)" in text.replace("\n", " ")
