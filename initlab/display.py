@@ -393,7 +393,8 @@ def config_keys_view(section: str | None = None) -> list[Any]:
         sections = sorted({k.split(".")[0] for k, _, _ in describe_fields() if "." in k})
         raise InitlabError(f"--section {section!r}: not a config section (sections: {', '.join(sections)})")
     t = Table(title="config keys" + (f": {section}" if section else ""), title_justify="left", show_lines=False)
-    for c in ("key", "default", "allowed", "meaning"):
+    t.add_column("key", no_wrap=True)
+    for c in ("default", "allowed", "meaning"):
         t.add_column(c, overflow="fold")
     for key, help_text, default in rows:
         shown = "null" if default is None else (", ".join(default) if isinstance(default, tuple | list) else str(default))

@@ -618,7 +618,8 @@ class RunBook:
         res.history["test_acc"].append(test_acc)
         if step == 0 or test_acc > res.best["test_acc"]:
             res.best = {"test_acc": test_acc, "step": step}
-        self.sink.progress(step, self.schedule.total_steps, {"test_acc": test_acc})  # the bar shows this result
+        if step and step == self.schedule.total_steps:  # the last evaluation is the result: the bar shows it
+            self.sink.progress(step, step, {"test_acc": test_acc})
 
     def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray,
                    scales: np.ndarray | None = None, span: tuple[float, float] | None = None) -> int:
