@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from initlab import __version__
-from initlab.errors import InitlabError, Terminated, describe_os_error
+from initlab.errors import (InitlabError, Terminated, clear_termination, describe_os_error,
+                            note_termination)
 
 app = typer.Typer(help="A laboratory for initialization, normalization and signal propagation in deep MLPs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -76,6 +77,7 @@ def _sigterm_as_interrupt():
         return
 
     def handler(signum, frame):
+        note_termination(signum)  # checked again where training looks in, should this raise be swallowed
         raise Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -83,6 +85,7 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        clear_termination()
 
 
 NoMemoryCheck = Annotated[bool, typer.Option(

@@ -134,13 +134,17 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
                TextColumn("runs"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[group]}"))
     with Progress(*columns, console=err_console) as bar:
         task = bar.add_task(name, total=None, group="")
+        label = [""]
 
         def on_event(kind: str, info: dict[str, Any]) -> None:
             if kind == "start":
                 bar.update(task, total=info["todo"], group=f"{info['groups']} groups to train"
                            + (f", {info['total'] - info['todo']} runs already done" if info["total"] > info["todo"] else ""))
             elif kind == "group":
+                label[0] = info["label"]
                 bar.update(task, group=info["label"])
+            elif kind == "step":  # an in-process group's training steps, beside its label
+                bar.update(task, group=f"{label[0]}: step {info['step']:,}/{info['total']:,}")
             elif kind == "done":
                 bar.advance(task, info["runs"])
 

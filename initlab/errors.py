@@ -52,3 +52,24 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int = 15):
         super().__init__("terminated by a signal (SIGTERM)")
         self.signum = signum
+
+
+# An exception raised by a signal handler can land where Python swallows it (a garbage-collector
+# callback such as JAX's prints "Exception ignored in ..."). So the handler also notes the
+# signal, and training checks the note where it looks in on the host (``check_terminated``).
+_terminated: list[int] = []
+
+
+def note_termination(signum: int) -> None:
+    _terminated.append(signum)
+
+
+def clear_termination() -> None:
+    """The Terminated exception reached its handler: nothing is pending any more."""
+    _terminated.clear()
+
+
+def check_terminated() -> None:
+    """Raise ``Terminated`` if a SIGTERM arrived whose exception was swallowed (once)."""
+    if _terminated:
+        raise Terminated(_terminated.pop())

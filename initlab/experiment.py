@@ -171,13 +171,16 @@ def _dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
     return _datasets[key]
 
 
-def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None) -> list[dict[str, Any]]:
+def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
+                  on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Train a group of batchable runs together and return, per run, its metrics rows, per-layer
     rows and summary. Plain data in and out, so the same function runs in this process, in a
     process pool or as a Ray task. An exception fails the whole group; it is recorded per run
     (with the rows gathered until then), never raised."""
     cfgs = [from_dict(d) for d in cfg_dicts]
-    recorders = [RunRecorder() for _ in cfgs]
+    # the group's runs train in lockstep: the first one's progress is the group's
+    recorders = [RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
+                 for i, _ in enumerate(cfgs)]
     try:
         results = train_group(cfgs, _dataset(cfgs[0].data, data_dir), recorders)
         summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]

@@ -23,7 +23,7 @@ import numpy as np
 
 from initlab.config import (LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, config_hash, from_dict,
                             parse_yaml, to_yaml)
-from initlab.errors import InitlabError
+from initlab.errors import InitlabError, check_terminated
 from initlab.initializers import Trace
 from initlab.stats import QUANTITIES, Layout
 
@@ -323,6 +323,7 @@ class RunRecorder:
         self.trace = trace
 
     def progress(self, step: int, total: int, info: dict[str, float]) -> None:
+        check_terminated()  # where training looks in on the host: a SIGTERM whose raise was lost ends it here
         if self._on_progress is not None:
             self._on_progress(step, total, info)
 

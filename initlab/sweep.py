@@ -285,14 +285,18 @@ class Executor:
 
 
 class InlineExecutor(Executor):
-    """This process, one group after another."""
+    """This process, one group after another; ``on_step(step, total)`` hears the group's training
+    steps (for a progress display: the only executor whose steps this process can see)."""
+
+    def __init__(self, on_step: Callable[[int, int], None] | None = None):
+        self.on_step = on_step
 
     def submit(self, cfg_dicts, data_dir):
         from initlab.experiment import execute_group
 
         fut: Future = Future()
         try:
-            fut.set_result(execute_group(cfg_dicts, data_dir))
+            fut.set_result(execute_group(cfg_dicts, data_dir, on_step=self.on_step))
         except BaseException as e:  # noqa: BLE001 - delivered to the caller through the future
             fut.set_exception(e)
         return fut
@@ -383,12 +387,13 @@ def check_executor(kind: str, address: str | None) -> None:
         raise ConfigError("--address: only meaningful with --executor ray")
 
 
-def make_executor(kind: str, workers: int, address: str | None) -> Executor:
+def make_executor(kind: str, workers: int, address: str | None,
+                  on_step: Callable[[int, int], None] | None = None) -> Executor:
     """The executor registry: ``local`` (inline for one worker, a process pool for more) or ``ray``."""
     check_executor(kind, address)
     if kind == "ray":
         return RayExecutor(address, workers)
-    return InlineExecutor() if workers <= 1 else PoolExecutor(workers)
+    return InlineExecutor(on_step) if workers <= 1 else PoolExecutor(workers)
 
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -399,8 +404,9 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
               on_event: Event | None = None, replace: bool = False) -> SweepReport:
     """Train every run of ``spec`` that is not done yet; returns the final statuses.
 
-    ``on_event(kind, info)`` hears ``start`` (total, todo, groups), ``group`` (index, size, label)
-    and ``done`` (runs finished so far) for a progress display. ``replace``: see ``check_same_sweep``.
+    ``on_event(kind, info)`` hears ``start`` (total, todo, groups), ``group`` (index, size, label),
+    ``step`` (the group's training step and total, from an in-process group) and ``done`` (runs
+    finished so far) for a progress display. ``replace``: see ``check_same_sweep``.
     """
     emit = on_event or (lambda kind, info: None)
     check_executor(executor, address)
@@ -414,7 +420,8 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     groups = plan_groups(todo, max_group)
     report = SweepReport(directory, {}, skipped_done=len(runs) - len(todo))
     emit("start", {"total": len(runs), "todo": len(todo), "groups": len(groups)})
-    pool = make_executor(executor, workers, address) if groups else None
+    pool = make_executor(executor, workers, address,
+                         lambda step, total: emit("step", {"step": step, "total": total})) if groups else None
     data = str(data_dir) if data_dir is not None else None
     in_flight: dict[Future, tuple[list[SweepRun], list[int]]] = {}
     pending: Iterator[list[SweepRun]] = iter(groups)

@@ -373,3 +373,25 @@ def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
     result = train(cfg, load_dataset(cfg.data, None, progress=False), RunRecorder(lambda s, t, i: heard.append((s, i))))
     last_acc = [i["test_acc"] for s, i in heard if "test_acc" in i][-1]
     assert last_acc == result.final["test_acc"] and heard[-1][0] == 20
+
+
+def test_sweep_progress_moves_within_a_group(tmp_path):
+    from initlab.sweep import SweepSpec, run_sweep
+
+    events = []
+    base = {**small_run("steps"), "log": {"every": 10, "out": str(tmp_path)}}
+    run_sweep(SweepSpec(base, {}, [], [0, 1]), on_event=lambda kind, info: events.append((kind, info)))
+    steps = [info["step"] for kind, info in events if kind == "step"]
+    assert steps and steps[-1] == 20 and steps == sorted(steps)
+    kinds = [k for k, _ in events]
+    assert kinds.index("group") < kinds.index("step") < kinds.index("done")  # inside the group, before it ends
+
+
+def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
+    from initlab.errors import Terminated, note_termination
+    from initlab.storage import RunRecorder
+
+    note_termination(signal.SIGTERM)  # the handler's raise landed in a gc callback and was ignored
+    with pytest.raises(Terminated):
+        RunRecorder().progress(10, 20, {})  # the next look-in on the host ends the run
+    RunRecorder().progress(11, 20, {})  # once
