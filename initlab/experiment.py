@@ -182,7 +182,9 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
     recorders = [RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
                  for i, _ in enumerate(cfgs)]
     try:
-        results = train_group(cfgs, _dataset(cfgs[0].data, data_dir), recorders)
+        data = _dataset(cfgs[0].data, data_dir)
+        memory.check(memory_estimate(cfgs, data))  # a group that cannot fit fails as a group, before allocating
+        results = train_group(cfgs, data, recorders)
         summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]
     except Exception as e:  # noqa: BLE001 - isolation: one group's failure must not stop a sweep
         reason = f"{type(e).__name__}: {e}"

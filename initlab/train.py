@@ -709,7 +709,6 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
     schedule = make_schedule(cfg, n_train)
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, schedule, n_train, len(cfgs))
-    memory.check(memory.estimate(cfgs, spec, fns.optimizer, data))  # before anything is allocated
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
 

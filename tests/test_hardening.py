@@ -395,3 +395,14 @@ def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
     with pytest.raises(Terminated):
         RunRecorder().progress(10, 20, {})  # the next look-in on the host ends the run
     RunRecorder().progress(11, 20, {})  # once
+
+
+def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeypatch):
+    import initlab.memory as memory
+    from initlab.sweep import SweepSpec, run_sweep
+
+    monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
+    report = run_sweep(SweepSpec({**small_run("tiny"), "log": {"every": 10, "out": str(tmp_path)}}, {}, [], [0, 1]))
+    assert report.failed == 2
+    (summary,) = {json.loads(p.read_text())["error"] for p in (tmp_path / "tiny").glob("*/summary.json")}
+    assert summary.startswith("InitlabError: this would need about") and "free in a tiny device" in summary
