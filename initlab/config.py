@@ -298,7 +298,7 @@ def allowed_text(key: str) -> str:
     if choices is not None:
         return ", ".join(choices() if callable(choices) else choices)
     rng = _range_text(f.metadata)
-    tp = typing.get_type_hints(cls)[name]
+    tp = _field_type(key)
     kinds = {int: "integer", float: "number", bool: "true/false", str: "text", type(None): "null"}
     members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
     kind = " or ".join(kinds.get(a, "mapping" if typing.get_origin(a) in (dict, Mapping) else

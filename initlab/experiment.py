@@ -6,7 +6,6 @@ whose status says so, beside the metrics and statistics gathered until then.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -135,8 +134,7 @@ def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[
     writer.write_config()
     started = time.time()
     base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
-            "run_dir": str(path), "versions": versions(), "started_at": started, "pid": os.getpid(),
-            "config": to_dict(cfg)}
+            "run_dir": str(path), "versions": versions(), "started_at": started, "config": to_dict(cfg)}
     writer.write_summary(base)
     try:
         result = train(cfg, data, writer)

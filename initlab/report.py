@@ -207,9 +207,9 @@ def load_run(path: Path) -> Run | Skipped:
     if problem:
         return Skipped(path, problem)
     if summary.get("status") == "running":
-        from initlab.storage import LOST, lock_holder
+        from initlab.storage import LOST, live_status
 
-        if lock_holder(path) is None:  # no process trains it: killed (kill -9, out of memory)
+        if live_status("running", path) == "interrupted":  # no process trains it: killed (kill -9, out of memory)
             summary = {**summary, "status": "interrupted", "error": LOST}
     config = summary.get("config")
     if not isinstance(config, dict):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import (LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, config_hash, from_dict,
+from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_terminated
 from initlab.initializers import Trace
@@ -109,7 +109,7 @@ def run_dir_for(cfg: RunConfig) -> Path:
     """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``, or the folder an earlier initlab
     named with the hash's first 8 digits when it holds this very config."""
     digest = config_digest(cfg)
-    path = Path(cfg.log.out) / f"{cfg.name}-{config_hash(cfg)}"
+    path = Path(cfg.log.out) / f"{cfg.name}-{digest[:HASH_DIGITS]}"  # config_hash(cfg), digested once
     legacy = path.with_name(f"{cfg.name}-{digest[:LEGACY_HASH_DIGITS]}")
     if not path.exists() and legacy.is_dir() and stored_digest(legacy) == digest:
         return legacy
@@ -238,7 +238,7 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-# The status a killed run's summary is read as, and the reason it is given.
+# The reason a killed run (``running`` on disk, its lock free) is read as interrupted with.
 LOST = "lost: the process ended without recording a result (killed, out of memory or out of disk)"
 
 
@@ -423,6 +423,12 @@ def run_status(path: Path, *, locked: bool = False) -> str:
         status = str(summary.get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"
+    return live_status(status, path, locked=locked)
+
+
+def live_status(status: str, path: Path, *, locked: bool = False) -> str:
+    """A status read from the run folder ``path``'s summary, as it stands: ``running`` only while
+    some process holds the run's lock, ``interrupted`` once none does (see the locks above)."""
     if status == "running" and (locked or lock_holder(path) is None):
         return "interrupted"
     return status

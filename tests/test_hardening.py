@@ -356,7 +356,7 @@ def test_metrics_wall_time_is_when_each_step_ran(tmp_path):
     assert (logged[1:] > logged[:-1]).all()  # logs inside one chunk no longer share the chunk's end time
 
 
-def test_progress_shows_losses_readably_and_the_final_accuracy():
+def test_progress_shows_losses_readably():
     from initlab.display import _fmt_loss
 
     assert _fmt_loss(2.302585) == "2.3026" and _fmt_loss(3.4e35) == "3.4e+35" and _fmt_loss(float("inf")) == "inf"
