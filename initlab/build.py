@@ -8,13 +8,15 @@ registries and the model never import the configuration.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from initlab.config import ModelConfig
 from initlab.formats import cast
-from initlab.initializers import Role, Trace, get_bias_initializer, get_initializer
+from initlab.initializers import Role, Trace, get_bias_initializer, get_initializer, unit_sampler
 from initlab.model import LayerSamplers, ModelSpec, init_layers
 from initlab.network_init import SCHEMES, RefineContext
 from initlab.normalizations import NormSettings
+from initlab.parameterizations import get_parameterization, width_multiplier
 from initlab.params import MLPParams, NormState
 
 # fold_in index of the schemes' key (LSUV's batch, pre-training's samples).
@@ -26,21 +28,48 @@ def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     ``num_classes`` classes."""
     return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
                      NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind,
-                     m.dtype, m.precision)
+                     m.dtype, m.precision, multipliers(m, input_dim))
+
+
+def _sigma_w2(m: ModelConfig) -> float:
+    """σ_w² of a fan-in law (the constant of Var(W) = σ_w²/fan_in); 1 for any other initializer
+    (which only the standard parameterization takes, and which has no multipliers)."""
+    init = get_initializer(m.init)
+    return 1.0 if init.law is None else float(init.sigma_w2(1, 1, m.init_args))
+
+
+def multipliers(m: ModelConfig, input_dim: int) -> tuple[float, float, float]:
+    """The parameterization's factors on the input, hidden and output layers' matrix products."""
+    p = get_parameterization(m.parameterization)
+    mult, s2 = width_multiplier(m.width, m.base_width), _sigma_w2(m)
+    return (p.multiplier(Role.INPUT, input_dim, mult, s2), p.multiplier(Role.HIDDEN, m.width, mult, s2),
+            p.multiplier(Role.OUTPUT, m.width, mult, s2))
 
 
 def layer_samplers(m: ModelConfig) -> LayerSamplers:
     """(role, fan_in) -> (weight sampler, bias sampler): ``m.init`` with ``m.init_args`` for the
-    weights; for the biases, the initializer's own bias law where it prescribes one (mean-field,
-    Fixup), else ``m.bias_init`` with ``m.bias_init_args``."""
+    weights, as the parameterization draws them (ntk: the law's shape at unit variance; mup: the
+    output layer's draw times √m, or zeros with ``zero_readout``); for the biases, the initializer's
+    own bias law where it prescribes one (mean-field, Fixup), else ``m.bias_init`` with
+    ``m.bias_init_args``."""
     init = get_initializer(m.init)
+    p = get_parameterization(m.parameterization)
+    mult = width_multiplier(m.width, m.base_width)
     if init.bias is not None:
         bias, bias_args = init.bias, m.init_args
     else:
         bias, bias_args = get_bias_initializer(m.bias_init).sampler, m.bias_init_args
 
+    def weights(role: Role, fan_in: int):
+        if p.unit_weights:
+            return unit_sampler(init.law)
+        if role is Role.OUTPUT and m.zero_readout:
+            return lambda key, shape, dtype: jnp.zeros(shape, dtype)
+        draw, factor = init.sampler(m.init_args, role, fan_in), p.init_factor(role, mult)
+        return draw if factor == 1.0 else lambda key, shape, dtype: draw(key, shape, dtype) * factor
+
     def samplers(role: Role, fan_in: int):
-        return init.sampler(m.init_args, role, fan_in), bias(bias_args, role, fan_in)
+        return weights(role, fan_in), bias(bias_args, role, fan_in)
 
     return samplers
 

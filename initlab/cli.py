@@ -261,7 +261,11 @@ def plot(
                                       "curves (loss and accuracy vs step), heatmap (a metric over two config keys), "
                                       "histograms (per-layer distributions at one step; needs histograms.csv), "
                                       "colorful (per-layer histograms over training; needs histograms.csv), "
-                                      "spectrum (Jacobian singular values vs isometry; needs jacobian.csv)."
+                                      "spectrum (Jacobian singular values vs isometry; needs jacobian.csv), "
+                                      "underflow (zero or subnormal gradients per layer by number format), "
+                                      "coordcheck (a coordinate-check statistic vs width, per layer and step; needs "
+                                      "runs at several model.width with it in log.stats), transfer (test loss vs "
+                                      "learning rate, one line per width)."
                                       )] = "profile,curves,heatmap",
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the first PATH).",
                                                 file_okay=False)] = None,
@@ -275,6 +279,8 @@ def plot(
                                                help="Keep runs whose config key has this value (repeatable).")] = [],  # noqa: B006
     quantity: Annotated[str, typer.Option("--quantity", help="Histogrammed quantity of histograms and colorful: pre "
                                           "(pre-activation z), act (activation), grad (∂ℓ/∂z), weight.")] = "act",
+    stat: Annotated[str, typer.Option("--stat", help="Statistic of coordcheck: pre_delta_abs_mean (|z_t − z_0|) or "
+                                      "act_abs_mean (|a|).")] = "pre_delta_abs_mean",
 ) -> None:
     """PNG figures: where signals vanish or explode across depth, training curves, heatmaps, distributions."""
     from initlab.display import console
@@ -282,7 +288,7 @@ def plot(
 
     written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
                          steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
-                         filters=filter_, quantity=quantity)
+                         filters=filter_, quantity=quantity, statistic=stat)
     for path in written:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 

@@ -49,7 +49,8 @@ MAX_SEED = 2 ** 32 - 1
 # this value hashes as if the key did not exist, and a stored config without the key reads as it.
 ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4, "model.dtype": "float32",
                "model.precision": "mixed", "train.loss_scale": "none", "train.loss_scale_init": 32768.0,
-               "train.loss_scale_period": 2000}
+               "train.loss_scale_period": 2000, "model.parameterization": "standard", "model.base_width": None,
+               "model.zero_readout": False}
 
 # The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
 # without the key computed these, and a config that selects exactly these keeps the hash it had then.
@@ -78,6 +79,7 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
         import initlab.initializers
         import initlab.normalizations
         import initlab.optimizers
+        import initlab.parameterizations
         import initlab.regularizers
 
         return pick(initlab).all_names()
@@ -142,6 +144,18 @@ class ModelConfig:
     precision: str = spec("mixed", "mixed: float32 master parameters and optimizer state, cast to model.dtype for "
                           "each pass (Micikevicius et al. 2018); pure: parameters and optimizer state in model.dtype "
                           "itself", choices=("mixed", "pure"))
+    parameterization: str = spec(
+        "standard", "how init variance, forward multiplier and learning rate of each layer scale with width: "
+        "standard; ntk (unit-variance weights times σ_w/√fan_in in the forward pass; Jacot et al. 2018); mup "
+        "(maximal update, Yang et al. 2022: every layer's activations move by O(1) whatever the width, so the best "
+        "learning rate found at model.base_width transfers). ntk and mup take the fan-in initializers: "
+        "lecun_normal, lecun_uniform, he_normal, he_uniform, standard, mean_field",
+        choices=_registry_names(lambda pkg: pkg.parameterizations.PARAMETERIZATIONS))
+    base_width: int | None = spec(None, "mup only: the width n₀ at which mup equals the standard parameterization "
+                                  "(its learning rates and init are relative to m = width / base_width)", ge=1,
+                                  le=65536)
+    zero_readout: bool = spec(False, "mup only: the output layer's weights start at zero, as Yang et al. 2022 "
+                              "recommend (default: the initializer's draw, rescaled as mup does)")
 
 
 @dataclass(frozen=True)
@@ -378,10 +392,33 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     chosen = set(cfg.log.stats) | set(_stat_names("signal_names"))
     log = dataclasses.replace(cfg.log, stats=tuple(n for n in _stat_names("names") if n in chosen))
     train = _resolve_loss_scale(model, train)
+    _check_parameterization(model, train)
+    if "pre_delta_abs_mean" in log.stats and log.stats_on != "probe":
+        raise ConfigError("log.stats: pre_delta_abs_mean compares the probe's pre-activations with their values at "
+                          f"step 0, so it needs log.stats_on: probe (not {log.stats_on!r})")
     if log.jacobian > cfg.data.probe_size:
         raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
                           f"{cfg.data.probe_size}")
     return dataclasses.replace(cfg, model=model, train=train, log=log)
+
+
+def _check_parameterization(m: ModelConfig, t: TrainConfig) -> None:
+    """ntk and mup rescale a fan-in law (``Initializer.law``) and need nothing that reads the stored
+    weights as the forward pass uses them; mup needs its base width."""
+    from initlab.initializers import INITIALIZERS
+    from initlab.parameterizations import PARAMETERIZATIONS
+
+    p = PARAMETERIZATIONS[m.parameterization]
+    if p.needs_law and INITIALIZERS[m.init].law is None:
+        laws = ", ".join(n for n, e in INITIALIZERS.items() if e.law is not None)
+        raise ConfigError(f"model.init: {m.init!r} does not apply under parameterization {m.parameterization!r}, which "
+                          f"sets each layer's variance itself and takes the shape of a fan-in initializer ({laws})")
+    if p.needs_base and m.base_width is None:
+        raise ConfigError(f"model.base_width: parameterization {m.parameterization!r} needs the width at which it "
+                          f"equals standard (e.g. model.base_width: {min(m.width, 128)})")
+    if m.parameterization != "standard" and t.max_norm is not None:
+        raise ConfigError(f"train.max_norm: bounds the stored weights, which parameterization {m.parameterization!r} "
+                          "multiplies in the forward pass; use parameterization: standard, or remove it")
 
 
 def _resolve_loss_scale(m: ModelConfig, t: TrainConfig) -> TrainConfig:
@@ -411,6 +448,8 @@ ONLY_FOR = {
     "data.whiten_eps": ("data.preprocess", ("whiten",)),
     "train.loss_scale_init": ("train.loss_scale", ("dynamic",)),
     "train.loss_scale_period": ("train.loss_scale", ("dynamic",)),
+    "model.base_width": ("model.parameterization", ("mup",)),
+    "model.zero_readout": ("model.parameterization", ("mup",)),
 }
 
 

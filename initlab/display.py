@@ -247,7 +247,7 @@ def report_tables(report: Any, width: int | None = None) -> list[Table]:
     """The report as rich tables: the aggregated rows, then problem runs, then skipped folders.
     With ``width``, the columns that do not fit beside the config keys are left out (and named in
     the caption) rather than squeezed until keys and numbers are unreadable."""
-    from initlab.report import EXPLODING, VANISHING, _fmt_value
+    from initlab.report import EXPLODING, VANISHING, _fmt_value, extra_tables
 
     columns, left_out = fit_columns(report, width) if width else (list(report.columns), [])
     caption = f"verdict at init: a variance ratio below {VANISHING:g} is vanishing, above {EXPLODING:g} exploding"
@@ -261,6 +261,13 @@ def report_tables(report: Any, width: int | None = None) -> list[Table]:
             t.add_column(c, overflow="fold")  # a long path or reason wraps, never ends in "…"
         for p in report.problems:
             t.add_row(escape(p["run"]), p["status"], _fmt_value(p["step"]), escape(str(p["reason"])))
+        tables.append(t)
+    for title, head, rows in extra_tables(report):
+        t = Table(title=title, title_justify="left")
+        for i, c in enumerate(head):
+            t.add_column(c, overflow="fold", justify="left" if i == 0 else "right")
+        for row in rows:
+            t.add_row(*(escape(c) for c in row))
         tables.append(t)
     if report.skipped:
         t = Table(title="skipped folders", title_justify="left")

@@ -77,6 +77,7 @@ class Initializer:
     needs_data: bool = False
     # argument name -> a key of ARG_RULES, checked when the config loads
     rules: Mapping[str, str] = field(default_factory=dict)
+    law: str | None = None
 
 
 # What an initializer argument may be: (test, description for the error).
@@ -134,6 +135,14 @@ def _orthogonal(args, role, fan_in):
     return sample
 
 
+def unit_sampler(law: str) -> Sampler:
+    """Unit-variance draws of a fan-in law's shape, exactly the values jax's variance_scaling
+    draws before its scaling (normal: N(0, 1); uniform: U[-√3, √3])."""
+    if law == "normal":
+        return lambda key, shape, dtype: jax.random.normal(key, shape, dtype)
+    return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(jnp.asarray(3.0, dtype))
+
+
 _zeros = _constant(lambda a: 0.0)
 _glorot_standard = _scaling(1 / 3, "fan_in", "uniform")
 _he_normal = _scaling(2.0, "fan_in", "normal")
@@ -157,10 +166,11 @@ INITIALIZERS: Registry[Initializer] = Registry(
             _symmetric_uniform(lambda fi, a: 2.4 / fi), sigma_w2=lambda fi, fo, a: 2.4**2 / (3 * fi)
         ),
         # Glorot & Bengio 2010's "standard" baseline U[±1/sqrt(fan_in)]: fan_in * Var = 1/3.
-        "standard": Initializer(_glorot_standard, sigma_w2=lambda fi, fo, a: 1 / 3),
+        "standard": Initializer(_glorot_standard, sigma_w2=lambda fi, fo, a: 1 / 3, law="uniform"),
         # LeCun et al. 1998, "Efficient BackProp": Var = 1/fan_in; the init SELU needs.
-        "lecun_normal": Initializer(_scaling(1.0, "fan_in", "normal"), sigma_w2=lambda fi, fo, a: 1.0),
-        "lecun_uniform": Initializer(_scaling(1.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1.0),
+        "lecun_normal": Initializer(_scaling(1.0, "fan_in", "normal"), sigma_w2=lambda fi, fo, a: 1.0, law="normal"),
+        "lecun_uniform": Initializer(_scaling(1.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1.0,
+                                     law="uniform"),
         # Glorot & Bengio 2010, normalized init: Var = 2 / (fan_in + fan_out).
         "glorot_normal": Initializer(
             _scaling(1.0, "fan_avg", "normal"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)
@@ -169,8 +179,8 @@ INITIALIZERS: Registry[Initializer] = Registry(
             _scaling(1.0, "fan_avg", "uniform"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)
         ),
         # He et al. 2015, "Delving deep into rectifiers": Var = 2 / fan_in.
-        "he_normal": Initializer(_he_normal, sigma_w2=lambda fi, fo, a: 2.0),
-        "he_uniform": Initializer(_scaling(2.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 2.0),
+        "he_normal": Initializer(_he_normal, sigma_w2=lambda fi, fo, a: 2.0, law="normal"),
+        "he_uniform": Initializer(_scaling(2.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 2.0, law="uniform"),
         # Saxe et al. 2014: Haar-random (semi-)orthogonal times a gain.
         "orthogonal": Initializer(
             _orthogonal, {"gain": 1.0}, sigma_w2=lambda fi, fo, a: a["gain"] ** 2 * min(fi, fo) / fo
@@ -182,6 +192,7 @@ INITIALIZERS: Registry[Initializer] = Registry(
             bias=_normal(lambda a: a["sigma_b"]),
             sigma_w2=lambda fi, fo, a: a["sigma_w"] ** 2,
             sigma_b2=lambda fi, a: a["sigma_b"] ** 2,
+            law="normal",
         ),
         # Zhang, Dauphin & Ma 2019, "Fixup initialization": He-normal layers, then each residual
         # branch's last layer and the output layer set to zero and the branches' other layer scaled

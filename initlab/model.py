@@ -38,7 +38,7 @@ from initlab.regularizers import get_dropout
 
 Params = MLPParams
 __all__ = ["Blocks", "Dense", "Layer", "MLPParams", "ModelSpec", "NormState", "Params", "apply",
-           "effective_weights", "features", "grad_tap", "init_layers"]
+           "effective_weights", "features", "grad_tap", "init_layers", "pre_activations"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class ModelSpec:
     dropout_kind: str = "standard"
     dtype: str = "float32"  # the number format of the forward and backward pass (initlab.formats)
     precision: str = "mixed"  # mixed: wide master parameters cast for each pass; pure: parameters in dtype
+    # the factor on each matrix product of the input, hidden and output layers (initlab.parameterizations)
+    multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @property
     def compute(self):
@@ -156,16 +158,24 @@ grad_tap.defvjp(_tap_fwd, _tap_bwd)
 Collector = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def _affine(x: jax.Array, dense: Dense, multiplier: float) -> jax.Array:
+    """``x @ W · multiplier + b``: the parameterization's multiplier on the matrix product (a
+    static float; 1 leaves the product as it is)."""
+    y = x @ dense.weight()
+    return (y if multiplier == 1.0 else y * multiplier) + dense.b
+
+
 def _hidden_layer(spec: ModelSpec, lp: Layer, ls: dict, h: jax.Array, train: bool, tap: jax.Array | None,
                   key: jax.Array | None, skip: jax.Array | None = None, bias: jax.Array | float = 0.0,
-                  mult: jax.Array | float = 1.0, tap_reduce: TapReduce | None = None):
+                  mult: jax.Array | float = 1.0, tap_reduce: TapReduce | None = None, weight_mult: float = 1.0):
     """One hidden layer: returns (activation (batch, width), new norm state, z (batch, width)).
 
     ``key`` drops units of the output (training only); ``skip``, ``bias`` and ``mult`` are a
-    residual block's skip input, scalar input bias and branch multiplier."""
+    residual block's skip input, scalar input bias and branch multiplier; ``weight_mult`` the
+    parameterization's multiplier on the layer's matrix product."""
     act = get_activation(spec.activation)
     norm = get_normalization(spec.norm)
-    z = (h + bias) @ lp.dense.weight() + lp.dense.b  # (batch, width)
+    z = _affine(h + bias, lp.dense, weight_mult)  # (batch, width)
     if spec.norm_position == "pre":
         z, ls = norm.apply(lp.norm, ls, z, train, spec.norm_settings)
     z = mult * z
@@ -198,7 +208,7 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     params, x = cast(params, spec.compute), x.astype(spec.compute)
     h, new_state, stats = _hidden_layers(spec, params, state, x, train=train, taps=taps, collect=collect, key=key,
                                          tap_reduce=tap_reduce)
-    logits = h @ params.out.weight() + params.out.b  # (batch, classes)
+    logits = _affine(h, params.out, spec.multipliers[2])  # (batch, classes)
     if taps is not None:
         logits = grad_tap(logits, taps[L], tap_reduce)
     if collect is not None:
@@ -212,6 +222,16 @@ def features(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) ->
     return _hidden_layers(spec, cast(params, spec.compute), state, x.astype(spec.compute), train=False)[0]
 
 
+def pre_activations(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Every layer's pre-activation z on ``x`` as the statistics pass sees it (training mode: batch
+    norm on the batch's statistics, its running ones untouched; dropout off), in float32: the hidden
+    layers' (depth, batch, width) and the output layer's logits (batch, classes). The reference of
+    the coordinate check's ``pre_delta_abs_mean`` (Yang et al. 2022)."""
+    params, x = cast(params, spec.compute), x.astype(spec.compute)
+    h, _, zs = _hidden_layers(spec, params, state, x, train=True, collect=lambda z, a: z.astype(jnp.float32))
+    return zs, _affine(h, params.out, spec.multipliers[2]).astype(jnp.float32)
+
+
 def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
                    taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None,
                    tap_reduce: TapReduce | None = None):
@@ -220,8 +240,9 @@ def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Arr
     L = spec.depth
     taps_ = (None,) * (L + 1) if taps is None else taps
     keys = (None,) * L if key is None or spec.dropout == 0 else jax.random.split(key, L)
-    layer = functools.partial(_hidden_layer, spec, train=train, tap_reduce=tap_reduce)
-    h, s_in, z = layer(params.inp, state.inp, x, tap=taps_[0], key=keys[0])
+    m_in, m_hidden, _ = spec.multipliers
+    layer = functools.partial(_hidden_layer, spec, train=train, tap_reduce=tap_reduce, weight_mult=m_hidden)
+    h, s_in, z = layer(params.inp, state.inp, x, tap=taps_[0], key=keys[0], weight_mult=m_in)
     first = None if collect is None else collect(z, h)
     hidden_xs = (params.hidden, state.hidden, None if taps is None else taps[1:L],
                  None if keys[0] is None else keys[1:])
@@ -244,7 +265,7 @@ def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Arr
         pairs = jax.tree.map(lambda v: v.reshape(spec.num_blocks, 2, *v.shape[1:]), hidden_xs)
         h, (s_hid, hid_stats) = jax.lax.scan(block, h, (pairs, params.blocks))
         s_hid = jax.tree.map(lambda v: v.reshape(L - 1, *v.shape[2:]), s_hid)
-        hid_stats = None if hid_stats is None else hid_stats.reshape(L - 1, hid_stats.shape[-1])
+        hid_stats = None if hid_stats is None else hid_stats.reshape(L - 1, *hid_stats.shape[2:])
     else:
         h, (s_hid, hid_stats) = jax.lax.scan(plain, h, hidden_xs)
     stats = None if collect is None else jnp.concatenate([first[None], hid_stats], axis=0)

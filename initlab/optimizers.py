@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,9 @@ def _coupled_decay(opt: optax.GradientTransformation, s: OptimizerSettings) -> o
 # Optimizers that divide by a running second moment plus optax's eps = 1e-8: in float16 eps and
 # (1 - β₂)·g² of any |g| below about 1e-2 are 0, so their state cannot be kept in float16.
 SECOND_MOMENT = ("adam", "adamw", "rmsprop")
+# The mup package's "Adam-like" optimizers (Yang et al. 2022): they normalize each entry of the
+# update by its running second moment, so μP scales their learning rates differently from SGD's.
+ADAM_LIKE = SECOND_MOMENT
 
 OPTIMIZERS: Registry[Callable[[OptimizerSettings], optax.GradientTransformation]] = Registry(
     "optimizer",
@@ -98,6 +102,14 @@ def make_loss(name: str, target_scale: float | None = None) -> Callable:
     """``loss(logits, labels, num_classes) -> (batch,)`` for the loss ``name`` and its target scale."""
     fn = LOSSES.get(name, "train.loss")
     return lambda logits, labels, num_classes: fn(logits, labels, num_classes, target_scale)
+
+
+def per_class(make: Callable[[float], optax.GradientTransformation], factors: dict[Any, float],
+              labels: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """Per-layer learning rates (``initlab.parameterizations``): ``optax.multi_transform`` gives
+    the parameters ``labels`` puts in each class the optimizer ``make(factor)`` of that class's
+    factor."""
+    return optax.multi_transform({cls: make(f) for cls, f in factors.items()}, labels)
 
 
 def build_optimizer(name: str, schedule: str, lr: float, total_steps: int, warmup_steps: int,

@@ -415,6 +415,9 @@ class Report:
     skipped: list[Skipped] = field(default_factory=list)
     target: float = 0.9
     columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
+    # a width sweep's coordinate-check slopes and best learning rates (initlab.width); empty otherwise
+    width: list[dict[str, Any]] = field(default_factory=list)
+    transfer: list[dict[str, Any]] = field(default_factory=list)
 
 
 def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
@@ -503,7 +506,9 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
             problems.append({"run": str(r.path), "status": r.status,
                              "step": div.get("step", r.summary.get("steps")),
                              "reason": div.get("reason") or r.summary.get("error") or ""})
-    return Report(keys, rows, problems, skipped, target, chosen)
+    from initlab.width import best_learning_rates, width_slopes
+
+    return Report(keys, rows, problems, skipped, target, chosen, width_slopes(runs), best_learning_rates(runs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,6 +586,7 @@ def to_json(report: Report) -> str:
         "keys": report.keys, "target": report.target, "rows": flat_rows(report), "problems": report.problems,
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
         "thresholds": {"vanishing": VANISHING, "exploding": EXPLODING},
+        "width_slopes": report.width, "best_learning_rates": report.transfer,
     }), indent=2) + "\n"
 
 
@@ -593,9 +599,36 @@ def to_markdown(report: Report) -> str:
     if report.problems:
         lines += ["", "| run | status | step | reason |", "| --- | --- | --- | --- |"]
         lines += [f"| {p['run']} | {p['status']} | {_fmt_value(p['step'])} | {p['reason']} |" for p in report.problems]
+    for title, head, cells in extra_tables(report):
+        lines += ["", title, "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
     if report.skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s.path} ({s.reason})" for s in report.skipped)]
     return "\n".join(lines) + "\n"
+
+
+def _slope(measured: float, theory: float) -> str:
+    m = "" if math.isnan(measured) else f"{measured:+.2f}"
+    return m if math.isnan(theory) else f"{m} ({theory:+.2f})"
+
+
+def extra_tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The width sweep's tables as (title, headers, rows of cells): the coordinate check's slopes
+    and the best learning rate per width."""
+    out = []
+    if report.width:
+        out.append(("Width scaling of the change |z_t − z_0| (pre_delta_abs_mean): fitted slope of log change against "
+                    "log width at the first logged step after 0 (theory's exponent in brackets)",
+                    ["configuration", "step", "widths", "input layer", "hidden layers", "output layer"],
+                    [[r["configuration"], str(r["step"]), r["widths"], _slope(r["input"], r["theory_input"]),
+                      _slope(r["hidden"], r["theory_hidden"]), _slope(r["output"], r["theory_output"])]
+                     for r in report.width]))
+    if report.transfer:
+        out.append(("Best learning rate per width (lowest mean test loss over seeds; diverged runs count as worst)",
+                    ["configuration", "width", "best lr", "test loss", "lrs", "seeds"],
+                    [[r["configuration"], str(r["width"]), _fmt_value(r["best_lr"]), _fmt_value(r["test_loss"]),
+                      str(r["lrs"]), str(r["seeds"])] for r in report.transfer]))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

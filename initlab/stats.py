@@ -9,7 +9,10 @@ and how many numbers it gives per layer:
   inside the backward pass (``initlab.model.grad_tap``), so no (depth × batch × width) gradient is
   ever stored;
 - ``weights``: each layer's weight matrix W and the gradient ∂L/∂W of the mean loss, flattened;
-- ``update``: W and the weights W_prev of the previous logged step.
+- ``update``: W and the weights W_prev of the previous logged step;
+- ``reference``: one layer's pre-activation z on the probe and z₀, its value at step 0 (kept on the
+  device from the start of training: probe_size × (depth × width + classes) float32 numbers per run),
+  from a forward pass of the probe of its own.
 
 A histogram (``Statistic.histogram``) is a statistic whose function gives the values to bin (z,
 a, each example's ∂ℓ/∂z, W's entries) and whose numbers are the counts of fixed bins
@@ -43,7 +46,7 @@ from initlab.activations import derivative, get_activation, image, max_slope
 from initlab.formats import overflow, underflow
 from initlab.registry import Registry
 
-READS = ("forward", "backward", "weights", "update")
+READS = ("forward", "backward", "weights", "update", "reference")
 HISTOGRAMS = ("pre", "act", "log2")  # the binnings: linear over z's range, over the activation's image, log2
 PRE_RANGE = (-5.0, 5.0)  # linear bins of the pre-activation z (the same for every activation)
 ACT_CAP = 5.0  # where the linear bins of an activation unbounded on a side stop (outside: over/underflow)
@@ -213,6 +216,15 @@ STATISTICS: Registry[Statistic] = Registry("statistic", {
                          signal="forward"),
     "act_mean": Statistic("mean of the layer's output a", "forward", lambda f: jnp.mean(f.a)),
     "act_var": Statistic("variance of a", "forward", lambda f: jnp.var(f.a), signal="forward"),
+    # The coordinate check (Yang et al. 2022; the mup package's coord_check): the size of a typical
+    # coordinate, and of its change since initialization, against width.
+    "act_abs_mean": Statistic("mean of |a| over examples and units (the l1 coordinate size of the coordinate "
+                              "check; the output layer: of the logits)", "forward", lambda f: jnp.mean(jnp.abs(f.a)),
+                              default=False),
+    "pre_delta_abs_mean": Statistic(
+        "mean of |z − z₀| over the probe's examples and units, z₀ the pre-activations at step 0 (the coordinate "
+        "check's change since initialization; the output layer: of the logits; needs log.stats_on: probe)",
+        "reference", lambda z, z0: jnp.mean(jnp.abs(z - z0)), default=False),
     "grad_var": Statistic(
         "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss (with batch norm: n·∂L/∂z, "
         "which includes the other examples' terms through the batch statistics)",
@@ -375,6 +387,19 @@ class Layout:
 
         return collect
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the run keeps the probe's step-0 pre-activations for ``reference`` statistics."""
+        return bool(self.reading("reference"))
+
+    def reference_values(self, z: tuple[jax.Array, jax.Array], z0: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """The reference statistics (layers, k_reference) of every layer's pre-activations ``z`` against
+        ``z0`` (each ``initlab.model.pre_activations``' pair: hidden (depth, batch, width), output
+        (batch, classes))."""
+        fns = [self._fn(n, "linear") for n in self.reading("reference")]
+        hidden = jax.vmap(lambda a, b: _concat([fn(a, b) for fn in fns]))(z[0], z0[0])
+        return jnp.concatenate([hidden, _concat([fn(z[1], z0[1]) for fn in fns])[None]], axis=0)
+
     def backward_reduce(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``reduce(g, factor) -> (k_backward,)`` of one layer's cotangent g = ∂L/∂z as the
         backward pass holds it: the backward statistics of ``factor``·g in float32, and the raw ones
@@ -403,16 +428,20 @@ class Layout:
 
     def summarize(self, forward: jax.Array, backward: jax.Array, update: jax.Array,
                   weights: Sequence[jax.Array], wgrads: Sequence[jax.Array],
-                  raw_wgrads: Sequence[jax.Array] | None = None) -> jax.Array:
+                  raw_wgrads: Sequence[jax.Array] | None = None, reference: jax.Array | None = None) -> jax.Array:
         """The per-layer table (rows, layers) of one pass: its ``forward`` (layers, k_forward) and
         ``backward`` (layers, k_backward) gatherings, its ``update_values``, and each layer's
         effective weights and their gradient (blocks with a leading layer axis): ``wgrads`` that of
         the mean loss, ``raw_wgrads`` as the pass made it (times the loss scale; default
-        ``wgrads``), which raw statistics see in the compute format."""
+        ``wgrads``), which raw statistics see in the compute format; ``reference`` the
+        ``reference_values`` (NaN without them: a pass on another batch than the probe)."""
         parts: dict[str, jax.Array] = {}
         raw = raw_wgrads if raw_wgrads is not None else wgrads
+        if reference is None:
+            k = sum(self.sizes[n] for n in self.reading("reference"))
+            reference = jnp.full((forward.shape[0], k), jnp.nan, jnp.float32)
         gathered = {"forward": forward, "backward": backward, "update": update,
-                    "weights": self._per_layer("weights", weights, wgrads, raw)}
+                    "weights": self._per_layer("weights", weights, wgrads, raw), "reference": reference}
         for reads, values in gathered.items():
             col = 0
             for n in self.reading(reads):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from initlab.loss_scale import unscale
-from initlab.model import ModelSpec, NormState, Params, apply, effective_weights
+from initlab.model import ModelSpec, NormState, Params, apply, effective_weights, pre_activations
 from initlab.stats import Layout
 
 
@@ -72,12 +72,20 @@ def _unscaled(grads: Params, loss_scale: jax.Array | None) -> Params:
     return grads if loss_scale is None else unscale(grads, loss_scale)
 
 
-def table_of(layout: Layout, params: Params, grads: Params, raw: Raw, update: jax.Array) -> jax.Array:
+def table_of(layout: Layout, params: Params, grads: Params, raw: Raw, update: jax.Array,
+             reference: jax.Array | None = None) -> jax.Array:
     """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings, its
-    gradient ``grads`` of the mean loss, the weights, and the ``update`` values
-    (``update_values``) against the previous logged step."""
+    gradient ``grads`` of the mean loss, the weights, the ``update`` values (``update_values``)
+    against the previous logged step and the ``reference`` values (``reference_values``)."""
     return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(grads),
-                            effective_weights(raw.scaled_grads))
+                            effective_weights(raw.scaled_grads), reference)
+
+
+def reference_values(layout: Layout, spec: ModelSpec, params: Params, state: NormState, x: jax.Array,
+                     z0: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """``layout``'s reference statistics (depth + 1, k_reference) of ``params``' pre-activations on
+    the probe ``x`` against ``z0``, the step-0 ones (one more forward pass of the probe)."""
+    return layout.reference_values(pre_activations(spec, params, state, x), z0)
 
 
 def update_values(layout: Layout, params: Params, prev_params: Params) -> jax.Array:

@@ -46,14 +46,15 @@ from initlab.data import Dataset
 from initlab.formats import context
 from initlab.initializers import Trace
 from initlab.loss_scale import LossScaling, all_finite, from_config
-from initlab.model import ModelSpec, NormState, Params, apply
-from initlab.optimizers import build_optimizer, make_loss
+from initlab.model import ModelSpec, NormState, Params, apply, pre_activations
+from initlab.optimizers import ADAM_LIKE, build_optimizer, make_loss, per_class
+from initlab.parameterizations import class_factors, get_parameterization, param_classes
 from initlab.regularizers import max_norm
 from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, make_schedule
 from initlab.spectrum import applies as spectrum_applies
 from initlab.spectrum import singular_values_fn
 from initlab.stats import Layout, first_nonfinite_layer
-from initlab.step import loss_and_grads, table_of, update_values
+from initlab.step import loss_and_grads, reference_values, table_of, update_values
 
 # fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).
 DROPOUT_STREAM = 2**31 - 1
@@ -64,12 +65,19 @@ BATCHABLE = ("name", "seed", "model.init", "model.init_args", "model.bias_init",
              "train.lr", "log.out")
 
 
+# ...except where the initializer's σ_w² is a forward multiplier of the program (ntk).
+IN_PROGRAM_UNDER_UNIT_WEIGHTS = ("model.init", "model.init_args")
+
+
 def batch_key(cfg: RunConfig) -> str:
     """Runs with equal keys can train together in one vmapped group."""
     import json
 
     d = to_dict(cfg)
+    unit = get_parameterization(cfg.model.parameterization).unit_weights
     for dotted in BATCHABLE:
+        if unit and dotted in IN_PROGRAM_UNDER_UNIT_WEIGHTS:
+            continue
         section, _, leaf = dotted.rpartition(".")
         (d[section] if section else d).pop(leaf)
     return json.dumps(d, sort_keys=True)
@@ -85,6 +93,8 @@ class TrainState(NamedTuple):
     data_key: jax.Array  # key of the shuffles (epoch e uses fold_in(data_key, e))
     lr: jax.Array  # () float32: peak learning rate, traced so runs with different rates share a program
     loss_scale: Any = None  # LossScaleState (train.loss_scale), None without loss scaling
+    # the probe's pre-activations at step 0 (initlab.model.pre_activations), for reference statistics; else None
+    z0: Any = None
 
 
 class ChunkIn(NamedTuple):
@@ -187,6 +197,9 @@ class TrainFns(NamedTuple):
     # (params, norm_state, x) -> the Jacobian's singular values (runs, examples, k); None when off
     jacobian: Callable | None = None
     scaling: LossScaling | None = None  # train.loss_scale; None without loss scaling
+    # one run's (params, norm_state, probe inputs) -> its pre-activations (initlab.model.pre_activations),
+    # the reference statistics' z0; None when no statistic needs them
+    pre_activations: Callable | None = None
 
 
 def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
@@ -207,11 +220,20 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                     signal=("forward",) if scaling.kind == "dynamic" else ("forward", "backward"))
     table_shape = (layout.rows, spec.num_layers)
 
+    param = get_parameterization(cfg.model.parameterization)
+    factors = class_factors(param, cfg.model.width, cfg.model.base_width, t.optimizer in ADAM_LIKE)
+
     def optimizer(lr) -> optax.GradientTransformation:
         # Every optax optimizer here applies the learning rate as its last scaling, so a traced
         # per-run rate gives exactly the update a constant one would.
-        return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
-                               t.momentum, t.weight_decay)
+        def make(factor):  # a class's rate and weight decay (lr × decay kept, as the mup package does)
+            return build_optimizer(t.optimizer, t.schedule, lr * factor, schedule.total_steps, t.warmup_steps,
+                                   t.momentum, t.weight_decay / factor)
+
+        if all(f == 1.0 for f in factors.values()):
+            return build_optimizer(t.optimizer, t.schedule, lr, schedule.total_steps, t.warmup_steps,
+                                   t.momentum, t.weight_decay)
+        return per_class(make, factors, param_classes)
 
     def batch_at(state: TrainState, step):
         """The example order in effect at ``step`` (a new shuffle at each epoch start) and the
@@ -230,17 +252,20 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         drop_key = jax.random.fold_in(jax.random.fold_in(state.data_key, DROPOUT_STREAM), step)
         return order, (x[idx], y[idx], drop_key)
 
-    def forward_backward(params, norm_state, batch, update=None, scale=None, holds_batch=None):
+    def forward_backward(params, norm_state, batch, update=None, scale=None, holds_batch=None, z0=None):
         """The forward/backward pass of ``params`` on ``batch`` (inputs, labels, dropout key or
         None): (loss, gradient, new norm state, table). Given the layers' ``update`` statistics
         since the previous log, the same pass also yields the per-layer statistics table of these
-        weights on this batch, else table is None. ``scale``: the run's LossScaleState or None."""
+        weights on this batch, else table is None; given the probe's step-0 pre-activations ``z0``
+        (``batch`` then being the probe), the table has the reference statistics too. ``scale``:
+        the run's LossScaleState or None."""
         xb, yb, key = batch
+        ref = None if z0 is None else reference_values(layout, spec, params, norm_state, xb, z0)
         loss, norm_state, grads, raw = loss_and_grads(spec, loss_fn, params, norm_state, xb, yb, key=key,
                                                       layout=None if update is None else layout,
                                                       loss_scale=None if scale is None else scale.scale,
                                                       holds_batch=holds_batch)
-        table = None if raw is None else table_of(layout, params, grads, raw, update)
+        table = None if raw is None else table_of(layout, params, grads, raw, update, ref)
         return loss, grads, norm_state, table
 
     def update_state(state: TrainState, grads, norm_state, order) -> TrainState:
@@ -335,7 +360,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                 def logged(at_log, tables):
                     probe = (x[:probe_size], y[:probe_size], None)
                     return record(tables, forward_backward(at_log, st.norm_state, probe, update, st.loss_scale,
-                                                            holds_batch=t.batch_size)[3])
+                                                            holds_batch=t.batch_size, z0=st.z0)[3])
 
                 tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
                                                  new_prev, tables)
@@ -384,6 +409,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         jacobian=jax.jit(over_runs(singular_values_fn(spec), (0, 0, None), n_runs))
         if cfg.log.jacobian > 0 and spectrum_applies(spec) is None else None,
         scaling=scaling if scaled else None,
+        pre_activations=jax.jit(functools.partial(pre_activations, spec)) if layout.needs_reference else None,
     )
 
 
@@ -416,7 +442,9 @@ def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, x_train: jax.Arra
     lr = jnp.asarray(cfg.train.lr, jnp.float32)
     order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
     loss_scale = None if fns.scaling is None else fns.scaling.initial()
-    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr, loss_scale), trace
+    z0 = None if fns.pre_activations is None else fns.pre_activations(params, norm_state,
+                                                                        x_train[:cfg.data.probe_size])
+    return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr, loss_scale, z0), trace
 
 
 class Sink(Protocol):

@@ -494,7 +494,14 @@ MODEL_CHANGES = {
     "dropout_kind": "alpha",
     "dtype": "bfloat16",
     "precision": "pure",
+    "parameterization": "ntk",
+    "base_width": 128,
+    "zero_readout": True,
 }
+# Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
+# and zero_readout are mup's).
+MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
+MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP}
 
 
 def test_model_changes_cover_every_model_field():
@@ -503,8 +510,9 @@ def test_model_changes_cover_every_model_field():
 
 @pytest.mark.parametrize("field", sorted(MODEL_CHANGES))
 def test_config_hash_changes_with_every_model_field(field):
-    base = C.from_dict({"model": BASE_MODEL})
-    changed = C.from_dict({"model": {**BASE_MODEL, field: MODEL_CHANGES[field]}})
+    base_model = {**BASE_MODEL, **MODEL_CONTEXT.get(field, {})}
+    base = C.from_dict({"model": base_model})
+    changed = C.from_dict({"model": {**base_model, field: MODEL_CHANGES[field]}})
     assert getattr(changed.model, field) != getattr(base.model, field)
     assert C.config_hash(changed) != C.config_hash(base)
 

@@ -12,6 +12,7 @@ from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
+from initlab.parameterizations import PARAMETERIZATIONS
 from initlab.stats import COLUMNS
 
 from conftest import ROOT
@@ -36,7 +37,7 @@ def registry_list(label: str) -> tuple[list[str], list[str]]:
 REGISTRIES = [("activations", ACTIVATIONS), ("initializers", INITIALIZERS), ("bias initializers", BIAS_INITIALIZERS),
               ("normalizations", NORMALIZATIONS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES),
               ("losses", LOSSES), ("datasets", DATASETS), ("preprocessing", PREPROCESSORS),
-              ("number formats", FORMATS)]
+              ("number formats", FORMATS), ("parameterizations", PARAMETERIZATIONS)]
 
 
 @pytest.mark.parametrize("label, registry", REGISTRIES, ids=[label for label, _ in REGISTRIES])

@@ -8,7 +8,7 @@ import pytest
 from initlab import experiment
 from initlab.config import config_hash
 from initlab.errors import InitlabError
-from initlab.stats import COLUMNS
+from initlab.stats import default_names
 from initlab.storage import METRIC_COLUMNS, run_dir_for
 
 from conftest import tiny
@@ -24,7 +24,7 @@ def test_run_writes_its_files(tmp_path):
     metrics = pd.read_csv(path / "metrics.csv")
     layers = pd.read_csv(path / "layers.csv")
     assert tuple(metrics.columns) == METRIC_COLUMNS
-    assert tuple(layers.columns) == ("step", "layer", "kind", *COLUMNS)  # every default statistic
+    assert tuple(layers.columns) == ("step", "layer", "kind", *default_names())  # every default statistic
     assert len(layers) == 5 * 4  # logged steps 0, 10, 20, 30, 40 × (3 hidden + output)
     assert list(layers[layers.step == 0].kind) == ["hidden"] * 3 + ["output"]
     assert layers[layers.step == 0].update_ratio.isna().all()
@@ -57,7 +57,7 @@ def test_interrupted_run_keeps_what_it_had(tmp_path):
     summary = json.loads((path / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert len(pd.read_csv(path / "metrics.csv")) >= 1
-    assert set(COLUMNS) <= set(pd.read_csv(path / "layers.csv").columns)
+    assert set(default_names()) <= set(pd.read_csv(path / "layers.csv").columns)
 
 
 def test_failed_run_is_recorded_and_reported(tmp_path):
