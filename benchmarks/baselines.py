@@ -45,6 +45,7 @@ class Workload:
     jacobian: int = 4  # initlab's log.jacobian (probe examples of the spectrum at init and end; its default)
     dtype: str = "float32"  # initlab's model.dtype (the number format of the pass)
     stats: tuple[str, ...] | None = None  # initlab's log.stats (None: its default)
+    parameterization: str = "standard"  # initlab's model.parameterization (mup: base width = width / 4)
 
     def parameters(self, input_dim: int, num_classes: int) -> int:
         """Weights and biases of the MLP."""

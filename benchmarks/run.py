@@ -89,7 +89,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
                        torch_matmul_flops)
 
-SECTIONS = ("throughput", "stats", "distributions", "formats", "compile", "sweep", "flops", "memory", "report")
+SECTIONS = ("throughput", "stats", "distributions", "formats", "width", "compile", "sweep", "flops", "memory",
+            "report")
+COORD_STATS = ("act_abs_mean", "pre_delta_abs_mean")
 FORMAT_ARMS = ("float32", "bfloat16", "float16")
 FORMAT_STATS = ("grad_underflow", "wgrad_underflow", "act_underflow", "pre_overflow")
 TEST_SIZE = 1000  # test examples per initlab run (evaluated outside the measured windows)
@@ -165,7 +167,9 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
     return {
         "name": "bench", "seed": w.seed,
         "data": {"dataset": "mnist", "probe_size": w.probe_size, "test_size": TEST_SIZE},
-        "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal", "dtype": w.dtype},
+        "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal", "dtype": w.dtype,
+                  "parameterization": w.parameterization,
+                  **({"base_width": max(w.width // 4, 1)} if w.parameterization == "mup" else {})},
         "train": {"optimizer": "sgd", "lr": w.lr, "batch_size": w.batch_size, "steps": w.steps},
         "log": {"every": log_every if log_every is not None else w.steps + 1,
                 "stats_on": w.stats_on if log_every is not None else "train_batch",
@@ -631,6 +635,25 @@ class Suite:
                                                       for k, v in runs.items()}}
         return out
 
+    def width(self) -> dict[str, Any]:
+        """The coordinate-check statistics' cost (on the probe, every 10 steps, beside the default
+        statistics alone) and μP's per-class optimizer (optax.multi_transform) against the standard one."""
+        from initlab.stats import default_names
+
+        steps = self.plan.stats_steps
+        default = tuple(default_names())
+        arms_of = {"default statistics": Workload(depth=10, steps=steps, stats_on="probe", stats=default),
+                   "+ act_abs_mean": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS[:1]),
+                   "+ both": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS),
+                   "mup, default statistics": Workload(depth=10, steps=steps, stats_on="probe", stats=default,
+                                                       parameterization="mup")}
+        arms = {k: (lambda w=asdict(w): self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
+                for k, w in arms_of.items()}
+        runs = interleaved(arms, self.plan.repeats, "coordinate-check statistics and mup")
+        base = loops(runs["default statistics"])
+        return {"steps": steps, "rows": {k: {"loop": median(loops(v)), "vs_default": paired(loops(v), base)}
+                                         for k, v in runs.items()}}
+
     def compile(self) -> dict[str, Any]:
         """compile_time_s per depth, each in a fresh process: cache off, cold (empty folder) and warm."""
         rows = {}
@@ -765,6 +788,11 @@ def targets(res: dict[str, Any]) -> list[Target]:
         cost = 1 - fs["rows"]["default statistics"]["vs_without"]
         out.append(Target("the four format statistics, every 10 steps on the training batch, depth 10: throughput "
                           "lost", "≤ 5%", f"{cost:.1%}", cost <= 0.05))
+    ws = res.get("width")
+    if ws:
+        cost = 1 - ws["rows"]["+ both"]["vs_default"]
+        out.append(Target("the coordinate-check statistics, every 10 steps on the probe, depth 10: throughput lost",
+                          "stated", f"{cost:.1%}", True))
     compile_rows = res.get("compile", {})
     if "5" in compile_rows and "500" in compile_rows:
         r = compile_rows["500"]["cold"] / compile_rows["5"]["cold"]
@@ -847,6 +875,12 @@ def markdown(res: dict[str, Any]) -> str:
                   table(["depth", "width", "steps"] + list(FORMAT_ARMS), rows),
                   f"The four format statistics (depth 10 × width 256, {st['steps']} steps; steps/s):",
                   table(["statistics", "steps/s", "vs without"], srows)]
+    if "width" in res:
+        ws = res["width"]
+        rows = [[k, _num(v["loop"]), f"{v['vs_default']:.2f}"] for k, v in ws["rows"].items()]
+        parts += [f"## Width: the coordinate-check statistics and μP (depth 10 × width 256, {ws['steps']} steps, "
+                  "statistics every 10 steps on the probe; steps/s, median, and the median per-round ratio)",
+                  table(["arm", "steps/s", "vs default statistics"], rows)]
     if "compile" in res:
         c = res["compile"]
         modes = list(next(iter(c.values())))

@@ -7,8 +7,8 @@ run's own initializer and optax optimizer, so nothing is drawn. The rest is a mo
 training chunk holds (``initlab.train``): the parameters at the previous log (the reference of
 the update statistics), the gradient, and the new parameters and optimizer state beside the old
 (``PARAM_COPIES``, ``OPT_COPIES``); the forward pass's pre-activations and activations and their
-cotangents on the training batch and on the probe batch (``ACT_COPIES`` per unit and example);
-the datasets once. ``benchmarks/run.py --only memory`` compares the estimate with the measured
+cotangents on the training batch and on the probe batch (``ACT_COPIES`` per unit and example),
+and with ``pre_delta_abs_mean`` the probe's step-0 pre-activations; the datasets once. ``benchmarks/run.py --only memory`` compares the estimate with the measured
 peak.
 
 The check compares the estimate with the memory the device has free: an accelerator's
@@ -79,10 +79,13 @@ def estimate(cfgs: Sequence, spec, optimizer, data) -> Estimate:
     compute = np.dtype(compute_dtype(m.dtype)).itemsize
     per_example = units * ACT_COPIES * max(compute, 4)  # statistics and cotangents in at least float32
     examples = t.batch_size + cfg.data.probe_size
+    # pre_delta_abs_mean: the probe's step-0 pre-activations, float32, kept for the whole run
+    reference = cfg.data.probe_size * units * 4 if "pre_delta_abs_mean" in cfg.log.stats else 0
     arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
     g = len(cfgs)
     return Estimate(parameters=g * PARAM_COPIES * _bytes(params), optimizer=g * OPT_COPIES * _bytes(opt),
-                    activations=g * examples * per_example, data=sum(int(a.nbytes) for a in arrays), runs=g)
+                    activations=g * (examples * per_example + reference), data=sum(int(a.nbytes) for a in arrays),
+                    runs=g)
 
 
 def _no_scheme(m):

@@ -846,7 +846,7 @@ def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str =
                             f"in layers.csv (log.stats: [{statistic}])")
     n_layers = len(next(iter(data[0].values[data[0].widths[0]].values())))
     layers = _pick_layers(list(range(1, n_layers)), MAX_LAYERS - 1) + [n_layers]
-    fig, axes = plt.subplots(len(data), len(layers), squeeze=False, sharex=True, sharey="row",
+    fig, axes = plt.subplots(len(data), len(layers), squeeze=False, sharex=True, sharey=True,
                              figsize=(2.6 * len(layers) + 1.5, 2.5 * len(data) + 1.2), constrained_layout=True)
     cmap = plt.get_cmap("cividis_r")
     for row, d in zip(axes, data):
