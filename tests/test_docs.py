@@ -118,6 +118,11 @@ def readme_tree(tmp_path_factory):
                         {"model.norm": ["none", "batchnorm"], "train.lr": [0.01, 0.02]}, [], [0]))
     for name in ("init-demo", "glorot2010", "pennington2017", "formats"):
         (work / "runs" / name).symlink_to(work / "runs" / "relu-depth-init")
+    width = {**base, "name": "yang2022-coordcheck", "train": {"steps": 2, "batch_size": 32},
+             "log": {"every": 1, "stats": ["act_abs_mean", "pre_delta_abs_mean"], "out": str(work / "runs")}}
+    run_sweep(SweepSpec(width, {"model.width": [8, 16], "train.lr": [0.01, 0.02]},
+                        [{"model.parameterization": ["standard", "mup"], "model.base_width": [None, 8]}], [0]))
+    (work / "runs" / "yang2022").symlink_to(work / "runs" / "yang2022-coordcheck")
     return work, home
 
 

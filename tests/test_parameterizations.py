@@ -262,3 +262,14 @@ def test_runs_differing_in_lr_share_a_group_under_every_parameterization():
     assert batch_key(cfg_of({"parameterization": "ntk", "init": "he_normal"})) != \
         batch_key(cfg_of({"parameterization": "ntk", "init": "lecun_normal"}))
     assert batch_key(cfg_of({"init": "he_normal"})) == batch_key(cfg_of({"init": "lecun_normal"}))
+
+
+def test_readme_exponent_table_is_the_registrys():
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (standard|ntk|mup) \| (SGD|Adam)-like \| ([-0-9.]+) \| ([-0-9.]+) \| ([-0-9.]+) \|$",
+                      text, re.M)
+    assert len(rows) == 2 * len(PARAMETERIZATIONS)
+    for param, opt, *values in rows:
+        p = PARAMETERIZATIONS[param]
+        want = [change_exponent(p, r, opt == "Adam") for r in ("input", "hidden", "output")]
+        assert [float(v) for v in values] == want, (param, opt)
