@@ -844,12 +844,19 @@ def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str =
     if not data:
         raise NothingToDraw(f"coordcheck needs completed runs at two or more values of model.width with {statistic} "
                             f"in layers.csv (log.stats: [{statistic}])")
-    n_layers = len(next(iter(data[0].values[data[0].widths[0]].values())))
-    layers = _pick_layers(list(range(1, n_layers)), MAX_LAYERS - 1) + [n_layers]
-    fig, axes = plt.subplots(len(data), len(layers), squeeze=False, sharex=True, sharey=True,
-                             figsize=(2.6 * len(layers) + 1.5, 2.5 * len(data) + 1.2), constrained_layout=True)
+    def layers_of(d):  # each configuration its own layers (a sweep may vary depth too), the output last
+        n = len(next(iter(d.values[d.widths[0]].values())))
+        return n, _pick_layers(list(range(1, n)), MAX_LAYERS - 1) + [n]
+
+    ncols = max(len(layers_of(d)[1]) for d in data)
+    fig, axes = plt.subplots(len(data), ncols, squeeze=False, sharex=True, sharey=True,
+                             figsize=(2.6 * ncols + 1.5, 2.5 * len(data) + 1.2), constrained_layout=True)
     cmap = plt.get_cmap("cividis_r")
     for row, d in zip(axes, data):
+        n_layers, layers = layers_of(d)
+        for ax in row[len(layers):]:
+            ax.set_visible(False)
+        row = row[:len(layers)]
         steps = [s for s in d.steps if statistic != "pre_delta_abs_mean" or s > 0]
         steps = [steps[i] for i in _pick_layers(list(range(len(steps))), MAX_COORD_STEPS)] if steps else []
         for ax, layer in zip(row, layers):
@@ -866,8 +873,9 @@ def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str =
         row[0].set_ylabel(statistic)
         if steps:
             row[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    for ax in axes[-1]:
-        ax.set_xlabel("width")
+    for ax in axes.flat:
+        if ax.get_visible():
+            ax.set_xlabel("width")
     what = "|z_t − z_0|, the change since initialization" if statistic == "pre_delta_abs_mean" else "|a|"
     fig.suptitle(f"coordinate check: {what} against width (flat: the layer's coordinates keep their size)")
     return fig

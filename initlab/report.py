@@ -618,7 +618,8 @@ def extra_tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]
     out = []
     if report.width:
         out.append(("Width scaling of the change |z_t − z_0| (pre_delta_abs_mean): fitted slope of log change against "
-                    "log width at the first logged step after 0 (theory's exponent in brackets)",
+                    "log width at the first logged step after 0 where every layer moved (theory's exponent for the "
+                    "first update in brackets, at step 1)",
                     ["configuration", "step", "widths", "input layer", "hidden layers", "output layer"],
                     [[r["configuration"], str(r["step"]), r["widths"], _slope(r["input"], r["theory_input"]),
                       _slope(r["hidden"], r["theory_hidden"]), _slope(r["output"], r["theory_output"])]

@@ -472,12 +472,29 @@ def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float =
     return {"format_crossing": crossing, "formats": detail}
 
 
+def output_sigma_w2(m, num_classes: int) -> float:
+    """fan_in · Var of the output layer's effective weights (the stored ones times the
+    parameterization's multiplier): the initializer's own under standard and ntk; under mup
+    σ_w²·m·(1/m)² = σ_w²/m (``initlab.parameterizations``), 0 with ``model.zero_readout``."""
+    from initlab.initializers import Role
+    from initlab.parameterizations import get_parameterization, width_multiplier
+
+    s2 = INITIALIZERS[m.init].sigma_w2(m.width, num_classes, m.init_args)
+    p = get_parameterization(getattr(m, "parameterization", "standard"))
+    if getattr(m, "zero_readout", False):
+        return 0.0
+    if p.unit_weights:  # ntk: unit weights × √(σ_w²/n) is σ_w²/n per entry, the standard law
+        return s2
+    mult = width_multiplier(m.width, getattr(m, "base_width", None))
+    return s2 * p.init_factor(Role.OUTPUT, mult) ** 2 * p.multiplier(Role.OUTPUT, m.width, mult, s2) ** 2
+
+
 def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
     """The gradient-scale part of ``config_prediction`` for a run config whose ``predict_config``
     applies: ``grad_rms`` (each example's ∂ℓ/∂z per entry, hidden layers then the output layer),
     ``sigma_w2_out``, ``batch_size``, ``dtype``, ``loss_scale`` and ``format_crossings``'s keys."""
     m, t = cfg.model, cfg.train
-    sigma_w2_out = INITIALIZERS[m.init].sigma_w2(m.width, num_classes, m.init_args)
+    sigma_w2_out = output_sigma_w2(m, num_classes)
     layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
     rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
                        num_classes, t.loss, t.target_scale)

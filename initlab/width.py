@@ -79,8 +79,10 @@ def _geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
 
 def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") -> list[CoordData]:
     """Every configuration that has ``statistic`` at two or more widths (runs of other widths
-    alone, or without the statistic, are left out)."""
-    _, groups = configurations([r for r in runs if r.status == "completed"], (WIDTH,))
+    alone, or without the statistic, are left out), at the steps every one of its runs logged
+    (completed or diverged: a diverged run's steps before it stopped)."""
+    # a diverged run's rows before its blow-up count (dropping it would drop the widths that make a slope)
+    _, groups = configurations([r for r in runs if r.status in ("completed", "diverged")], (WIDTH,))
     out = []
     for label, members in groups.items():
         by_width: dict[int, list[dict[int, np.ndarray]]] = {}
@@ -113,31 +115,38 @@ def slopes_at(data: CoordData, step: int) -> np.ndarray:
 
 def expected_exponents(run: Run) -> tuple[float, float, float] | None:
     """The theory's exponents (input, hidden, output layers) for a run's parameterization and
-    optimizer, or None where the theory does not apply (normalization, residual blocks)."""
+    optimizer, or None where the theory does not apply (normalization, residual blocks, a zero
+    readout, whose first update moves only the output layer)."""
     from initlab.optimizers import ADAM_LIKE
     from initlab.parameterizations import PARAMETERIZATIONS, change_exponent
 
     f = run.flat
-    if f.get("model.norm", "none") != "none" or f.get("model.residual"):
+    if f.get("model.norm", "none") != "none" or f.get("model.residual") or f.get("model.zero_readout"):
         return None
     p = PARAMETERIZATIONS.get(str(f.get("model.parameterization", "standard")), "model.parameterization")
     adam = f.get("train.optimizer") in ADAM_LIKE
     return tuple(change_exponent(p, role, adam) for role in ("input", "hidden", "output"))  # type: ignore[return-value]
 
 
+def _measurable(data: CoordData, step: int) -> bool:
+    """Whether every layer's change at ``step`` is finite and non-zero at every width (a slope exists)."""
+    return all(np.all(np.isfinite(data.values[w][step]) & (data.values[w][step] > 0)) for w in data.widths)
+
+
 def width_slopes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Per configuration of a width sweep with ``pre_delta_abs_mean``: at the first logged step
-    after 0, the fitted slopes of the input layer, the hidden layers (their mean) and the output
-    layer, with the theory's exponents beside them."""
+    after 0 where every layer has moved at every width, the fitted slopes of the input layer, the
+    hidden layers (their mean) and the output layer, with the theory's exponents beside them when
+    that step is step 1 (they describe the first update only)."""
     rows = []
     for data in coordinate_data(runs, "pre_delta_abs_mean"):
-        later = [s for s in data.steps if s > 0]
+        later = [s for s in data.steps if s > 0 and _measurable(data, s)]
         if not later:
             continue
         step = later[0]
         s = slopes_at(data, step)
         hidden = s[1:-1]
-        theory = expected_exponents(data.runs[0])
+        theory = expected_exponents(data.runs[0]) if step == 1 else None
         rows.append({
             "configuration": data.label, "step": step, "widths": f"{data.widths[0]}–{data.widths[-1]}",
             "input": float(s[0]), "hidden": float(np.nanmean(hidden)) if len(hidden) and np.any(np.isfinite(hidden))

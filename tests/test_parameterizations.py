@@ -273,3 +273,17 @@ def test_readme_exponent_table_is_the_registrys():
         p = PARAMETERIZATIONS[param]
         want = [change_exponent(p, r, opt == "Adam") for r in ("input", "hidden", "output")]
         assert [float(v) for v in values] == want, (param, opt)
+
+
+def test_theory_sees_the_effective_output_variance():
+    from initlab.theory import output_sigma_w2
+
+    base = {"init": "he_normal", "width": 256}
+    assert output_sigma_w2(cfg_of(base).model, CLASSES) == pytest.approx(2.0)
+    assert output_sigma_w2(cfg_of({**base, "parameterization": "ntk"}).model, CLASSES) == pytest.approx(2.0)
+    mup = {**base, "parameterization": "mup", "base_width": 64}
+    assert output_sigma_w2(cfg_of(mup).model, CLASSES) == pytest.approx(2.0 / 4)  # σ_w²/m
+    assert output_sigma_w2(cfg_of({**mup, "zero_readout": True}).model, CLASSES) == 0.0
+    # and it is what the network holds: fan_in · Var(multiplier · stored weights)
+    spec, params, _ = network(cfg_of(mup))
+    assert 256 * np.var(spec.multipliers[2] * np.asarray(params.out.w)) == pytest.approx(0.5, rel=0.1)

@@ -114,3 +114,37 @@ def test_coordcheck_without_the_statistic_or_with_a_bad_one_is_an_error(sweep_di
     one = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
     alone = runner.invoke(app, ["plot", str(one), "--kind", "coordcheck", "--out", str(tmp_path)])
     assert alone.exit_code == 1 and "two or more values of model.width" in alone.output
+
+
+def test_zero_readout_reports_the_first_step_every_layer_moved_without_theory(tmp_path):
+    spec = {
+        "name": "zero", "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 256,
+                                 "test_size": 64, "probe_size": 64},
+        "model": {"depth": 2, "init": "he_normal", "parameterization": "mup", "base_width": 32,
+                  "zero_readout": True},
+        "train": {"optimizer": "adam", "steps": 3, "batch_size": 64, "lr": 0.01},
+        "log": {"every": 1, "stats": ["pre_delta_abs_mean"], "jacobian": 0, "out": str(tmp_path)},
+        "sweep": {"model.width": [32, 64]},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    assert runner.invoke(app, ["sweep", str(tmp_path / "s.yaml"), "-q"]).exit_code == 0
+    runs, _ = discover([tmp_path / "zero"])
+    (row,) = width_slopes(runs)
+    # the first update moves only the output layer (the hidden layers' gradient is W_out = 0)
+    assert row["step"] == 2 and math.isnan(row["theory_hidden"]) and math.isfinite(row["hidden"])
+
+
+def test_coordcheck_plots_configurations_of_different_depths(tmp_path):
+    spec = {
+        "name": "depths", "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 256,
+                                   "test_size": 64, "probe_size": 64},
+        "model": {"init": "he_normal"}, "train": {"optimizer": "adam", "steps": 2, "batch_size": 64},
+        "log": {"every": 1, "stats": ["pre_delta_abs_mean"], "jacobian": 0, "out": str(tmp_path)},
+        "sweep": {"model.width": [16, 32], "model.depth": [1, 3]},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    assert runner.invoke(app, ["sweep", str(tmp_path / "s.yaml"), "-q"]).exit_code == 0
+    runs, _ = discover([tmp_path / "depths"])
+    fig = coordcheck_figure(runs, [], "pre_delta_abs_mean")
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+    assert sorted(titles) == sorted(["layer 1", "output layer", "layer 1", "layer 2", "layer 3", "output layer"]), titles
