@@ -88,6 +88,9 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     # layer's key), leaving the per-layer draws as they were before refinement existed.
     refine_key = jax.random.fold_in(key, REFINE_STREAM)
     params, state = init_layers(spec, layer_samplers(m), key)
+    if params.blocks is not None and m.branch_scale_init != 1.0:  # ReZero / SkipInit: 0
+        params = params._replace(blocks=params.blocks._replace(
+            mult=jnp.full_like(params.blocks.mult, m.branch_scale_init)))
     if init.scheme is None:
         return cast(params, spec.param_dtype), state, None
     if init.needs_data and x_train is None:

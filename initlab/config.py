@@ -50,7 +50,8 @@ MAX_SEED = 2 ** 32 - 1
 ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4, "model.dtype": "float32",
                "model.precision": "mixed", "train.loss_scale": "none", "train.loss_scale_init": 32768.0,
                "train.loss_scale_period": 2000, "model.parameterization": "standard", "model.base_width": None,
-               "model.zero_readout": False}
+               "model.zero_readout": False, "data.range": (-0.5, 0.5), "train.target_range": None,
+               "model.branch_scale_init": 1.0}
 
 # The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
 # without the key computed these, and a config that selects exactly these keeps the hash it had then.
@@ -95,7 +96,12 @@ class DataConfig:
                         choices=_registry_names(lambda pkg: pkg.data.DATASETS))
     preprocess: str = spec("standardize", "none (pixels/255), center (zero mean per input), standardize (zero mean "
                            "per input, unit variance on average; Efficient BackProp), whiten (ZCA: decorrelated "
-                           "inputs)", choices=_registry_names(lambda pkg: pkg.data.PREPROCESSORS))
+                           "inputs), minmax (each input mapped linearly from its training range onto data.range)",
+                           choices=_registry_names(lambda pkg: pkg.data.PREPROCESSORS))
+    range: tuple[float, ...] = spec(help="minmax only: the [low, high] each input is mapped onto (Efficient BackProp "
+                                    "§4.3: inputs inside the nonlinearity's quasilinear range; [-0.5, 0.5] for tanh); "
+                                    "an input constant on the training set goes to the middle",
+                                    factory=lambda: (-0.5, 0.5))
     whiten_eps: float = spec(0.1, "whiten only: epsilon added to the covariance eigenvalues before the inverse square "
                              "root (damps the near-constant pixel directions)", gt=0)
     input_scale: float = spec(1.0, "multiply the preprocessed inputs by this, e.g. to start a network at its "
@@ -133,6 +139,9 @@ class ModelConfig:
     bn_momentum: float = spec(0.9, "batch norm running-average momentum", ge=0, lt=1)
     residual: bool = spec(False, "residual MLP: after the first hidden layer, blocks of two layers with a skip "
                           "connection around them (depth must then be odd: 1 + 2 × blocks)")
+    branch_scale_init: float = spec(1.0, "residual only: the initial value of each residual branch's learned scalar "
+                                    "multiplier m (h' = φ(h + m·branch)); 0 is ReZero (Bachlechner et al. 2020) and "
+                                    "SkipInit (De & Smith 2020): every block the identity at init", ge=0)
     dropout: float = spec(0.0, "dropout rate of every hidden layer's output during training (0: off)", ge=0, lt=1)
     dropout_kind: str = spec("standard", "standard (inverted dropout; Srivastava et al. 2014) or alpha "
                              "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
@@ -177,6 +186,10 @@ class TrainConfig:
     target_scale: float | None = spec(None, "mse only: targets +s for the true class and -s for the others, inside "
                                       "the activation's quasilinear range (LeCun et al. 1989: ±1 with scaled tanh); "
                                       "default one-hot 0/1", gt=0)
+    target_range: tuple[float, ...] | None = spec(
+        None, "mse only: targets [low, high]: high for the true class, low for the others (e.g. [0.1, 0.9] for "
+        "sigmoid outputs, which never reach 0 and 1; LeCun et al. 1998, Efficient BackProp §4.5); instead of "
+        "train.target_scale")
     max_norm: float | None = spec(None, "after every update, rescale each unit's incoming weight vector to norm at "
                                   "most this (Srebro & Shraibman 2005; Srivastava et al. 2014 use 3-4); default off",
                                   gt=0)
@@ -255,7 +268,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: {value!r} is not a list (write it as [a, b, ...])")
         items = tuple(_coerce(v, typing.get_args(tp)[0], key) for v in value)
-        if len(set(items)) != len(items):
+        if typing.get_args(tp)[0] is str and len(set(items)) != len(items):
             raise ConfigError(f"{key}: {list(items)!r} names an entry twice")
         return items
     if tp is bool:
@@ -393,6 +406,12 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     log = dataclasses.replace(cfg.log, stats=tuple(n for n in _stat_names("names") if n in chosen))
     train = _resolve_loss_scale(model, train)
     _check_parameterization(model, train)
+    _check_range(cfg.data.range, "data.range")
+    if train.target_range is not None:
+        _check_range(train.target_range, "train.target_range")
+        if train.target_scale is not None:
+            raise ConfigError(f"train.target_range: {list(train.target_range)} given together with train.target_scale: "
+                              f"{train.target_scale!r} (set one of them: a scale s is the range [-s, s])")
     if "pre_delta_abs_mean" in log.stats and log.stats_on != "probe":
         raise ConfigError("log.stats: pre_delta_abs_mean compares the probe's pre-activations with their values at "
                           f"step 0, so it needs log.stats_on: probe (not {log.stats_on!r})")
@@ -400,6 +419,12 @@ def _resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
                           f"{cfg.data.probe_size}")
     return dataclasses.replace(cfg, model=model, train=train, log=log)
+
+
+def _check_range(r: tuple[float, ...], key: str) -> None:
+    """A [low, high] pair with low < high."""
+    if len(r) != 2 or not r[0] < r[1]:
+        raise ConfigError(f"{key}: {list(r)!r} is not a range [low, high] with low < high")
 
 
 def _check_parameterization(m: ModelConfig, t: TrainConfig) -> None:
@@ -445,6 +470,9 @@ ONLY_FOR = {
     "train.momentum": ("train.optimizer", ("momentum", "nesterov", "rmsprop")),
     "train.warmup_steps": ("train.schedule", ("warmup_cosine",)),
     "train.target_scale": ("train.loss", ("mse",)),
+    "train.target_range": ("train.loss", ("mse",)),
+    "data.range": ("data.preprocess", ("minmax",)),
+    "model.branch_scale_init": ("model.residual", (True,)),
     "data.whiten_eps": ("data.preprocess", ("whiten",)),
     "train.loss_scale_init": ("train.loss_scale", ("dynamic",)),
     "train.loss_scale_period": ("train.loss_scale", ("dynamic",)),
@@ -458,12 +486,13 @@ def _check_used(cfg: RunConfig, data: Any) -> None:
     for key, (owner, users) in ONLY_FOR.items():
         section, leaf = key.split(".")
         value = getattr(getattr(cfg, section), leaf)
-        default = {f.name: f.default for f in dataclasses.fields(type(getattr(cfg, section)))}[leaf]
+        default = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                   for f in dataclasses.fields(type(getattr(cfg, section)))}[leaf]
         choice = getattr(getattr(cfg, owner.split(".")[0]), owner.split(".")[1])
         # A saved config.yaml holds every field at its default; only a value set on purpose counts.
         if value != default and choice not in users:
             raise ConfigError(f"{key}: {value!r} has no effect with {owner}: {choice!r} "
-                              f"(used by {', '.join(users)}); remove it or change {owner}")
+                              f"(used by {', '.join(map(str, users))}); remove it or change {owner}")
 
 
 def from_dict(data: Any) -> RunConfig:

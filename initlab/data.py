@@ -108,11 +108,25 @@ def _whiten(x_train, x_test, eps: float = 0.1):
     return x_train @ w, x_test @ w
 
 
+def _minmax(x_train, x_test, bounds: tuple[float, float] = (-0.5, 0.5)):
+    """Map each input linearly from its training-set [min, max] onto ``bounds`` (Efficient BackProp
+    §4.3: keep the inputs inside the nonlinearity's quasilinear range, e.g. [-0.5, 0.5] for tanh).
+    An input constant on the training set (MNIST's border pixels) goes to the middle of the range;
+    test inputs outside the training range land outside ``bounds`` (no clipping)."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    x_min, x_max = x_train.min(axis=0), x_train.max(axis=0)
+    span = x_max - x_min
+    scale = np.where(span > 0, (hi - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    offset = np.where(span > 0, lo - x_min * scale, (lo + hi) / 2).astype(np.float32)
+    return x_train * scale + offset, x_test * scale + offset
+
+
 PREPROCESSORS: Registry[Callable[..., tuple[np.ndarray, np.ndarray]]] = Registry(
-    "preprocessing", {"none": _none, "center": _center, "standardize": _standardize, "whiten": _whiten}
+    "preprocessing", {"none": _none, "center": _center, "standardize": _standardize, "whiten": _whiten,
+                      "minmax": _minmax}
 )
 # Preprocessors' settings in DataConfig, by entry.
-PREPROCESS_ARGS = {"whiten": {"eps": "whiten_eps"}}
+PREPROCESS_ARGS = {"whiten": {"eps": "whiten_eps"}, "minmax": {"bounds": "range"}}
 
 
 def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: bool = True) -> Dataset:

@@ -408,7 +408,7 @@ def config_keys_view(section: str | None = None) -> list[Any]:
     for c in ("default", "allowed", "meaning"):
         t.add_column(c, overflow="fold")
     for key, help_text, default in rows:
-        shown = "null" if default is None else (", ".join(default) if isinstance(default, tuple | list) else str(default))
+        shown = "null" if default is None else (", ".join(map(str, default)) if isinstance(default, tuple | list) else str(default))
         t.add_row(key, escape(shown), escape(allowed_text(key)), escape(help_text))
     items: list[Any] = [t]
     if section in (None, "model"):

@@ -143,6 +143,16 @@ def unit_sampler(law: str) -> Sampler:
     return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(jnp.asarray(3.0, dtype))
 
 
+def _identity(args, role, fan_in):
+    """``scale`` × I for the square hidden layers (a residual net's branch layers included); the
+    non-square input and output layers are drawn LeCun-normal, Var = 1/fan_in, the law that keeps
+    a linear net's variance, so the square layers alone make the activations grow or shrink by
+    ``scale`` per layer."""
+    if role in (Role.HIDDEN, Role.BRANCH):
+        return lambda key, shape, dtype: args["scale"] * jnp.eye(shape[0], shape[1], dtype=dtype)
+    return jinit.variance_scaling(1.0, "fan_in", "normal")
+
+
 _zeros = _constant(lambda a: 0.0)
 _glorot_standard = _scaling(1 / 3, "fan_in", "uniform")
 _he_normal = _scaling(2.0, "fan_in", "normal")
@@ -181,6 +191,10 @@ INITIALIZERS: Registry[Initializer] = Registry(
         # He et al. 2015, "Delving deep into rectifiers": Var = 2 / fan_in.
         "he_normal": Initializer(_he_normal, sigma_w2=lambda fi, fo, a: 2.0, law="normal"),
         "he_uniform": Initializer(_scaling(2.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 2.0, law="uniform"),
+        # The identity (deeplearning.ai's initialization demo: "slightly larger or smaller than the
+        # identity", scale 1 ± ε): with a linear activation the activations scale by exactly scale^l.
+        # Not i.i.d., so mean-field theory does not describe it (sigma_w2 None).
+        "identity": Initializer(_identity, {"scale": 1.0}, rules={"scale": "positive"}),
         # Saxe et al. 2014: Haar-random (semi-)orthogonal times a gain.
         "orthogonal": Initializer(
             _orthogonal, {"gain": 1.0}, sigma_w2=lambda fi, fo, a: a["gain"] ** 2 * min(fi, fo) / fo

@@ -80,28 +80,35 @@ SCHEDULES: Registry[Callable[[ScheduleSettings], optax.Schedule]] = Registry(
 )
 
 
-def cross_entropy(logits, labels, num_classes, target_scale=None):
+def cross_entropy(logits, labels, num_classes, targets=None):
     """Softmax cross-entropy with integer labels; per-example values (batch,)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def mse(logits, labels, num_classes, target_scale=None):
-    """Squared error averaged over classes; per-example values (batch,). Targets are one-hot 0/1,
-    or, with ``target_scale`` s, +s for the true class and -s for the others: LeCun et al. 1989 and
+def mse(logits, labels, num_classes, targets=None):
+    """Squared error averaged over classes; per-example values (batch,). Targets are one-hot 0/1;
+    with ``targets`` a scale s, +s for the true class and -s for the others: LeCun et al. 1989 and
     Efficient BackProp (§4.5) put the targets inside the sigmoid's range, at ±1 for the scaled tanh,
-    so that training never drives units into saturation."""
+    so that training never drives units into saturation; with ``targets`` a pair (low, high), high
+    for the true class and low for the others (0.1/0.9 for sigmoid outputs)."""
     onehot = jax.nn.one_hot(labels, num_classes)
-    targets = onehot if target_scale is None else target_scale * (2.0 * onehot - 1.0)
-    return jnp.mean((logits - targets) ** 2, axis=-1)
+    if targets is None:
+        t = onehot
+    elif isinstance(targets, tuple | list):
+        t = targets[0] + (targets[1] - targets[0]) * onehot
+    else:
+        t = targets * (2.0 * onehot - 1.0)
+    return jnp.mean((logits - t) ** 2, axis=-1)
 
 
 LOSSES: Registry[Callable] = Registry("loss", {"cross_entropy": cross_entropy, "mse": mse})
 
 
-def make_loss(name: str, target_scale: float | None = None) -> Callable:
-    """``loss(logits, labels, num_classes) -> (batch,)`` for the loss ``name`` and its target scale."""
+def make_loss(name: str, targets: float | tuple[float, float] | None = None) -> Callable:
+    """``loss(logits, labels, num_classes) -> (batch,)`` for the loss ``name`` and its targets (a
+    scale s for ±s, a (low, high) pair, or None: one-hot)."""
     fn = LOSSES.get(name, "train.loss")
-    return lambda logits, labels, num_classes: fn(logits, labels, num_classes, target_scale)
+    return lambda logits, labels, num_classes: fn(logits, labels, num_classes, targets)
 
 
 def per_class(make: Callable[[float], optax.GradientTransformation], factors: dict[Any, float],

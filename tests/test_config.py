@@ -497,11 +497,13 @@ MODEL_CHANGES = {
     "parameterization": "ntk",
     "base_width": 128,
     "zero_readout": True,
+    "branch_scale_init": 0.0,
 }
 # Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
 # and zero_readout are mup's).
 MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
-MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP}
+MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP,
+                 "branch_scale_init": {"residual": True, "depth": 5}}
 
 
 def test_model_changes_cover_every_model_field():

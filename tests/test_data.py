@@ -3,6 +3,7 @@ and MNIST through load_dataset (skipped when the files are absent)."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import numpy as np
@@ -277,3 +278,32 @@ def test_whiten_eps_comes_from_the_config():
 def test_whiten_eps_only_with_whiten():
     with pytest.raises(ConfigError, match="data.whiten_eps: 0.01 has no effect with data.preprocess: 'standardize'"):
         from_dict({"data": {"whiten_eps": 0.01}})
+
+
+def test_minmax_maps_each_training_input_onto_the_range():
+    rng = np.random.default_rng(0)
+    x_train = np.concatenate([rng.uniform(0, 255, (100, 3)), np.full((100, 1), 7.0)], axis=1).astype(np.float32)
+    x_test = rng.uniform(0, 255, (20, 4)).astype(np.float32)
+    a, b = PREPROCESSORS["minmax"](x_train, x_test, (-0.5, 0.5))
+    np.testing.assert_allclose(a[:, :3].min(axis=0), -0.5, atol=1e-6)
+    np.testing.assert_allclose(a[:, :3].max(axis=0), 0.5, atol=1e-6)
+    np.testing.assert_array_equal(a[:, 3], 0.0)  # a constant input goes to the middle
+    lo, hi = x_train[:, 0].min(), x_train[:, 0].max()
+    np.testing.assert_allclose(b[:, 0], -0.5 + (x_test[:, 0] - lo) / (hi - lo), rtol=1e-5, atol=1e-6)  # train's map
+
+
+def test_minmax_on_mnist_through_the_config(mnist_dir):
+    cfg = from_dict({"data": {"preprocess": "minmax", "range": [0.1, 0.9], "train_size": 1000, "test_size": 100}})
+    ds = load_dataset(cfg.data, mnist_dir, progress=False)
+    assert ds.x_train.min() == pytest.approx(0.1) and ds.x_train.max() == pytest.approx(0.9)
+    assert np.all(ds.x_train[:, 0] == pytest.approx(0.5))  # the corner pixel is 0 on every training image
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"preprocess": "minmax", "range": [0.5, -0.5]}, "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
+    ({"preprocess": "minmax", "range": [1.0]}, "data.range: [1.0] is not a range"),
+    ({"range": [-1, 1]}, "data.range: (-1.0, 1.0) has no effect with data.preprocess: 'standardize'"),
+])
+def test_bad_ranges_are_one_line_errors(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict({"data": data})

@@ -75,10 +75,13 @@ def test_shape_dtype_finite(name):
 def test_deterministic_for_a_key(name):
     np.testing.assert_array_equal(sample(name, key=jax.random.PRNGKey(0)), cached(name))
     other = sample(name, key=jax.random.PRNGKey(1))
-    assert np.array_equal(other, cached(name)) == (name in ("zeros", "constant"))  # only these ignore the key
+    assert np.array_equal(other, cached(name)) == (name in DETERMINISTIC)  # only these ignore the key
 
 
-@pytest.mark.parametrize("name", [n for n in CANONICAL if n not in ("zeros", "constant")])
+DETERMINISTIC = ("zeros", "constant", "identity")  # identity: on the hidden layers this draws for
+
+
+@pytest.mark.parametrize("name", [n for n in CANONICAL if n not in DETERMINISTIC])
 def test_random_inits_depend_on_the_key(name):
     assert not np.array_equal(sample(name, key=jax.random.PRNGKey(1)), cached(name))
 
@@ -398,3 +401,29 @@ def test_get_initializer_errors_list_names():
     assert "model.bias_init" in msg and "'ones'" in msg
     assert_lists_names(msg, BIAS_INITIALIZERS)
     assert get_initializer("kaiming_normal") is INITIALIZERS["he_normal"]
+
+
+@pytest.mark.parametrize("scale", [0.9, 1.1])
+def test_identity_init_scales_a_linear_net_by_exactly_scale_per_layer(scale):
+    """deeplearning.ai's demo: hidden weights (1 ± ε)·I; with a linear activation layer l's
+    activations are layer 1's times scale^(l-1), so their variance follows scale^(2(l-1))."""
+    from initlab.build import init_params, model_spec
+    from initlab.config import from_dict
+    from initlab.model import pre_activations
+
+    cfg = from_dict({"model": {"depth": 9, "width": 32, "activation": "linear", "init": "identity",
+                               "init_args": {"scale": scale}}})
+    spec = model_spec(cfg.model, 20, 10)
+    params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(np.asarray(params.hidden.dense.w[3]), scale * np.eye(32, dtype=np.float32))
+    assert np.var(np.asarray(params.inp.dense.w)) == pytest.approx(1 / 20, rel=0.2)  # LeCun-normal first layer
+    z, _ = pre_activations(spec, params, state, jax.random.normal(jax.random.PRNGKey(1), (64, 20)))
+    var = np.var(np.asarray(z), axis=(1, 2))
+    np.testing.assert_allclose(var / var[0], scale ** (2.0 * np.arange(9)), rtol=1e-5)
+
+
+def test_identity_scale_must_be_positive():
+    from initlab.config import from_dict
+
+    with pytest.raises(ConfigError, match=r"model.init_args.scale: -1 is not allowed \(expected a number > 0\)"):
+        from_dict({"model": {"init": "identity", "init_args": {"scale": -1}}})

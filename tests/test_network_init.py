@@ -9,7 +9,7 @@ import pytest
 from initlab.errors import ConfigError
 from initlab.build import REFINE_STREAM, init_params, init_params_traced, model_spec
 from initlab.initializers import INITIALIZERS
-from initlab.model import apply
+from initlab.model import apply, pre_activations
 from initlab.network_init import SCHEMES
 
 from conftest import tiny
@@ -200,3 +200,35 @@ def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
         params, _, _ = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), X)
         assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(dtype)}, model
         assert all(np.isfinite(np.asarray(leaf, np.float32)).all() for leaf in jax.tree.leaves(params)), model
+
+
+# --- ReZero / SkipInit -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("init", ["he_normal", "glorot_uniform"])  # SkipInit's He, ReZero's Xavier
+def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init):
+    """ReZero (Bachlechner et al. 2020) and SkipInit (De & Smith 2020): each residual branch's
+    learned scalar starts at 0, so every block passes its input on (ReLU of a non-negative input is
+    itself) while its branch layers keep their draws, and the scalar's gradient at step 0 is not 0."""
+    from initlab.optimizers import make_loss
+
+    depth = 9
+    spec, params, state, _, _ = build(depth=depth, width=32, residual=True, init=init, branch_scale_init=0.0)
+    np.testing.assert_array_equal(np.asarray(params.blocks.mult), np.zeros(spec.num_blocks))
+    assert np.all(np.asarray(params.hidden.dense.w) != 0)  # unlike Fixup, no layer is zeroed
+    z, _ = pre_activations(spec, params, state, X)
+    for l in range(3, depth + 1, 2):  # each block's second layer: z = h + 0·branch, its input h
+        np.testing.assert_array_equal(np.asarray(z[l - 1]), np.maximum(np.asarray(z[0]), 0))
+    loss = make_loss("cross_entropy")
+    y = jnp.arange(X.shape[0]) % 4
+
+    def mean_loss(mult):
+        p = params._replace(blocks=params.blocks._replace(mult=mult))
+        return jnp.mean(loss(apply(spec, p, state, X, train=True)[0], y, 4))
+
+    g = np.asarray(jax.grad(mean_loss)(params.blocks.mult))
+    assert np.all(g != 0) and np.all(np.isfinite(g))
+
+
+def test_branch_scale_init_needs_a_residual_network():
+    with pytest.raises(ConfigError, match="model.branch_scale_init: 0.0 has no effect with model.residual: False"):
+        tiny(model={"branch_scale_init": 0.0})

@@ -279,3 +279,24 @@ def test_every_optimizer_updates_the_typed_mlp_params(name):
         assert jax.tree.structure(new) == jax.tree.structure(params)
         for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
             assert a.shape == b.shape and a.dtype == b.dtype and not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_mse_with_a_target_range_uses_low_and_high_targets():
+    from initlab.optimizers import make_loss
+
+    loss = make_loss("mse", (0.1, 0.9))
+    logits = jnp.array([[0.9, 0.1, 0.1], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3], atol=1e-7,
+                               rtol=1e-6)
+
+
+def test_target_range_is_checked():
+    from initlab.config import from_dict
+
+    assert from_dict({"train": {"loss": "mse", "target_range": [0.1, 0.9]}}).train.target_range == (0.1, 0.9)
+    with pytest.raises(ConfigError, match="train.target_range: .*has no effect with train.loss: 'cross_entropy'"):
+        from_dict({"train": {"target_range": [0.1, 0.9]}})
+    with pytest.raises(ConfigError, match=r"train.target_range: \[0.9, 0.1\] is not a range"):
+        from_dict({"train": {"loss": "mse", "target_range": [0.9, 0.1]}})
+    with pytest.raises(ConfigError, match="given together with train.target_scale"):
+        from_dict({"train": {"loss": "mse", "target_range": [0.1, 0.9], "target_scale": 1.0}})
