@@ -34,6 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from initlab.errors import InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
 from initlab.report import HEADERS, Run, aggregate, apply_filters, discover, key_headers, varied_keys  # noqa: E402
+from initlab.width import geo_mean  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -123,15 +124,6 @@ def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None
     return (max(logged), rows[max(logged)]) if logged else None
 
 
-def _geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
-    arrays = [a for a in arrays if len(a)]
-    if not arrays or len({len(a) for a in arrays}) != 1:
-        return np.array([])
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
-        return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
-
-
 def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
     """Mean-field predictions at init (Poole et al. 2016): activation variance per layer, and the
     gradient variance scaled to the measured last hidden layer's (theory gives only ratios)."""
@@ -139,7 +131,7 @@ def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
     if not theory.get("applies"):
         return {}
     out = {"act_var": np.array(theory["act_var"], float)}
-    last = _geo_mean([r.profile("init", "grad_var")[-1:] for r in members])
+    last = geo_mean([r.profile("init", "grad_var")[-1:] for r in members])
     if len(last):
         out["grad_var"] = np.array(theory["grad_ratio"], float) * last[0]
     return out
@@ -160,7 +152,7 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
             if not found:
                 continue
             for ax, column in zip(axes, ("act_var", "grad_var")):
-                values = _geo_mean([p[1][column] for p in found])
+                values = geo_mean([p[1][column] for p in found])
                 if len(values):
                     ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=STYLES[j % len(STYLES)],
                             marker="o" if len(values) <= 12 else None, markersize=3,

@@ -480,12 +480,12 @@ def output_sigma_w2(m, num_classes: int) -> float:
     from initlab.parameterizations import get_parameterization, width_multiplier
 
     s2 = INITIALIZERS[m.init].sigma_w2(m.width, num_classes, m.init_args)
-    p = get_parameterization(getattr(m, "parameterization", "standard"))
-    if getattr(m, "zero_readout", False):
+    p = get_parameterization(m.parameterization)
+    if m.zero_readout:
         return 0.0
     if p.unit_weights:  # ntk: unit weights × √(σ_w²/n) is σ_w²/n per entry, the standard law
         return s2
-    mult = width_multiplier(m.width, getattr(m, "base_width", None))
+    mult = width_multiplier(m.width, m.base_width)
     return s2 * p.init_factor(Role.OUTPUT, mult) ** 2 * p.multiplier(Role.OUTPUT, m.width, mult, s2) ** 2
 
 

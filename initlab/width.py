@@ -71,10 +71,15 @@ class CoordData:
     runs: list[Run] = field(default_factory=list)
 
 
-def _geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
+def geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
+    """The element-wise geometric mean of equal-length arrays (seeds), NaN where every one is
+    non-finite; empty when there are none or their lengths differ."""
+    arrays = [a for a in arrays if len(a)]
+    if not arrays or len({len(a) for a in arrays}) != 1:
+        return np.array([])
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.exp(np.nanmean(np.log(np.abs(np.array(arrays))), axis=0))
+        warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
+        return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
 
 
 def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") -> list[CoordData]:
@@ -96,7 +101,7 @@ def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") 
         shapes = {len(rows[s]) for seeds in by_width.values() for rows in seeds for s in steps}
         if not steps or len(shapes) != 1:
             continue
-        values = {w: {s: _geo_mean([rows[s] for rows in seeds]) for s in steps} for w, seeds in by_width.items()}
+        values = {w: {s: geo_mean([rows[s] for rows in seeds]) for s in steps} for w, seeds in by_width.items()}
         out.append(CoordData(label, statistic, sorted(values), steps, values, list(members)))
     return out
 

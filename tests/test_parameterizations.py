@@ -217,16 +217,17 @@ def test_coordinate_check_mup_with_adam_is_flat_and_standard_grows():
 
 def test_first_update_slopes_match_the_theorys_exponents():
     # one update at a small learning rate: the fitted slope of log Δz against log width is the
-    # theory's exponent (input layer, a hidden layer, output layer) within 0.2
-    for param, optimizer, lr in [("standard", "sgd", 0.05), ("standard", "adam", 0.001), ("ntk", "sgd", 0.05),
-                                 ("ntk", "adam", 0.001), ("mup", "adam", 0.001)]:
+    # theory's exponent (input layer, a hidden layer, output layer) within 0.2 (μP with SGD: 0.25)
+    for param, optimizer, lr, tol in [("standard", "sgd", 0.05, 0.2), ("standard", "adam", 0.001, 0.2),
+                                      ("ntk", "sgd", 0.05, 0.2), ("ntk", "adam", 0.001, 0.2),
+                                      ("mup", "adam", 0.001, 0.2), ("mup", "sgd", 0.05, 0.25)]:
         widths = (128, 512, 2048)
         got = coord_check(param, optimizer, lr, widths, steps=1)
         logs = np.log(np.array([got[w] for w in widths]))
         slopes = np.polyfit(np.log(widths), logs, 1)[0]
         p = PARAMETERIZATIONS[param]
         want = [change_exponent(p, r, optimizer == "adam") for r in ("input", "hidden", "output")]
-        np.testing.assert_allclose([slopes[0], slopes[2], slopes[-1]], want, atol=0.2, err_msg=f"{param} {optimizer}")
+        np.testing.assert_allclose([slopes[0], slopes[2], slopes[-1]], want, atol=tol, err_msg=f"{param} {optimizer}")
 
 
 def test_pre_delta_needs_the_probe():
