@@ -200,6 +200,11 @@ class TrainConfig:
     loss_scale_period: int = spec(2000, "dynamic loss scaling: consecutive finite steps before the scale doubles",
                                   ge=1)
 
+    @property
+    def targets(self) -> float | tuple[float, ...] | None:
+        """The mse targets as the loss takes them: ``target_range``, else ``target_scale`` (±s), else None."""
+        return self.target_range or self.target_scale
+
 
 @dataclass(frozen=True)
 class LogConfig:

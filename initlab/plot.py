@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from initlab.errors import InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
 from initlab.report import HEADERS, Run, aggregate, apply_filters, discover, key_headers, varied_keys  # noqa: E402
-from initlab.width import geo_mean  # noqa: E402
+from initlab.width import geo_mean, layer_rows  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -90,24 +90,6 @@ def _style(i: int, n: int = len(OKABE_ITO)) -> dict:
     return {"color": palette(n)[i % max(n, 1)], "linestyle": "-"}
 
 
-def _layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
-                output: bool = False) -> dict[int, dict[str, np.ndarray]]:
-    """layers.csv as {step: {column: per-layer values (hidden layers only, unless ``output``)}}
-    (empty if the file lacks a column)."""
-    by_step: dict[int, dict[str, list[float]]] = {}
-    with open(run.path / "layers.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        if not set(columns) <= set(reader.fieldnames or ()):
-            return {}
-        for row in reader:
-            if row["kind"] != "hidden" and not output:
-                continue
-            cols = by_step.setdefault(int(row["step"]), {c: [] for c in columns})
-            for c in cols:
-                cols[c].append(float(row[c]) if row[c] else math.nan)
-    return {s: {c: np.array(v) for c, v in cols.items()} for s, cols in by_step.items()}
-
-
 def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None:
     """Per-layer act_var and grad_var at ``step`` ("init", "end" or a number: the last logged
     step at or before it)."""
@@ -119,7 +101,7 @@ def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None
         want = int(step)
     except ValueError:
         raise InitlabError(f"--steps {step!r}: expected init, end or a step number") from None
-    rows = _layer_rows(run)
+    rows = layer_rows(run)
     logged = [s for s in rows if s <= want]
     return (max(logged), rows[max(logged)]) if logged else None
 
@@ -775,7 +757,7 @@ def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[s
     drawn = False
     for axes, (setup, members) in zip(grid, setups.items()):
         for fmt in formats:
-            tables = [t for t in (_layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members
+            tables = [t for t in (layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members
                                   if _format_label(r) == fmt) if t]
             for j, step in enumerate(steps):
                 picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]

@@ -497,7 +497,7 @@ def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
     sigma_w2_out = output_sigma_w2(m, num_classes)
     layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
     rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
-                       num_classes, t.loss, t.target_range or t.target_scale)
+                       num_classes, t.loss, t.targets)
     dtype = getattr(m, "dtype", "float32")
     scale = loss_scale_value(t)
     return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": dtype,

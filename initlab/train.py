@@ -205,7 +205,7 @@ class TrainFns(NamedTuple):
 def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: int, n_runs: int = 1) -> TrainFns:
     """Build the training chunk, evaluation and statistics for a group sharing ``cfg``'s static choices."""
     t = cfg.train
-    loss_fn = make_loss(t.loss, t.target_range or t.target_scale)
+    loss_fn = make_loss(t.loss, t.targets)
     batch = t.batch_size
     spe = schedule.steps_per_epoch
     every = schedule.log_every

@@ -28,20 +28,30 @@ LR = "train.lr"
 COORD_STATS = ("pre_delta_abs_mean", "act_abs_mean")
 
 
-def read_layers(run: Run, column: str) -> dict[int, np.ndarray]:
-    """``column`` of a run's layers.csv as {step: values of every layer, the output layer last}
-    (empty when the file or the column is missing)."""
+def layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
+               output: bool = False) -> dict[int, dict[str, np.ndarray]]:
+    """A run's layers.csv as {step: {column: per-layer values (hidden layers only, unless
+    ``output``: then the output layer last)}}; empty when the file lacks a column or is missing."""
     path = run.path / "layers.csv"
     if not path.is_file():
         return {}
-    out: dict[int, list[float]] = {}
+    by_step: dict[int, dict[str, list[float]]] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or ()):
+        if not set(columns) <= set(reader.fieldnames or ()):
             return {}
         for row in reader:
-            out.setdefault(int(row["step"]), []).append(float(row[column]) if row[column] else math.nan)
-    return {s: np.array(v) for s, v in out.items()}
+            if row["kind"] != "hidden" and not output:
+                continue
+            cols = by_step.setdefault(int(row["step"]), {c: [] for c in columns})
+            for c in cols:
+                cols[c].append(float(row[c]) if row[c] else math.nan)
+    return {s: {c: np.array(v) for c, v in cols.items()} for s, cols in by_step.items()}
+
+
+def read_layers(run: Run, column: str) -> dict[int, np.ndarray]:
+    """``column`` of a run's layers.csv as {step: values of every layer, the output layer last}."""
+    return {s: cols[column] for s, cols in layer_rows(run, (column,), output=True).items()}
 
 
 def _label(run: Run, keys: Sequence[str]) -> str:
