@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -77,27 +78,97 @@ def get_activation(name: str, key: str = "model.activation"):
     return ACTIVATIONS.get(name, key)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A kernel-shaping transformation of an activation (``initlab.shaping`` solves for it):
+    φ̂(x) = output_scale · (φ(input_scale · x + input_shift) + output_shift), where φ is the registry
+    activation or, when ``negative_slope`` is set, the leaky ReLU of that slope (TAT's tailored
+    rectifier; Zhang et al. 2022). DKS (Martens et al. 2021) sets all four numbers."""
+
+    method: str
+    input_scale: float = 1.0
+    input_shift: float = 0.0
+    output_shift: float = 0.0
+    output_scale: float = 1.0
+    negative_slope: float | None = None
+
+    def wrap(self, f):
+        """φ̂ of ``f`` (already the leaky ReLU of ``negative_slope`` when that is set)."""
+        a, b, c, d = self.input_scale, self.input_shift, self.output_shift, self.output_scale
+        return lambda x: d * (f(a * x + b) + c)
+
+    def describe(self) -> str:
+        """The transformation as one line of numbers."""
+        parts = [] if self.negative_slope is None else [f"negative slope {self.negative_slope:.6g}"]
+        parts += [f"{k.replace('_', ' ')} {getattr(self, k):.6g}" for k in
+                  ("input_scale", "input_shift", "output_shift", "output_scale")]
+        return ", ".join(parts)
+
+
+def activation_fn(name: str, shape: Shape | None = None):
+    """The elementwise function of registry activation ``name``, transformed by ``shape`` when given."""
+    if shape is None:
+        return ACTIVATIONS[name]
+    base = ACTIVATIONS[name] if shape.negative_slope is None else parametric_relu(shape.negative_slope)
+    return shape.wrap(base)
+
+
+@functools.cache
+def numeric(name: str, shape: Shape | None = None):
+    """φ, φ' and φ'' of ``activation_fn(name, shape)`` as float64 functions of numpy arrays (for
+    the quadratures of ``initlab.theory`` and ``initlab.shaping``)."""
+    f = activation_fn(name, shape)
+
+    def run(fn):
+        def call(x: np.ndarray) -> np.ndarray:
+            with jax.enable_x64(True):
+                return np.asarray(fn(jnp.asarray(x, jnp.float64)))
+
+        return call
+
+    return run(f), run(lambda x: derivative(f, x)), run(lambda x: derivative(lambda y: derivative(f, y), x))
+
+
+N_NODES = 200  # Gauss–Legendre nodes on each half-line; 2-D integrals use the tensor product
+Z_MAX = 12.0  # the Gaussian measure beyond ±12 is below 1e-32
+
+
+@functools.cache
+def gaussian_nodes(n: int = N_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of ∫Dz f(z) ≈ Σ w_i f(z_i) for the standard Gaussian measure Dz.
+
+    Gauss–Legendre on [−Z_MAX, 0] and [0, Z_MAX] with the Gaussian density in the weights: every
+    registry activation is smooth except at 0 (ReLU's kink, SELU's and ELU's jump in slope), and
+    splitting there keeps the rule accurate where Gauss–Hermite is not (SELU's χ₁ is off by 10%
+    with 151 Hermite nodes)."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    half = Z_MAX / 2
+    z = np.concatenate([(x - 1) * half, (x + 1) * half])
+    weights = np.concatenate([w, w]) * half * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+    return z, weights
+
+
 def derivative(f, x):
     """Elementwise f'(x) by forward-mode differentiation (same shape as x)."""
     return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
 
 
 @functools.cache
-def max_slope(name: str) -> float:
+def max_slope(name: str, shape: Shape | None = None) -> float:
     """max |f'(x)| over a dense grid on [-20, 20]; the reference for "saturated" (|f'| < 1% of it)."""
-    f = ACTIVATIONS[name]
+    f = activation_fn(name, shape)
     with jax.ensure_compile_time_eval():  # a constant, also when first asked for while tracing
         grid = jnp.linspace(-20.0, 20.0, 400_001)
         return float(np.max(np.abs(np.asarray(derivative(f, grid)))))
 
 
 @functools.cache
-def image(name: str) -> tuple[float, float]:
+def image(name: str, shape: Shape | None = None) -> tuple[float, float]:
     """The activation's range (lo, hi), measured numerically like ``max_slope``: the extremes of f
     over a dense grid on [-20, 20] and at ±10⁶, a side being unbounded (±inf) where |f(±10⁶)|
     exceeds 10³, and a bounded side rounded outward to 4 decimals (softsign's ±1 is approached, not
     reached)."""
-    f = ACTIVATIONS[name]
+    f = activation_fn(name, shape)
     with jax.ensure_compile_time_eval():
         grid = jnp.concatenate([jnp.linspace(-20.0, 20.0, 400_001), jnp.asarray([-1e6, 1e6])])
         y = np.asarray(f(grid), np.float64)

@@ -51,7 +51,7 @@ ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4, 
                "model.precision": "mixed", "train.loss_scale": "none", "train.loss_scale_init": 32768.0,
                "train.loss_scale_period": 2000, "model.parameterization": "standard", "model.base_width": None,
                "model.zero_readout": False, "data.range": (-0.5, 0.5), "train.target_range": None,
-               "model.branch_scale_init": 1.0}
+               "model.branch_scale_init": 1.0, "model.shaping": "none", "model.shaping_args": {}}
 
 # The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
 # without the key computed these, and a config that selects exactly these keeps the hash it had then.
@@ -82,6 +82,7 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
         import initlab.optimizers
         import initlab.parameterizations
         import initlab.regularizers
+        import initlab.shaping
 
         return pick(initlab).all_names()
 
@@ -165,6 +166,13 @@ class ModelConfig:
                                   le=65536)
     zero_readout: bool = spec(False, "mup only: the output layer's weights start at zero, as Yang et al. 2022 "
                               "recommend (default: the initializer's draw, rescaled as mup does)")
+    shaping: str = spec("none", "kernel shaping of model.activation for a deep plain MLP (no normalization, no skip "
+                        "connections): tat (Zhang et al. 2022: leaky ReLU whose negative slope makes the whole net's "
+                        "C map C_f(0) = eta) or dks (Martens et al. 2021: a smooth activation φ̂(x) = γ(φ(αx+β)+δ) "
+                        "with the whole net's C_f'(1) = zeta); pair with init orthogonal",
+                        choices=_registry_names(lambda pkg: pkg.shaping.SHAPINGS))
+    shaping_args: dict[str, float] = spec(help="arguments of the kernel shaping (tat: eta, default 0.9; dks: zeta, "
+                                          "default 1.5)", factory=dict)
 
 
 @dataclass(frozen=True)
@@ -404,7 +412,7 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     if t.epochs is not None and t.steps is not None:
         raise ConfigError(f"train.steps: {t.steps!r} given together with train.epochs: {t.epochs!r} (set one of them)")
     model = dataclasses.replace(m, init=init, init_args=init_args, bias_init_args=bias_args,
-                                activation=ACTIVATIONS.canonical(m.activation))
+                                activation=ACTIVATIONS.canonical(m.activation), shaping_args=_check_shaping(m))
     train = t if (t.epochs is not None or t.steps is not None) else dataclasses.replace(t, epochs=1)
     # The signal statistics are always computed (the divergence check reads them); registry order.
     chosen = set(cfg.log.stats) | set(_stat_names("signal_names"))
@@ -424,6 +432,24 @@ def _resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
                           f"{cfg.data.probe_size}")
     return dataclasses.replace(cfg, model=model, train=train, log=log)
+
+
+def _check_shaping(m: ModelConfig) -> dict[str, float]:
+    """``model.shaping_args`` resolved; the shaping solved once (cached), so that an unreachable
+    target is an error when the config loads. Shaping is defined for plain MLPs."""
+    from initlab.initializers import resolve_args
+    from initlab.shaping import SHAPINGS, shape_for
+
+    args = resolve_args(SHAPINGS[m.shaping], m.shaping_args, "model.shaping_args", f"model.shaping {m.shaping!r}")
+    if m.shaping == "none":
+        return args
+    for key, value, plain in (("model.residual", m.residual, False), ("model.norm", m.norm, "none")):
+        if value != plain:
+            raise ConfigError(f"{key}: {value!r} with model.shaping: {m.shaping!r}; kernel shaping makes a plain MLP "
+                              "trainable without normalization or skip connections, and its C map is that of a "
+                              f"plain net (set {key}: {str(plain).lower()} or model.shaping: none)")
+    shape_for(m.activation, m.shaping, args, m.depth)
+    return args
 
 
 def _check_range(r: tuple[float, ...], key: str) -> None:
@@ -483,6 +509,7 @@ ONLY_FOR = {
     "train.loss_scale_period": ("train.loss_scale", ("dynamic",)),
     "model.base_width": ("model.parameterization", ("mup",)),
     "model.zero_readout": ("model.parameterization", ("mup",)),
+    "model.shaping_args": ("model.shaping", ("tat", "dks")),
 }
 
 

@@ -342,8 +342,20 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
         f"input-output Jacobian ∂h^L/∂x: mean squared singular value tr(JJᵀ)/width = {_sci(pred['jacobian_mean_sq'])} "
         "(the product of the layers' χ; Pennington et al. 2017)",
         *_format_lines(pred),
+        *_shaping_lines(pred),
     ]
     return [t, *lines]
+
+
+def _shaping_lines(pred: dict[str, Any]) -> list[str]:
+    """A kernel-shaped activation's transformation and the local Q/C-map numbers that define it."""
+    s = pred.get("shaping")
+    if not s:
+        return []
+    args = ", ".join(f"{k} = {v:g}" for k, v in s["args"].items())
+    maps = ", ".join(f"{k} = {v:.6g}" for k, v in s["maps"].items())
+    return [f"kernel shaping {s['method']} ({args}): φ̂ with {s['transformation']}",
+            f"local maps at q = 1 and the whole net's over its depth: {maps}"]
 
 
 def _format_lines(pred: dict[str, Any]) -> list[str]:

@@ -86,6 +86,8 @@ ARG_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "count": (lambda v: v >= 0 and v == int(v), "a whole number >= 0"),
     "positive_count": (lambda v: v >= 1 and v == int(v), "a whole number >= 1"),
     "fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "open_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "above_one": (lambda v: v > 1, "a number > 1"),
     "flag": (lambda v: v in (0, 1), "0 or 1"),
 }
 
@@ -271,7 +273,9 @@ def resolve_args(entry: Initializer, given: Mapping[str, float] | None, key: str
             raise ConfigError(f"{key}.{name}: not an argument of {init_name} (its arguments: {allowed})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}.{name}: {value!r} is not a number")
-    resolved = {**entry.args, **{k: float(v) for k, v in given.items()}}
+    # floats throughout: a default written as 256 and the same value read back from config.yaml
+    # (given, so float) must hash alike
+    resolved = {k: float(v) for k, v in {**entry.args, **given}.items()}
     for name, rule in entry.rules.items():
         ok, allowed = ARG_RULES[rule]
         if not ok(resolved[name]):

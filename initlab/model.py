@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from initlab.activations import get_activation
+from initlab.activations import Shape, activation_fn
 from initlab.formats import cast, compute_dtype, param_dtype, wide
 from initlab.initializers import Role, Sampler
 from initlab.normalizations import NormSettings, get_normalization
@@ -60,6 +60,13 @@ class ModelSpec:
     precision: str = "mixed"  # mixed: wide master parameters cast for each pass; pure: parameters in dtype
     # the factor on each matrix product of the input, hidden and output layers (initlab.parameterizations)
     multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # the kernel-shaping transformation of the activation (TAT, DKS; initlab.shaping), None: as it is
+    shape: Shape | None = None
+
+    @property
+    def act(self):
+        """The hidden layers' elementwise nonlinearity: the registry activation, shaped."""
+        return activation_fn(self.activation, self.shape)
 
     @property
     def compute(self):
@@ -173,7 +180,7 @@ def _hidden_layer(spec: ModelSpec, lp: Layer, ls: dict, h: jax.Array, train: boo
     ``key`` drops units of the output (training only); ``skip``, ``bias`` and ``mult`` are a
     residual block's skip input, scalar input bias and branch multiplier; ``weight_mult`` the
     parameterization's multiplier on the layer's matrix product."""
-    act = get_activation(spec.activation)
+    act = spec.act
     norm = get_normalization(spec.norm)
     z = _affine(h + bias, lp.dense, weight_mult)  # (batch, width)
     if spec.norm_position == "pre":

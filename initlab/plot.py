@@ -502,10 +502,11 @@ def _span(run: Run, quantity: str) -> tuple[float, float, int] | None:
     size, activation = run.flat.get("log.histograms"), run.flat.get("model.activation")
     if quantity not in ("pre", "act") or not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and isinstance(activation, str)):
         return None
+    from initlab.shaping import shape_of_flat
     from initlab.stats import make_bins
 
     try:
-        b = make_bins(quantity, activation, size)
+        b = make_bins(quantity, activation, size, shape_of_flat(run.flat))
     except InitlabError:  # an activation this version does not know
         return None
     return b.lo, b.hi, b.n

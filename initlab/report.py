@@ -686,8 +686,10 @@ def layer_report(path: str | Path) -> dict[str, Any]:
             r.setdefault(c, math.nan)
     config = loaded.flat if isinstance(loaded, Run) else {}
     if (p / "histograms.csv").exists() and config.get("model.activation"):
+        from initlab.shaping import shape_of_flat
+
         edge = saturated_bins_fraction(p / "histograms.csv", str(config["model.activation"]),
-                                       int(config.get("log.histograms") or 0), (first, last))
+                                       int(config.get("log.histograms") or 0), (first, last), shape_of_flat(config))
         for when, step in (("init", first), ("end", last)):
             for r in init if when == "init" else end:
                 r["hist_saturated"] = edge.get((step, r["layer"]), math.nan)
@@ -697,7 +699,8 @@ def layer_report(path: str | Path) -> dict[str, Any]:
             "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, Run) else {})}
 
 
-def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int]) -> dict[tuple[int, int], float]:
+def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int],
+                            shape=None) -> dict[tuple[int, int], float]:
     """(step, layer) -> the fraction of the layer's activations in the saturated bins of its
     histogram: the outermost linear bin at each end where the activation's image is bounded (tanh:
     the bins at -1 and +1; sigmoid: at 0 and 1; ReLU: the bin at 0). Layers of an activation
@@ -706,8 +709,8 @@ def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Seque
     from initlab.storage import _edge_text
     from initlab.stats import make_bins
 
-    lo_img, hi_img = image(activation)
-    b = make_bins("act", activation, bins)
+    lo_img, hi_img = image(activation, shape)
+    b = make_bins("act", activation, bins, shape)
     lo, hi = b.edges()
     edge_lo = {_edge_text(lo[1])} if math.isfinite(lo_img) else set()  # counts[1]: the first bin
     edge_hi = {_edge_text(hi[b.n])} if math.isfinite(hi_img) else set()  # counts[n]: the last

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initlab.activations import derivative, get_activation, image, max_slope
+from initlab.activations import Shape, activation_fn, derivative, image, max_slope
 from initlab.formats import overflow, underflow
 from initlab.registry import Registry
 
@@ -134,18 +134,19 @@ def counts(bins: Bins, x: jax.Array) -> jax.Array:
     return jnp.zeros((bins.size,), jnp.int32).at[idx].add(1, mode="promise_in_bounds").astype(jnp.float32)
 
 
-def activation_range(activation: str) -> tuple[float, float]:
-    """The activation's image, capped at ±``ACT_CAP`` where it is unbounded: the range of its linear bins."""
-    lo, hi = image(activation)
+def activation_range(activation: str, shape: Shape | None = None) -> tuple[float, float]:
+    """The activation's image (shaped by ``shape``), capped at ±``ACT_CAP`` where it is unbounded:
+    the range of its linear bins."""
+    lo, hi = image(activation, shape)
     return max(lo, -ACT_CAP), min(hi, ACT_CAP)
 
 
-def make_bins(kind: str, activation: str, n: int) -> Bins:
+def make_bins(kind: str, activation: str, n: int, shape: Shape | None = None) -> Bins:
     """The bins of a histogram: ``pre`` (linear over ``PRE_RANGE``), ``act`` (linear over the
-    activation's image) or ``log2``."""
+    activation's image, shaped by ``shape``) or ``log2``."""
     if kind == "log2":
         return Log2Bins()
-    lo, hi = PRE_RANGE if kind == "pre" else activation_range(activation)
+    lo, hi = PRE_RANGE if kind == "pre" else activation_range(activation, shape)
     return LinearBins(lo, hi, n)
 
 
@@ -331,10 +332,10 @@ class Layout:
             row += k
         self.rows = row
 
-    def bins(self, name: str, activation: str) -> Bins:
-        """The bins of histogram ``name`` in a network of ``activation`` (their count does not
-        depend on it, their edges may)."""
-        return make_bins(self.entries[name].histogram, activation, self.histogram_bins)
+    def bins(self, name: str, activation: str, shape: Shape | None = None) -> Bins:
+        """The bins of histogram ``name`` in a network of ``activation`` (shaped by ``shape``; their
+        count does not depend on it, their edges may)."""
+        return make_bins(self.entries[name].histogram, activation, self.histogram_bins, shape)
 
     @classmethod
     def default(cls) -> Layout:
@@ -358,25 +359,26 @@ class Layout:
         """The histograms the run computes (all written to histograms.csv)."""
         return tuple(n for n, s in self.entries.items() if s.histogram is not None)
 
-    def _fn(self, name: str, activation: str) -> Callable[..., jax.Array]:
+    def _fn(self, name: str, activation: str, shape: Shape | None = None) -> Callable[..., jax.Array]:
         """A statistic's function; for a histogram, the counts of its values in its bins (per layer
         for weight statistics, whose values come as (layers, n) blocks)."""
         s = self.entries[name]
         if s.histogram is None:
             return s.fn
-        bins = self.bins(name, activation)
+        bins = self.bins(name, activation, shape)
         if s.reads == "weights":  # layer by layer: a batched scatter costs 4x as much per value on the CPU
             return lambda *a: jax.lax.map(lambda v: counts(bins, v), s.fn(*a))
         return lambda *a: counts(bins, s.fn(*a))
 
     # -- inside the jitted pass ------------------------------------------------------------------
-    def forward_collector(self, activation: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-        """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated."""
+    def forward_collector(self, activation: str, shape: Shape | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated
+        (``shape``: the activation's kernel-shaping transformation, if any)."""
         names = self.reading("forward")
-        fns = [self._fn(n, activation) for n in names]
+        fns = [self._fn(n, activation, shape) for n in names]
         raw = [self.entries[n].raw for n in names]
-        act = get_activation(activation)
-        threshold = 0.01 * max_slope(activation)
+        act = activation_fn(activation, shape)
+        threshold = 0.01 * max_slope(activation, shape)
 
         def collect(z, a):  # z, a: (batch, units), in the run's compute format
             z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)

@@ -47,7 +47,7 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     if holds_batch is not None and holds_batch != n and jnp.dtype(spec.compute) != jnp.dtype(spec.state_dtype):
         ratio = jnp.float32(n / holds_batch)
         loss_scale = ratio if loss_scale is None else loss_scale.astype(jnp.float32) * ratio
-    collect = None if layout is None else layout.forward_collector(spec.activation)
+    collect = None if layout is None else layout.forward_collector(spec.activation, spec.shape)
     reduce = None if layout is None else layout.backward_reduce()
 
     def mean_loss(p, taps):

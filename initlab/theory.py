@@ -31,47 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initlab.activations import ACTIVATIONS, derivative
+from initlab.activations import ACTIVATIONS, Shape, gaussian_nodes as _nodes, numeric
 from initlab.errors import InitlabError
 from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.optimizers import LOSSES
 
-N_NODES = 200  # Gauss–Legendre nodes on each half-line; 2-D integrals use the tensor product
-Z_MAX = 12.0  # the Gaussian measure beyond ±12 is below 1e-32
 CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
 _Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
 LOGIT_SAMPLES = 8192  # fixed-seed Gaussian logit vectors that the loss's output gradient is averaged over
-
-
-@functools.cache
-def _nodes(n: int = N_NODES) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of ∫Dz f(z) ≈ Σ w_i f(z_i) for the standard Gaussian measure Dz.
-
-    Gauss–Legendre on [−Z_MAX, 0] and [0, Z_MAX] with the Gaussian density in the weights: every
-    registry activation is smooth except at 0 (ReLU's kink, SELU's and ELU's jump in slope), and
-    splitting there keeps the rule accurate where Gauss–Hermite is not (SELU's χ₁ is off by 10%
-    with 151 Hermite nodes)."""
-    x, w = np.polynomial.legendre.leggauss(n)
-    half = Z_MAX / 2
-    z = np.concatenate([(x - 1) * half, (x + 1) * half])
-    weights = np.concatenate([w, w]) * half * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
-    return z, weights
-
-
-@functools.cache
-def _functions(name: str) -> tuple[Callable, Callable, Callable]:
-    """φ, φ' and φ'' of a registry activation, evaluated in float64 on numpy arrays."""
-    f = ACTIVATIONS[name]
-
-    def run(fn):
-        def call(x: np.ndarray) -> np.ndarray:
-            with jax.enable_x64(True):
-                return np.asarray(fn(jnp.asarray(x, jnp.float64)))
-
-        return call
-
-    return run(f), run(lambda x: derivative(f, x)), run(lambda x: derivative(lambda y: derivative(f, y), x))
 
 
 def _e1(fn: Callable, q: float) -> float:
@@ -103,6 +71,7 @@ class MeanField:
     activation: str
     sigma_w2: float
     sigma_b2: float
+    shape: Shape | None = None  # a kernel-shaped activation (TAT, DKS; ``initlab.shaping``)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -115,27 +84,35 @@ class MeanField:
     def name(self) -> str:
         return ACTIVATIONS.canonical(self.activation)
 
+    @property
+    def closed(self) -> tuple[Callable, ...] | None:
+        """The closed forms of an untransformed ReLU or linear activation, else None."""
+        return CLOSED_FORMS.get(self.name) if self.shape is None else None
+
+    def _numeric(self, order: int) -> Callable:
+        return numeric(self.name, self.shape)[order]
+
     def second_moment(self, q: float) -> float:
         """∫Dz φ(√q z)²."""
-        if self.name in CLOSED_FORMS:
-            return CLOSED_FORMS[self.name][0](q)
-        phi = _functions(self.name)[0]
+        if self.closed:
+            return self.closed[0](q)
+        phi = self._numeric(0)
         return _e1(lambda x: phi(x) ** 2, q)
 
     def slope_moment(self, q: float) -> float:
         """∫Dz φ'(√q z)²."""
-        if self.name in CLOSED_FORMS:
-            return CLOSED_FORMS[self.name][1](q)
-        dphi = _functions(self.name)[1]
+        if self.closed:
+            return self.closed[1](q)
+        dphi = self._numeric(1)
         return _e1(lambda x: dphi(x) ** 2, q)
 
     def mean(self, q: float) -> float:
         """∫Dz φ(√q z): the mean activation (0 for odd φ)."""
-        if self.name == "linear":
+        if self.closed and self.name == "linear":
             return 0.0
-        if self.name == "relu":
+        if self.closed and self.name == "relu":
             return math.sqrt(max(q, 0.0) / (2 * math.pi))
-        return _e1(_functions(self.name)[0], q)
+        return _e1(self._numeric(0), q)
 
     def act_var(self, q: float) -> float:
         """Variance of φ(z) for z ~ N(0, q)."""
@@ -190,9 +167,9 @@ class MeanField:
 
     def _cross(self, q: float, c: float, derivative_order: int) -> float:
         """∫Dz₁Dz₂ g(u₁)g(u₂) with g = φ (order 0) or φ' (order 1), u₂ correlated c with u₁."""
-        if self.name in CLOSED_FORMS:
-            return CLOSED_FORMS[self.name][2 + derivative_order](q, c)
-        g = _functions(self.name)[derivative_order]
+        if self.closed:
+            return self.closed[2 + derivative_order](q, c)
+        g = self._numeric(derivative_order)
         z, w = _nodes()
         s = math.sqrt(max(q, 0.0))
         u1 = s * z[:, None]
@@ -249,10 +226,10 @@ class MeanField:
         q = self.q_star
         if not math.isfinite(q):
             return math.nan
-        if self.name in CLOSED_FORMS:
+        if self.closed:
             factor = self.chi1  # φ'' = 0 almost everywhere for ReLU and linear
         else:
-            phi, _, ddphi = _functions(self.name)
+            phi, _, ddphi = numeric(self.name, self.shape)
             factor = self.chi1 + self.sigma_w2 * _e1(lambda x: ddphi(x) * phi(x), q)
         if factor <= 0:
             return 0.0
@@ -315,10 +292,10 @@ class LayerPrediction:
 
 
 def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float,
-                   sigma_b2: float) -> LayerPrediction:
+                   sigma_b2: float, shape: Shape | None = None) -> LayerPrediction:
     """q^l layer by layer from the input's second moment q0 (the first layer has its own σ_w²,
     as its fan-in differs), and the gradient variance of each hidden layer relative to the last."""
-    hidden = MeanField(activation, sigma_w2, sigma_b2)
+    hidden = MeanField(activation, sigma_w2, sigma_b2, shape)
     q = [sigma_w2_first * q0 + sigma_b2]
     for _ in range(depth - 1):
         q.append(hidden.q_map(q[-1]))
@@ -355,6 +332,22 @@ def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
     return w_first, w_hidden, b
 
 
+def shaping_of(m) -> Shape | None:
+    """The kernel-shaping transformation of a model config's activation (None without one)."""
+    from initlab.shaping import shape_for
+
+    return shape_for(m.activation, getattr(m, "shaping", "none"), getattr(m, "shaping_args", {}), m.depth)
+
+
+def shaping_report(m, shape: Shape) -> dict:
+    """What defines a shaped activation (TAT, DKS; ``initlab.shaping``): its transformation and the
+    local Q/C-map quantities at q = 1, with the whole net's C_f(0) and C_f'(1) over its depth."""
+    from initlab.shaping import local_maps
+
+    return {"method": m.shaping, "args": dict(m.shaping_args), "transformation": shape.describe(),
+            "maps": dict(local_maps(m.activation, shape, m.depth).rows())}
+
+
 def predict_config(m, input_dim: int, q0: float) -> dict:
     """The theory's account of a model config fed inputs of second moment ``q0``: per-layer
     predictions, σ's, q*, χ₁, phase, ξ_c, ξ_q and 6ξ_c; or ``{"applies": False, "reason": ...}``."""
@@ -362,9 +355,11 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
     if isinstance(sig, str):
         return {"applies": False, "reason": sig}
     w_first, w_hidden, b = sig
-    mf = MeanField(m.activation, w_hidden, b)
-    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b)
-    return {"applies": True, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
+    shape = shaping_of(m)
+    mf = MeanField(m.activation, w_hidden, b, shape)
+    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b, shape)
+    extra = {} if shape is None else {"shaping": shaping_report(m, shape)}
+    return {"applies": True, **extra, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
             "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat, "q": layers.q, "act_var": layers.act_var,
             "grad_ratio": layers.grad_ratio, "jacobian_mean_sq": layers.jacobian_mean_sq}
@@ -395,7 +390,8 @@ def output_grad_ms(loss: str, num_classes: int, q_out: float, target_scale: floa
 
 
 def gradient_rms(activation: str, layers: LayerPrediction, width: int, sigma_w2: float, sigma_w2_out: float,
-                 sigma_b2: float, num_classes: int, loss: str, target_scale: float | None = None) -> list[float]:
+                 sigma_b2: float, num_classes: int, loss: str, target_scale: float | None = None,
+                 shape: Shape | None = None) -> list[float]:
     """Predicted rms of one entry of each example's own gradient ∂ℓ/∂z at initialization, for the
     hidden layers 1..depth and then the output layer (the logits): depth + 1 numbers.
 
@@ -406,7 +402,7 @@ def gradient_rms(activation: str, layers: LayerPrediction, width: int, sigma_w2:
     layer below multiplies the variance by χ(q^l) = σ_w² E[φ'(z^l)²] (Schoenholz et al. 2017's
     backward recursion, under its assumption that the backward weights are independent of the
     forward ones), which ``layers.grad_ratio`` already holds."""
-    mf = MeanField(activation, sigma_w2, sigma_b2)
+    mf = MeanField(activation, sigma_w2, sigma_b2, shape)
     q_last = layers.q[-1]
     q_out = sigma_w2_out * mf.second_moment(q_last) + sigma_b2
     ms_out = output_grad_ms(loss, num_classes, q_out, target_scale)
@@ -497,7 +493,7 @@ def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
     sigma_w2_out = output_sigma_w2(m, num_classes)
     layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
     rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
-                       num_classes, t.loss, t.targets)
+                       num_classes, t.loss, t.targets, shaping_of(m))
     dtype = getattr(m, "dtype", "float32")
     scale = loss_scale_value(t)
     return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": dtype,
@@ -534,7 +530,8 @@ def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
     out = predict_config(cfg.model, data.input_dim, q0)
     if out.get("applies"):
         try:
-            out["critical_sigma_w2"] = critical_sigma_w2(cfg.model.activation, out["sigma_b2"])
+            out["critical_sigma_w2"] = (math.nan if shaping_of(cfg.model) is not None
+                                        else critical_sigma_w2(cfg.model.activation, out["sigma_b2"]))
         except InitlabError:
             out["critical_sigma_w2"] = math.nan
         out.update(gradient_prediction(cfg, data.num_classes, out))

@@ -498,12 +498,15 @@ MODEL_CHANGES = {
     "base_width": 128,
     "zero_readout": True,
     "branch_scale_init": 0.0,
+    "shaping": "dks",
+    "shaping_args": {"zeta": 2.0},
 }
 # Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
 # and zero_readout are mup's).
 MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
 MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP,
-                 "branch_scale_init": {"residual": True, "depth": 5}}
+                 "branch_scale_init": {"residual": True, "depth": 5}, "shaping": {"activation": "tanh", "depth": 10},
+                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks"}}
 
 
 def test_model_changes_cover_every_model_field():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab.activations import ACTIVATIONS
+from initlab.activations import ACTIVATIONS, numeric
 from initlab.cli import app
 from initlab.config import from_dict
 from initlab.errors import InitlabError
@@ -17,7 +17,7 @@ from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_
 from initlab.optimizers import LOSSES
 from initlab.step import make_layer_stats
 from initlab.formats import FORMATS
-from initlab.theory import (CLOSED_FORMS, MeanField, _e1, _functions, critical_sigma_w2, effective_sigmas,
+from initlab.theory import (CLOSED_FORMS, MeanField, _e1, critical_sigma_w2, effective_sigmas,
                             format_crossings, gradient_prediction, loss_scale_value, output_grad_ms, phase_table,
                             predict_config, predict_layers, underflow_layer)
 
@@ -29,7 +29,7 @@ SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}
 def test_relu_q_map_matches_the_closed_form_and_the_quadrature(q):
     m = MeanField("relu", 2.0, 0.1)
     assert m.q_map(q) == pytest.approx(2.0 * q / 2 + 0.1, rel=1e-12)
-    phi, dphi, _ = _functions("relu")
+    phi, dphi, _ = numeric("relu")
     assert _e1(lambda x: phi(x) ** 2, q) == pytest.approx(CLOSED_FORMS["relu"][0](q), rel=1e-6)
     assert _e1(lambda x: dphi(x) ** 2, q) == pytest.approx(0.5, rel=1e-6)
 
