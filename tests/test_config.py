@@ -580,3 +580,13 @@ def test_log_stats_from_the_command_line_and_its_hash():
     assert a.log.stats == b.log.stats == ("pre_var", "act_var", "grad_var", "w_norm", "update_ratio")
     # the default leaves run folders named as before log.stats existed; a selection is another run
     assert C.config_hash(C.from_dict({})) == "1f0be2badb0ba9be" != C.config_hash(a) == C.config_hash(b)
+
+
+@pytest.mark.parametrize("model", [{"init": "lsuv"}, {"init": "layerwise_autoencoder"}, {"init": "mean_field"}])
+def test_a_config_read_back_from_its_yaml_hashes_as_it_did(model):
+    # default initializer arguments written as whole numbers (LSUV's batch_size 256) are floats once
+    # resolved, as the same values read back from config.yaml are: a resumed sweep finds its runs
+    cfg = C.from_dict({"model": model})
+    again = C.from_dict(C.parse_yaml(C.to_yaml(cfg)))
+    assert C.config_digest(again) == C.config_digest(cfg)
+    assert all(isinstance(v, float) for v in cfg.model.init_args.values())
