@@ -18,7 +18,7 @@ from initlab.network_init import SCHEMES, RefineContext
 from initlab.normalizations import NormSettings
 from initlab.parameterizations import get_parameterization, width_multiplier
 from initlab.params import MLPParams, NormState
-from initlab.shaping import shape_for
+from initlab.shaping import shape_of_model
 
 # fold_in index of the schemes' key (LSUV's batch, pre-training's samples).
 REFINE_STREAM = 2**31 - 1
@@ -29,12 +29,7 @@ def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     ``num_classes`` classes."""
     return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
                      NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind,
-                     m.dtype, m.precision, multipliers(m, input_dim), activation_shape(m))
-
-
-def activation_shape(m: ModelConfig):
-    """The kernel-shaping transformation of ``m``'s activation (None without ``model.shaping``)."""
-    return shape_for(m.activation, m.shaping, m.shaping_args, m.depth)
+                     m.dtype, m.precision, multipliers(m, input_dim), shape_of_model(m))
 
 
 def _sigma_w2(m: ModelConfig) -> float:

@@ -197,6 +197,12 @@ def shape_for(activation: str, shaping: str, args: Mapping[str, float], depth: i
     return _solve(activation, shaping, tuple(sorted(args.items())), depth)
 
 
+def shape_of_model(m) -> Shape | None:
+    """``shape_for`` of a model config (its activation, shaping, shaping_args and depth; a config
+    from before shaping existed has none)."""
+    return shape_for(m.activation, getattr(m, "shaping", "none"), getattr(m, "shaping_args", {}), m.depth)
+
+
 def shape_of_flat(flat: Mapping[str, object]) -> Shape | None:
     """The shaping of a stored run from its config's dotted keys (``model.activation``,
     ``model.shaping``, ``model.shaping_args.*``, ``model.depth``): None for a run without one (or a

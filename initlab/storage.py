@@ -25,7 +25,7 @@ from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunCon
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_terminated
 from initlab.initializers import Trace
-from initlab.shaping import shape_for
+from initlab.shaping import shape_of_model
 from initlab.stats import QUANTITIES, Layout
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
@@ -73,7 +73,7 @@ def histogram_text(cfg: RunConfig, histograms: Sequence[tuple[int, Mapping[str, 
     layout = layout_of(cfg)
     edges = {}
     for name in layout.histograms:
-        lo, hi = layout.bins(name, cfg.model.activation, shape_for(cfg.model.activation, cfg.model.shaping, cfg.model.shaping_args, cfg.model.depth)).edges()
+        lo, hi = layout.bins(name, cfg.model.activation, shape_of_model(cfg.model)).edges()
         edges[name] = ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi])
     lines = [",".join(HISTOGRAM_COLUMNS)]
     for step, hists in histograms:

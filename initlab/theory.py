@@ -36,6 +36,7 @@ from initlab.errors import InitlabError
 from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.optimizers import LOSSES
+from initlab.shaping import shape_of_model
 
 CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
 _Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
@@ -332,13 +333,6 @@ def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
     return w_first, w_hidden, b
 
 
-def shaping_of(m) -> Shape | None:
-    """The kernel-shaping transformation of a model config's activation (None without one)."""
-    from initlab.shaping import shape_for
-
-    return shape_for(m.activation, getattr(m, "shaping", "none"), getattr(m, "shaping_args", {}), m.depth)
-
-
 def shaping_report(m, shape: Shape) -> dict:
     """What defines a shaped activation (TAT, DKS; ``initlab.shaping``): its transformation and the
     local Q/C-map quantities at q = 1, with the whole net's C_f(0) and C_f'(1) over its depth."""
@@ -355,7 +349,7 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
     if isinstance(sig, str):
         return {"applies": False, "reason": sig}
     w_first, w_hidden, b = sig
-    shape = shaping_of(m)
+    shape = shape_of_model(m)
     mf = MeanField(m.activation, w_hidden, b, shape)
     layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b, shape)
     extra = {} if shape is None else {"shaping": shaping_report(m, shape)}
@@ -493,7 +487,7 @@ def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
     sigma_w2_out = output_sigma_w2(m, num_classes)
     layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
     rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
-                       num_classes, t.loss, t.targets, shaping_of(m))
+                       num_classes, t.loss, t.targets, shape_of_model(m))
     dtype = getattr(m, "dtype", "float32")
     scale = loss_scale_value(t)
     return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": dtype,
@@ -530,7 +524,7 @@ def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
     out = predict_config(cfg.model, data.input_dim, q0)
     if out.get("applies"):
         try:
-            out["critical_sigma_w2"] = (math.nan if shaping_of(cfg.model) is not None
+            out["critical_sigma_w2"] = (math.nan if shape_of_model(cfg.model) is not None
                                         else critical_sigma_w2(cfg.model.activation, out["sigma_b2"]))
         except InitlabError:
             out["critical_sigma_w2"] = math.nan
