@@ -18,6 +18,7 @@ from initlab.network_init import SCHEMES, RefineContext
 from initlab.normalizations import NormSettings
 from initlab.parameterizations import get_parameterization, width_multiplier
 from initlab.params import MLPParams, NormState
+from initlab.reparams import get_reparam
 from initlab.shaping import shape_of_model
 
 # fold_in index of the schemes' key (LSUV's batch, pre-training's samples).
@@ -29,7 +30,7 @@ def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     ``num_classes`` classes."""
     return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
                      NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind,
-                     m.dtype, m.precision, multipliers(m, input_dim), shape_of_model(m))
+                     m.dtype, m.precision, multipliers(m, input_dim), shape_of_model(m), m.reparam)
 
 
 def _sigma_w2(m: ModelConfig) -> float:
@@ -40,10 +41,12 @@ def _sigma_w2(m: ModelConfig) -> float:
 
 
 def multipliers(m: ModelConfig, input_dim: int) -> tuple[float, float, float]:
-    """The parameterization's factors on the input, hidden and output layers' matrix products."""
+    """The factors on the input, hidden and output layers' matrix products: the parameterization's,
+    and on the hidden layers the reparameterization's activation gain (scaled WS's γ)."""
     p = get_parameterization(m.parameterization)
     mult, s2 = width_multiplier(m.width, m.base_width), _sigma_w2(m)
-    return (p.multiplier(Role.INPUT, input_dim, mult, s2), p.multiplier(Role.HIDDEN, m.width, mult, s2),
+    gain = get_reparam(m.reparam).hidden_gain(m.activation, shape_of_model(m))
+    return (p.multiplier(Role.INPUT, input_dim, mult, s2), p.multiplier(Role.HIDDEN, m.width, mult, s2) * gain,
             p.multiplier(Role.OUTPUT, m.width, mult, s2))
 
 

@@ -51,7 +51,8 @@ ADDED_LATER = {"data.input_scale": 1.0, "log.histograms": 0, "log.jacobian": 4, 
                "model.precision": "mixed", "train.loss_scale": "none", "train.loss_scale_init": 32768.0,
                "train.loss_scale_period": 2000, "model.parameterization": "standard", "model.base_width": None,
                "model.zero_readout": False, "data.range": (-0.5, 0.5), "train.target_range": None,
-               "model.branch_scale_init": 1.0, "model.shaping": "none", "model.shaping_args": {}}
+               "model.branch_scale_init": 1.0, "model.shaping": "none", "model.shaping_args": {},
+               "model.reparam": "none"}
 
 # The per-layer statistics every run computed before ``log.stats`` existed: a run folder or summary
 # without the key computed these, and a config that selects exactly these keeps the hash it had then.
@@ -82,6 +83,7 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
         import initlab.optimizers
         import initlab.parameterizations
         import initlab.regularizers
+        import initlab.reparams
         import initlab.shaping
 
         return pick(initlab).all_names()
@@ -173,6 +175,12 @@ class ModelConfig:
                         choices=_registry_names(lambda pkg: pkg.shaping.SHAPINGS))
     shaping_args: dict[str, float] = spec(help="arguments of the kernel shaping (tat: eta, default 0.9; dks: zeta, "
                                           "default 1.5)", factory=dict)
+    reparam: str = spec("none", "how each layer's weight matrix is formed from the parameters training updates: none; "
+                        "weightnorm (Salimans & Kingma 2016: w = g·v/‖v‖ per unit, every layer; g starts at ‖v‖, so "
+                        "the net starts as model.init drew it, or is set from data with init: weightnorm_data); "
+                        "scaled_ws (Brock et al. 2021: each hidden unit's weights standardized to mean 0 and norm g, "
+                        "g = 1 at init, times the activation's gain γ = 1/√Var φ(z))",
+                        choices=_registry_names(lambda pkg: pkg.reparams.REPARAMS))
 
 
 @dataclass(frozen=True)
@@ -419,6 +427,7 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     log = dataclasses.replace(cfg.log, stats=tuple(n for n in _stat_names("names") if n in chosen))
     train = _resolve_loss_scale(model, train)
     _check_parameterization(model, train)
+    _check_reparam(model)
     _check_range(cfg.data.range, "data.range")
     if train.target_range is not None:
         _check_range(train.target_range, "train.target_range")
@@ -450,6 +459,28 @@ def _check_shaping(m: ModelConfig) -> dict[str, float]:
                               f"plain net (set {key}: {str(plain).lower()} or model.shaping: none)")
     shape_for(m.activation, m.shaping, args, m.depth)
     return args
+
+
+def _check_reparam(m: ModelConfig) -> None:
+    """What a weight reparameterization can represent and what its data-dependent init needs."""
+    if m.init == "weightnorm_data" and m.reparam != "weightnorm":
+        raise ConfigError(f"model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs "
+                          f"model.reparam: weightnorm (not {m.reparam!r})")
+    if m.reparam == "none":
+        return
+    if m.parameterization != "standard":
+        raise ConfigError(f"model.reparam: {m.reparam!r} fixes each unit's weight norm itself, so parameterization "
+                          f"{m.parameterization!r}'s width-dependent init has no effect; use parameterization: standard")
+    if m.init == "fixup":
+        raise ConfigError(f"model.init: 'fixup' sets weights to zero, which model.reparam: {m.reparam!r} cannot "
+                          "represent (a zero direction has no norm); use another init or model.reparam: none")
+    if m.reparam == "scaled_ws" and m.shaping != "none":
+        raise ConfigError(f"model.reparam: 'scaled_ws' with model.shaping: {m.shaping!r}: both set the activation's "
+                          "scale (the gain γ and the shaping's transformation); use one of them")
+    if m.init == "weightnorm_data" and m.norm != "none":
+        raise ConfigError(f"model.norm: {m.norm!r} with model.init: 'weightnorm_data': the data-dependent init sets "
+                          "every pre-activation to mean 0, variance 1, which the normalization then redoes; use "
+                          "model.norm: none or model.init: another initializer")
 
 
 def _check_range(r: tuple[float, ...], key: str) -> None:

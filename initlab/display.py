@@ -343,8 +343,15 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
         "(the product of the layers' χ; Pennington et al. 2017)",
         *_format_lines(pred),
         *_shaping_lines(pred),
+        *_reparam_lines(pred),
     ]
     return [t, *lines]
+
+
+def _reparam_lines(pred: dict[str, Any]) -> list[str]:
+    """How a weight reparameterization enters the maps (scaled WS: the centred activation)."""
+    r = pred.get("reparam")
+    return [f"{r['method']}: γ = {r['gain']:.6g}, the maps {r['maps']}"] if r else []
 
 
 def _shaping_lines(pred: dict[str, Any]) -> list[str]:

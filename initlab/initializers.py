@@ -221,6 +221,14 @@ INITIALIZERS: Registry[Initializer] = Registry(
             scheme="lsuv", needs_data=True,
             rules={"tol": "positive", "max_iters": "count", "batch_size": "positive_count"},
         ),
+        # Salimans & Kingma 2016, "Weight normalization", §3: directions v ~ N(0, std²) (their 0.05),
+        # then layer by layer on a batch, each unit's g and b set so its pre-activation has mean 0 and
+        # variance 1 there. Needs model.reparam: weightnorm (config).
+        "weightnorm_data": Initializer(
+            _normal(lambda a: a["std"]), {"std": 0.05, "batch_size": 256},
+            scheme="weightnorm_data", residual=False, needs_data=True,
+            rules={"std": "positive", "batch_size": "positive_count"},
+        ),
         # Greedy layer-wise pre-training (Hinton, Osindero & Teh 2006 with RBMs; Bengio et al. 2007
         # with autoencoders): each hidden layer trained as the encoder of an autoencoder on the
         # previous layer's outputs. Layers start from Glorot's "standard" init.

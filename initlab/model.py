@@ -33,8 +33,9 @@ from initlab.activations import Shape, activation_fn
 from initlab.formats import cast, compute_dtype, param_dtype, wide
 from initlab.initializers import Role, Sampler
 from initlab.normalizations import NormSettings, get_normalization
-from initlab.params import Blocks, Dense, Layer, MLPParams, NormState, effective_weights
+from initlab.params import Affine, Blocks, Dense, Layer, MLPParams, NormState, effective_weights, to_plain
 from initlab.regularizers import get_dropout
+from initlab.reparams import get_reparam
 
 Params = MLPParams
 __all__ = ["Blocks", "Dense", "Layer", "MLPParams", "ModelSpec", "NormState", "Params", "apply",
@@ -62,6 +63,8 @@ class ModelSpec:
     multipliers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # the kernel-shaping transformation of the activation (TAT, DKS; initlab.shaping), None: as it is
     shape: Shape | None = None
+    # how each layer's weight is formed from its parameters (weight norm, scaled WS; initlab.reparams)
+    reparam: str = "none"
 
     @property
     def act(self):
@@ -107,17 +110,20 @@ def init_layers(spec: ModelSpec, samplers: LayerSamplers, key: jax.Array) -> tup
     """Parameters drawn layer by layer, each with the samplers of its role, in float32 whatever the
     format (the same initial values in every format; ``initlab.build`` casts them to
     ``spec.param_dtype`` once whole-network schemes have refined them), and the normalizations'
-    initial parameters and state (the state in ``spec.state_dtype``). ``hidden`` leaves carry
+    initial parameters and state (the state in ``spec.state_dtype``). Each drawn layer becomes the
+    parameters of ``spec.reparam`` (``initlab.reparams``: weight norm's direction and length, scaled
+    WS's raw weights and gain; the plain layer otherwise). ``hidden`` leaves carry
     a leading axis of ``depth - 1`` (possibly 0); ``blocks`` holds the residual blocks' scalar
     biases (0) and multipliers (1), None for a plain MLP."""
     dtype = jnp.dtype(jnp.float32)
     norm = get_normalization(spec.norm)
+    reparam = get_reparam(spec.reparam)
     w_in, w_hid, w_out, b_in, b_hid, b_out = jax.random.split(key, 6)
     d, W, L = spec.input_dim, spec.width, spec.depth
 
     def dense(role, kw, kb, shape):
         weight, bias = samplers(role, shape[0])
-        return Dense(weight(kw, shape, dtype), bias(kb, shape[1:], dtype))
+        return reparam.layer(Dense(weight(kw, shape, dtype), bias(kb, shape[1:], dtype)), role)
 
     # vmap draws exactly what a per-layer loop would (lax.map differs in the last bit, and deep nets
     # trained with momentum amplify that into different runs); its temporaries stay below training's peak.
@@ -165,7 +171,7 @@ grad_tap.defvjp(_tap_fwd, _tap_bwd)
 Collector = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _affine(x: jax.Array, dense: Dense, multiplier: float) -> jax.Array:
+def _affine(x: jax.Array, dense: Affine, multiplier: float) -> jax.Array:
     """``x @ W · multiplier + b``: the parameterization's multiplier on the matrix product (a
     static float; 1 leaves the product as it is)."""
     y = x @ dense.weight()
@@ -209,10 +215,11 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     ``(logits (batch, classes), new_state, stats)`` where ``stats`` is ``(depth + 1, k)`` (hidden
     layers then the output layer) or None. The pass computes in ``spec.compute``: parameters and
     inputs are cast to it (the gradient flows back through the cast to the stored parameters), and
-    the logits come back in ``wide`` for the loss.
+    the logits come back in ``wide`` for the loss. A reparameterized weight is formed from the
+    stored parameters first (``params.to_plain``, in their precision), then cast.
     """
     L = spec.depth
-    params, x = cast(params, spec.compute), x.astype(spec.compute)
+    params, x = cast(to_plain(params), spec.compute), x.astype(spec.compute)
     h, new_state, stats = _hidden_layers(spec, params, state, x, train=train, taps=taps, collect=collect, key=key,
                                          tap_reduce=tap_reduce)
     logits = _affine(h, params.out, spec.multipliers[2])  # (batch, classes)
@@ -226,7 +233,7 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
 def features(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) -> jax.Array:
     """The last hidden layer's activations (batch, width) of ``x`` in evaluation mode (dropout off,
     batch norm on its running statistics): the input of the output layer, in ``spec.compute``."""
-    return _hidden_layers(spec, cast(params, spec.compute), state, x.astype(spec.compute), train=False)[0]
+    return _hidden_layers(spec, cast(to_plain(params), spec.compute), state, x.astype(spec.compute), train=False)[0]
 
 
 def pre_activations(spec: ModelSpec, params: Params, state: NormState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -234,7 +241,7 @@ def pre_activations(spec: ModelSpec, params: Params, state: NormState, x: jax.Ar
     norm on the batch's statistics, its running ones untouched; dropout off), in float32: the hidden
     layers' (depth, batch, width) and the output layer's logits (batch, classes). The reference of
     the coordinate check's ``pre_delta_abs_mean`` (Yang et al. 2022)."""
-    params, x = cast(params, spec.compute), x.astype(spec.compute)
+    params, x = cast(to_plain(params), spec.compute), x.astype(spec.compute)
     h, _, zs = _hidden_layers(spec, params, state, x, train=True, collect=lambda z, a: z.astype(jnp.float32))
     return zs, _affine(h, params.out, spec.multipliers[2]).astype(jnp.float32)
 

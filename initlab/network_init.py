@@ -1,5 +1,6 @@
 """Initializers defined on the whole network rather than one weight matrix at a time: Fixup
-(structure), LSUV and greedy layer-wise autoencoder pre-training (data).
+(structure), LSUV, weight normalization's data-dependent init and greedy layer-wise autoencoder
+pre-training (data).
 
 Each is a scheme of ``SCHEMES``, named by an entry of ``initlab.initializers.INITIALIZERS``
 (``scheme``; the entry also declares the arguments, checked when the config loads): it receives
@@ -128,6 +129,46 @@ def lsuv(ctx: RefineContext) -> tuple[MLPParams, Trace]:
     return scale_layers(ctx.params, scales), Trace("lsuv_trace.csv", ("layer", "iteration", "variance", "scale"), rows)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _weightnorm_fit(spec: ModelSpec, params: MLPParams, state: NormState, x: jax.Array):
+    """Weight norm's data-dependent init on the batch ``x``: returns the refitted parameters and,
+    per layer (depth + 1,), the mean over units of the unit direction's pre-activation mean and
+    standard deviation before the fit."""
+    m_in, m_hidden, m_out = spec.multipliers
+
+    def fit(dense, h, mult):
+        t = (h @ dense._replace(g=jnp.ones_like(dense.g)).weight()) * mult  # (batch, units): v·h/‖v‖
+        mu, sd = jnp.mean(t, axis=0), jnp.std(t, axis=0)
+        fitted = dense._replace(g=(1.0 / sd).astype(dense.g.dtype), b=(-mu / sd).astype(dense.b.dtype))
+        return fitted, jnp.stack([jnp.mean(mu), jnp.mean(sd)])
+
+    def layer(h, xs):
+        lp, ls, mult = xs
+        dense, before = fit(lp.dense, h, mult)
+        lp = lp._replace(dense=dense)
+        return _hidden_layer(spec, lp, ls, h, True, None, None, weight_mult=mult)[0], (lp, before)
+
+    h, (inp, first) = layer(x, (params.inp, state.inp, m_in))
+    h, (hidden, rest) = jax.lax.scan(lambda h, xs: layer(h, (*xs, m_hidden)), h, (params.hidden, state.hidden))
+    out, last = fit(params.out, h, m_out)
+    return params._replace(inp=inp, hidden=hidden, out=out), jnp.concatenate([first[None], rest, last[None]])
+
+
+def weightnorm_data(ctx: RefineContext) -> tuple[MLPParams, Trace]:
+    """Weight normalization's data-dependent initialization (Salimans & Kingma 2016, §3): on a
+    batch of ``batch_size`` training examples, for each layer in order (the output layer included),
+    the pre-activation of each unit's direction alone, t = v·h/‖v‖, has mean μ and standard
+    deviation σ over the batch; setting g = 1/σ and b = −μ/σ makes the unit's pre-activation
+    z = g·t + b exactly mean 0 and variance 1 on that batch, and the next layer is fitted on the
+    activations that follow. The trace holds each layer's μ and σ before the fit, averaged over units."""
+    n = min(int(ctx.args["batch_size"]), ctx.x_train.shape[0])
+    idx = jax.random.choice(ctx.key, ctx.x_train.shape[0], (n,), replace=False)
+    params, before = _weightnorm_fit(ctx.spec, ctx.params, ctx.norm_state, ctx.x_train[idx])
+    before = np.asarray(before, np.float64)
+    rows = [{"layer": k + 1, "mean": float(mu), "std": float(sd)} for k, (mu, sd) in enumerate(before)]
+    return params, Trace("weightnorm_init.csv", ("layer", "mean", "std"), rows)
+
+
 def _encoder_decoder_loss(spec, enc, dec, ls, h_in, h_target, tied):
     """Mean squared reconstruction error of one layer's autoencoder: the layer (with its norm and
     nonlinearity) encodes, a linear decoder (or the transposed encoder weights, ``tied``) decodes."""
@@ -205,5 +246,6 @@ def layerwise_autoencoder(ctx: RefineContext) -> tuple[MLPParams, Trace]:
 
 SCHEMES: Registry[Scheme] = Registry(
     "initialization scheme",
-    {"fixup": fixup, "lsuv": lsuv, "layerwise_autoencoder": layerwise_autoencoder},
+    {"fixup": fixup, "lsuv": lsuv, "weightnorm_data": weightnorm_data,
+     "layerwise_autoencoder": layerwise_autoencoder},
 )

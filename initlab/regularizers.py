@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from initlab.activations import SELU_ALPHA, SELU_LAMBDA
-from initlab.params import Dense
+from initlab.params import is_affine
 from initlab.registry import Registry
 
 # (key, a (batch, width), rate) -> a with units dropped
@@ -55,16 +55,16 @@ def get_dropout(name: str, key: str = "model.dropout_kind") -> DropoutFn:
 
 def max_norm(params: Any, bound: float) -> Any:
     """The max-norm constraint (Srebro & Shraibman 2005; used with dropout by Hinton et al. 2012 and
-    Srivastava et al. 2014): in every ``Dense`` layer of ``params`` (found by type, stacked
+    Srivastava et al. 2014): in every affine layer of ``params`` (found by type, stacked
     (layers, fan_in, fan_out) ones included), every unit's incoming weight vector (a column of the
     weight matrix) whose L2 norm exceeds ``bound`` is scaled back onto the ball of radius ``bound``;
     biases and all other parameters are unchanged."""
 
     def project(node):
-        if not isinstance(node, Dense):
+        if not is_affine(node):
             return node
         w = node.weight()
         norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=-2, keepdims=True))  # (..., 1, fan_out)
         return node.scaled(jnp.minimum(1.0, bound / jnp.maximum(norms, 1e-12)))
 
-    return jax.tree.map(project, params, is_leaf=lambda node: isinstance(node, Dense))
+    return jax.tree.map(project, params, is_leaf=is_affine)

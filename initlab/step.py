@@ -12,16 +12,19 @@ import jax.numpy as jnp
 
 from initlab.loss_scale import unscale
 from initlab.model import ModelSpec, NormState, Params, apply, effective_weights, pre_activations
+from initlab.params import to_plain
 from initlab.stats import Layout
 
 
 class Raw(NamedTuple):
     """What one forward/backward pass gathers inside the layer scan, per layer (depth + 1 rows),
-    and the parameter gradient as the pass made it."""
+    and the gradient of the effective weights (``params.to_plain``: with a reparameterization,
+    ∂L/∂W of the matrices the forward pass uses, not of the stored direction and length)."""
 
     forward: jax.Array  # (depth + 1, k_forward): the layout's forward statistics, concatenated
     backward: jax.Array  # (depth + 1, k_backward): its backward statistics of each example's gradient
-    scaled_grads: Params  # ∂(S·L)/∂params: the loss scale S still in (the gradient itself without scaling)
+    scaled_grads: Params  # ∂(S·L)/∂W: the loss scale S still in (the gradient itself without scaling)
+    grads: Params  # ∂L/∂W of the mean loss
 
 
 def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
@@ -63,21 +66,24 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     # the taps' value: the factor n/S that makes the pass's ∂L/∂z each example's own gradient
     factor = float(n) if loss_scale is None else float(n) / loss_scale.astype(jnp.float32)
     taps = jnp.full((spec.num_layers, layout.backward_size), factor, jnp.float32)
-    (_, (loss, new_state, fwd)), (grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1),
-                                                                     has_aux=True)(params, taps)
-    return loss, new_state, _unscaled(grads, loss_scale), Raw(fwd, gtaps, grads)
+    plain, pull_back = jax.vjp(to_plain, params)
+    (_, (loss, new_state, fwd)), (plain_grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1),
+                                                                           has_aux=True)(plain, taps)
+    (grads,) = pull_back(plain_grads)
+    return (loss, new_state, _unscaled(grads, loss_scale),
+            Raw(fwd, gtaps, plain_grads, _unscaled(plain_grads, loss_scale)))
 
 
 def _unscaled(grads: Params, loss_scale: jax.Array | None) -> Params:
     return grads if loss_scale is None else unscale(grads, loss_scale)
 
 
-def table_of(layout: Layout, params: Params, grads: Params, raw: Raw, update: jax.Array,
+def table_of(layout: Layout, params: Params, raw: Raw, update: jax.Array,
              reference: jax.Array | None = None) -> jax.Array:
-    """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings, its
-    gradient ``grads`` of the mean loss, the weights, the ``update`` values (``update_values``)
+    """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings (with its
+    gradients of the effective weights), the weights, the ``update`` values (``update_values``)
     against the previous logged step and the ``reference`` values (``reference_values``)."""
-    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(grads),
+    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(raw.grads),
                             effective_weights(raw.scaled_grads), reference)
 
 
@@ -102,8 +108,8 @@ def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = N
     layout = layout or Layout.default()
 
     def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array):
-        _, _, grads, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
-        return layout.split(table_of(layout, params, grads, raw, update_values(layout, params, prev_params)))
+        _, _, _, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
+        return layout.split(table_of(layout, params, raw, update_values(layout, params, prev_params)))
 
     return stats
 

@@ -36,6 +36,7 @@ from initlab.errors import InitlabError
 from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.optimizers import LOSSES
+from initlab.reparams import REPARAMS
 from initlab.shaping import shape_of_model
 
 CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
@@ -73,6 +74,9 @@ class MeanField:
     sigma_w2: float
     sigma_b2: float
     shape: Shape | None = None  # a kernel-shaped activation (TAT, DKS; ``initlab.shaping``)
+    # columns of mean 0 (scaled weight standardization; ``initlab.reparams``): each layer sees its
+    # input minus its mean over units, so the maps are those of the centred φ − E φ
+    centred: bool = False
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -120,8 +124,9 @@ class MeanField:
         return self.second_moment(q) - self.mean(q) ** 2
 
     def q_map(self, q: float) -> float:
-        """The variance map: next layer's pre-activation second moment."""
-        return self.sigma_w2 * self.second_moment(q) + self.sigma_b2
+        """The variance map: next layer's pre-activation second moment (from the variance of φ
+        rather than its second moment for centred columns)."""
+        return self.sigma_w2 * (self.act_var(q) if self.centred else self.second_moment(q)) + self.sigma_b2
 
     def chi(self, q: float) -> float:
         """Per-layer factor of the back-propagated gradient variance at pre-activation moment q."""
@@ -178,9 +183,11 @@ class MeanField:
         return float(np.einsum("i,j,ij->", w, w, g(u1) * g(u2)))
 
     def c_map(self, c: float, q: float | None = None) -> float:
-        """The correlation map at the variance fixed point."""
+        """The correlation map at the variance fixed point (of the covariance of φ for centred
+        columns)."""
         q = self.q_star if q is None else q
-        return (self.sigma_w2 * self._cross(q, c, 0) + self.sigma_b2) / q
+        cross = self._cross(q, c, 0) - (self.mean(q) ** 2 if self.centred else 0.0)
+        return (self.sigma_w2 * cross + self.sigma_b2) / q
 
     def c_fixed_point(self) -> float:
         """c*: 1 in the ordered phase; in the chaotic phase the stable fixed point below 1, found
@@ -227,7 +234,10 @@ class MeanField:
         q = self.q_star
         if not math.isfinite(q):
             return math.nan
-        if self.closed:
+        if self.centred:  # d/dq of σ_w² Var φ: the mean's term has no closed form for every φ
+            step = 1e-4 * q
+            factor = (self.q_map(q + step) - self.q_map(q - step)) / (2 * step)
+        elif self.closed:
             factor = self.chi1  # φ'' = 0 almost everywhere for ReLU and linear
         else:
             phi, _, ddphi = numeric(self.name, self.shape)
@@ -293,10 +303,11 @@ class LayerPrediction:
 
 
 def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float,
-                   sigma_b2: float, shape: Shape | None = None) -> LayerPrediction:
+                   sigma_b2: float, shape: Shape | None = None, centred: bool = False) -> LayerPrediction:
     """q^l layer by layer from the input's second moment q0 (the first layer has its own σ_w²,
-    as its fan-in differs), and the gradient variance of each hidden layer relative to the last."""
-    hidden = MeanField(activation, sigma_w2, sigma_b2, shape)
+    as its fan-in differs; for ``centred`` columns q0 is the inputs' variance across features),
+    and the gradient variance of each hidden layer relative to the last."""
+    hidden = MeanField(activation, sigma_w2, sigma_b2, shape, centred)
     q = [sigma_w2_first * q0 + sigma_b2]
     for _ in range(depth - 1):
         q.append(hidden.q_map(q[-1]))
@@ -323,14 +334,24 @@ def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
         return f"{m.init} weights are {what}, not drawn i.i.d. with one variance; the theory does not apply"
     if init.sigma_w2 is None:
         return f"{m.init} has no fixed weight variance (fan_in · Var(W)) for the theory to use"
-    w_first = init.sigma_w2(input_dim, m.width, m.init_args)
-    w_hidden = init.sigma_w2(m.width, m.width, m.init_args)
+    reparam = REPARAMS[getattr(m, "reparam", "none")]
+    if reparam.centred:  # scaled WS: every column of norm 1, whatever the draw's scale; γ on the hidden ones
+        w_first, w_hidden = 1.0, reparam.hidden_gain(m.activation, shape_of_model(m)) ** 2
+    else:  # weight norm starts with g = ‖v‖: the draw itself
+        w_first = init.sigma_w2(input_dim, m.width, m.init_args)
+        w_hidden = init.sigma_w2(m.width, m.width, m.init_args)
     own = init.bias is not None  # the initializer's own bias law (mean-field)
     bias, bias_args = (init, m.init_args) if own else (BIAS_INITIALIZERS[m.bias_init], m.bias_init_args)
     b = bias.sigma_b2(m.width, bias_args) if bias.sigma_b2 is not None else None
     if b is None:
         return "a constant non-zero bias shifts every unit alike; the theory assumes random biases"
     return w_first, w_hidden, b
+
+
+def is_centred(m) -> bool:
+    """Whether the model's columns have mean 0 (scaled WS), so the theory's maps are those of the
+    centred activation and its input moment q⁰ is the inputs' variance across features."""
+    return REPARAMS[getattr(m, "reparam", "none")].centred
 
 
 def shaping_report(m, shape: Shape) -> dict:
@@ -350,9 +371,13 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
         return {"applies": False, "reason": sig}
     w_first, w_hidden, b = sig
     shape = shape_of_model(m)
-    mf = MeanField(m.activation, w_hidden, b, shape)
-    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b, shape)
+    centred = is_centred(m)
+    mf = MeanField(m.activation, w_hidden, b, shape, centred)
+    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b, shape, centred)
     extra = {} if shape is None else {"shaping": shaping_report(m, shape)}
+    if centred:
+        extra["reparam"] = {"method": m.reparam, "gain": math.sqrt(w_hidden),
+                            "maps": "of the centred activation γ(φ(z) − E φ(z)): each column of mean 0 and norm γ"}
     return {"applies": True, **extra, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
             "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat, "q": layers.q, "act_var": layers.act_var,
@@ -519,12 +544,12 @@ def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
 
     data = load_dataset(cfg.data, data_dir, progress=False)
     if q0 is None:
-        probe = data.x_train[: cfg.data.probe_size]
-        q0 = float(np.mean(np.square(probe, dtype=np.float64)))
+        probe = np.asarray(data.x_train[: cfg.data.probe_size], np.float64)
+        q0 = float(np.mean(np.var(probe, axis=1) if is_centred(cfg.model) else np.square(probe)))
     out = predict_config(cfg.model, data.input_dim, q0)
     if out.get("applies"):
         try:
-            out["critical_sigma_w2"] = (math.nan if shape_of_model(cfg.model) is not None
+            out["critical_sigma_w2"] = (math.nan if shape_of_model(cfg.model) is not None or is_centred(cfg.model)
                                         else critical_sigma_w2(cfg.model.activation, out["sigma_b2"]))
         except InitlabError:
             out["critical_sigma_w2"] = math.nan

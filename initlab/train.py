@@ -265,7 +265,7 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
                                                       layout=None if update is None else layout,
                                                       loss_scale=None if scale is None else scale.scale,
                                                       holds_batch=holds_batch)
-        table = None if raw is None else table_of(layout, params, grads, raw, update, ref)
+        table = None if raw is None else table_of(layout, params, raw, update, ref)
         return loss, grads, norm_state, table
 
     def update_state(state: TrainState, grads, norm_state, order) -> TrainState:

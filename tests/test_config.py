@@ -15,6 +15,7 @@ from initlab.data import DATASETS, PREPROCESSORS
 from initlab.errors import ConfigError, InitlabError
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.regularizers import DROPOUTS
+from initlab.reparams import REPARAMS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -121,10 +122,12 @@ REGISTRY_FIELDS = [
     ("data", "dataset", DATASETS),
     ("data", "preprocess", PREPROCESSORS),
     ("model", "dropout_kind", DROPOUTS),
+    ("model", "reparam", REPARAMS),
 ]
 ACCEPTED = [(s, k, reg, name) for s, k, reg in REGISTRY_FIELDS for name in reg.all_names()]
 # Choices that only make sense together with another setting.
 COMPANIONS = {("model", "init", "fixup"): {"residual": True},
+              ("model", "init", "weightnorm_data"): {"reparam": "weightnorm"},
               ("model", "dropout_kind", "alpha"): {"dropout": 0.1}}
 
 
@@ -500,6 +503,7 @@ MODEL_CHANGES = {
     "branch_scale_init": 0.0,
     "shaping": "dks",
     "shaping_args": {"zeta": 2.0},
+    "reparam": "weightnorm",
 }
 # Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
 # and zero_readout are mup's).

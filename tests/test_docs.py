@@ -13,6 +13,7 @@ from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.normalizations import NORMALIZATIONS
 from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 from initlab.parameterizations import PARAMETERIZATIONS
+from initlab.reparams import REPARAMS
 from initlab.shaping import SHAPINGS
 from initlab.stats import COLUMNS
 
@@ -38,7 +39,8 @@ def registry_list(label: str) -> tuple[list[str], list[str]]:
 REGISTRIES = [("activations", ACTIVATIONS), ("initializers", INITIALIZERS), ("bias initializers", BIAS_INITIALIZERS),
               ("normalizations", NORMALIZATIONS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES),
               ("losses", LOSSES), ("datasets", DATASETS), ("preprocessing", PREPROCESSORS),
-              ("number formats", FORMATS), ("parameterizations", PARAMETERIZATIONS), ("kernel shapings", SHAPINGS)]
+              ("number formats", FORMATS), ("parameterizations", PARAMETERIZATIONS), ("kernel shapings", SHAPINGS),
+              ("weight reparameterizations", REPARAMS)]
 
 
 @pytest.mark.parametrize("label, registry", REGISTRIES, ids=[label for label, _ in REGISTRIES])

@@ -230,7 +230,7 @@ def test_float32_is_the_default_dtype():
 # The import graph: registries at the bottom, the model above them, config resolved in one place
 
 BOTTOM = ["errors", "registry", "formats", "loss_scale", "activations", "initializers", "normalizations", "optimizers", "regularizers",
-          "params", "stats"]
+          "params", "stats", "reparams", "shaping"]
 ABOVE = {"initlab.model", "initlab.config", "initlab.network_init", "initlab.build", "initlab.train",
          "initlab.stats", "initlab.data"}
 # module -> initlab modules it must not load (in a fresh interpreter)

@@ -180,7 +180,8 @@ def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
 
 
 def test_every_network_level_initializer_is_covered_here():
-    assert {n for n, e in INITIALIZERS.items() if e.scheme is not None} == {"fixup", "lsuv", "layerwise_autoencoder"}
+    assert {n for n, e in INITIALIZERS.items() if e.scheme is not None} == {"fixup", "lsuv", "weightnorm_data",
+                                                                                  "layerwise_autoencoder"}
 
 
 def test_every_scheme_is_named_by_exactly_one_initializer():
