@@ -180,3 +180,24 @@ def test_bad_reparam_configs_are_one_line_errors_naming_the_key(model, message):
     with pytest.raises(ConfigError) as e:
         _setup(**model)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_theory_says_how_each_reparam_enters_the_maps(tmp_path):
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    runner = CliRunner()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {dataset: gaussian, input_dim: 16, train_size: 256, test_size: 32, probe_size: 64}\n"
+                   "model: {depth: 5, width: 64}\n")
+    ws = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=scaled_ws"])
+    text = " ".join(ws.output.split())
+    assert ws.exit_code == 0 and "scaled_ws: γ = 1.71286, the maps of the centred activation" in text
+    assert "σ_w² = 2.934 (first layer 1)" in text and "chaotic phase" in text
+    wn = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=weightnorm"])
+    plain = runner.invoke(app, ["theory", str(cfg)])
+    assert wn.exit_code == 0 and wn.output == plain.output  # it starts as the plain net its init drew
+    data = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=weightnorm",
+                               "--set", "model.init=weightnorm_data"])
+    assert data.exit_code == 0 and "weightnorm_data weights are fitted to data" in " ".join(data.output.split())
