@@ -309,6 +309,20 @@ def test_shipped_sweeps_expand_and_validate(path):
     assert len(plan_groups(runs, 32)) < len(runs)  # something trains together
 
 
+@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods")
+                                         for p in (Path(__file__).resolve().parents[1] / "configs" / sub).glob("*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_reproductions_expand_and_validate(path):
+    """Every reproduction and demonstration the docs run loads as a sweep (one run or a grid)."""
+    from initlab.config import load
+
+    text = path.read_text()
+    if any(key in text for key in ("\nsweep:", "\nzip:", "\nseeds:")):
+        assert len(expand(load_spec(path))) >= 2
+    else:
+        assert load(path).name
+
+
 def test_empty_log_section_and_bad_executor(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nlog:\nsweep: {model.depth: [1, 2]}\n")
