@@ -301,7 +301,7 @@ GRID64 = {"model.depth": [10, 20], "model.activation": ["relu", "tanh"]}
 def sweep_seconds(arm: str, steps: int | None, data_dir: str | None, runs: int = 16) -> dict[str, Any]:
     """``benchmarks/sweep_batching.py``'s 16 runs (or, with ``runs=64``, GRID64 over them) through
     ``run_sweep``, batched or one at a time."""
-    from initlab.sweep import run_sweep
+    from initlab.sweeps import run_sweep
     from sweep_batching import spec as sweep_spec
 
     out = Path(tempfile.mkdtemp(prefix=f"initlab-bench-sweep-{arm}-"))

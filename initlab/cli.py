@@ -173,7 +173,7 @@ def sweep(
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
-    from initlab import sweep as sweepmod
+    from initlab import sweeps as sweepmod
     from initlab.display import console, dry_run_table, sweep_progress, sweep_table
 
     _memory_check(not no_memory_check)

@@ -245,6 +245,11 @@ class LogConfig:
                          "singular values taken at step 0 and at the end (jacobian.csv, summary.json); 0 turns it "
                          "off. Not defined with batch norm, whose output mixes the examples", ge=0, le=256)
     out: str = spec("runs", "folder the run directory is created in")
+    save_params: tuple[str, ...] = spec(
+        ("init", "end"), "when to save the parameters (and batch norm's running statistics) into the run folder's "
+        "params/ as .npz (names in the README): init (step 0, after any data-dependent init), end (the last "
+        "step: the net summary.json's test accuracy is of); [] saves none. Not part of the config hash",
+        choices=("init", "end"))
 
 
 @dataclass(frozen=True)
@@ -703,7 +708,7 @@ def _parse_scalar(raw: str, key: str) -> Any:
         raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
 
 
-# Top-level blocks that make a file a sweep (see initlab.sweep).
+# Top-level blocks that make a file a sweep (see initlab.sweeps).
 SWEEP_KEYS = ("sweep", "zip", "seeds")
 
 
@@ -780,6 +785,7 @@ def config_digest(cfg: RunConfig) -> str:
     """The SHA-256 (64 hex digits) of everything that can change a run's numbers (not log.out)."""
     d = to_dict(cfg)
     d["log"].pop("out")
+    d["log"].pop("save_params")  # what is kept of a run, not what it computes
     if is_default_stats(d["log"]["stats"]):
         # run folders keep the names they had before log.stats existed, and before the statistics
         # added since (which do not change a run's numbers) were among the defaults

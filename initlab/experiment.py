@@ -189,5 +189,6 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
         summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
                      for c, rec in zip(cfgs, recorders)]
     return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ,
-             "trace": rec.trace, "shaped": rec.shaped_rows, "histograms": rec.histograms, "spectra": rec.spectra}
+             "trace": rec.trace, "shaped": rec.shaped_rows, "histograms": rec.histograms, "spectra": rec.spectra,
+             "params": rec.saved_params}
             for c, rec, summ in zip(cfgs, recorders, summaries)]

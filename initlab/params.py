@@ -157,3 +157,34 @@ def to_plain(tree: Any) -> Any:
     (the identity on a tree of plain layers): what the forward pass computes with, and what the
     gradient statistics differentiate against."""
     return jax.tree.map(lambda n: n.plain() if is_affine(n) else n, tree, is_leaf=is_affine)
+
+
+def _key_name(entry: Any) -> str:
+    """One step of a pytree path as a name: a field (``dense``), a dict key (``scale``) or an index."""
+    for attr in ("name", "key", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def named_arrays(tree: Any, prefix: str) -> dict[str, Any]:
+    """Every leaf of ``tree`` under its dotted path, e.g. ``params.inp.dense.w``,
+    ``params.hidden.dense.w`` (stacked: (depth − 1, width, width)), ``params.out.b``,
+    ``params.inp.norm.scale``, ``state.hidden.mean``: the names of a saved parameters file."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join([prefix, *(_key_name(k) for k in path)]): leaf for path, leaf in leaves}
+
+
+def from_named(template: Any, arrays: Any, prefix: str) -> Any:
+    """``template``'s pytree (e.g. from ``jax.eval_shape``) filled from ``arrays`` by
+    ``named_arrays``' names, each cast to the template leaf's dtype. KeyError names a missing array;
+    ValueError a shape that differs."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, leaf in paths:
+        name = ".".join([prefix, *(_key_name(k) for k in path)])
+        value = jnp.asarray(arrays[name])
+        if value.shape != leaf.shape:
+            raise ValueError(f"{name}: shape {value.shape}, expected {leaf.shape}")
+        leaves.append(value.astype(leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)

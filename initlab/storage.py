@@ -289,6 +289,7 @@ class RunRecorder:
         self.histograms: list[tuple[int, dict[str, np.ndarray]]] = []  # (step, {histogram: counts (layers, bins)})
         self.spectra: dict[int, np.ndarray] = {}  # step -> Jacobian singular values (examples, k)
         self.trace: Trace | None = None
+        self.saved_params: dict[int, dict[str, np.ndarray]] = {}  # step -> named arrays (log.save_params)
         self._on_progress = on_progress
 
     def metrics(self, row: dict[str, Any]) -> None:
@@ -316,6 +317,10 @@ class RunRecorder:
     def jacobian(self, step: int, singular_values: np.ndarray) -> None:
         """The singular values (examples, k) of the input-output Jacobian at ``step``."""
         self.spectra[step] = np.asarray(singular_values)
+
+    def parameters(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """The parameters and normalization state at ``step`` (``params.named_arrays``' names)."""
+        self.saved_params[step] = arrays
 
     def checkpoint(self) -> None:
         pass
@@ -357,12 +362,50 @@ class RunWriter(RunRecorder):
         atomic_write(self.path / "metrics.csv", csv_text(metric_columns(self.cfg), self.metric_rows))
         write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
         write_trace(self.path, self.trace)
+        write_params(self.path, self.saved_params)
         if self.summary:
             self.write_summary(self.summary)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary = summary
         atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+
+
+PARAMS_DIR = "params"
+
+
+def params_file(path: Path, step: int) -> Path:
+    """Where a run folder keeps its parameters of ``step``: ``params/step_<step, 6 digits>.npz``."""
+    return path / PARAMS_DIR / f"step_{step:06d}.npz"
+
+
+def saved_param_steps(path: Path) -> list[int]:
+    """The steps whose parameters the run folder ``path`` holds, in order."""
+    folder = path / PARAMS_DIR
+    return sorted(int(f.stem[5:]) for f in folder.glob("step_*.npz") if f.stem[5:].isdigit()) if folder.is_dir() else []
+
+
+def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+    """Each step's named arrays as ``params_file(path, step)`` (through a temporary name and a
+    rename; a file already there is the same step's and is kept). Formats numpy cannot store
+    (bfloat16) are widened to float32, which is exact; loading casts back to the model's dtype."""
+    for step, arrays in saved.items():
+        target = params_file(path, step)
+        if target.exists():
+            continue
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+        plain = {k: v.astype(np.float32) if v.dtype.kind == "V" or v.dtype.name == "bfloat16" else v
+                 for k, v in arrays.items()}
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **plain)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_trace(path: Path, trace: Trace | None) -> None:
@@ -390,7 +433,8 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
                   summary: dict[str, Any], trace: Trace | None = None,
                   shaped_rows: Mapping[str, list[dict]] | None = None,
                   histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
-                  spectra: Mapping[int, np.ndarray] | None = None) -> None:
+                  spectra: Mapping[int, np.ndarray] | None = None,
+                  saved_params: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
     """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
     into place, so ``path`` either holds a complete run or does not exist. A folder already at
     ``path`` (a failed or unfinished earlier attempt) is replaced."""
@@ -402,6 +446,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
         atomic_write(tmp / "metrics.csv", csv_text(metric_columns(cfg), metric_rows))
         write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
         write_trace(tmp, trace)
+        write_params(tmp, saved_params or {})
         atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
         if path.exists():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")

@@ -47,6 +47,7 @@ from initlab.formats import context
 from initlab.initializers import Trace
 from initlab.loss_scale import LossScaling, all_finite, from_config
 from initlab.model import ModelSpec, NormState, Params, apply, pre_activations
+from initlab.params import named_arrays
 from initlab.optimizers import ADAM_LIKE, build_optimizer, make_loss, per_class
 from initlab.parameterizations import class_factors, get_parameterization, param_classes
 from initlab.regularizers import max_norm
@@ -456,6 +457,7 @@ class Sink(Protocol):
     def progress(self, step: int, total: int, info: dict[str, float]) -> None: ...
     def init_trace(self, trace: Trace) -> None: ...
     def jacobian(self, step: int, singular_values: np.ndarray) -> None: ...
+    def parameters(self, step: int, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 @dataclass
@@ -505,6 +507,20 @@ def _pick(mask: np.ndarray, a: Any, b: Any) -> Any:
     """Per run (leading axis): ``a`` where ``mask``, else ``b``."""
     m = jnp.asarray(mask)
     return jax.tree.map(lambda u, v: jnp.where(m.reshape(m.shape + (1,) * (u.ndim - 1)), u, v), a, b)
+
+
+def save_parameters(cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState, when: str) -> None:
+    """Send each run that asks for it in ``log.save_params`` its parameters and normalization state
+    at ``when`` (``init``: step 0; ``end``: its last step) as named host arrays
+    (``params.named_arrays``)."""
+    wanted = [r for r, c in enumerate(cfgs) if when in c.log.save_params]
+    if not wanted:
+        return
+    params, norm_state = jax.device_get((state.params, state.norm_state))
+    for r in wanted:
+        run = jax.tree.map(lambda a: np.asarray(a[r]), (params, norm_state))
+        books[r].sink.parameters(0 if when == "init" else books[r].result.steps,
+                                 {**named_arrays(run[0], "params"), **named_arrays(run[1], "state")})
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -742,6 +758,7 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
 
     state, books = _start_runs(cfgs, sinks, spec, fns, schedule, data, x, start)
     prev_params = state.params  # weights at the previous log: the reference of update statistics
+    save_parameters(cfgs, books, state, "init")
 
     t0 = time.perf_counter()
     runner = ChunkRunner(fns, x, y, state)
@@ -820,6 +837,7 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
                 b.metrics_row(plan.stop)
     if schedule.total_steps > 0:
         spectrum([b.result.steps for b in books])
+    save_parameters(cfgs, books, state, "end")
     wall = time.perf_counter() - start
     for b in books:
         b.result.wall_time_s = wall

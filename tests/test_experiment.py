@@ -20,7 +20,7 @@ def test_run_writes_its_files(tmp_path):
     path = tmp_path / f"tiny-{config_hash(cfg)}"
     assert summary["run_dir"] == str(path) == str(run_dir_for(cfg))
     assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv",
-                                                      "summary.json"]
+                                                      "params", "summary.json"]
     metrics = pd.read_csv(path / "metrics.csv")
     layers = pd.read_csv(path / "layers.csv")
     assert tuple(metrics.columns) == METRIC_COLUMNS

@@ -19,7 +19,7 @@ from initlab.cli import app
 from initlab.errors import InitlabError
 from initlab.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
                              write_run_dir)
-from initlab.sweep import expand, load_spec, needs_work
+from initlab.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run
 
@@ -125,7 +125,7 @@ def test_sigterm_ends_a_run_as_interrupted(tmp_path):
 
 WORKER = """
 import sys, time
-from initlab.sweep import PoolExecutor
+from initlab.sweeps import PoolExecutor
 pool = PoolExecutor(1)
 print(pool.pool.submit(__import__("os").getpid).result(), flush=True)
 time.sleep(600)
@@ -376,7 +376,7 @@ def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
 
 
 def test_sweep_progress_moves_within_a_group(tmp_path):
-    from initlab.sweep import SweepSpec, run_sweep
+    from initlab.sweeps import SweepSpec, run_sweep
 
     events = []
     base = {**small_run("steps"), "log": {"every": 10, "out": str(tmp_path)}}
@@ -399,7 +399,7 @@ def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
 
 def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeypatch):
     import initlab.memory as memory
-    from initlab.sweep import SweepSpec, run_sweep
+    from initlab.sweeps import SweepSpec, run_sweep
 
     monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
     report = run_sweep(SweepSpec({**small_run("tiny"), "log": {"every": 10, "out": str(tmp_path)}}, {}, [], [0, 1]))

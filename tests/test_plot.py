@@ -16,7 +16,7 @@ from initlab.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, M
                           curves_figure, heatmap_figure, histograms_figure, profile_figure, read_histograms,
                           spectrum_figure)
 from initlab.report import discover, varied_keys
-from initlab.sweep import SweepSpec, run_sweep
+from initlab.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 

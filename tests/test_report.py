@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.report import (EXPLODING, VANISHING, build_report, discover, sparkline, to_csv, to_json, to_markdown,
                             verdict)
-from initlab.sweep import SweepSpec, run_sweep
+from initlab.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 

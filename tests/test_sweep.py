@@ -18,7 +18,7 @@ from initlab.cli import app
 from initlab.config import to_dict
 from initlab.errors import ConfigError
 from initlab.storage import run_status
-from initlab.sweep import expand, load_spec, plan_groups, run_sweep, sweep_dir
+from initlab.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
 from conftest import run_folders, small_run
 
@@ -96,7 +96,8 @@ def test_sweep_writes_run_folders_and_resumes(tmp_path):
     assert yaml.safe_load((directory / "sweep.yaml").read_text())["seeds"] == [0, 1]
     for run in expand(spec):
         files = sorted(p.name for p in run.path.iterdir())
-        assert files == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv", "summary.json"]
+        assert files == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv", "params",
+                         "summary.json"]
         summary = json.loads((run.path / "summary.json").read_text())
         assert summary["group_size"] == 4 and len(pd.read_csv(run.path / "layers.csv")) == 3 * 3
     again = run_sweep(spec)

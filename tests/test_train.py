@@ -37,6 +37,9 @@ class Recorder:
     def jacobian(self, step, singular_values):
         pass
 
+    def parameters(self, step, arrays):
+        pass
+
     def progress(self, step, total, info):
         self.ticks.append(step)
 

@@ -459,7 +459,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                         try:
                             write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
                                           rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
-                                          rec.get("spectra"))
+                                          rec.get("spectra"), rec.get("params"))
                         except OSError as e:  # a full disk fails this run (absent: retrained next time), not the sweep
                             report.unwritten[run.hash] = describe_os_error(e)
                     for fd in fds:

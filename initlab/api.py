@@ -1,0 +1,255 @@
+"""initlab's Python API: what the CLI does, as functions for notebooks and scripts, and run folders
+read back as pandas DataFrames.
+
+>>> cfg = initlab.load_config("configs/quickstart.yaml", ["train.steps=100"])
+>>> run = initlab.run(cfg)                      # trains, writes the run folder, returns a Run
+>>> run.layers.query("step == 0")[["layer", "pre_var", "grad_var"]]
+>>> initlab.open_runs("runs/").table()          # the table ``initlab report --format csv`` prints
+
+Every error is an ``initlab.errors.InitlabError`` (``ConfigError`` for a bad config), as on the
+command line. The CLI's commands call the same functions (``initlab.experiment``,
+``initlab.sweep``, ``initlab.report``); this module adds reading a run folder whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from initlab import config as _config
+from initlab.errors import InitlabError
+
+if TYPE_CHECKING:  # pandas is imported when a table is asked for
+    import pandas as pd
+
+    from initlab.params import MLPParams, NormState
+
+__all__ = ["Run", "Runs", "load_config", "open_run", "open_runs", "run", "sweep"]
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:  # pragma: no cover - pandas comes with the api and dev extras
+        raise InitlabError('the Python API\'s tables need pandas: pip install -e ".[api]"') from None
+    return pandas
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> _config.RunConfig:
+    """A validated run config from a YAML file, with ``overrides`` (``"model.depth=50"``, as
+    ``--set``) applied; ``ConfigError`` names the key of anything wrong."""
+    return _config.load(path, list(overrides))
+
+
+def run(config: _config.RunConfig | str | Path, *, overrides: Iterable[str] = (), data_dir: str | Path | None = None,
+        force: bool = False) -> Run:
+    """Train ``config`` (a ``RunConfig`` or a YAML path, with ``overrides``) as ``initlab run``
+    does, write its run folder under ``log.out`` and return it opened. A folder that already
+    holds this config is an error unless ``force``; a failed run raises ``InitlabError`` after
+    writing what it had."""
+    from initlab import experiment
+
+    cfg = config if isinstance(config, _config.RunConfig) else load_config(config, overrides)
+    if isinstance(config, _config.RunConfig) and list(overrides):
+        cfg = _config.from_dict(_config.apply_overrides(_config.to_dict(cfg), list(overrides)))
+    summary = experiment.run(cfg, data_dir=data_dir, force=force, download_progress=False)
+    return open_run(summary["run_dir"])
+
+
+def sweep(path: str | Path, *, grid: Iterable[str] = (), zips: Iterable[str] = (), seeds: str | None = None,
+          overrides: Iterable[str] = (), data_dir: str | Path | None = None, workers: int = 1,
+          executor: str = "local", retry_failed: bool = False, replace: bool = False) -> Runs:
+    """Train the sweep file ``path`` as ``initlab sweep`` does (``grid`` as ``--grid
+    "model.depth=5,10"``, ``zips`` as ``--zip``, ``seeds`` as ``--seeds``, ``overrides`` as
+    ``--set``; runs already done are kept) and return its folder's runs."""
+    from initlab import sweeps as _sweep
+
+    spec = _sweep.load_spec(path, grid=list(grid), zips=list(zips), seeds=seeds, overrides=list(overrides))
+    report = _sweep.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor,
+                              retry_failed=retry_failed, replace=replace)
+    return open_runs(report.directory)
+
+
+def open_run(path: str | Path) -> Run:
+    """The run folder ``path`` (one written by ``run``, ``initlab run`` or a sweep)."""
+    p = Path(path)
+    if not (p / "summary.json").is_file() or not (p / "config.yaml").is_file():
+        raise InitlabError(f"{p}: not a run folder (it needs config.yaml and summary.json)")
+    return Run(p)
+
+
+def open_runs(*paths: str | Path) -> Runs:
+    """Every run folder under ``paths`` (folders of runs, sweep folders or run folders), as
+    ``initlab report`` finds them."""
+    from initlab.report import discover
+
+    if not paths:
+        raise InitlabError("open_runs needs at least one folder")
+    found, _ = discover(paths)
+    return Runs([Run(r.path) for r in found], [Path(p) for p in paths])
+
+
+class Run:
+    """One run folder: its config, summary, metrics and per-layer statistics (DataFrames read on
+    first use), and the parameters saved by ``log.save_params``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+    @property
+    def config(self) -> _config.RunConfig:
+        """The run's resolved config (its ``config.yaml``)."""
+        if "config" not in self._cache:
+            self._cache["config"] = _config.from_dict(_config.read_yaml(self.path / "config.yaml"))
+        return self._cache["config"]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``: status, final and best figures, the signal profiles, the theory."""
+        try:
+            return json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError) as e:
+            raise InitlabError(f"{self.path / 'summary.json'}: cannot be read ({e})") from None
+
+    @property
+    def status(self) -> str:
+        """completed, diverged, failed, interrupted or running (``initlab.storage.run_status``)."""
+        from initlab.storage import run_status
+
+        return run_status(self.path)
+
+    def _csv(self, name: str, required: bool = True) -> pd.DataFrame | None:
+        pd = _pandas()
+        f = self.path / name
+        if not f.is_file():
+            if required:
+                raise InitlabError(f"{f}: missing")
+            return None
+        return pd.read_csv(f)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """``metrics.csv``: one row per logged step and epoch end (train loss, test loss and accuracy)."""
+        return self._csv("metrics.csv")
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """``layers.csv``: one row per (logged step, layer) with every scalar statistic."""
+        return self._csv("layers.csv")
+
+    @property
+    def histograms(self) -> pd.DataFrame | None:
+        """``histograms.csv`` (``log.histograms`` > 0), else None."""
+        return self._csv("histograms.csv", required=False)
+
+    @property
+    def jacobian(self) -> pd.DataFrame | None:
+        """``jacobian.csv``: the input-output Jacobian's singular values (``log.jacobian`` > 0), else None."""
+        return self._csv("jacobian.csv", required=False)
+
+    @property
+    def param_steps(self) -> list[int]:
+        """The steps whose parameters the folder holds (``log.save_params``)."""
+        from initlab.storage import saved_param_steps
+
+        return saved_param_steps(self.path)
+
+    def _step(self, step: int | str) -> int:
+        steps = self.param_steps
+        chosen = {"init": 0, "end": int(self.summary.get("steps", -1))}.get(step, step) if isinstance(step, str) else step
+        if chosen not in steps:
+            held = ", ".join(map(str, steps)) or "none (log.save_params: [])"
+            raise InitlabError(f"{self.path}: no parameters saved at step {step!r} (saved: {held})")
+        return int(chosen)
+
+    def _spec(self):
+        from initlab.build import model_spec
+        from initlab.data import load_dataset
+
+        if "spec" not in self._cache:
+            cfg = self.config
+            data = load_dataset(cfg.data, self._cache.get("data_dir"), progress=False)
+            self._cache["data"] = data
+            self._cache["spec"] = model_spec(cfg.model, data.input_dim, data.num_classes)
+        return self._cache["spec"]
+
+    def params(self, step: int | str = "end", *, data_dir: str | Path | None = None) -> tuple[MLPParams, NormState]:
+        """The parameters (``initlab.params.MLPParams``, in the model's parameter dtype) and the
+        normalization state saved at ``step`` (a step number, ``"init"`` or ``"end"``)."""
+        import jax
+        import numpy as np
+
+        from initlab.build import layer_samplers
+        from initlab.formats import cast, context
+        from initlab.model import init_layers
+        from initlab.params import from_named
+        from initlab.storage import params_file
+
+        chosen = self._step(step)
+        if data_dir is not None:
+            self._cache["data_dir"] = data_dir
+        spec, cfg = self._spec(), self.config
+        with context(cfg.model.dtype):
+            template = jax.eval_shape(lambda: (lambda p, s: (cast(p, spec.param_dtype), s))(
+                *init_layers(spec, layer_samplers(cfg.model), jax.random.PRNGKey(0))))
+            with np.load(params_file(self.path, chosen)) as arrays:
+                try:
+                    return from_named(template[0], arrays, "params"), from_named(template[1], arrays, "state")
+                except (KeyError, ValueError) as e:
+                    raise InitlabError(f"{params_file(self.path, chosen)}: does not hold this config's network "
+                                       f"({e})") from None
+
+    def evaluate(self, step: int | str = "end", *, data_dir: str | Path | None = None) -> dict[str, float]:
+        """Test loss and accuracy of the parameters saved at ``step``, computed by the training's own
+        evaluation on the run's test set (the end's equal ``summary["final"]``'s)."""
+        import jax
+        import numpy as np
+
+        from initlab.formats import context
+        from initlab.schedule import make_schedule
+        from initlab.train import make_train_fns
+
+        params, state = self.params(step, data_dir=data_dir)
+        cfg, spec, data = self.config, self._spec(), self._cache["data"]
+        with context(cfg.model.dtype):
+            fns = make_train_fns(cfg, spec, make_schedule(cfg, len(data.y_train)), len(data.y_train), 1)
+            stacked = jax.tree.map(lambda a: a[None], (params, state))
+            loss, acc = fns.evaluate(*stacked, jax.device_put(data.x_test), jax.device_put(data.y_test))
+        return {"test_loss": float(np.asarray(loss)[0]), "test_acc": float(np.asarray(acc)[0])}
+
+
+class Runs(Sequence[Run]):
+    """The runs under some folders, and their report table."""
+
+    def __init__(self, runs: list[Run], paths: list[Path]):
+        self._runs, self.paths = runs, paths
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._runs[i]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self._runs)
+
+    def __repr__(self) -> str:
+        return f"Runs({len(self)} runs under {', '.join(map(str, self.paths))})"
+
+    def table(self, *, filters: Sequence[str] = (), group_by: Sequence[str] = (), sort: str | None = None,
+              columns: Sequence[str] | None = None, top: int | None = None, target: float = 0.9) -> pd.DataFrame:
+        """``initlab report``'s table (options as its ``--filter``, ``--group-by``, ``--sort``,
+        ``--columns``, ``--top``, ``--target``): one row per configuration, seeds aggregated, with
+        the same numbers as ``--format csv`` (means, and ``_std`` columns over seeds)."""
+        from initlab.report import build_report, to_csv
+
+        report = build_report(self.paths, filters=filters, group_by=group_by, sort=sort, columns=columns, top=top,
+                              target=target)
+        return _pandas().read_csv(io.StringIO(to_csv(report)))
