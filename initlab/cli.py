@@ -343,6 +343,35 @@ def theory(
         console.print(item, highlight=False, soft_wrap=True)
 
 
+@app.command()
+@guarded
+def export(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="Export format: tensorboard (TensorBoard event "
+                                       "files; needs the tensorboard extra).")],
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (searched "
+                                                     "recursively, as initlab report does).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into: one subfolder per run, named "
+                                      "as the run folder (e.g. point tensorboard --logdir at it).")],
+) -> None:
+    """Export run folders' metrics, per-layer statistics, histograms and Jacobian spectra to another tool."""
+    from rich.progress import Progress
+
+    from initlab import export as exportmod
+    from initlab.display import console, err_console
+
+    exporter, plan = exportmod.plan_export(fmt, paths, out)  # every error before anything is written
+    done = []
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(f"export {fmt}", total=len(plan))
+        for run, target in plan:
+            bar.update(task, description=f"export {fmt}: {run.name}")
+            target.mkdir(parents=True, exist_ok=True)
+            done.append(exporter.write(run, target))
+            bar.advance(task)
+    values = sum(done)
+    console.print(f"exported {len(done)} runs ({values} values) as {fmt} into {out}", highlight=False, soft_wrap=True)
+
+
 @data_app.command("fetch")
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:
