@@ -45,17 +45,18 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> _config.RunC
 
 
 def run(config: _config.RunConfig | str | Path, *, overrides: Iterable[str] = (), data_dir: str | Path | None = None,
-        force: bool = False) -> Run:
+        force: bool = False, resume: bool = False) -> Run:
     """Train ``config`` (a ``RunConfig`` or a YAML path, with ``overrides``) as ``initlab run``
     does, write its run folder under ``log.out`` and return it opened. A folder that already
-    holds this config is an error unless ``force``; a failed run raises ``InitlabError`` after
-    writing what it had."""
+    holds this config is an error unless ``force`` (start again) or ``resume`` (continue an
+    unfinished one from its checkpoint); a failed run raises ``InitlabError`` after writing what
+    it had."""
     from initlab import experiment
 
     cfg = config if isinstance(config, _config.RunConfig) else load_config(config, overrides)
     if isinstance(config, _config.RunConfig) and list(overrides):
         cfg = _config.from_dict(_config.apply_overrides(_config.to_dict(cfg), list(overrides)))
-    summary = experiment.run(cfg, data_dir=data_dir, force=force, download_progress=False)
+    summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, download_progress=False)
     return open_run(summary["run_dir"])
 
 

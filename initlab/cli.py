@@ -124,6 +124,8 @@ def run(
     data_dir: DataDir = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for run folders (overrides log.out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a run whose folder already exists.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished run of this config (killed, "
+                                         "Ctrl-C, SIGTERM) from its checkpoint.pkl; see log.checkpoint_every.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or layer table.")] = False,
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
@@ -136,7 +138,7 @@ def run(
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     cfg = cfgmod.load(config, overrides)
     with training_progress(cfg.name, enabled=not quiet) as progress:
-        summary = experiment.run(cfg, data_dir=data_dir, force=force, on_progress=progress,
+        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, on_progress=progress,
                                  download_progress=not quiet)
     if not quiet:
         console.print(layer_table(summary))

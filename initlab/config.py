@@ -245,6 +245,11 @@ class LogConfig:
                          "singular values taken at step 0 and at the end (jacobian.csv, summary.json); 0 turns it "
                          "off. Not defined with batch norm, whose output mixes the examples", ge=0, le=256)
     out: str = spec("runs", "folder the run directory is created in")
+    checkpoint_every: int = spec(
+        0, "steps between checkpoints of the whole training state (parameters, optimizer state, data order, the "
+        "statistics so far) in the run folder's checkpoint.pkl, from which initlab run --resume continues a run "
+        "that was killed; 0: none, except the one an interrupted run (Ctrl-C, SIGTERM) writes as it stops. "
+        "Deleted when the run ends. Not part of the config hash", ge=0)
     save_params: tuple[str, ...] = spec(
         ("init", "end"), "when to save the parameters (and batch norm's running statistics) into the run folder's "
         "params/ as .npz (names in the README): init (step 0, after any data-dependent init), end (the last "
@@ -786,6 +791,7 @@ def config_digest(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     d["log"].pop("out")
     d["log"].pop("save_params")  # what is kept of a run, not what it computes
+    d["log"].pop("checkpoint_every")
     if is_default_stats(d["log"]["stats"]):
         # run folders keep the names they had before log.stats existed, and before the statistics
         # added since (which do not change a run's numbers) were among the defaults

@@ -73,3 +73,69 @@ def check_terminated() -> None:
     """Raise ``Terminated`` if a SIGTERM arrived whose exception was swallowed (once)."""
     if _terminated:
         raise Terminated(_terminated.pop())
+
+
+class InterruptGate:
+    """Ctrl-C and SIGTERM during a training loop: raised at once while the device trains a chunk
+    (inside ``opened()``), held back while the host books the chunk's results and raised at the
+    next ``check()``. So an interruption never lands half-way through the books, and the last
+    chunk stop stays a consistent point to checkpoint from. Only signals whose handler already
+    raises in Python are taken over (Ctrl-C's ``KeyboardInterrupt``, the CLI's SIGTERM handler; not
+    an ignored SIGINT nor SIGTERM's default kill), and only in the main thread."""
+
+    def __init__(self) -> None:
+        self.pending: BaseException | None = None
+        self.open = False
+        self.previous: dict = {}
+
+    def __enter__(self) -> "InterruptGate":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if callable(signal.getsignal(signum)):
+                    self.previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _handler(self, signum: int, frame) -> None:
+        import signal
+
+        exc = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not self.open:
+            self.pending = self.pending or exc
+            return
+        if signum == signal.SIGTERM:
+            note_termination(signum)  # should this raise be swallowed, training's next look-in raises it
+        raise exc
+
+    def check(self) -> None:
+        """Raise the interruption held back since the last check, if any."""
+        if self.pending is not None:
+            exc, self.pending = self.pending, None
+            raise exc
+
+    def opened(self) -> "_Opened":
+        """While the device trains: an interruption raises at once (one held back raises first)."""
+        return _Opened(self)
+
+
+class _Opened:
+    def __init__(self, gate: InterruptGate):
+        self.gate = gate
+
+    def __enter__(self) -> None:
+        self.gate.check()
+        self.gate.open = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.gate.open = False
+        if exc_type is None:
+            check_terminated()  # a SIGTERM whose raise was swallowed (a GC callback) raises here, still consistent

@@ -19,7 +19,8 @@ from initlab import __version__, memory
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError, describe_os_error
-from initlab.storage import RunRecorder, RunWriter, check_run_dir_free, claim_run_dir, run_dir_for, unlock
+from initlab.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
+                             claim_for_resume, claim_run_dir, run_dir_for, unlock)
 from initlab.schedule import make_schedule
 from initlab.train import TrainResult, memory_estimate, train, train_group
 
@@ -110,19 +111,24 @@ def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
         return {"applies": False, "reason": f"{type(e).__name__}: {e}"}
 
 
-def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False,
+def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
         on_progress: Callable[[int, int, dict], None] | None = None, download_progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` and write its run folder; returns the summary (with ``run_dir``).
 
     Raises InitlabError if the folder exists (unless ``force``) or the run fails; a failed or
-    interrupted run still leaves its partial results and a summary saying what happened.
+    interrupted run still leaves its partial results and a summary saying what happened. With
+    ``resume``, an unfinished run in the folder continues from its checkpoint (``checkpoint.pkl``,
+    see ``log.checkpoint_every``); the checkpoint is deleted when the run ends.
     """
+    if resume and force:
+        raise InitlabError("--resume continues a run and --force starts it again: give one of them")
     path = run_dir_for(cfg)
-    check_run_dir_free(cfg, path, force)  # before the (slow) data load
+    if not resume:
+        check_run_dir_free(cfg, path, force)  # before the (slow) data load
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
     memory.check(memory_estimate([cfg], data))  # and a run that cannot fit
-    lock = claim_run_dir(cfg, path, force)
+    lock = claim_for_resume(cfg, path) if resume else claim_run_dir(cfg, path, force)
     try:
         return _train_into(cfg, data, path, on_progress)
     finally:
@@ -131,13 +137,14 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
 
 def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[str, Any]:
     writer = RunWriter(path, cfg, on_progress)
+    checkpointer = FileCheckpointer(path / CHECKPOINT_FILE)  # absent unless the run resumes
     writer.write_config()
     started = time.time()
     base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
             "run_dir": str(path), "versions": versions(), "started_at": started, "config": to_dict(cfg)}
     writer.write_summary(base)
     try:
-        result = train(cfg, data, writer)
+        result = train(cfg, data, writer, checkpointer)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         reason = (str(e) or "interrupted by the user") if interrupted else f"{type(e).__name__}: {e}"
@@ -155,6 +162,7 @@ def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[
         raise InitlabError(f"run failed ({reason}); partial results in {path}") from e
     writer.summary = {**summarize(cfg, path, result), "started_at": started}
     writer.flush()
+    checkpointer.discard()  # the run is whole: nothing to resume
     return writer.summary
 
 

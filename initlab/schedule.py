@@ -42,6 +42,7 @@ class Schedule:
     total_steps: int
     steps_per_epoch: int
     log_every: int
+    checkpoint_every: int = 0  # log.checkpoint_every: its multiples are stops too (0: none)
 
     def next_stop(self, step: int) -> int:
         """The next step at which the host must look: an epoch end, the end, a tick, or the step
@@ -52,6 +53,8 @@ class Schedule:
             step + PROGRESS_CHUNK,
             self.first_log(step) + LOG_BUFFER * self.log_every,
         )
+        if self.checkpoint_every:
+            candidates += ((step // self.checkpoint_every + 1) * self.checkpoint_every,)
         return min(candidates)
 
     def first_log(self, step: int) -> int:
@@ -66,6 +69,10 @@ class Schedule:
     def is_log(self, step: int) -> bool:
         return step % self.log_every == 0 or step == self.total_steps
 
+    def is_checkpoint(self, step: int) -> bool:
+        """``step`` (a chunk's stop before the end) is one at which the state is checkpointed."""
+        return bool(self.checkpoint_every) and step % self.checkpoint_every == 0 and 0 < step < self.total_steps
+
     def is_eval(self, step: int) -> bool:
         return step % self.steps_per_epoch == 0 or step == self.total_steps
 
@@ -76,9 +83,10 @@ class Schedule:
         logs = tuple(self.logs_between(start, stop)) + ((stop,) if measure_end else ())
         return ChunkPlan(start, stop, measure_end, logs, self.is_log(stop), self.is_eval(stop))
 
-    def chunks(self) -> Iterator[ChunkPlan]:
-        """Every chunk of the run, in order (none for a run of no steps)."""
-        step = 0
+    def chunks(self, start: int = 0) -> Iterator[ChunkPlan]:
+        """Every chunk of the run from step ``start`` (0, or a step a chunk stopped at: where a
+        resumed run continues), in order (none for a run of no steps)."""
+        step = start
         while step < self.total_steps:
             chunk = self.plan(step)
             yield chunk
@@ -94,4 +102,4 @@ def make_schedule(cfg, n_train: int) -> Schedule:
         raise ConfigError(f"train.batch_size: {b} is more than the {n_train} training examples")
     spe = n_train // b
     total = cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * spe
-    return Schedule(total, spe, cfg.log.every)
+    return Schedule(total, spe, cfg.log.every, cfg.log.checkpoint_every)

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -279,6 +280,30 @@ def claim_run_dir(cfg: RunConfig, path: Path, force: bool) -> int:
     return fd
 
 
+def claim_for_resume(cfg: RunConfig, path: Path) -> int:
+    """Lock the run folder ``path`` of ``cfg`` to continue it (``initlab run --resume``): it must
+    hold this config, not be trained by another process, not have finished, and hold a
+    checkpoint; its files are kept. Returns the lock's descriptor."""
+    if not path.is_dir():
+        raise InitlabError(f"{path}: no run folder to resume; run without --resume")
+    check_same_config(path, cfg)
+    fd = try_lock(path)
+    if fd is None:
+        pid = lock_holder(path)
+        raise InitlabError(f"{path} is being trained by {f'process {pid}' if pid else 'another process'}")
+    try:
+        status = run_status(path, locked=True)
+        if status in ("completed", "diverged"):
+            raise InitlabError(f"{path} has finished ({status}); nothing to resume (--force runs it again)")
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise InitlabError(f"{path} has no checkpoint to resume from (log.checkpoint_every was 0 and it was not "
+                               "stopped by Ctrl-C or SIGTERM); run without --resume to start again")
+    except BaseException:
+        unlock(fd)
+        raise
+    return fd
+
+
 class RunRecorder:
     """Collects a run's metrics and per-layer rows in memory; implements the training ``Sink``."""
 
@@ -321,6 +346,17 @@ class RunRecorder:
     def parameters(self, step: int, arrays: dict[str, np.ndarray]) -> None:
         """The parameters and normalization state at ``step`` (``params.named_arrays``' names)."""
         self.saved_params[step] = arrays
+
+    HELD = ("metric_rows", "layer_rows", "shaped_rows", "histograms", "spectra", "trace", "saved_params")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything recorded so far (plain data), for a training checkpoint."""
+        return {name: getattr(self, name) for name in self.HELD}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Back to what ``snapshot()`` held (a resumed run)."""
+        for name in self.HELD:
+            setattr(self, name, snapshot[name])
 
     def checkpoint(self) -> None:
         pass
@@ -369,6 +405,44 @@ class RunWriter(RunRecorder):
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary = summary
         atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+
+
+CHECKPOINT_FILE = "checkpoint.pkl"
+
+
+class FileCheckpointer:
+    """A training checkpoint (``initlab.train.Checkpointer``) kept in one file, ``path``: a pickle
+    of the payload, written through a temporary name, fsync and a rename, so a kill -9 at any
+    moment leaves the previous checkpoint or the new one, never a torn file. Only initlab's own
+    files are unpickled (the file is in the run folder initlab writes; do not resume from
+    checkpoints of unknown origin)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def save(self, payload: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            with open(self.path, "rb") as f:
+                return pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+            raise InitlabError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); run without --resume") from None
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 PARAMS_DIR = "params"

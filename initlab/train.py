@@ -41,8 +41,9 @@ import optax
 
 from initlab import memory
 from initlab.build import init_params_traced, model_spec
-from initlab.config import RunConfig, to_dict
+from initlab.config import RunConfig, config_digest, to_dict
 from initlab.data import Dataset
+from initlab.errors import InitlabError, InterruptGate
 from initlab.formats import context
 from initlab.initializers import Trace
 from initlab.loss_scale import LossScaling, all_finite, from_config
@@ -458,6 +459,17 @@ class Sink(Protocol):
     def init_trace(self, trace: Trace) -> None: ...
     def jacobian(self, step: int, singular_values: np.ndarray) -> None: ...
     def parameters(self, step: int, arrays: dict[str, np.ndarray]) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...  # what it holds, for a checkpoint (plain data)
+    def restore(self, snapshot: dict[str, Any]) -> None: ...  # back to a checkpoint's ``snapshot()``
+
+
+class Checkpointer(Protocol):
+    """Where a group's checkpoints go (``log.checkpoint_every``): ``save`` gets the whole training
+    state as plain data (numpy arrays, lists, dicts, dataclasses); ``load`` returns the last one
+    saved, or None to start from step 0."""
+
+    def save(self, payload: dict[str, Any]) -> None: ...
+    def load(self) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -594,6 +606,18 @@ class RunBook:
         self.loss_sum, self.loss_count = 0.0, 0
         self.skipped = 0  # loss scaling: steps skipped since the last metrics row
 
+    BOOKED = ("alive", "logged_at", "row_at", "loss_sum", "loss_count", "skipped", "result")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The book's state (and its result so far) as plain data, for a checkpoint."""
+        return {name: getattr(self, name) for name in self.BOOKED}
+
+    def restore(self, snapshot: dict[str, Any], elapsed: float) -> None:
+        """Back to ``snapshot()``; ``wall_time`` goes on from ``elapsed`` seconds."""
+        for name in self.BOOKED:
+            setattr(self, name, snapshot[name])
+        self.start = time.perf_counter() - elapsed
+
     def add_scales(self, scales: np.ndarray | None) -> None:
         """Loss scaling: steps' (2, k) scales after each step and skipped flags, in order."""
         if scales is None or scales.shape[1] == 0:
@@ -724,19 +748,53 @@ def memory_estimate(cfgs: Sequence[RunConfig], data: Dataset) -> memory.Estimate
     return memory.estimate(cfgs, spec, fns.optimizer, data)
 
 
-def train(cfg: RunConfig, data: Dataset, sink: Sink) -> TrainResult:
+def train(cfg: RunConfig, data: Dataset, sink: Sink, checkpointer: Checkpointer | None = None) -> TrainResult:
     """Train one configuration (a group of one); see ``train_group``."""
-    return train_group([cfg], data, [sink])[0]
+    return train_group([cfg], data, [sink], checkpointer)[0]
 
 
-def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
+def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink],
+                checkpointer: Checkpointer | None = None) -> list[TrainResult]:
     """``_train_group`` in the group's number format (float64 runs switch JAX's x64 mode on for
     their own training only)."""
     with context(cfgs[0].model.dtype):
-        return _train_group(cfgs, data, sinks)
+        return _train_group(cfgs, data, sinks, checkpointer)
 
 
-def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]) -> list[TrainResult]:
+CHECKPOINT_FORMAT = 1
+
+
+def _checkpoint(cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState, prev_params: Params,
+                step: int, elapsed: float) -> dict[str, Any]:
+    """The whole training state of a group at the chunk stop ``step``, as plain data: the device
+    state's leaves (params, optimizer state, data order and key, loss scale) and the previous
+    log's weights, each run's book and what its sink holds."""
+    leaves = [np.asarray(a) for a in jax.tree.leaves(jax.device_get((state, prev_params)))]
+    return {"format": CHECKPOINT_FORMAT, "digests": [config_digest(c) for c in cfgs], "step": step,
+            "elapsed": elapsed, "leaves": leaves, "books": [b.snapshot() for b in books],
+            "sinks": [b.sink.snapshot() for b in books]}
+
+
+def _resume(payload: dict[str, Any], cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState,
+            prev_params: Params) -> tuple[TrainState, Params, int]:
+    """Put a checkpoint back: the device state (into the structure ``state`` and ``prev_params``
+    have), the books and the sinks; returns them and the step to continue from."""
+    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("digests") != [config_digest(c) for c in cfgs]:
+        raise InitlabError("the checkpoint is not of this config (or of another initlab version): "
+                           "run without --resume to start again")
+    template, treedef = jax.tree.flatten((state, prev_params))
+    leaves = payload["leaves"]
+    if len(leaves) != len(template) or any(a.shape != t.shape for a, t in zip(leaves, template)):
+        raise InitlabError("the checkpoint's arrays do not match this config's network: run without --resume")
+    restored = jax.tree.unflatten(treedef, [jnp.asarray(a, t.dtype) for a, t in zip(leaves, template)])
+    for b, book, held in zip(books, payload["books"], payload["sinks"]):
+        b.restore(book, payload["elapsed"])
+        b.sink.restore(held)
+    return restored[0], restored[1], int(payload["step"])
+
+
+def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink],
+                 checkpointer: Checkpointer | None = None) -> list[TrainResult]:
     """Train runs that share a ``batch_key`` together on ``data``; each run reports to its sink.
 
     Per-layer statistics are taken at step 0, every ``log.every`` steps and at the last step, on
@@ -745,6 +803,11 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
     loss since the previous row) is written at each of those steps and at each epoch end, where
     the test set is evaluated (and at step 0). A run that diverges stops there and is reported as
     diverged; the rest of the group trains on.
+
+    With a ``checkpointer``, the group starts from its last checkpoint if it has one (the chunks
+    from there are those the uninterrupted run trains, so the files come out the same), saves one
+    at every multiple of ``log.checkpoint_every`` and, when Ctrl-C or SIGTERM interrupts a chunk,
+    one at the last chunk's stop before the interruption goes on up.
     """
     start = time.perf_counter()
     if len({batch_key(c) for c in cfgs}) != 1:
@@ -758,7 +821,12 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
 
     state, books = _start_runs(cfgs, sinks, spec, fns, schedule, data, x, start)
     prev_params = state.params  # weights at the previous log: the reference of update statistics
-    save_parameters(cfgs, books, state, "init")
+    payload = None if checkpointer is None else checkpointer.load()
+    resumed_at = 0
+    if payload is not None:
+        state, prev_params, resumed_at = _resume(payload, cfgs, books, state, prev_params)
+    else:
+        save_parameters(cfgs, books, state, "init")
 
     t0 = time.perf_counter()
     runner = ChunkRunner(fns, x, y, state)
@@ -796,45 +864,66 @@ def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
         for b, step, values in zip(books, at, sv):
             b.spectrum(step, values, seconds)
 
-    spectrum([0] * len(books))
-    if schedule.total_steps == 0:  # otherwise step 0's statistics come out of the first chunk
-        measure(range(len(books)), 0)
-    evaluation(0, books)
+    def save_checkpoint(at: int) -> None:
+        checkpointer.save(_checkpoint(cfgs, books, state, prev_params, at, time.perf_counter() - books[0].start))
 
-    for plan in schedule.chunks():
-        members = [r for r, b in enumerate(books) if b.alive]
-        if not members:
-            break
-        t1 = time.perf_counter()
-        compiled_before = runner.compile_time_s
-        out = runner.run(state, prev_params, plan, np.array([b.alive for b in books]))
-        state, prev_params = out.state, out.prev_params
-        replay_compile = runner.compile_time_s - compiled_before
-        t2 = time.perf_counter()
-        elapsed = t2 - t1 - replay_compile  # the replay's compilation is not training time
-        for b in books:
-            b.result.compile_time_s += replay_compile
-        for r in members:
-            b = books[r]
-            b.result.train_time_s += elapsed
-            stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r],
-                                None if out.scales is None else out.scales[r], span=(t2 - elapsed, t2))
-            if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
-                first = b.result.divergence is None  # (non-finite statistics have said so already)
-                if first and b.logged_at != stop:
-                    measure([r], stop)  # the statistics of its last finite parameters
-                b.diverge(stop, "non-finite loss or gradient", record=first)
-                if b.row_at != stop:
-                    b.metrics_row(stop)
-        if not live():
-            break
-        if plan.evaluate_at_stop:
-            evaluation(plan.stop, live())
-            for b in live():
-                b.sink.checkpoint()
-        elif plan.log_at_stop:
-            for b in live():
-                b.metrics_row(plan.stop)
+    if payload is None:
+        spectrum([0] * len(books))
+        if schedule.total_steps == 0:  # otherwise step 0's statistics come out of the first chunk
+            measure(range(len(books)), 0)
+        evaluation(0, books)
+
+    # The last chunk stop whose host work is done: a consistent point to checkpoint from. Ctrl-C or
+    # SIGTERM (errors.Terminated) raises at once while the device trains a chunk and waits for the
+    # chunk's books otherwise (errors.InterruptGate); either way the checkpoint is of `stopped_at`
+    # (at step 0 too: step 0's evaluation is done, its statistics come with the first chunk).
+    stopped_at, booking = resumed_at, False
+    with InterruptGate() as gate:
+        try:
+            for plan in schedule.chunks(resumed_at):
+                members = [r for r, b in enumerate(books) if b.alive]
+                if not members:
+                    break
+                t1 = time.perf_counter()
+                compiled_before = runner.compile_time_s
+                with gate.opened():  # Ctrl-C here leaves `state` as it was at `stopped_at`
+                    out = runner.run(state, prev_params, plan, np.array([b.alive for b in books]))
+                booking = True
+                state, prev_params = out.state, out.prev_params
+                replay_compile = runner.compile_time_s - compiled_before
+                t2 = time.perf_counter()
+                elapsed = t2 - t1 - replay_compile  # the replay's compilation is not training time
+                for b in books:
+                    b.result.compile_time_s += replay_compile
+                for r in members:
+                    b = books[r]
+                    b.result.train_time_s += elapsed
+                    stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r],
+                                        None if out.scales is None else out.scales[r], span=(t2 - elapsed, t2))
+                    if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
+                        first = b.result.divergence is None  # (non-finite statistics have said so already)
+                        if first and b.logged_at != stop:
+                            measure([r], stop)  # the statistics of its last finite parameters
+                        b.diverge(stop, "non-finite loss or gradient", record=first)
+                        if b.row_at != stop:
+                            b.metrics_row(stop)
+                if not live():
+                    break
+                if plan.evaluate_at_stop:
+                    evaluation(plan.stop, live())
+                    for b in live():
+                        b.sink.checkpoint()
+                elif plan.log_at_stop:
+                    for b in live():
+                        b.metrics_row(plan.stop)
+                stopped_at, booking = plan.stop, False
+                if checkpointer is not None and schedule.is_checkpoint(plan.stop):
+                    save_checkpoint(plan.stop)
+                gate.check()
+        except KeyboardInterrupt:
+            if checkpointer is not None and not booking and (payload is None or stopped_at > resumed_at):
+                save_checkpoint(stopped_at)
+            raise
     if schedule.total_steps > 0:
         spectrum([b.result.steps for b in books])
     save_parameters(cfgs, books, state, "end")

@@ -1,0 +1,202 @@
+"""Resumable runs (issue 19): checkpoints every ``log.checkpoint_every`` steps and at Ctrl-C or
+SIGTERM, ``initlab run --resume`` from them, and a resumed run's files equal an uninterrupted one's."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from initlab import config as C
+from initlab.cli import app
+from initlab.schedule import Schedule
+from initlab.storage import CHECKPOINT_FILE, run_dir_for
+
+from conftest import SMALL_DATA
+
+runner = CliRunner()
+
+STEPS = 96  # 3 epochs of 32 steps (256 examples, batches of 8): evaluations inside and at the end
+
+
+def config(out: Path, name: str = "res", **log) -> dict:
+    return {"name": name, "data": SMALL_DATA, "model": {"depth": 3, "width": 16},
+            "train": {"steps": STEPS, "batch_size": 8, "lr": 0.01},
+            "log": {"every": 10, "out": str(out), "checkpoint_every": 20, "histograms": 16, "jacobian": 4,
+                    **log}}
+
+
+def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> tuple[Path, Path]:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path, run_dir_for(C.from_dict(data))
+
+
+def rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict]:
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+TIMED = ("wall_time", "seconds", "time_s")  # clock readings, the only columns allowed to differ
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same training: every CSV equal (clock columns aside), every saved
+    parameter array bit-equal, the same test accuracy, and no checkpoint left behind."""
+    csvs = sorted(p.name for p in a.glob("*.csv"))
+    assert csvs == sorted(p.name for p in b.glob("*.csv")) and {"metrics.csv", "layers.csv"} <= set(csvs)
+    for name in csvs:
+        assert rows(a / name, TIMED) == rows(b / name, TIMED), name
+    saved = sorted(p.name for p in (a / "params").iterdir())
+    assert saved == sorted(p.name for p in (b / "params").iterdir()) and len(saved) == 2  # init, end
+    for name in saved:
+        with np.load(a / "params" / name) as x, np.load(b / "params" / name) as y:
+            assert sorted(x.files) == sorted(y.files)
+            for key in x.files:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{name}:{key}")
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    assert sa["status"] == "completed" and sa["final"]["test_acc"] > 0.5
+    assert scrub(sa) == scrub(sb)
+    assert not (a / CHECKPOINT_FILE).exists() and not (b / CHECKPOINT_FILE).exists()
+
+
+def scrub(summary):
+    """A summary without what differs between two folders of one training: clock readings, the folder."""
+    if isinstance(summary, dict):
+        return {k: scrub(v) for k, v in summary.items()
+                if not (k.endswith("time_s") or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
+    return summary
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """The uninterrupted run, in its own folder."""
+    path, folder = write(tmp_path, config(tmp_path / "reference"), "ref.yaml")
+    result = runner.invoke(app, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+# A CLI run in a subprocess that, once its `after`-th checkpoint is on disk, hangs (as a long run
+# would) or signals itself (as Ctrl-C or kill would) at a known point of the training loop.
+HANG = """
+import os, sys, time
+from initlab import storage, train
+after, how = int(sys.argv[1]), sys.argv[2]
+save, run, saved = storage.FileCheckpointer.save, train.ChunkRunner.run, []
+def save_then(self, payload):
+    save(self, payload)
+    saved.append(payload["step"])
+    if len(saved) == after and how == "hang":
+        print("saved", payload["step"], flush=True)
+        time.sleep(600)
+def run_then(self, *a, **k):
+    if len(saved) == after and how != "hang":  # the signal lands while the device trains the next chunk
+        os.kill(os.getpid(), getattr(__import__("signal"), how))
+    return run(self, *a, **k)
+storage.FileCheckpointer.save, train.ChunkRunner.run = save_then, run_then
+from initlab.cli import app
+app(sys.argv[3:], prog_name="initlab")
+"""
+
+
+def start(args: list[str], after: int, how: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HANG, str(after), how, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_files(tmp_path, reference):
+    path, folder = write(tmp_path, config(tmp_path / "out"))
+    proc = start(["run", str(path), "-q"], 2, "hang")
+    try:
+        assert proc.stdout.readline().split() == ["saved", "40"]  # the checkpoint at step 40 is on disk
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert json.loads((folder / "summary.json").read_text())["status"] == "running"  # as kill -9 left it
+    assert (folder / CHECKPOINT_FILE).is_file()
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_run(folder, reference)
+
+
+@pytest.mark.parametrize("how,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_or_sigterm_leaves_a_complete_interrupted_run_that_resumes(tmp_path, reference, how, code):
+    path, folder = write(tmp_path, config(tmp_path / "out", checkpoint_every=0))  # no periodic checkpoints
+    proc = start(["run", str(path), "-q"], 0, how)  # the signal comes in the first chunk
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "internal error" not in err
+    assert (folder / CHECKPOINT_FILE).is_file() and (folder / "metrics.csv").is_file()
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_run(folder, reference)
+
+
+def test_an_interruption_while_the_host_books_a_chunk_waits_for_a_consistent_stop(tmp_path, reference):
+    """Ctrl-C in the host's part of a chunk (the progress callback here) is held back until the
+    chunk's rows are written, then checkpointed there: the resumed files still match."""
+    from initlab import api
+
+    cfg = api.load_config(write(tmp_path, config(tmp_path / "out", checkpoint_every=0))[0])
+    folder = run_dir_for(cfg)
+    seen = []
+
+    def progress(step, total, info):
+        seen.append(step)
+        if len(seen) == 3:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.01)  # the handler has run: had it raised, it would have raised here
+
+    from initlab import experiment
+
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(cfg, on_progress=progress)
+    assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
+    assert (folder / CHECKPOINT_FILE).is_file()
+    api.run(cfg, resume=True)
+    assert_same_run(folder, reference)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    path, folder = write(tmp_path, config(tmp_path / "out"))
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 1 and "no run folder to resume" in result.output
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume", "--force"])
+    assert result.exit_code == 1 and "give one of them" in result.output
+    assert runner.invoke(app, ["run", str(path), "-q"]).exit_code == 0
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 1 and "has finished (completed); nothing to resume" in result.output
+    summary = folder / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"interrupted"'))
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 1 and "has no checkpoint to resume from" in result.output
+    (folder / CHECKPOINT_FILE).write_bytes(b"not a pickle")
+    result = runner.invoke(app, ["run", str(path), "-q", "--resume"])
+    assert result.exit_code == 1 and "cannot be read" in result.output
+
+
+def test_the_checkpoint_interval_is_not_part_of_the_run(tmp_path):
+    a = C.from_dict(config(tmp_path, checkpoint_every=20))
+    b = C.from_dict(config(tmp_path, checkpoint_every=0))
+    assert C.config_digest(a) == C.config_digest(b) and run_dir_for(a) == run_dir_for(b)
+    with pytest.raises(C.ConfigError, match="log.checkpoint_every"):
+        C.from_dict(config(tmp_path, checkpoint_every=-1))
+
+
+def test_checkpoint_multiples_are_chunk_stops_and_chunks_start_anywhere_on_a_stop():
+    s = Schedule(total_steps=100, steps_per_epoch=32, log_every=10, checkpoint_every=25)
+    stops = [p.stop for p in s.chunks()]
+    assert {25, 50, 75} <= set(stops) and stops[-1] == 100
+    assert [s.is_checkpoint(t) for t in (0, 25, 30, 50, 100)] == [False, True, False, True, False]
+    for at in stops[:-1]:  # a run resumed at any stop trains the chunks the uninterrupted one does
+        assert [(p.start, p.stop) for p in s.chunks(at)] == [(p.start, p.stop) for p in s.chunks() if p.start >= at]
