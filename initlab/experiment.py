@@ -20,7 +20,7 @@ from initlab.config import DataConfig, RunConfig, config_digest, config_hash, fr
 from initlab.data import Dataset, load_dataset
 from initlab.errors import InitlabError, describe_os_error
 from initlab.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
-                             claim_for_resume, claim_run_dir, run_dir_for, unlock)
+                             claim_for_resume, claim_run_dir, group_checkpoint_path, run_dir_for, unlock)
 from initlab.schedule import make_schedule
 from initlab.train import TrainResult, memory_estimate, train, train_group
 
@@ -190,7 +190,9 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
     try:
         data = _dataset(cfgs[0].data, data_dir)
         memory.check(memory_estimate(cfgs, data))  # a group that cannot fit fails as a group, before allocating
-        results = train_group(cfgs, data, recorders)
+        # a sweep's group in flight checkpoints beside its runs' folders (they are written when it ends);
+        # the sweep deletes the checkpoint once it has written them (sweeps.run_sweep)
+        results = train_group(cfgs, data, recorders, FileCheckpointer(group_checkpoint_path(cfgs)))
         summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]
     except Exception as e:  # noqa: BLE001 - isolation: one group's failure must not stop a sweep
         reason = f"{type(e).__name__}: {e}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -421,6 +422,7 @@ class FileCheckpointer:
         self.path = Path(path)
 
     def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
@@ -443,6 +445,14 @@ class FileCheckpointer:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def group_checkpoint_path(cfgs: Sequence[RunConfig]) -> Path:
+    """Where a sweep keeps the checkpoint of a group of runs in training (their run folders exist
+    only once the group has finished): ``<log.out>/.checkpoints/<16 hex digits>.pkl``, named by
+    the members' config digests, so a group resumes only into the same runs."""
+    digest = hashlib.sha256("\n".join(config_digest(c) for c in cfgs).encode()).hexdigest()[:16]
+    return Path(cfgs[0].log.out) / ".checkpoints" / f"{digest}.pkl"
 
 
 PARAMS_DIR = "params"

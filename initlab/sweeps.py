@@ -33,7 +33,8 @@ import yaml
 from initlab.config import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
                             config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError, describe_os_error
-from initlab.storage import atomic_write, check_same_config, run_dir_for, run_status, try_lock, unlock, write_run_dir
+from initlab.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path, run_dir_for,
+                             run_status, try_lock, unlock, write_run_dir)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -455,6 +456,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                         records = [{"config": to_dict(r.cfg), "metrics": [], "layers": [],
                                     "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}
                                    for r in claimed]
+                    written = True
                     for run, rec in zip(claimed, records):
                         try:
                             write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
@@ -462,6 +464,9 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                                           rec.get("spectra"), rec.get("params"))
                         except OSError as e:  # a full disk fails this run (absent: retrained next time), not the sweep
                             report.unwritten[run.hash] = describe_os_error(e)
+                            written = False
+                    if written:  # the group's checkpoint has served (else its runs resume from it next time)
+                        FileCheckpointer(group_checkpoint_path([r.cfg for r in claimed])).discard()
                     for fd in fds:
                         unlock(fd)
                     report.trained += len(claimed)

@@ -780,8 +780,8 @@ def _resume(payload: dict[str, Any], cfgs: Sequence[RunConfig], books: Sequence[
     """Put a checkpoint back: the device state (into the structure ``state`` and ``prev_params``
     have), the books and the sinks; returns them and the step to continue from."""
     if payload.get("format") != CHECKPOINT_FORMAT or payload.get("digests") != [config_digest(c) for c in cfgs]:
-        raise InitlabError("the checkpoint is not of this config (or of another initlab version): "
-                           "run without --resume to start again")
+        raise InitlabError("the checkpoint is of another config or initlab version: delete it (initlab run: run "
+                           "without --resume) to start again")
     template, treedef = jax.tree.flatten((state, prev_params))
     leaves = payload["leaves"]
     if len(leaves) != len(template) or any(a.shape != t.shape for a, t in zip(leaves, template)):

@@ -200,3 +200,40 @@ def test_checkpoint_multiples_are_chunk_stops_and_chunks_start_anywhere_on_a_sto
     assert [s.is_checkpoint(t) for t in (0, 25, 30, 50, 100)] == [False, True, False, True, False]
     for at in stops[:-1]:  # a run resumed at any stop trains the chunks the uninterrupted one does
         assert [(p.start, p.stop) for p in s.chunks(at)] == [(p.start, p.stop) for p in s.chunks() if p.start >= at]
+
+
+def sweep_config(out: Path) -> dict:
+    return {**config(out, name="sw"), "seeds": [0, 1]}  # one group of two runs, trained together
+
+
+@pytest.mark.parametrize("how,after,step", [("hang", 2, 40), ("SIGINT", 1, 20)])
+def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, monkeypatch, how, after, step):
+    """kill -9 after the checkpoint at step 40; Ctrl-C while the device trains the chunk after step 20."""
+    from initlab import train
+
+    ref_path, path = tmp_path / "ref.yaml", tmp_path / "sweep.yaml"
+    ref_path.write_text(yaml.safe_dump(sweep_config(tmp_path / "reference")))
+    path.write_text(yaml.safe_dump(sweep_config(tmp_path / "out")))
+    assert runner.invoke(app, ["sweep", str(ref_path), "-q"]).exit_code == 0
+    proc = start(["sweep", str(path), "-q"], after, how)
+    try:
+        if how == "hang":
+            assert proc.stdout.readline().split() == ["saved", str(step)]
+            proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == (-9 if how == "hang" else 130)
+    finally:
+        proc.kill()
+    assert not any((tmp_path / "out" / "sw").glob("sw-*"))  # no run folder: the group was in flight
+    (checkpoint,) = (tmp_path / "out" / "sw" / ".checkpoints").glob("*.pkl")
+    resumed_at = []
+    resume = train._resume
+    monkeypatch.setattr(train, "_resume", lambda *a: resumed_at.append(resume(*a)[2]) or resume(*a))
+    result = runner.invoke(app, ["sweep", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert resumed_at[:1] == [step]  # from the checkpoint, not from step 0
+    assert not checkpoint.exists()  # the group's folders are written: its checkpoint is gone
+    folders = sorted(p.name for p in (tmp_path / "reference" / "sw").iterdir() if p.is_dir() and p.name[0] != ".")
+    assert len(folders) == 2 and folders == sorted(
+        p.name for p in (tmp_path / "out" / "sw").iterdir() if p.is_dir() and p.name[0] != ".")
+    for name in folders:
+        assert_same_run(tmp_path / "out" / "sw" / name, tmp_path / "reference" / "sw" / name)

@@ -131,10 +131,10 @@ def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
 
     real = experiment.train_group
 
-    def flaky(cfgs, data, sinks):
+    def flaky(cfgs, data, sinks, checkpointer=None):
         if cfgs[0].model.depth == 3:
             raise RuntimeError("simulated crash")
-        return real(cfgs, data, sinks)
+        return real(cfgs, data, sinks, checkpointer)
 
     monkeypatch.setattr(experiment, "train_group", flaky)
     path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]},
