@@ -222,7 +222,12 @@ def report(
                                           help="Test accuracy for the 'steps to' column.")] = 0.9,
     layers: Annotated[Optional[Path], typer.Option("--layers", help="Per-layer table of one run folder: every "
                                                    "statistic at initialization and at the end.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown, json, or html (one self-contained "
+                                     "interactive page: sortable table, per-layer profiles with a step slider, "
+                                     "training curves; needs the html extra).")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False,
+                                                   help="Write to this file instead of the screen (html: default "
+                                                        "report.html).")] = None,
 ) -> None:
     """Tables of which setups keep signals healthy through depth and which train best."""
     import json as jsonmod
@@ -230,9 +235,13 @@ def report(
     from initlab import report as reportmod
     from initlab.display import layer_tables, report_tables, wide_console
 
-    formats = ("table", "csv", "markdown", "json")
+    formats = ("table", "csv", "markdown", "json", "html")
     if fmt not in formats:
         raise InitlabError(f"--format {fmt!r}: not one of {', '.join(formats)}")
+    if fmt == "html" and layers is not None:
+        raise InitlabError("--format html is of a set of runs, not --layers (use table, csv, markdown or json)")
+    if fmt == "table" and output is not None:
+        raise InitlabError("--output writes csv, markdown, json or html: give --format too")
     if layers is not None:
         data = reportmod.layer_report(layers)
         if fmt == "table":
@@ -240,9 +249,9 @@ def report(
             for t in layer_tables(data, out.width):
                 out.print(t)
         elif fmt == "json":
-            typer.echo(jsonmod.dumps(reportmod.jsonable_layers(data), indent=2))
+            _emit(jsonmod.dumps(reportmod.jsonable_layers(data), indent=2) + "\n", output)
         else:
-            typer.echo(reportmod.layers_text(data, fmt), nl=False)
+            _emit(reportmod.layers_text(data, fmt), output)
         return
     rep = reportmod.build_report(paths or [Path("runs")], filters=filter_, group_by=group_by, sort=sort,
                                  columns=columns.split(",") if columns else None, top=top, target=target)
@@ -250,9 +259,26 @@ def report(
         out = wide_console()
         for t in report_tables(rep, None if columns else out.width):  # --columns: exactly those
             out.print(t)
+    elif fmt == "html":
+        from rich.markup import escape
+
+        from initlab import html_report
+        from initlab.display import err_console
+
+        path = html_report.write(rep, output or Path("report.html"))
+        err_console.print(f"wrote {escape(str(path))} ({len(rep.rows)} rows, {len(rep.runs)} runs)", highlight=False)
     else:
-        typer.echo({"csv": reportmod.to_csv, "markdown": reportmod.to_markdown, "json": reportmod.to_json}[fmt](rep),
-                   nl=False)
+        _emit({"csv": reportmod.to_csv, "markdown": reportmod.to_markdown, "json": reportmod.to_json}[fmt](rep), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    """A report's text on stdout, or into ``output`` (written atomically)."""
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        from initlab.storage import atomic_write
+
+        atomic_write(output, text)
 
 
 @app.command()

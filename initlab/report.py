@@ -418,6 +418,7 @@ class Report:
     # a width sweep's coordinate-check slopes and best learning rates (initlab.width); empty otherwise
     width: list[dict[str, Any]] = field(default_factory=list)
     transfer: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # the runs behind the rows (after the filters)
 
 
 def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
@@ -508,7 +509,7 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
                              "reason": div.get("reason") or r.summary.get("error") or ""})
     from initlab.width import best_learning_rates, width_slopes
 
-    return Report(keys, rows, problems, skipped, target, chosen, width_slopes(runs), best_learning_rates(runs))
+    return Report(keys, rows, problems, skipped, target, chosen, width_slopes(runs), best_learning_rates(runs), runs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,226 @@
+"""``initlab report --format html``: the report as one self-contained, interactive page.
+
+The page holds the report table (click a header to sort), per-layer profiles of the activation and
+gradient variances with a slider over the logged steps, and the training curves, drawn by plotly
+with its JavaScript embedded in the file: it opens offline, from a USB stick or an e-mail, with no
+CDN. Reads the same run folders as the other formats (``report.build_report``); plotly is imported
+only here (the ``html`` extra).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from initlab.errors import InitlabError
+from initlab.report import Report, Run, _fmt_cell, _fmt_value, _header, key_headers
+
+# The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
+PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",
+                 "pre_var": "pre-activation variance Var[z]"}
+MAX_PROFILE_RUNS = 24  # traces per profile: beyond that the legend is unreadable (the table has them all)
+
+
+def _float(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_label(run: Run, keys: list[str]) -> str:
+    """The run's varied config values (and seed), or its folder name where nothing varies."""
+    shown = [k for k in keys if k != "seed"] + ["seed"]
+    parts = [f"{k.rsplit('.', 1)[-1]}={_fmt_value(run.flat.get(k))}" for k in shown if k in run.flat]
+    return ", ".join(parts) if len(parts) > 1 or "seed" in keys else run.path.name
+
+
+def profiles(run: Run) -> dict[str, Any]:
+    """A run's hidden-layer statistics per logged step: ``{"steps": [...], stat: [[per layer] per step]}``."""
+    by_step: dict[int, dict[str, list]] = {}
+    for row in _read_csv(run.path / "layers.csv"):
+        if row.get("kind") != "hidden":
+            continue
+        cell = by_step.setdefault(int(row["step"]), {s: [] for s in PROFILE_STATS})
+        for s in PROFILE_STATS:
+            cell[s].append(_float(row.get(s, "")))
+    steps = sorted(by_step)
+    return {"steps": steps, **{s: [by_step[t][s] for t in steps] for s in PROFILE_STATS}}
+
+
+def curves(run: Run) -> dict[str, list]:
+    """A run's training curves from metrics.csv: train loss at every row, test accuracy where evaluated."""
+    rows = _read_csv(run.path / "metrics.csv")
+    out: dict[str, list] = {"loss_step": [], "train_loss": [], "acc_step": [], "test_acc": []}
+    for r in rows:
+        loss, acc = _float(r.get("train_loss", "")), _float(r.get("test_acc", ""))
+        if loss is not None:
+            out["loss_step"].append(int(r["step"]))
+            out["train_loss"].append(loss)
+        if acc is not None:
+            out["acc_step"].append(int(r["step"]))
+            out["test_acc"].append(acc)
+    return out
+
+
+def table_html(report: Report) -> str:
+    """The report table; each cell carries its number (``data-v``) for sorting."""
+    heads = [*key_headers(report.keys), *(_header(c, report.target) for c in report.columns)]
+    cols = [*report.keys, *report.columns]
+    th = "".join(f'<th data-col="{i}" title="click to sort">{html.escape(h)}</th>' for i, h in enumerate(heads))
+    body = []
+    for row in report.rows:
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            text = _fmt_value(v) if c in report.keys else _fmt_cell(row, c)
+            num = v if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+            sort_value = html.escape(json.dumps(num if num is not None else str(text)))
+            cells.append(f"<td data-v='{sort_value}'>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table id="report"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody>'
+            '</table></div>')
+
+
+def _profile_figure(runs: list[Run], labels: list[str], data: list[dict], stat: str, div: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, d in zip(labels, data):
+        y = d[stat][0] if d["steps"] else []
+        fig.add_trace(go.Scatter(x=list(range(1, len(y) + 1)), y=y, mode="lines+markers", name=label))
+    fig.update_layout(title=PROFILE_STATS[stat], xaxis_title="hidden layer", yaxis_title=stat, yaxis_type="log",
+                      height=460, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
+                       config={"responsive": True})
+
+
+def _curve_figure(labels: list[str], data: list[dict], x: str, y: str, title: str, log: bool, div: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scatter(x=d[x], y=d[y], mode="lines", name=label) for label, d in zip(labels, data)])
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title=y, yaxis_type="log" if log else "linear",
+                      height=400, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
+                       config={"responsive": True})
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+.scroll {{ overflow-x: auto; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
+th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
+th.asc::after {{ content: " ▲"; }} th.desc::after {{ content: " ▼"; }}
+.row > div {{ margin-bottom: 0.5em; }}
+.slider {{ margin: 0.5em 0 1em; }} .slider input {{ width: 60%; vertical-align: middle; }}
+.note {{ color: #666; font-size: 13px; }}
+</style>
+<script>{plotlyjs}</script>
+</head><body>
+<h1>{title}</h1>
+<p class="note">{note}</p>
+<h2>Runs</h2>
+{table}
+{problems}
+<h2>Per-layer profiles</h2>
+<p class="note">Each hidden layer's statistic on the probe batch at one logged step; move the slider to walk
+through training.{capped}</p>
+<div class="slider"><label for="step-slider">step <b id="step-label">{first_step}</b></label>
+<input type="range" id="step-slider" min="0" max="{last_index}" value="0" step="1"></div>
+<div class="row">{profile_divs}</div>
+<h2>Training curves</h2>
+<div class="row">{curve_divs}</div>
+<script>
+const PROFILES = {profiles};
+const STEPS = {steps};
+function showStep(i) {{
+  const step = STEPS[i];
+  document.getElementById("step-label").textContent = step;
+  for (const [div, stat] of {profile_ids}) {{
+    const ys = PROFILES.map(p => {{
+      let k = -1;  // the run's last logged step at or before this one (a diverged run stops early)
+      for (let j = 0; j < p.steps.length && p.steps[j] <= step; j++) k = j;
+      return k < 0 ? [] : p[stat][k];
+    }});
+    Plotly.restyle(div, {{y: ys, x: ys.map(y => y.map((_, l) => l + 1))}});
+  }}
+}}
+document.getElementById("step-slider").addEventListener("input", e => showStep(Number(e.target.value)));
+document.querySelectorAll("#report th").forEach(th => th.addEventListener("click", () => {{
+  const tbody = document.querySelector("#report tbody"), col = Number(th.dataset.col);
+  const desc = th.classList.contains("asc");
+  document.querySelectorAll("#report th").forEach(h => h.classList.remove("asc", "desc"));
+  th.classList.add(desc ? "desc" : "asc");
+  const value = tr => JSON.parse(tr.children[col].dataset.v);
+  const rows = Array.from(tbody.rows).sort((a, b) => {{
+    const x = value(a), y = value(b);
+    const c = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+    return desc ? -c : c;
+  }});
+  rows.forEach(r => tbody.appendChild(r));
+}}));
+</script>
+</body></html>
+"""
+
+
+def render(report: Report, title: str = "initlab report") -> str:
+    """The whole page as a string (plotly.js inlined: about 4.7 MB)."""
+    try:
+        import plotly.offline
+    except ImportError:
+        raise InitlabError("--format html needs plotly: pip install 'initlab[html]'") from None
+    if not report.rows:
+        raise InitlabError("no runs to report (nothing under the given paths, or the filters left none)")
+    runs = sorted(report.runs, key=lambda r: str(r.path))
+    capped = len(runs) > MAX_PROFILE_RUNS
+    shown = runs[:MAX_PROFILE_RUNS]
+    labels = [run_label(r, report.keys) for r in shown]
+    prof = [profiles(r) for r in shown]
+    steps = sorted({t for p in prof for t in p["steps"]})
+    curve_data = [curves(r) for r in shown]
+    ids = [(f"profile-{s}", s) for s in PROFILE_STATS]
+    profile_divs = "".join(f"<div>{_profile_figure(shown, labels, prof, s, d)}</div>" for d, s in ids)
+    curve_divs = (f"<div>{_curve_figure(labels, curve_data, 'loss_step', 'train_loss', 'training loss', True, 'curve-loss')}</div>"
+                  f"<div>{_curve_figure(labels, curve_data, 'acc_step', 'test_acc', 'test accuracy', False, 'curve-acc')}</div>")
+    problems = ""
+    if report.problems:
+        items = "".join(f"<li>{html.escape(Path(p['run']).name)}: {html.escape(str(p['status']))} at step "
+                        f"{html.escape(_fmt_value(p['step']))} ({html.escape(str(p['reason']))})</li>"
+                        for p in report.problems)
+        problems = f"<h3>Runs that did not complete</h3><ul>{items}</ul>"
+    note = f"{len(report.rows)} rows from {len(runs)} runs; seeds are averaged (mean ± std) in the table."
+    return PAGE.format(
+        title=html.escape(title), plotlyjs=plotly.offline.get_plotlyjs(), note=html.escape(note),
+        table=table_html(report), problems=problems,
+        capped=f" The first {MAX_PROFILE_RUNS} of {len(runs)} runs are drawn." if capped else "",
+        first_step=steps[0] if steps else 0, last_index=max(len(steps) - 1, 0), profile_divs=profile_divs,
+        curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids))
+
+
+def _js(obj: Any) -> str:
+    """JSON for a <script> block (``</`` escaped so no value can end the script)."""
+    return json.dumps(obj, allow_nan=False).replace("</", "<\\/")
+
+
+def write(report: Report, out: Path, title: str = "initlab report") -> Path:
+    """Write the page to ``out`` through a temporary name and a rename."""
+    from initlab.storage import atomic_write
+
+    atomic_write(Path(out), render(report, title))
+    return Path(out)
