@@ -94,7 +94,13 @@ def table_html(report: Report) -> str:
             '</table></div>')
 
 
-def _profile_figure(runs: list[Run], labels: list[str], data: list[dict], stat: str, div: str):
+def _div(fig, div: str) -> str:
+    """A figure as a <div> (plotly.js is inlined once, in the page's head), as wide as the page."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
+                       config={"responsive": True})
+
+
+def _profile_figure(labels: list[str], data: list[dict], stat: str, div: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -103,8 +109,7 @@ def _profile_figure(runs: list[Run], labels: list[str], data: list[dict], stat: 
         fig.add_trace(go.Scatter(x=list(range(1, len(y) + 1)), y=y, mode="lines+markers", name=label))
     fig.update_layout(title=PROFILE_STATS[stat], xaxis_title="hidden layer", yaxis_title=stat, yaxis_type="log",
                       height=460, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
-                       config={"responsive": True})
+    return _div(fig, div)
 
 
 def _curve_figure(labels: list[str], data: list[dict], x: str, y: str, title: str, log: bool, div: str):
@@ -113,8 +118,7 @@ def _curve_figure(labels: list[str], data: list[dict], x: str, y: str, title: st
     fig = go.Figure([go.Scatter(x=d[x], y=d[y], mode="lines", name=label) for label, d in zip(labels, data)])
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=y, yaxis_type="log" if log else "linear",
                       height=400, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
-                       config={"responsive": True})
+    return _div(fig, div)
 
 
 PAGE = """<!DOCTYPE html>
@@ -180,7 +184,7 @@ document.querySelectorAll("#report th").forEach(th => th.addEventListener("click
 
 
 def render(report: Report, title: str = "initlab report") -> str:
-    """The whole page as a string (plotly.js inlined: about 4.7 MB)."""
+    """The whole page as a string (plotly.js inlined: about 4.9 MB)."""
     try:
         import plotly.offline
     except ImportError:
@@ -195,7 +199,7 @@ def render(report: Report, title: str = "initlab report") -> str:
     steps = sorted({t for p in prof for t in p["steps"]})
     curve_data = [curves(r) for r in shown]
     ids = [(f"profile-{s}", s) for s in PROFILE_STATS]
-    profile_divs = "".join(f"<div>{_profile_figure(shown, labels, prof, s, d)}</div>" for d, s in ids)
+    profile_divs = "".join(f"<div>{_profile_figure(labels, prof, s, d)}</div>" for d, s in ids)
     curve_divs = (f"<div>{_curve_figure(labels, curve_data, 'loss_step', 'train_loss', 'training loss', True, 'curve-loss')}</div>"
                   f"<div>{_curve_figure(labels, curve_data, 'acc_step', 'test_acc', 'test accuracy', False, 'curve-acc')}</div>")
     problems = ""
