@@ -1,7 +1,9 @@
 """``initlab report --format html``: the report as one self-contained, interactive page.
 
 The page holds the report table (click a header to sort), per-layer profiles of the activation and
-gradient variances with a slider over the logged steps, and the training curves, drawn by plotly
+gradient variances with a slider over the logged steps, the distributions of ``histograms.csv``
+(``log.histograms``; issue "distributions") for a chosen run, quantity and layer at the slider's
+step, and the training curves, drawn by plotly
 with its JavaScript embedded in the file: it opens offline, from a USB stick or an e-mail, with no
 CDN. Reads the same run folders as the other formats (``report.build_report``); plotly is imported
 only here (the ``html`` extra).
@@ -23,6 +25,7 @@ from initlab.report import Report, Run, _fmt_cell, _fmt_value, _header, key_head
 PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",
                  "pre_var": "pre-activation variance Var[z]"}
 MAX_PROFILE_RUNS = 24  # traces per profile: beyond that the legend is unreadable (the table has them all)
+MAX_HIST_STEPS = 32  # logged steps of histograms.csv per run in the page (a long run's file is megabytes)
 
 
 def _float(text: str) -> float | None:
@@ -58,6 +61,26 @@ def profiles(run: Run) -> dict[str, Any]:
             cell[s].append(_float(row.get(s, "")))
     steps = sorted(by_step)
     return {"steps": steps, **{s: [by_step[t][s] for t in steps] for s in PROFILE_STATS}}
+
+
+def histograms(run: Run, max_steps: int = MAX_HIST_STEPS) -> dict[str, dict[str, dict[str, list]]] | None:
+    """A run's histograms.csv (``log.histograms``) as ``{quantity: {step: {layer: [[lo, hi, count], ...]}}}``
+    (hidden layers), or None where it has none. An open-ended outer bin (values beyond the linear range)
+    keeps ``None`` for its infinite edge. At most ``max_steps`` logged steps are kept, evenly spread, the
+    first and the last among them, so that a long run's page stays small."""
+    rows = _read_csv(run.path / "histograms.csv")
+    if not rows:
+        return None
+    logged = sorted({int(r["step"]) for r in rows})
+    keep = {str(logged[round(i * (len(logged) - 1) / (max_steps - 1))]) for i in range(max_steps)} \
+        if len(logged) > max_steps else {str(t) for t in logged}
+    out: dict[str, dict[str, dict[str, list]]] = {}
+    for r in rows:
+        if r.get("kind") != "hidden" or r["step"] not in keep:
+            continue
+        out.setdefault(r["quantity"], {}).setdefault(r["step"], {}).setdefault(r["layer"], []).append(
+            [_float(r["lo"]), _float(r["hi"]), int(r["count"])])
+    return out
 
 
 def curves(run: Run) -> dict[str, list]:
@@ -147,10 +170,48 @@ through training.{capped}</p>
 <div class="slider"><label for="step-slider">step <b id="step-label">{first_step}</b></label>
 <input type="range" id="step-slider" min="0" max="{last_index}" value="0" step="1"></div>
 <div class="row">{profile_divs}</div>
+<h2>Distributions</h2>
+<p class="note">{hist_note}</p>
+<div class="slider" id="hist-controls" style="{hist_style}">run <select id="hist-run">{hist_runs}</select>
+quantity <select id="hist-quantity"><option value="act">activation a</option><option value="pre">pre-activation z</option>
+<option value="grad">gradient ∂ℓ/∂z</option><option value="weight">weight W</option></select>
+layer <select id="hist-layer"></select> (at the slider's step)</div>
+<div id="histogram" style="{hist_style}"></div>
 <h2>Training curves</h2>
 <div class="row">{curve_divs}</div>
 <script>
 const PROFILES = {profiles};
+const HISTS = {hists};  // per shown run: {{quantity: {{step: {{layer: [[lo, hi, count]]}}}}}} or null
+const LABELS = {labels};
+function showHistogram(step) {{
+  const sel = document.getElementById("hist-run");
+  if (!sel.value) return;
+  const h = HISTS[Number(sel.value)], q = document.getElementById("hist-quantity").value;
+  const layer = document.getElementById("hist-layer").value;
+  const byStep = (h && h[q]) || {{}};
+  const logged = Object.keys(byStep).map(Number).filter(t => t <= step);
+  const at = logged.length ? Math.max(...logged) : null;
+  const all = at === null ? [] : (byStep[String(at)][layer] || []);
+  const bins = all.filter(b => b[0] !== null && b[1] !== null);  // the open-ended outer bins are counted, not drawn
+  const count = bs => bs.reduce((s, b) => s + b[2], 0), total = count(all) || 1, outside = count(all) - count(bins);
+  const linear = q === "pre" || q === "act";  // linear bins; gradients and weights: one bin per binary exponent
+  const trace = linear
+    ? {{type: "bar", x: bins.map(b => (b[0] + b[1]) / 2), width: bins.map(b => b[1] - b[0]), y: bins.map(b => b[2] / total)}}
+    : {{type: "bar", x: bins.map(b => b[0] === 0 && b[1] === 0 ? "0" : String(Number(b[0].toPrecision(3)))),
+        y: bins.map(b => b[2] / total)}};
+  Plotly.react("histogram", [trace], {{title: {{text: `${{LABELS[Number(sel.value)]}}: ${{q}} at layer ${{layer}}, step ${{at}}` +
+    (outside ? ` (${{(100 * outside / total).toPrecision(2)}}% beyond the bins)` : "")}},
+    xaxis: {{title: {{text: linear ? q : q + " (bins of one binary exponent, by lower edge)"}}, type: linear ? "linear" : "category"}},
+    yaxis: {{title: {{text: "fraction of values"}}}}, height: 420, margin: {{l: 60, r: 20, t: 50, b: 70}}}}, {{responsive: true}});
+}}
+function fillLayers() {{
+  const sel = document.getElementById("hist-run");
+  if (!sel.value) return;
+  const h = HISTS[Number(sel.value)] || {{}}, layers = new Set();
+  for (const q of Object.values(h)) for (const s of Object.values(q)) Object.keys(s).forEach(l => layers.add(Number(l)));
+  const box = document.getElementById("hist-layer");
+  box.innerHTML = Array.from(layers).sort((a, b) => a - b).map(l => `<option value="${{l}}">${{l}}</option>`).join("");
+}}
 const STEPS = {steps};
 function showStep(i) {{
   const step = STEPS[i];
@@ -163,7 +224,14 @@ function showStep(i) {{
     }});
     Plotly.restyle(div, {{y: ys, x: ys.map(y => y.map((_, l) => l + 1))}});
   }}
+  showHistogram(step);
 }}
+const currentStep = () => STEPS[Number(document.getElementById("step-slider").value)];
+document.getElementById("hist-run").addEventListener("change", () => {{ fillLayers(); showHistogram(currentStep()); }});
+["hist-quantity", "hist-layer"].forEach(id =>
+  document.getElementById(id).addEventListener("change", () => showHistogram(currentStep())));
+fillLayers();
+showHistogram(STEPS[0]);
 document.getElementById("step-slider").addEventListener("input", e => showStep(Number(e.target.value)));
 document.querySelectorAll("#report th").forEach(th => th.addEventListener("click", () => {{
   const tbody = document.querySelector("#report tbody"), col = Number(th.dataset.col);
@@ -198,6 +266,13 @@ def render(report: Report, title: str = "initlab report") -> str:
     prof = [profiles(r) for r in shown]
     steps = sorted({t for p in prof for t in p["steps"]})
     curve_data = [curves(r) for r in shown]
+    hists = [histograms(r) for r in shown]
+    with_hist = [i for i, h in enumerate(hists) if h]
+    hist_runs = "".join(f'<option value="{i}">{html.escape(labels[i])}</option>' for i in with_hist)
+    hist_note = ("Each run's histograms.csv (log.histograms): the distribution of one quantity in one hidden layer at "
+                 "the slider's step (the last logged step at or before it; at most "
+                 f"{MAX_HIST_STEPS} logged steps per run are kept in the page, evenly spread)." if with_hist else
+                 "No run here has histograms.csv: set log.histograms (e.g. 64) to see the distributions.")
     ids = [(f"profile-{s}", s) for s in PROFILE_STATS]
     profile_divs = "".join(f"<div>{_profile_figure(labels, prof, s, d)}</div>" for d, s in ids)
     curve_divs = (f"<div>{_curve_figure(labels, curve_data, 'loss_step', 'train_loss', 'training loss', True, 'curve-loss')}</div>"
@@ -214,7 +289,9 @@ def render(report: Report, title: str = "initlab report") -> str:
         table=table_html(report), problems=problems,
         capped=f" The first {MAX_PROFILE_RUNS} of {len(runs)} runs are drawn." if capped else "",
         first_step=steps[0] if steps else 0, last_index=max(len(steps) - 1, 0), profile_divs=profile_divs,
-        curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids))
+        curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids), hists=_js(hists),
+        labels=_js(labels), hist_runs=hist_runs, hist_note=html.escape(hist_note),
+        hist_style="" if with_hist else "display: none")
 
 
 def _js(obj: Any) -> str:

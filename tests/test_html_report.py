@@ -1,6 +1,7 @@
 """``initlab report --format html`` (issue 19): one self-contained page, checked in a real headless
 Chromium (Debian's chromium and chromium-driver, driven by Selenium): it loads with no network,
-shows the report's rows, sorts on a header click, and its step slider changes the plotted profile."""
+shows the report's rows, sorts on a header click, and its step slider changes the plotted profile and
+the histogram view."""
 
 import json
 import re
@@ -22,9 +23,10 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """A 2 depths × 2 seeds sweep (2 report rows, 4 runs) and its HTML report."""
+    """A 2 depths × 2 seeds sweep (2 report rows, 4 runs, with histograms.csv) and its HTML report."""
     tmp = tmp_path_factory.mktemp("html")
-    sweep = {**small_run("page"), "log": {"every": 5, "out": str(tmp)}, "sweep": {"model.depth": [2, 4]}, "seeds": 2}
+    sweep = {**small_run("page"), "log": {"every": 5, "out": str(tmp), "histograms": 16},
+             "sweep": {"model.depth": [2, 4]}, "seeds": 2}
     (tmp / "s.yaml").write_text(yaml.safe_dump(sweep))
     assert runner.invoke(app, ["sweep", str(tmp / "s.yaml"), "-q"]).exit_code == 0
     out = tmp / "report.html"
@@ -109,3 +111,53 @@ def test_the_page_in_a_real_browser_table_sorting_and_the_step_slider(page, brow
     assert moved != traces and all(len(a) == len(b) for a, b in zip(moved, traces))
     slider.send_keys(Keys.HOME)
     assert browser.execute_script(profile) == traces
+
+
+def test_the_histogram_view_follows_the_slider_and_the_selects(page, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    runs, out = page
+    browser.get(out.as_uri())
+    assert browser.find_element(By.ID, "histogram").is_displayed()
+    bars = "const t = document.getElementById('histogram').data[0]; return [Array.from(t.x), Array.from(t.y)]"
+    title = "return document.getElementById('histogram').layout.title.text"
+    x0, y0 = browser.execute_script(bars)
+    assert len(y0) > 1 and abs(sum(y0) - 1) < 1e-6  # fractions of one layer's values at step 0
+    assert "act at layer 1, step 0" in browser.execute_script(title)
+    layers = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "hist-layer")).options]
+    assert len(Select(browser.find_element(By.ID, "hist-run")).options) == 4 and layers[0] == "1"
+
+    browser.find_element(By.ID, "step-slider").send_keys(Keys.END)
+    x1, y1 = browser.execute_script(bars)
+    assert (x1, y1) != (x0, y0) and "step 20" in browser.execute_script(title)
+
+    Select(browser.find_element(By.ID, "hist-quantity")).select_by_value("grad")
+    xg, yg = browser.execute_script(bars)
+    assert all(isinstance(x, str) for x in xg) and abs(sum(yg) - 1) < 1e-6  # one bar per binary exponent
+    assert "grad at layer 1, step 20" in browser.execute_script(title)
+    Select(browser.find_element(By.ID, "hist-layer")).select_by_value(layers[-1])
+    assert f"layer {layers[-1]}" in browser.execute_script(title) and browser.execute_script(bars) != [xg, yg]
+
+
+def test_the_page_keeps_at_most_max_steps_of_a_runs_histograms(page):
+    from initlab.html_report import histograms
+
+    runs, _ = page
+    run = build_report([runs]).runs[0]
+    full, thin = histograms(run), histograms(run, max_steps=3)
+    assert sorted(full["act"], key=int) == ["0", "5", "10", "15", "20"]
+    assert sorted(thin["act"], key=int) == ["0", "10", "20"] and thin["act"]["10"] == full["act"]["10"]
+    assert set(full) == {"pre", "act", "grad", "weight"}
+    pre = full["pre"]["0"]["1"]  # every value of z in layer 1 on the probe batch, outer bins included
+    assert sum(b[2] for b in pre) == 64 * 16 and all(b[0] is None or b[1] is None or b[0] < b[1] for b in pre)
+
+
+def test_without_histograms_the_view_is_hidden_with_a_note(tmp_path):
+    from initlab.html_report import render
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**small_run("plain"), "log": {"every": 10, "out": str(tmp_path)}}))
+    assert runner.invoke(app, ["run", str(tmp_path / "s.yaml")]).exit_code == 0
+    text = render(build_report([tmp_path]))
+    assert 'id="histogram" style="display: none"' in text and "set log.histograms" in text
