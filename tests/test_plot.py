@@ -23,6 +23,15 @@ from conftest import SMALL_DATA
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The tests inspect figures without saving them (save() closes its figure): free them after each test."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("plot")
