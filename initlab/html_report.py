@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from initlab.errors import InitlabError
+from initlab.plot import HISTOGRAMS_FILE, QUANTITIES, read_histograms
 from initlab.report import Report, Run, _fmt_cell, _fmt_value, _header, key_headers
 
 # The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
@@ -63,24 +64,30 @@ def profiles(run: Run) -> dict[str, Any]:
     return {"steps": steps, **{s: [by_step[t][s] for t in steps] for s in PROFILE_STATS}}
 
 
+def _edge(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
 def histograms(run: Run, max_steps: int = MAX_HIST_STEPS) -> dict[str, dict[str, dict[str, list]]] | None:
-    """A run's histograms.csv (``log.histograms``) as ``{quantity: {step: {layer: [[lo, hi, count], ...]}}}``
-    (hidden layers), or None where it has none. An open-ended outer bin (values beyond the linear range)
-    keeps ``None`` for its infinite edge. At most ``max_steps`` logged steps are kept, evenly spread, the
-    first and the last among them, so that a long run's page stays small."""
-    rows = _read_csv(run.path / "histograms.csv")
-    if not rows:
+    """A run's histograms.csv (``log.histograms``, read by ``plot.read_histograms``) as
+    ``{quantity: {step: {layer: [[lo, hi, count], ...]}}}`` (hidden layers), or None where it has none.
+    The open-ended outer bins and the NaN bin keep ``None`` for their edges that are not finite. At most
+    ``max_steps`` (≥ 2) logged steps are kept, evenly spread, the first and the last among them, so that a
+    long run's page stays small."""
+    path = run.path / HISTOGRAMS_FILE
+    if not path.is_file():
         return None
-    logged = sorted({int(r["step"]) for r in rows})
-    keep = {str(logged[round(i * (len(logged) - 1) / (max_steps - 1))]) for i in range(max_steps)} \
-        if len(logged) > max_steps else {str(t) for t in logged}
     out: dict[str, dict[str, dict[str, list]]] = {}
-    for r in rows:
-        if r.get("kind") != "hidden" or r["step"] not in keep:
-            continue
-        out.setdefault(r["quantity"], {}).setdefault(r["step"], {}).setdefault(r["layer"], []).append(
-            [_float(r["lo"]), _float(r["hi"]), int(r["count"])])
-    return out
+    for name in QUANTITIES:
+        h = read_histograms(path, name)
+        logged = h.steps()
+        if len(logged) > max_steps:
+            logged = sorted({logged[round(i * (len(logged) - 1) / (max_steps - 1))] for i in range(max_steps)})
+        for step in logged:
+            out.setdefault(name, {})[str(step)] = {
+                str(layer): [[_edge(lo), _edge(hi), int(c)] for lo, hi, c in zip(*h.bins(step, layer))]
+                for layer in h.layers(step)}
+    return out or None
 
 
 def curves(run: Run) -> dict[str, list]:
@@ -173,8 +180,7 @@ through training.{capped}</p>
 <h2>Distributions</h2>
 <p class="note">{hist_note}</p>
 <div class="slider" id="hist-controls" style="{hist_style}">run <select id="hist-run">{hist_runs}</select>
-quantity <select id="hist-quantity"><option value="act">activation a</option><option value="pre">pre-activation z</option>
-<option value="grad">gradient ∂ℓ/∂z</option><option value="weight">weight W</option></select>
+quantity <select id="hist-quantity">{hist_quantities}</select>
 layer <select id="hist-layer"></select> (at the slider's step)</div>
 <div id="histogram" style="{hist_style}"></div>
 <h2>Training curves</h2>
@@ -183,6 +189,7 @@ layer <select id="hist-layer"></select> (at the slider's step)</div>
 const PROFILES = {profiles};
 const HISTS = {hists};  // per shown run: {{quantity: {{step: {{layer: [[lo, hi, count]]}}}}}} or null
 const LABELS = {labels};
+const LOG2_BINS = {log2_bins};
 function showHistogram(step) {{
   const sel = document.getElementById("hist-run");
   if (!sel.value) return;
@@ -192,15 +199,15 @@ function showHistogram(step) {{
   const logged = Object.keys(byStep).map(Number).filter(t => t <= step);
   const at = logged.length ? Math.max(...logged) : null;
   const all = at === null ? [] : (byStep[String(at)][layer] || []);
-  const bins = all.filter(b => b[0] !== null && b[1] !== null);  // the open-ended outer bins are counted, not drawn
+  const bins = all.filter(b => b[0] !== null && b[1] !== null);  // the open-ended outer bins and NaN: counted, not drawn
   const count = bs => bs.reduce((s, b) => s + b[2], 0), total = count(all) || 1, outside = count(all) - count(bins);
-  const linear = q === "pre" || q === "act";  // linear bins; gradients and weights: one bin per binary exponent
+  const linear = !LOG2_BINS.includes(q);  // linear bins, or (gradients, weights) one bin per binary exponent
   const trace = linear
     ? {{type: "bar", x: bins.map(b => (b[0] + b[1]) / 2), width: bins.map(b => b[1] - b[0]), y: bins.map(b => b[2] / total)}}
     : {{type: "bar", x: bins.map(b => b[0] === 0 && b[1] === 0 ? "0" : String(Number(b[0].toPrecision(3)))),
         y: bins.map(b => b[2] / total)}};
   Plotly.react("histogram", [trace], {{title: {{text: `${{LABELS[Number(sel.value)]}}: ${{q}} at layer ${{layer}}, step ${{at}}` +
-    (outside ? ` (${{(100 * outside / total).toPrecision(2)}}% beyond the bins)` : "")}},
+    (outside ? ` (${{(100 * outside / total).toPrecision(2)}}% beyond the bins or NaN)` : "")}},
     xaxis: {{title: {{text: linear ? q : q + " (bins of one binary exponent, by lower edge)"}}, type: linear ? "linear" : "category"}},
     yaxis: {{title: {{text: "fraction of values"}}}}, height: 420, margin: {{l: 60, r: 20, t: 50, b: 70}}}}, {{responsive: true}});
 }}
@@ -291,7 +298,9 @@ def render(report: Report, title: str = "initlab report") -> str:
         first_step=steps[0] if steps else 0, last_index=max(len(steps) - 1, 0), profile_divs=profile_divs,
         curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids), hists=_js(hists),
         labels=_js(labels), hist_runs=hist_runs, hist_note=html.escape(hist_note),
-        hist_style="" if with_hist else "display: none")
+        hist_style="" if with_hist else "display: none", log2_bins=_js([n for n in QUANTITIES if QUANTITIES[n].binning.log]),
+        hist_quantities="".join(f'<option value="{n}">{html.escape(QUANTITIES[n].label)} ({html.escape(QUANTITIES[n].symbol)})'
+                                "</option>" for n in sorted(QUANTITIES, key=lambda n: n != "act")))  # a first
 
 
 def _js(obj: Any) -> str:
