@@ -31,3 +31,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(errors, name)
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and the API it loads on first use, so ``dir(initlab)`` and tab
+    completion show ``run``, ``open_runs``, ...; nothing is imported to list them."""
+    return sorted({*globals(), *__all__})

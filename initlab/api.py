@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,39 +39,87 @@ def _pandas():
     return pandas
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> _config.RunConfig:
+def _strings(values: str | Iterable[str], name: str) -> list[str]:
+    """``values`` as a list of strings: one string is one item (``"model.depth=5"``), not its characters."""
+    if isinstance(values, str):
+        return [values]
+    items = list(values)
+    bad = [v for v in items if not isinstance(v, str)]
+    if bad:
+        raise InitlabError(f"{name}: {bad[0]!r} is not a string such as \"model.depth=5\" (give a string or a list "
+                           "of them)")
+    return items
+
+
+# The CLI's options that library messages name, as the Python API spells them: a message raised
+# under ``run`` says what to pass here, not on a command line.
+PYTHON_ARGUMENTS = {"--force": "force=True", "--resume": "resume=True", "--retry-failed": "retry_failed=True",
+                    "--replace": "replace=True"}
+_OPTION = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, PYTHON_ARGUMENTS)) + r")(?![\w-])")
+
+
+def _in_python_terms(e: InitlabError) -> InitlabError:
+    """``e`` with the CLI options it names written as this API's arguments (``pass force=True``);
+    a quoted shell command (between backticks) is left as it is."""
+    parts = str(e).split("`")
+    parts[::2] = [_OPTION.sub(lambda m: PYTHON_ARGUMENTS[m.group(1)], p) for p in parts[::2]]
+    e.args = ("`".join(parts), *e.args[1:])
+    return e
+
+
+def load_config(path: str | Path, overrides: str | Iterable[str] = ()) -> _config.RunConfig:
     """A validated run config from a YAML file, with ``overrides`` (``"model.depth=50"``, as
-    ``--set``) applied; ``ConfigError`` names the key of anything wrong."""
-    return _config.load(path, list(overrides))
+    ``--set``, or a list of them) applied; ``ConfigError`` names the key of anything wrong."""
+    return _config.load(path, _strings(overrides, "overrides"))
 
 
-def run(config: _config.RunConfig | str | Path, *, overrides: Iterable[str] = (), data_dir: str | Path | None = None,
-        force: bool = False, resume: bool = False) -> Run:
+# What ``run(..., exist_ok=True)`` returns instead of training: a run that ended, whatever its
+# result (an interrupted one is trained, or resumed, as without exist_ok).
+ENDED = ("completed", "diverged", "failed")
+
+
+def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str] = (),
+        data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
+        exist_ok: bool = False) -> Run:
     """Train ``config`` (a ``RunConfig`` or a YAML path, with ``overrides``) as ``initlab run``
     does, write its run folder under ``log.out`` and return it opened. A folder that already
-    holds this config is an error unless ``force`` (start again) or ``resume`` (continue an
-    unfinished one from its checkpoint); a failed run raises ``InitlabError`` after writing what
-    it had."""
-    from initlab import experiment
+    holds this config is an error unless ``exist_ok`` (return that run, if it ended: completed,
+    diverged or failed), ``force`` (start again) or ``resume`` (continue an unfinished one from
+    its checkpoint); a failed run raises ``InitlabError`` after writing what it had."""
+    from initlab import experiment, storage
 
+    overrides = _strings(overrides, "overrides")
     cfg = config if isinstance(config, _config.RunConfig) else load_config(config, overrides)
-    if isinstance(config, _config.RunConfig) and list(overrides):
-        cfg = _config.from_dict(_config.apply_overrides(_config.to_dict(cfg), list(overrides)))
-    summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, download_progress=False)
+    if isinstance(config, _config.RunConfig) and overrides:
+        cfg = _config.from_dict(_config.apply_overrides(_config.to_dict(cfg), overrides))
+    if exist_ok and force:
+        raise InitlabError("exist_ok=True returns the stored run and force=True trains it again: give one of them")
+    try:
+        path = storage.run_dir_for(cfg)
+        if exist_ok and storage.run_status(path) in ENDED:
+            storage.check_same_config(path, cfg)
+            return open_run(path)
+        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, download_progress=False)
+    except InitlabError as e:
+        raise _in_python_terms(e) from None
     return open_run(summary["run_dir"])
 
 
-def sweep(path: str | Path, *, grid: Iterable[str] = (), zips: Iterable[str] = (), seeds: str | None = None,
-          overrides: Iterable[str] = (), data_dir: str | Path | None = None, workers: int = 1,
-          executor: str = "local", retry_failed: bool = False, replace: bool = False) -> Runs:
+def sweep(path: str | Path, *, grid: str | Iterable[str] = (), zips: str | Iterable[str] = (),
+          seeds: str | None = None, overrides: str | Iterable[str] = (), data_dir: str | Path | None = None,
+          workers: int = 1, executor: str = "local", retry_failed: bool = False, replace: bool = False) -> Runs:
     """Train the sweep file ``path`` as ``initlab sweep`` does (``grid`` as ``--grid
     "model.depth=5,10"``, ``zips`` as ``--zip``, ``seeds`` as ``--seeds``, ``overrides`` as
     ``--set``; runs already done are kept) and return its folder's runs."""
     from initlab import sweeps as _sweep
 
-    spec = _sweep.load_spec(path, grid=list(grid), zips=list(zips), seeds=seeds, overrides=list(overrides))
-    report = _sweep.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor,
-                              retry_failed=retry_failed, replace=replace)
+    spec = _sweep.load_spec(path, grid=_strings(grid, "grid"), zips=_strings(zips, "zips"), seeds=seeds,
+                            overrides=_strings(overrides, "overrides"))
+    try:
+        report = _sweep.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor,
+                                  retry_failed=retry_failed, replace=replace)
+    except InitlabError as e:
+        raise _in_python_terms(e) from None
     return open_runs(report.directory)
 
 
@@ -227,12 +276,15 @@ class Run:
 
 
 class Runs(Sequence[Run]):
-    """The runs under some folders, and their report table."""
+    """The runs under some folders, and their report table. Indexing gives a ``Run``; slicing, a
+    ``Runs`` of those runs (whose table is theirs alone)."""
 
     def __init__(self, runs: list[Run], paths: list[Path]):
         self._runs, self.paths = runs, paths
 
     def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return Runs(self._runs[i], self.paths)
         return self._runs[i]
 
     def __len__(self) -> int:
@@ -245,12 +297,33 @@ class Runs(Sequence[Run]):
         return f"Runs({len(self)} runs under {', '.join(map(str, self.paths))})"
 
     def table(self, *, filters: Sequence[str] = (), group_by: Sequence[str] = (), sort: str | None = None,
-              columns: Sequence[str] | None = None, top: int | None = None, target: float = 0.9) -> pd.DataFrame:
-        """``initlab report``'s table (options as its ``--filter``, ``--group-by``, ``--sort``,
-        ``--columns``, ``--top``, ``--target``): one row per configuration, seeds aggregated, with
-        the same numbers as ``--format csv`` (means, and ``_std`` columns over seeds)."""
-        from initlab.report import build_report, to_csv
+              columns: Sequence[str] | None = None, top: int | None = None, target: float = 0.9,
+              per_run: bool = False) -> pd.DataFrame:
+        """``initlab report``'s table of these runs (options as its ``--filter``, ``--group-by``,
+        ``--sort``, ``--columns``, ``--top``, ``--target``): one row per configuration, seeds
+        aggregated, with the same numbers as ``--format csv`` (means, and ``_std`` columns over
+        seeds). ``per_run``: one row per run folder instead, with its ``seed`` and its folder
+        (``run``, for ``open_run``), each configuration's runs in its row's place (so ``sort`` and
+        ``top`` order and choose configurations), by seed."""
+        import dataclasses
+        import json as _json
 
-        report = build_report(self.paths, filters=filters, group_by=group_by, sort=sort, columns=columns, top=top,
-                              target=target)
-        return _pandas().read_csv(io.StringIO(to_csv(report)))
+        from initlab.report import aggregate, build_report, to_csv
+
+        report = build_report([r.path for r in self._runs], filters=filters, group_by=group_by, sort=sort,
+                              columns=columns, top=top, target=target)
+        if per_run:
+            def config_of(values) -> str:  # as report.aggregate tells configurations apart
+                return _json.dumps(list(values), sort_keys=True, default=str)
+
+            members: dict[str, list] = {}
+            for r in report.runs:
+                members.setdefault(config_of(r.flat.get(k) for k in report.keys), []).append(r)
+            keys = [*report.keys, "seed"]
+            runs = [r for row in report.rows for r in sorted(members[config_of(row[k] for k in report.keys)],
+                                                             key=lambda r: (r.flat.get("seed", 0), str(r.path)))]
+            report = dataclasses.replace(report, keys=keys, rows=[aggregate([r], keys, target)[0] for r in runs])
+        frame = _pandas().read_csv(io.StringIO(to_csv(report)))
+        if per_run:
+            frame.insert(len(report.keys), "run", [str(r.path) for r in runs])
+        return frame

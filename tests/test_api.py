@@ -50,14 +50,21 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys, mnist
     assert sorted(p.name for p in (run / "params").iterdir()) == ["step_000000.npz", "step_000200.npz"]
 
 
-def test_open_runs_table_equals_report_csv(tmp_path):
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A sweep of two inits × two seeds (four runs), trained once for the tests that read it."""
+    tmp_path = tmp_path_factory.mktemp("swept")
+    path = write_config(tmp_path, {**small(tmp_path), "sweep": {"model.init": ["he_normal", "glorot_normal"]},
+                                   "seeds": 2})
+    return tmp_path, initlab.sweep(path)
+
+
+def test_open_runs_table_equals_report_csv(swept):
     from typer.testing import CliRunner
 
     from initlab.cli import app
 
-    path = write_config(tmp_path, {**small(tmp_path), "sweep": {"model.init": ["he_normal", "glorot_normal"]},
-                                   "seeds": 2})
-    runs = initlab.sweep(path)
+    tmp_path, runs = swept
     assert len(runs) == 4 and all(r.status == "completed" for r in runs)
     cols = ["model.init", "test_acc", "grad_ratio_init"]
     for columns in (cols, None):  # the chosen columns, and the report's default table
@@ -130,3 +137,63 @@ def test_overrides_and_errors(tmp_path):
     assert initlab.run(cfg, overrides=["train.steps=4"], force=True).status == "completed"
     assert list(run.layers.columns[:3]) == ["step", "layer", "kind"]
     assert run.histograms is None
+
+
+def test_dir_lists_the_api_without_importing_it():
+    import subprocess
+    import sys
+
+    code = "import initlab, sys; print(sorted(dir(initlab))); print('initlab.api' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    listed, imported = out.splitlines()
+    assert all(repr(name) in listed for name in initlab.__all__)
+    assert imported == "False"
+
+
+def test_overrides_may_be_one_string(tmp_path):
+    path = write_config(tmp_path, small(tmp_path))
+    assert initlab.load_config(path, "model.depth=2").model.depth == 2
+    with pytest.raises(InitlabError, match="overrides: 2 is not a string"):
+        initlab.load_config(path, ["model.depth=2", 2])
+
+
+def test_an_existing_run_names_the_python_argument_and_exist_ok_returns_it(tmp_path):
+    cfg = initlab.load_config(write_config(tmp_path, small(tmp_path, train={"steps": 4})))
+    first = initlab.run(cfg)
+    with pytest.raises(InitlabError) as info:
+        initlab.run(cfg)
+    assert "force=True" in str(info.value) and "--force" not in str(info.value)
+    with pytest.raises(InitlabError, match="resume=True continues a run and force=True starts it again"):
+        initlab.run(cfg, force=True, resume=True)
+    started = first.summary["started_at"]
+    again = initlab.run(cfg, exist_ok=True)  # the stored run, not trained again
+    assert again.path == first.path and again.summary["started_at"] == started
+    with pytest.raises(InitlabError, match="give one of them"):
+        initlab.run(cfg, exist_ok=True, force=True)
+    fresh = initlab.run(cfg, overrides="train.steps=2", exist_ok=True)  # nothing stored yet: trains it
+    assert fresh.path != first.path and fresh.config.train.steps == 2
+
+
+def test_a_slice_of_runs_is_runs_and_its_table_is_of_those_runs(swept):
+    _, runs = swept
+    part = runs[0:1]
+    assert isinstance(part, initlab.Runs) and len(part) == 1 and part[0].path == runs[0].path
+    assert isinstance(runs[-1], initlab.Run)
+    table = part.table(columns=["test_acc"])
+    assert len(table) == 1
+    assert table["test_acc"].tolist() == [runs[0].summary["final"]["test_acc"]]
+
+
+def test_a_per_run_table_has_a_row_and_the_folder_of_each_run(swept):
+    _, runs = swept
+    table = runs.table(per_run=True, sort="-test_acc")
+    assert len(table) == 4
+    assert list(table.columns[:3]) == ["model.init", "seed", "run"]
+    assert sorted(table["run"]) == sorted(str(r.path) for r in runs)
+    for _, row in table.iterrows():
+        run = initlab.open_run(row["run"])
+        assert (row["model.init"], row["seed"]) == (run.config.model.init, run.config.seed)
+        assert row["test_acc"] == run.summary["final"]["test_acc"]
+    means = runs.table(sort="-test_acc")  # configurations in the aggregated table's order, each by seed
+    assert list(dict.fromkeys(table["model.init"])) == means["model.init"].tolist()
+    assert table.groupby("model.init", sort=False)["seed"].apply(list).tolist() == [[0, 1], [0, 1]]
