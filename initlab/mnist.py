@@ -257,9 +257,13 @@ def verify_file(path: str | Path) -> bytes:
 def check(directory: str | Path | None = None) -> list[FileStatus]:
     """Return one ``FileStatus`` per MNIST file in ``directory`` (default: ``resolve_dir()``).
 
-    Never raises for missing or bad files: it reports them, for ``initlab data check``.
+    Never raises for missing or bad files: it reports them, for ``initlab data check``. A folder
+    that does not exist is one ``InitlabError`` instead of four missing files.
     """
     directory = resolve_dir() if directory is None else Path(directory)
+    if not directory.is_dir():
+        what = "not a folder" if directory.exists() else "no such folder"
+        raise InitlabError(f"{directory}: {what}; `initlab data fetch --data-dir {directory}` downloads MNIST into it")
     found = files_in(directory)
     statuses: list[FileStatus] = []
     for spec in FILES.values():
@@ -300,8 +304,9 @@ def _describe(exc: BaseException) -> str:
     return " ".join(text.split())  # the final error must stay on one line
 
 
-def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: TaskID) -> bytes:
-    """Download one mirror's copy into a temp file beside the target, verify, then rename it in."""
+def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: list[TaskID]) -> bytes:
+    """Download one mirror's copy into a temp file beside the target, verify, then rename it in.
+    ``task``: the file's progress bar, added (once) when a mirror answers."""
     final = target / spec.gz_name
     # Same folder as the final file, so os.replace is an atomic rename, never a cross-device copy.
     tmp = target / f".{spec.gz_name}.{os.getpid()}-{secrets.token_hex(4)}.part"
@@ -310,13 +315,15 @@ def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: 
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "xb") as out:
             length = response.headers.get("Content-Length")
-            bar.update(task, total=int(length) if length and length.isdigit() else None, completed=0)
+            if not task:
+                task.append(bar.add_task(spec.gz_name, total=None))
+            bar.update(task[0], total=int(length) if length and length.isdigit() else None, completed=0)
             while chunk := response.read(_CHUNK):
                 buf += chunk
                 if len(buf) > limit:
                     raise _CorruptFile(f"response larger than {limit:,} bytes")
                 out.write(chunk)
-                bar.advance(task, len(chunk))
+                bar.advance(task[0], len(chunk))
         data = _check_bytes(_gunzip(bytes(buf), spec), spec)
         os.replace(tmp, final)
         return data
@@ -324,23 +331,31 @@ def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: 
         tmp.unlink(missing_ok=True)
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """A mirror that could not be reached at all (no network, no such host, connection refused):
+    it fails at once, so it is said only in the final error, not on a line of its own."""
+    return isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError) \
+        and isinstance(exc.reason, OSError) and not isinstance(exc.reason, TimeoutError)
+
+
 def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progress) -> bytes:
-    failures: list[str] = []
-    task = bar.add_task(spec.gz_name, total=None)
+    failures: dict[str, list[str]] = {}  # what went wrong -> the mirrors it went wrong at
+    task: list[TaskID] = []
     for base in bases:
         url = base.rstrip("/") + "/" + spec.gz_name
         try:
             return _download_one(url, spec, target, bar, task)
         except (OSError, ValueError, http.client.HTTPException, _CorruptFile) as exc:
-            # Any failure, a bad hash included, sends us to the next mirror, and is said as it happens.
-            failures.append(f"{url}: {_describe(exc)}")
-            bar.console.print(f"{failures[-1]}; trying the next mirror" if base != bases[-1] else failures[-1],
-                              markup=False, highlight=False, soft_wrap=True)
+            # Any failure, a bad hash included, sends us to the next mirror; a slow or bad one is said as it happens.
+            failures.setdefault(_describe(exc), []).append(base)
+            if not _unreachable(exc) and base != bases[-1]:
+                bar.console.print(f"{url}: {_describe(exc)}; trying the next mirror", markup=False, highlight=False,
+                                  soft_wrap=True)
+    what = "; ".join(f"{', '.join(where)}: {why}" if len(failures) > 1 else why for why, where in failures.items())
     names = ", ".join(f.gz_name for f in FILES.values())
     raise InitlabError(
-        f"downloading {spec.gz_name} failed from every mirror (offline?): {'; '.join(failures)}. "
-        f"To install by hand, put {names} (or the same files uncompressed, without .gz) in {target}, "
-        f"or in any folder given with --data-dir or {DATA_DIR_ENV}"
+        f"downloading {spec.gz_name} failed from every mirror ({what}; offline?). To install by hand, put {names} "
+        f"(.gz or not) in {target}, or point --data-dir or {DATA_DIR_ENV} at a folder holding them"
     )
 
 
@@ -385,7 +400,9 @@ def _acquire(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, disable=not progress) as bar:
+    # A live bar only, gone when the files are in (the caller says so) or the download failed (the
+    # error says why): a log file gets neither bars nor the blank line an empty one leaves.
+    with Progress(*columns, console=console, disable=not (progress and console.is_terminal), transient=True) as bar:
         for spec in FILES.values():
             if spec.name not in data:
                 data[spec.name] = _download(spec, target, bases, bar)

@@ -276,6 +276,14 @@ def test_check_reports_missing_and_corrupt_without_raising(tmp_path: Path) -> No
         assert by_name[name].status == "missing" and by_name[name].path is None
 
 
+def test_check_of_a_missing_folder_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(InitlabError, match=f"{tmp_path / 'nope'}: no such folder; `initlab data fetch --data-dir"):
+        mnist.check(tmp_path / "nope")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(InitlabError, match="file: not a folder"):
+        mnist.check(tmp_path / "file")
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -333,6 +341,22 @@ def test_fetch_offline_is_one_actionable_line(monkeypatch: pytest.MonkeyPatch) -
     assert all(f.gz_name in message for f in mnist.FILES.values())
     assert str(mnist.cache_dir()) in message and "--data-dir" in message and "INITLAB_DATA_DIR" in message
     assert [p for p in mnist.cache_dir().iterdir()] == []
+
+
+def test_fetch_offline_on_a_terminal_shows_only_the_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No line per unreachable mirror and no empty progress bar: what a terminal shows is the error."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    monkeypatch.setenv("INITLAB_MNIST_MIRRORS", ",".join(f"http://127.0.0.1:{closed_port()}/m{i}/" for i in range(3)))
+    screen = io.StringIO()
+    monkeypatch.setattr(mnist, "Console", lambda **kwargs: Console(file=screen, force_terminal=True, width=100))
+    with pytest.raises(InitlabError, match=r"failed from every mirror \(\[Errno 111\] Connection refused; offline\?\)"):
+        mnist.fetch(tmp_path, progress=True)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", screen.getvalue())
+    assert shown.strip() == ""
 
 
 @needs_data
