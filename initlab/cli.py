@@ -48,7 +48,9 @@ def guarded(fn):
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:
             how = "terminated" if isinstance(e, Terminated) else "interrupted"
-            err_console.print(f"[red]{how}[/]: partial results were kept", highlight=False)
+            then = "".join(f"; {note}" for note in getattr(e, "__notes__", ()))  # what to run next (_on_interrupt)
+            err_console.print(f"[red]{how}[/]: partial results were kept{escape(then)}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except OSError as e:  # a full disk, a read-only or missing folder: one line naming the file
             if os.environ.get("INITLAB_DEBUG"):
@@ -86,6 +88,19 @@ def _sigterm_as_interrupt():
     finally:
         signal.signal(signal.SIGTERM, previous)
         clear_termination()
+
+
+@contextlib.contextmanager
+def _on_interrupt(next_steps):
+    """A Ctrl-C or SIGTERM inside the block leaves with ``next_steps()`` (what to run now) noted on
+    the KeyboardInterrupt, for ``guarded``'s message."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        note = next_steps()
+        if note:
+            e.add_note(note)
+        raise
 
 
 NoMemoryCheck = Annotated[bool, typer.Option(
@@ -132,12 +147,15 @@ def run(
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
     from initlab import experiment
-    from initlab.display import console, layer_table, run_summary_lines, training_progress
+    from initlab.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     cfg = cfgmod.load(config, overrides)
-    with training_progress(cfg.name, enabled=not quiet) as progress:
+    again = ["initlab", "run", str(config), *(a for s in set_ for a in ("--set", s)),
+             *(["--out", out] if out is not None else []), *(["--data-dir", str(data_dir)] if data_dir else [])]
+    with (training_progress(cfg.name, enabled=not quiet) as progress,
+          _on_interrupt(lambda: interrupted_run_steps(cfg, again))):
         summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, on_progress=progress,
                                  download_progress=not quiet)
     if not quiet:
@@ -176,7 +194,7 @@ def sweep(
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
     from initlab import sweeps as sweepmod
-    from initlab.display import console, dry_run_table, sweep_progress, sweep_table
+    from initlab.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -185,7 +203,8 @@ def sweep(
         runs, groups = sweepmod.dry_run_rows(spec, max_group, retry_failed)
         console.print(dry_run_table(runs, groups))
         return
-    with sweep_progress(spec.name, enabled=not quiet) as on_event:
+    with (sweep_progress(spec.name, enabled=not quiet) as on_event,
+          _on_interrupt(lambda: sweep_next_steps(sweepmod.sweep_dir(spec), interrupted=True))):
         report = sweepmod.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor, address=address,
                                     retry_failed=retry_failed, fail_fast=fail_fast, max_group=max_group,
                                     on_event=on_event, replace=replace)
@@ -194,6 +213,7 @@ def sweep(
                   f"{report.skipped_done} already done"
                   + (f"; {report.busy} held by another sweep" if report.busy else "")
                   + (" (stopped at the first failure)" if report.stopped_early else ""), highlight=False, soft_wrap=True)
+    console.print(sweep_next_steps(report.directory), markup=False, highlight=False, soft_wrap=True)
     if report.unwritten:
         first = next(iter(report.unwritten.values()))
         raise InitlabError(f"{len(report.unwritten)} results could not be written ({first}); the runs missing on "

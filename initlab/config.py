@@ -222,6 +222,12 @@ class TrainConfig:
         return self.target_range or self.target_scale
 
 
+# The fewest linear bins log.histograms may ask for: the report's hist_saturated counts the outermost
+# bin at each bounded end of the activation's image, which with fewer bins is no longer its edge (with
+# one bin every activation would count as saturated).
+MIN_HISTOGRAM_BINS = 8
+
+
 @dataclass(frozen=True)
 class LogConfig:
     """How often statistics are logged and where runs are written."""
@@ -238,8 +244,9 @@ class LogConfig:
         "check reads them", factory=lambda: _stat_names("default_names"),
         choices=lambda: _stat_names("names"))
     histograms: int = spec(0, "per-layer histograms of z, a, ∂ℓ/∂z and W, logged with the other statistics to "
-                           "histograms.csv: the number of linear bins of z and a (e.g. 64; gradients and weights "
-                           "get one bin per binary exponent). Default 0: off (they cost 4-5% of throughput "
+                           "histograms.csv: the number of linear bins of z and a (e.g. 64, at least "
+                           f"{MIN_HISTOGRAM_BINS}; gradients and weights get one bin per binary exponent). Default 0: "
+                           "off (they cost 4-5% of throughput "
                            "with statistics every 10 steps)", ge=0, le=4096)
     jacobian: int = spec(4, "probe examples whose input-output Jacobian ∂(last hidden layer)/∂(input) has its "
                          "singular values taken at step 0 and at the end (jacobian.csv, summary.json); 0 turns it "
@@ -447,6 +454,9 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     if "pre_delta_abs_mean" in log.stats and log.stats_on != "probe":
         raise ConfigError("log.stats: pre_delta_abs_mean compares the probe's pre-activations with their values at "
                           f"step 0, so it needs log.stats_on: probe (not {log.stats_on!r})")
+    if 0 < log.histograms < MIN_HISTOGRAM_BINS:
+        raise ConfigError(f"log.histograms: {log.histograms} bins are too few to tell the activation's saturated edges "
+                          f"from the rest; use 0 (off) or at least {MIN_HISTOGRAM_BINS} (e.g. 64)")
     if log.jacobian > cfg.data.probe_size:
         raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
                           f"{cfg.data.probe_size}")

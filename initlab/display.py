@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +25,8 @@ def wide_console() -> Console:
 
 @contextmanager
 def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar (step, loss, accuracy, steps/s); yields the callback training calls."""
+    """A rich progress bar (step, loss, accuracy, steps/s); yields the callback training calls.
+    Until training first reports, the run is loading its data and compiling: the bar says so."""
     if not enabled:
         yield None
         return
@@ -32,16 +34,18 @@ def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
                TextColumn("loss {task.fields[loss]}"), TextColumn("acc {task.fields[acc]}"),
                TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(name, total=None, loss="–", acc="–", sps="–")
+        task = bar.add_task(f"{escape(name)} [dim](compiling)[/]", total=None, loss="–", acc="–", sps="–")
 
         def update(step: int, total: int, info: dict[str, float]) -> None:
             fields = {"loss": lambda v: _fmt_loss(v), "acc": lambda v: _fmt(v, pct=True),
                       "sps": lambda v: _fmt(v, digits=0)}
             names = {"loss": "loss", "acc": "test_acc", "sps": "steps_per_s"}
-            bar.update(task, completed=step, total=total,  # a field the caller did not send keeps its value
+            # a field the caller did not send keeps its value
+            bar.update(task, description=escape(name), completed=step, total=total,
                        **{f: fmt(info[names[f]]) for f, fmt in fields.items() if names[f] in info})
 
         yield update
+        bar.update(task, description=escape(name))  # done, even where training never reported (0 steps)
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 4) -> str:
@@ -149,6 +153,30 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
                 bar.advance(task, info["runs"])
 
         yield on_event
+
+
+def interrupted_run_steps(cfg: Any, command: list[str]) -> str:
+    """What to run after ``initlab run`` (``command``, its words) was interrupted: the report of
+    its run folder, and ``--resume`` where the folder holds a checkpoint ('' if it has no folder)."""
+    from initlab.storage import CHECKPOINT_FILE, run_dir_for
+
+    path = run_dir_for(cfg)
+    if not path.is_dir():
+        return ""
+    steps = f"`initlab report {shlex.quote(str(path))}` shows what it logged"
+    if (path / CHECKPOINT_FILE).is_file():
+        steps += f"; `{shlex.join([*command, '--resume'])}` continues it from its checkpoint"
+    return steps
+
+
+def sweep_next_steps(directory: Any, interrupted: bool = False) -> str:
+    """The last line of ``initlab sweep``, or what to run after it was interrupted."""
+    report = f"`initlab report {shlex.quote(str(directory))}`"
+    if not interrupted:
+        return f"next: {report} for the table of results, `initlab plot {shlex.quote(str(directory))}` for figures"
+    resumes = any((directory / ".checkpoints").glob("*.pkl"))  # storage.group_checkpoint_path's folder
+    return (f"{report} shows the runs that finished; the same `initlab sweep` command continues (finished runs "
+            "are kept" + (", groups in flight resume from their checkpoints)" if resumes else ")"))
 
 
 def sweep_table(report: Any) -> Table:

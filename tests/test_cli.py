@@ -80,6 +80,7 @@ def test_set_overrides_are_typed_and_saved(tiny_yaml, tmp_path):
     ("train.optimizer=adamax", "train.optimizer: 'adamax' is not one of sgd, momentum"),
     ("model.init_args.gian=2", "model.init_args.gian: not an argument"),
     ("nokey", "expected KEY=VALUE"),
+    ("log.histograms=1", "log.histograms: 1 bins are too few"),  # one bin: every activation "saturated"
 ])
 def test_bad_config_is_one_line_and_exit_code_2(tiny_yaml, tmp_path, override, expected):
     out = tmp_path / "runs"
@@ -176,3 +177,93 @@ def test_config_keys_lists_every_key_default_and_allowed_values():
     assert all(name in result.output for name in INITIALIZERS)  # model.init's registry
     assert "model.init: mean_field" in result.output and "sigma_w (1)" in result.output  # its arguments
     assert runner.invoke(app, ["config", "keys", "--section", "nope"]).exit_code == 1
+
+
+def test_data_check_of_a_missing_folder_says_so_in_one_line(tmp_path):
+    result = invoke("data", "check", tmp_path / "nope")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: no such folder; `initlab data fetch --data-dir {tmp_path / 'nope'}` downloads "
+        "MNIST into it"]
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_data_fetch_offline_is_one_line(tmp_path, monkeypatch):
+    # three mirrors that refuse the connection at once: offline, without touching the network
+    monkeypatch.setenv("INITLAB_MNIST_MIRRORS", ",".join(f"http://127.0.0.1:{closed_port()}/m{i}/" for i in range(3)))
+    result = invoke("data", "fetch", "--data-dir", tmp_path)
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: downloading train-images-idx3-ubyte.gz failed from every mirror")
+    assert line.count("Connection refused") == 1 and "offline?" in line and str(tmp_path) in line
+
+
+def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
+    from initlab import experiment, storage
+
+    def interrupted(checkpoint):
+        def run(cfg, **kwargs):  # as a Ctrl-C in training leaves it: the folder, and a checkpoint unless too early
+            path = storage.run_dir_for(cfg)
+            path.mkdir(parents=True)
+            if checkpoint:
+                (path / storage.CHECKPOINT_FILE).write_bytes(b"")
+            raise KeyboardInterrupt
+        return run
+
+    out = tmp_path / "runs"
+    for checkpoint in (True, False):
+        monkeypatch.setattr(experiment, "run", interrupted(checkpoint))
+        result = invoke("run", tiny_yaml, "--set", "train.lr=0.01", "--out", out / str(checkpoint), "-q")
+        assert result.exit_code == 130
+        (folder,) = run_folders(out / str(checkpoint))
+        said = " ".join(result.output.split())  # the line as a wide terminal shows it
+        assert said.startswith(f"interrupted: partial results were kept; `initlab report {folder}` shows what it "
+                               "logged")
+        resume = f"`initlab run {tiny_yaml} --set train.lr=0.01 --out {out / str(checkpoint)} --resume` continues it"
+        assert (resume in said) == checkpoint
+
+
+def test_an_interrupted_sweep_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
+    from initlab import sweeps
+
+    def interrupted(spec, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps, "run_sweep", interrupted)
+    result = invoke("sweep", tiny_yaml, "--grid", "train.lr=0.01,0.1", "--out", tmp_path / "runs")
+    assert result.exit_code == 130
+    said = " ".join(result.output.split())
+    assert f"`initlab report {tmp_path / 'runs' / 'cli'}` shows the runs that finished" in said
+    assert "the same `initlab sweep` command continues" in said
+
+
+def test_the_sweep_ends_with_what_to_run_next(tiny_yaml, tmp_path):
+    result = invoke("sweep", tiny_yaml, "--grid", "model.depth=1,2", "--out", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    sweep = tmp_path / "runs" / "cli"
+    assert result.output.strip().splitlines()[-1] == (f"next: `initlab report {sweep}` for the table of results, "
+                                                      f"`initlab plot {sweep}` for figures")
+
+
+def test_the_progress_bar_says_compiling_until_training_reports(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from initlab import display
+
+    screen = io.StringIO()
+    monkeypatch.setattr(display, "err_console", Console(file=screen, force_terminal=True, color_system=None, width=160))
+    with display.training_progress("tiny") as update:
+        assert "tiny (compiling)" in screen.getvalue()  # the first frame, before any step
+        seen = len(screen.getvalue())
+        update(10, 20, {"loss": 0.5, "test_acc": 0.25, "steps_per_s": 100.0})
+    assert "compiling" not in screen.getvalue()[seen:]
+    assert "10/20" in screen.getvalue()[seen:]
