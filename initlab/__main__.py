@@ -1,5 +1,52 @@
-"""`python -m initlab` runs the command line."""
+"""Where the `initlab` command and `python -m initlab` start: Ctrl-C and SIGTERM are noted from
+the first moment (``errors.deferring_handler``), so one that arrives while Python imports the
+command line is not lost or shown as a traceback: the command raises it as soon as it begins, and
+exits 130 (143 for SIGTERM) with a one-line message."""
 
-from initlab.cli import app
+import signal
+import sys
 
-app(prog_name="initlab")
+from initlab.errors import Terminated, check_interrupted, deferring_handler
+
+
+def main() -> None:
+    """Run the command line with initlab's signal handling in place."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # an ignored SIGINT (nohup) stays ignored
+            signal.signal(signum, deferring_handler)
+    sys.unraisablehook = _noted_interrupts_are_not_news(sys.unraisablehook)
+    code: int | str | None = 0
+    try:
+        from initlab.cli import app
+
+        app(prog_name="initlab")
+    except SystemExit as e:
+        code = e.code
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
+    try:
+        check_interrupted()  # noted where no command was there to raise it (option parsing, --help)
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
+    sys.exit(code)
+
+
+def _noted_interrupts_are_not_news(hook):
+    """An interruption raised where Python cannot raise it (JAX's garbage-collector callback) would
+    print "Exception ignored in ..."; it was noted, and the command raises it at its next check."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    return quiet
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    terminated = isinstance(e, Terminated)
+    print("terminated" if terminated else "interrupted", file=sys.stderr)
+    return 143 if terminated else 130
+
+
+if __name__ == "__main__":
+    main()

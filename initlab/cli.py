@@ -11,13 +11,45 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from initlab import __version__
-from initlab.errors import (InitlabError, Terminated, clear_termination, describe_os_error,
-                            note_termination)
+from initlab.errors import (InitlabError, Terminated, check_interrupted, clear_interrupts, describe_os_error,
+                            noting_handler)
+
+
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors that typer finds before a command runs (an option value of the wrong type or
+    out of range, a missing argument, an unknown option or command) as the one line library errors
+    get, ``error: ...`` and exit code 2, instead of a boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # click's ClickException (vendored by typer): UsageError, BadParameter
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                from rich.markup import escape
+
+                from initlab.display import err_console
+
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+                err_console.print(f"[red]error:[/] {escape(e.format_message() + hint)}", highlight=False,
+                                  soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # typer.Exit's code, or 0 when the command returned
 
 app = typer.Typer(help="A laboratory for initialization, normalization and signal propagation in deep MLPs.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=OneLineUsageErrors)
 data_app = typer.Typer(help="Download and verify the MNIST files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 config_app = typer.Typer(help="The configuration reference: every key, its default and what it accepts.",
@@ -41,7 +73,7 @@ def guarded(fn):
         from initlab.display import err_console
 
         try:
-            with _sigterm_as_interrupt():
+            with _signals_as_interrupts():
                 return fn(*args, **kwargs)
         except InitlabError as e:
             err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -68,26 +100,32 @@ def guarded(fn):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While a command runs, SIGTERM (``kill``, a scheduler's timeout) raises ``Terminated`` in the
-    main thread, so it ends a run as Ctrl-C does instead of leaving it ``running``."""
+def _signals_as_interrupts():
+    """While a command runs, Ctrl-C raises KeyboardInterrupt and SIGTERM (``kill``, a scheduler's
+    timeout) raises ``Terminated`` in the main thread, so a run or sweep ends the same way, with its
+    partial results kept. Each signal is also noted (``errors.noting_handler``), so one whose raise
+    Python swallowed (in a garbage-collector callback) still ends the command at its next check:
+    one that came while the program started is raised here at once, one that comes later at the
+    next check in training or when the command returns. An ignored SIGINT (nohup, a background
+    job) stays ignored."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        note_termination(signum)  # checked again where training looks in, should this raise be swallowed
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, noting_handler)
     try:
+        check_interrupted()  # one that came while the program started (errors.deferring_handler)
         yield
+        check_interrupted()  # one whose raise was swallowed after training's last check
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        clear_termination()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        clear_interrupts()
 
 
 @contextlib.contextmanager
@@ -141,6 +179,10 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Redo a run whose folder already exists.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished run of this config (killed, "
                                          "Ctrl-C, SIGTERM) from its checkpoint.pkl; see log.checkpoint_every.")] = False,
+    auto_resume: Annotated[bool, typer.Option("--auto-resume", help="Continue from the checkpoint if there is one, "
+                                              "start if there is nothing to continue, exit 0 at once if the run has "
+                                              "finished: the one command a requeue script (SLURM --requeue, "
+                                              "preemptible machines) repeats.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or layer table.")] = False,
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
@@ -156,7 +198,8 @@ def run(
              *(["--out", out] if out is not None else []), *(["--data-dir", str(data_dir)] if data_dir else [])]
     with (training_progress(cfg.name, enabled=not quiet) as progress,
           _on_interrupt(lambda: interrupted_run_steps(cfg, again))):
-        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, on_progress=progress,
+        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, auto_resume=auto_resume,
+                                 on_progress=progress,
                                  download_progress=not quiet)
     if not quiet:
         console.print(layer_table(summary))
@@ -200,7 +243,7 @@ def sweep(
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     spec = sweepmod.load_spec(config, grid=grid, zips=zip_, seeds=seeds, overrides=overrides)
     if dry_run:
-        runs, groups = sweepmod.dry_run_rows(spec, max_group, retry_failed)
+        runs, groups = sweepmod.dry_run_rows(spec, max_group, retry_failed, replace, data_dir)
         console.print(dry_run_table(runs, groups))
         return
     with (sweep_progress(spec.name, enabled=not quiet) as on_event,
@@ -254,14 +297,15 @@ def report(
 
     from initlab import report as reportmod
     from initlab.display import layer_tables, report_tables, wide_console
+    from initlab.errors import ConfigError  # bad option values: exit 2
 
     formats = ("table", "csv", "markdown", "json", "html")
     if fmt not in formats:
-        raise InitlabError(f"--format {fmt!r}: not one of {', '.join(formats)}")
+        raise ConfigError(f"--format {fmt!r}: not one of {', '.join(formats)}")
     if fmt == "html" and layers is not None:
-        raise InitlabError("--format html is of a set of runs, not --layers (use table, csv, markdown or json)")
+        raise ConfigError("--format html is of a set of runs, not --layers (use table, csv, markdown or json)")
     if fmt == "table" and output is not None:
-        raise InitlabError("--output writes csv, markdown, json or html: give --format too")
+        raise ConfigError("--output writes csv, markdown, json or html: give --format too")
     if layers is not None:
         data = reportmod.layer_report(layers)
         if fmt == "table":

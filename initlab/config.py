@@ -445,6 +445,7 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     train = _resolve_loss_scale(model, train)
     _check_parameterization(model, train)
     _check_reparam(model)
+    _check_shaping_weights(model)
     _check_range(cfg.data.range, "data.range")
     if train.target_range is not None:
         _check_range(train.target_range, "train.target_range")
@@ -479,6 +480,13 @@ def _check_shaping(m: ModelConfig) -> dict[str, float]:
                               f"plain net (set {key}: {str(plain).lower()} or model.shaping: none)")
     shape_for(m.activation, m.shaping, args, m.depth)
     return args
+
+
+def _check_shaping_weights(m: ModelConfig) -> None:
+    """Kernel shaping is derived for weights of σ_w² = 1 (``initlab.shaping.check_weights``)."""
+    from initlab.shaping import check_weights
+
+    check_weights(m.shaping, m.init, m.init_args, m.width)
 
 
 def _check_reparam(m: ModelConfig) -> None:
@@ -700,6 +708,23 @@ class _Loader(yaml.SafeLoader):
         mark = self.peek_event().start_mark if self.check_event() else None
         return f" at line {mark.line + 1}" if mark else ""
 
+    def construct_mapping(self, node, deep=False):
+        """A key given twice in one mapping is a ConfigError naming both lines (PyYAML lets the last win)."""
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then an override is YAML's way
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        raise ConfigError(f"{key!r} is given twice in one mapping (lines {lines[key]} and {line}); "
+                                          "keep one")
+                    lines[key] = line
+                except TypeError:
+                    continue  # an unhashable key: refused when the mapping is built
+        return super().construct_mapping(node, deep)
+
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -728,8 +753,12 @@ SWEEP_KEYS = ("sweep", "zip", "seeds")
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read, override and validate a YAML run config."""
+    """Read, override and validate a YAML run config; an empty file is a ConfigError (it would
+    train every default without a word)."""
     data = read_yaml(path)
+    if not data and not list(overrides):
+        raise ConfigError(f"{path}: empty, so every default would apply (one epoch of a small MLP on MNIST); "
+                          "write the keys to set (`initlab config keys` lists them), e.g. `name: baseline`")
     found = [k for k in SWEEP_KEYS if k in data]
     if found:
         raise ConfigError(f"{found[0]}: {path} describes a sweep; run it with `initlab sweep {path}`")

@@ -55,24 +55,49 @@ class Terminated(KeyboardInterrupt):
 
 
 # An exception raised by a signal handler can land where Python swallows it (a garbage-collector
-# callback such as JAX's prints "Exception ignored in ..."). So the handler also notes the
-# signal, and training checks the note where it looks in on the host (``check_terminated``).
-_terminated: list[int] = []
+# callback such as JAX's prints "Exception ignored in ... KeyboardInterrupt"). So every handler of
+# initlab's also notes the signal, and the program checks the note at each point where it can
+# stop cleanly (``check_interrupted``): before the data load, before the folder is claimed, when
+# training starts and wherever training looks in on the host.
+_noted: list[int] = []
 
 
-def note_termination(signum: int) -> None:
-    _terminated.append(signum)
+def note_interrupt(signum: int) -> None:
+    """Remember that SIGINT or SIGTERM (``signum``) arrived, should its exception be swallowed."""
+    _noted.append(signum)
 
 
-def clear_termination() -> None:
-    """The Terminated exception reached its handler: nothing is pending any more."""
-    _terminated.clear()
+def clear_interrupts() -> None:
+    """The interruption reached its handler (or the command ended): nothing is pending any more."""
+    _noted.clear()
 
 
-def check_terminated() -> None:
-    """Raise ``Terminated`` if a SIGTERM arrived whose exception was swallowed (once)."""
-    if _terminated:
-        raise Terminated(_terminated.pop())
+def interrupt_for(signum: int) -> KeyboardInterrupt:
+    """The exception a signal raises: ``Terminated`` for SIGTERM, ``KeyboardInterrupt`` otherwise."""
+    import signal
+
+    return Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_interrupted() -> None:
+    """Raise the interruption whose exception was swallowed, if any (once)."""
+    if _noted:
+        signum = _noted[-1]
+        _noted.clear()
+        raise interrupt_for(signum)
+
+
+def noting_handler(signum: int, frame) -> None:
+    """SIGINT and SIGTERM while a command runs: note it, then raise it (KeyboardInterrupt or
+    ``Terminated``) so that the command ends as Ctrl-C ends it."""
+    note_interrupt(signum)
+    raise interrupt_for(signum)
+
+
+def deferring_handler(signum: int, frame) -> None:
+    """SIGINT and SIGTERM while the program starts (imports, option parsing): only note it; the
+    command raises it as soon as it begins (``check_interrupted``), where it can end cleanly."""
+    note_interrupt(signum)
 
 
 class InterruptGate:
@@ -92,32 +117,35 @@ class InterruptGate:
         import signal
         import threading
 
+        check_interrupted()  # one that arrived while the run was set up (its raise swallowed) ends it here
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 if callable(signal.getsignal(signum)):
                     self.previous[signum] = signal.signal(signum, self._handler)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         import signal
 
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            clear_interrupts()  # it was delivered: a later run in this process must not see it again
 
     def _handler(self, signum: int, frame) -> None:
         import signal
 
-        exc = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+        exc = interrupt_for(signum)
         if not self.open:
             self.pending = self.pending or exc
             return
-        if signum == signal.SIGTERM:
-            note_termination(signum)  # should this raise be swallowed, training's next look-in raises it
+        note_interrupt(signum)  # should this raise be swallowed, training's next look-in raises it
         raise exc
 
     def check(self) -> None:
-        """Raise the interruption held back since the last check, if any."""
+        """Raise the interruption held back since the last check, or one whose raise was swallowed."""
+        check_interrupted()
         if self.pending is not None:
             exc, self.pending = self.pending, None
             raise exc
@@ -138,4 +166,4 @@ class _Opened:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.gate.open = False
         if exc_type is None:
-            check_terminated()  # a SIGTERM whose raise was swallowed (a GC callback) raises here, still consistent
+            check_interrupted()  # a signal whose raise was swallowed (a GC callback) raises here, still consistent

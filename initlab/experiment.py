@@ -18,9 +18,10 @@ import numpy as np
 from initlab import __version__, memory
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data import Dataset, load_dataset
-from initlab.errors import InitlabError, describe_os_error
+from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
-                             claim_for_resume, claim_run_dir, group_checkpoint_path, run_dir_for, unlock)
+                             check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path, read_summary,
+                             run_dir_for, run_status, unlock)
 from initlab.schedule import make_schedule
 from initlab.train import TrainResult, memory_estimate, train, train_group
 
@@ -111,23 +112,40 @@ def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
         return {"applies": False, "reason": f"{type(e).__name__}: {e}"}
 
 
+FINISHED = ("completed", "diverged")  # statuses of a run that has nothing left to train
+
+
 def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        on_progress: Callable[[int, int, dict], None] | None = None, download_progress: bool = True) -> dict[str, Any]:
+        auto_resume: bool = False, on_progress: Callable[[int, int, dict], None] | None = None,
+        download_progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` and write its run folder; returns the summary (with ``run_dir``).
 
-    Raises InitlabError if the folder exists (unless ``force``) or the run fails; a failed or
-    interrupted run still leaves its partial results and a summary saying what happened. With
-    ``resume``, an unfinished run in the folder continues from its checkpoint (``checkpoint.pkl``,
-    see ``log.checkpoint_every``); the checkpoint is deleted when the run ends.
+    Raises InitlabError if the folder holds a finished run (unless ``force``) or an interrupted
+    run with a checkpoint (unless ``resume`` or ``force``: such a run is never restarted
+    silently), or if the run fails; a failed or interrupted run still leaves its partial results
+    and a summary saying what happened. With ``resume``, an unfinished run in the folder continues
+    from its checkpoint (``checkpoint.pkl``, see ``log.checkpoint_every``); the checkpoint is
+    deleted when the run ends. ``auto_resume`` is what a scheduler's requeue script repeats:
+    continue from the checkpoint if there is one, start if there is nothing to continue, and
+    return the stored summary at once (with ``"note"`` saying so) if the run has finished.
     """
-    if resume and force:
+    if force and (resume or auto_resume):
         raise InitlabError("--resume continues a run and --force starts it again: give one of them")
     path = run_dir_for(cfg)
+    if auto_resume:
+        if path.exists():
+            check_same_config(path, cfg)
+        status = run_status(path)
+        if status in FINISHED:
+            return {**read_summary(path), "note": f"{path} has already finished ({status}): nothing to train"}
+        resume = status == "interrupted" and (path / CHECKPOINT_FILE).is_file()
+    check_interrupted()  # a Ctrl-C whose raise was swallowed while the program started
     if not resume:
         check_run_dir_free(cfg, path, force)  # before the (slow) data load
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
     memory.check(memory_estimate([cfg], data))  # and a run that cannot fit
+    check_interrupted()  # before the folder is claimed: nothing is left behind
     lock = claim_for_resume(cfg, path) if resume else claim_run_dir(cfg, path, force)
     try:
         return _train_into(cfg, data, path, on_progress)
@@ -169,7 +187,7 @@ def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[
 _datasets: dict[str, Dataset] = {}
 
 
-def _dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
+def dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
     """Datasets are loaded once per process and shared by the groups it trains."""
     key = repr((cfg, str(data_dir)))  # frozen dataclass: its repr names every field
     if key not in _datasets:
@@ -188,11 +206,13 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
     recorders = [RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
                  for i, _ in enumerate(cfgs)]
     try:
-        data = _dataset(cfgs[0].data, data_dir)
+        data = dataset(cfgs[0].data, data_dir)
         memory.check(memory_estimate(cfgs, data))  # a group that cannot fit fails as a group, before allocating
         # a sweep's group in flight checkpoints beside its runs' folders (they are written when it ends);
         # the sweep deletes the checkpoint once it has written them (sweeps.run_sweep)
-        results = train_group(cfgs, data, recorders, FileCheckpointer(group_checkpoint_path(cfgs)))
+        checkpointer = FileCheckpointer(group_checkpoint_path(cfgs), remedy="delete it and run the sweep again to "
+                                        "train the group from the start")
+        results = train_group(cfgs, data, recorders, checkpointer)
         summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]
     except Exception as e:  # noqa: BLE001 - isolation: one group's failure must not stop a sweep
         reason = f"{type(e).__name__}: {e}"

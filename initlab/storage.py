@@ -25,7 +25,7 @@ import numpy as np
 
 from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
                             parse_yaml, to_yaml)
-from initlab.errors import InitlabError, check_terminated
+from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.initializers import Trace
 from initlab.shaping import shape_of_model
 from initlab.stats import QUANTITIES, Layout
@@ -256,8 +256,16 @@ def check_run_dir_free(cfg: RunConfig, path: Path, force: bool, *, locked: bool 
     if pid is not None:
         who = f"process {pid}" if pid else "another process"
         raise InitlabError(f"{path} is being trained by {who}; wait for it or stop it first")
-    if run_status(path, locked=locked) != "interrupted" and not force:
+    status = run_status(path, locked=locked)
+    if force:
+        return
+    if status != "interrupted":
         raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
+    if (path / CHECKPOINT_FILE).is_file():  # never restart silently what can be continued
+        steps = read_summary(path).get("steps")
+        at = f" at step {steps}" if isinstance(steps, int) else ""
+        raise InitlabError(f"{path} was interrupted{at} and holds a checkpoint: --resume continues it, "
+                           "--force starts it again")
 
 
 def claim_run_dir(cfg: RunConfig, path: Path, force: bool) -> int:
@@ -299,6 +307,7 @@ def claim_for_resume(cfg: RunConfig, path: Path) -> int:
         if not (path / CHECKPOINT_FILE).is_file():
             raise InitlabError(f"{path} has no checkpoint to resume from (log.checkpoint_every was 0 and it was not "
                                "stopped by Ctrl-C or SIGTERM); run without --resume to start again")
+        FileCheckpointer(path / CHECKPOINT_FILE).verify()  # a corrupted one is refused before anything changes
     except BaseException:
         unlock(fd)
         raise
@@ -366,7 +375,7 @@ class RunRecorder:
         self.trace = trace
 
     def progress(self, step: int, total: int, info: dict[str, float]) -> None:
-        check_terminated()  # where training looks in on the host: a SIGTERM whose raise was lost ends it here
+        check_interrupted()  # where training looks in on the host: a signal whose raise was lost ends it here
         if self._on_progress is not None:
             self._on_progress(step, total, info)
 
@@ -409,24 +418,33 @@ class RunWriter(RunRecorder):
 
 
 CHECKPOINT_FILE = "checkpoint.pkl"
+# A checkpoint file is this header line, then the SHA-256 of the payload in hex and a newline, then
+# the payload: a pickle of plain data (numpy arrays, lists, dicts, numbers). The checksum is
+# verified before anything is unpickled, so a torn, truncated or bit-flipped file is refused, never
+# resumed from. It detects corruption, not forgery: pickle can run code, so resume only from run
+# folders you (or initlab) wrote.
+CHECKPOINT_MAGIC = b"initlab checkpoint 2\n"
 
 
 class FileCheckpointer:
-    """A training checkpoint (``initlab.train.Checkpointer``) kept in one file, ``path``: a pickle
-    of the payload, written through a temporary name, fsync and a rename, so a kill -9 at any
-    moment leaves the previous checkpoint or the new one, never a torn file. Only initlab's own
-    files are unpickled (the file is in the run folder initlab writes; do not resume from
-    checkpoints of unknown origin)."""
+    """A training checkpoint (``initlab.train.Checkpointer``) kept in one file, ``path``, written
+    through a temporary name, fsync and a rename, so a kill -9 at any moment leaves the previous
+    checkpoint or the new one, never a torn file; checked against its SHA-256 before it is read
+    (see ``CHECKPOINT_MAGIC``). ``remedy`` ends the message of a checkpoint that cannot be used:
+    what the user runs to start again."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, remedy: str = "--force starts the run again"):
         self.path = Path(path)
+        self.remedy = remedy
 
     def save(self, payload: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
-                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(CHECKPOINT_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n")
+                f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -434,14 +452,37 @@ class FileCheckpointer:
             tmp.unlink(missing_ok=True)
             raise
 
+    def _body(self) -> bytes:
+        """The payload's bytes, once its checksum is verified; an InitlabError naming the file otherwise."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise InitlabError(f"{self.path}: cannot be read ({describe_os_error(e)}); {self.remedy}") from None
+        if not data.startswith(CHECKPOINT_MAGIC):
+            raise InitlabError(f"{self.path}: not a checkpoint of this initlab version (its header is missing or "
+                               f"damaged); nothing was trained; {self.remedy}")
+        head_end = len(CHECKPOINT_MAGIC) + 65
+        digest, body = data[len(CHECKPOINT_MAGIC):head_end - 1], data[head_end:]
+        if data[head_end - 1:head_end] != b"\n" or hashlib.sha256(body).hexdigest().encode() != digest:
+            raise InitlabError(f"{self.path}: corrupted (its SHA-256 does not match its contents); nothing was "
+                               f"trained; {self.remedy}")
+        return body
+
+    def verify(self) -> None:
+        """Raise the InitlabError ``load`` would, without unpickling (before a run folder is claimed)."""
+        self._body()
+
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
+        body = self._body()
         try:
-            with open(self.path, "rb") as f:
-                return pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
-            raise InitlabError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); run without --resume") from None
+            payload = pickle.loads(body)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
+            raise InitlabError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); {self.remedy}") from None
+        if not isinstance(payload, dict):
+            raise InitlabError(f"{self.path}: not a checkpoint of initlab's; {self.remedy}")
+        return payload
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -540,6 +581,15 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The run folder ``path``'s summary.json as a mapping; empty when it is missing or unreadable."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def run_status(path: Path, *, locked: bool = False) -> str:

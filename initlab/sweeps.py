@@ -203,10 +203,12 @@ def sweep_dir(spec: SweepSpec) -> Path:
 
 
 def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = False) -> None:
-    """A sweep folder belongs to one sweep: the runs its ``index.json`` lists. Another sweep of the
-    same name (other runs: a different grid, base or seeds) is an InitlabError unless ``replace``,
-    which makes it the folder's sweep (sweep.yaml and index.json; run folders are kept and reused
-    where configs match). The comparison is of run hashes, so respelling a file changes nothing."""
+    """A sweep folder belongs to one sweep: the runs its ``index.json`` lists. This sweep may
+    extend it (more seeds, more values of a key: every run it lists is still in this one); one
+    that leaves some of its runs out (a different base, grid or seeds) is an InitlabError unless
+    ``replace``, which makes it the folder's sweep (sweep.yaml and index.json; run folders are kept
+    and reused where configs match). The comparison is of run hashes, so respelling a file changes
+    nothing."""
     index = directory / "index.json"
     if replace or not index.exists():
         return
@@ -216,11 +218,11 @@ def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = 
         return  # an unreadable index is rewritten from the folders on disk
     digits = min((len(h) for h in old), default=0)  # an index written with 8-digit hashes
     new = {r.hash[:digits] for r in runs}
-    if old != new:
-        added, dropped = len(new - old), len(old - new)
-        raise InitlabError(f"{directory} holds a different sweep named {directory.name!r} ({added} runs not in it, "
-                           f"{dropped} of its runs not in this one); choose another name, or pass --replace to "
-                           "make this its sweep (its run folders are kept)")
+    dropped = len(old - new)
+    if dropped:
+        raise InitlabError(f"{directory} holds a different sweep named {directory.name!r} ({dropped} of its runs are "
+                           "not in this one; adding seeds or values is fine); choose another name, or pass --replace "
+                           "to make this its sweep (its run folders are kept)")
 
 
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
@@ -532,9 +534,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def dry_run_rows(spec: SweepSpec, max_group: int, retry_failed: bool) -> tuple[list[SweepRun], list[list[SweepRun]]]:
-    """The expanded runs and the groups they would train in (only runs that need work are grouped)."""
+def dry_run_rows(spec: SweepSpec, max_group: int, retry_failed: bool, replace: bool = False,
+                 data_dir: str | Path | None = None) -> tuple[list[SweepRun], list[list[SweepRun]]]:
+    """The expanded runs and the groups they would train in (only runs that need work are
+    grouped), after the checks the sweep itself makes before training: the folder's sweep
+    (``check_same_sweep``) and each group's memory estimate (``memory.check``, which loads the data)."""
+    from initlab import memory
+    from initlab.experiment import dataset
+    from initlab.train import memory_estimate
+
     runs = expand(spec)
-    return runs, plan_groups([r for r in runs if needs_work(r, retry_failed)], max_group)
-
-
+    check_same_sweep(sweep_dir(spec), runs, replace)
+    groups = plan_groups([r for r in runs if needs_work(r, retry_failed)], max_group)
+    for group in groups:
+        cfgs = [r.cfg for r in group]
+        memory.check(memory_estimate(cfgs, dataset(cfgs[0].data, data_dir)))
+    return runs, groups

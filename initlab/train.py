@@ -741,11 +741,13 @@ def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpe
 
 
 def memory_estimate(cfgs: Sequence[RunConfig], data: Dataset) -> memory.Estimate:
-    """``initlab.memory.estimate`` for a batchable group, from its configs alone (nothing allocated)."""
+    """``initlab.memory.estimate`` for a batchable group, from its configs alone (nothing allocated),
+    in the group's number format (so float64 parameters count 8 bytes, as they will in training)."""
     cfg = cfgs[0]
-    spec = model_spec(cfg.model, data.input_dim, data.num_classes)
-    fns = make_train_fns(cfg, spec, make_schedule(cfg, len(data.y_train)), len(data.y_train), len(cfgs))
-    return memory.estimate(cfgs, spec, fns.optimizer, data)
+    with context(cfg.model.dtype):
+        spec = model_spec(cfg.model, data.input_dim, data.num_classes)
+        fns = make_train_fns(cfg, spec, make_schedule(cfg, len(data.y_train)), len(data.y_train), len(cfgs))
+        return memory.estimate(cfgs, spec, fns.optimizer, data)
 
 
 def train(cfg: RunConfig, data: Dataset, sink: Sink, checkpointer: Checkpointer | None = None) -> TrainResult:

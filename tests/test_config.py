@@ -509,8 +509,9 @@ MODEL_CHANGES = {
 # and zero_readout are mup's).
 MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
 MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP,
-                 "branch_scale_init": {"residual": True, "depth": 5}, "shaping": {"activation": "tanh", "depth": 10},
-                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks"}}
+                 "branch_scale_init": {"residual": True, "depth": 5},
+                 "shaping": {"activation": "tanh", "depth": 10, "init": "orthogonal"},
+                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks", "init": "orthogonal"}}
 
 
 def test_model_changes_cover_every_model_field():
@@ -594,3 +595,28 @@ def test_a_config_read_back_from_its_yaml_hashes_as_it_did(model):
     again = C.from_dict(C.parse_yaml(C.to_yaml(cfg)))
     assert C.config_digest(again) == C.config_digest(cfg)
     assert all(isinstance(v, float) for v in cfg.model.init_args.values())
+
+
+@pytest.mark.parametrize("text, lines", [("model: {depth: 2, depth: 3}\n", "lines 1 and 1"),
+                                         ("model:\n  depth: 2\n  width: 8\n  depth: 3\n", "lines 2 and 4"),
+                                         ("name: a\nmodel: {depth: 2}\nname: b\n", "lines 1 and 3")])
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path, text, lines):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"is given twice in one mapping \\({lines}\\); keep one"):
+        C.load(path)
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {depth: 2, width: 8}\nmodel:\n  <<: *b\n  depth: 4\n")
+    assert C.read_yaml(path)["model"] == {"depth": 4, "width": 8}
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_config_is_refused_not_trained_with_every_default(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="empty, so every default would apply"):
+        C.load(path)
+    assert C.load(path, ["model.depth=2"]).model.depth == 2  # overrides say what to run

@@ -156,14 +156,39 @@ def test_a_different_sweep_of_the_same_name_is_refused_unless_replaced(tmp_path)
     config.write_text(yaml.safe_dump({**small_run("same"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 1}))
     assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0
     index = (tmp_path / "same" / "index.json").read_text()
-    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "1,2"])
-    assert result.exit_code == 1 and "holds a different sweep named 'same' (2 runs not in it, 1 of its runs" in \
-        result.output.replace("\n", " ")
+    for args in (["--dry-run"], ["-q"]):  # the dry run refuses what the sweep refuses
+        result = runner.invoke(app, ["sweep", str(config), *args, "--seeds", "1,2"])
+        assert result.exit_code == 1 and "holds a different sweep named 'same' (1 of its runs are not in this one" \
+            in result.output.replace("\n", " "), result.output
     assert (tmp_path / "same" / "index.json").read_text() == index  # nothing of the first was overwritten
     assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0  # the same sweep again: fine
-    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1", "--replace"])
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "1,2", "--replace"])
     assert result.exit_code == 0, result.output
     assert len(json.loads((tmp_path / "same" / "index.json").read_text())["runs"]) == 2
+
+
+def test_a_sweep_extended_by_seeds_or_values_needs_no_replace(tmp_path):
+    """The commonest extension, more seeds or more grid values, keeps every run of the folder's
+    sweep: the dry run plans it and the sweep trains only the new runs."""
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({**small_run("grow"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 1}))
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1"])
+    assert result.exit_code == 0 and "trained 1 runs in 1 groups; 1 already done" in result.output, result.output
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1", "--grid", "model.width=16,8"])
+    assert result.exit_code == 0 and "trained 2 runs in 1 groups; 2 already done" in result.output, result.output
+    assert len(json.loads((tmp_path / "grow" / "index.json").read_text())["runs"]) == 4
+
+
+def test_the_dry_run_makes_the_memory_check(tmp_path, monkeypatch):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({**small_run("big"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 2}))
+    monkeypatch.setattr("initlab.memory.available", lambda: (1000, "a test's tiny device"))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run"])
+    assert result.exit_code == 1 and "more than the" in result.output and "tiny device" in result.output, result.output
+    assert not (tmp_path / "big").exists()
 
 
 LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
@@ -324,6 +349,24 @@ def test_the_memory_estimate_counts_parameters_and_optimizer_state_exactly():
     assert est.data == data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
 
 
+def test_the_memory_estimate_counts_float64_parameters_at_8_bytes_without_a_warning():
+    import warnings
+
+    from initlab.data import load_dataset
+    from initlab.memory import OPT_COPIES, PARAM_COPIES
+    from initlab.train import memory_estimate
+
+    cfg = C.from_dict({**small_run("m"), "model": {"depth": 2, "width": 16, "dtype": "float64"},
+                       "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
+    data = load_dataset(cfg.data, None, progress=False)
+    n = 8 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # JAX's "explicitly requested dtype float64 ... truncated" was one
+        est = memory_estimate([cfg], data)
+    assert est.parameters == PARAM_COPIES * 8 * n
+    assert est.optimizer == OPT_COPIES * 8 * (2 * n + 1)  # two float64 moments and a 64-bit step count
+
+
 def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path, monkeypatch):
     import initlab.memory as memory
 
@@ -388,10 +431,10 @@ def test_sweep_progress_moves_within_a_group(tmp_path):
 
 
 def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
-    from initlab.errors import Terminated, note_termination
+    from initlab.errors import Terminated, note_interrupt
     from initlab.storage import RunRecorder
 
-    note_termination(signal.SIGTERM)  # the handler's raise landed in a gc callback and was ignored
+    note_interrupt(signal.SIGTERM)  # the handler's raise landed in a gc callback and was ignored
     with pytest.raises(Terminated):
         RunRecorder().progress(10, 20, {})  # the next look-in on the host ends the run
     RunRecorder().progress(11, 20, {})  # once
