@@ -53,7 +53,8 @@ def _strings(values: str | Iterable[str], name: str) -> list[str]:
 
 # The CLI's options that library messages name, as the Python API spells them: a message raised
 # under ``run`` says what to pass here, not on a command line.
-PYTHON_ARGUMENTS = {"--force": "force=True", "--resume": "resume=True", "--retry-failed": "retry_failed=True",
+PYTHON_ARGUMENTS = {"--force": "force=True", "--resume": "resume=True", "--auto-resume": "auto_resume=True",
+                    "--retry-failed": "retry_failed=True",
                     "--replace": "replace=True"}
 _OPTION = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, PYTHON_ARGUMENTS)) + r")(?![\w-])")
 
@@ -80,12 +81,14 @@ ENDED = ("completed", "diverged", "failed")
 
 def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str] = (),
         data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        exist_ok: bool = False) -> Run:
+        auto_resume: bool = False, exist_ok: bool = False) -> Run:
     """Train ``config`` (a ``RunConfig`` or a YAML path, with ``overrides``) as ``initlab run``
     does, write its run folder under ``log.out`` and return it opened. A folder that already
     holds this config is an error unless ``exist_ok`` (return that run, if it ended: completed,
     diverged or failed), ``force`` (start again) or ``resume`` (continue an unfinished one from
-    its checkpoint); a failed run raises ``InitlabError`` after writing what it had."""
+    its checkpoint); ``auto_resume`` continues from the checkpoint if there is one, starts if there
+    is nothing to continue and returns a finished run as it is (``initlab run --auto-resume``); a
+    failed run raises ``InitlabError`` after writing what it had."""
     from initlab import experiment, storage
 
     overrides = _strings(overrides, "overrides")
@@ -99,7 +102,8 @@ def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str
         if exist_ok and storage.run_status(path) in ENDED:
             storage.check_same_config(path, cfg)
             return open_run(path)
-        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, download_progress=False)
+        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, auto_resume=auto_resume,
+                                 download_progress=False)
     except InitlabError as e:
         raise _in_python_terms(e) from None
     return open_run(summary["run_dir"])

@@ -415,3 +415,15 @@ def test_an_interrupt_whose_raise_was_swallowed_still_stops_the_run(tmp_path, mo
     assert not run_dir_for(cfg2).exists()
     monkeypatch.setattr(train, "_start_runs", start_runs)
     assert experiment.run(cfg2)["status"] == "completed"  # the note was used once
+
+
+def test_the_api_auto_resume_returns_a_finished_run_and_names_python_arguments(tmp_path):
+    from initlab import api
+
+    path, folder = interrupted_with_checkpoint(tmp_path)
+    with pytest.raises(api.InitlabError, match="resume=True continues it, force=True starts it again"):
+        api.run(path)
+    run = api.run(path, auto_resume=True)
+    assert run.summary["status"] == "completed" and not (folder / CHECKPOINT_FILE).exists()
+    again = api.run(path, auto_resume=True)
+    assert again.path == run.path and again.summary == run.summary
