@@ -38,10 +38,12 @@ def _float(text: str) -> float | None:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV's rows, without a partial one (a run being written, or killed mid-write, can end in a
+    row cut short: its missing cells would read as None)."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return [row for row in csv.DictReader(f) if None not in row.values()]
 
 
 def run_label(run: Run, keys: list[str]) -> str:

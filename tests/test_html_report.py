@@ -46,11 +46,11 @@ def test_the_page_is_self_contained(page):
 def test_bad_uses_of_the_html_format_are_one_line_errors(page, tmp_path):
     runs, _ = page
     result = runner.invoke(app, ["report", str(runs), "--format", "html", "--layers", str(next(runs.glob("page-*")))])
-    assert result.exit_code == 1 and "not --layers" in result.output
+    assert result.exit_code == 2 and "not --layers" in result.output
     result = runner.invoke(app, ["report", str(tmp_path), "--format", "html", "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 1 and "no runs to report" in result.output and not (tmp_path / "r.html").exists()
     result = runner.invoke(app, ["report", str(runs), "-o", str(tmp_path / "r.txt")])
-    assert result.exit_code == 1 and "give --format too" in result.output
+    assert result.exit_code == 2 and "give --format too" in result.output
 
 
 def test_output_writes_the_other_formats_to_a_file(page, tmp_path):
@@ -161,3 +161,17 @@ def test_without_histograms_the_view_is_hidden_with_a_note(tmp_path):
     assert runner.invoke(app, ["run", str(tmp_path / "s.yaml")]).exit_code == 0
     text = render(build_report([tmp_path]))
     assert 'id="histogram" style="display: none"' in text and "set log.histograms" in text
+
+
+def test_a_run_whose_csvs_end_in_a_partial_row_is_reported(page, tmp_path):
+    """A run being written, or killed mid-write, can end layers.csv and metrics.csv in a row cut short."""
+    runs, _ = page
+    partial = tmp_path / "runs"
+    shutil.copytree(runs, partial, ignore=shutil.ignore_patterns(".*"))
+    run = next(partial.glob("page-*"))
+    for name in ("layers.csv", "metrics.csv"):
+        lines = (run / name).read_text().splitlines()
+        (run / name).write_text("\n".join([*lines, lines[-1][: len(lines[-1]) // 3]]))  # no newline: cut short
+    result = runner.invoke(app, ["report", str(partial), "--format", "html", "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "(2 rows, 4 runs)" in result.output.replace("\n", "") and (tmp_path / "r.html").stat().st_size > 3_000_000
