@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from initlab.config import ADDED_LATER, is_default_stats
-from initlab.errors import InitlabError
+from initlab.errors import ConfigError, InitlabError
 
 VANISHING = 1e-2
 EXPLODING = 1e2
@@ -242,7 +242,7 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
     stack = [Path(p) for p in paths]
     for p in stack:
         if not p.exists():
-            raise InitlabError(f"{p}: no such file or folder")
+            raise ConfigError(f"{p}: no such file or folder")
     seen: set[Path] = set()
     while stack:
         p = stack.pop(0)
@@ -272,7 +272,7 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
 def _parse_filter(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise InitlabError(f"--filter {item!r}: expected KEY=VALUE, e.g. --filter model.init=he_normal")
+        raise ConfigError(f"--filter {item!r}: expected KEY=VALUE, e.g. --filter model.init=he_normal")
     return key.strip(), value.strip()
 
 
@@ -287,7 +287,7 @@ def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
 
             close = difflib.get_close_matches(key, sorted({k for r in runs for k in r.flat}), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise InitlabError(f"--filter {item}: no run has the key {key!r}{hint}")
+            raise ConfigError(f"--filter {item}: no run has the key {key!r}{hint}")
         kept = [r for r in runs if _matches(r, key, value)]
         if runs and not kept:
             have = sorted({str(r.status if key == "status" else r.flat.get(key)) for r in runs})
@@ -383,12 +383,14 @@ def _geo_mean(values: Sequence[float]) -> float:
 
 
 def _status_text(runs: Sequence[Run]) -> str:
-    """``ok`` when every seed completed, else the counts (``1 ok, 1 diverged``)."""
+    """``ok`` when every seed completed, the status when they all share one (``running``,
+    ``diverged``: how many is the ``n`` column), else the counts (``1 ok, 1 diverged``)."""
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.status] = counts.get(r.status, 0) + 1
-    if set(counts) == {"completed"}:
-        return "ok"
+    if len(counts) == 1:
+        (status,) = counts
+        return "ok" if status == "completed" else status
     order = sorted(counts.items(), key=lambda kv: (kv[0] != "completed", kv[0]))
     return ", ".join(f"{n} {'ok' if s == 'completed' else s}" for s, n in order)
 
@@ -477,14 +479,14 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
     keys = list(group_by) if group_by else varied_keys(runs)
     for k in group_by:
         if runs and all(k not in r.flat for r in runs):
-            raise InitlabError(f"--group-by {k}: not a config key of these runs (e.g. model.depth, model.init)")
+            raise ConfigError(f"--group-by {k}: not a config key of these runs (e.g. model.depth, model.init)")
     rows = aggregate(runs, keys, target)
     all_columns = [*keys, *COLUMNS]
     if sort:
         descending = sort.startswith("-")
         column = sort.lstrip("-")
         if column not in all_columns:
-            raise InitlabError(f"--sort {column}: not a column (one of {', '.join(all_columns)})")
+            raise ConfigError(f"--sort {column}: not a column (one of {', '.join(all_columns)})")
         key = _sort_key(column)
         rows.sort(key=key)
         if descending:  # reverse the rows that have a value; rows without one stay last
@@ -498,7 +500,7 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
     if columns:
         unknown = [c for c in columns if c not in all_columns]
         if unknown:
-            raise InitlabError(f"--columns {unknown[0]}: not a column (one of {', '.join(all_columns)})")
+            raise ConfigError(f"--columns {unknown[0]}: not a column (one of {', '.join(all_columns)})")
         chosen = [c for c in columns if c not in keys]
     problems = []
     for r in runs:
@@ -645,7 +647,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not (p / "layers.csv").exists():
         hint = " (a sweep folder? pass one of its run folders)" if p.is_dir() and not _is_run_folder(p) else ""
-        raise InitlabError(f"--layers {p}: not a run folder with layers.csv{hint}")
+        raise ConfigError(f"--layers {p}: not a run folder with layers.csv{hint}")
     with open(p / "layers.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:

@@ -1,5 +1,6 @@
 """initlab report over a fixture folder of completed, diverged, failed, corrupt and partial runs."""
 
+import csv
 import io
 import json
 import math
@@ -90,7 +91,7 @@ def test_diverged_and_failed_runs_are_listed_with_step_and_reason(runs_dir):
     assert all("non-finite" in p["reason"] and p["step"] is not None for p in by_status["diverged"])
     assert by_status["failed"][0]["reason"] == "RuntimeError: simulated" and by_status["failed"][0]["step"] == 8
     statuses = {r["status"] for r in rep.rows}
-    assert "2 diverged" in statuses and "1 failed" in statuses
+    assert "diverged" in statuses and "failed" in statuses  # one status for all seeds: n says how many
 
 
 def test_filter_sort_group_by_columns_top(runs_dir):
@@ -129,9 +130,9 @@ def test_cli_report_table_and_formats(runs_dir):
     as_json = runner.invoke(app, ["report", str(runs_dir), "--format", "json"])
     assert json.loads(as_json.output)["thresholds"] == {"vanishing": VANISHING, "exploding": EXPLODING}
     bad = runner.invoke(app, ["report", str(runs_dir), "--format", "xml"])
-    assert bad.exit_code == 1 and "--format 'xml'" in bad.output
+    assert bad.exit_code == 2 and "--format 'xml'" in bad.output  # bad input: exit 2, as the README says
     missing = runner.invoke(app, ["report", str(runs_dir / "nope")])
-    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert missing.exit_code == 2 and "no such file" in missing.output
 
 
 def test_layers_view_of_one_run(runs_dir):
@@ -144,7 +145,7 @@ def test_layers_view_of_one_run(runs_dir):
     frame = pd.read_csv(io.StringIO(runner.invoke(app, ["report", "--layers", str(run), "--format", "csv"]).output))
     assert len(frame) == 2 * 7 and set(frame.step) == {0, 24}
     sweep_folder = runner.invoke(app, ["report", "--layers", str(runs_dir / "grid")])
-    assert sweep_folder.exit_code == 1 and "pass one of its run folders" in sweep_folder.output
+    assert sweep_folder.exit_code == 2 and "pass one of its run folders" in sweep_folder.output
 
 
 def test_layers_view_says_dead_layer_where_symmetry_is_undefined(runs_dir, tmp_path):
@@ -176,7 +177,7 @@ def test_verdict_thresholds_and_sparkline():
 
 def test_diverged_runs_do_not_count_in_the_accuracy_mean(runs_dir):
     rep = build_report([runs_dir])
-    diverged = next(r for r in rep.rows if r["status"] == "2 diverged")
+    diverged = next(r for r in rep.rows if r["status"] == "diverged")
     assert math.isnan(diverged["test_acc"])
 
 
@@ -250,7 +251,8 @@ def test_discovery_does_not_follow_symbolic_links(runs_dir, tmp_path):
 ])
 def test_no_ops_say_so(runs_dir, tmp_path, args, message):
     result = runner.invoke(app, [*args, str(runs_dir), *(["--out", str(tmp_path)] if args[0] == "plot" else [])])
-    assert result.exit_code == 1 and message in result.output.replace("\n", " "), result.output
+    bad_value = args[2] == "model.dept=3" or args[1] == "--kind"  # bad input: 2; a filter matching nothing: 1
+    assert result.exit_code == (2 if bad_value else 1) and message in result.output.replace("\n", " "), result.output
 
 
 def test_the_verdict_of_diverged_runs_says_so(runs_dir):
@@ -275,3 +277,60 @@ def test_the_report_table_fits_the_terminal_and_cuts_no_value(runs_dir, width):
     assert all(len(line) <= width for line in text.splitlines()) and "…" not in text
     assert "he_normal" in text and "glorot_normal" in text  # the config keys are whole
     assert f"left out at this width ({width} columns)" in text.replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 34: a folder of ad-hoc runs, one-line usage errors with exit code 2
+
+
+@pytest.fixture(scope="module")
+def ad_hoc(runs_dir, tmp_path_factory):
+    """The grid's runs as ad-hoc `--set` runs: each configuration also differs in data sizes, steps,
+    logging and learning rate, so nine config keys vary."""
+    root = tmp_path_factory.mktemp("adhoc") / "runs"
+    for i, run in enumerate(sorted((runs_dir / "grid").glob("grid-*[0-9a-f]"))):
+        if run.name in ("grid-corrupt0", "grid-failed0"):
+            continue
+        summary = json.loads((run / "summary.json").read_text())
+        config = summary["config"]
+        config["data"].update(train_size=2000 + 1000 * (i % 3), test_size=1000 + 500 * (i % 2))
+        config["train"].update(steps=150 + 50 * i, lr=0.001 * (1 + i % 4))
+        config["log"].update(every=50 + 10 * i)
+        shutil.copytree(run, root / run.name)
+        (root / run.name / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_a_narrow_terminal_folds_the_config_keys_never_the_outcomes(ad_hoc):
+    result = runner.invoke(app, ["report", str(ad_hoc)], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert all(len(line) <= 100 for line in text.splitlines()) and "…" not in text
+    for header in ("status", "test acc %", "act L/1 init", "grad 1/L init", "signal verdict"):
+        assert header in text.replace("\n", " ") or header.replace(" ", "\n") in text, header
+    rep = build_report([ad_hoc])
+    assert len(rep.keys) >= 7 and all(f"{100 * r['test_acc']:.2f}±" in text for r in rep.rows)
+    left_out = text.split("left out at this width", 1)[-1].split(";")[0]
+    assert not any(c in left_out for c in ("test_acc", "act_ratio_init", "grad_ratio_init", "verdict"))
+    for row in rep.rows:  # every configuration's keys are still there to read, whole
+        assert all((f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])) in text for k in rep.keys)
+
+
+def test_a_group_whose_seeds_share_a_status_says_that_status(runs_dir):
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_report([runs_dir / "boom"])))))
+    assert [r["status"] for r in rows] == ["diverged"] and [r["seeds"] for r in rows] == ["2"]
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--sort", "nope"], ["report", "--columns", "nope"], ["report", "--group-by", "model.nope"],
+    ["report", "--filter", "nokey"], ["report", "--top", "0"], ["report", "--target", "abc"], ["report", "--bogus"],
+    ["report", "--format", "xml"], ["plot", "--steps", "x"], ["plot", "--stat", "nope"], ["plot", "--kind", "pie"],
+    ["plot", "--metric", "nope"], ["export", "tensorboard"], ["export"], ["export", "nope", "--out", "x"],
+])
+def test_bad_option_values_are_one_line_and_exit_code_2(runs_dir, tmp_path, args):
+    where = [] if args == ["export"] else [str(runs_dir / "grid")]
+    out = ["--out", str(tmp_path / "out")] if args[0] == "plot" else []
+    result = runner.invoke(app, [*args[:2], *where, *args[2:], *out] if args[0] == "export" else [*args, *where, *out])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "╭" not in result.output and "Traceback" not in result.output
