@@ -30,8 +30,9 @@ from matplotlib.axes import Axes  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from initlab.errors import InitlabError  # noqa: E402
+from initlab.errors import ConfigError, InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
 from initlab.report import HEADERS, Run, aggregate, apply_filters, discover, key_headers, varied_keys  # noqa: E402
 from initlab.width import geo_mean, layer_rows  # noqa: E402
@@ -55,6 +56,11 @@ def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
     return out
 
 
+def _with_seeds(label: str, members: Sequence[Run]) -> str:
+    """A configuration's legend entry: its label, and how many seeds its one line is the mean of."""
+    return f"{label} ({len(members)} seeds)" if len(members) > 1 else label
+
+
 def palette(n: int) -> list:
     """``n`` colours that tell configurations apart: Okabe & Ito's for up to 8, tab20 for up to
     20, and beyond that evenly spaced along a perceptual colour map (no colour is reused, so two
@@ -66,24 +72,37 @@ def palette(n: int) -> list:
 
 
 MAX_LEGEND = 30  # configurations named in a legend; past that, the rest are counted
+LEGEND_WRAP = 48  # characters per line of a legend entry below the panels
+CHARS_PER_INCH = 17  # of x-small legend text (about 7 points), to lay the entries out in columns
+LINE_INCHES = 0.16  # the height of a line of x-small legend text, spacing included
 
 
 def legend(where, colour_handles: list, other_handles: Sequence = (), **kwargs) -> None:
-    """A legend that stays readable: beside the plot (not over it) once there are more than 8
-    configurations, in columns of at most 20, naming at most ``MAX_LEGEND`` of them."""
+    """A legend that stays readable, naming at most ``MAX_LEGEND`` configurations: inside the
+    panel ``where`` for up to 8 short entries; for more, or longer ones, below the figure's panels,
+    entries wrapped at ``LEGEND_WRAP`` characters in as many columns as the figure's width holds,
+    the figure made taller by the legend's height so that the panels keep their size."""
+    import textwrap
+
     colour_handles = list(colour_handles)
     if len(colour_handles) > MAX_LEGEND:
         rest = len(colour_handles) - MAX_LEGEND
         colour_handles = colour_handles[:MAX_LEGEND] + [
             Line2D([], [], color="none", label=f"… and {rest} more configurations (narrow with --filter)")]
     handles = colour_handles + list(other_handles)
-    if len(handles) > 8:
-        kwargs = {**kwargs, "fontsize": "x-small", "ncols": math.ceil(len(handles) / 20)}
-        if isinstance(where, Axes):  # beside the panel, not over its lines
-            kwargs.setdefault("loc", "upper left")
-            kwargs.setdefault("bbox_to_anchor", (1.02, 1.0))
-            kwargs.setdefault("borderaxespad", 0.0)
-    where.legend(handles=handles, **{"fontsize": "small", "loc": "best", **kwargs})
+    short = all(len(h.get_label()) <= LEGEND_WRAP for h in handles)
+    if not isinstance(where, Axes) or (len(handles) <= 8 and short):
+        where.legend(handles=handles, **{"fontsize": "small", "loc": "best", **kwargs})
+        return
+    fig = where.figure
+    for h in handles:
+        h.set_label(textwrap.fill(h.get_label(), LEGEND_WRAP, break_long_words=False))
+    lines = [h.get_label().split("\n") for h in handles]
+    widest = max(len(line) for entry in lines for line in entry) + 6  # the handle and the gap
+    ncols = max(1, min(len(handles), int(fig.get_figwidth() * CHARS_PER_INCH // widest)))
+    height = LINE_INCHES * max(sum(len(e) for e in lines[i::ncols]) for i in range(ncols)) + 0.3  # the tallest column
+    fig.set_figheight(fig.get_figheight() + height)
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize="x-small", **kwargs)
 
 
 def _style(i: int, n: int = len(OKABE_ITO)) -> dict:
@@ -91,19 +110,15 @@ def _style(i: int, n: int = len(OKABE_ITO)) -> dict:
 
 
 def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None:
-    """Per-layer act_var and grad_var at ``step`` ("init", "end" or a number: the last logged
-    step at or before it)."""
+    """Per-layer act_var and grad_var at ``step`` ("init", "end" or a number: the logged step
+    nearest to it) as (the step drawn, values)."""
     if step in ("init", "0"):
         return 0, {c: run.profile("init", c) for c in ("act_var", "grad_var")}
     if step == "end":
         return int(run.summary.get("steps", 0)), {c: run.profile("final", c) for c in ("act_var", "grad_var")}
-    try:
-        want = int(step)
-    except ValueError:
-        raise InitlabError(f"--steps {step!r}: expected init, end or a step number") from None
     rows = layer_rows(run)
-    logged = [s for s in rows if s <= want]
-    return (max(logged), rows[max(logged)]) if logged else None
+    at = _resolve_step(step, sorted(rows))
+    return (at, rows[at]) if at is not None else None
 
 
 def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
@@ -127,12 +142,14 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     groups = _groups(runs, keys)
     colours = palette(len(groups))
+    drawn: dict[int, set[int]] = {}  # per step asked for, the logged steps drawn
     for i, (label, members) in enumerate(groups.items()):
         colour = colours[i]
         for j, step in enumerate(steps):
             found = [p for p in (_profile_at(r, step) for r in members) if p is not None]
             if not found:
                 continue
+            drawn.setdefault(j, set()).update(p[0] for p in found)
             for ax, column in zip(axes, ("act_var", "grad_var")):
                 values = geo_mean([p[1][column] for p in found])
                 if len(values):
@@ -149,13 +166,14 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
     titles = ("activation variance across depth", "back-propagated gradient variance ∂ℓ/∂z across depth")
     for ax, title, ylabel in zip(axes, titles, ("Var(a)", "Var(∂ℓ/∂z)")):
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("hidden layer (1 = nearest the input)")
         ax.set_ylabel(ylabel + " (log scale)")
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-    colour_handles = [Line2D([], [], color=colours[i], label=label) for i, label in enumerate(groups)]
-    style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
-                     for j, s in enumerate(steps)]
+    colour_handles = [Line2D([], [], color=colours[i], label=_with_seeds(label, members))
+                      for i, (label, members) in enumerate(groups.items())]
+    style_handles = _step_handles(steps, drawn)
     if theory and any(_theory_profile(m) for m in groups.values()):
         style_handles.append(Line2D([], [], color="0.3", linestyle=THEORY_STYLE, label="mean-field theory (init)"))
     legend(axes[1], colour_handles, style_handles)
@@ -184,16 +202,17 @@ def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
         for ax, column in ((ax_loss, "train_loss"), (ax_acc, "test_acc")):
             stacked = np.full((len(curves), len(longest["step"])), np.nan)
             for k, c in enumerate(curves):
-                stacked[k, : len(c[column])] = c[column]
+                stacked[k, : len(c[column])] = c[column] * (100 if column == "test_acc" else 1)  # % as the report
             with warnings.catch_warnings():  # rows where no seed has a value stay NaN, silently
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(stacked, axis=0)
             ok = np.isfinite(mean)
-            ax.plot(longest["step"][ok], mean[ok], label=label, marker="o" if ok.sum() <= 12 else None,
+            ax.plot(longest["step"][ok], mean[ok], label=_with_seeds(label, members),
+                    marker="o" if ok.sum() <= 12 else None,
                     markersize=3, **_style(i, len(groups)))
     ax_loss.set(xlabel="step", ylabel="training loss (mean since previous point)", title="training loss")
     ax_loss.set_yscale("log")
-    ax_acc.set(xlabel="step", ylabel="test accuracy", title="test accuracy")
+    ax_acc.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
     handles, _ = ax_acc.get_legend_handles_labels()
@@ -454,7 +473,7 @@ QUANTITIES: Registry[Quantity] = Registry("histogram quantity", {
 
 def _quantity(name: str) -> Quantity:
     if name not in QUANTITIES:
-        raise InitlabError(f"--quantity {name!r}: not one of {', '.join(QUANTITIES)}")
+        raise ConfigError(f"--quantity {name!r}: not one of {', '.join(QUANTITIES)}")
     return QUANTITIES[name]
 
 
@@ -465,15 +484,35 @@ def _step_number(spec: str) -> int | None:
     try:
         return int(spec)
     except ValueError:
-        raise InitlabError(f"--steps {spec!r}: expected init, end or a step number") from None
+        raise ConfigError(f"--steps {spec!r}: expected init, end or a step number") from None
 
 
 def _resolve_step(spec: str, logged: Sequence[int]) -> int | None:
-    """The logged step ``spec`` names: init → 0, end → the last one, a number → the last one at or
-    before it; None when there is none."""
+    """The logged step ``spec`` names: init → 0 (or the first), end → the last one, a number → the
+    logged step nearest to it (the earlier of two as near); None when nothing was logged."""
     want = _step_number(spec)
-    earlier = [s for s in logged if want is None or s <= want]
-    return max(earlier) if earlier else None
+    if not logged:
+        return None
+    if want is None:
+        return max(logged)
+    return min(logged, key=lambda s: (abs(s - want), s))
+
+
+def _step_label(spec: str, drawn: Sequence[int]) -> str:
+    """A line style's legend entry: the step asked for (``step: 100``, ``step: end``), or where no
+    run logged it, the logged steps drawn in its place (``step: 100 (nearest logged to 150)``)."""
+    want, drawn = _step_number(spec), sorted(set(drawn))
+    if spec in ("init", "end") or drawn == [want]:
+        return f"step: {spec}"
+    if not drawn:
+        return f"step: {spec} (no run has it)"
+    return f"step{'s' if len(drawn) > 1 else ''}: {', '.join(map(str, drawn))} (nearest logged to {spec})"
+
+
+def _step_handles(steps: Sequence[str], drawn: dict[int, set[int]]) -> list[Line2D]:
+    """One legend entry per step asked for that something was drawn at, in its line style."""
+    return [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=_step_label(s, drawn[j]))
+            for j, s in enumerate(steps) if drawn.get(j)]
 
 
 def _pick_layers(layers: Sequence[int], limit: int = MAX_LAYERS) -> list[int]:
@@ -548,9 +587,11 @@ def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = 
     q = _quantity(quantity)
     chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
     fig, axes = _panels(len(chosen), sharex=True, sharey=True)
+    drawn = []
     for ax, (label, run) in zip(axes, chosen.items()):
         hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
         at = _resolve_step(step, hist.steps())
+        drawn += [at] if at is not None else []
         seed = f"seed {run.flat.get('seed', 0)}"
         if at is None:
             ax.set_title(f"{label}\n({seed}: no {quantity} histogram at step {step})", fontsize="small")
@@ -576,7 +617,8 @@ def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = 
             ax.set_xscale("log")
         ax.set_xlabel(f"|{q.symbol}| (log scale)" if q.binning.log else q.symbol)
     axes[0].set_ylabel("fraction of values per binary exponent" if q.binning.log else "density")
-    fig.suptitle(f"distribution of {q.label} per hidden layer, step: {step}\n(after Glorot & Bengio 2010, Figs. 6–7)")
+    fig.suptitle(f"distribution of {q.label} per hidden layer, {_step_label(step, drawn)}\n"
+                 "(after Glorot & Bengio 2010, Figs. 6–7)")
     return fig
 
 
@@ -652,6 +694,7 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
     if not groups:
         raise InitlabError(f"no run has {JACOBIAN_FILE}: {HOW_TO_JACOBIAN}")
     lines = []  # (configuration index, step index, σ² pooled over examples and seeds, steps drawn)
+    drawn: dict[int, set[int]] = {}
     for i, members in enumerate(groups.values()):
         spectra = [read_jacobian(r.path / JACOBIAN_FILE) for r in members]
         for j, spec in enumerate(steps):
@@ -661,6 +704,7 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
                 sv = np.concatenate([v for _, v, _ in found])
                 floor = np.concatenate([np.full(len(v), f) for _, v, f in found])
                 lines.append((i, j, np.where(sv > floor, sv, 0.0) ** 2, sorted({at for at, _, _ in found})))
+                drawn.setdefault(j, set()).update(at for at, _, _ in found)
     positive = [sq[np.isfinite(sq) & (sq > 0)] for _, _, sq, _ in lines]
     pooled = np.concatenate(positive) if positive else np.array([])
     fig, ax = plt.subplots(figsize=(13, 5.2), layout="constrained")
@@ -690,8 +734,7 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
         colour_handles.append(Line2D([], [], color=palette(len(groups))[i],
                                      label=label + (f"\n(σ below float32 resolution, not drawn: {below})"
                                                     if below else "")))
-    style_handles = [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
-                     for j, s in enumerate(steps)]
+    style_handles = _step_handles(steps, drawn)
     reference = Line2D([], [], color="0.4", linestyle=THEORY_STYLE, label="σ² = 1 (dynamical isometry)")
     legend(fig, colour_handles, [*style_handles, reference], loc="outside right upper")
     return fig
@@ -745,31 +788,66 @@ def _format_label(run: Run) -> str:
     return ", ".join(words)
 
 
+# Each number format's own colour, far apart in hue (float16 vermillion, float32 blue), the same in
+# every figure; a variant of one (loss scaling, pure precision) takes the next of VARIANT_COLOURS.
+FORMAT_COLOURS = {"float32": OKABE_ITO[0], "float16": OKABE_ITO[3], "bfloat16": OKABE_ITO[2], "float64": OKABE_ITO[6]}
+VARIANT_COLOURS = [OKABE_ITO[i] for i in (4, 1, 5, 7)]
+STRUCTURAL = "0.85"  # the fill of the share that is zero in the widest format too
+
+
+def _widest(labels: Sequence[str], runs: Sequence[Run]) -> str | None:
+    """Of the format labels drawn, the one whose dtype reaches furthest toward zero (most mantissa
+    bits next, no loss scaling first), if it has float32's range or more: its zeros are the network's
+    own (inactive ReLU units, constant input pixels), not format underflow. None otherwise."""
+    from initlab.formats import FORMATS
+
+    def key(label: str):
+        fmt = FORMATS[str(next(r for r in runs if _format_label(r) == label).flat.get("model.dtype", "float32"))]
+        return fmt.smallest_normal, -fmt.mantissa_bits, label != label.split(",")[0]
+
+    best = min(labels, key=key, default=None)
+    return best if best is not None and key(best)[0] <= FORMATS["float32"].smallest_normal else None
+
+
 def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
     """The share of ∂L/∂z's and ∂L/∂W's entries that are zero or subnormal in each run's number
     format, against layer (the output layer last): one row of two panels per setup (the varied
-    keys that are not the format's), one colour per number format (the same in every row; mean
-    over seeds), one line style per step (init, end, or the last logged step at or before a number)."""
+    keys that are not the format's), one colour per number format (``FORMAT_COLOURS``, the same in
+    every row; mean over seeds), one line style per step (init, end, or the logged step nearest a
+    number). Exact zeros count in every format, so the share that is zero or subnormal in the widest
+    format drawn (float32 or wider) at every step shown is filled grey beneath: structural zeros
+    (a ReLU's inactive units, MNIST's constant border pixels in layer 1's ∂L/∂W), not underflow; what
+    a narrower format adds above it is what the format lost."""
     setups = _groups(runs, [k for k in keys if k not in FORMAT_KEYS])
     formats = sorted({_format_label(r) for r in runs}, key=lambda s: (s.split(",")[0], s))
-    colour = {f: OKABE_ITO[i % len(OKABE_ITO)] for i, f in enumerate(formats)}
+    variants = iter(VARIANT_COLOURS * len(formats))
+    colour = {f: FORMAT_COLOURS[f] if f in FORMAT_COLOURS else next(variants) for f in formats}
     fig, grid = plt.subplots(len(setups), 2, figsize=(11, 3.4 * len(setups) + 0.8), squeeze=False,
                              constrained_layout=True, sharey=True)
-    drawn = False
+    drawn: dict[int, set[int]] = {}
+    floor = None
     for axes, (setup, members) in zip(grid, setups.items()):
+        widest = _widest(sorted({_format_label(r) for r in members}), members)
+        floor = floor or widest
         for fmt in formats:
             tables = [t for t in (layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members
                                   if _format_label(r) == fmt) if t]
+            lowest: dict[int, np.ndarray] = {}  # per panel: the widest format's share at every step shown
             for j, step in enumerate(steps):
                 picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]
-                for ax, column in zip(axes, UNDERFLOW_COLUMNS):
+                for k, (ax, column) in enumerate(zip(axes, UNDERFLOW_COLUMNS)):
                     values = [p[1][column] for p in picked]
                     if not values or len({len(v) for v in values}) != 1:
                         continue
                     mean = np.nanmean(np.array(values), axis=0)
                     ax.plot(np.arange(1, len(mean) + 1), mean, color=colour[fmt], linestyle=STYLES[j % len(STYLES)],
                             marker="o" if len(mean) <= 25 else None, markersize=3)
-                    drawn = True
+                    drawn.setdefault(j, set()).update(p[0] for p in picked)
+                    lowest[k] = np.fmin(lowest[k], mean) if k in lowest else mean
+            if fmt == widest:
+                for k, share in lowest.items():
+                    axes[k].fill_between(np.arange(1, len(share) + 1), 0, np.nan_to_num(share), color=STRUCTURAL,
+                                         zorder=0, linewidth=0)
         for ax, what in zip(axes, ("∂L/∂z", "∂L/∂W")):
             ax.set_title(f"{setup}: {what}" if len(setups) > 1 or setup != "run" else what, fontsize="medium")
     if not drawn:
@@ -782,21 +860,61 @@ def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[s
     for ax in grid[:, 0]:
         ax.set_ylabel("share zero or subnormal")
     handles = [Line2D([], [], color=colour[f], label=f) for f in formats]
-    handles += [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=f"step: {s}")
-                for j, s in enumerate(steps)]
+    handles += _step_handles(steps, drawn)
+    if floor:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color=STRUCTURAL, label=f"zero in {floor} too: structural, not underflow"))
     fig.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=min(len(handles), 4))
-    fig.suptitle("gradient entries lost to the number format, per layer (mean over seeds)")
+    fig.suptitle("gradient entries zero or subnormal in each number format, per layer (mean over seeds)"
+                 + ("\nexact zeros count in every format: the grey share is zero in the widest format as well "
+                    "(inactive units, constant inputs); above it, lost to a narrower format" if floor else
+                    "\nexact zeros (inactive units, constant inputs) count too: no float32 or wider run here to "
+                    "tell them from underflow"))
     return fig
 
 
+# Sections whose keys make the better heatmap axes, first to last (what the network and its
+# training are before how much data and logging).
+AXIS_SECTIONS = ("model", "train", "data")
+
+
+def grid_keys(runs: Sequence[Run], keys: Sequence[str]) -> tuple[str, str] | None:
+    """The two varied keys that vary as a grid, (rows, columns): every value of one was run with
+    every value of the other. The largest such grid, then the one of the earlier sections of
+    ``AXIS_SECTIONS``, then config order; None where no two keys do."""
+    from itertools import combinations
+
+    def values(k: str) -> set[str]:
+        return {repr(r.flat.get(k)) for r in runs}
+
+    def rank(k: str) -> int:
+        section = k.split(".")[0]
+        return AXIS_SECTIONS.index(section) if section in AXIS_SECTIONS else len(AXIS_SECTIONS)
+
+    grids = []
+    for i, (a, b) in enumerate(combinations(keys, 2)):
+        va, vb = values(a), values(b)
+        pairs = {(repr(r.flat.get(a)), repr(r.flat.get(b))) for r in runs}
+        if len(va) > 1 and len(vb) > 1 and len(pairs) == len(va) * len(vb):
+            grids.append((-len(pairs), rank(a) + rank(b), i, (a, b)))
+    return min(grids)[-1] if grids else None
+
+
 def _heatmap_kind(runs: Sequence[Run], keys: Sequence[str], options: PlotOptions) -> Figure:
-    hx = options.x or (keys[1] if len(keys) > 1 else None)
-    hy = options.y or (keys[0] if keys else None)
+    """The heatmap over --x and --y; where one or both are not given, over keys that vary as a grid."""
+    for k in (options.x, options.y):
+        if k is not None and all(k not in r.flat for r in runs):
+            raise ConfigError(f"--x/--y {k}: not a config key of these runs")
+    hx, hy, given = options.x, options.y, options.x or options.y
     if hx is None or hy is None:
-        raise NothingToDraw("a heatmap needs two varied keys: pass --x KEY --y KEY")
-    for k in (hx, hy):
-        if all(k not in r.flat for r in runs):
-            raise InitlabError(f"--x/--y {k}: not a config key of these runs")
+        found = (grid_keys(runs, [given, k]) for k in keys if k != given) if given else iter([grid_keys(runs, keys)])
+        pair = next((p for p in found if p), None)
+        if pair is None:
+            raise NothingToDraw((f"no varied key makes a grid with {given}" if given else "no two config keys vary "
+                                 "as a grid here") + " (every value of one run with every value of the other): "
+                                "pass --x KEY --y KEY")
+        hy, hx = pair if given is None else ((hy, pair[1]) if hy else (pair[1], hx))
     return heatmap_figure(runs, hx, hy, options.metric)
 
 
@@ -814,7 +932,7 @@ def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str =
     from initlab.width import COORD_STATS, coordinate_data
 
     if statistic not in COORD_STATS:
-        raise InitlabError(f"--stat {statistic!r}: not one of {', '.join(COORD_STATS)}")
+        raise ConfigError(f"--stat {statistic!r}: not one of {', '.join(COORD_STATS)}")
     data = coordinate_data(runs, statistic)
     if not data:
         raise NothingToDraw(f"coordcheck needs completed runs at two or more values of model.width with {statistic} "
@@ -927,19 +1045,18 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     that vary; without them it is skipped, unless it is the only kind asked for. ``quantity`` is the
     histogrammed quantity of histograms and colorful, ``statistic`` the coordinate check's."""
     if not kinds:
-        raise InitlabError(f"--kind: name at least one figure ({', '.join(KINDS)})")
+        raise ConfigError(f"--kind: name at least one figure ({', '.join(KINDS)})")
     for k in kinds:
-        if k not in FIGURES:
-            raise InitlabError(f"--kind {k!r}: not one of {', '.join(KINDS)}")
+        FIGURES.get(k, "--kind")
     from initlab.report import METRICS
 
     if metric not in METRICS + ("theory_ratio",):
-        raise InitlabError(f"--metric {metric!r}: not one of {', '.join(METRICS + ('theory_ratio',))}")
+        raise ConfigError(f"--metric {metric!r}: not one of {', '.join(METRICS + ('theory_ratio',))}")
     _quantity(quantity)
     from initlab.width import COORD_STATS
 
     if statistic not in COORD_STATS:
-        raise InitlabError(f"--stat {statistic!r}: not one of {', '.join(COORD_STATS)}")
+        raise ConfigError(f"--stat {statistic!r}: not one of {', '.join(COORD_STATS)}")
     for s in steps:
         _step_number(s)
     runs, _ = discover(paths)

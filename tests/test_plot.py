@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, colorful_figure,
-                          curves_figure, heatmap_figure, histograms_figure, profile_figure, read_histograms,
-                          spectrum_figure)
+from initlab.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw,
+                          PlotOptions, colorful_figure, curves_figure, heatmap_figure, histograms_figure, profile_figure,
+                          read_histograms, spectrum_figure)
 from initlab.report import discover, varied_keys
 from initlab.sweeps import SweepSpec, run_sweep
 
@@ -59,7 +59,7 @@ def test_profile_has_one_line_per_configuration_and_step(sweep_dir):
     assert act.get_yscale() == "log" and act.get_xlabel() and act.get_ylabel() and act.get_title()
     depths = sorted({len(line.get_xdata()) for line in act.get_lines()})
     assert depths == [2, 4, 6]
-    assert grad.get_legend() is not None
+    assert grad.get_legend() is not None or fig.legends
 
 
 def test_curves_have_one_line_per_configuration(sweep_dir):
@@ -87,10 +87,10 @@ def test_cli_writes_valid_pngs(sweep_dir, tmp_path):
 
 def test_cli_plot_errors_are_one_line(sweep_dir, tmp_path):
     bad_kind = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "pie", "--out", str(tmp_path)])
-    assert bad_kind.exit_code == 1 and "--kind 'pie'" in bad_kind.output
+    assert bad_kind.exit_code == 2 and "--kind: 'pie' is not one of" in bad_kind.output  # bad input: 2
     bad_key = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--x", "model.nope",
                                   "--out", str(tmp_path)])
-    assert bad_key.exit_code == 1 and "model.nope" in bad_key.output
+    assert bad_key.exit_code == 2 and "model.nope" in bad_key.output
     empty = runner.invoke(app, ["plot", str(tmp_path)])
     assert empty.exit_code == 1 and "no completed or diverged runs" in empty.output
 
@@ -108,7 +108,7 @@ def test_profile_overlays_the_mean_field_prediction(sweep_dir):
 def test_heatmap_metric_is_validated(sweep_dir, tmp_path):
     result = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--metric", "verdict",
                                  "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "--metric 'verdict'" in result.output
+    assert result.exit_code == 2 and "--metric 'verdict'" in result.output
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_one_bin_of_mass_is_one_peak(dist_dir):
 
 def test_histogram_steps_resolve_to_logged_steps(dist_dir):
     runs, keys = loaded_dist(dist_dir)
-    assert "step 8" in histograms_figure(runs, keys, "pre", "15").axes[0].get_title()
+    assert "step 16" in histograms_figure(runs, keys, "pre", "15").axes[0].get_title()  # the nearest logged
     assert "step 24" in histograms_figure(runs, keys, "pre", "end").axes[0].get_title()
     with pytest.raises(InitlabError, match="--quantity 'loss'"):
         histograms_figure(runs, keys, "loss")
@@ -385,7 +385,7 @@ def test_cli_missing_file_is_a_one_line_error(bare_dir, tmp_path, kind, file, ho
 def test_cli_quantity_is_validated(dist_dir, tmp_path):
     result = runner.invoke(app, ["plot", str(dist_dir), "--kind", "histograms", "--quantity", "loss",
                                  "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "--quantity 'loss'" in result.output and "grad" in result.output
+    assert result.exit_code == 2 and "--quantity 'loss'" in result.output and "grad" in result.output
 
 
 def test_read_histograms_keeps_one_quantity_of_the_hidden_layers(dist_dir, tmp_path):
@@ -420,7 +420,8 @@ def test_underflow_has_a_row_per_setup_and_a_colour_per_format(formats_dir):
     assert len(fig.axes) == 2 * 2  # two setups (init) × (∂L/∂z, ∂L/∂W)
     assert all(len(ax.get_lines()) == 3 * 2 for ax in fig.axes)  # three formats × two steps
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["float16", "float16, loss scale dynamic", "float32", "step: init", "step: end"]
+    assert labels == ["float16", "float16, loss scale dynamic", "float32", "step: init", "step: end",
+                      "zero in float32 too: structural, not underflow"]
     first = fig.axes[0]
     assert "init=he_normal" in first.get_title() and "∂L/∂z" in first.get_title()
     colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
@@ -457,13 +458,14 @@ def test_every_configuration_gets_its_own_colour(n):
     assert len({to_hex(c) for c in palette(n)}) == n
 
 
-def test_many_configurations_keep_distinct_lines_and_a_legend_beside_the_plot(sweep_dir):
+def test_many_configurations_keep_distinct_lines_and_a_legend_below_the_panels(sweep_dir):
     runs, _ = loaded(sweep_dir)
     fig = profile_figure(runs, ["model.depth", "model.init", "seed"], steps=("init",), theory=False)
     lines = fig.axes[0].get_lines()
     assert len(lines) == 12 and len({(str(ln.get_color()), ln.get_linestyle()) for ln in lines}) == 12
-    box = fig.axes[1].get_legend().get_bbox_to_anchor().transformed(fig.axes[1].transAxes.inverted())
-    assert box.x0 > 1  # beside the panel, not covering it
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    assert legend.get_window_extent().y1 < min(ax.get_window_extent().y0 for ax in fig.axes)  # not over a panel
 
 
 def test_a_heatmap_of_only_diverged_runs_says_so_without_a_colour_bar(sweep_dir, tmp_path):
@@ -478,4 +480,78 @@ def test_a_heatmap_of_only_diverged_runs_says_so_without_a_colour_bar(sweep_dir,
     runs, _ = discover([bad])
     fig = heatmap_figure(runs, "model.depth", "model.init")
     assert len(fig.axes) == 1 and "no completed run" in fig.axes[0].get_title()
-    assert {t.get_text() for t in fig.axes[0].texts} == {"2 diverged"}
+    assert {t.get_text() for t in fig.axes[0].texts} == {"diverged"}
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 34: mixed folders of ad-hoc runs, steps that were never logged, units and colours
+
+
+def mixed(sweep_dir):
+    """The sweep's runs as a folder of ad-hoc runs: every configuration also differs in keys that do
+    not vary as a grid (data sizes, steps, logging), which come first in config order."""
+    runs, _ = loaded(sweep_dir)
+    ad_hoc = {}
+    for r in runs:
+        i = ad_hoc.setdefault((r.flat["model.depth"], r.flat["model.init"]), len(ad_hoc))
+        r.flat = {**r.flat, "data.train_size": 2000 + 1000 * (i % 2), "data.test_size": 1000 + 500 * (i == 5),
+                  "train.steps": 150 + 50 * i, "log.every": 50 + 10 * i}
+    return runs, varied_keys(runs)
+
+
+def test_the_default_heatmap_takes_keys_that_vary_as_a_grid(sweep_dir):
+    runs, keys = mixed(sweep_dir)
+    assert keys[:2] == ["data.train_size", "data.test_size"]  # what the heatmap used to take
+    fig = FIGURES["heatmap"](runs, keys, PlotOptions())
+    ax = fig.axes[0]
+    assert (ax.get_ylabel(), ax.get_xlabel()) == ("depth", "init") and ax.images[0].get_array().shape == (3, 2)
+    with pytest.raises(NothingToDraw, match="vary as a grid"):
+        FIGURES["heatmap"](runs[:3], varied_keys(runs[:3]), PlotOptions())
+
+
+def test_a_legend_of_long_configurations_leaves_the_panels_their_size(sweep_dir):
+    import warnings
+
+    runs, keys = mixed(sweep_dir)
+    for draw in (lambda: profile_figure(runs, keys, steps=("init", "end")), lambda: curves_figure(runs, keys)):
+        fig = draw()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "constrained_layout not applied ... collapsed to zero" is a failure
+            fig.canvas.draw()
+        width = fig.get_window_extent().width
+        assert all(ax.get_window_extent().width > 0.3 * width for ax in fig.axes[:2])
+        labels = [t.get_text().replace("\n", " ") for legend in fig.legends for t in legend.get_texts()]
+        assert sum("depth=" in t for t in labels) == 6  # one entry per configuration: seeds share it
+        assert all("(2 seeds)" in t for t in labels if "depth=" in t)
+
+
+@pytest.mark.parametrize("asked, drawn", [("15", 16), ("99999", 24)])
+def test_a_step_that_was_not_logged_is_drawn_and_labelled_as_the_nearest_logged_one(sweep_dir, asked, drawn):
+    runs, keys = loaded(sweep_dir)
+    fig = profile_figure(runs, keys, steps=(asked,), theory=False)
+    labels = [t.get_text() for legend in [*fig.legends, fig.axes[1].get_legend()] if legend
+              for t in legend.get_texts()]
+    assert f"step: {drawn} (nearest logged to {asked})" in labels and f"step: {asked}" not in labels
+    assert {line.get_label().rsplit("(step ", 1)[1] for line in fig.axes[0].get_lines()} == {f"{drawn})"}
+
+
+def test_curves_show_test_accuracy_in_percent_as_the_report(sweep_dir):
+    runs, keys = loaded(sweep_dir)
+    acc = curves_figure(runs, keys).axes[1]
+    assert "%" in acc.get_ylabel() and max(max(line.get_ydata()) for line in acc.get_lines()) > 1
+
+
+def test_underflow_tells_structural_zeros_from_the_formats_and_colours_formats_apart(formats_dir):
+    from matplotlib.colors import rgb_to_hsv, to_rgb
+
+    from initlab.plot import underflow_figure
+
+    runs, keys = loaded(formats_dir)
+    fig = underflow_figure(runs, keys, steps=("init", "end"))
+    assert "lost to the number format" not in fig.get_suptitle() and "zeros" in fig.get_suptitle()
+    assert all(ax.collections for ax in fig.axes)  # the float32 share, filled: zero in every format
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "zero in float32 too: structural, not underflow" in labels
+    hue = {h.get_label(): rgb_to_hsv(to_rgb(h.get_color()))[0] for h in fig.legends[0].legend_handles
+           if h.get_label() in ("float16", "float32")}
+    assert min(abs(hue["float16"] - hue["float32"]), 1 - abs(hue["float16"] - hue["float32"])) > 0.25
