@@ -67,6 +67,12 @@ class Forward(NamedTuple):
     unit_percentiles: jax.Array  # (len(PERCENTILES),): of the first unit's z over the batch
 
 
+def _order_key(x: jax.Array) -> jax.Array:
+    """int32 keys ordered as the float32 values x (not NaN) are, subnormals included; -0 = +0."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+    return jnp.where(bits >= 0, bits, -(bits & jnp.int32(0x7FFFFFFF)))
+
+
 class LinearBins:
     """``n`` equal bins over [lo, hi] (the last closed on the right), then an underflow bin (x < lo),
     an overflow bin (x > hi, +inf included) and a NaN bin: counts[0] underflow, counts[1..n] the
@@ -76,15 +82,29 @@ class LinearBins:
     def __init__(self, lo: float, hi: float, n: int):
         self.lo, self.hi, self.n = float(lo), float(hi), int(n)
         self.size = self.n + 3
+        # The edges values are compared with: numpy.histogram's for float32 values (float64
+        # linspace rounded to float32), so a value is in bin i exactly when numpy puts it there.
+        self.edges32 = np.linspace(self.lo, self.hi, self.n + 1).astype(np.float32)
 
     def index(self, x: jax.Array) -> jax.Array:
-        t = jnp.floor((x - self.lo) * (self.n / (self.hi - self.lo)))
-        i = jnp.clip(t, 0, self.n - 1).astype(jnp.int32) + 1
-        i = jnp.where(x < self.lo, 0, jnp.where(x > self.hi, self.n + 1, i))
-        return jnp.where(jnp.isnan(x), self.n + 2, i)
+        """Each value's count index: bin i (1..n) where edges32[i−1] ≤ x < edges32[i] (the last
+        bin also takes x = hi), as ``numpy.histogram`` bins the same float32 values. The scaled
+        position is a guess within one bin of the truth (its rounding puts −1e-8 at 0's edge, not
+        below it); comparing with the edges either side settles it."""
+        x = x.astype(jnp.float32)
+        nan = jnp.isnan(x)
+        # compared as ordered integers: XLA on CPU flushes subnormals to zero in float comparisons
+        k, e = _order_key(jnp.where(nan, 0.0, x)), _order_key(jnp.asarray(self.edges32))  # e: (n + 1,)
+        t = jnp.floor((jnp.where(nan, self.lo, x) - self.lo) * (self.n / (self.hi - self.lo)))
+        i = jnp.clip(t, 0, self.n - 1).astype(jnp.int32)
+        i = jnp.where((k < e[i]) & (i > 0), i - 1, i)
+        i = jnp.where((k >= e[i + 1]) & (i < self.n - 1), i + 1, i)
+        i = jnp.where(k < e[0], 0, jnp.where(k > e[-1], self.n + 1, i + 1))
+        return jnp.where(nan, self.n + 2, i)
 
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each bin's (lo, hi) in count order (NaN for the NaN bin)."""
+        """Each bin's nominal (lo, hi) in count order (NaN for the NaN bin): histograms.csv's
+        edges; ``index`` compares with them rounded to float32 (``edges32``)."""
         e = self.lo + (self.hi - self.lo) * np.arange(self.n + 1) / self.n
         lo = np.concatenate([[-np.inf], e[:-1], [self.hi, np.nan]])
         hi = np.concatenate([[self.lo], e[1:], [np.inf, np.nan]])

@@ -70,6 +70,32 @@ def test_linear_bins_count_underflow_overflow_and_nan_apart():
     assert np.isnan(lo[6]) and np.isnan(hi[6])
 
 
+def _numpy_bin(v: np.float32, lo: float, hi: float, n: int) -> int:
+    """The count index numpy.histogram gives one float32 value (0 underflow, n + 1 overflow)."""
+    c = np.histogram(np.array([v], np.float32), bins=n, range=(lo, hi))[0]
+    if c.sum():
+        return int(np.argmax(c)) + 1
+    return n + 2 if np.isnan(v) else 0 if v < np.float32(lo) else n + 1
+
+
+@pytest.mark.parametrize("lo, hi, n", [(-5.0, 5.0, 16), (-5.0, 5.0, 64), (-1.7581, 5.0, 64), (0.0, 1.0, 10),
+                                       (-2.6929, 3.1, 33)])
+def test_linear_bins_agree_with_numpy_histogram_on_every_edge(lo, hi, n):
+    """Issue 35: a value one float32 step below a negative edge, or −1e-8, landed in the bin above.
+    Every edge, the float32 values either side of it, tiny values of both signs (subnormals too) and
+    the extremes: each in the bin numpy.histogram puts the same float32 value in."""
+    e = np.linspace(lo, hi, n + 1).astype(np.float32)
+    values = np.concatenate([e, np.nextafter(e, np.float32(-np.inf)), np.nextafter(e, np.float32(np.inf)),
+                             np.float32([-1e-8, 1e-8, -1e-30, -1e-40, 1e-40, -1e-45, 1e-45, 0.0, -0.0, np.inf,
+                                         -np.inf, 3e38, -3e38, np.nan])]).astype(np.float32)
+    got = np.asarray(LinearBins(lo, hi, n).index(jnp.asarray(values)))
+    want = [_numpy_bin(v, lo, hi, n) for v in values]
+    np.testing.assert_array_equal(got, want)
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (200_000,))) * 2  # and in bulk
+    c = np.asarray(counts(LinearBins(lo, hi, n), jnp.asarray(z)))
+    np.testing.assert_array_equal(c[1:n + 1], np.histogram(z, bins=n, range=(lo, hi))[0])
+
+
 def test_log2_bins_are_exact_binary_exponents_subnormals_included():
     b = Log2Bins()
     values = np.array([1.0, 1.9999999, 2.0, 0.75, -1.0, -1.5, 2.0 ** -149, 2.0 ** -127, 2.0 ** -126,
