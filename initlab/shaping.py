@@ -39,14 +39,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initlab.activations import ACTIVATIONS, Shape, gaussian_nodes, numeric
+from initlab.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes, kinks, numeric
 from initlab.errors import ConfigError
 from initlab.registry import Registry
 
 
-def expect(fn: Callable[[np.ndarray], np.ndarray]) -> float:
-    """E[fn(z)] for z ~ N(0, 1) by the split Gauss–Legendre rule."""
-    z, w = gaussian_nodes()
+def expect(fn: Callable[[np.ndarray], np.ndarray], breaks: tuple[float, ...] = ()) -> float:
+    """E[fn(z)] for z ~ N(0, 1) by the Gauss–Legendre rule split at 0 and at ``breaks`` (where fn
+    is not smooth: ``activations.kinks`` of the transformed activation)."""
+    z, w = gaussian_nodes(breaks)
     return float(np.dot(w, fn(z)))
 
 
@@ -72,21 +73,22 @@ def local_c(name: str, shape: Shape | None, c: float) -> float:
     if shape is not None and shape.negative_slope is not None:
         return leaky_relu_c(c, shape.negative_slope)
     phi = numeric(name, shape)[0]
-    z, w = gaussian_nodes()
-    u = z[:, None]
-    v = c * z[:, None] + math.sqrt(max(1 - c * c, 0.0)) * z[None, :]
-    return float(np.einsum("i,j,ij->", w, w, phi(u) * phi(v))) / expect(lambda x: phi(x) ** 2)
+    at = kinks(name, shape)
+    u, v, w = correlated_nodes(c, at)
+    return float(np.sum(w * phi(u) * phi(v))) / expect(lambda x: phi(x) ** 2, at)
 
 
 def local_maps(name: str, shape: Shape | None, depth: int) -> LocalMaps:
     """``LocalMaps`` of ``activation_fn(name, shape)`` in a plain net of ``depth`` nonlinear layers."""
     phi, dphi, _ = numeric(name, shape)
-    q1 = expect(lambda x: phi(x) ** 2)
+    at = kinks(name, shape)
+    q1 = expect(lambda x: phi(x) ** 2, at)
     c = 0.0
     for _ in range(depth):
         c = local_c(name, shape, c)
-    slope = expect(lambda x: dphi(x) ** 2) / q1
-    return LocalMaps(q1, expect(lambda x: phi(x) * dphi(x) * x), expect(phi) ** 2 / q1, slope, c, slope ** depth)
+    slope = expect(lambda x: dphi(x) ** 2, at) / q1
+    return LocalMaps(q1, expect(lambda x: phi(x) * dphi(x) * x, at), expect(phi, at) ** 2 / q1, slope, c,
+                     slope ** depth)
 
 
 def leaky_relu_c(c: float, alpha: float) -> float:
@@ -117,35 +119,69 @@ def solve_tat(name: str, args: Mapping[str, float], depth: int) -> Shape:
     return Shape("tat", output_scale=math.sqrt(2.0 / (1.0 + alpha ** 2)), negative_slope=alpha)
 
 
-# The starting points of DeepMind's dks package (its _ALWAYS_TRY_VALUES), in its order.
-DKS_STARTS = tuple(itertools.product((1.0, 0.1), (0.0, 1.0, -1.0)))
+def _dks_starts() -> tuple[tuple[float, float], ...]:
+    """DeepMind's dks package's starting points (input scale, input shift), in its order: its
+    ``_ALWAYS_TRY_VALUES`` (scale 1 or 0.1 × shift 0, 1, −1), then 44 drawn from numpy's legacy
+    generator seeded 123 (its ``_RANDOM_SEED``), scale uniform on [0, 2] and shift on [−3, 3]
+    (``_SAMPLE_RANGE_LOW``/``_HIGH``), 50 in all (``num_tries``)."""
+    rng = np.random.RandomState(123)
+    drawn = [(float(rng.uniform(0.0, 2.0)), float(rng.uniform(-3.0, 3.0))) for _ in range(44)]
+    return tuple(itertools.product((1.0, 0.1), (0.0, 1.0, -1.0))) + tuple(drawn)
+
+
+DKS_STARTS = _dks_starts()
 
 
 def _dks_shape(name: str, scale: float, shift: float) -> Shape:
     """γ and δ for input scale α and shift β: C(0) = 0 and Q(1) = 1."""
-    phi = numeric(name, Shape("dks", input_scale=scale, input_shift=shift))[0]
-    delta = -expect(phi)
-    gamma = 1.0 / math.sqrt(expect(lambda x: (phi(x) + delta) ** 2))
+    shape = Shape("dks", input_scale=scale, input_shift=shift)
+    phi, at = numeric(name, shape)[0], kinks(name, shape)
+    delta = -expect(phi, at)
+    gamma = 1.0 / math.sqrt(expect(lambda x: (phi(x) + delta) ** 2, at))
     return Shape("dks", scale, shift, delta, gamma)
 
 
+DKS_TOL = 1e-9  # |Q'(1) − 1| and |C'(1) − ζ^(1/D)| below this accept a root
+
+
+def dks_residual(name: str, scale: float, shift: float, target: float) -> tuple[float, float]:
+    """(Q'(1) − 1, C'(1) − target) of DKS's transformation with input scale α and shift β."""
+    shape = _dks_shape(name, scale, shift)
+    phi, dphi, _ = numeric(name, shape)
+    at = kinks(name, shape)
+    return expect(lambda x: phi(x) * dphi(x) * x, at) - 1.0, expect(lambda x: dphi(x) ** 2, at) - target
+
+
 def solve_dks(name: str, args: Mapping[str, float], depth: int) -> Shape:
-    """DKS's transformation of a smooth activation: Q'(1) = 1 and C'(1) = ζ^(1/depth)."""
+    """DKS's transformation (Martens et al. 2021): Q'(1) = 1 and C'(1) = ζ^(1/depth), with C(0) = 0
+    and Q(1) = 1 from δ and γ.
+
+    The conditions do not always determine (α, β): SELU with ζ = 1.5 over 50 layers is met both at
+    α = 0.937, β = 1.434 and at α = 0.123. The one returned is the one DeepMind's ``dks`` 0.1.2
+    returns, the first that scipy's ``root`` (hybr) reaches from its starting points
+    (``DKS_STARTS``) in its order: the papers define the method by that search and name no
+    criterion among the roots, so this keeps a net shaped here the net the papers' code builds
+    (``tests/test_shaping.py`` compares ELU, SELU and softsign over depths 10 to 100). A root is
+    accepted only where both conditions hold to ``DKS_TOL`` (``dks`` takes any point at which the
+    solver stops). (α, β) and (−α, β) give the same maps (z and −z have the same law), so a
+    negative α, which ``dks`` returns as found, is returned as |α|; for an odd φ (``Activation.odd``)
+    β and −β give mirror images, x ↦ −φ̂(−x), with the same maps, and β ≥ 0 is returned (where
+    the search starts at β = 0 which one it reaches is chance: ``dks`` reaches erf's β > 0, and
+    that of every odd activation it was compared with)."""
     from scipy.optimize import root  # jax's own dependency; imported when a DKS net is built
 
     target = args["zeta"] ** (1.0 / depth)
 
     def residual(p):
-        shape = _dks_shape(name, float(p[0]), float(p[1]))
-        phi, dphi, _ = numeric(name, shape)
-        return np.asarray([expect(lambda x: phi(x) * dphi(x) * x) - 1.0, expect(lambda x: dphi(x) ** 2) - target])
+        return np.asarray(dks_residual(name, float(p[0]), float(p[1]), target))
 
     for start in DKS_STARTS:
         sol = root(residual, np.asarray(start), method="hybr")
-        if sol.success and np.max(np.abs(residual(sol.x))) < 1e-9 and sol.x[0] > 0:
-            return _dks_shape(name, float(sol.x[0]), float(sol.x[1]))
+        if sol.success and sol.x[0] != 0 and np.max(np.abs(residual(sol.x))) < DKS_TOL:
+            shift = abs(float(sol.x[1])) if ACTIVATIONS[name].odd else float(sol.x[1])
+            return _dks_shape(name, abs(float(sol.x[0])), shift)
     raise ConfigError(f"model.shaping: dks found no transformation of {name!r} with C_f'(1) = {args['zeta']:g} over "
-                      f"{depth} layers (from the starting points {list(DKS_STARTS)})")
+                      f"{depth} layers (from the dks package's {len(DKS_STARTS)} starting points); try another zeta")
 
 
 @dataclass(frozen=True)
@@ -174,6 +210,26 @@ SHAPINGS: Registry[Shaping] = Registry(
                            "shape, and for rectifiers use model.shaping: tat"),
     },
 )
+
+
+def check_weights(shaping: str, init: str, init_args: Mapping[str, float], width: int) -> None:
+    """A ConfigError naming ``model.init`` when ``shaping`` (not none) meets weights it was not
+    derived for. TAT and DKS solve for the activation's transformation at σ_w² = fan_in · Var(W) = 1
+    (orthogonal weights in Martens et al. 2021 and Zhang et al. 2022, or any law of variance
+    1/fan-in): with He's σ_w² = 2, a DKS-shaped softplus net's q doubles at every layer (8e7 at
+    layer 20 by initlab's theory). Checked on the hidden layers (fan-in = fan-out = width), whose
+    composition the shaping is solved for; ``init_args`` resolved."""
+    from initlab.initializers import INITIALIZERS  # the layer below (registries)
+
+    if SHAPINGS[shaping].solve is None:
+        return
+    entry = INITIALIZERS[init]
+    s2 = None if entry.scheme is not None or entry.sigma_w2 is None else entry.sigma_w2(width, width, init_args)
+    if s2 is not None and math.isclose(s2, 1.0, rel_tol=1e-6):
+        return
+    what = "does not draw i.i.d. weights of one variance" if s2 is None else f"gives the hidden layers σ_w² = {s2:.4g}"
+    raise ConfigError(f"model.init: {init!r} {what}, but model.shaping {shaping!r} is derived for weights of "
+                      "σ_w² = fan_in·Var(W) = 1; use model.init: orthogonal (as the papers do) or lecun_normal")
 
 
 def check(activation: str, shaping: str) -> None:

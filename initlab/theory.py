@@ -10,10 +10,13 @@ with fixed point q*. Back-propagated gradients (∂ℓ/∂z) scale by χ = σ_w�
 going toward the input: χ₁ = χ(q*) < 1 is the ordered phase (gradients vanish), > 1 the chaotic
 phase (they explode), = 1 criticality. The correlation map of two inputs has fixed point c*, and
 its stability sets the depth scale ξ_c = −1/ln(σ_w² ∫Dz₁Dz₂ φ'(u₁)φ'(u₂)); networks deeper than
-about 6ξ_c do not train (Schoenholz et al. 2017).
+about 6ξ_c do not train (Schoenholz et al. 2017). Only χ₁ = 1 exactly is critical (ξ_c = ∞); within
+``CRITICAL_TOL`` of 1 the phase is "near-critical" and ξ_c, large but finite, is printed.
 
-Integrals use Gauss–Legendre quadrature split at 0, in float64, for any registry activation, and
-closed forms where they exist (ReLU, linear; the arc-cosine kernel of Cho & Saul 2009).
+Integrals use Gauss–Legendre quadrature split at 0 and at the activation's non-smooth points
+(``activations.kinks``, moved by a shaping's transformation and scaled by √q), in float64, for any
+registry activation, and closed forms where they exist (ReLU, linear: the arc-cosine kernel of Cho &
+Saul 2009; erf: the arcsine kernel of Williams 1997).
 
 The same backward recursion, started from the loss's own gradient at the logits, predicts the
 absolute scale of each layer's ∂ℓ/∂z at initialization, and so the layer below which a number
@@ -26,12 +29,13 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initlab.activations import ACTIVATIONS, Shape, gaussian_nodes as _nodes, numeric
+from initlab.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes as _nodes, kinks, numeric
 from initlab.errors import InitlabError
 from initlab.formats import FORMATS
 from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
@@ -39,30 +43,58 @@ from initlab.optimizers import LOSSES
 from initlab.reparams import REPARAMS
 from initlab.shaping import shape_of_model
 
-CRITICAL_TOL = 1e-3  # |χ₁ − 1| below this is "critical"
+CRITICAL_TOL = 1e-3  # 0 < |χ₁ − 1| below this is "near-critical" (ξ_c above about 1000 layers)
 _Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
 LOGIT_SAMPLES = 8192  # fixed-seed Gaussian logit vectors that the loss's output gradient is averaged over
 
 
-def _e1(fn: Callable, q: float) -> float:
-    """∫Dz fn(√q z)."""
-    z, w = _nodes()
+def _scaled(at: tuple[float, ...], q: float) -> tuple[float, ...]:
+    """The kinks ``at`` of φ as points of z in φ(√q z)."""
+    return tuple(k / math.sqrt(q) for k in at) if q > 0 else ()
+
+
+def _e1(fn: Callable, q: float, at: tuple[float, ...] = ()) -> float:
+    """∫Dz fn(√q z), the rule split where √q z meets ``at`` (fn's non-smooth points)."""
+    z, w = _nodes(_scaled(at, q))
     return float(np.dot(w, fn(math.sqrt(max(q, 0.0)) * z)))
 
 
-# Closed forms: name -> (E[φ²](q), E[φ'²](q), E[φ(u1)φ(u2)](q, c), E[φ'(u1)φ'(u2)](q, c)).
+class Kernel(NamedTuple):
+    """An activation's Gaussian integrals in closed form, for u₁, u₂ ~ N(0, q) of correlation c."""
+
+    second_moment: Callable[[float], float]  # E[φ(u)²]
+    slope_moment: Callable[[float], float]  # E[φ'(u)²]
+    cross: Callable[[float, float], float]  # E[φ(u₁)φ(u₂)]
+    slope_cross: Callable[[float, float], float]  # E[φ'(u₁)φ'(u₂)]
+    mean: Callable[[float], float]  # E[φ(u)]
+    second_moment_slope: Callable[[float], float]  # d/dq E[φ(u)²] = E[φ'²] + E[φ''φ]
+
+
+def _clip(c: float) -> float:
+    return min(max(c, -1.0), 1.0)
+
+
 def _relu_cross(q: float, c: float) -> float:
-    c = min(max(c, -1.0), 1.0)
+    c = _clip(c)
     return q / (2 * math.pi) * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c)
 
 
 # Where q* is infinite, χ₁ is χ at this q (its limit: exact for ReLU and linear, whose χ is constant).
 LARGE_Q = 1e8
 
-CLOSED_FORMS: dict[str, tuple[Callable, ...]] = {
-    "relu": (lambda q: q / 2, lambda q: 0.5, _relu_cross,
-             lambda q, c: (math.pi - math.acos(min(max(c, -1.0), 1.0))) / (2 * math.pi)),
-    "linear": (lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0),
+CLOSED_FORMS: dict[str, Kernel] = {
+    # the arc-cosine kernel of degrees 1 and 0 (Cho & Saul 2009)
+    "relu": Kernel(lambda q: q / 2, lambda q: 0.5, _relu_cross,
+                   lambda q, c: (math.pi - math.acos(_clip(c))) / (2 * math.pi),
+                   lambda q: math.sqrt(max(q, 0.0) / (2 * math.pi)), lambda q: 0.5),
+    "linear": Kernel(lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0, lambda q: 0.0, lambda q: 1.0),
+    # the arcsine kernel (Williams 1997): E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc / (1 + 2q)), and with
+    # erf'(x) = (2/√π) e^(−x²), E[erf'(u₁)erf'(u₂)] = (4/π) / √((1 + 2q)² − (2qc)²)
+    "erf": Kernel(lambda q: 2 / math.pi * math.asin(2 * q / (1 + 2 * q)),
+                  lambda q: 4 / math.pi / math.sqrt(1 + 4 * q),
+                  lambda q, c: 2 / math.pi * math.asin(2 * q * _clip(c) / (1 + 2 * q)),
+                  lambda q, c: 4 / math.pi / math.sqrt((1 + 2 * q) ** 2 - (2 * q * _clip(c)) ** 2),
+                  lambda q: 0.0, lambda q: 4 / (math.pi * (1 + 2 * q) * math.sqrt(1 + 4 * q))),
 }
 
 
@@ -90,9 +122,14 @@ class MeanField:
         return ACTIVATIONS.canonical(self.activation)
 
     @property
-    def closed(self) -> tuple[Callable, ...] | None:
-        """The closed forms of an untransformed ReLU or linear activation, else None."""
+    def closed(self) -> Kernel | None:
+        """The closed forms of an untransformed ReLU, linear or erf activation, else None."""
         return CLOSED_FORMS.get(self.name) if self.shape is None else None
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """Where φ is not smooth (the quadratures split there)."""
+        return kinks(self.name, self.shape)
 
     def _numeric(self, order: int) -> Callable:
         return numeric(self.name, self.shape)[order]
@@ -100,24 +137,22 @@ class MeanField:
     def second_moment(self, q: float) -> float:
         """∫Dz φ(√q z)²."""
         if self.closed:
-            return self.closed[0](q)
+            return self.closed.second_moment(q)
         phi = self._numeric(0)
-        return _e1(lambda x: phi(x) ** 2, q)
+        return _e1(lambda x: phi(x) ** 2, q, self.kinks)
 
     def slope_moment(self, q: float) -> float:
         """∫Dz φ'(√q z)²."""
         if self.closed:
-            return self.closed[1](q)
+            return self.closed.slope_moment(q)
         dphi = self._numeric(1)
-        return _e1(lambda x: dphi(x) ** 2, q)
+        return _e1(lambda x: dphi(x) ** 2, q, self.kinks)
 
     def mean(self, q: float) -> float:
         """∫Dz φ(√q z): the mean activation (0 for odd φ)."""
-        if self.closed and self.name == "linear":
-            return 0.0
-        if self.closed and self.name == "relu":
-            return math.sqrt(max(q, 0.0) / (2 * math.pi))
-        return _e1(self._numeric(0), q)
+        if self.closed:
+            return self.closed.mean(q)
+        return _e1(self._numeric(0), q, self.kinks)
 
     def act_var(self, q: float) -> float:
         """Variance of φ(z) for z ~ N(0, q)."""
@@ -174,13 +209,11 @@ class MeanField:
     def _cross(self, q: float, c: float, derivative_order: int) -> float:
         """∫Dz₁Dz₂ g(u₁)g(u₂) with g = φ (order 0) or φ' (order 1), u₂ correlated c with u₁."""
         if self.closed:
-            return self.closed[2 + derivative_order](q, c)
+            return (self.closed.cross, self.closed.slope_cross)[derivative_order](q, c)
         g = self._numeric(derivative_order)
-        z, w = _nodes()
+        u, v, w = correlated_nodes(c, _scaled(self.kinks, q))
         s = math.sqrt(max(q, 0.0))
-        u1 = s * z[:, None]
-        u2 = s * (c * z[:, None] + math.sqrt(max(1 - c * c, 0.0)) * z[None, :])
-        return float(np.einsum("i,j,ij->", w, w, g(u1) * g(u2)))
+        return float(np.sum(w * g(s * u) * g(s * v)))
 
     def c_map(self, c: float, q: float | None = None) -> float:
         """The correlation map at the variance fixed point (of the covariance of φ for centred
@@ -190,15 +223,16 @@ class MeanField:
         return (self.sigma_w2 * cross + self.sigma_b2) / q
 
     def c_fixed_point(self) -> float:
-        """c*: 1 in the ordered phase; in the chaotic phase the stable fixed point below 1, found
-        as the first sign change of c_map(c) − c on [0, 1) and bisected."""
+        """c*: 1 in the ordered phase and at criticality (χ₁ ≤ 1); in the chaotic phase the stable
+        fixed point below 1, found as the first sign change of c_map(c) − c on [0, 1) and bisected.
+        The grid runs on to 1 − 10⁻¹⁰ in geometric steps: near criticality c* is that close to 1."""
         q = self.q_star
         if not math.isfinite(q) or q == 0:
             return math.nan
-        if self.chi1 <= 1 + CRITICAL_TOL:
+        if self.chi1 <= 1:
             return 1.0
         h = lambda c: self.c_map(c, q) - c  # noqa: E731
-        grid = np.linspace(0.0, 1.0, 41)[:-1]
+        grid = np.unique(np.concatenate([np.linspace(0.0, 1.0, 41)[:-1], 1 - np.logspace(-1.5, -10, 35)]))
         prev = 0.0
         if h(prev) <= 0:
             return 0.0
@@ -221,16 +255,17 @@ class MeanField:
             return math.nan
         if q == 0:  # σ_b² = 0 and the signal dies out: correlations follow χ₁ at q = 0
             chi = self.chi(0.0)
-            return math.inf if abs(chi - 1) < CRITICAL_TOL else (-1.0 / math.log(chi) if chi < 1 else math.nan)
+            return math.inf if chi == 1 else (-1.0 / math.log(chi) if chi < 1 else math.nan)
         c_star = self.c_fixed_point()
         chi_c = self.chi1 if c_star >= 1.0 else self.sigma_w2 * self._cross(q, c_star, 1)
-        if abs(chi_c - 1) < CRITICAL_TOL:
+        if chi_c == 1:
             return math.inf
         return -1.0 / math.log(chi_c) if chi_c > 0 else 0.0
 
     @property
     def xi_q(self) -> float:
-        """Depth scale of the variance's approach to q*: −1/ln(χ₁ + σ_w² ∫Dz φ''(√q* z) φ(√q* z))."""
+        """Depth scale of the variance's approach to q*: −1/ln of the variance map's slope at q*,
+        σ_w² d/dq ∫Dz φ(√q z)² = χ₁ + σ_w² ∫Dz φ''(√q* z) φ(√q* z); ∞ only where it is exactly 1."""
         q = self.q_star
         if not math.isfinite(q):
             return math.nan
@@ -238,22 +273,29 @@ class MeanField:
             step = 1e-4 * q
             factor = (self.q_map(q + step) - self.q_map(q - step)) / (2 * step)
         elif self.closed:
-            factor = self.chi1  # φ'' = 0 almost everywhere for ReLU and linear
+            factor = self.sigma_w2 * self.closed.second_moment_slope(q)
+        elif q > 0:  # d/dq E[φ(√q z)²] = E[φ(x)φ'(x)x]/q with x = √q z: no φ'', whose jumps at kinks are deltas
+            phi, dphi, _ = numeric(self.name, self.shape)
+            factor = self.sigma_w2 * _e1(lambda x: phi(x) * dphi(x) * x, q, self.kinks) / q
         else:
             phi, _, ddphi = numeric(self.name, self.shape)
-            factor = self.chi1 + self.sigma_w2 * _e1(lambda x: ddphi(x) * phi(x), q)
+            factor = self.chi1 + self.sigma_w2 * float(ddphi(np.zeros(1))[0] * phi(np.zeros(1))[0])
         if factor <= 0:
             return 0.0
-        return math.inf if abs(factor - 1) < CRITICAL_TOL else -1.0 / math.log(factor)
+        return math.inf if factor == 1 else -1.0 / math.log(factor)
 
     @property
     def phase(self) -> str:
+        """"ordered" (χ₁ < 1), "chaotic" (χ₁ > 1), "critical" (χ₁ = 1 exactly, as ReLU with σ_w² = 2),
+        "near-critical ordered" or "near-critical chaotic" (0 < |χ₁ − 1| < ``CRITICAL_TOL``: ξ_c is
+        finite but above about 1000 layers), or "unbounded" (q* = ∞)."""
         c = self.chi1
         if not math.isfinite(self.q_star) or not math.isfinite(c):
             return "unbounded"
-        if abs(c - 1) < CRITICAL_TOL:
+        if c == 1:
             return "critical"
-        return "ordered" if c < 1 else "chaotic"
+        side = "ordered" if c < 1 else "chaotic"
+        return f"near-critical {side}" if abs(c - 1) < CRITICAL_TOL else side
 
     @property
     def max_trainable_depth(self) -> float:

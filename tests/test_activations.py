@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.activations import ACTIVATIONS, derivative, get_activation, max_slope
+from initlab.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
+                                 kinks, max_slope)
 from initlab.errors import ConfigError
 
 ALL_NAMES = ACTIVATIONS.all_names()  # canonical names and aliases: everything a config may say
@@ -61,6 +62,7 @@ REFERENCE_FNS = {
     "softplus": lambda x: np.logaddexp(0.0, x),
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "tanh": np.tanh,
+    "erf": _erf,
     "scaled_tanh": lambda x: 1.7159 * np.tanh(2 * x / 3),
     "softsign": lambda x: x / (1 + np.abs(x)),
 }
@@ -126,6 +128,7 @@ def test_silu_is_an_alias_of_swish():
         ("scaled_tanh", 1.7159 * 2 / 3),
         ("softsign", 1.0),
         ("elu", 1.0),
+        ("erf", 2 / math.sqrt(math.pi)),  # erf'(0)
     ],
 )
 def test_max_slope_values(name, slope):
@@ -146,3 +149,64 @@ def test_unknown_activation_message():
     for name in ALL_NAMES:
         assert name in msg
     assert info.value.exit_code == 2
+
+
+def _second_derivative(name, x):
+    f = ACTIVATIONS[name]
+    return np.asarray(derivative(lambda y: derivative(f, y), jnp.asarray(x, jnp.float32)), np.float64)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_kinks_are_declared_exactly_where_the_activation_or_a_derivative_jumps(name):
+    """A jump in φ, φ' or φ'' between x − ε and x + ε, on a grid over [−3, 3]: there and only there
+    the registry declares a kink (the quadratures split at it)."""
+    grid = np.linspace(-3.0, 3.0, 25)
+    eps = 1e-4
+    f = ACTIVATIONS[name]
+    jumps = []
+    for order in (0, 1, 2):
+        g = {0: lambda x: np.asarray(f(jnp.asarray(x, jnp.float32)), np.float64),
+             1: lambda x: np.asarray(derivative(f, jnp.asarray(x, jnp.float32)), np.float64),
+             2: lambda x: _second_derivative(name, x)}[order]
+        jumps.append(np.abs(g(grid + eps) - g(grid - eps)) > 0.01)
+    assert set(grid[np.any(jumps, axis=0)].tolist()) == set(ACTIVATIONS[name].kinks)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_odd_is_declared_exactly_for_the_point_symmetric_activations(name):
+    x = np.linspace(0.0, 6.0, 61)
+    y0 = float(apply(name, [0.0])[0])
+    symmetric = np.allclose(apply(name, x) + apply(name, -x), 2 * y0, atol=1e-5)
+    assert ACTIVATIONS[name].odd == symmetric
+
+
+def test_a_transformation_moves_the_kinks():
+    assert kinks("selu") == (0.0,)
+    assert kinks("selu", Shape("dks", input_scale=0.5, input_shift=0.2)) == pytest.approx((-0.4,))
+    assert kinks("relu", Shape("tat", negative_slope=0.3)) == (0.0,)  # TAT's leaky ReLU
+    assert kinks("tanh", Shape("dks", input_scale=0.5, input_shift=0.2)) == ()
+
+
+def test_the_split_rule_integrates_a_kinked_function_exactly():
+    """E[max(z − b, 0)] = pdf(b) − b·(1 − cdf(b)): exact to rounding with the rule split at b; the rule
+    split only at 0 misses it by far more."""
+    b = 0.7
+    exact = math.exp(-b * b / 2) / math.sqrt(2 * math.pi) - b * 0.5 * math.erfc(b / math.sqrt(2))
+    z, w = gaussian_nodes((b,))
+    assert float(w @ np.maximum(z - b, 0.0)) == pytest.approx(exact, abs=1e-14)
+    z0, w0 = gaussian_nodes()
+    assert abs(float(w0 @ np.maximum(z0 - b, 0.0)) - exact) > 1e-8
+
+
+def test_the_correlated_rule_splits_each_factor_at_its_kink():
+    """P(u > b, v > b) for standard Gaussians of correlation c, a discontinuous integrand in both
+    factors: against ∫_b^∞ pdf(z) Φ((cz − b)/√(1 − c²)) dz by scipy's adaptive quad."""
+    from scipy.integrate import quad
+    from scipy.special import ndtr
+
+    b, c = 0.4, 0.6
+    s = math.sqrt(1 - c * c)
+    exact = quad(lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * ndtr((c * z - b) / s), b, 12.0,
+                 epsabs=1e-15, epsrel=1e-13)[0]
+    u, v, w = correlated_nodes(c, (b,))
+    assert float(np.sum(w * (u > b) * (v > b))) == pytest.approx(exact, abs=1e-12)

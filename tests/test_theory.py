@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab.activations import ACTIVATIONS, numeric
+from initlab.activations import ACTIVATIONS, Shape, numeric
 from initlab.cli import app
 from initlab.config import from_dict
 from initlab.errors import InitlabError
@@ -61,7 +61,8 @@ def test_phases_and_depth_scales():
     assert ordered.phase == "ordered" and chaotic.phase == "chaotic"
     assert ordered.c_fixed_point() == 1.0 and 0 < chaotic.c_fixed_point() < 1
     assert ordered.xi_c == pytest.approx(-1 / math.log(ordered.chi1), rel=1e-9)  # ordered: ξ_c = −1/ln χ₁
-    assert math.isinf(MeanField("tanh", critical_sigma_w2("tanh", 0.05), 0.05).xi_c)
+    bisected = MeanField("tanh", critical_sigma_w2("tanh", 0.05), 0.05)  # χ₁ = 1 to rounding: finite ξ_c
+    assert bisected.phase.startswith("near-critical") and bisected.xi_c > 1e6
     xs = [MeanField("tanh", s, 0.05).xi_c for s in (1.0, 1.5, 1.7)]
     assert xs == sorted(xs)  # ξ_c grows toward criticality
     table = phase_table("tanh", 0.05, [1.0, 3.0])
@@ -72,8 +73,8 @@ def test_phases_and_depth_scales():
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_every_activation_has_finite_maps(name):
     m = MeanField(name, 1.0, 0.05)
-    assert math.isfinite(m.q_map(1.0)) and math.isfinite(m.chi(1.0)) and m.phase in ("ordered", "chaotic", "critical",
-                                                                                    "unbounded")
+    assert math.isfinite(m.q_map(1.0)) and math.isfinite(m.chi(1.0)) and m.phase in (
+        "ordered", "chaotic", "critical", "near-critical ordered", "near-critical chaotic", "unbounded")
 
 
 @pytest.mark.parametrize("name", [n for n in INITIALIZERS if INITIALIZERS[n].sigma_w2 is not None])
@@ -120,6 +121,7 @@ def test_theory_does_not_apply_says_why():
     ("relu", "he_normal", {}), ("relu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.1}),
     ("tanh", "mean_field", {"sigma_w": 1.0, "sigma_b": 0.2236}), ("tanh", "mean_field", {"sigma_w": 1.8, "sigma_b": 0.2236}),
     ("selu", "lecun_normal", {}), ("selu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.0}),
+    ("erf", "mean_field", {"sigma_w": 1.5, "sigma_b": 0.2}),  # the closed-form arcsine kernel
 ])
 def test_predicted_per_layer_variance_matches_measurement(activation, init, args):
     """Width 1024, Gaussian inputs, 3 seeds: measured pre-activation variance of every hidden layer
@@ -319,3 +321,86 @@ def test_cli_theory_uses_the_run_s_format_and_loss_scale(tmp_path):
     text = " ".join(out.output.split())
     assert "float16 (the run's format): gradients (rms per entry, batch 64, loss scale 1024) below" in text
     assert "float32: no layer below" in text
+
+
+def _selu_slope_cross(q: float, c: float) -> float:
+    """E[selu'(u₁) selu'(u₂)] for u ~ N(0, q) of correlation c, independently of initlab: the
+    expectation over u₂ given u₁ in closed form (λ P(u₂ > 0) + λα E[e^u₂; u₂ < 0]), then scipy's
+    adaptive quad over u₁ split at SELU's kink."""
+    from scipy.integrate import quad
+    from scipy.special import ndtr
+
+    lam, alpha = 1.0507009873554805, 1.6732632423543772
+    s2 = q * (1 - c * c)
+    s = math.sqrt(s2)
+
+    def integrand(z):
+        m = math.sqrt(q) * c * z
+        inner = lam * ndtr(m / s) + lam * alpha * math.exp(m + s2 / 2) * ndtr(-(m + s2) / s)
+        outer = lam if z > 0 else lam * alpha * math.exp(math.sqrt(q) * z)
+        return outer * inner * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    return sum(quad(integrand, a, b, epsabs=1e-15, epsrel=1e-13, limit=200)[0] for a, b in ((-12, 0), (0, 12)))
+
+
+def test_selu_chaotic_depth_scale_matches_the_exact_bivariate_formula():
+    """Issue 35: SELU's ξ_c in the chaotic phase (σ_w² = 1.5, σ_b² = 0) was 12.040 with the 2-D rule
+    split only at 0 across the kink of φ'(u₂); the exact value is 12.052."""
+    m = MeanField("selu", 1.5, 0.0)
+    c, q = m.c_fixed_point(), m.q_star
+    assert m.phase == "chaotic" and 0 < c < 1
+    exact = -1 / math.log(1.5 * _selu_slope_cross(q, c))
+    assert m.xi_c == pytest.approx(exact, rel=1e-8)
+    assert m.xi_c == pytest.approx(12.0522, abs=1e-4)
+
+
+def test_near_critical_is_said_in_words_with_a_finite_depth_scale():
+    """Issue 35: χ₁ within 1e-3 of 1 was printed "critical" with ξ_c = ∞. SELU with σ_w² = 0.5,
+    σ_b² = 0 is chaotic by 3e-4: its c* is 0.99994 and ξ_c, by the exact formula, 6622."""
+    m = MeanField("selu", 0.5, 0.0)
+    assert 0 < m.chi1 - 1 < 1e-3 and m.phase == "near-critical chaotic"
+    c = m.c_fixed_point()
+    assert 0.999 < c < 1
+    assert m.xi_c == pytest.approx(-1 / math.log(0.5 * _selu_slope_cross(m.q_star, c)), rel=1e-6)
+    ordered = MeanField("selu", 0.5, 1e-6)
+    assert ordered.phase == "near-critical ordered"
+    assert ordered.xi_c == pytest.approx(-1 / math.log(ordered.chi1), rel=1e-9) and 1000 < ordered.xi_c < 1e4
+    he = MeanField("relu", 2.0, 0.0)  # χ₁ = 1 exactly
+    assert he.phase == "critical" and math.isinf(he.xi_c)
+    row = phase_table("selu", 0.0, [0.5])["rows"][0]
+    assert row["phase"] == "near-critical chaotic" and math.isfinite(row["xi_c"])
+
+
+@pytest.mark.parametrize("q, c", [(0.1, 0.0), (1.0, 0.3), (3.0, -0.7), (2.0, 0.999)])
+def test_erf_closed_forms_are_the_arcsine_kernel_and_agree_with_the_quadrature(q, c):
+    """Williams 1997: E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc/(1 + 2q)) for u ~ N(0, q) of correlation c."""
+    closed = MeanField("erf", 1.5, 0.05)
+    assert closed.closed is not None
+    assert closed._cross(q, c, 0) == pytest.approx(2 / math.pi * math.asin(2 * q * c / (1 + 2 * q)), abs=1e-15)
+    quadrature = MeanField("erf", 1.5, 0.05, shape=Shape("identity"))  # a shape: numeric integrals
+    assert quadrature.closed is None
+    for fn in ("second_moment", "slope_moment", "mean"):
+        assert getattr(closed, fn)(q) == pytest.approx(getattr(quadrature, fn)(q), abs=1e-12)
+    for order in (0, 1):
+        assert closed._cross(q, c, order) == pytest.approx(quadrature._cross(q, c, order), abs=1e-12)
+    assert closed.xi_q == pytest.approx(quadrature.xi_q, rel=1e-9)
+    assert closed.xi_c == pytest.approx(quadrature.xi_c, rel=1e-9)
+
+
+def test_erf_network_correlation_follows_the_arcsine_map():
+    """Pairs of inputs of correlation 0.5 through a wide erf net at init (σ_w² = 2): the mean
+    correlation of their pre-activations after each layer is the arcsine C map iterated from 0.5
+    (width 1024, 32 pairs: within 0.01)."""
+    depth, width, pairs, c0 = 6, 1024, 32, 0.5
+    m = MeanField("erf", 2.0, 0.0)
+    keys = jax.random.split(jax.random.PRNGKey(0), depth + 2)
+    a, b = jax.random.normal(keys[0], (2, pairs, width))
+    x = jnp.concatenate([a, c0 * a + math.sqrt(1 - c0 * c0) * b])  # (2 · pairs, width), q ≈ 1
+    c, q = c0, 2.0  # the first layer's z keep the inputs' correlation, at q = σ_w²
+    z = x @ (jax.random.normal(keys[1], (width, width)) * math.sqrt(2.0 / width))
+    for k in keys[2:]:
+        z = ACTIVATIONS["erf"](z) @ (jax.random.normal(k, (width, width)) * math.sqrt(2.0 / width))
+        c, q = m.c_map(c, q) * q / m.q_map(q), m.q_map(q)  # c_map divides by its own q
+        u, v = z[:pairs], z[pairs:]
+        measured = float(jnp.mean(jnp.sum(u * v, 1) / jnp.sqrt(jnp.sum(u * u, 1) * jnp.sum(v * v, 1))))
+        assert measured == pytest.approx(c, abs=0.01)
