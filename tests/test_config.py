@@ -404,12 +404,6 @@ def test_load_with_overrides(tmp_path):
     assert cfg.train.steps == 5 and cfg.train.epochs is None
 
 
-def test_load_empty_file_is_defaults(tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("")
-    assert C.load(path) == C.from_dict({})
-
-
 def test_load_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
