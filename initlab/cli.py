@@ -380,7 +380,8 @@ def plot(
 
     written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
                          steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
-                         filters=filter_, quantity=quantity, statistic=stat)
+                         filters=filter_, quantity=quantity, statistic=stat,
+                         on_skip=lambda k, why: console.print(f"skipped {k}: {why}", highlight=False, soft_wrap=True))
     for path in written:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 

@@ -1038,12 +1038,15 @@ PER_QUANTITY = ("histograms", "colorful")  # saved as <kind>-<quantity>.png, so 
 def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, kinds: Sequence[str] = DEFAULT_KINDS,
                steps: Sequence[str] = ("init", "end"), x: str | None = None, y: str | None = None,
                metric: str = "test_acc", filters: Sequence[str] = (), quantity: str = "act",
-               statistic: str = "pre_delta_abs_mean") -> list[Path]:
+               statistic: str = "pre_delta_abs_mean",
+               on_skip: Callable[[str, str], None] | None = None) -> list[Path]:
     """Write the requested figures (names from FIGURES) as ``<kind>.png`` (histograms and colorful:
     ``<kind>-<quantity>.png``; to ``out``, or beside the
-    runs) and return their paths. A heatmap needs two keys: ``x``/``y``, or the first two config keys
-    that vary; without them it is skipped, unless it is the only kind asked for. ``quantity`` is the
-    histogrammed quantity of histograms and colorful, ``statistic`` the coordinate check's."""
+    runs) and return their paths. A heatmap needs two keys: ``x``/``y``, or two config keys that
+    vary as a grid (``grid_keys``). A figure with nothing to draw is skipped, with
+    ``on_skip(kind, reason)``, unless it is the only kind asked for (then its reason is the error).
+    ``quantity`` is the histogrammed quantity of histograms and colorful, ``statistic`` the
+    coordinate check's."""
     if not kinds:
         raise ConfigError(f"--kind: name at least one figure ({', '.join(KINDS)})")
     for k in kinds:
@@ -1073,9 +1076,11 @@ def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, ki
     for kind in kinds:
         try:
             fig = FIGURES[kind](runs, keys, options)
-        except NothingToDraw:
+        except NothingToDraw as e:
             if len(kinds) == 1:
                 raise
+            if on_skip is not None:
+                on_skip(kind, str(e))
             continue
         name = f"{kind}-{quantity}" if kind in PER_QUANTITY else kind
         written.append(save(fig, target_dir / f"{name}.png"))

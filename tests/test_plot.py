@@ -555,3 +555,17 @@ def test_underflow_tells_structural_zeros_from_the_formats_and_colours_formats_a
     hue = {h.get_label(): rgb_to_hsv(to_rgb(h.get_color()))[0] for h in fig.legends[0].legend_handles
            if h.get_label() in ("float16", "float32")}
     assert min(abs(hue["float16"] - hue["float32"]), 1 - abs(hue["float16"] - hue["float32"])) > 0.25
+
+
+def test_the_default_plot_says_which_figure_it_skipped_and_why(sweep_dir, tmp_path):
+    """Two runs of one configuration: no two keys vary as a grid, so the default heatmap is left
+    out, and the command says so instead of leaving heatmap.png silently missing."""
+    one = tmp_path / "one"
+    one.mkdir()
+    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))[:2]:
+        shutil.copytree(folder, one / folder.name)
+    result = runner.invoke(app, ["plot", str(one), "--out", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "skipped heatmap:" in text and "grid" in text
+    assert (tmp_path / "figs" / "profile.png").is_file() and not (tmp_path / "figs" / "heatmap.png").exists()
