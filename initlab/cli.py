@@ -243,8 +243,10 @@ def sweep(
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
     spec = sweepmod.load_spec(config, grid=grid, zips=zip_, seeds=seeds, overrides=overrides)
     if dry_run:
-        runs, groups = sweepmod.dry_run_rows(spec, max_group, retry_failed, replace, data_dir)
+        runs, groups, note = sweepmod.dry_run_rows(spec, max_group, retry_failed, replace, data_dir)
         console.print(dry_run_table(runs, groups))
+        if note:
+            console.print(note, markup=False, highlight=False, soft_wrap=True)
         return
     with (sweep_progress(spec.name, enabled=not quiet) as on_event,
           _on_interrupt(lambda: sweep_next_steps(sweepmod.sweep_dir(spec), interrupted=True))):

@@ -31,11 +31,11 @@ class Dataset(NamedTuple):
         return self.x_train.shape[1]
 
 
-def _mnist(cfg: DataConfig, data_dir: str | Path | None, progress: bool) -> Dataset:
+def _mnist(cfg: DataConfig, data_dir: str | Path | None, progress: bool, download: bool = True) -> Dataset:
     """MNIST (LeCun et al. 1998), pixels scaled to [0, 1], images flattened to 784 inputs."""
     from initlab import mnist
 
-    arrays = mnist.load(data_dir, download=True, progress=progress)
+    arrays = mnist.load(data_dir, download=download, progress=progress)
     n_train = cfg.train_size or len(arrays.train_labels)
     n_test = cfg.test_size or len(arrays.test_labels)
     for key, n, have in (("data.train_size", n_train, len(arrays.train_labels)),
@@ -50,7 +50,7 @@ def _mnist(cfg: DataConfig, data_dir: str | Path | None, progress: bool) -> Data
                    flat(arrays.test_images, n_test), arrays.test_labels[:n_test].astype(np.int32), 10)
 
 
-def _gaussian(cfg: DataConfig, data_dir: str | Path | None, progress: bool) -> Dataset:
+def _gaussian(cfg: DataConfig, data_dir: str | Path | None, progress: bool, download: bool = True) -> Dataset:
     """i.i.d. N(0, 1) inputs labelled by a fixed random teacher (one tanh hidden layer of 64 units,
     argmax over ``num_classes`` outputs): a controlled input for tests and theory checks, where the
     input's second moment q⁰ = 1 exactly in expectation."""
@@ -66,7 +66,8 @@ def _gaussian(cfg: DataConfig, data_dir: str | Path | None, progress: bool) -> D
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], c)
 
 
-DATASETS: Registry[Callable[[DataConfig, str | Path | None, bool], Dataset]] = Registry(
+# An entry: (config, data directory, show download progress, may download) -> Dataset.
+DATASETS: Registry[Callable[[DataConfig, str | Path | None, bool, bool], Dataset]] = Registry(
     "dataset", {"mnist": _mnist, "gaussian": _gaussian}
 )
 
@@ -129,10 +130,12 @@ PREPROCESSORS: Registry[Callable[..., tuple[np.ndarray, np.ndarray]]] = Registry
 PREPROCESS_ARGS = {"whiten": {"eps": "whiten_eps"}, "minmax": {"bounds": "range"}}
 
 
-def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: bool = True) -> Dataset:
+def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: bool = True,
+                 download: bool = True) -> Dataset:
     """The configured dataset, subset and preprocessed; the probe batch is its first
-    ``cfg.probe_size`` training examples."""
-    ds = DATASETS.get(cfg.dataset, "data.dataset")(cfg, data_dir, progress)
+    ``cfg.probe_size`` training examples. ``download=False``: an InitlabError instead of a
+    download when the files are not there yet."""
+    ds = DATASETS.get(cfg.dataset, "data.dataset")(cfg, data_dir, progress, download)
     kwargs = {arg: getattr(cfg, name) for arg, name in PREPROCESS_ARGS.get(cfg.preprocess, {}).items()}
     x_train, x_test = PREPROCESSORS.get(cfg.preprocess, "data.preprocess")(ds.x_train, ds.x_test, **kwargs)
     if cfg.input_scale != 1.0:

@@ -535,18 +535,27 @@ def _alive(pid: int) -> bool:
 
 
 def dry_run_rows(spec: SweepSpec, max_group: int, retry_failed: bool, replace: bool = False,
-                 data_dir: str | Path | None = None) -> tuple[list[SweepRun], list[list[SweepRun]]]:
-    """The expanded runs and the groups they would train in (only runs that need work are
-    grouped), after the checks the sweep itself makes before training: the folder's sweep
-    (``check_same_sweep``) and each group's memory estimate (``memory.check``, which loads the data)."""
+                 data_dir: str | Path | None = None) -> tuple[list[SweepRun], list[list[SweepRun]], str | None]:
+    """The expanded runs, the groups they would train in (only runs that need work are grouped)
+    and a note (or None), after the checks the sweep itself makes before training: the folder's
+    sweep (``check_same_sweep``) and each group's memory estimate (``memory.check``). The memory
+    check needs the data; a dry run never downloads it, so where it is not there yet the note says
+    the check was left for the sweep."""
     from initlab import memory
-    from initlab.experiment import dataset
+    from initlab.data import load_dataset
     from initlab.train import memory_estimate
 
     runs = expand(spec)
     check_same_sweep(sweep_dir(spec), runs, replace)
     groups = plan_groups([r for r in runs if needs_work(r, retry_failed)], max_group)
+    loaded: dict[str, Any] = {}
     for group in groups:
         cfgs = [r.cfg for r in group]
-        memory.check(memory_estimate(cfgs, dataset(cfgs[0].data, data_dir)))
-    return runs, groups
+        key = repr(cfgs[0].data)
+        if key not in loaded:
+            try:
+                loaded[key] = load_dataset(cfgs[0].data, data_dir, progress=False, download=False)
+            except InitlabError as e:
+                return runs, groups, f"memory not checked: the data is not here yet ({e})"
+        memory.check(memory_estimate(cfgs, loaded[key]))
+    return runs, groups, None

@@ -449,3 +449,15 @@ def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeyp
     assert report.failed == 2
     (summary,) = {json.loads(p.read_text())["error"] for p in (tmp_path / "tiny").glob("*/summary.json")}
     assert summary.startswith("InitlabError: this would need about") and "free in a tiny device" in summary
+
+
+def test_a_dry_run_never_downloads_the_data_and_says_the_memory_check_waits(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({"name": "m", "data": {"dataset": "mnist", "train_size": 1000},
+                                      "log": {"out": str(tmp_path)}, "seeds": 2}))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--data-dir", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert "memory not checked: the data is not here yet" in " ".join(result.output.split())
+    assert list(empty.iterdir()) == []  # nothing fetched
