@@ -11,6 +11,8 @@ from initlab import api, sweeps
 
 from conftest import ROOT, shared_mnist_dir
 
+pytestmark = pytest.mark.slow  # real MNIST, five groups compiled
+
 # Reproduction 4 at reduced size: the config's depth (30 ReLU layers), optimizer, learning rate,
 # batch and inits, on 4,000 MNIST images, width 64 and 400 steps, with only the statistics the
 # conclusion reads (compiling, not training, is most of the time); 2 seeds per init. He's runs
