@@ -22,7 +22,10 @@ def wide_console() -> Console:
     writing to a pipe or file, so a redirected report is not squeezed to 80 columns."""
     import os
 
-    return console if console.is_terminal or (os.environ.get("COLUMNS") or "").isdigit() else Console(width=200)
+    columns = os.environ.get("COLUMNS") or ""
+    if columns.isdigit():  # read now: the module's console fixed its width when it was made
+        return Console(width=int(columns))
+    return console if console.is_terminal else Console(width=200)
 
 
 @contextmanager

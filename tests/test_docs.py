@@ -149,8 +149,8 @@ def test_every_readme_command_runs(command, readme_tree, monkeypatch):
     if args[0] == "run":  # the same command, on a slice of MNIST and a few steps
         args += SHRINK + ([] if "train.steps=" in command else ["--set", "train.steps=2"])
         args += ["--out", str(work / "readme-runs"), "--force", "-q"]
-    elif args[0] == "sweep":
-        args += ["--dry-run"]
+    elif args[0] == "sweep":  # planned, with the sweep's own checks, into a folder of its own
+        args += ["--dry-run", "--out", str(work / "dry-runs")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"{command}\n{result.output}"
 

@@ -110,7 +110,7 @@ def test_plot_coordcheck_and_transfer(sweep_dir, tmp_path):
 def test_coordcheck_without_the_statistic_or_with_a_bad_one_is_an_error(sweep_dir, tmp_path):
     bad = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "coordcheck", "--stat", "act_var",
                               "--out", str(tmp_path)])
-    assert bad.exit_code == 1 and "--stat 'act_var': not one of pre_delta_abs_mean, act_abs_mean" in bad.output
+    assert bad.exit_code == 2 and "--stat 'act_var': not one of pre_delta_abs_mean, act_abs_mean" in bad.output
     one = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
     alone = runner.invoke(app, ["plot", str(one), "--kind", "coordcheck", "--out", str(tmp_path)])
     assert alone.exit_code == 1 and "two or more values of model.width" in alone.output
