@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from initlab.config import config_hash, from_dict, to_dict
-from initlab.report import build_report
+from initlab.report.tables import build_report
 
 
 def synthesize(root: Path, n_runs: int) -> None:

@@ -182,15 +182,15 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
 def load_mnist(data_dir: str | None):
     """MNIST as initlab's benchmark runs load it (standardized, test set cut to TEST_SIZE), once per process."""
     from initlab.config import from_dict
-    from initlab.data import load_dataset
+    from initlab.data.datasets import load_dataset
 
     return load_dataset(from_dict(initlab_config(Workload(depth=1), 10)).data, data_dir, progress=False)
 
 
 def initlab_train(w: Workload, data_dir: str | None, log_every: int | None):
-    """Train ``w`` with initlab (``initlab.train.train``); returns (TrainResult, ClockSink)."""
+    """Train ``w`` with initlab (``initlab.train.loop.train``); returns (TrainResult, ClockSink)."""
     from initlab.config import from_dict
-    from initlab.train import train
+    from initlab.train.loop import train
 
     sink = ClockSink()
     result = train(from_dict(initlab_config(w, log_every)), load_mnist(data_dir), sink)
@@ -212,9 +212,9 @@ def spectrum_seconds(depth: int, width: int, examples: int, data_dir: str | None
     the first call (compilation included) and the median of ``calls`` more."""
     import jax
 
-    from initlab.build import init_params, model_spec
+    from initlab.train.build import init_params, model_spec
     from initlab.config import from_dict
-    from initlab.spectrum import singular_values_fn
+    from initlab.stats.spectrum import singular_values_fn
 
     cfg = from_dict(initlab_config(Workload(depth=depth, width=width), 10))
     spec = model_spec(cfg.model, MNIST_INPUTS, MNIST_CLASSES)
@@ -257,7 +257,7 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     w = Workload(depth=depth, width=width, steps=steps)
     from initlab.config import from_dict
-    from initlab.train import memory_estimate
+    from initlab.train.loop import memory_estimate
 
     estimate = memory_estimate([from_dict(initlab_config(w, None))], data)  # what the pre-flight check compares
     initlab_train(w, data_dir, None)
@@ -278,9 +278,9 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     import numpy as np
 
     from initlab.config import from_dict
-    from initlab.build import model_spec
-    from initlab.schedule import make_schedule
-    from initlab.train import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.build import model_spec
+    from initlab.train.schedule import make_schedule
+    from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
     n_train = len(data.y_train)
@@ -301,7 +301,7 @@ GRID64 = {"model.depth": [10, 20], "model.activation": ["relu", "tanh"]}
 def sweep_seconds(arm: str, steps: int | None, data_dir: str | None, runs: int = 16) -> dict[str, Any]:
     """``benchmarks/sweep_batching.py``'s 16 runs (or, with ``runs=64``, GRID64 over them) through
     ``run_sweep``, batched or one at a time."""
-    from initlab.sweeps import run_sweep
+    from initlab.runs.sweeps import run_sweep
     from sweep_batching import spec as sweep_spec
 
     out = Path(tempfile.mkdtemp(prefix=f"initlab-bench-sweep-{arm}-"))
@@ -353,7 +353,7 @@ def machine() -> dict[str, Any]:
     """CPU model, cores, RAM, JAX device and package versions."""
     import jax
 
-    from initlab.experiment import versions
+    from initlab.runs.experiment import versions
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -414,7 +414,7 @@ def measure(req: dict[str, Any]) -> Any:
 
 def serve() -> None:
     """Worker loop: one JSON request per line on stdin, one JSON answer per line on stdout."""
-    from initlab.cache import enable_compilation_cache
+    from initlab.train.cache import enable_compilation_cache
 
     enable_compilation_cache()  # as the CLI does; the parent chose the folder (or opted out) in our environment
     answers, sys.stdout = sys.stdout, sys.stderr  # library chatter must not corrupt the answers
@@ -610,7 +610,7 @@ class Suite:
 
     def formats(self) -> dict[str, Any]:
         """float32, bfloat16 and float16 side by side per (depth, width); the format statistics' cost."""
-        from initlab.stats import default_names
+        from initlab.stats.statistics import default_names
 
         out: dict[str, Any] = {}
         for depth, width, steps in self.plan.format_steps:
@@ -638,7 +638,7 @@ class Suite:
     def width(self) -> dict[str, Any]:
         """The coordinate-check statistics' cost (on the probe, every 10 steps, beside the default
         statistics alone) and μP's per-class optimizer (optax.multi_transform) against the standard one."""
-        from initlab.stats import default_names
+        from initlab.stats.statistics import default_names
 
         steps = self.plan.stats_steps
         default = tuple(default_names())
@@ -728,7 +728,7 @@ class Suite:
 
     def report(self) -> dict[str, Any]:
         """`initlab report` over synthetic run folders: build_report in this process, the CLI in a fresh one."""
-        from initlab.report import build_report
+        from initlab.report.tables import build_report
         from report_speed import synthesize
 
         root = Path(tempfile.mkdtemp(prefix="initlab-bench-report-"))
@@ -919,7 +919,7 @@ def markdown(res: dict[str, Any]) -> str:
                           _mib(mem["device_peak_bytes"])]])]
         if mem.get("estimate_bytes"):
             growth = mem["peak_rss_bytes"] - mem["peak_rss_before_training_bytes"]
-            parts += ["initlab's pre-flight estimate (`initlab.memory`; the data are loaded before the first "
+            parts += ["initlab's pre-flight estimate (`initlab.train.memory`; the data are loaded before the first "
                       "reading, so the growth compares with the estimate without them)",
                       table(["estimate", "estimate without data", "peak RSS growth", "estimate / growth"],
                             [[_mib(mem["estimate_bytes"]), _mib(mem["estimate_without_data_bytes"]), _mib(growth),

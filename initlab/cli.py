@@ -36,7 +36,7 @@ class OneLineUsageErrors(typer.core.TyperGroup):
             if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
                 from rich.markup import escape
 
-                from initlab.display import err_console
+                from initlab.report.display import err_console
 
                 ctx = getattr(e, "ctx", None)
                 hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
@@ -70,7 +70,7 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         from rich.markup import escape
 
-        from initlab.display import err_console
+        from initlab.report.display import err_console
 
         try:
             with _signals_as_interrupts():
@@ -147,7 +147,7 @@ NoMemoryCheck = Annotated[bool, typer.Option(
 
 
 def _memory_check(on: bool) -> None:
-    from initlab.memory import CHECK_ENV
+    from initlab.train.memory import CHECK_ENV
 
     if not on:
         os.environ[CHECK_ENV] = "0"
@@ -163,7 +163,7 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     """initlab: train JAX MLPs on MNIST and watch signals flow forward and gradients flow back."""
-    from initlab.cache import enable_compilation_cache
+    from initlab.train.cache import enable_compilation_cache
 
     enable_compilation_cache()  # before anything compiles; INITLAB_NO_COMPILE_CACHE=1 turns it off
 
@@ -188,8 +188,8 @@ def run(
 ) -> None:
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
-    from initlab import experiment
-    from initlab.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
+    from initlab.runs import experiment
+    from initlab.report.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -236,8 +236,8 @@ def sweep(
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
-    from initlab import sweeps as sweepmod
-    from initlab.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
+    from initlab.runs import sweeps as sweepmod
+    from initlab.report.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -295,8 +295,8 @@ def report(
     """Tables of which setups keep signals healthy through depth and which train best."""
     import json as jsonmod
 
-    from initlab import report as reportmod
-    from initlab.display import layer_tables, report_tables, wide_console
+    from initlab.report import tables as reportmod
+    from initlab.report.display import layer_tables, report_tables, wide_console
     from initlab.errors import ConfigError  # bad option values: exit 2
 
     formats = ("table", "csv", "markdown", "json", "html")
@@ -326,8 +326,8 @@ def report(
     elif fmt == "html":
         from rich.markup import escape
 
-        from initlab import html_report
-        from initlab.display import err_console
+        from initlab.report import html_report
+        from initlab.report.display import err_console
 
         path = html_report.write(rep, output or Path("report.html"))
         err_console.print(f"wrote {escape(str(path))} ({len(rep.rows)} rows, {len(rep.runs)} runs)", highlight=False)
@@ -340,7 +340,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        from initlab.storage import atomic_write
+        from initlab.runs.storage import atomic_write
 
         atomic_write(output, text)
 
@@ -375,8 +375,8 @@ def plot(
                                       "act_abs_mean (|a|).")] = "pre_delta_abs_mean",
 ) -> None:
     """PNG figures: where signals vanish or explode across depth, training curves, heatmaps, distributions."""
-    from initlab.display import console
-    from initlab.plot import make_plots
+    from initlab.report.display import console
+    from initlab.report.plot import make_plots
 
     written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
                          steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
@@ -405,8 +405,8 @@ def theory(
 ) -> None:
     """Mean-field predictions (Poole et al. 2016; Schoenholz et al. 2017): per-layer variance and
     gradient ratio of a configured network, or the order-to-chaos phase diagram of an activation."""
-    from initlab import theory as th
-    from initlab.display import console, phase_view, theory_config_view
+    from initlab.theory import mean_field as th
+    from initlab.report.display import console, phase_view, theory_config_view
 
     if config is not None:
         if activation is not None or sigma_w2 or plot_path is not None:
@@ -416,17 +416,17 @@ def theory(
         cfg = cfgmod.load(config, set_)
         items = theory_config_view(th.config_prediction(cfg, data_dir, q0), cfg)
     elif activation is not None:
-        from initlab.activations import get_activation
+        from initlab.nn.activations import get_activation
 
         get_activation(activation, "--activation")
         if plot_path is not None:
-            from initlab.plot import check_figure_path
+            from initlab.report.plot import check_figure_path
 
             check_figure_path(plot_path)  # before the work
         table = th.phase_table(activation, sigma_b2, list(sigma_w2) or None)
         items = phase_view(table)
         if plot_path is not None:
-            from initlab.plot import phase_figure, save
+            from initlab.report.plot import phase_figure, save
 
             save(phase_figure(table), plot_path)
             items.append(f"wrote {plot_path}")
@@ -449,8 +449,8 @@ def export(
     """Export run folders' metrics, per-layer statistics, histograms and Jacobian spectra to another tool."""
     from rich.progress import Progress
 
-    from initlab import export as exportmod
-    from initlab.display import console, err_console
+    from initlab.report import export as exportmod
+    from initlab.report.display import console, err_console
 
     exporter, plan = exportmod.plan_export(fmt, paths, out)  # every error before anything is written
     done = []
@@ -469,8 +469,8 @@ def export(
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:
     """Download MNIST from the public mirrors (if not already present) and verify it."""
-    from initlab import mnist
-    from initlab.display import console
+    from initlab.data import mnist
+    from initlab.report.display import console
 
     where = mnist.fetch(data_dir, progress=True)
     console.print(f"MNIST ready and verified in {where}", highlight=False, soft_wrap=True)
@@ -485,8 +485,8 @@ def data_check(
     """Verify the four MNIST files (size and SHA-256 of the decompressed bytes)."""
     from rich.table import Table
 
-    from initlab import mnist
-    from initlab.display import console
+    from initlab.data import mnist
+    from initlab.report.display import console
 
     statuses = mnist.check(directory)
     table = Table(title=f"MNIST in {directory or mnist.resolve_dir(None)}", title_justify="left")
@@ -508,7 +508,7 @@ def config_keys(
     section: Annotated[Optional[str], typer.Option("--section", help="Only this section: data, model, train or log.")] = None,
 ) -> None:
     """Every config key with its default, the values it accepts and its meaning; and each initializer's arguments."""
-    from initlab.display import config_keys_view, console
+    from initlab.report.display import config_keys_view, console
 
     for item in config_keys_view(section):
         console.print(item)

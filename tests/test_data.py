@@ -1,4 +1,4 @@
-"""Tests for initlab.data: the gaussian teacher dataset, preprocessing with training statistics,
+"""Tests for initlab.data.datasets: the gaussian teacher dataset, preprocessing with training statistics,
 and MNIST through load_dataset (skipped when the files are absent)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from initlab import mnist
+from initlab.data import mnist
 from initlab.config import DataConfig, from_dict
-from initlab.data import DATASETS, PREPROCESSORS, Dataset, load_dataset
+from initlab.data.datasets import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 
 from conftest import shared_mnist_dir

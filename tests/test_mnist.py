@@ -1,4 +1,4 @@
-"""Tests for initlab.mnist: locating, verifying, downloading and parsing the MNIST IDX files."""
+"""Tests for initlab.data.mnist: locating, verifying, downloading and parsing the MNIST IDX files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initlab import mnist
+from initlab.data import mnist
 from initlab.errors import InitlabError
 
 from conftest import shared_mnist_dir

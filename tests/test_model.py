@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.build import init_params, model_spec
-from initlab.initializers import Role
-from initlab.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
-from initlab.normalizations import NORMALIZATIONS
+from initlab.train.build import init_params, model_spec
+from initlab.nn.initializers import Role
+from initlab.nn.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
+from initlab.nn.normalizations import NORMALIZATIONS
 
 from conftest import tiny
 
@@ -229,16 +229,17 @@ def test_float32_is_the_default_dtype():
 # ----------------------------------------------------------------------------------------------
 # The import graph: registries at the bottom, the model above them, config resolved in one place
 
-BOTTOM = ["errors", "registry", "formats", "loss_scale", "activations", "initializers", "normalizations", "optimizers", "regularizers",
-          "params", "stats", "reparams", "shaping"]
-ABOVE = {"initlab.model", "initlab.config", "initlab.network_init", "initlab.build", "initlab.train",
-         "initlab.stats", "initlab.data"}
+BOTTOM = ["errors", "registry", "nn.formats", "train.loss_scale", "nn.activations", "nn.initializers",
+          "nn.normalizations", "nn.optimizers", "nn.regularizers", "nn.params", "stats.statistics", "nn.reparams",
+          "theory.shaping"]
+ABOVE = {"initlab.nn.model", "initlab.config", "initlab.nn.network_init", "initlab.train.build", "initlab.train.loop",
+         "initlab.stats.statistics", "initlab.data.datasets"}
 # module -> initlab modules it must not load (in a fresh interpreter)
 FORBIDDEN = {**{f"initlab.{m}": ABOVE - {f"initlab.{m}"} for m in BOTTOM},
-             "initlab.step": {"initlab.config", "initlab.build", "initlab.train"},
-             "initlab.model": {"initlab.config", "initlab.network_init", "initlab.build", "initlab.train"},
-             "initlab.network_init": {"initlab.config", "initlab.build", "initlab.train"},
-             "initlab.config": {"jax", *ABOVE - {"initlab.config"}, "initlab.initializers"}}
+             "initlab.train.step": {"initlab.config", "initlab.train.build", "initlab.train.loop"},
+             "initlab.nn.model": {"initlab.config", "initlab.nn.network_init", "initlab.train.build", "initlab.train.loop"},
+             "initlab.nn.network_init": {"initlab.config", "initlab.train.build", "initlab.train.loop"},
+             "initlab.config": {"jax", *ABOVE - {"initlab.config"}, "initlab.nn.initializers"}}
 
 
 def test_lower_modules_do_not_import_higher_ones():

@@ -1,4 +1,4 @@
-"""Network-level initializers (the schemes of initlab.network_init): Fixup's zero branches and
+"""Network-level initializers (the schemes of initlab.nn.network_init): Fixup's zero branches and
 L^(-1/2) scaling, LSUV's unit variances, and greedy layer-wise autoencoder pre-training."""
 
 import jax
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.build import REFINE_STREAM, init_params, init_params_traced, model_spec
-from initlab.initializers import INITIALIZERS
-from initlab.model import apply, pre_activations
-from initlab.network_init import SCHEMES
+from initlab.train.build import REFINE_STREAM, init_params, init_params_traced, model_spec
+from initlab.nn.initializers import INITIALIZERS
+from initlab.nn.model import apply, pre_activations
+from initlab.nn.network_init import SCHEMES
 
 from conftest import tiny
 
@@ -58,8 +58,8 @@ def test_fixup_scales_first_branch_layers_by_blocks_to_the_minus_half():
 
 
 def test_fixup_trains_a_deep_residual_net_without_normalization():
-    from initlab.data import load_dataset
-    from initlab.train import train
+    from initlab.data.datasets import load_dataset
+    from initlab.train.loop import train
     from test_train import Recorder
 
     cfg = tiny(model={"depth": 21, "width": 32, "residual": True, "init": "fixup"},
@@ -169,7 +169,7 @@ def test_layerwise_autoencoder_tied_and_denoising_variants_train(extra):
 
 
 def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
-    from initlab.theory import predict_config
+    from initlab.theory.mean_field import predict_config
 
     for model in ({"init": "lsuv"}, {"init": "layerwise_autoencoder"}, {"init": "fixup", "residual": True},
                   {"residual": True}):
@@ -210,7 +210,7 @@ def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init)
     """ReZero (Bachlechner et al. 2020) and SkipInit (De & Smith 2020): each residual branch's
     learned scalar starts at 0, so every block passes its input on (ReLU of a non-negative input is
     itself) while its branch layers keep their draws, and the scalar's gradient at step 0 is not 0."""
-    from initlab.optimizers import make_loss
+    from initlab.nn.optimizers import make_loss
 
     depth = 9
     spec, params, state, _, _ = build(depth=depth, width=32, residual=True, init=init, branch_scale_init=0.0)

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.activations import SELU_ALPHA, SELU_LAMBDA, selu
-from initlab.params import Blocks, Dense, Layer, MLPParams, effective_weights
-from initlab.regularizers import DROPOUTS, alpha_dropout, alpha_dropout_affine, max_norm, standard_dropout
+from initlab.nn.activations import SELU_ALPHA, SELU_LAMBDA, selu
+from initlab.nn.params import Blocks, Dense, Layer, MLPParams, effective_weights
+from initlab.nn.regularizers import DROPOUTS, alpha_dropout, alpha_dropout_affine, max_norm, standard_dropout
 
 N = 400_000
 
@@ -91,7 +91,7 @@ def test_max_norm_bounds_every_units_incoming_weights_and_leaves_the_rest():
 
 
 def test_max_norm_on_a_drawn_network_touches_only_weights():
-    from initlab.build import init_params, model_spec
+    from initlab.train.build import init_params, model_spec
 
     from conftest import tiny
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.activations import Shape, activation_fn, image, max_slope
+from initlab.nn.activations import Shape, activation_fn, image, max_slope
 from initlab.config import ConfigError, from_dict
-from initlab.shaping import SHAPINGS, dks_residual, leaky_relu_c, local_c, local_maps, shape_for, shape_of_flat
+from initlab.theory.shaping import SHAPINGS, dks_residual, leaky_relu_c, local_c, local_maps, shape_for, shape_of_flat
 
 # What dks 0.1.2 (DeepMind, 2023) gives for a plain MLP of D nonlinear layers, computed once with
 # dks.base.activation_transform._get_activations_params(..., subnet_max_func=D-fold composition)
@@ -269,8 +269,8 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
 
 
 def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
-    from initlab.build import model_spec
-    from initlab.report import flatten
+    from initlab.train.build import model_spec
+    from initlab.report.tables import flatten
     from initlab.config import to_dict
 
     for name, act in (("none", "tanh"), ("tat", "leaky_relu"), ("dks", "tanh")):
@@ -282,7 +282,7 @@ def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
 
 
 def test_theory_of_a_shaped_net_uses_the_transformed_activation():
-    from initlab.theory import predict_config
+    from initlab.theory.mean_field import predict_config
 
     cfg = _cfg(activation="leaky_relu", shaping="tat", init="orthogonal", depth=50, width=64)
     pred = predict_config(cfg.model, 784, 1.0)

@@ -13,9 +13,9 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.plot import coordcheck_figure, transfer_figure
-from initlab.report import discover
-from initlab.width import best_learning_rates, coordinate_data, slopes_at, width_slopes
+from initlab.report.plot import coordcheck_figure, transfer_figure
+from initlab.report.tables import discover
+from initlab.report.width import best_learning_rates, coordinate_data, slopes_at, width_slopes
 
 runner = CliRunner()
 WIDTHS = [32, 128, 512]
