@@ -139,7 +139,7 @@ def open_run(path: str | Path) -> Run:
 def open_runs(*paths: str | Path) -> Runs:
     """Every run folder under ``paths`` (folders of runs, sweep folders or run folders), as
     ``initlab report`` finds them."""
-    from initlab.report.tables import discover
+    from initlab.report.results import discover
 
     if not paths:
         raise InitlabError("open_runs needs at least one folder")

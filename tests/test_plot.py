@@ -15,7 +15,7 @@ from initlab.errors import InitlabError
 from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw,
                           PlotOptions, colorful_figure, curves_figure, heatmap_figure, histograms_figure, profile_figure,
                           read_histograms, spectrum_figure)
-from initlab.report.tables import discover, varied_keys
+from initlab.report.results import discover, varied_keys
 from initlab.runs.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA

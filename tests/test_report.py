@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.report.tables import (EXPLODING, VANISHING, build_report, discover, sparkline, to_csv, to_json, to_markdown,
-                            verdict)
+from initlab.report.results import discover
+from initlab.report.tables import EXPLODING, VANISHING, build_report, sparkline, to_csv, to_json, to_markdown, verdict
 from initlab.runs.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
@@ -184,7 +184,7 @@ def test_diverged_runs_do_not_count_in_the_accuracy_mean(runs_dir):
 def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
     """A run folder written before log.stats existed (no such key in its config) computed the
     statistics a default run computes: the report does not see log.stats as varied."""
-    from initlab.report.tables import varied_keys
+    from initlab.report.results import varied_keys
 
     runs, _ = discover([runs_dir / "grid"])
     assert "log.stats" not in varied_keys(runs)

@@ -270,7 +270,7 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
 
 def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
     from initlab.train.build import model_spec
-    from initlab.report.tables import flatten
+    from initlab.report.results import flatten
     from initlab.config import to_dict
 
     for name, act in (("none", "tanh"), ("tat", "leaky_relu"), ("dks", "tanh")):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.report.plot import coordcheck_figure, transfer_figure
-from initlab.report.tables import discover
+from initlab.report.results import discover
 from initlab.report.width import best_learning_rates, coordinate_data, slopes_at, width_slopes
 
 runner = CliRunner()

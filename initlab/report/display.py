@@ -232,7 +232,8 @@ FOLDED_LINES = 3  # the most lines a row's folded config keys take; where they n
 
 def config_text(report: Any, row: dict[str, Any]) -> str:
     """A row's config keys as ``depth=10 init=he_normal`` (keys the row's runs do not set left out)."""
-    from initlab.report.tables import _fmt_value, key_headers
+    from initlab.report.results import key_headers
+    from initlab.report.tables import _fmt_value
 
     return " ".join(f"{head}={_fmt_value(row.get(k))}" for k, head in zip(report.keys, key_headers(report.keys))
                     if row.get(k) is not None)
@@ -283,7 +284,8 @@ def _least(header: str, texts: list[str], wrap: bool) -> int:
 
 
 def _main_table(report: Any, columns: list[str], caption: str | None, layout: str = "columns") -> Table:
-    from initlab.report.tables import _fmt_cell, _fmt_value, _header, key_headers
+    from initlab.report.results import key_headers
+    from initlab.report.tables import _fmt_cell, _fmt_value, _header
 
     colours = {"vanishing": "blue", "exploding": "red", "healthy": "green"}
     main = Table(title=f"{len(report.rows)} configurations", title_justify="left", caption=caption,
@@ -319,7 +321,8 @@ def _main_table(report: Any, columns: list[str], caption: str | None, layout: st
 def _labels_table(report: Any, width: int) -> Table:
     """The ``labels`` layout's legend: each label's config keys, a column each where they fit in
     ``width``, else as ``key=value`` words wrapped at spaces."""
-    from initlab.report.tables import _fmt_value, key_headers
+    from initlab.report.results import key_headers
+    from initlab.report.tables import _fmt_value
 
     labels = config_labels(report)
     t = Table(title="configurations", title_justify="left")

@@ -151,7 +151,7 @@ def plan_export(fmt: str, paths: Iterable[str | Path], out: str | Path) -> tuple
     ``paths`` (as ``initlab report`` finds them), destinations ``out/<run folder name>``; checked
     before anything is written: an unknown format, no runs, two runs of one name, or a destination
     that already holds files (TensorBoard would show both) is an error."""
-    from initlab.report.tables import discover
+    from initlab.report.results import discover
 
     exporter = EXPORTERS.get(fmt, "FORMAT")
     paths = list(paths)

@@ -20,7 +20,8 @@ from typing import Any
 
 from initlab.errors import InitlabError
 from initlab.report.plot import HISTOGRAMS_FILE, QUANTITIES, read_histograms
-from initlab.report.tables import Report, Run, _fmt_cell, _fmt_value, _header, key_headers
+from initlab.report.results import Run, key_headers
+from initlab.report.tables import Report, _fmt_cell, _fmt_value, _header
 
 # The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
 PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",

@@ -34,7 +34,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from initlab.errors import ConfigError, InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
-from initlab.report.tables import HEADERS, Run, aggregate, apply_filters, discover, key_headers, varied_keys  # noqa: E402
+from initlab.report.results import Run, apply_filters, discover, key_headers, varied_keys  # noqa: E402
+from initlab.report.tables import HEADERS, aggregate  # noqa: E402
 from initlab.report.width import geo_mean, layer_rows  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from initlab.report.tables import IGNORED_KEYS, Run, key_headers, varied_keys
+from initlab.report.results import IGNORED_KEYS, Run, key_headers, varied_keys
 
 WIDTH = "model.width"
 LR = "train.lr"
