@@ -225,32 +225,3 @@ def test_float32_is_the_default_dtype():
     assert spec.dtype == "float32"
     assert {leaf.dtype for leaf in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.float32)}
 
-
-# ----------------------------------------------------------------------------------------------
-# The import graph: registries at the bottom, the model above them, config resolved in one place
-
-BOTTOM = ["errors", "registry", "nn.formats", "train.loss_scale", "nn.activations", "nn.initializers",
-          "nn.normalizations", "nn.optimizers", "nn.regularizers", "nn.params", "stats.statistics", "nn.reparams",
-          "theory.shaping"]
-ABOVE = {"initlab.nn.model", "initlab.config", "initlab.nn.network_init", "initlab.train.build", "initlab.train.loop",
-         "initlab.stats.statistics", "initlab.data.datasets"}
-# module -> initlab modules it must not load (in a fresh interpreter)
-FORBIDDEN = {**{f"initlab.{m}": ABOVE - {f"initlab.{m}"} for m in BOTTOM},
-             "initlab.train.step": {"initlab.config", "initlab.train.build", "initlab.train.loop"},
-             "initlab.nn.model": {"initlab.config", "initlab.nn.network_init", "initlab.train.build", "initlab.train.loop"},
-             "initlab.nn.network_init": {"initlab.config", "initlab.train.build", "initlab.train.loop"},
-             "initlab.config": {"jax", *ABOVE - {"initlab.config"}, "initlab.nn.initializers"}}
-
-
-def test_lower_modules_do_not_import_higher_ones():
-    import subprocess
-    import sys
-
-    code = "import sys, {0}; print(' '.join(sorted(m for m in sys.modules if m.startswith(('initlab', 'jax')))))"
-    procs = {m: subprocess.Popen([sys.executable, "-c", code.format(m)], stdout=subprocess.PIPE, text=True)
-             for m in FORBIDDEN}
-    for module, proc in procs.items():
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, module
-        loaded = set(out.split())
-        assert module in loaded and not loaded & FORBIDDEN[module], (module, sorted(loaded & FORBIDDEN[module]))

@@ -72,7 +72,8 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
     """The names (canonical, then aliases) of the registry ``pick(initlab)`` returns, e.g.
     ``lambda pkg: pkg.nn.initializers.INITIALIZERS``, read when a config is validated rather than when
     this module loads: the registries import jax, which loading a config must not (the CLI sets JAX's
-    cache options before jax loads), and ``initlab.data.datasets`` imports this module."""
+    cache options before jax loads), and they sit beside or above ``initlab.config`` (this is the lazy
+    bridge that pyproject.toml's import contract names)."""
 
     def names() -> list[str]:
         import initlab.nn.activations
@@ -539,7 +540,7 @@ def _check_parameterization(m: ModelConfig, t: TrainConfig) -> None:
 def _resolve_loss_scale(m: ModelConfig, t: TrainConfig) -> TrainConfig:
     """``train.loss_scale`` checked against the format: a number or a word, and only where the
     format's range is narrower than float32's or equal to it but the user studies it (bfloat16)."""
-    from initlab.train.loss_scale import from_config
+    from initlab.nn.loss_scale import from_config
 
     scaling = from_config(t.loss_scale, t.loss_scale_init, t.loss_scale_period)  # ConfigError on a bad value
     if scaling.active and m.dtype in ("float32", "float64"):

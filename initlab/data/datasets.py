@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from initlab.config import DataConfig
 from initlab.errors import ConfigError
 from initlab.registry import Registry
+
+if TYPE_CHECKING:  # a type only: data is below config and never imports it (pyproject.toml's contract)
+    from initlab.config import DataConfig
 
 
 class Dataset(NamedTuple):

@@ -1,4 +1,5 @@
-"""The network: number formats, activations, initializers, normalizations, regularizers, weight
-reparameterizations, parameterizations, optimizers and losses (each a registry), the parameter
-pytrees (``params``), the MLP itself (``model``) and whole-network initialization schemes
-(``network_init``). Imports registries and errors only; never a config."""
+"""The network and the registries it is made of: number formats and loss scaling (``formats``,
+``loss_scale``), activations, initializers, normalizations, regularizers, weight
+reparameterizations, parameterizations, optimizers, schedules and losses (each a registry), the
+parameter pytrees (``params``), the MLP itself (``model``) and whole-network initialization schemes
+(``network_init``). Nothing here reads a config."""

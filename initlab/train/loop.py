@@ -46,7 +46,7 @@ from initlab.data.datasets import Dataset
 from initlab.errors import InitlabError, InterruptGate
 from initlab.nn.formats import context
 from initlab.nn.initializers import Trace
-from initlab.train.loss_scale import LossScaling, all_finite, from_config
+from initlab.nn.loss_scale import LossScaling, all_finite, from_config
 from initlab.nn.model import ModelSpec, NormState, Params, apply, pre_activations
 from initlab.nn.params import named_arrays
 from initlab.nn.optimizers import ADAM_LIKE, build_optimizer, make_loss, per_class

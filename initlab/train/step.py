@@ -10,7 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from initlab.train.loss_scale import unscale
+from initlab.nn.loss_scale import unscale
 from initlab.nn.model import ModelSpec, NormState, Params, apply, effective_weights, pre_activations
 from initlab.nn.params import to_plain
 from initlab.stats.statistics import Layout
