@@ -212,9 +212,9 @@ def spectrum_seconds(depth: int, width: int, examples: int, data_dir: str | None
     the first call (compilation included) and the median of ``calls`` more."""
     import jax
 
-    from initlab.train.build import init_params, model_spec
     from initlab.config import from_dict
     from initlab.stats.spectrum import singular_values_fn
+    from initlab.train.build import init_params, model_spec
 
     cfg = from_dict(initlab_config(Workload(depth=depth, width=width), 10))
     spec = model_spec(cfg.model, MNIST_INPUTS, MNIST_CLASSES)
@@ -279,8 +279,8 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
 
     from initlab.config import from_dict
     from initlab.train.build import model_spec
-    from initlab.train.schedule import make_schedule
     from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.schedule import make_schedule
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
     n_train = len(data.y_train)

@@ -225,8 +225,8 @@ class Run:
         return int(chosen)
 
     def _spec(self):
-        from initlab.train.build import model_spec
         from initlab.data.datasets import load_dataset
+        from initlab.train.build import model_spec
 
         if "spec" not in self._cache:
             cfg = self.config
@@ -241,11 +241,11 @@ class Run:
         import jax
         import numpy as np
 
-        from initlab.train.build import layer_samplers
         from initlab.nn.formats import cast, context
         from initlab.nn.model import init_layers
         from initlab.nn.params import from_named
         from initlab.runs.storage import params_file
+        from initlab.train.build import layer_samplers
 
         chosen = self._step(step)
         if data_dir is not None:
@@ -268,8 +268,8 @@ class Run:
         import numpy as np
 
         from initlab.nn.formats import context
-        from initlab.train.schedule import make_schedule
         from initlab.train.loop import make_train_fns
+        from initlab.train.schedule import make_schedule
 
         params, state = self.params(step, data_dir=data_dir)
         cfg, spec, data = self.config, self._spec(), self._cache["data"]

@@ -188,8 +188,8 @@ def run(
 ) -> None:
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
-    from initlab.runs import experiment
     from initlab.report.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
+    from initlab.runs import experiment
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -236,8 +236,8 @@ def sweep(
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
-    from initlab.runs import sweeps as sweepmod
     from initlab.report.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
+    from initlab.runs import sweeps as sweepmod
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -295,9 +295,9 @@ def report(
     """Tables of which setups keep signals healthy through depth and which train best."""
     import json as jsonmod
 
+    from initlab.errors import ConfigError  # bad option values: exit 2
     from initlab.report import tables as reportmod
     from initlab.report.display import layer_tables, report_tables, wide_console
-    from initlab.errors import ConfigError  # bad option values: exit 2
 
     formats = ("table", "csv", "markdown", "json", "html")
     if fmt not in formats:
@@ -405,8 +405,8 @@ def theory(
 ) -> None:
     """Mean-field predictions (Poole et al. 2016; Schoenholz et al. 2017): per-layer variance and
     gradient ratio of a configured network, or the order-to-chaos phase diagram of an activation."""
-    from initlab.theory import mean_field as th
     from initlab.report.display import console, phase_view, theory_config_view
+    from initlab.theory import mean_field as th
 
     if config is not None:
         if activation is not None or sigma_w2 or plot_path is not None:

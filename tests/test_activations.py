@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from initlab.errors import ConfigError
 from initlab.nn.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
                                  kinks, max_slope)
-from initlab.errors import ConfigError
 
 ALL_NAMES = ACTIVATIONS.all_names()  # canonical names and aliases: everything a config may say
 

@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from initlab import config as C
-from initlab.nn.activations import ACTIVATIONS
 from initlab.data.datasets import DATASETS, PREPROCESSORS
 from initlab.errors import ConfigError, InitlabError
+from initlab.nn.activations import ACTIVATIONS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
-from initlab.nn.regularizers import DROPOUTS
-from initlab.nn.reparams import REPARAMS
 from initlab.nn.normalizations import NORMALIZATIONS
 from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
+from initlab.nn.regularizers import DROPOUTS
+from initlab.nn.reparams import REPARAMS
 
 from conftest import assert_lists_names
 

@@ -9,8 +9,8 @@ import socket
 import numpy as np
 import pytest
 
-from initlab.data import mnist
 from initlab.config import DataConfig, from_dict
+from initlab.data import mnist
 from initlab.data.datasets import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from initlab.train.build import init_params, model_spec
 from initlab.cli import app
 from initlab.config import ConfigError, config_hash, from_dict
 from initlab.data.datasets import load_dataset
 from initlab.nn.optimizers import LOSSES
+from initlab.runs.storage import RunRecorder
 from initlab.stats.spectrum import singular_values_fn, summarize
 from initlab.stats.statistics import Layout, LinearBins, Log2Bins, counts, make_bins
-from initlab.train.step import make_layer_stats
-from initlab.runs.storage import RunRecorder
 from initlab.theory.mean_field import predict_config
+from initlab.train.build import init_params, model_spec
 from initlab.train.loop import train, train_group
+from initlab.train.step import make_layer_stats
 
 from conftest import SMALL_DATA, small_run, tiny
 

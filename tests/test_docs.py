@@ -5,17 +5,17 @@ import re
 
 import pytest
 
-from initlab.nn.activations import ACTIVATIONS
 from initlab.config import describe_fields
 from initlab.data.datasets import DATASETS, PREPROCESSORS
+from initlab.nn.activations import ACTIVATIONS
 from initlab.nn.formats import FORMATS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.nn.normalizations import NORMALIZATIONS
 from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 from initlab.nn.parameterizations import PARAMETERIZATIONS
 from initlab.nn.reparams import REPARAMS
-from initlab.theory.shaping import SHAPINGS
 from initlab.stats.statistics import COLUMNS
+from initlab.theory.shaping import SHAPINGS
 
 from conftest import ROOT
 

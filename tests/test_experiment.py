@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from initlab.runs import experiment
 from initlab.config import config_hash
 from initlab.errors import InitlabError
-from initlab.stats.statistics import default_names
+from initlab.runs import experiment
 from initlab.runs.storage import METRIC_COLUMNS, run_dir_for
+from initlab.stats.statistics import default_names
 
 from conftest import tiny
 

@@ -337,8 +337,8 @@ def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_ca
 
 def test_the_memory_estimate_counts_parameters_and_optimizer_state_exactly():
     from initlab.data.datasets import load_dataset
-    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
     from initlab.train.loop import memory_estimate
+    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
 
     cfg = C.from_dict({**small_run("m"), "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
     data = load_dataset(cfg.data, None, progress=False)
@@ -353,8 +353,8 @@ def test_the_memory_estimate_counts_float64_parameters_at_8_bytes_without_a_warn
     import warnings
 
     from initlab.data.datasets import load_dataset
-    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
     from initlab.train.loop import memory_estimate
+    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
 
     cfg = C.from_dict({**small_run("m"), "model": {"depth": 2, "width": 16, "dtype": "float64"},
                        "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})

@@ -407,9 +407,9 @@ def test_get_initializer_errors_list_names():
 def test_identity_init_scales_a_linear_net_by_exactly_scale_per_layer(scale):
     """deeplearning.ai's demo: hidden weights (1 ± ε)·I; with a linear activation layer l's
     activations are layer 1's times scale^(l-1), so their variance follows scale^(2(l-1))."""
-    from initlab.train.build import init_params, model_spec
     from initlab.config import from_dict
     from initlab.nn.model import pre_activations
+    from initlab.train.build import init_params, model_spec
 
     cfg = from_dict({"model": {"depth": 9, "width": 32, "activation": "linear", "init": "identity",
                                "init_args": {"scale": scale}}})

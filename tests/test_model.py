@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.train.build import init_params, model_spec
 from initlab.nn.initializers import Role
 from initlab.nn.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
 from initlab.nn.normalizations import NORMALIZATIONS
+from initlab.train.build import init_params, model_spec
 
 from conftest import tiny
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.train.build import REFINE_STREAM, init_params, init_params_traced, model_spec
 from initlab.nn.initializers import INITIALIZERS
 from initlab.nn.model import apply, pre_activations
 from initlab.nn.network_init import SCHEMES
+from initlab.train.build import REFINE_STREAM, init_params, init_params_traced, model_spec
 
 from conftest import tiny
 
@@ -217,8 +217,8 @@ def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init)
     np.testing.assert_array_equal(np.asarray(params.blocks.mult), np.zeros(spec.num_blocks))
     assert np.all(np.asarray(params.hidden.dense.w) != 0)  # unlike Fixup, no layer is zeroed
     z, _ = pre_activations(spec, params, state, X)
-    for l in range(3, depth + 1, 2):  # each block's second layer: z = h + 0·branch, its input h
-        np.testing.assert_array_equal(np.asarray(z[l - 1]), np.maximum(np.asarray(z[0]), 0))
+    for layer in range(3, depth + 1, 2):  # each block's second layer: z = h + 0·branch, its input h
+        np.testing.assert_array_equal(np.asarray(z[layer - 1]), np.maximum(np.asarray(z[0]), 0))
     loss = make_loss("cross_entropy")
     y = jnp.arange(X.shape[0]) % 4
 

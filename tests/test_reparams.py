@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.train.build import init_params, init_params_traced, model_spec
 from initlab.config import ConfigError, from_dict
 from initlab.nn.model import pre_activations
 from initlab.nn.optimizers import LOSSES
@@ -19,6 +18,7 @@ from initlab.nn.params import StandardizedDense, WeightNormDense, effective_weig
 from initlab.nn.regularizers import max_norm
 from initlab.nn.reparams import REPARAMS, activation_gain
 from initlab.stats.statistics import Layout
+from initlab.train.build import init_params, init_params_traced, model_spec
 from initlab.train.step import loss_and_grads
 
 
@@ -127,8 +127,8 @@ def test_scaled_ws_preserves_pre_activation_variance_and_ignores_the_draw_s_scal
 def test_scaled_ws_theory_is_the_centred_activation_s_and_the_measured_gradients_follow_it():
     """A plain ReLU net with scaled WS keeps q = 1 but its gradient grows by χ₁ = γ²/2 ≈ 1.47 per
     layer toward the input (the centred ReLU's chaotic phase); measured at init, width 1024."""
-    from initlab.train.step import layer_stats_fn
     from initlab.theory.mean_field import predict_config
+    from initlab.train.step import layer_stats_fn
 
     depth, width = 8, 1024
     cfg, spec = _setup(depth=depth, width=width, input_dim=256, reparam="scaled_ws")

@@ -198,8 +198,8 @@ def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
 
 
 def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
-    from initlab.runs import experiment
     from initlab.report.tables import layer_report
+    from initlab.runs import experiment
 
     from conftest import tiny
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from initlab import config as C
 from initlab.cli import app
-from initlab.train.schedule import Schedule
 from initlab.runs.storage import CHECKPOINT_FILE, run_dir_for
+from initlab.train.schedule import Schedule
 
 from conftest import SMALL_DATA
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.nn.activations import Shape, activation_fn, image, max_slope
 from initlab.config import ConfigError, from_dict
+from initlab.nn.activations import Shape, activation_fn, image, max_slope
 from initlab.theory.shaping import SHAPINGS, dks_residual, leaky_relu_c, local_c, local_maps, shape_for, shape_of_flat
 
 # What dks 0.1.2 (DeepMind, 2023) gives for a plain MLP of D nonlinear layers, computed once with
@@ -269,9 +269,9 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
 
 
 def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
-    from initlab.train.build import model_spec
-    from initlab.report.results import flatten
     from initlab.config import to_dict
+    from initlab.report.results import flatten
+    from initlab.train.build import model_spec
 
     for name, act in (("none", "tanh"), ("tat", "leaky_relu"), ("dks", "tanh")):
         assert name in SHAPINGS

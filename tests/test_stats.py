@@ -7,9 +7,9 @@ import optax
 import pytest
 
 from initlab.nn.activations import ACTIVATIONS
-from initlab.train.build import init_params, model_spec
 from initlab.nn.optimizers import LOSSES
 from initlab.stats.statistics import Layout, default_names, first_nonfinite_layer
+from initlab.train.build import init_params, model_spec
 from initlab.train.step import make_layer_stats
 
 from conftest import tiny
@@ -180,7 +180,7 @@ def test_grad_var_keeps_its_precision_when_the_mean_dominates():
 
     logits = np.asarray(apply(spec, params, state, x, train=True)[0], np.float64)
     targets = np.eye(10)[np.asarray(y)]
-    want = np.var(jax.grad(lambda l: jnp.sum(mse(l, jnp.asarray(y), 10)))(jnp.asarray(logits, jnp.float32)))
+    want = np.var(jax.grad(lambda z: jnp.sum(mse(z, jnp.asarray(y), 10)))(jnp.asarray(logits, jnp.float32)))
     d_out = 2 * (logits - targets) / 10  # ∂ℓ_i/∂logits_i of the mean squared error over classes
     assert np.var(d_out) / np.mean(d_out) ** 2 < 1e-5  # |mean| ≫ std: where one pass fails
     assert stats["grad_var"][-1] == pytest.approx(np.var(d_out), rel=1e-3)

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab.nn.activations import ACTIVATIONS, Shape, numeric
 from initlab.cli import app
 from initlab.config import from_dict
 from initlab.errors import InitlabError
-from initlab.train.build import init_params, model_spec
+from initlab.nn.activations import ACTIVATIONS, Shape, numeric
+from initlab.nn.formats import FORMATS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
 from initlab.nn.optimizers import LOSSES
-from initlab.train.step import make_layer_stats
-from initlab.nn.formats import FORMATS
 from initlab.theory.mean_field import (CLOSED_FORMS, MeanField, _e1, critical_sigma_w2, effective_sigmas,
                             format_crossings, gradient_prediction, loss_scale_value, output_grad_ms, phase_table,
                             predict_config, predict_layers, underflow_layer)
+from initlab.train.build import init_params, model_spec
+from initlab.train.step import make_layer_stats
 
 runner = CliRunner()
 SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}

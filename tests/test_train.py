@@ -10,8 +10,8 @@ import pytest
 from initlab.data.datasets import load_dataset
 from initlab.errors import ConfigError
 from initlab.nn.normalizations import NORMALIZATIONS
-from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
 from initlab.train.loop import train
+from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
 
 from conftest import tiny
 
@@ -296,8 +296,8 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
     from initlab.train.build import model_spec
-    from initlab.train.step import make_layer_stats
     from initlab.train.loop import init_state, make_train_fns
+    from initlab.train.step import make_layer_stats
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
                log={"every": 10, "stats_on": "train_batch"})
@@ -341,8 +341,8 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer (at 10,
     against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those
     steps (steps are deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
-    from initlab.train.build import model_spec
     from initlab.nn.params import effective_weights
+    from initlab.train.build import model_spec
     from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
 
     cfg = tiny(train={"steps": 25}, log={"every": 10, "stats_on": stats_on})

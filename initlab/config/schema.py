@@ -76,8 +76,8 @@ def _registry_names(pick: Callable[[types.ModuleType], Any]) -> Callable[[], lis
     bridge that pyproject.toml's import contract names)."""
 
     def names() -> list[str]:
-        import initlab.nn.activations
         import initlab.data.datasets
+        import initlab.nn.activations
         import initlab.nn.formats
         import initlab.nn.initializers
         import initlab.nn.normalizations

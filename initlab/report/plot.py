@@ -542,8 +542,8 @@ def _span(run: Run, quantity: str) -> tuple[float, float, int] | None:
     size, activation = run.flat.get("log.histograms"), run.flat.get("model.activation")
     if quantity not in ("pre", "act") or not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and isinstance(activation, str)):
         return None
-    from initlab.theory.shaping import shape_of_flat
     from initlab.stats.statistics import make_bins
+    from initlab.theory.shaping import shape_of_flat
 
     try:
         b = make_bins(quantity, activation, size, shape_of_flat(run.flat))

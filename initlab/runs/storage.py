@@ -27,8 +27,8 @@ from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunCon
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.nn.initializers import Trace
-from initlab.theory.shaping import shape_of_model
 from initlab.stats.statistics import QUANTITIES, Layout
+from initlab.theory.shaping import shape_of_model
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
 # metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the

@@ -539,8 +539,8 @@ def dry_run_rows(spec: SweepSpec, max_group: int, retry_failed: bool, replace: b
     """The expanded runs and the groups they would train in (only runs that need work are
     grouped), after the checks the sweep itself makes before training: the folder's sweep
     (``check_same_sweep``) and each group's memory estimate (``memory.check``, which loads the data)."""
-    from initlab.train import memory
     from initlab.runs.experiment import dataset
+    from initlab.train import memory
     from initlab.train.loop import memory_estimate
 
     runs = expand(spec)

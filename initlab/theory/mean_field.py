@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes as _nodes, kinks, numeric
 from initlab.errors import InitlabError
+from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes as _nodes, kinks, numeric
 from initlab.nn.formats import FORMATS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.nn.optimizers import LOSSES

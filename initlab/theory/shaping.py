@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes, kinks, numeric
 from initlab.errors import ConfigError
+from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes, kinks, numeric
 from initlab.registry import Registry
 
 

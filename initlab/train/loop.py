@@ -39,8 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initlab.train import memory
-from initlab.train.build import init_params_traced, model_spec
 from initlab.config import RunConfig, config_digest, to_dict
 from initlab.data.datasets import Dataset
 from initlab.errors import InitlabError, InterruptGate
@@ -48,14 +46,16 @@ from initlab.nn.formats import context
 from initlab.nn.initializers import Trace
 from initlab.nn.loss_scale import LossScaling, all_finite, from_config
 from initlab.nn.model import ModelSpec, NormState, Params, apply, pre_activations
-from initlab.nn.params import named_arrays
 from initlab.nn.optimizers import ADAM_LIKE, build_optimizer, make_loss, per_class
 from initlab.nn.parameterizations import class_factors, get_parameterization, param_classes
+from initlab.nn.params import named_arrays
 from initlab.nn.regularizers import max_norm
-from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, make_schedule
 from initlab.stats.spectrum import applies as spectrum_applies
 from initlab.stats.spectrum import singular_values_fn
 from initlab.stats.statistics import Layout, first_nonfinite_layer
+from initlab.train import memory
+from initlab.train.build import init_params_traced, model_spec
+from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule, make_schedule
 from initlab.train.step import loss_and_grads, reference_values, table_of, update_values
 
 # fold_in index of the dropout masks' stream in a run's data key (epochs use 0, 1, 2, ...).

@@ -68,8 +68,8 @@ def _bytes(tree) -> int:
 def estimate(cfgs: Sequence, spec, optimizer, data) -> Estimate:
     """The estimate for ``cfgs`` (one batchable group) with model ``spec``, ``optimizer`` (the
     train functions' ``lr -> optax transformation``) and ``data`` (an ``initlab.data.datasets.Dataset``)."""
-    from initlab.train.build import init_params_traced
     from initlab.nn.formats import compute_dtype
+    from initlab.train.build import init_params_traced
 
     cfg = cfgs[0]
     m, t = cfg.model, cfg.train
