@@ -5,7 +5,7 @@ gradient variances with a slider over the logged steps, the distributions of ``h
 (``log.histograms``; issue "distributions") for a chosen run, quantity and layer at the slider's
 step, and the training curves, drawn by plotly
 with its JavaScript embedded in the file: it opens offline, from a USB stick or an e-mail, with no
-CDN. Reads the same run folders as the other formats (``report.build_report``); plotly is imported
+CDN. Reads the same run folders as the other formats (``tables.build_report``); plotly is imported
 only here (the ``html`` extra).
 """
 
