@@ -288,7 +288,8 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     state = _stack([init_state(cfg, spec, fns, x)[0]])
-    m = fns.chunk.lower(ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_), x, y).compile()
+    chunk_in = ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_)
+    m = fns.chunk.lower(chunk_in, x, y).compile()
     a = m.memory_analysis()
     return {"arguments": a.argument_size_in_bytes, "outputs": a.output_size_in_bytes,
             "temporaries": a.temp_size_in_bytes, "aliased": a.alias_size_in_bytes}
@@ -436,7 +437,8 @@ class Worker:
     switches the persistent compilation cache off in it."""
 
     def __init__(self, cache_dir: str | None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
         env.pop("INITLAB_NO_COMPILE_CACHE", None)
         env.update({"INITLAB_NO_COMPILE_CACHE": "1"} if cache_dir is None else {"JAX_COMPILATION_CACHE_DIR": cache_dir})
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
@@ -482,7 +484,8 @@ def interleaved(arms: dict[str, Callable[[], Any]], repeats: int, label: str) ->
         for name, fn in arms.items():
             time.sleep(SETTLE_S)
             values[name].append(fn())
-            print(f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr, flush=True)
+            print(f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr,
+                  flush=True)
     return values
 
 
@@ -631,8 +634,9 @@ class Suite:
         runs = interleaved({k: (lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
                             for k, w in arms.items()}, self.plan.repeats, "format statistics")
         base = loops(runs["without the format statistics"])
-        out["statistics"] = {"steps": steps, "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
-                                                      for k, v in runs.items()}}
+        out["statistics"] = {"steps": steps,
+                             "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
+                                      for k, v in runs.items()}}
         return out
 
     def width(self) -> dict[str, Any]:
@@ -832,7 +836,8 @@ def markdown(res: dict[str, Any]) -> str:
         busy = load["other_fraction"] + load["steal_fraction"]
         parts.append(f"Other work during the run: {load['other_fraction']:.0%} of the CPU used by other processes, "
                      f"{load['steal_fraction']:.0%} stolen by the hypervisor"
-                     + (" — **the machine was busy: figures are noisy, rerun on an idle machine**" if busy > 0.05 else "."))
+                     + (" — **the machine was busy: figures are noisy, rerun on an idle machine**"
+                        if busy > 0.05 else "."))
     if "throughput" in res:
         rows = [[d, SOURCE_LABEL[on], r["steps"], _num(r[on]["initlab"]), _num(r[on]["initlab_chunks"]),
                  _num(r[on]["torch_hooks"]), _num(r["bare_jax"]), _num(r[on]["ratio_torch"], ".2f"),
@@ -865,8 +870,8 @@ def markdown(res: dict[str, Any]) -> str:
                   f"call (compilation included), {sp['call_s']:.2f} s per call after."]
     if "formats" in res:
         f = res["formats"]
-        rows = [[r["depth"], r["width"], r["steps"]] + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)"
-                                                        for d in FORMAT_ARMS]
+        rows = [[r["depth"], r["width"], r["steps"]]
+                + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)" for d in FORMAT_ARMS]
                 for key, r in f.items() if key != "statistics"]
         st = f["statistics"]
         srows = [[k, _num(v["loop"]), f"{v['vs_without']:.2f}"] for k, v in st["rows"].items()]

@@ -218,7 +218,8 @@ class Run:
 
     def _step(self, step: int | str) -> int:
         steps = self.param_steps
-        chosen = {"init": 0, "end": int(self.summary.get("steps", -1))}.get(step, step) if isinstance(step, str) else step
+        named = {"init": 0, "end": int(self.summary.get("steps", -1))}
+        chosen = named.get(step, step) if isinstance(step, str) else step
         if chosen not in steps:
             held = ", ".join(map(str, steps)) or "none (log.save_params: [])"
             raise InitlabError(f"{self.path}: no parameters saved at step {step!r} (saved: {held})")

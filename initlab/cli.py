@@ -92,8 +92,8 @@ def guarded(fn):
         except Exception as e:
             if os.environ.get("INITLAB_DEBUG"):
                 raise
-            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set INITLAB_DEBUG=1 for the "
-                              "traceback)", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+                              "(set INITLAB_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -172,13 +172,14 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 @guarded
 def run(
     config: Annotated[Path, typer.Argument(help="YAML run config (see configs/).", dir_okay=False)],
-    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
-                                            help="Override a config value, e.g. --set model.depth=50 (repeatable).")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. "
+                                            "--set model.depth=50 (repeatable).")] = [],  # noqa: B006
     data_dir: DataDir = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for run folders (overrides log.out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a run whose folder already exists.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished run of this config (killed, "
-                                         "Ctrl-C, SIGTERM) from its checkpoint.pkl; see log.checkpoint_every.")] = False,
+                                         "Ctrl-C, SIGTERM) from its checkpoint.pkl; see "
+                                         "log.checkpoint_every.")] = False,
     auto_resume: Annotated[bool, typer.Option("--auto-resume", help="Continue from the checkpoint if there is one, "
                                               "start if there is nothing to continue, exit 0 at once if the run has "
                                               "finished: the one command a requeue script (SLURM --requeue, "
@@ -217,11 +218,13 @@ def sweep(
                                                  "for that key), e.g. --grid model.depth=5,10,20.")] = [],  # noqa: B006
     zip_: Annotated[list[str], typer.Option("--zip", metavar="'K1=A,B K2=C,D'",
                                             help="Keys whose values go in pairs, not in a product (repeatable).")] = [],  # noqa: B006
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 → seeds 0,1,2) or a list (0,5,7).")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds",
+                                                 help="A count (3 → seeds 0,1,2) or a list (0,5,7).")] = None,
     set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
                                             help="Override a value of the base config (repeatable).")] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and their groups; train nothing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Groups trained in parallel (processes, or Ray tasks).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="Groups trained in parallel (processes, or Ray tasks).")] = 1,
     executor: Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (with --executor ray), "
                                                    "e.g. ray://head:10001 or auto.")] = None,
@@ -231,7 +234,8 @@ def sweep(
     replace: Annotated[bool, typer.Option("--replace", help="Let this sweep take over the folder of a different "
                                           "sweep with the same name (its run folders are kept).")] = False,
     data_dir: DataDir = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Folder that holds the sweep folder (overrides log.out).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out",
+                                               help="Folder that holds the sweep folder (overrides log.out).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
@@ -255,7 +259,8 @@ def sweep(
     console.print(f"{report.directory}: trained {report.trained} runs in {report.groups} groups; "
                   f"{report.skipped_done} already done"
                   + (f"; {report.busy} held by another sweep" if report.busy else "")
-                  + (" (stopped at the first failure)" if report.stopped_early else ""), highlight=False, soft_wrap=True)
+                  + (" (stopped at the first failure)" if report.stopped_early else ""),
+                  highlight=False, soft_wrap=True)
     console.print(sweep_next_steps(report.directory), markup=False, highlight=False, soft_wrap=True)
     if report.unwritten:
         first = next(iter(report.unwritten.values()))
@@ -276,8 +281,8 @@ def report(
                                                     "(repeatable), e.g. --filter model.init=he_normal.")] = [],  # noqa: B006
     sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by a column; prefix '-' for descending, "
                                                 "e.g. --sort=-test_acc.")] = None,
-    group_by: Annotated[list[str], typer.Option("--group-by", metavar="KEY",
-                                                help="Aggregate over everything but these config keys (repeatable).")] = [],  # noqa: B006
+    group_by: Annotated[list[str], typer.Option("--group-by", metavar="KEY", help="Aggregate over everything but "
+                                                "these config keys (repeatable).")] = [],  # noqa: B006
     columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns to show, e.g. "
                                                    "test_acc,verdict,profile.")] = None,
     top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show only the first N rows.")] = None,
@@ -348,7 +353,8 @@ def _emit(text: str, output: Path | None) -> None:
 @app.command()
 @guarded
 def plot(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
     kind: Annotated[str, typer.Option("--kind", help="Comma-separated figures: profile (per-layer variance vs depth), "
                                       "curves (loss and accuracy vs step), heatmap (a metric over two config keys), "
                                       "histograms (per-layer distributions at one step; needs histograms.csv), "
@@ -505,7 +511,8 @@ def data_check(
 @config_app.command("keys")
 @guarded
 def config_keys(
-    section: Annotated[Optional[str], typer.Option("--section", help="Only this section: data, model, train or log.")] = None,
+    section: Annotated[Optional[str], typer.Option("--section",
+                                                   help="Only this section: data, model, train or log.")] = None,
 ) -> None:
     """Every config key with its default, the values it accepts and its meaning; and each initializer's arguments."""
     from initlab.report.display import config_keys_view, console

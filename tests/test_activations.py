@@ -10,7 +10,7 @@ import pytest
 
 from initlab.errors import ConfigError
 from initlab.nn.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
-                                 kinks, max_slope)
+                                    kinks, max_slope)
 
 ALL_NAMES = ACTIVATIONS.all_names()  # canonical names and aliases: everything a config may say
 

@@ -86,7 +86,8 @@ def test_init_args_defaults_filled_in():
         "sigma_w": 1.5, "sigma_b": 0.0}
     assert C.from_dict({"model": {"bias_init": "normal"}}).model.bias_init_args == {"std": 0.01}
     # spelled out or left to the default: the same config
-    assert C.from_dict({"model": {"init": "normal", "init_args": {"std": 0.01}}}) == C.from_dict({"model": {"init": "normal"}})
+    spelled = C.from_dict({"model": {"init": "normal", "init_args": {"std": 0.01}}})
+    assert spelled == C.from_dict({"model": {"init": "normal"}})
 
 
 def test_int_accepted_where_float_wanted():

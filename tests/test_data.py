@@ -300,7 +300,8 @@ def test_minmax_on_mnist_through_the_config(mnist_dir):
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"preprocess": "minmax", "range": [0.5, -0.5]}, "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
+    ({"preprocess": "minmax", "range": [0.5, -0.5]},
+     "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
     ({"preprocess": "minmax", "range": [1.0]}, "data.range: [1.0] is not a range"),
     ({"range": [-1, 1]}, "data.range: (-1.0, 1.0) has no effect with data.preprocess: 'standardize'"),
 ])

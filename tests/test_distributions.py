@@ -136,7 +136,8 @@ def test_network_histograms_count_every_value_of_every_layer():
     np.testing.assert_array_equal(stats["hist_grad"].sum(axis=1), per_layer)
     np.testing.assert_array_equal(stats["hist_act"][:3].sum(axis=1), per_layer[:3])
     assert np.isnan(stats["hist_act"][3]).all()  # the output layer has no nonlinearity
-    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1), [d * width, width * width, width * width, width * 3])
+    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1),
+                                  [d * width, width * width, width * width, width * 3])
     # exact on the first layer: the counts of z = x W + b in numpy
     z = np.asarray(x @ params.inp.dense.w + params.inp.dense.b)
     expected = np.histogram(z, bins=16, range=(-5, 5))[0]

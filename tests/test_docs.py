@@ -160,7 +160,8 @@ def test_the_readme_sweep_file_is_valid(tmp_path):
 
     from initlab.cli import app
 
-    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S) if lang == "yaml" and "sweep:" in b]
+    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+               if lang == "yaml" and "sweep:" in b]
     path = tmp_path / "sweep.yaml"
     path.write_text(body)
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])

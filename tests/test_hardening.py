@@ -18,7 +18,7 @@ from initlab import config as C
 from initlab.cli import app
 from initlab.errors import InitlabError
 from initlab.runs.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
-                             write_run_dir)
+                                  write_run_dir)
 from initlab.runs.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.initializers import (
-    BIAS_INITIALIZERS,
-    INITIALIZERS,
-    Role,
-    get_bias_initializer,
-    get_initializer,
-    resolve_args,
-)
+from initlab.nn.initializers import (BIAS_INITIALIZERS, INITIALIZERS, Role, get_bias_initializer, get_initializer,
+                                     resolve_args)
 
 from conftest import assert_lists_names
 

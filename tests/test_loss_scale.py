@@ -9,7 +9,7 @@ import pytest
 
 from initlab.errors import ConfigError
 from initlab.nn.loss_scale import (FLOAT32_MAX, KINDS, LossScaleState, LossScaling, all_finite, from_config, select,
-                                unscale)
+                                   unscale)
 
 INF, NAN = float("inf"), float("nan")
 

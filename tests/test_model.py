@@ -96,7 +96,8 @@ def test_residual_net_shapes_with_every_norm_and_plain_init(norm, init):
     spec, params, state = build(depth=5, residual=True, norm=norm, init=init)
     assert spec.num_blocks == 2 and params.blocks.mult.shape == (2,) and params.blocks.bias.shape == (2, 2)
     x = jax.random.normal(jax.random.PRNGKey(1), (7, 5))
-    logits, new_state, stats = apply(spec, params, state, x, train=True, collect=lambda z, a: jnp.stack([z.var(), a.var()]))
+    logits, new_state, stats = apply(spec, params, state, x, train=True,
+                                     collect=lambda z, a: jnp.stack([z.var(), a.var()]))
     assert logits.shape == (7, 3) and stats.shape == (6, 2)
     assert np.isfinite(np.asarray(logits)).all()
     assert jax.tree.structure(new_state) == jax.tree.structure(state)

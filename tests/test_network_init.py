@@ -75,9 +75,11 @@ def test_fixup_trains_a_deep_residual_net_without_normalization():
      "model.init: 'layerwise_autoencoder' does not support a residual network"),
     ({"model": {"residual": True, "depth": 4}}, "model.depth: 4 with model.residual: true must be odd"),
     ({"model": {"init": "fixup", "residual": True, "bias_init": "normal"}}, "conflicts with init 'fixup'"),
-    ({"model": {"init": "lsuv", "init_args": {"tol": 0}}}, "model.init_args.tol: 0 is not allowed (expected a number > 0)"),
+    ({"model": {"init": "lsuv", "init_args": {"tol": 0}}},
+     "model.init_args.tol: 0 is not allowed (expected a number > 0)"),
     ({"model": {"init": "lsuv", "init_args": {"max_iters": 2.5}}}, "model.init_args.max_iters: 2.5 is not allowed"),
-    ({"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}}, "model.init_args.noise: 1 is not allowed"),
+    ({"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}},
+     "model.init_args.noise: 1 is not allowed"),
     ({"model": {"init": "layerwise_autoencoder", "init_args": {"tied": 2}}}, "expected 0 or 1"),
 ])
 def test_structural_and_argument_errors(data, message):

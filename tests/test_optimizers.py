@@ -11,14 +11,7 @@ import optax
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.optimizers import (
-    LOSSES,
-    OPTIMIZERS,
-    SCHEDULES,
-    OptimizerSettings,
-    ScheduleSettings,
-    build_optimizer,
-)
+from initlab.nn.optimizers import (LOSSES, OPTIMIZERS, SCHEDULES, OptimizerSettings, ScheduleSettings, build_optimizer)
 
 # A badly conditioned quadratic 0.5 Σ a_i (p_i − t_i)², minimum 0 at t.
 CURV = jnp.array([1.0, 4.0, 0.5, 2.0])
@@ -106,7 +99,8 @@ def test_adamw_weight_decay_is_decoupled():
 
 
 def test_build_optimizer_uses_the_schedule():
-    opt = build_optimizer("sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0, weight_decay=0.0)
+    opt = build_optimizer("sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0,
+                          weight_decay=0.0)
     params = {"w": jnp.array([1.0])}
     state = opt.init(params)
     updates, state = opt.update({"w": jnp.array([1.0])}, state, params)
@@ -286,8 +280,8 @@ def test_mse_with_a_target_range_uses_low_and_high_targets():
 
     loss = make_loss("mse", (0.1, 0.9))
     logits = jnp.array([[0.9, 0.1, 0.1], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3], atol=1e-7,
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3],
+                               atol=1e-7, rtol=1e-6)
 
 
 def test_target_range_is_checked():

@@ -142,7 +142,8 @@ def test_per_layer_learning_rates_are_the_readme_tables(optimizer, column, param
     m = 4.0
     extra = {"base_width": 16} if param == "mup" else {}
     cfg = cfg_of({"init": "lecun_normal", "parameterization": param, "norm": "layernorm", **extra},
-                 {"optimizer": optimizer, "lr": 0.01, **({"momentum": 0.0} if optimizer in ("momentum", "rmsprop") else {})})
+                 {"optimizer": optimizer, "lr": 0.01,
+                  **({"momentum": 0.0} if optimizer in ("momentum", "rmsprop") else {})})
     table = readme_table()
     rates = applied_rates(cfg)
     assert set(rates) == set(ParamClass)  # FIXED: the output bias (no residual scalars in a plain MLP)

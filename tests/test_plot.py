@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw,
-                          PlotOptions, colorful_figure, curves_figure, heatmap_figure, histograms_figure, profile_figure,
-                          read_histograms, spectrum_figure)
+from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES,
+                                 NothingToDraw, PlotOptions, colorful_figure, curves_figure, heatmap_figure,
+                                 histograms_figure, profile_figure, read_histograms, spectrum_figure)
 from initlab.report.results import discover, varied_keys
 from initlab.runs.sweeps import SweepSpec, run_sweep
 
@@ -139,7 +139,8 @@ def log2_rows(values: np.ndarray) -> list[tuple[float, float, int]]:
     rows = [(2.0 ** e, 2.0 ** (e + 1), c) for e, c in sorted(Counter(exponents[finite > 0].tolist()).items())]
     rows += [(-(2.0 ** (e + 1)), -(2.0 ** e), c) for e, c in sorted(Counter(exponents[finite < 0].tolist()).items())]
     extra = [(0.0, 0.0, int((values == 0).sum())), (math.inf, math.inf, int((values == math.inf).sum())),
-             (-math.inf, -math.inf, int((values == -math.inf).sum())), (math.nan, math.nan, int(np.isnan(values).sum()))]
+             (-math.inf, -math.inf, int((values == -math.inf).sum())),
+             (math.nan, math.nan, int(np.isnan(values).sum()))]
     return rows + [r for r in extra if r[2]]
 
 

@@ -71,7 +71,8 @@ def scrub(summary):
     """A summary without what differs between two folders of one training: clock readings, the folder."""
     if isinstance(summary, dict):
         return {k: scrub(v) for k, v in summary.items()
-                if not (k.endswith("time_s") or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
+                if not (k.endswith("time_s")
+                        or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
     return summary
 
 

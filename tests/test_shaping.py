@@ -233,12 +233,17 @@ def _cfg(**model):
 @pytest.mark.parametrize("model, message", [
     ({"activation": "tanh", "shaping": "tat"}, "model.shaping: 'tat' does not take model.activation 'tanh'"),
     ({"activation": "relu", "shaping": "dks"}, "model.shaping: 'dks' does not take model.activation 'relu'"),
-    ({"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}}, "model.shaping_args.eta: 1 is not allowed"),
-    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}}, "model.shaping_args.zeta: 0.9 is not allowed"),
+    ({"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}},
+     "model.shaping_args.eta: 1 is not allowed"),
+    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}},
+     "model.shaping_args.zeta: 0.9 is not allowed"),
     ({"activation": "tanh", "shaping": "dks", "shaping_args": {"eta": 0.9}}, "model.shaping_args.eta: not an argument"),
-    ({"activation": "leaky_relu", "shaping": "tat", "depth": 3}, "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer"),
-    ({"activation": "tanh", "shaping": "dks", "norm": "batchnorm"}, "model.norm: 'batchnorm' with model.shaping: 'dks'"),
-    ({"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21}, "model.residual: True with model.shaping"),
+    ({"activation": "leaky_relu", "shaping": "tat", "depth": 3},
+     "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer"),
+    ({"activation": "tanh", "shaping": "dks", "norm": "batchnorm"},
+     "model.norm: 'batchnorm' with model.shaping: 'dks'"),
+    ({"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21},
+     "model.residual: True with model.shaping"),
     ({"activation": "tanh", "shaping_args": {"zeta": 2.0}}, "model.shaping_args: {'zeta': 2.0} has no effect"),
 ])
 def test_bad_shaping_configs_are_one_line_errors_naming_the_key(model, message):
@@ -258,7 +263,8 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
                                          "model.depth=20"])
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("model.init: 'he_normal' gives the hidden layers σ_w² = 2,") and "σ_w² = fan_in·Var(W) = 1" in msg
+    assert msg.startswith("model.init: 'he_normal' gives the hidden layers σ_w² = 2,")
+    assert "σ_w² = fan_in·Var(W) = 1" in msg
     for init, ok in (("orthogonal", True), ("lecun_normal", True), ("glorot_normal", True), ("lsuv", False),
                      ("mean_field", True)):
         if ok:

@@ -222,7 +222,8 @@ def test_a_statistic_is_declared_once_and_selected_by_log_stats(monkeypatch):
     from initlab.registry import Registry
 
     extra = {
-        "act_absmax": S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)), default=False),
+        "act_absmax": S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)),
+                                  default=False),
         "act_quartiles": S.Statistic("quartiles of a", "forward",
                                      lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])), size=3,
                                      default=False),

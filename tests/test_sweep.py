@@ -310,8 +310,10 @@ def test_shipped_sweeps_expand_and_validate(path):
     assert len(plan_groups(runs, 32)) < len(runs)  # something trains together
 
 
-@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods")
-                                         for p in (Path(__file__).resolve().parents[1] / "configs" / sub).glob("*.yaml")),
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods") for p in (CONFIGS / sub).glob("*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_reproductions_expand_and_validate(path):
     """Every reproduction and demonstration the docs run loads as a sweep (one run or a grid)."""

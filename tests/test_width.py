@@ -147,4 +147,5 @@ def test_coordcheck_plots_configurations_of_different_depths(tmp_path):
     runs, _ = discover([tmp_path / "depths"])
     fig = coordcheck_figure(runs, [], "pre_delta_abs_mean")
     titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
-    assert sorted(titles) == sorted(["layer 1", "output layer", "layer 1", "layer 2", "layer 3", "output layer"]), titles
+    want = ["layer 1", "output layer", "layer 1", "layer 2", "layer 3", "output layer"]
+    assert sorted(titles) == sorted(want), titles

@@ -499,7 +499,8 @@ def _check_reparam(m: ModelConfig) -> None:
         return
     if m.parameterization != "standard":
         raise ConfigError(f"model.reparam: {m.reparam!r} fixes each unit's weight norm itself, so parameterization "
-                          f"{m.parameterization!r}'s width-dependent init has no effect; use parameterization: standard")
+                          f"{m.parameterization!r}'s width-dependent init has no effect; use parameterization: "
+                          "standard")
     if m.init == "fixup":
         raise ConfigError(f"model.init: 'fixup' sets weights to zero, which model.reparam: {m.reparam!r} cannot "
                           "represent (a zero direction has no norm); use another init or model.reparam: none")

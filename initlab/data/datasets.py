@@ -141,4 +141,5 @@ def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: 
         x_train, x_test = x_train * cfg.input_scale, x_test * cfg.input_scale
     if cfg.probe_size > len(x_train):
         raise ConfigError(f"data.probe_size: {cfg.probe_size} is more than the {len(x_train)} training examples")
-    return ds._replace(x_train=np.ascontiguousarray(x_train, np.float32), x_test=np.ascontiguousarray(x_test, np.float32))
+    return ds._replace(x_train=np.ascontiguousarray(x_train, np.float32),
+                       x_test=np.ascontiguousarray(x_test, np.float32))

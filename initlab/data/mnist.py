@@ -385,7 +385,8 @@ def _acquire(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InitlabError(
-            f"cannot create {target} ({exc.strerror or exc}); pass --data-dir or set {DATA_DIR_ENV} to a writable folder"
+            f"cannot create {target} ({exc.strerror or exc}); pass --data-dir or set {DATA_DIR_ENV} to a "
+            "writable folder"
         ) from None
 
     present = files_in(target)

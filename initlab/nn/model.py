@@ -210,8 +210,8 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     """Run the network on ``x`` (batch, input_dim).
 
     ``train`` selects batch statistics (and updates the running ones) for batch norm. ``taps``,
-    shape (depth + 1, k), are gradient probes (see ``grad_tap``) reduced by ``tap_reduce``; ``collect`` maps each layer's
-    (z, a) to a statistics vector; ``key`` turns dropout on (training steps only). Returns
+    shape (depth + 1, k), are gradient probes (see ``grad_tap``) reduced by ``tap_reduce``; ``collect``
+    maps each layer's (z, a) to a statistics vector; ``key`` turns dropout on (training steps only). Returns
     ``(logits (batch, classes), new_state, stats)`` where ``stats`` is ``(depth + 1, k)`` (hidden
     layers then the output layer) or None. The pass computes in ``spec.compute``: parameters and
     inputs are cast to it (the gradient flows back through the cast to the stored parameters), and

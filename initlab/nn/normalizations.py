@@ -3,8 +3,8 @@
 Each entry works on one layer's activations ``x`` of shape ``(batch, width)``, with learned
 ``params`` (scale γ, shift β; Ioffe & Szegedy 2015 initialise them to 1 and 0) and, for batch
 norm, a running ``state``. Their statistics are computed in float32 (``initlab.nn.formats.wide``)
-whatever the pass's number format, as mixed-precision recipes do, and the output is cast back. In a stack of layers both carry a leading depth axis and are sliced by
-``lax.scan``.
+whatever the pass's number format, as mixed-precision recipes do, and the output is cast back. In a
+stack of layers both carry a leading depth axis and are sliced by ``lax.scan``.
 """
 
 from __future__ import annotations

@@ -146,8 +146,9 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
 
         def on_event(kind: str, info: dict[str, Any]) -> None:
             if kind == "start":
+                done = info["total"] - info["todo"]
                 bar.update(task, total=info["todo"], group=f"{info['groups']} groups to train"
-                           + (f", {info['total'] - info['todo']} runs already done" if info["total"] > info["todo"] else ""))
+                           + (f", {done} runs already done" if info["total"] > info["todo"] else ""))
             elif kind == "group":
                 label[0] = info["label"]
                 bar.update(task, group=info["label"])
@@ -529,7 +530,8 @@ def config_keys_view(section: str | None = None) -> list[Any]:
     for c in ("default", "allowed", "meaning"):
         t.add_column(c, overflow="fold")
     for key, help_text, default in rows:
-        shown = "null" if default is None else (", ".join(map(str, default)) if isinstance(default, tuple | list) else str(default))
+        shown = ("null" if default is None
+                 else ", ".join(map(str, default)) if isinstance(default, tuple | list) else str(default))
         t.add_row(key, escape(shown), escape(allowed_text(key)), escape(help_text))
     items: list[Any] = [t]
     if section in (None, "model"):

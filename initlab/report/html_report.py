@@ -202,23 +202,29 @@ function showHistogram(step) {{
   const logged = Object.keys(byStep).map(Number).filter(t => t <= step);
   const at = logged.length ? Math.max(...logged) : null;
   const all = at === null ? [] : (byStep[String(at)][layer] || []);
-  const bins = all.filter(b => b[0] !== null && b[1] !== null);  // the open-ended outer bins and NaN: counted, not drawn
+  // the open-ended outer bins and NaN: counted, not drawn
+  const bins = all.filter(b => b[0] !== null && b[1] !== null);
   const count = bs => bs.reduce((s, b) => s + b[2], 0), total = count(all) || 1, outside = count(all) - count(bins);
   const linear = !LOG2_BINS.includes(q);  // linear bins, or (gradients, weights) one bin per binary exponent
   const trace = linear
-    ? {{type: "bar", x: bins.map(b => (b[0] + b[1]) / 2), width: bins.map(b => b[1] - b[0]), y: bins.map(b => b[2] / total)}}
+    ? {{type: "bar", x: bins.map(b => (b[0] + b[1]) / 2), width: bins.map(b => b[1] - b[0]),
+        y: bins.map(b => b[2] / total)}}
     : {{type: "bar", x: bins.map(b => b[0] === 0 && b[1] === 0 ? "0" : String(Number(b[0].toPrecision(3)))),
         y: bins.map(b => b[2] / total)}};
-  Plotly.react("histogram", [trace], {{title: {{text: `${{LABELS[Number(sel.value)]}}: ${{q}} at layer ${{layer}}, step ${{at}}` +
-    (outside ? ` (${{(100 * outside / total).toPrecision(2)}}% beyond the bins or NaN)` : "")}},
-    xaxis: {{title: {{text: linear ? q : q + " (bins of one binary exponent, by lower edge)"}}, type: linear ? "linear" : "category"}},
-    yaxis: {{title: {{text: "fraction of values"}}}}, height: 420, margin: {{l: 60, r: 20, t: 50, b: 70}}}}, {{responsive: true}});
+  Plotly.react("histogram", [trace], {{
+    title: {{text: `${{LABELS[Number(sel.value)]}}: ${{q}} at layer ${{layer}}, step ${{at}}` +
+      (outside ? ` (${{(100 * outside / total).toPrecision(2)}}% beyond the bins or NaN)` : "")}},
+    xaxis: {{title: {{text: linear ? q : q + " (bins of one binary exponent, by lower edge)"}},
+      type: linear ? "linear" : "category"}},
+    yaxis: {{title: {{text: "fraction of values"}}}}, height: 420, margin: {{l: 60, r: 20, t: 50, b: 70}}}},
+    {{responsive: true}});
 }}
 function fillLayers() {{
   const sel = document.getElementById("hist-run");
   if (!sel.value) return;
   const h = HISTS[Number(sel.value)] || {{}}, layers = new Set();
-  for (const q of Object.values(h)) for (const s of Object.values(q)) Object.keys(s).forEach(l => layers.add(Number(l)));
+  for (const q of Object.values(h))
+    for (const s of Object.values(q)) Object.keys(s).forEach(l => layers.add(Number(l)));
   const box = document.getElementById("hist-layer");
   box.innerHTML = Array.from(layers).sort((a, b) => a - b).map(l => `<option value="${{l}}">${{l}}</option>`).join("");
 }}
@@ -285,8 +291,9 @@ def render(report: Report, title: str = "initlab report") -> str:
                  "No run here has histograms.csv: set log.histograms (e.g. 64) to see the distributions.")
     ids = [(f"profile-{s}", s) for s in PROFILE_STATS]
     profile_divs = "".join(f"<div>{_profile_figure(labels, prof, s, d)}</div>" for d, s in ids)
-    curve_divs = (f"<div>{_curve_figure(labels, curve_data, 'loss_step', 'train_loss', 'training loss', True, 'curve-loss')}</div>"
-                  f"<div>{_curve_figure(labels, curve_data, 'acc_step', 'test_acc', 'test accuracy', False, 'curve-acc')}</div>")
+    loss = _curve_figure(labels, curve_data, "loss_step", "train_loss", "training loss", True, "curve-loss")
+    acc = _curve_figure(labels, curve_data, "acc_step", "test_acc", "test accuracy", False, "curve-acc")
+    curve_divs = f"<div>{loss}</div><div>{acc}</div>"
     problems = ""
     if report.problems:
         items = "".join(f"<li>{html.escape(Path(p['run']).name)}: {html.escape(str(p['status']))} at step "
@@ -301,9 +308,11 @@ def render(report: Report, title: str = "initlab report") -> str:
         first_step=steps[0] if steps else 0, last_index=max(len(steps) - 1, 0), profile_divs=profile_divs,
         curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids), hists=_js(hists),
         labels=_js(labels), hist_runs=hist_runs, hist_note=html.escape(hist_note),
-        hist_style="" if with_hist else "display: none", log2_bins=_js([n for n in QUANTITIES if QUANTITIES[n].binning.log]),
-        hist_quantities="".join(f'<option value="{n}">{html.escape(QUANTITIES[n].label)} ({html.escape(QUANTITIES[n].symbol)})'
-                                "</option>" for n in sorted(QUANTITIES, key=lambda n: n != "act")))  # a first
+        hist_style="" if with_hist else "display: none",
+        log2_bins=_js([n for n in QUANTITIES if QUANTITIES[n].binning.log]),
+        hist_quantities="".join(f'<option value="{n}">{html.escape(QUANTITIES[n].label)} '
+                                f"({html.escape(QUANTITIES[n].symbol)})</option>"
+                                for n in sorted(QUANTITIES, key=lambda n: n != "act")))  # a first
 
 
 def _js(obj: Any) -> str:

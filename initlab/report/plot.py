@@ -540,7 +540,8 @@ def _span(run: Run, quantity: str) -> tuple[float, float, int] | None:
     """The run's linear bins of ``quantity`` (pre or act) as (lo, hi, B), from its config
     (log.histograms, model.activation); None when the config does not say."""
     size, activation = run.flat.get("log.histograms"), run.flat.get("model.activation")
-    if quantity not in ("pre", "act") or not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and isinstance(activation, str)):
+    sized = isinstance(size, int) and not isinstance(size, bool) and size > 0
+    if quantity not in ("pre", "act") or not (sized and isinstance(activation, str)):
         return None
     from initlab.stats.statistics import make_bins
     from initlab.theory.shaping import shape_of_flat
@@ -1033,7 +1034,8 @@ FIGURES: Registry[FigureKind] = Registry("figure kind", {
 })
 KINDS = tuple(FIGURES)
 DEFAULT_KINDS = ("profile", "curves", "heatmap")  # need only what every run writes
-PER_QUANTITY = ("histograms", "colorful")  # saved as <kind>-<quantity>.png, so one quantity's does not replace another's
+# saved as <kind>-<quantity>.png, so one quantity's does not replace another's
+PER_QUANTITY = ("histograms", "colorful")
 
 
 def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, kinds: Sequence[str] = DEFAULT_KINDS,

@@ -195,6 +195,7 @@ def best_learning_rates(runs: Sequence[Run], metric: str = "test_loss") -> list[
         for width in sorted(table):
             means = {lr: (float(np.mean(v)) if np.all(np.isfinite(v)) else math.inf) for lr, v in table[width].items()}
             lr = min(means, key=lambda k: (means[k], k))
-            rows.append({"configuration": label, "width": width, "best_lr": lr if math.isfinite(means[lr]) else math.nan,
-                         metric: means[lr], "lrs": len(means), "seeds": max(len(v) for v in table[width].values())})
+            rows.append({"configuration": label, "width": width,
+                         "best_lr": lr if math.isfinite(means[lr]) else math.nan, metric: means[lr],
+                         "lrs": len(means), "seeds": max(len(v) for v in table[width].values())})
     return rows

@@ -20,8 +20,8 @@ from initlab.config import DataConfig, RunConfig, config_digest, config_hash, fr
 from initlab.data.datasets import Dataset, load_dataset
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.runs.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
-                             check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path, read_summary,
-                             run_dir_for, run_status, unlock)
+                                  check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path,
+                                  read_summary, run_dir_for, run_status, unlock)
 from initlab.train import memory
 from initlab.train.loop import TrainResult, memory_estimate, train, train_group
 from initlab.train.schedule import make_schedule

@@ -1,8 +1,8 @@
 """Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv,
 summary.json, a tidy ``<name>.csv`` per shaped statistic the run computes, histograms.csv (the
 per-layer histograms), jacobian.csv (the input-output Jacobian's singular values) and, for LSUV and
-layer-wise pre-training, the initializer's trace. Every file is written whole to a temporary name and renamed into place, so a reader
-(or a crash) never sees half a file."""
+layer-wise pre-training, the initializer's trace. Every file is written whole to a temporary name
+and renamed into place, so a reader (or a crash) never sees half a file."""
 
 from __future__ import annotations
 

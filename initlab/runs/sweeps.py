@@ -34,7 +34,7 @@ from initlab.config.schema import (SWEEP_KEYS, RunConfig, _field_type, _parse_sc
                                    config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError, describe_os_error
 from initlab.runs.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path, run_dir_for,
-                             run_status, try_lock, unlock, write_run_dir)
+                                  run_status, try_lock, unlock, write_run_dir)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -363,7 +363,8 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise InitlabError('--executor ray needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.9")') from None
+            raise InitlabError('--executor ray needs Ray: pip install -e ".[ray]" '
+                               '(or pip install "ray>=2.9")') from None
         from initlab.runs.experiment import execute_group
 
         self.ray = ray
@@ -372,7 +373,8 @@ class RayExecutor(Executor):
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                          **({} if address else {"num_cpus": workers}))
             except Exception as e:  # noqa: BLE001 - connection problems become one line
-                raise InitlabError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {e}") from None
+                where = address or "a new local instance"
+                raise InitlabError(f"cannot connect to the Ray cluster at {where}: {e}") from None
         self.task = ray.remote(execute_group)
 
     def submit(self, cfg_dicts, data_dir):

@@ -391,7 +391,8 @@ class Layout:
         return lambda *a: counts(bins, s.fn(*a))
 
     # -- inside the jitted pass ------------------------------------------------------------------
-    def forward_collector(self, activation: str, shape: Shape | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def forward_collector(self, activation: str,
+                          shape: Shape | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated
         (``shape``: the activation's kernel-shaping transformation, if any)."""
         names = self.reading("forward")

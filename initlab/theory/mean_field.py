@@ -422,8 +422,9 @@ def predict_config(m, input_dim: int, q0: float) -> dict:
                             "maps": "of the centred activation γ(φ(z) − E φ(z)): each column of mean 0 and norm γ"}
     return {"applies": True, **extra, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
-            "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat, "q": layers.q, "act_var": layers.act_var,
-            "grad_ratio": layers.grad_ratio, "jacobian_mean_sq": layers.jacobian_mean_sq}
+            "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat,
+            "q": layers.q, "act_var": layers.act_var, "grad_ratio": layers.grad_ratio,
+            "jacobian_mean_sq": layers.jacobian_mean_sq}
 
 
 def output_grad_ms(loss: str, num_classes: int, q_out: float, target_scale: float | None = None) -> float:

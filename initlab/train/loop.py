@@ -705,7 +705,8 @@ class RunBook:
                 self.add_losses(losses[cursor:at - plan.start])
                 self.add_scales(None if scales is None else scales[:, cursor:at - plan.start])
                 cursor = at - plan.start
-                when = None if span is None else span[0] + (span[1] - span[0]) * (at - plan.start) / (plan.stop - plan.start)
+                when = (None if span is None
+                        else span[0] + (span[1] - span[0]) * (at - plan.start) / (plan.stop - plan.start))
                 self.metrics_row(at, at_time=when)
             self.emit(at, tables[slot])
         self.add_losses(losses[cursor:done])

@@ -8,8 +8,8 @@ training chunk holds (``initlab.train.loop``): the parameters at the previous lo
 the update statistics), the gradient, and the new parameters and optimizer state beside the old
 (``PARAM_COPIES``, ``OPT_COPIES``); the forward pass's pre-activations and activations and their
 cotangents on the training batch and on the probe batch (``ACT_COPIES`` per unit and example),
-and with ``pre_delta_abs_mean`` the probe's step-0 pre-activations; the datasets once. ``benchmarks/run.py --only memory`` compares the estimate with the measured
-peak.
+and with ``pre_delta_abs_mean`` the probe's step-0 pre-activations; the datasets once.
+``benchmarks/run.py --only memory`` compares the estimate with the measured peak.
 
 The check compares the estimate with the memory the device has free: an accelerator's
 ``memory_stats`` (bytes_limit − bytes_in_use), or on CPU the smaller of the system's
