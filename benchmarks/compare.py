@@ -33,7 +33,7 @@ WORKER = """
 import json, sys
 sys.path[:0] = [{tree!r}, {bench!r}]
 import run
-from initlab.cache import enable_compilation_cache
+from initlab.train.cache import enable_compilation_cache
 enable_compilation_cache()
 w = run.Workload(**{workload!r}, stats_on={stats_on!r})
 run.initlab_steps_per_s(w, {data_dir!r}, {log_every!r})  # warm-up: compile (and fill the cache)

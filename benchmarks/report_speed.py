@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from initlab.config import config_hash, from_dict, to_dict
-from initlab.report import build_report
+from initlab.report.tables import build_report
 
 
 def synthesize(root: Path, n_runs: int) -> None:
@@ -44,7 +44,8 @@ def synthesize(root: Path, n_runs: int) -> None:
             act = [float(decay ** k * rng.uniform(0.8, 1.2)) for k in range(d + 1)]
             summary = {
                 "status": "completed" if rng.random() > 0.05 else "diverged",
-                "steps": 1000, "final": {"test_acc": float(rng.uniform(0.1, 0.98)), "test_loss": float(rng.uniform(0.05, 2.3))},
+                "steps": 1000,
+                "final": {"test_acc": float(rng.uniform(0.1, 0.98)), "test_loss": float(rng.uniform(0.05, 2.3))},
                 "history": {"step": [0, 469, 938, 1000], "test_acc": sorted(rng.uniform(0.1, 0.98, 4).tolist()),
                             "test_loss": [2.3, 0.4, 0.2, 0.1]},
                 "signal": {w: {"pre_var": act, "act_var": act, "grad_var": act[::-1]} for w in ("init", "final")},

@@ -182,15 +182,15 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
 def load_mnist(data_dir: str | None):
     """MNIST as initlab's benchmark runs load it (standardized, test set cut to TEST_SIZE), once per process."""
     from initlab.config import from_dict
-    from initlab.data import load_dataset
+    from initlab.data.datasets import load_dataset
 
     return load_dataset(from_dict(initlab_config(Workload(depth=1), 10)).data, data_dir, progress=False)
 
 
 def initlab_train(w: Workload, data_dir: str | None, log_every: int | None):
-    """Train ``w`` with initlab (``initlab.train.train``); returns (TrainResult, ClockSink)."""
+    """Train ``w`` with initlab (``initlab.train.loop.train``); returns (TrainResult, ClockSink)."""
     from initlab.config import from_dict
-    from initlab.train import train
+    from initlab.train.loop import train
 
     sink = ClockSink()
     result = train(from_dict(initlab_config(w, log_every)), load_mnist(data_dir), sink)
@@ -212,9 +212,9 @@ def spectrum_seconds(depth: int, width: int, examples: int, data_dir: str | None
     the first call (compilation included) and the median of ``calls`` more."""
     import jax
 
-    from initlab.build import init_params, model_spec
     from initlab.config import from_dict
-    from initlab.spectrum import singular_values_fn
+    from initlab.stats.spectrum import singular_values_fn
+    from initlab.train.build import init_params, model_spec
 
     cfg = from_dict(initlab_config(Workload(depth=depth, width=width), 10))
     spec = model_spec(cfg.model, MNIST_INPUTS, MNIST_CLASSES)
@@ -257,7 +257,7 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     w = Workload(depth=depth, width=width, steps=steps)
     from initlab.config import from_dict
-    from initlab.train import memory_estimate
+    from initlab.train.loop import memory_estimate
 
     estimate = memory_estimate([from_dict(initlab_config(w, None))], data)  # what the pre-flight check compares
     initlab_train(w, data_dir, None)
@@ -278,9 +278,9 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     import numpy as np
 
     from initlab.config import from_dict
-    from initlab.build import model_spec
-    from initlab.schedule import make_schedule
-    from initlab.train import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.build import model_spec
+    from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.schedule import make_schedule
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
     n_train = len(data.y_train)
@@ -288,7 +288,8 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
     state = _stack([init_state(cfg, spec, fns, x)[0]])
-    m = fns.chunk.lower(ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_), x, y).compile()
+    chunk_in = ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_)
+    m = fns.chunk.lower(chunk_in, x, y).compile()
     a = m.memory_analysis()
     return {"arguments": a.argument_size_in_bytes, "outputs": a.output_size_in_bytes,
             "temporaries": a.temp_size_in_bytes, "aliased": a.alias_size_in_bytes}
@@ -301,7 +302,7 @@ GRID64 = {"model.depth": [10, 20], "model.activation": ["relu", "tanh"]}
 def sweep_seconds(arm: str, steps: int | None, data_dir: str | None, runs: int = 16) -> dict[str, Any]:
     """``benchmarks/sweep_batching.py``'s 16 runs (or, with ``runs=64``, GRID64 over them) through
     ``run_sweep``, batched or one at a time."""
-    from initlab.sweeps import run_sweep
+    from initlab.runs.sweeps import run_sweep
     from sweep_batching import spec as sweep_spec
 
     out = Path(tempfile.mkdtemp(prefix=f"initlab-bench-sweep-{arm}-"))
@@ -353,7 +354,7 @@ def machine() -> dict[str, Any]:
     """CPU model, cores, RAM, JAX device and package versions."""
     import jax
 
-    from initlab.experiment import versions
+    from initlab.runs.experiment import versions
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -414,7 +415,7 @@ def measure(req: dict[str, Any]) -> Any:
 
 def serve() -> None:
     """Worker loop: one JSON request per line on stdin, one JSON answer per line on stdout."""
-    from initlab.cache import enable_compilation_cache
+    from initlab.train.cache import enable_compilation_cache
 
     enable_compilation_cache()  # as the CLI does; the parent chose the folder (or opted out) in our environment
     answers, sys.stdout = sys.stdout, sys.stderr  # library chatter must not corrupt the answers
@@ -436,7 +437,8 @@ class Worker:
     switches the persistent compilation cache off in it."""
 
     def __init__(self, cache_dir: str | None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
         env.pop("INITLAB_NO_COMPILE_CACHE", None)
         env.update({"INITLAB_NO_COMPILE_CACHE": "1"} if cache_dir is None else {"JAX_COMPILATION_CACHE_DIR": cache_dir})
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
@@ -482,7 +484,8 @@ def interleaved(arms: dict[str, Callable[[], Any]], repeats: int, label: str) ->
         for name, fn in arms.items():
             time.sleep(SETTLE_S)
             values[name].append(fn())
-            print(f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr, flush=True)
+            print(f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr,
+                  flush=True)
     return values
 
 
@@ -610,7 +613,7 @@ class Suite:
 
     def formats(self) -> dict[str, Any]:
         """float32, bfloat16 and float16 side by side per (depth, width); the format statistics' cost."""
-        from initlab.stats import default_names
+        from initlab.stats.statistics import default_names
 
         out: dict[str, Any] = {}
         for depth, width, steps in self.plan.format_steps:
@@ -631,14 +634,15 @@ class Suite:
         runs = interleaved({k: (lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
                             for k, w in arms.items()}, self.plan.repeats, "format statistics")
         base = loops(runs["without the format statistics"])
-        out["statistics"] = {"steps": steps, "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
-                                                      for k, v in runs.items()}}
+        out["statistics"] = {"steps": steps,
+                             "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
+                                      for k, v in runs.items()}}
         return out
 
     def width(self) -> dict[str, Any]:
         """The coordinate-check statistics' cost (on the probe, every 10 steps, beside the default
         statistics alone) and μP's per-class optimizer (optax.multi_transform) against the standard one."""
-        from initlab.stats import default_names
+        from initlab.stats.statistics import default_names
 
         steps = self.plan.stats_steps
         default = tuple(default_names())
@@ -728,7 +732,7 @@ class Suite:
 
     def report(self) -> dict[str, Any]:
         """`initlab report` over synthetic run folders: build_report in this process, the CLI in a fresh one."""
-        from initlab.report import build_report
+        from initlab.report.tables import build_report
         from report_speed import synthesize
 
         root = Path(tempfile.mkdtemp(prefix="initlab-bench-report-"))
@@ -832,7 +836,8 @@ def markdown(res: dict[str, Any]) -> str:
         busy = load["other_fraction"] + load["steal_fraction"]
         parts.append(f"Other work during the run: {load['other_fraction']:.0%} of the CPU used by other processes, "
                      f"{load['steal_fraction']:.0%} stolen by the hypervisor"
-                     + (" — **the machine was busy: figures are noisy, rerun on an idle machine**" if busy > 0.05 else "."))
+                     + (" — **the machine was busy: figures are noisy, rerun on an idle machine**"
+                        if busy > 0.05 else "."))
     if "throughput" in res:
         rows = [[d, SOURCE_LABEL[on], r["steps"], _num(r[on]["initlab"]), _num(r[on]["initlab_chunks"]),
                  _num(r[on]["torch_hooks"]), _num(r["bare_jax"]), _num(r[on]["ratio_torch"], ".2f"),
@@ -865,8 +870,8 @@ def markdown(res: dict[str, Any]) -> str:
                   f"call (compilation included), {sp['call_s']:.2f} s per call after."]
     if "formats" in res:
         f = res["formats"]
-        rows = [[r["depth"], r["width"], r["steps"]] + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)"
-                                                        for d in FORMAT_ARMS]
+        rows = [[r["depth"], r["width"], r["steps"]]
+                + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)" for d in FORMAT_ARMS]
                 for key, r in f.items() if key != "statistics"]
         st = f["statistics"]
         srows = [[k, _num(v["loop"]), f"{v['vs_without']:.2f}"] for k, v in st["rows"].items()]
@@ -919,7 +924,7 @@ def markdown(res: dict[str, Any]) -> str:
                           _mib(mem["device_peak_bytes"])]])]
         if mem.get("estimate_bytes"):
             growth = mem["peak_rss_bytes"] - mem["peak_rss_before_training_bytes"]
-            parts += ["initlab's pre-flight estimate (`initlab.memory`; the data are loaded before the first "
+            parts += ["initlab's pre-flight estimate (`initlab.train.memory`; the data are loaded before the first "
                       "reading, so the growth compares with the estimate without them)",
                       table(["estimate", "estimate without data", "peak RSS growth", "estimate / growth"],
                             [[_mib(mem["estimate_bytes"]), _mib(mem["estimate_without_data_bytes"]), _mib(growth),

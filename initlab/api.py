@@ -7,8 +7,8 @@ read back as pandas DataFrames.
 >>> initlab.open_runs("runs/").table()          # the table ``initlab report --format csv`` prints
 
 Every error is an ``initlab.errors.InitlabError`` (``ConfigError`` for a bad config), as on the
-command line. The CLI's commands call the same functions (``initlab.experiment``,
-``initlab.sweep``, ``initlab.report``); this module adds reading a run folder whole.
+command line. The CLI's commands call the same functions (``initlab.runs.experiment``,
+``initlab.sweep``, ``initlab.report.tables``); this module adds reading a run folder whole.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from initlab.errors import InitlabError
 if TYPE_CHECKING:  # pandas is imported when a table is asked for
     import pandas as pd
 
-    from initlab.params import MLPParams, NormState
+    from initlab.nn.params import MLPParams, NormState
 
 __all__ = ["Run", "Runs", "load_config", "open_run", "open_runs", "run", "sweep"]
 
@@ -89,7 +89,8 @@ def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str
     its checkpoint); ``auto_resume`` continues from the checkpoint if there is one, starts if there
     is nothing to continue and returns a finished run as it is (``initlab run --auto-resume``); a
     failed run raises ``InitlabError`` after writing what it had."""
-    from initlab import experiment, storage
+    from initlab.runs import experiment
+    from initlab.runs import storage
 
     overrides = _strings(overrides, "overrides")
     cfg = config if isinstance(config, _config.RunConfig) else load_config(config, overrides)
@@ -115,7 +116,7 @@ def sweep(path: str | Path, *, grid: str | Iterable[str] = (), zips: str | Itera
     """Train the sweep file ``path`` as ``initlab sweep`` does (``grid`` as ``--grid
     "model.depth=5,10"``, ``zips`` as ``--zip``, ``seeds`` as ``--seeds``, ``overrides`` as
     ``--set``; runs already done are kept) and return its folder's runs."""
-    from initlab import sweeps as _sweep
+    from initlab.runs import sweeps as _sweep
 
     spec = _sweep.load_spec(path, grid=_strings(grid, "grid"), zips=_strings(zips, "zips"), seeds=seeds,
                             overrides=_strings(overrides, "overrides"))
@@ -138,7 +139,7 @@ def open_run(path: str | Path) -> Run:
 def open_runs(*paths: str | Path) -> Runs:
     """Every run folder under ``paths`` (folders of runs, sweep folders or run folders), as
     ``initlab report`` finds them."""
-    from initlab.report import discover
+    from initlab.report.results import discover
 
     if not paths:
         raise InitlabError("open_runs needs at least one folder")
@@ -174,8 +175,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        """completed, diverged, failed, interrupted or running (``initlab.storage.run_status``)."""
-        from initlab.storage import run_status
+        """completed, diverged, failed, interrupted or running (``initlab.runs.storage.run_status``)."""
+        from initlab.runs.storage import run_status
 
         return run_status(self.path)
 
@@ -211,21 +212,22 @@ class Run:
     @property
     def param_steps(self) -> list[int]:
         """The steps whose parameters the folder holds (``log.save_params``)."""
-        from initlab.storage import saved_param_steps
+        from initlab.runs.storage import saved_param_steps
 
         return saved_param_steps(self.path)
 
     def _step(self, step: int | str) -> int:
         steps = self.param_steps
-        chosen = {"init": 0, "end": int(self.summary.get("steps", -1))}.get(step, step) if isinstance(step, str) else step
+        named = {"init": 0, "end": int(self.summary.get("steps", -1))}
+        chosen = named.get(step, step) if isinstance(step, str) else step
         if chosen not in steps:
             held = ", ".join(map(str, steps)) or "none (log.save_params: [])"
             raise InitlabError(f"{self.path}: no parameters saved at step {step!r} (saved: {held})")
         return int(chosen)
 
     def _spec(self):
-        from initlab.build import model_spec
-        from initlab.data import load_dataset
+        from initlab.data.datasets import load_dataset
+        from initlab.train.build import model_spec
 
         if "spec" not in self._cache:
             cfg = self.config
@@ -235,16 +237,16 @@ class Run:
         return self._cache["spec"]
 
     def params(self, step: int | str = "end", *, data_dir: str | Path | None = None) -> tuple[MLPParams, NormState]:
-        """The parameters (``initlab.params.MLPParams``, in the model's parameter dtype) and the
+        """The parameters (``initlab.nn.params.MLPParams``, in the model's parameter dtype) and the
         normalization state saved at ``step`` (a step number, ``"init"`` or ``"end"``)."""
         import jax
         import numpy as np
 
-        from initlab.build import layer_samplers
-        from initlab.formats import cast, context
-        from initlab.model import init_layers
-        from initlab.params import from_named
-        from initlab.storage import params_file
+        from initlab.nn.formats import cast, context
+        from initlab.nn.model import init_layers
+        from initlab.nn.params import from_named
+        from initlab.runs.storage import params_file
+        from initlab.train.build import layer_samplers
 
         chosen = self._step(step)
         if data_dir is not None:
@@ -266,9 +268,9 @@ class Run:
         import jax
         import numpy as np
 
-        from initlab.formats import context
-        from initlab.schedule import make_schedule
-        from initlab.train import make_train_fns
+        from initlab.nn.formats import context
+        from initlab.train.loop import make_train_fns
+        from initlab.train.schedule import make_schedule
 
         params, state = self.params(step, data_dir=data_dir)
         cfg, spec, data = self.config, self._spec(), self._cache["data"]
@@ -312,7 +314,7 @@ class Runs(Sequence[Run]):
         import dataclasses
         import json as _json
 
-        from initlab.report import aggregate, build_report, to_csv
+        from initlab.report.tables import aggregate, build_report, to_csv
 
         report = build_report([r.path for r in self._runs], filters=filters, group_by=group_by, sort=sort,
                               columns=columns, top=top, target=target)

@@ -36,7 +36,7 @@ class OneLineUsageErrors(typer.core.TyperGroup):
             if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
                 from rich.markup import escape
 
-                from initlab.display import err_console
+                from initlab.report.display import err_console
 
                 ctx = getattr(e, "ctx", None)
                 hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
@@ -70,7 +70,7 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         from rich.markup import escape
 
-        from initlab.display import err_console
+        from initlab.report.display import err_console
 
         try:
             with _signals_as_interrupts():
@@ -92,8 +92,8 @@ def guarded(fn):
         except Exception as e:
             if os.environ.get("INITLAB_DEBUG"):
                 raise
-            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set INITLAB_DEBUG=1 for the "
-                              "traceback)", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+                              "(set INITLAB_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -147,7 +147,7 @@ NoMemoryCheck = Annotated[bool, typer.Option(
 
 
 def _memory_check(on: bool) -> None:
-    from initlab.memory import CHECK_ENV
+    from initlab.train.memory import CHECK_ENV
 
     if not on:
         os.environ[CHECK_ENV] = "0"
@@ -163,7 +163,7 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     """initlab: train JAX MLPs on MNIST and watch signals flow forward and gradients flow back."""
-    from initlab.cache import enable_compilation_cache
+    from initlab.train.cache import enable_compilation_cache
 
     enable_compilation_cache()  # before anything compiles; INITLAB_NO_COMPILE_CACHE=1 turns it off
 
@@ -172,13 +172,14 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 @guarded
 def run(
     config: Annotated[Path, typer.Argument(help="YAML run config (see configs/).", dir_okay=False)],
-    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
-                                            help="Override a config value, e.g. --set model.depth=50 (repeatable).")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. "
+                                            "--set model.depth=50 (repeatable).")] = [],  # noqa: B006
     data_dir: DataDir = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for run folders (overrides log.out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a run whose folder already exists.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished run of this config (killed, "
-                                         "Ctrl-C, SIGTERM) from its checkpoint.pkl; see log.checkpoint_every.")] = False,
+                                         "Ctrl-C, SIGTERM) from its checkpoint.pkl; see "
+                                         "log.checkpoint_every.")] = False,
     auto_resume: Annotated[bool, typer.Option("--auto-resume", help="Continue from the checkpoint if there is one, "
                                               "start if there is nothing to continue, exit 0 at once if the run has "
                                               "finished: the one command a requeue script (SLURM --requeue, "
@@ -188,8 +189,8 @@ def run(
 ) -> None:
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
-    from initlab import experiment
-    from initlab.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
+    from initlab.report.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
+    from initlab.runs import experiment
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -217,11 +218,13 @@ def sweep(
                                                  "for that key), e.g. --grid model.depth=5,10,20.")] = [],  # noqa: B006
     zip_: Annotated[list[str], typer.Option("--zip", metavar="'K1=A,B K2=C,D'",
                                             help="Keys whose values go in pairs, not in a product (repeatable).")] = [],  # noqa: B006
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="A count (3 → seeds 0,1,2) or a list (0,5,7).")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds",
+                                                 help="A count (3 → seeds 0,1,2) or a list (0,5,7).")] = None,
     set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
                                             help="Override a value of the base config (repeatable).")] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and their groups; train nothing.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Groups trained in parallel (processes, or Ray tasks).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="Groups trained in parallel (processes, or Ray tasks).")] = 1,
     executor: Annotated[str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (with --executor ray), "
                                                    "e.g. ray://head:10001 or auto.")] = None,
@@ -231,13 +234,14 @@ def sweep(
     replace: Annotated[bool, typer.Option("--replace", help="Let this sweep take over the folder of a different "
                                           "sweep with the same name (its run folders are kept).")] = False,
     data_dir: DataDir = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Folder that holds the sweep folder (overrides log.out).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out",
+                                               help="Folder that holds the sweep folder (overrides log.out).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     no_memory_check: NoMemoryCheck = False,
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
-    from initlab import sweeps as sweepmod
-    from initlab.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
+    from initlab.report.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
+    from initlab.runs import sweeps as sweepmod
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -257,7 +261,8 @@ def sweep(
     console.print(f"{report.directory}: trained {report.trained} runs in {report.groups} groups; "
                   f"{report.skipped_done} already done"
                   + (f"; {report.busy} held by another sweep" if report.busy else "")
-                  + (" (stopped at the first failure)" if report.stopped_early else ""), highlight=False, soft_wrap=True)
+                  + (" (stopped at the first failure)" if report.stopped_early else ""),
+                  highlight=False, soft_wrap=True)
     console.print(sweep_next_steps(report.directory), markup=False, highlight=False, soft_wrap=True)
     if report.unwritten:
         first = next(iter(report.unwritten.values()))
@@ -278,8 +283,8 @@ def report(
                                                     "(repeatable), e.g. --filter model.init=he_normal.")] = [],  # noqa: B006
     sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by a column; prefix '-' for descending, "
                                                 "e.g. --sort=-test_acc.")] = None,
-    group_by: Annotated[list[str], typer.Option("--group-by", metavar="KEY",
-                                                help="Aggregate over everything but these config keys (repeatable).")] = [],  # noqa: B006
+    group_by: Annotated[list[str], typer.Option("--group-by", metavar="KEY", help="Aggregate over everything but "
+                                                "these config keys (repeatable).")] = [],  # noqa: B006
     columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns to show, e.g. "
                                                    "test_acc,verdict,profile.")] = None,
     top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show only the first N rows.")] = None,
@@ -297,9 +302,9 @@ def report(
     """Tables of which setups keep signals healthy through depth and which train best."""
     import json as jsonmod
 
-    from initlab import report as reportmod
-    from initlab.display import layer_tables, report_tables, wide_console
     from initlab.errors import ConfigError  # bad option values: exit 2
+    from initlab.report import tables as reportmod
+    from initlab.report.display import layer_tables, report_tables, wide_console
 
     formats = ("table", "csv", "markdown", "json", "html")
     if fmt not in formats:
@@ -328,8 +333,8 @@ def report(
     elif fmt == "html":
         from rich.markup import escape
 
-        from initlab import html_report
-        from initlab.display import err_console
+        from initlab.report import html_report
+        from initlab.report.display import err_console
 
         path = html_report.write(rep, output or Path("report.html"))
         err_console.print(f"wrote {escape(str(path))} ({len(rep.rows)} rows, {len(rep.runs)} runs)", highlight=False)
@@ -342,7 +347,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        from initlab.storage import atomic_write
+        from initlab.runs.storage import atomic_write
 
         atomic_write(output, text)
 
@@ -350,7 +355,8 @@ def _emit(text: str, output: Path | None) -> None:
 @app.command()
 @guarded
 def plot(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run folders and/or folders holding them (default: runs).")] = None,  # type: ignore[assignment]
     kind: Annotated[str, typer.Option("--kind", help="Comma-separated figures: profile (per-layer variance vs depth), "
                                       "curves (loss and accuracy vs step), heatmap (a metric over two config keys), "
                                       "histograms (per-layer distributions at one step; needs histograms.csv), "
@@ -377,8 +383,8 @@ def plot(
                                       "act_abs_mean (|a|).")] = "pre_delta_abs_mean",
 ) -> None:
     """PNG figures: where signals vanish or explode across depth, training curves, heatmaps, distributions."""
-    from initlab.display import console
-    from initlab.plot import make_plots
+    from initlab.report.display import console
+    from initlab.report.plot import make_plots
 
     written = make_plots(paths or [Path("runs")], out=out, kinds=[k.strip() for k in kind.split(",") if k.strip()],
                          steps=[s.strip() for s in steps.split(",") if s.strip()], x=x, y=y, metric=metric,
@@ -407,8 +413,8 @@ def theory(
 ) -> None:
     """Mean-field predictions (Poole et al. 2016; Schoenholz et al. 2017): per-layer variance and
     gradient ratio of a configured network, or the order-to-chaos phase diagram of an activation."""
-    from initlab import theory as th
-    from initlab.display import console, phase_view, theory_config_view
+    from initlab.report.display import console, phase_view, theory_config_view
+    from initlab.theory import mean_field as th
 
     if config is not None:
         if activation is not None or sigma_w2 or plot_path is not None:
@@ -418,17 +424,17 @@ def theory(
         cfg = cfgmod.load(config, set_)
         items = theory_config_view(th.config_prediction(cfg, data_dir, q0), cfg)
     elif activation is not None:
-        from initlab.activations import get_activation
+        from initlab.nn.activations import get_activation
 
         get_activation(activation, "--activation")
         if plot_path is not None:
-            from initlab.plot import check_figure_path
+            from initlab.report.plot import check_figure_path
 
             check_figure_path(plot_path)  # before the work
         table = th.phase_table(activation, sigma_b2, list(sigma_w2) or None)
         items = phase_view(table)
         if plot_path is not None:
-            from initlab.plot import phase_figure, save
+            from initlab.report.plot import phase_figure, save
 
             save(phase_figure(table), plot_path)
             items.append(f"wrote {plot_path}")
@@ -451,8 +457,8 @@ def export(
     """Export run folders' metrics, per-layer statistics, histograms and Jacobian spectra to another tool."""
     from rich.progress import Progress
 
-    from initlab import export as exportmod
-    from initlab.display import console, err_console
+    from initlab.report import export as exportmod
+    from initlab.report.display import console, err_console
 
     exporter, plan = exportmod.plan_export(fmt, paths, out)  # every error before anything is written
     done = []
@@ -471,8 +477,8 @@ def export(
 @guarded
 def data_fetch(data_dir: DataDir = None) -> None:
     """Download MNIST from the public mirrors (if not already present) and verify it."""
-    from initlab import mnist
-    from initlab.display import console
+    from initlab.data import mnist
+    from initlab.report.display import console
 
     where = mnist.fetch(data_dir, progress=True)
     console.print(f"MNIST ready and verified in {where}", highlight=False, soft_wrap=True)
@@ -487,8 +493,8 @@ def data_check(
     """Verify the four MNIST files (size and SHA-256 of the decompressed bytes)."""
     from rich.table import Table
 
-    from initlab import mnist
-    from initlab.display import console
+    from initlab.data import mnist
+    from initlab.report.display import console
 
     statuses = mnist.check(directory)
     table = Table(title=f"MNIST in {directory or mnist.resolve_dir(None)}", title_justify="left")
@@ -507,10 +513,11 @@ def data_check(
 @config_app.command("keys")
 @guarded
 def config_keys(
-    section: Annotated[Optional[str], typer.Option("--section", help="Only this section: data, model, train or log.")] = None,
+    section: Annotated[Optional[str], typer.Option("--section",
+                                                   help="Only this section: data, model, train or log.")] = None,
 ) -> None:
     """Every config key with its default, the values it accepts and its meaning; and each initializer's arguments."""
-    from initlab.display import config_keys_view, console
+    from initlab.report.display import config_keys_view, console
 
     for item in config_keys_view(section):
         console.print(item)

@@ -134,8 +134,6 @@ class InterruptGate:
             clear_interrupts()  # it was delivered: a later run in this process must not see it again
 
     def _handler(self, signum: int, frame) -> None:
-        import signal
-
         exc = interrupt_for(signum)
         if not self.open:
             self.pending = self.pending or exc

@@ -1,4 +1,4 @@
-"""Tests for initlab.activations: the registry, exact values from the papers, max_slope."""
+"""Tests for initlab.nn.activations: the registry, exact values from the papers, max_slope."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
-                                 kinks, max_slope)
 from initlab.errors import ConfigError
+from initlab.nn.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
+                                    kinks, max_slope)
 
 ALL_NAMES = ACTIVATIONS.all_names()  # canonical names and aliases: everything a config may say
 

@@ -39,7 +39,8 @@ def write_config(tmp_path, cfg: dict) -> Path:
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys, mnist_dir):
     monkeypatch.setenv("INITLAB_DATA_DIR", str(mnist_dir))
-    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S) if lang == "python" and "import initlab" in b]
+    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+               if lang == "python" and "import initlab" in b]
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
     exec(compile(body, "README.md", "exec"), {})
@@ -68,7 +69,8 @@ def test_open_runs_table_equals_report_csv(swept):
     assert len(runs) == 4 and all(r.status == "completed" for r in runs)
     cols = ["model.init", "test_acc", "grad_ratio_init"]
     for columns in (cols, None):  # the chosen columns, and the report's default table
-        args = ["report", str(tmp_path / "runs"), "--format", "csv"] + (["--columns", ",".join(cols)] if columns else [])
+        args = ["report", str(tmp_path / "runs"), "--format", "csv"]
+        args += ["--columns", ",".join(cols)] if columns else []
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         table = initlab.open_runs(tmp_path / "runs").table(columns=columns)

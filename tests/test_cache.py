@@ -12,14 +12,14 @@ from pathlib import Path
 
 import yaml
 
-from initlab import cache
+from initlab.train import cache
 
 from conftest import ROOT, small_run
 
 # A tiny jitted function, compiled in a fresh interpreter; ``first`` is what it imports first.
 COMPILE = """
 {first}
-from initlab.cache import enable_compilation_cache
+from initlab.train.cache import enable_compilation_cache
 import jax, jax.numpy as jnp
 print(enable_compilation_cache())
 print(jax.jit(lambda x: jnp.tanh(x @ x).sum())(jnp.ones((8, 8))))

@@ -172,7 +172,7 @@ def test_config_keys_lists_every_key_default_and_allowed_values():
     assert result.exit_code == 0, result.output
     for key, _, _ in cfgmod.describe_fields():
         assert f"│ {key} " in result.output, key
-    from initlab.initializers import INITIALIZERS
+    from initlab.nn.initializers import INITIALIZERS
 
     assert all(name in result.output for name in INITIALIZERS)  # model.init's registry
     assert "model.init: mean_field" in result.output and "sigma_w (1)" in result.output  # its arguments
@@ -206,7 +206,8 @@ def test_data_fetch_offline_is_one_line(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
-    from initlab import experiment, storage
+    from initlab.runs import experiment
+    from initlab.runs import storage
 
     def interrupted(checkpoint):
         def run(cfg, **kwargs):  # as a Ctrl-C in training leaves it: the folder, and a checkpoint unless too early
@@ -231,7 +232,7 @@ def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypat
 
 
 def test_an_interrupted_sweep_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
-    from initlab import sweeps
+    from initlab.runs import sweeps
 
     def interrupted(spec, **kwargs):
         raise KeyboardInterrupt
@@ -257,7 +258,7 @@ def test_the_progress_bar_says_compiling_until_training_reports(monkeypatch):
 
     from rich.console import Console
 
-    from initlab import display
+    from initlab.report import display
 
     screen = io.StringIO()
     monkeypatch.setattr(display, "err_console", Console(file=screen, force_terminal=True, color_system=None, width=160))

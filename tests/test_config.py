@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from initlab import config as C
-from initlab.activations import ACTIVATIONS
-from initlab.data import DATASETS, PREPROCESSORS
+from initlab.data.datasets import DATASETS, PREPROCESSORS
 from initlab.errors import ConfigError, InitlabError
-from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
-from initlab.regularizers import DROPOUTS
-from initlab.reparams import REPARAMS
-from initlab.normalizations import NORMALIZATIONS
-from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
+from initlab.nn.activations import ACTIVATIONS
+from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
+from initlab.nn.normalizations import NORMALIZATIONS
+from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
+from initlab.nn.regularizers import DROPOUTS
+from initlab.nn.reparams import REPARAMS
 
 from conftest import assert_lists_names
 
@@ -86,7 +86,8 @@ def test_init_args_defaults_filled_in():
         "sigma_w": 1.5, "sigma_b": 0.0}
     assert C.from_dict({"model": {"bias_init": "normal"}}).model.bias_init_args == {"std": 0.01}
     # spelled out or left to the default: the same config
-    assert C.from_dict({"model": {"init": "normal", "init_args": {"std": 0.01}}}) == C.from_dict({"model": {"init": "normal"}})
+    spelled = C.from_dict({"model": {"init": "normal", "init_args": {"std": 0.01}}})
+    assert spelled == C.from_dict({"model": {"init": "normal"}})
 
 
 def test_int_accepted_where_float_wanted():

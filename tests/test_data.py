@@ -1,4 +1,4 @@
-"""Tests for initlab.data: the gaussian teacher dataset, preprocessing with training statistics,
+"""Tests for initlab.data.datasets: the gaussian teacher dataset, preprocessing with training statistics,
 and MNIST through load_dataset (skipped when the files are absent)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from initlab import mnist
 from initlab.config import DataConfig, from_dict
-from initlab.data import DATASETS, PREPROCESSORS, Dataset, load_dataset
+from initlab.data import mnist
+from initlab.data.datasets import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 
 from conftest import shared_mnist_dir
@@ -300,7 +300,8 @@ def test_minmax_on_mnist_through_the_config(mnist_dir):
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"preprocess": "minmax", "range": [0.5, -0.5]}, "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
+    ({"preprocess": "minmax", "range": [0.5, -0.5]},
+     "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
     ({"preprocess": "minmax", "range": [1.0]}, "data.range: [1.0] is not a range"),
     ({"range": [-1, 1]}, "data.range: (-1.0, 1.0) has no effect with data.preprocess: 'standardize'"),
 ])

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from initlab.build import init_params, model_spec
 from initlab.cli import app
 from initlab.config import ConfigError, config_hash, from_dict
-from initlab.data import load_dataset
-from initlab.optimizers import LOSSES
-from initlab.spectrum import singular_values_fn, summarize
-from initlab.stats import Layout, LinearBins, Log2Bins, counts, make_bins
-from initlab.step import make_layer_stats
-from initlab.storage import RunRecorder
-from initlab.theory import predict_config
-from initlab.train import train, train_group
+from initlab.data.datasets import load_dataset
+from initlab.nn.optimizers import LOSSES
+from initlab.runs.storage import RunRecorder
+from initlab.stats.spectrum import singular_values_fn, summarize
+from initlab.stats.statistics import Layout, LinearBins, Log2Bins, counts, make_bins
+from initlab.theory.mean_field import predict_config
+from initlab.train.build import init_params, model_spec
+from initlab.train.loop import train, train_group
+from initlab.train.step import make_layer_stats
 
 from conftest import SMALL_DATA, small_run, tiny
 
@@ -136,7 +136,8 @@ def test_network_histograms_count_every_value_of_every_layer():
     np.testing.assert_array_equal(stats["hist_grad"].sum(axis=1), per_layer)
     np.testing.assert_array_equal(stats["hist_act"][:3].sum(axis=1), per_layer[:3])
     assert np.isnan(stats["hist_act"][3]).all()  # the output layer has no nonlinearity
-    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1), [d * width, width * width, width * width, width * 3])
+    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1),
+                                  [d * width, width * width, width * width, width * 3])
     # exact on the first layer: the counts of z = x W + b in numpy
     z = np.asarray(x @ params.inp.dense.w + params.inp.dense.b)
     expected = np.histogram(z, bins=16, range=(-5, 5))[0]
@@ -288,7 +289,7 @@ def test_batch_norm_runs_say_why_they_have_no_spectrum(tmp_path):
     cfg = tiny(model={"norm": "batchnorm"}, log={"every": 10, "out": str(tmp_path)})
     res = train(cfg, load_dataset(cfg.data), RunRecorder())
     assert res.spectra == {}
-    from initlab.experiment import jacobian_summary
+    from initlab.runs.experiment import jacobian_summary
 
     out = jacobian_summary(cfg, res)
     assert out["applies"] is False and "batch statistics" in out["reason"]
@@ -305,7 +306,7 @@ def test_the_layer_report_shows_the_saturated_bins_beside_saturated_frac(tmp_pat
     (tmp_path / "sat.yaml").write_text(yaml.safe_dump(cfg))
     assert runner.invoke(app, ["run", str(tmp_path / "sat.yaml")]).exit_code == 0
     run = next(tmp_path.glob("sat-*"))
-    from initlab.report import layer_report
+    from initlab.report.tables import layer_report
 
     view = layer_report(run)
     cols = view["columns"]

@@ -5,17 +5,17 @@ import re
 
 import pytest
 
-from initlab.activations import ACTIVATIONS
 from initlab.config import describe_fields
-from initlab.data import DATASETS, PREPROCESSORS
-from initlab.formats import FORMATS
-from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS
-from initlab.normalizations import NORMALIZATIONS
-from initlab.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
-from initlab.parameterizations import PARAMETERIZATIONS
-from initlab.reparams import REPARAMS
-from initlab.shaping import SHAPINGS
-from initlab.stats import COLUMNS
+from initlab.data.datasets import DATASETS, PREPROCESSORS
+from initlab.nn.activations import ACTIVATIONS
+from initlab.nn.formats import FORMATS
+from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
+from initlab.nn.normalizations import NORMALIZATIONS
+from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
+from initlab.nn.parameterizations import PARAMETERIZATIONS
+from initlab.nn.reparams import REPARAMS
+from initlab.stats.statistics import COLUMNS
+from initlab.theory.shaping import SHAPINGS
 
 from conftest import ROOT
 
@@ -103,7 +103,7 @@ def readme_tree(tmp_path_factory):
     """A working folder where the README's commands find what they name: configs/, ../shared/data/mnist,
     ~/mnist, and small run folders under runs/ for report and plot (logged at step 300, histograms on)."""
     from conftest import SMALL_DATA, shared_mnist_dir
-    from initlab.sweeps import SweepSpec, run_sweep
+    from initlab.runs.sweeps import SweepSpec, run_sweep
 
     root = tmp_path_factory.mktemp("readme")
     work, home = root / "work", root / "home"
@@ -160,7 +160,8 @@ def test_the_readme_sweep_file_is_valid(tmp_path):
 
     from initlab.cli import app
 
-    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S) if lang == "yaml" and "sweep:" in b]
+    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+               if lang == "yaml" and "sweep:" in b]
     path = tmp_path / "sweep.yaml"
     path.write_text(body)
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])

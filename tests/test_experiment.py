@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from initlab import experiment
 from initlab.config import config_hash
 from initlab.errors import InitlabError
-from initlab.stats import default_names
-from initlab.storage import METRIC_COLUMNS, run_dir_for
+from initlab.runs import experiment
+from initlab.runs.storage import METRIC_COLUMNS, run_dir_for
+from initlab.stats.statistics import default_names
 
 from conftest import tiny
 
@@ -92,7 +92,7 @@ def test_a_config_error_that_needs_the_data_leaves_no_folder(tmp_path):
 
 def test_layers_view_of_a_critical_relu_run(tmp_path):
     """He + ReLU is critical (ξ_c infinite): the summary stores "inf", and reports read it back."""
-    from initlab.report import build_report, layer_report
+    from initlab.report.tables import build_report, layer_report
 
     cfg = tiny(log={"out": str(tmp_path)}, model={"activation": "relu", "init": "he_normal"})
     summary = experiment.run(cfg)
@@ -136,7 +136,7 @@ def test_a_shaped_statistic_gets_a_tidy_file_of_its_own(tmp_path, monkeypatch):
     to <name>.csv (one row per step, layer and index), in a solo run and in a sweep's group."""
     import jax.numpy as jnp
 
-    import initlab.stats as S
+    import initlab.stats.statistics as S
     from initlab.registry import Registry
 
     quartiles = S.Statistic("quartiles of a", "forward", lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])),

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initlab.build import init_params, model_spec
 from initlab.config import ConfigError, config_hash, from_dict
-from initlab.data import load_dataset
-from initlab.formats import FORMATS, context, overflow, underflow
-from initlab.model import apply, features
-from initlab.stats import STATISTICS, Forward
-from initlab.storage import RunRecorder, metric_columns
-from initlab.train import batch_key, train
+from initlab.data.datasets import load_dataset
+from initlab.nn.formats import FORMATS, context, overflow, underflow
+from initlab.nn.model import apply, features
+from initlab.runs.storage import RunRecorder, metric_columns
+from initlab.stats.statistics import STATISTICS, Forward
+from initlab.train.build import init_params, model_spec
+from initlab.train.loop import batch_key, train
 
 from conftest import tiny
 

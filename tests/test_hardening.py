@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from initlab import config as C
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
-                             write_run_dir)
-from initlab.sweeps import expand, load_spec, needs_work
+from initlab.runs.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
+                                  write_run_dir)
+from initlab.runs.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run
 
@@ -125,7 +125,7 @@ def test_sigterm_ends_a_run_as_interrupted(tmp_path):
 
 WORKER = """
 import sys, time
-from initlab.sweeps import PoolExecutor
+from initlab.runs.sweeps import PoolExecutor
 pool = PoolExecutor(1)
 print(pool.pool.submit(__import__("os").getpid).result(), flush=True)
 time.sleep(600)
@@ -185,7 +185,7 @@ def test_a_sweep_extended_by_seeds_or_values_needs_no_replace(tmp_path):
 def test_the_dry_run_makes_the_memory_check(tmp_path, monkeypatch):
     config = tmp_path / "s.yaml"
     config.write_text(yaml.safe_dump({**small_run("big"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 2}))
-    monkeypatch.setattr("initlab.memory.available", lambda: (1000, "a test's tiny device"))
+    monkeypatch.setattr("initlab.train.memory.available", lambda: (1000, "a test's tiny device"))
     result = runner.invoke(app, ["sweep", str(config), "--dry-run"])
     assert result.exit_code == 1 and "more than the" in result.output and "tiny device" in result.output, result.output
     assert not (tmp_path / "big").exists()
@@ -251,7 +251,7 @@ def test_an_error_echoing_a_huge_value_stays_short(tmp_path):
 GZIP_BOMB = """
 import sys, zlib
 from pathlib import Path
-from initlab import mnist
+from initlab.data import mnist
 from initlab.errors import InitlabError
 path = Path(sys.argv[1]) / "train-images-idx3-ubyte.gz"
 z = zlib.compressobj(1, zlib.DEFLATED, 31)
@@ -294,7 +294,7 @@ def test_a_file_where_the_output_folder_belongs_is_one_line(tmp_path, small_yaml
 def test_a_full_disk_fails_the_runs_it_hits_not_the_sweep(tmp_path, small_yaml, monkeypatch):
     import errno
 
-    import initlab.storage as storage
+    import initlab.runs.storage as storage
 
     real = storage.atomic_write
 
@@ -326,7 +326,7 @@ def test_theory_bad_input_is_one_line(args, message):
 
 
 def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_caveated():
-    from initlab.theory import MeanField
+    from initlab.theory.mean_field import MeanField
 
     exploding = MeanField("relu", 3.0, 0.1)
     assert math.isinf(exploding.q_star) and exploding.chi1 == pytest.approx(1.5) and exploding.phase == "unbounded"
@@ -336,9 +336,9 @@ def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_ca
 
 
 def test_the_memory_estimate_counts_parameters_and_optimizer_state_exactly():
-    from initlab.data import load_dataset
-    from initlab.memory import OPT_COPIES, PARAM_COPIES
-    from initlab.train import memory_estimate
+    from initlab.data.datasets import load_dataset
+    from initlab.train.loop import memory_estimate
+    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
 
     cfg = C.from_dict({**small_run("m"), "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
     data = load_dataset(cfg.data, None, progress=False)
@@ -352,9 +352,9 @@ def test_the_memory_estimate_counts_parameters_and_optimizer_state_exactly():
 def test_the_memory_estimate_counts_float64_parameters_at_8_bytes_without_a_warning():
     import warnings
 
-    from initlab.data import load_dataset
-    from initlab.memory import OPT_COPIES, PARAM_COPIES
-    from initlab.train import memory_estimate
+    from initlab.data.datasets import load_dataset
+    from initlab.train.loop import memory_estimate
+    from initlab.train.memory import OPT_COPIES, PARAM_COPIES
 
     cfg = C.from_dict({**small_run("m"), "model": {"depth": 2, "width": 16, "dtype": "float64"},
                        "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
@@ -368,7 +368,7 @@ def test_the_memory_estimate_counts_float64_parameters_at_8_bytes_without_a_warn
 
 
 def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path, monkeypatch):
-    import initlab.memory as memory
+    import initlab.train.memory as memory
 
     big = {**small_run("big"), "model": {"depth": 250, "width": 2048}, "log": {"every": 10, "out": str(tmp_path)}}
     config = tmp_path / "big.yaml"
@@ -400,16 +400,16 @@ def test_metrics_wall_time_is_when_each_step_ran(tmp_path):
 
 
 def test_progress_shows_losses_readably():
-    from initlab.display import _fmt_loss
+    from initlab.report.display import _fmt_loss
 
     assert _fmt_loss(2.302585) == "2.3026" and _fmt_loss(3.4e35) == "3.4e+35" and _fmt_loss(float("inf")) == "inf"
     assert _fmt_loss(1.5e-5) == "1.5e-05" and _fmt_loss(None) == "–"
 
 
 def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
-    from initlab.data import load_dataset
-    from initlab.storage import RunRecorder
-    from initlab.train import train
+    from initlab.data.datasets import load_dataset
+    from initlab.runs.storage import RunRecorder
+    from initlab.train.loop import train
 
     heard = []
     cfg = C.from_dict({**small_run("bar"), "train": {"steps": 20, "batch_size": 32}})
@@ -419,7 +419,7 @@ def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
 
 
 def test_sweep_progress_moves_within_a_group(tmp_path):
-    from initlab.sweeps import SweepSpec, run_sweep
+    from initlab.runs.sweeps import SweepSpec, run_sweep
 
     events = []
     base = {**small_run("steps"), "log": {"every": 10, "out": str(tmp_path)}}
@@ -432,7 +432,7 @@ def test_sweep_progress_moves_within_a_group(tmp_path):
 
 def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
     from initlab.errors import Terminated, note_interrupt
-    from initlab.storage import RunRecorder
+    from initlab.runs.storage import RunRecorder
 
     note_interrupt(signal.SIGTERM)  # the handler's raise landed in a gc callback and was ignored
     with pytest.raises(Terminated):
@@ -441,8 +441,8 @@ def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
 
 
 def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeypatch):
-    import initlab.memory as memory
-    from initlab.sweeps import SweepSpec, run_sweep
+    import initlab.train.memory as memory
+    from initlab.runs.sweeps import SweepSpec, run_sweep
 
     monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
     report = run_sweep(SweepSpec({**small_run("tiny"), "log": {"every": 10, "out": str(tmp_path)}}, {}, [], [0, 1]))

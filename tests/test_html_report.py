@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.report import build_report
+from initlab.report.tables import build_report
 
 from conftest import small_run
 
@@ -142,7 +142,7 @@ def test_the_histogram_view_follows_the_slider_and_the_selects(page, browser):
 
 
 def test_the_page_keeps_at_most_max_steps_of_a_runs_histograms(page):
-    from initlab.html_report import histograms
+    from initlab.report.html_report import histograms
 
     runs, _ = page
     run = build_report([runs]).runs[0]
@@ -155,7 +155,7 @@ def test_the_page_keeps_at_most_max_steps_of_a_runs_histograms(page):
 
 
 def test_without_histograms_the_view_is_hidden_with_a_note(tmp_path):
-    from initlab.html_report import render
+    from initlab.report.html_report import render
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({**small_run("plain"), "log": {"every": 10, "out": str(tmp_path)}}))
     assert runner.invoke(app, ["run", str(tmp_path / "s.yaml")]).exit_code == 0

@@ -1,4 +1,4 @@
-"""Tests for initlab.initializers: shapes, the variance laws of REFERENCE.md, bias draws, arguments."""
+"""Tests for initlab.nn.initializers: shapes, the variance laws of REFERENCE.md, bias draws, arguments."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.initializers import (
-    BIAS_INITIALIZERS,
-    INITIALIZERS,
-    Role,
-    get_bias_initializer,
-    get_initializer,
-    resolve_args,
-)
+from initlab.nn.initializers import (BIAS_INITIALIZERS, INITIALIZERS, Role, get_bias_initializer, get_initializer,
+                                     resolve_args)
 
 from conftest import assert_lists_names
 
@@ -289,7 +283,7 @@ def test_bias_zeros_constant_normal_uniform():
     assert 0.0999 <= uniform.max() <= 0.1 * (1 + 1e-6)
 
 
-# Bias variances given as metadata (sigma_b2 = Var(b), what initlab.theory reads): checked against
+# Bias variances given as metadata (sigma_b2 = Var(b), what initlab.theory.mean_field reads): checked against
 # a large draw, non-default arguments included so that an argument the formula ignores shows up.
 BIAS_CASES = [(name, None) for name in BIAS_INITIALIZERS] + [
     ("constant", {"value": 0.0}), ("normal", {"std": 0.3}), ("uniform", {"limit": 0.2})]
@@ -407,9 +401,9 @@ def test_get_initializer_errors_list_names():
 def test_identity_init_scales_a_linear_net_by_exactly_scale_per_layer(scale):
     """deeplearning.ai's demo: hidden weights (1 ± ε)·I; with a linear activation layer l's
     activations are layer 1's times scale^(l-1), so their variance follows scale^(2(l-1))."""
-    from initlab.build import init_params, model_spec
     from initlab.config import from_dict
-    from initlab.model import pre_activations
+    from initlab.nn.model import pre_activations
+    from initlab.train.build import init_params, model_spec
 
     cfg = from_dict({"model": {"depth": 9, "width": 32, "activation": "linear", "init": "identity",
                                "init_args": {"scale": scale}}})

@@ -1,4 +1,4 @@
-"""Loss scaling (initlab.loss_scale): every branch of the dynamic rule, none and constant, scaling and
+"""Loss scaling (initlab.nn.loss_scale): every branch of the dynamic rule, none and constant, scaling and
 unscaling, the skipped step under optax, jit, vmap and loop carries, and the config's errors."""
 
 import jax
@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.loss_scale import (FLOAT32_MAX, KINDS, LossScaleState, LossScaling, all_finite, from_config, select,
-                                unscale)
+from initlab.nn.loss_scale import (FLOAT32_MAX, KINDS, LossScaleState, LossScaling, all_finite, from_config, select,
+                                   unscale)
 
 INF, NAN = float("inf"), float("nan")
 

@@ -1,4 +1,4 @@
-"""Tests for initlab.mnist: locating, verifying, downloading and parsing the MNIST IDX files."""
+"""Tests for initlab.data.mnist: locating, verifying, downloading and parsing the MNIST IDX files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initlab import mnist
+from initlab.data import mnist
 from initlab.errors import InitlabError
 
 from conftest import shared_mnist_dir
@@ -59,7 +59,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(directory: Path) -> Iterator[str]:
     """Serve ``directory`` over HTTP on loopback for the duration of the block; yield its base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -148,7 +149,8 @@ def test_mirrors_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_data
-def test_locate_uses_first_complete_folder_and_prefers_uncompressed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_locate_uses_first_complete_folder_and_prefers_uncompressed(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
     partial, full = tmp_path / "partial", tmp_path / "full"
     link_shared(partial, skip=TEST_LABELS)
     link_shared(full)

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.build import init_params, model_spec
-from initlab.initializers import Role
-from initlab.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
-from initlab.normalizations import NORMALIZATIONS
+from initlab.nn.initializers import Role
+from initlab.nn.model import Blocks, Dense, Layer, MLPParams, apply, effective_weights, features, grad_tap, init_layers
+from initlab.nn.normalizations import NORMALIZATIONS
+from initlab.train.build import init_params, model_spec
 
 from conftest import tiny
 
@@ -96,7 +96,8 @@ def test_residual_net_shapes_with_every_norm_and_plain_init(norm, init):
     spec, params, state = build(depth=5, residual=True, norm=norm, init=init)
     assert spec.num_blocks == 2 and params.blocks.mult.shape == (2,) and params.blocks.bias.shape == (2, 2)
     x = jax.random.normal(jax.random.PRNGKey(1), (7, 5))
-    logits, new_state, stats = apply(spec, params, state, x, train=True, collect=lambda z, a: jnp.stack([z.var(), a.var()]))
+    logits, new_state, stats = apply(spec, params, state, x, train=True,
+                                     collect=lambda z, a: jnp.stack([z.var(), a.var()]))
     assert logits.shape == (7, 3) and stats.shape == (6, 2)
     assert np.isfinite(np.asarray(logits)).all()
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
@@ -225,31 +226,3 @@ def test_float32_is_the_default_dtype():
     assert spec.dtype == "float32"
     assert {leaf.dtype for leaf in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.float32)}
 
-
-# ----------------------------------------------------------------------------------------------
-# The import graph: registries at the bottom, the model above them, config resolved in one place
-
-BOTTOM = ["errors", "registry", "formats", "loss_scale", "activations", "initializers", "normalizations", "optimizers", "regularizers",
-          "params", "stats", "reparams", "shaping"]
-ABOVE = {"initlab.model", "initlab.config", "initlab.network_init", "initlab.build", "initlab.train",
-         "initlab.stats", "initlab.data"}
-# module -> initlab modules it must not load (in a fresh interpreter)
-FORBIDDEN = {**{f"initlab.{m}": ABOVE - {f"initlab.{m}"} for m in BOTTOM},
-             "initlab.step": {"initlab.config", "initlab.build", "initlab.train"},
-             "initlab.model": {"initlab.config", "initlab.network_init", "initlab.build", "initlab.train"},
-             "initlab.network_init": {"initlab.config", "initlab.build", "initlab.train"},
-             "initlab.config": {"jax", *ABOVE - {"initlab.config"}, "initlab.initializers"}}
-
-
-def test_lower_modules_do_not_import_higher_ones():
-    import subprocess
-    import sys
-
-    code = "import sys, {0}; print(' '.join(sorted(m for m in sys.modules if m.startswith(('initlab', 'jax')))))"
-    procs = {m: subprocess.Popen([sys.executable, "-c", code.format(m)], stdout=subprocess.PIPE, text=True)
-             for m in FORBIDDEN}
-    for module, proc in procs.items():
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, module
-        loaded = set(out.split())
-        assert module in loaded and not loaded & FORBIDDEN[module], (module, sorted(loaded & FORBIDDEN[module]))

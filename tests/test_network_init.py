@@ -1,4 +1,4 @@
-"""Network-level initializers (the schemes of initlab.network_init): Fixup's zero branches and
+"""Network-level initializers (the schemes of initlab.nn.network_init): Fixup's zero branches and
 L^(-1/2) scaling, LSUV's unit variances, and greedy layer-wise autoencoder pre-training."""
 
 import jax
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.build import REFINE_STREAM, init_params, init_params_traced, model_spec
-from initlab.initializers import INITIALIZERS
-from initlab.model import apply, pre_activations
-from initlab.network_init import SCHEMES
+from initlab.nn.initializers import INITIALIZERS
+from initlab.nn.model import apply, pre_activations
+from initlab.nn.network_init import SCHEMES
+from initlab.train.build import REFINE_STREAM, init_params, init_params_traced, model_spec
 
 from conftest import tiny
 
@@ -58,8 +58,8 @@ def test_fixup_scales_first_branch_layers_by_blocks_to_the_minus_half():
 
 
 def test_fixup_trains_a_deep_residual_net_without_normalization():
-    from initlab.data import load_dataset
-    from initlab.train import train
+    from initlab.data.datasets import load_dataset
+    from initlab.train.loop import train
     from test_train import Recorder
 
     cfg = tiny(model={"depth": 21, "width": 32, "residual": True, "init": "fixup"},
@@ -75,9 +75,11 @@ def test_fixup_trains_a_deep_residual_net_without_normalization():
      "model.init: 'layerwise_autoencoder' does not support a residual network"),
     ({"model": {"residual": True, "depth": 4}}, "model.depth: 4 with model.residual: true must be odd"),
     ({"model": {"init": "fixup", "residual": True, "bias_init": "normal"}}, "conflicts with init 'fixup'"),
-    ({"model": {"init": "lsuv", "init_args": {"tol": 0}}}, "model.init_args.tol: 0 is not allowed (expected a number > 0)"),
+    ({"model": {"init": "lsuv", "init_args": {"tol": 0}}},
+     "model.init_args.tol: 0 is not allowed (expected a number > 0)"),
     ({"model": {"init": "lsuv", "init_args": {"max_iters": 2.5}}}, "model.init_args.max_iters: 2.5 is not allowed"),
-    ({"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}}, "model.init_args.noise: 1 is not allowed"),
+    ({"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}},
+     "model.init_args.noise: 1 is not allowed"),
     ({"model": {"init": "layerwise_autoencoder", "init_args": {"tied": 2}}}, "expected 0 or 1"),
 ])
 def test_structural_and_argument_errors(data, message):
@@ -169,7 +171,7 @@ def test_layerwise_autoencoder_tied_and_denoising_variants_train(extra):
 
 
 def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
-    from initlab.theory import predict_config
+    from initlab.theory.mean_field import predict_config
 
     for model in ({"init": "lsuv"}, {"init": "layerwise_autoencoder"}, {"init": "fixup", "residual": True},
                   {"residual": True}):
@@ -210,15 +212,15 @@ def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init)
     """ReZero (Bachlechner et al. 2020) and SkipInit (De & Smith 2020): each residual branch's
     learned scalar starts at 0, so every block passes its input on (ReLU of a non-negative input is
     itself) while its branch layers keep their draws, and the scalar's gradient at step 0 is not 0."""
-    from initlab.optimizers import make_loss
+    from initlab.nn.optimizers import make_loss
 
     depth = 9
     spec, params, state, _, _ = build(depth=depth, width=32, residual=True, init=init, branch_scale_init=0.0)
     np.testing.assert_array_equal(np.asarray(params.blocks.mult), np.zeros(spec.num_blocks))
     assert np.all(np.asarray(params.hidden.dense.w) != 0)  # unlike Fixup, no layer is zeroed
     z, _ = pre_activations(spec, params, state, X)
-    for l in range(3, depth + 1, 2):  # each block's second layer: z = h + 0·branch, its input h
-        np.testing.assert_array_equal(np.asarray(z[l - 1]), np.maximum(np.asarray(z[0]), 0))
+    for layer in range(3, depth + 1, 2):  # each block's second layer: z = h + 0·branch, its input h
+        np.testing.assert_array_equal(np.asarray(z[layer - 1]), np.maximum(np.asarray(z[0]), 0))
     loss = make_loss("cross_entropy")
     y = jnp.arange(X.shape[0]) % 4
 

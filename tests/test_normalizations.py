@@ -1,4 +1,4 @@
-"""Tests for initlab.normalizations: batch norm (train/eval, running statistics), layer norm, none."""
+"""Tests for initlab.nn.normalizations: batch norm (train/eval, running statistics), layer norm, none."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.normalizations import NORMALIZATIONS, NormSettings, get_normalization
+from initlab.nn.normalizations import NORMALIZATIONS, NormSettings, get_normalization
 
 from conftest import assert_lists_names
 

@@ -1,4 +1,4 @@
-"""Tests for initlab.optimizers: every optimizer descends, schedules' shapes, exact losses, weight decay."""
+"""Tests for initlab.nn.optimizers: every optimizer descends, schedules' shapes, exact losses, weight decay."""
 
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ import optax
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.optimizers import (
-    LOSSES,
-    OPTIMIZERS,
-    SCHEDULES,
-    OptimizerSettings,
-    ScheduleSettings,
-    build_optimizer,
-)
+from initlab.nn.optimizers import (LOSSES, OPTIMIZERS, SCHEDULES, OptimizerSettings, ScheduleSettings, build_optimizer)
 
 # A badly conditioned quadratic 0.5 Σ a_i (p_i − t_i)², minimum 0 at t.
 CURV = jnp.array([1.0, 4.0, 0.5, 2.0])
@@ -106,7 +99,8 @@ def test_adamw_weight_decay_is_decoupled():
 
 
 def test_build_optimizer_uses_the_schedule():
-    opt = build_optimizer("sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0, weight_decay=0.0)
+    opt = build_optimizer("sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0,
+                          weight_decay=0.0)
     params = {"w": jnp.array([1.0])}
     state = opt.init(params)
     updates, state = opt.update({"w": jnp.array([1.0])}, state, params)
@@ -241,7 +235,7 @@ def test_unknown_loss_message():
 
 def test_mse_with_target_scale_uses_plus_minus_s_targets():
     """LeCun et al. 1989 / Efficient BackProp §4.5: targets ±s inside the sigmoid's range."""
-    from initlab.optimizers import make_loss
+    from initlab.nn.optimizers import make_loss
 
     loss = make_loss("mse", 1.0)
     np.testing.assert_allclose(np.asarray(loss(jnp.zeros((2, 4)), jnp.array([0, 3]), 4)), [1.0, 1.0], rtol=1e-7)
@@ -265,7 +259,7 @@ def test_target_scale_only_with_mse():
 def test_every_optimizer_updates_the_typed_mlp_params(name):
     """The model's parameters are NamedTuples with an empty (None) ``blocks`` for a plain MLP:
     every optimizer, with weight decay, keeps that structure, the shapes and the dtype."""
-    from initlab.build import init_params, model_spec
+    from initlab.train.build import init_params, model_spec
 
     from conftest import tiny
 
@@ -282,12 +276,12 @@ def test_every_optimizer_updates_the_typed_mlp_params(name):
 
 
 def test_mse_with_a_target_range_uses_low_and_high_targets():
-    from initlab.optimizers import make_loss
+    from initlab.nn.optimizers import make_loss
 
     loss = make_loss("mse", (0.1, 0.9))
     logits = jnp.array([[0.9, 0.1, 0.1], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3], atol=1e-7,
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3],
+                               atol=1e-7, rtol=1e-6)
 
 
 def test_target_range_is_checked():

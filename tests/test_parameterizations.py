@@ -1,4 +1,4 @@
-"""Width as an axis: the standard, NTK and μP parameterizations (initlab.parameterizations), the
+"""Width as an axis: the standard, NTK and μP parameterizations (initlab.nn.parameterizations), the
 coordinate-check statistics and the per-layer learning rates, checked against the README's table."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import pytest
 
 from conftest import ROOT
 from initlab import config as C
-from initlab.build import init_params, model_spec
-from initlab.data import load_dataset
+from initlab.data.datasets import load_dataset
 from initlab.errors import ConfigError
-from initlab.model import apply
-from initlab.parameterizations import PARAMETERIZATIONS, ParamClass, change_exponent, param_classes
-from initlab.schedule import make_schedule
-from initlab.storage import RunRecorder
-from initlab.train import batch_key, make_train_fns, train
+from initlab.nn.model import apply
+from initlab.nn.parameterizations import PARAMETERIZATIONS, ParamClass, change_exponent, param_classes
+from initlab.runs.storage import RunRecorder
+from initlab.train.build import init_params, model_spec
+from initlab.train.loop import batch_key, make_train_fns, train
+from initlab.train.schedule import make_schedule
 
 D, CLASSES = 24, 10
 
@@ -142,7 +142,8 @@ def test_per_layer_learning_rates_are_the_readme_tables(optimizer, column, param
     m = 4.0
     extra = {"base_width": 16} if param == "mup" else {}
     cfg = cfg_of({"init": "lecun_normal", "parameterization": param, "norm": "layernorm", **extra},
-                 {"optimizer": optimizer, "lr": 0.01, **({"momentum": 0.0} if optimizer in ("momentum", "rmsprop") else {})})
+                 {"optimizer": optimizer, "lr": 0.01,
+                  **({"momentum": 0.0} if optimizer in ("momentum", "rmsprop") else {})})
     table = readme_table()
     rates = applied_rates(cfg)
     assert set(rates) == set(ParamClass)  # FIXED: the output bias (no residual scalars in a plain MLP)
@@ -277,7 +278,7 @@ def test_readme_exponent_table_is_the_registrys():
 
 
 def test_theory_sees_the_effective_output_variance():
-    from initlab.theory import output_sigma_w2
+    from initlab.theory.mean_field import output_sigma_w2
 
     base = {"init": "he_normal", "width": 256}
     assert output_sigma_w2(cfg_of(base).model, CLASSES) == pytest.approx(2.0)

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw,
-                          PlotOptions, colorful_figure, curves_figure, heatmap_figure, histograms_figure, profile_figure,
-                          read_histograms, spectrum_figure)
-from initlab.report import discover, varied_keys
-from initlab.sweeps import SweepSpec, run_sweep
+from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES,
+                                 NothingToDraw, PlotOptions, colorful_figure, curves_figure, heatmap_figure,
+                                 histograms_figure, profile_figure, read_histograms, spectrum_figure)
+from initlab.report.results import discover, varied_keys
+from initlab.runs.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 
@@ -139,7 +139,8 @@ def log2_rows(values: np.ndarray) -> list[tuple[float, float, int]]:
     rows = [(2.0 ** e, 2.0 ** (e + 1), c) for e, c in sorted(Counter(exponents[finite > 0].tolist()).items())]
     rows += [(-(2.0 ** (e + 1)), -(2.0 ** e), c) for e, c in sorted(Counter(exponents[finite < 0].tolist()).items())]
     extra = [(0.0, 0.0, int((values == 0).sum())), (math.inf, math.inf, int((values == math.inf).sum())),
-             (-math.inf, -math.inf, int((values == -math.inf).sum())), (math.nan, math.nan, int(np.isnan(values).sum()))]
+             (-math.inf, -math.inf, int((values == -math.inf).sum())),
+             (math.nan, math.nan, int(np.isnan(values).sum()))]
     return rows + [r for r in extra if r[2]]
 
 
@@ -413,7 +414,7 @@ def formats_dir(tmp_path_factory):
 
 
 def test_underflow_has_a_row_per_setup_and_a_colour_per_format(formats_dir):
-    from initlab.plot import underflow_figure
+    from initlab.report.plot import underflow_figure
 
     runs, keys = loaded(formats_dir)
     fig = underflow_figure(runs, keys, steps=("init", "end"))
@@ -453,7 +454,7 @@ def test_cli_underflow_png_and_runs_without_format_statistics(formats_dir, sweep
 def test_every_configuration_gets_its_own_colour(n):
     from matplotlib.colors import to_hex
 
-    from initlab.plot import palette
+    from initlab.report.plot import palette
 
     assert len({to_hex(c) for c in palette(n)}) == n
 
@@ -544,7 +545,7 @@ def test_curves_show_test_accuracy_in_percent_as_the_report(sweep_dir):
 def test_underflow_tells_structural_zeros_from_the_formats_and_colours_formats_apart(formats_dir):
     from matplotlib.colors import rgb_to_hsv, to_rgb
 
-    from initlab.plot import underflow_figure
+    from initlab.report.plot import underflow_figure
 
     runs, keys = loaded(formats_dir)
     fig = underflow_figure(runs, keys, steps=("init", "end"))

@@ -11,15 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.build import init_params, init_params_traced, model_spec
 from initlab.config import ConfigError, from_dict
-from initlab.model import pre_activations
-from initlab.optimizers import LOSSES
-from initlab.params import StandardizedDense, WeightNormDense, effective_weights
-from initlab.regularizers import max_norm
-from initlab.reparams import REPARAMS, activation_gain
-from initlab.stats import Layout
-from initlab.step import loss_and_grads
+from initlab.nn.model import pre_activations
+from initlab.nn.optimizers import LOSSES
+from initlab.nn.params import StandardizedDense, WeightNormDense, effective_weights
+from initlab.nn.regularizers import max_norm
+from initlab.nn.reparams import REPARAMS, activation_gain
+from initlab.stats.statistics import Layout
+from initlab.train.build import init_params, init_params_traced, model_spec
+from initlab.train.step import loss_and_grads
 
 
 def _setup(depth=4, width=64, input_dim=32, **model):
@@ -127,8 +127,8 @@ def test_scaled_ws_preserves_pre_activation_variance_and_ignores_the_draw_s_scal
 def test_scaled_ws_theory_is_the_centred_activation_s_and_the_measured_gradients_follow_it():
     """A plain ReLU net with scaled WS keeps q = 1 but its gradient grows by χ₁ = γ²/2 ≈ 1.47 per
     layer toward the input (the centred ReLU's chaotic phase); measured at init, width 1024."""
-    from initlab.step import layer_stats_fn
-    from initlab.theory import predict_config
+    from initlab.theory.mean_field import predict_config
+    from initlab.train.step import layer_stats_fn
 
     depth, width = 8, 1024
     cfg, spec = _setup(depth=depth, width=width, input_dim=256, reparam="scaled_ws")
@@ -166,13 +166,16 @@ def test_max_norm_and_lsuv_act_on_the_effective_weight():
     ({"reparam": "batchnorm"}, "model.reparam: 'batchnorm' is not"),
     ({"init": "weightnorm_data"}, "model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs "
                                   "model.reparam: weightnorm"),
-    ({"reparam": "weightnorm", "init": "weightnorm_data", "norm": "layernorm"}, "model.norm: 'layernorm' with model.init"),
+    ({"reparam": "weightnorm", "init": "weightnorm_data", "norm": "layernorm"},
+     "model.norm: 'layernorm' with model.init"),
     ({"reparam": "weightnorm", "init": "weightnorm_data", "init_args": {"std": 0}},
      "model.init_args.std: 0 is not allowed"),
     ({"reparam": "weightnorm", "init": "weightnorm_data", "residual": True, "depth": 5},
      "model.init: 'weightnorm_data' does not support a residual network"),
-    ({"reparam": "scaled_ws", "parameterization": "mup", "base_width": 32}, "model.reparam: 'scaled_ws' fixes each unit"),
-    ({"reparam": "weightnorm", "init": "fixup", "residual": True, "depth": 5}, "model.init: 'fixup' sets weights to zero"),
+    ({"reparam": "scaled_ws", "parameterization": "mup", "base_width": 32},
+     "model.reparam: 'scaled_ws' fixes each unit"),
+    ({"reparam": "weightnorm", "init": "fixup", "residual": True, "depth": 5},
+     "model.init: 'fixup' sets weights to zero"),
     ({"reparam": "scaled_ws", "activation": "leaky_relu", "shaping": "tat", "depth": 30},
      "model.reparam: 'scaled_ws' with model.shaping: 'tat'"),
 ])

@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.report import (EXPLODING, VANISHING, build_report, discover, sparkline, to_csv, to_json, to_markdown,
-                            verdict)
-from initlab.sweeps import SweepSpec, run_sweep
+from initlab.report.results import discover
+from initlab.report.tables import EXPLODING, VANISHING, build_report, sparkline, to_csv, to_json, to_markdown, verdict
+from initlab.runs.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 
@@ -184,7 +184,7 @@ def test_diverged_runs_do_not_count_in_the_accuracy_mean(runs_dir):
 def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
     """A run folder written before log.stats existed (no such key in its config) computed the
     statistics a default run computes: the report does not see log.stats as varied."""
-    from initlab.report import varied_keys
+    from initlab.report.results import varied_keys
 
     runs, _ = discover([runs_dir / "grid"])
     assert "log.stats" not in varied_keys(runs)
@@ -198,8 +198,8 @@ def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
 
 
 def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
-    from initlab import experiment
-    from initlab.report import layer_report
+    from initlab.report.tables import layer_report
+    from initlab.runs import experiment
 
     from conftest import tiny
 
@@ -266,7 +266,7 @@ def test_the_verdict_of_diverged_runs_says_so(runs_dir):
 def test_the_report_table_fits_the_terminal_and_cuts_no_value(runs_dir, width):
     from rich.console import Console
 
-    from initlab.display import report_tables
+    from initlab.report.display import report_tables
 
     rep = build_report([runs_dir / "grid"])
     out = io.StringIO()

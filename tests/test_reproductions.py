@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from initlab import api, sweeps
+from initlab import api
+from initlab.runs import sweeps
 
 from conftest import ROOT, shared_mnist_dir
 

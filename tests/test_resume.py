@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from initlab import config as C
 from initlab.cli import app
-from initlab.schedule import Schedule
-from initlab.storage import CHECKPOINT_FILE, run_dir_for
+from initlab.runs.storage import CHECKPOINT_FILE, run_dir_for
+from initlab.train.schedule import Schedule
 
 from conftest import SMALL_DATA
 
@@ -71,7 +71,8 @@ def scrub(summary):
     """A summary without what differs between two folders of one training: clock readings, the folder."""
     if isinstance(summary, dict):
         return {k: scrub(v) for k, v in summary.items()
-                if not (k.endswith("time_s") or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
+                if not (k.endswith("time_s")
+                        or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
     return summary
 
 
@@ -88,7 +89,8 @@ def reference(tmp_path):
 # would) or signals itself (as Ctrl-C or kill would) at a known point of the training loop.
 HANG = """
 import os, sys, time
-from initlab import storage, train
+from initlab.runs import storage
+from initlab.train import loop as train
 after, how = int(sys.argv[1]), sys.argv[2]
 save, run, saved = storage.FileCheckpointer.save, train.ChunkRunner.run, []
 def save_then(self, payload):
@@ -171,7 +173,7 @@ def test_an_interruption_while_the_host_books_a_chunk_waits_for_a_consistent_sto
             signal.raise_signal(signal.SIGINT)
             time.sleep(0.01)  # the handler has run: had it raised, it would have raised here
 
-    from initlab import experiment
+    from initlab.runs import experiment
 
     with pytest.raises(KeyboardInterrupt):
         experiment.run(cfg, on_progress=progress)
@@ -223,7 +225,7 @@ def sweep_config(out: Path) -> dict:
 @pytest.mark.parametrize("how,after,step", [("hang", 2, 40), ("SIGINT", 1, 20)])
 def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, monkeypatch, how, after, step):
     """kill -9 after the checkpoint at step 40; Ctrl-C while the device trains the chunk after step 20."""
-    from initlab import train
+    from initlab.train import loop as train
 
     ref_path, path = tmp_path / "ref.yaml", tmp_path / "sweep.yaml"
     ref_path.write_text(yaml.safe_dump(sweep_config(tmp_path / "reference")))
@@ -291,7 +293,7 @@ def test_force_starts_an_interrupted_run_with_a_checkpoint_again(tmp_path):
 def test_auto_resume_starts_continues_and_is_done_when_finished(tmp_path, reference, monkeypatch):
     """--auto-resume: what a requeue script repeats. Before the first launch it starts; after an
     interruption it continues from the checkpoint; after completion it exits 0 training nothing."""
-    from initlab import train
+    from initlab.train import loop as train
 
     path, folder = write(tmp_path, config(tmp_path / "fresh"))
     result = runner.invoke(app, ["run", str(path), "-q", "--auto-resume"])
@@ -338,7 +340,7 @@ def test_a_corrupted_checkpoint_is_refused_naming_the_file_and_nothing_is_traine
 
 
 def test_a_checkpoint_round_trips_through_its_checksum(tmp_path):
-    from initlab.storage import FileCheckpointer
+    from initlab.runs.storage import FileCheckpointer
 
     c = FileCheckpointer(tmp_path / "c.pkl")
     payload = {"leaves": [np.arange(5.0)], "step": 7, "rows": [{"a": 1.5}]}
@@ -349,8 +351,8 @@ def test_a_checkpoint_round_trips_through_its_checksum(tmp_path):
 
 
 def test_a_sweep_group_with_a_corrupted_checkpoint_fails_naming_the_file(tmp_path):
-    from initlab.experiment import execute_group
-    from initlab.storage import FileCheckpointer, group_checkpoint_path
+    from initlab.runs.experiment import execute_group
+    from initlab.runs.storage import FileCheckpointer, group_checkpoint_path
 
     cfgs = [C.from_dict({**config(tmp_path / "out", name="sw"), "seed": s}) for s in (0, 1)]
     ckpt = group_checkpoint_path(cfgs)
@@ -394,7 +396,9 @@ def test_ctrl_c_at_any_moment_stops_the_program(tmp_path, after):
 def test_an_interrupt_whose_raise_was_swallowed_still_stops_the_run(tmp_path, monkeypatch, ctrl_c_raises):
     """The handler's raise landed in JAX's gc callback and was lost: the note it left stops the run
     at the next check (here while the network is drawn and compiled), with an interrupted folder."""
-    from initlab import errors, experiment, train
+    from initlab import errors
+    from initlab.runs import experiment
+    from initlab.train import loop as train
 
     cfg = C.from_dict(config(tmp_path / "out", checkpoint_every=0))
     start_runs = train._start_runs  # draws the parameters and compiles step 0, before training's loop

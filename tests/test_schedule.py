@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule
+from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, ChunkPlan, Schedule
 
 
 def test_the_planner_imports_no_jax():
-    code = "import sys, initlab.schedule; print('jax' in sys.modules)"
+    code = "import sys, initlab.train.schedule; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initlab.activations import Shape, activation_fn, image, max_slope
 from initlab.config import ConfigError, from_dict
-from initlab.shaping import SHAPINGS, dks_residual, leaky_relu_c, local_c, local_maps, shape_for, shape_of_flat
+from initlab.nn.activations import Shape, activation_fn, image, max_slope
+from initlab.theory.shaping import SHAPINGS, dks_residual, leaky_relu_c, local_c, local_maps, shape_for, shape_of_flat
 
 # What dks 0.1.2 (DeepMind, 2023) gives for a plain MLP of D nonlinear layers, computed once with
 # dks.base.activation_transform._get_activations_params(..., subnet_max_func=D-fold composition)
@@ -233,12 +233,17 @@ def _cfg(**model):
 @pytest.mark.parametrize("model, message", [
     ({"activation": "tanh", "shaping": "tat"}, "model.shaping: 'tat' does not take model.activation 'tanh'"),
     ({"activation": "relu", "shaping": "dks"}, "model.shaping: 'dks' does not take model.activation 'relu'"),
-    ({"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}}, "model.shaping_args.eta: 1 is not allowed"),
-    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}}, "model.shaping_args.zeta: 0.9 is not allowed"),
+    ({"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}},
+     "model.shaping_args.eta: 1 is not allowed"),
+    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}},
+     "model.shaping_args.zeta: 0.9 is not allowed"),
     ({"activation": "tanh", "shaping": "dks", "shaping_args": {"eta": 0.9}}, "model.shaping_args.eta: not an argument"),
-    ({"activation": "leaky_relu", "shaping": "tat", "depth": 3}, "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer"),
-    ({"activation": "tanh", "shaping": "dks", "norm": "batchnorm"}, "model.norm: 'batchnorm' with model.shaping: 'dks'"),
-    ({"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21}, "model.residual: True with model.shaping"),
+    ({"activation": "leaky_relu", "shaping": "tat", "depth": 3},
+     "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer"),
+    ({"activation": "tanh", "shaping": "dks", "norm": "batchnorm"},
+     "model.norm: 'batchnorm' with model.shaping: 'dks'"),
+    ({"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21},
+     "model.residual: True with model.shaping"),
     ({"activation": "tanh", "shaping_args": {"zeta": 2.0}}, "model.shaping_args: {'zeta': 2.0} has no effect"),
 ])
 def test_bad_shaping_configs_are_one_line_errors_naming_the_key(model, message):
@@ -258,7 +263,8 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
                                          "model.depth=20"])
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("model.init: 'he_normal' gives the hidden layers σ_w² = 2,") and "σ_w² = fan_in·Var(W) = 1" in msg
+    assert msg.startswith("model.init: 'he_normal' gives the hidden layers σ_w² = 2,")
+    assert "σ_w² = fan_in·Var(W) = 1" in msg
     for init, ok in (("orthogonal", True), ("lecun_normal", True), ("glorot_normal", True), ("lsuv", False),
                      ("mean_field", True)):
         if ok:
@@ -269,9 +275,9 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
 
 
 def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
-    from initlab.build import model_spec
-    from initlab.report import flatten
     from initlab.config import to_dict
+    from initlab.report.results import flatten
+    from initlab.train.build import model_spec
 
     for name, act in (("none", "tanh"), ("tat", "leaky_relu"), ("dks", "tanh")):
         assert name in SHAPINGS
@@ -282,7 +288,7 @@ def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
 
 
 def test_theory_of_a_shaped_net_uses_the_transformed_activation():
-    from initlab.theory import predict_config
+    from initlab.theory.mean_field import predict_config
 
     cfg = _cfg(activation="leaky_relu", shaping="tat", init="orthogonal", depth=50, width=64)
     pred = predict_config(cfg.model, 784, 1.0)

@@ -6,11 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from initlab.activations import ACTIVATIONS
-from initlab.build import init_params, model_spec
-from initlab.optimizers import LOSSES
-from initlab.stats import Layout, default_names, first_nonfinite_layer
-from initlab.step import make_layer_stats
+from initlab.nn.activations import ACTIVATIONS
+from initlab.nn.optimizers import LOSSES
+from initlab.stats.statistics import Layout, default_names, first_nonfinite_layer
+from initlab.train.build import init_params, model_spec
+from initlab.train.step import make_layer_stats
 
 from conftest import tiny
 
@@ -131,7 +131,7 @@ def test_first_nonfinite_layer_forward_then_backward():
 def test_statistics_agree_with_optax_loss_gradient():
     """The weight gradient reported is that of the mean probe loss, as the optimizer sees it."""
     stats, (spec, params, state, x, y) = layer_stats(2, 8, input_dim=5, batch=16)
-    from initlab.model import apply
+    from initlab.nn.model import apply
 
     def mean_loss(p):
         logits, _, _ = apply(spec, p, state, x, train=True)
@@ -153,7 +153,7 @@ def test_unit_percentiles_are_those_of_the_first_units_input():
 def test_the_device_check_of_the_signal_agrees_with_the_host_one():
     """The training chunk stops a run on ``Layout.signal_finite``; the host names the layer with
     ``first_nonfinite_layer``: both look at exactly the signal statistics."""
-    from initlab.stats import signal_names
+    from initlab.stats.statistics import signal_names
 
     layout = Layout.default()
     base = np.random.default_rng(0).standard_normal((layout.rows, 5)).astype(np.float32)
@@ -176,11 +176,11 @@ def test_grad_var_keeps_its_precision_when_the_mean_dominates():
         bias_init_args={"value": 1000.0})
     mse = LOSSES["mse"]
     stats = make_layer_stats(spec, mse)(params, state, params, x, y)
-    from initlab.model import apply
+    from initlab.nn.model import apply
 
     logits = np.asarray(apply(spec, params, state, x, train=True)[0], np.float64)
     targets = np.eye(10)[np.asarray(y)]
-    want = np.var(jax.grad(lambda l: jnp.sum(mse(l, jnp.asarray(y), 10)))(jnp.asarray(logits, jnp.float32)))
+    want = np.var(jax.grad(lambda z: jnp.sum(mse(z, jnp.asarray(y), 10)))(jnp.asarray(logits, jnp.float32)))
     d_out = 2 * (logits - targets) / 10  # ∂ℓ_i/∂logits_i of the mean squared error over classes
     assert np.var(d_out) / np.mean(d_out) ** 2 < 1e-5  # |mean| ≫ std: where one pass fails
     assert stats["grad_var"][-1] == pytest.approx(np.var(d_out), rel=1e-3)
@@ -192,7 +192,7 @@ def test_batch_norm_grad_var_is_that_of_n_times_the_mean_losss_gradient():
     statistics above it. grad_var is the variance of n·∂L/∂z (L: the mean loss), the gradient
     back-propagation carries and the update sees, cross-example terms included; it is not the
     variance of ∂ℓ_i/∂z_i. Both computed here by hand for layer 1 of a 2-layer batch-norm net."""
-    from initlab.normalizations import NormSettings, batchnorm_apply
+    from initlab.nn.normalizations import NormSettings, batchnorm_apply
 
     stats, (spec, p, state, x, y) = layer_stats(2, 16, input_dim=8, batch=32, norm="batchnorm", activation="tanh")
     settings = NormSettings()
@@ -218,11 +218,12 @@ def test_a_statistic_is_declared_once_and_selected_by_log_stats(monkeypatch):
     """The registry is the only place to touch: a trivial statistic added to it (the largest
     |a| of each layer, forward) is computed, split out of the table and selectable; a shaped one
     (k values per layer) takes k rows."""
-    import initlab.stats as S
+    import initlab.stats.statistics as S
     from initlab.registry import Registry
 
     extra = {
-        "act_absmax": S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)), default=False),
+        "act_absmax": S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)),
+                                  default=False),
         "act_quartiles": S.Statistic("quartiles of a", "forward",
                                      lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])), size=3,
                                      default=False),

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.config import to_dict
 from initlab.errors import ConfigError
-from initlab.storage import run_status
-from initlab.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
+from initlab.runs.storage import run_status
+from initlab.runs.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
 from conftest import run_folders, small_run
 
@@ -127,7 +127,7 @@ def test_batched_sweep_run_matches_initlab_run(tmp_path):
 
 
 def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
-    import initlab.experiment as experiment
+    import initlab.runs.experiment as experiment
 
     real = experiment.train_group
 
@@ -155,7 +155,7 @@ def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
 
 
 def test_fail_fast_stops_after_the_first_failed_group(tmp_path, monkeypatch):
-    import initlab.experiment as experiment
+    import initlab.runs.experiment as experiment
 
     def broken(cfgs, data, sinks):
         raise RuntimeError("always")
@@ -310,8 +310,10 @@ def test_shipped_sweeps_expand_and_validate(path):
     assert len(plan_groups(runs, 32)) < len(runs)  # something trains together
 
 
-@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods")
-                                         for p in (Path(__file__).resolve().parents[1] / "configs" / sub).glob("*.yaml")),
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods") for p in (CONFIGS / sub).glob("*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_reproductions_expand_and_validate(path):
     """Every reproduction and demonstration the docs run loads as a sweep (one run or a grid)."""

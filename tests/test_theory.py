@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab.activations import ACTIVATIONS, Shape, numeric
 from initlab.cli import app
 from initlab.config import from_dict
 from initlab.errors import InitlabError
-from initlab.build import init_params, model_spec
-from initlab.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
-from initlab.optimizers import LOSSES
-from initlab.step import make_layer_stats
-from initlab.formats import FORMATS
-from initlab.theory import (CLOSED_FORMS, MeanField, _e1, critical_sigma_w2, effective_sigmas,
-                            format_crossings, gradient_prediction, loss_scale_value, output_grad_ms, phase_table,
-                            predict_config, predict_layers, underflow_layer)
+from initlab.nn.activations import ACTIVATIONS, Shape, numeric
+from initlab.nn.formats import FORMATS
+from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
+from initlab.nn.optimizers import LOSSES
+from initlab.theory.mean_field import (CLOSED_FORMS, MeanField, _e1, critical_sigma_w2, effective_sigmas,
+                                       format_crossings, gradient_prediction, loss_scale_value, output_grad_ms,
+                                       phase_table, predict_config, predict_layers, underflow_layer)
+from initlab.train.build import init_params, model_spec
+from initlab.train.step import make_layer_stats
 
 runner = CliRunner()
 SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}
@@ -119,7 +119,8 @@ def test_theory_does_not_apply_says_why():
 
 @pytest.mark.parametrize("activation, init, args", [
     ("relu", "he_normal", {}), ("relu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.1}),
-    ("tanh", "mean_field", {"sigma_w": 1.0, "sigma_b": 0.2236}), ("tanh", "mean_field", {"sigma_w": 1.8, "sigma_b": 0.2236}),
+    ("tanh", "mean_field", {"sigma_w": 1.0, "sigma_b": 0.2236}),
+    ("tanh", "mean_field", {"sigma_w": 1.8, "sigma_b": 0.2236}),
     ("selu", "lecun_normal", {}), ("selu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.0}),
     ("erf", "mean_field", {"sigma_w": 1.5, "sigma_b": 0.2}),  # the closed-form arcsine kernel
 ])
@@ -305,7 +306,8 @@ def test_cli_theory_says_where_float16_loses_the_gradient(tmp_path):
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())  # rich may wrap long lines
     assert "float32 (the run's format): no layer below its smallest normal 1.2e-38" in text
-    assert "float16: gradients (rms per entry, batch 128, loss scale 1) below the smallest normal 6.1e-05 from layer" in text
+    assert ("float16: gradients (rms per entry, batch 128, loss scale 1) below the smallest normal 6.1e-05 from layer"
+            in text)
     he = runner.invoke(app, ["theory", str(cfg), "--set", "model.activation=relu", "--set", "model.init=he_normal",
                              "--set", "model.depth=10"])
     assert he.exit_code == 0 and "float16: no layer below its smallest normal 6.1e-05" in " ".join(he.output.split())

@@ -7,11 +7,11 @@ import jax.monitoring
 import numpy as np
 import pytest
 
-from initlab.data import load_dataset
+from initlab.data.datasets import load_dataset
 from initlab.errors import ConfigError
-from initlab.normalizations import NORMALIZATIONS
-from initlab.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
-from initlab.train import train
+from initlab.nn.normalizations import NORMALIZATIONS
+from initlab.train.loop import train
+from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
 
 from conftest import tiny
 
@@ -177,7 +177,7 @@ def test_every_normalization_trains(norm, position):
 def test_batched_group_equals_runs_trained_alone(stats_on):
     """Runs differing in seed, initializer, init arguments and learning rate train together in one
     vmapped group and give the numbers each gives alone (to float tolerance)."""
-    from initlab.train import train_group
+    from initlab.train.loop import train_group
 
     log = {"log": {"every": 10, "stats_on": stats_on}}
     cfgs = [tiny(seed=0, **log), tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}, **log),
@@ -199,7 +199,7 @@ def test_batched_group_equals_runs_trained_alone(stats_on):
 
 @STATS_ON
 def test_a_diverging_run_does_not_disturb_its_group(stats_on):
-    from initlab.train import train_group
+    from initlab.train.loop import train_group
 
     log = {"log": {"every": 10, "stats_on": stats_on}}
     cfgs = [tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}, **log),
@@ -229,8 +229,8 @@ def test_max_norm_holds_after_every_update():
 
     result, _ = fit(cfg, Sink())
     assert result.status == "completed"
-    from initlab.build import model_spec
-    from initlab.train import init_state, make_train_fns
+    from initlab.train.build import model_spec
+    from initlab.train.loop import init_state, make_train_fns
 
     data = load_dataset(cfg.data)
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
@@ -267,7 +267,7 @@ def test_a_blow_up_in_a_group_leaves_the_other_runs_as_they_would_be_otherwise()
     result, bit for bit, so their numbers do not depend on whether a partner diverged."""
     import dataclasses
 
-    from initlab.train import train_group
+    from initlab.train.loop import train_group
 
     good = tiny(train={"steps": 30, "lr": 0.003}, log={"every": 10})
     calm = dataclasses.replace(good, seed=1)
@@ -295,9 +295,9 @@ class StatsRecorder(Recorder):
 def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
-    from initlab.build import model_spec
-    from initlab.step import make_layer_stats
-    from initlab.train import init_state, make_train_fns
+    from initlab.train.build import model_spec
+    from initlab.train.loop import init_state, make_train_fns
+    from initlab.train.step import make_layer_stats
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
                log={"every": 10, "stats_on": "train_batch"})
@@ -341,9 +341,9 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     """The update ratio logged at step 20 (every 10) is ‖W₂₀ − W₁₀‖ / ‖W₁₀‖ per layer (at 10,
     against W₀), and at the last step, 25, ‖W₂₅ − W₂₀‖ / ‖W₂₀‖: the weights the run had at those
     steps (steps are deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
-    from initlab.build import model_spec
-    from initlab.params import effective_weights
-    from initlab.train import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.nn.params import effective_weights
+    from initlab.train.build import model_spec
+    from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
 
     cfg = tiny(train={"steps": 25}, log={"every": 10, "stats_on": stats_on})
     _, rec = fit(cfg, StatsRecorder())
@@ -375,7 +375,7 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
 def test_warmup_cosine_trains_alone_and_in_a_group_batched_by_lr():
     """The learning rate reaches the schedule as a traced value (per run, so groups can differ in
     it): warm-up + cosine must accept that, alone and batched."""
-    from initlab.train import train_group
+    from initlab.train.loop import train_group
 
     cfgs = [tiny(train={"steps": 20, "lr": lr, "schedule": "warmup_cosine", "warmup_steps": 5}) for lr in (0.003, 0.01)]
     alone, _ = fit(cfgs[0])
@@ -386,7 +386,7 @@ def test_warmup_cosine_trains_alone_and_in_a_group_batched_by_lr():
 
 
 def fns_loss(cfg):
-    from initlab.optimizers import make_loss
+    from initlab.nn.optimizers import make_loss
 
     return make_loss(cfg.train.loss, cfg.train.target_scale)
 
@@ -437,8 +437,8 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     Step 20's table is recognised by its first-layer weight norm, taken from an unpatched run."""
     import jax.numpy as jnp
 
-    import initlab.train as T
-    from initlab.stats import Layout
+    import initlab.train.loop as T
+    from initlab.stats.statistics import Layout
 
     cfg = tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on})
     _, ref = fit(cfg, StatsRecorder())

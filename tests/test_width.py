@@ -13,9 +13,9 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from initlab.cli import app
-from initlab.plot import coordcheck_figure, transfer_figure
-from initlab.report import discover
-from initlab.width import best_learning_rates, coordinate_data, slopes_at, width_slopes
+from initlab.report.plot import coordcheck_figure, transfer_figure
+from initlab.report.results import discover
+from initlab.report.width import best_learning_rates, coordinate_data, slopes_at, width_slopes
 
 runner = CliRunner()
 WIDTHS = [32, 128, 512]
@@ -147,4 +147,5 @@ def test_coordcheck_plots_configurations_of_different_depths(tmp_path):
     runs, _ = discover([tmp_path / "depths"])
     fig = coordcheck_figure(runs, [], "pre_delta_abs_mean")
     titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
-    assert sorted(titles) == sorted(["layer 1", "output layer", "layer 1", "layer 2", "layer 3", "output layer"]), titles
+    want = ["layer 1", "output layer", "layer 1", "layer 2", "layer 3", "output layer"]
+    assert sorted(titles) == sorted(want), titles

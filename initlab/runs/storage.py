@@ -1,0 +1,614 @@
+"""Run directories: ``<out>/<name>-<config hash>/`` with config.yaml, metrics.csv, layers.csv,
+summary.json, a tidy ``<name>.csv`` per shaped statistic the run computes, histograms.csv (the
+per-layer histograms), jacobian.csv (the input-output Jacobian's singular values) and, for LSUV and
+layer-wise pre-training, the initializer's trace. Every file is written whole to a temporary name
+and renamed into place, so a reader (or a crash) never sees half a file."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
+                            parse_yaml, to_yaml)
+from initlab.errors import InitlabError, check_interrupted, describe_os_error
+from initlab.nn.initializers import Trace
+from initlab.stats.statistics import QUANTITIES, Layout
+from initlab.theory.shaping import shape_of_model
+
+METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
+# metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the
+# row's step, and the steps skipped (non-finite gradient) since the previous row.
+LOSS_SCALE_COLUMNS = ("loss_scale", "skipped_steps")
+
+
+def metric_columns(cfg: RunConfig) -> tuple[str, ...]:
+    """The columns of metrics.csv."""
+    return METRIC_COLUMNS + (LOSS_SCALE_COLUMNS if cfg.train.loss_scale != "none" else ())
+# A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
+SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
+# histograms.csv: one row per non-empty bin of each (step, layer, quantity); an empty bin has no row.
+HISTOGRAM_COLUMNS = ("step", "layer", "kind", "quantity", "lo", "hi", "count")
+HISTOGRAM_FILE = "histograms.csv"
+# jacobian.csv: the singular values of each probe example's input-output Jacobian, largest first.
+JACOBIAN_COLUMNS = ("step", "example", "index", "singular_value")
+JACOBIAN_FILE = "jacobian.csv"
+
+
+def layout_of(cfg: RunConfig) -> Layout:
+    """The statistics ``cfg`` computes (``log.stats`` and, with ``log.histograms``, the histograms)."""
+    return Layout(cfg.log.stats, cfg.log.histograms, cfg.model.dtype)
+
+
+def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
+    """The columns of layers.csv: the scalar statistics the run computes (``log.stats``)."""
+    return ("step", "layer", "kind", *layout_of(cfg).scalars)
+
+
+def shaped_files(cfg: RunConfig) -> dict[str, str]:
+    """Statistic name -> the tidy file (in the run folder) of each shaped statistic the run computes."""
+    return {name: f"{name}.csv" for name in layout_of(cfg).shaped}
+
+
+def _edge_text(v: float) -> str:
+    return "" if math.isnan(v) else repr(float(v))
+
+
+def histogram_text(cfg: RunConfig, histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> str:
+    """histograms.csv from a run's logged steps, each ``(step, {histogram statistic: counts
+    (layers, bins)})``: a row per non-empty bin, with its edges (NaN counts, a layer the histogram
+    is undefined for, write nothing)."""
+    layout = layout_of(cfg)
+    edges = {}
+    for name in layout.histograms:
+        lo, hi = layout.bins(name, cfg.model.activation, shape_of_model(cfg.model)).edges()
+        edges[name] = ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi])
+    lines = [",".join(HISTOGRAM_COLUMNS)]
+    for step, hists in histograms:
+        for name, c in hists.items():
+            lo, hi = edges[name]
+            n_layers = c.shape[0]
+            layer, b = np.nonzero(np.nan_to_num(c, nan=0.0) > 0)
+            for i, j in zip(layer.tolist(), b.tolist()):
+                kind = "output" if i == n_layers - 1 else "hidden"
+                lines.append(f"{step},{i + 1},{kind},{QUANTITIES[name]},{lo[j]},{hi[j]},{int(c[i, j])}")
+    return "\n".join(lines) + "\n"
+
+
+def jacobian_text(spectra: Mapping[int, np.ndarray]) -> str:
+    """jacobian.csv from ``{step: singular values (examples, k)}``."""
+    lines = [",".join(JACOBIAN_COLUMNS)]
+    for step, sv in sorted(spectra.items()):
+        for e, row in enumerate(np.asarray(sv)):
+            lines.extend(f"{step},{e},{i},{float(v)!r}" for i, v in enumerate(row))
+    return "\n".join(lines) + "\n"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; results are for sharing, so give them the usual umask-based mode.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    """Where ``cfg``'s results go: ``<log.out>/<name>-<hash>``, or the folder an earlier initlab
+    named with the hash's first 8 digits when it holds this very config."""
+    digest = config_digest(cfg)
+    path = Path(cfg.log.out) / f"{cfg.name}-{digest[:HASH_DIGITS]}"  # config_hash(cfg), digested once
+    legacy = path.with_name(f"{cfg.name}-{digest[:LEGACY_HASH_DIGITS]}")
+    if not path.exists() and legacy.is_dir() and stored_digest(legacy) == digest:
+        return legacy
+    return path
+
+
+def stored_digest(path: Path) -> str | None:
+    """The ``config_digest`` of the run whose folder is ``path`` (from summary.json, else from the
+    config stored there); None when neither can be read."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        if isinstance(summary, dict) and isinstance(summary.get("config_digest"), str):
+            return summary["config_digest"]
+    except (OSError, ValueError):
+        pass
+    import yaml
+
+    try:
+        return config_digest(from_dict(parse_yaml((path / "config.yaml").read_text())))
+    except (OSError, ValueError, ConfigError, yaml.YAMLError):
+        return None
+
+
+def check_same_config(path: Path, cfg: RunConfig) -> None:
+    """A folder at ``cfg``'s run path that holds another config is a hash collision: say so
+    instead of treating that run as this one's."""
+    found = stored_digest(path)
+    if found is not None and found != config_digest(cfg):
+        raise InitlabError(f"{path} holds a different config with the same hash (a hash collision); "
+                           f"move that folder or change this run's name")
+
+
+# -- locks ------------------------------------------------------------------------------------
+# A run being trained holds an exclusive flock on <out>/.locks/<run folder name>.lock, from before
+# its folder is claimed until its result is written (``initlab run`` and sweeps alike). The kernel
+# drops the lock when the process dies however it dies, so a folder whose summary says ``running``
+# while its lock is free is a run that was killed (kill -9, the OOM killer): ``run_status`` reads
+# it as interrupted.
+
+def lock_path(path: Path) -> Path:
+    return path.parent / ".locks" / f"{path.name}.lock"
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive, non-blocking flock on the run folder ``path``'s lock; the open descriptor
+    (which holds the lock until ``unlock``), or None if another process holds it."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the process training the run folder ``path`` (0 if unknown), or None when no
+    process holds its lock. Reads only: works on a tree this process cannot write."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nothing ever trained here under a lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    finally:
+        os.close(fd)  # closing drops the shared lock, if taken
+    return None
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float | np.floating):
+        return "" if math.isnan(float(v)) else repr(float(v))
+    return str(v)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A CSV with a header; NaN and None become empty cells (pandas reads them back as NaN)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data: arrays to lists, NaN to null (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+# The reason a killed run (``running`` on disk, its lock free) is read as interrupted with.
+LOST = "lost: the process ended without recording a result (killed, out of memory or out of disk)"
+
+
+def check_run_dir_free(cfg: RunConfig, path: Path, force: bool, *, locked: bool = False) -> None:
+    """``path`` may receive ``cfg``'s run: absent, or a run of the same config that is not being
+    trained and either did not finish (interrupted, or killed) or is to be redone (``force``).
+    ``locked``: this process holds the folder's lock."""
+    if not path.exists():
+        return
+    check_same_config(path, cfg)
+    pid = None if locked else lock_holder(path)
+    if pid is not None:
+        who = f"process {pid}" if pid else "another process"
+        raise InitlabError(f"{path} is being trained by {who}; wait for it or stop it first")
+    status = run_status(path, locked=locked)
+    if force:
+        return
+    if status != "interrupted":
+        raise InitlabError(f"{path} already exists (same config, same hash); pass --force to run it again")
+    if (path / CHECKPOINT_FILE).is_file():  # never restart silently what can be continued
+        steps = read_summary(path).get("steps")
+        at = f" at step {steps}" if isinstance(steps, int) else ""
+        raise InitlabError(f"{path} was interrupted{at} and holds a checkpoint: --resume continues it, "
+                           "--force starts it again")
+
+
+def claim_run_dir(cfg: RunConfig, path: Path, force: bool) -> int:
+    """Lock ``path`` for ``cfg``'s run and make it an empty folder (an unfinished or, with
+    ``force``, any earlier run of the config there is moved aside and deleted); returns the lock's
+    descriptor, which the caller holds until the run's result is written."""
+    fd = try_lock(path)
+    if fd is None:
+        check_run_dir_free(cfg, path, force)  # names the process that holds it
+        raise InitlabError(f"{path} is being trained by another process")
+    try:
+        check_run_dir_free(cfg, path, force, locked=True)
+        if path.exists():
+            trash = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        path.mkdir(parents=True)
+    except BaseException:
+        unlock(fd)
+        raise
+    return fd
+
+
+def claim_for_resume(cfg: RunConfig, path: Path) -> int:
+    """Lock the run folder ``path`` of ``cfg`` to continue it (``initlab run --resume``): it must
+    hold this config, not be trained by another process, not have finished, and hold a
+    checkpoint; its files are kept. Returns the lock's descriptor."""
+    if not path.is_dir():
+        raise InitlabError(f"{path}: no run folder to resume; run without --resume")
+    check_same_config(path, cfg)
+    fd = try_lock(path)
+    if fd is None:
+        pid = lock_holder(path)
+        raise InitlabError(f"{path} is being trained by {f'process {pid}' if pid else 'another process'}")
+    try:
+        status = run_status(path, locked=True)
+        if status in ("completed", "diverged"):
+            raise InitlabError(f"{path} has finished ({status}); nothing to resume (--force runs it again)")
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise InitlabError(f"{path} has no checkpoint to resume from (log.checkpoint_every was 0 and it was not "
+                               "stopped by Ctrl-C or SIGTERM); run without --resume to start again")
+        FileCheckpointer(path / CHECKPOINT_FILE).verify()  # a corrupted one is refused before anything changes
+    except BaseException:
+        unlock(fd)
+        raise
+    return fd
+
+
+class RunRecorder:
+    """Collects a run's metrics and per-layer rows in memory; implements the training ``Sink``."""
+
+    def __init__(self, on_progress: Callable[[int, int, dict], None] | None = None):
+        self.metric_rows: list[dict[str, Any]] = []
+        self.layer_rows: list[dict[str, Any]] = []
+        self.shaped_rows: dict[str, list[dict[str, Any]]] = {}  # shaped statistic -> its tidy rows
+        self.histograms: list[tuple[int, dict[str, np.ndarray]]] = []  # (step, {histogram: counts (layers, bins)})
+        self.spectra: dict[int, np.ndarray] = {}  # step -> Jacobian singular values (examples, k)
+        self.trace: Trace | None = None
+        self.saved_params: dict[int, dict[str, np.ndarray]] = {}  # step -> named arrays (log.save_params)
+        self._on_progress = on_progress
+
+    def metrics(self, row: dict[str, Any]) -> None:
+        self.metric_rows.append(row)
+
+    def layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
+        """One logged step's statistics: (layers,) arrays become layers.csv columns, histograms
+        rows of histograms.csv, other (layers, k) arrays rows of their own tidy file."""
+        hists = {name: np.asarray(v) for name, v in stats.items() if name in QUANTITIES}
+        if hists:
+            self.histograms.append((step, hists))
+        stats = {name: v for name, v in stats.items() if name not in QUANTITIES}
+        n = len(next(iter(stats.values())))
+        kinds = ["output" if i == n - 1 else "hidden" for i in range(n)]
+        scalars = {c: v for c, v in stats.items() if np.ndim(v) == 1}
+        for i in range(n):
+            self.layer_rows.append({"step": step, "layer": i + 1, "kind": kinds[i],
+                                    **{c: float(v[i]) for c, v in scalars.items()}})
+        for name, v in stats.items():
+            if np.ndim(v) == 2:
+                self.shaped_rows.setdefault(name, []).extend(
+                    {"step": step, "layer": i + 1, "kind": kinds[i], "index": j, "value": float(v[i, j])}
+                    for i in range(n) for j in range(v.shape[1]))
+
+    def jacobian(self, step: int, singular_values: np.ndarray) -> None:
+        """The singular values (examples, k) of the input-output Jacobian at ``step``."""
+        self.spectra[step] = np.asarray(singular_values)
+
+    def parameters(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """The parameters and normalization state at ``step`` (``params.named_arrays``' names)."""
+        self.saved_params[step] = arrays
+
+    HELD = ("metric_rows", "layer_rows", "shaped_rows", "histograms", "spectra", "trace", "saved_params")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything recorded so far (plain data), for a training checkpoint."""
+        return {name: getattr(self, name) for name in self.HELD}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Back to what ``snapshot()`` held (a resumed run)."""
+        for name in self.HELD:
+            setattr(self, name, snapshot[name])
+
+    def checkpoint(self) -> None:
+        pass
+
+    def init_trace(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def progress(self, step: int, total: int, info: dict[str, float]) -> None:
+        check_interrupted()  # where training looks in on the host: a signal whose raise was lost ends it here
+        if self._on_progress is not None:
+            self._on_progress(step, total, info)
+
+
+class RunWriter(RunRecorder):
+    """A RunRecorder that also keeps the run folder up to date: at checkpoints (epoch ends, at most
+    every ``min_interval_s``: each flush rewrites the CSVs whole, so unbounded flushing would cost
+    quadratic time on long runs) and when the run ends."""
+
+    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None,
+                 min_interval_s: float = 30.0):
+        super().__init__(on_progress)
+        self.path = path
+        self.cfg = cfg
+        self.summary: dict[str, Any] = {}
+        self.min_interval_s = min_interval_s
+        self._last_flush = -math.inf
+
+    def checkpoint(self) -> None:
+        if time.monotonic() - self._last_flush >= self.min_interval_s:
+            self.flush()
+
+    # -- files ---------------------------------------------------------------------------------
+    def write_config(self) -> None:
+        atomic_write(self.path / "config.yaml", to_yaml(self.cfg))
+
+    def flush(self) -> None:
+        """Write both CSVs and the summary as they stand."""
+        self._last_flush = time.monotonic()
+        atomic_write(self.path / "metrics.csv", csv_text(metric_columns(self.cfg), self.metric_rows))
+        write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
+        write_trace(self.path, self.trace)
+        write_params(self.path, self.saved_params)
+        if self.summary:
+            self.write_summary(self.summary)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+
+
+CHECKPOINT_FILE = "checkpoint.pkl"
+# A checkpoint file is this header line, then the SHA-256 of the payload in hex and a newline, then
+# the payload: a pickle of plain data (numpy arrays, lists, dicts, numbers). The checksum is
+# verified before anything is unpickled, so a torn, truncated or bit-flipped file is refused, never
+# resumed from. It detects corruption, not forgery: pickle can run code, so resume only from run
+# folders you (or initlab) wrote.
+CHECKPOINT_MAGIC = b"initlab checkpoint 2\n"
+
+
+class FileCheckpointer:
+    """A training checkpoint (``initlab.train.loop.Checkpointer``) kept in one file, ``path``, written
+    through a temporary name, fsync and a rename, so a kill -9 at any moment leaves the previous
+    checkpoint or the new one, never a torn file; checked against its SHA-256 before it is read
+    (see ``CHECKPOINT_MAGIC``). ``remedy`` ends the message of a checkpoint that cannot be used:
+    what the user runs to start again."""
+
+    def __init__(self, path: Path, remedy: str = "--force starts the run again"):
+        self.path = Path(path)
+        self.remedy = remedy
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(CHECKPOINT_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n")
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _body(self) -> bytes:
+        """The payload's bytes, once its checksum is verified; an InitlabError naming the file otherwise."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise InitlabError(f"{self.path}: cannot be read ({describe_os_error(e)}); {self.remedy}") from None
+        if not data.startswith(CHECKPOINT_MAGIC):
+            raise InitlabError(f"{self.path}: not a checkpoint of this initlab version (its header is missing or "
+                               f"damaged); nothing was trained; {self.remedy}")
+        head_end = len(CHECKPOINT_MAGIC) + 65
+        digest, body = data[len(CHECKPOINT_MAGIC):head_end - 1], data[head_end:]
+        if data[head_end - 1:head_end] != b"\n" or hashlib.sha256(body).hexdigest().encode() != digest:
+            raise InitlabError(f"{self.path}: corrupted (its SHA-256 does not match its contents); nothing was "
+                               f"trained; {self.remedy}")
+        return body
+
+    def verify(self) -> None:
+        """Raise the InitlabError ``load`` would, without unpickling (before a run folder is claimed)."""
+        self._body()
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        body = self._body()
+        try:
+            payload = pickle.loads(body)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
+            raise InitlabError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); {self.remedy}") from None
+        if not isinstance(payload, dict):
+            raise InitlabError(f"{self.path}: not a checkpoint of initlab's; {self.remedy}")
+        return payload
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def group_checkpoint_path(cfgs: Sequence[RunConfig]) -> Path:
+    """Where a sweep keeps the checkpoint of a group of runs in training (their run folders exist
+    only once the group has finished): ``<log.out>/.checkpoints/<16 hex digits>.pkl``, named by
+    the members' config digests, so a group resumes only into the same runs."""
+    digest = hashlib.sha256("\n".join(config_digest(c) for c in cfgs).encode()).hexdigest()[:16]
+    return Path(cfgs[0].log.out) / ".checkpoints" / f"{digest}.pkl"
+
+
+PARAMS_DIR = "params"
+
+
+def params_file(path: Path, step: int) -> Path:
+    """Where a run folder keeps its parameters of ``step``: ``params/step_<step, 6 digits>.npz``."""
+    return path / PARAMS_DIR / f"step_{step:06d}.npz"
+
+
+def saved_param_steps(path: Path) -> list[int]:
+    """The steps whose parameters the run folder ``path`` holds, in order."""
+    folder = path / PARAMS_DIR
+    return sorted(int(f.stem[5:]) for f in folder.glob("step_*.npz") if f.stem[5:].isdigit()) if folder.is_dir() else []
+
+
+def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+    """Each step's named arrays as ``params_file(path, step)`` (through a temporary name and a
+    rename; a file already there is the same step's and is kept). Formats numpy cannot store
+    (bfloat16) are widened to float32, which is exact; loading casts back to the model's dtype."""
+    for step, arrays in saved.items():
+        target = params_file(path, step)
+        if target.exists():
+            continue
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+        plain = {k: v.astype(np.float32) if v.dtype.kind == "V" or v.dtype.name == "bfloat16" else v
+                 for k, v in arrays.items()}
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **plain)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def write_trace(path: Path, trace: Trace | None) -> None:
+    """The initializer's trace (LSUV variances, pre-training losses) as ``<path>/<trace.file>``."""
+    if trace is not None:
+        atomic_write(path / trace.file, csv_text(trace.columns, trace.rows))
+
+
+def write_layer_files(path: Path, cfg: RunConfig, layer_rows: list[dict],
+                      shaped_rows: Mapping[str, list[dict]] | None = None,
+                      histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
+                      spectra: Mapping[int, np.ndarray] | None = None) -> None:
+    """layers.csv, the tidy file of every shaped statistic the run computes, histograms.csv (with
+    ``log.histograms``) and jacobian.csv (once a spectrum was taken)."""
+    atomic_write(path / "layers.csv", csv_text(layer_columns(cfg), layer_rows))
+    for name, file in shaped_files(cfg).items():
+        atomic_write(path / file, csv_text(SHAPED_COLUMNS, (shaped_rows or {}).get(name, [])))
+    if cfg.log.histograms > 0:
+        atomic_write(path / HISTOGRAM_FILE, histogram_text(cfg, histograms))
+    if spectra:
+        atomic_write(path / JACOBIAN_FILE, jacobian_text(spectra))
+
+
+def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
+                  summary: dict[str, Any], trace: Trace | None = None,
+                  shaped_rows: Mapping[str, list[dict]] | None = None,
+                  histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
+                  spectra: Mapping[int, np.ndarray] | None = None,
+                  saved_params: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
+    """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
+    into place, so ``path`` either holds a complete run or does not exist. A folder already at
+    ``path`` (a failed or unfinished earlier attempt) is replaced."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        atomic_write(tmp / "config.yaml", to_yaml(cfg))
+        atomic_write(tmp / "metrics.csv", csv_text(metric_columns(cfg), metric_rows))
+        write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
+        write_trace(tmp, trace)
+        write_params(tmp, saved_params or {})
+        atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        if path.exists():
+            old = path.with_name(f".old-{path.name}-{os.getpid()}")
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The run folder ``path``'s summary.json as a mapping; empty when it is missing or unreadable."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def run_status(path: Path, *, locked: bool = False) -> str:
+    """The status in a run folder's summary.json: ``missing`` without a folder, ``corrupt`` when
+    the summary is absent or unreadable, ``interrupted`` for a ``running`` run whose lock no
+    process holds (``locked``: this process holds it, so no other can be training it)."""
+    if not path.is_dir():
+        return "missing"
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        status = str(summary.get("status", "corrupt"))
+    except (OSError, ValueError, AttributeError):
+        return "corrupt"
+    return live_status(status, path, locked=locked)
+
+
+def live_status(status: str, path: Path, *, locked: bool = False) -> str:
+    """A status read from the run folder ``path``'s summary, as it stands: ``running`` only while
+    some process holds the run's lock, ``interrupted`` once none does (see the locks above)."""
+    if status == "running" and (locked or lock_holder(path) is None):
+        return "interrupted"
+    return status
