@@ -87,11 +87,25 @@ def check_interrupted() -> None:
         raise interrupt_for(signum)
 
 
+def importing(frame) -> bool:
+    """Whether ``frame`` runs inside an import. An exception raised there by a signal can leave a
+    native extension half-initialized (JAX's MLIR libraries crashed with SIGSEGV or SIGABRT when
+    Ctrl-C landed in their module setup), so handlers only note a signal during an import and the
+    next ``check_interrupted`` raises it."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def noting_handler(signum: int, frame) -> None:
     """SIGINT and SIGTERM while a command runs: note it, then raise it (KeyboardInterrupt or
-    ``Terminated``) so that the command ends as Ctrl-C ends it."""
+    ``Terminated``) so that the command ends as Ctrl-C ends it; inside an import it is only noted
+    (``importing``)."""
     note_interrupt(signum)
-    raise interrupt_for(signum)
+    if not importing(frame):
+        raise interrupt_for(signum)
 
 
 def deferring_handler(signum: int, frame) -> None:
@@ -135,7 +149,7 @@ class InterruptGate:
 
     def _handler(self, signum: int, frame) -> None:
         exc = interrupt_for(signum)
-        if not self.open:
+        if not self.open or importing(frame):
             self.pending = self.pending or exc
             return
         note_interrupt(signum)  # should this raise be swallowed, training's next look-in raises it
