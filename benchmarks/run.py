@@ -302,7 +302,7 @@ GRID64 = {"model.depth": [10, 20], "model.activation": ["relu", "tanh"]}
 def sweep_seconds(arm: str, steps: int | None, data_dir: str | None, runs: int = 16) -> dict[str, Any]:
     """``benchmarks/sweep_batching.py``'s 16 runs (or, with ``runs=64``, GRID64 over them) through
     ``run_sweep``, batched or one at a time."""
-    from initlab.runs.sweeps import run_sweep
+    from initlab.runfolder.sweeps import run_sweep
     from sweep_batching import spec as sweep_spec
 
     out = Path(tempfile.mkdtemp(prefix=f"initlab-bench-sweep-{arm}-"))
@@ -354,7 +354,7 @@ def machine() -> dict[str, Any]:
     """CPU model, cores, RAM, JAX device and package versions."""
     import jax
 
-    from initlab.runs.experiment import versions
+    from initlab.runfolder.experiment import versions
 
     cpu = platform.processor() or platform.machine()
     try:

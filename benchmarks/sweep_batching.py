@@ -3,7 +3,7 @@ of MNIST) trained as vmapped groups vs one run at a time, side by side in one in
 
     python benchmarks/sweep_batching.py [--data-dir DIR] [--epochs 1] [--out benchmarks/results]
 
-Both arms go through `initlab.runs.sweeps.run_sweep` in fresh folders; the sequential arm is the same
+Both arms go through `initlab.runfolder.sweeps.run_sweep` in fresh folders; the sequential arm is the same
 sweep with ``max_group=1``. Arms alternate (batched, sequential, batched, ...) for ``--repeats``
 rounds so machine noise hits both alike. Writes a JSON file and prints the ratio.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import jax
 
-from initlab.runs.experiment import versions
-from initlab.runs.sweeps import SweepSpec, run_sweep
+from initlab.runfolder.experiment import versions
+from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
 INITS = ["he_normal", "glorot_normal", "orthogonal", "lecun_normal"]
 

@@ -7,7 +7,7 @@ read back as pandas DataFrames.
 >>> initlab.open_runs("runs/").table()          # the table ``initlab report --format csv`` prints
 
 Every error is an ``initlab.errors.InitlabError`` (``ConfigError`` for a bad config), as on the
-command line. The CLI's commands call the same functions (``initlab.runs.experiment``,
+command line. The CLI's commands call the same functions (``initlab.runfolder.experiment``,
 ``initlab.sweep``, ``initlab.report.tables``); this module adds reading a run folder whole.
 """
 
@@ -89,8 +89,8 @@ def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str
     its checkpoint); ``auto_resume`` continues from the checkpoint if there is one, starts if there
     is nothing to continue and returns a finished run as it is (``initlab run --auto-resume``); a
     failed run raises ``InitlabError`` after writing what it had."""
-    from initlab.runs import experiment
-    from initlab.runs import storage
+    from initlab.runfolder import experiment
+    from initlab.runfolder import storage
 
     overrides = _strings(overrides, "overrides")
     cfg = config if isinstance(config, _config.RunConfig) else load_config(config, overrides)
@@ -116,7 +116,7 @@ def sweep(path: str | Path, *, grid: str | Iterable[str] = (), zips: str | Itera
     """Train the sweep file ``path`` as ``initlab sweep`` does (``grid`` as ``--grid
     "model.depth=5,10"``, ``zips`` as ``--zip``, ``seeds`` as ``--seeds``, ``overrides`` as
     ``--set``; runs already done are kept) and return its folder's runs."""
-    from initlab.runs import sweeps as _sweep
+    from initlab.runfolder import sweeps as _sweep
 
     spec = _sweep.load_spec(path, grid=_strings(grid, "grid"), zips=_strings(zips, "zips"), seeds=seeds,
                             overrides=_strings(overrides, "overrides"))
@@ -175,8 +175,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        """completed, diverged, failed, interrupted or running (``initlab.runs.storage.run_status``)."""
-        from initlab.runs.storage import run_status
+        """completed, diverged, failed, interrupted or running (``initlab.runfolder.storage.run_status``)."""
+        from initlab.runfolder.storage import run_status
 
         return run_status(self.path)
 
@@ -212,7 +212,7 @@ class Run:
     @property
     def param_steps(self) -> list[int]:
         """The steps whose parameters the folder holds (``log.save_params``)."""
-        from initlab.runs.storage import saved_param_steps
+        from initlab.runfolder.storage import saved_param_steps
 
         return saved_param_steps(self.path)
 
@@ -245,7 +245,7 @@ class Run:
         from initlab.nn.formats import cast, context
         from initlab.nn.model import init_layers
         from initlab.nn.params import from_named
-        from initlab.runs.storage import params_file
+        from initlab.runfolder.storage import params_file
         from initlab.train.build import layer_samplers
 
         chosen = self._step(step)

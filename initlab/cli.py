@@ -190,7 +190,7 @@ def run(
     """Train one configuration and log per-layer statistics from initialization to the end."""
     from initlab import config as cfgmod
     from initlab.report.display import console, interrupted_run_steps, layer_table, run_summary_lines, training_progress
-    from initlab.runs import experiment
+    from initlab.runfolder import experiment
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -241,7 +241,7 @@ def sweep(
 ) -> None:
     """Train a grid of runs (depth × activation × init × norm × seeds), many at once; resumable."""
     from initlab.report.display import console, dry_run_table, sweep_next_steps, sweep_progress, sweep_table
-    from initlab.runs import sweeps as sweepmod
+    from initlab.runfolder import sweeps as sweepmod
 
     _memory_check(not no_memory_check)
     overrides = list(set_) + ([f"log.out={out}"] if out is not None else [])
@@ -347,7 +347,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        from initlab.runs.storage import atomic_write
+        from initlab.runfolder.storage import atomic_write
 
         atomic_write(output, text)
 

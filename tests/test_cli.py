@@ -206,8 +206,8 @@ def test_data_fetch_offline_is_one_line(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
-    from initlab.runs import experiment
-    from initlab.runs import storage
+    from initlab.runfolder import experiment
+    from initlab.runfolder import storage
 
     def interrupted(checkpoint):
         def run(cfg, **kwargs):  # as a Ctrl-C in training leaves it: the folder, and a checkpoint unless too early
@@ -232,7 +232,7 @@ def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypat
 
 
 def test_an_interrupted_sweep_says_what_to_run_next(tiny_yaml, tmp_path, monkeypatch):
-    from initlab.runs import sweeps
+    from initlab.runfolder import sweeps
 
     def interrupted(spec, **kwargs):
         raise KeyboardInterrupt

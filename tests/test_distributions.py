@@ -14,7 +14,7 @@ from initlab.cli import app
 from initlab.config import ConfigError, config_hash, from_dict
 from initlab.data.datasets import load_dataset
 from initlab.nn.optimizers import LOSSES
-from initlab.runs.storage import RunRecorder
+from initlab.runfolder.storage import RunRecorder
 from initlab.stats.spectrum import singular_values_fn, summarize
 from initlab.stats.statistics import Layout, LinearBins, Log2Bins, counts, make_bins
 from initlab.theory.mean_field import predict_config
@@ -289,7 +289,7 @@ def test_batch_norm_runs_say_why_they_have_no_spectrum(tmp_path):
     cfg = tiny(model={"norm": "batchnorm"}, log={"every": 10, "out": str(tmp_path)})
     res = train(cfg, load_dataset(cfg.data), RunRecorder())
     assert res.spectra == {}
-    from initlab.runs.experiment import jacobian_summary
+    from initlab.runfolder.experiment import jacobian_summary
 
     out = jacobian_summary(cfg, res)
     assert out["applies"] is False and "batch statistics" in out["reason"]

@@ -103,7 +103,7 @@ def readme_tree(tmp_path_factory):
     """A working folder where the README's commands find what they name: configs/, ../shared/data/mnist,
     ~/mnist, and small run folders under runs/ for report and plot (logged at step 300, histograms on)."""
     from conftest import SMALL_DATA, shared_mnist_dir
-    from initlab.runs.sweeps import SweepSpec, run_sweep
+    from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
     root = tmp_path_factory.mktemp("readme")
     work, home = root / "work", root / "home"

@@ -7,8 +7,8 @@ import pytest
 
 from initlab.config import config_hash
 from initlab.errors import InitlabError
-from initlab.runs import experiment
-from initlab.runs.storage import METRIC_COLUMNS, run_dir_for
+from initlab.runfolder import experiment
+from initlab.runfolder.storage import METRIC_COLUMNS, run_dir_for
 from initlab.stats.statistics import default_names
 
 from conftest import tiny

@@ -18,7 +18,7 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from initlab.runs.sweeps import SweepSpec, run_sweep
+    from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
     root = tmp_path_factory.mktemp("export")
     base = {"name": "tb", "data": SMALL_DATA, "model": {"depth": 2, "width": 8},

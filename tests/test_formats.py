@@ -13,7 +13,7 @@ from initlab.config import ConfigError, config_hash, from_dict
 from initlab.data.datasets import load_dataset
 from initlab.nn.formats import FORMATS, context, overflow, underflow
 from initlab.nn.model import apply, features
-from initlab.runs.storage import RunRecorder, metric_columns
+from initlab.runfolder.storage import RunRecorder, metric_columns
 from initlab.stats.statistics import STATISTICS, Forward
 from initlab.train.build import init_params, model_spec
 from initlab.train.loop import batch_key, train

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from initlab import config as C
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.runs.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
+from initlab.runfolder.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
                                   write_run_dir)
-from initlab.runs.sweeps import expand, load_spec, needs_work
+from initlab.runfolder.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run
 
@@ -125,7 +125,7 @@ def test_sigterm_ends_a_run_as_interrupted(tmp_path):
 
 WORKER = """
 import sys, time
-from initlab.runs.sweeps import PoolExecutor
+from initlab.runfolder.sweeps import PoolExecutor
 pool = PoolExecutor(1)
 print(pool.pool.submit(__import__("os").getpid).result(), flush=True)
 time.sleep(600)
@@ -294,7 +294,7 @@ def test_a_file_where_the_output_folder_belongs_is_one_line(tmp_path, small_yaml
 def test_a_full_disk_fails_the_runs_it_hits_not_the_sweep(tmp_path, small_yaml, monkeypatch):
     import errno
 
-    import initlab.runs.storage as storage
+    import initlab.runfolder.storage as storage
 
     real = storage.atomic_write
 
@@ -408,7 +408,7 @@ def test_progress_shows_losses_readably():
 
 def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
     from initlab.data.datasets import load_dataset
-    from initlab.runs.storage import RunRecorder
+    from initlab.runfolder.storage import RunRecorder
     from initlab.train.loop import train
 
     heard = []
@@ -419,7 +419,7 @@ def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
 
 
 def test_sweep_progress_moves_within_a_group(tmp_path):
-    from initlab.runs.sweeps import SweepSpec, run_sweep
+    from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
     events = []
     base = {**small_run("steps"), "log": {"every": 10, "out": str(tmp_path)}}
@@ -432,7 +432,7 @@ def test_sweep_progress_moves_within_a_group(tmp_path):
 
 def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
     from initlab.errors import Terminated, note_interrupt
-    from initlab.runs.storage import RunRecorder
+    from initlab.runfolder.storage import RunRecorder
 
     note_interrupt(signal.SIGTERM)  # the handler's raise landed in a gc callback and was ignored
     with pytest.raises(Terminated):
@@ -442,7 +442,7 @@ def test_a_sigterm_whose_raise_was_swallowed_still_ends_training():
 
 def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeypatch):
     import initlab.train.memory as memory
-    from initlab.runs.sweeps import SweepSpec, run_sweep
+    from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
     monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
     report = run_sweep(SweepSpec({**small_run("tiny"), "log": {"every": 10, "out": str(tmp_path)}}, {}, [], [0, 1]))

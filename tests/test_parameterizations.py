@@ -18,7 +18,7 @@ from initlab.data.datasets import load_dataset
 from initlab.errors import ConfigError
 from initlab.nn.model import apply
 from initlab.nn.parameterizations import PARAMETERIZATIONS, ParamClass, change_exponent, param_classes
-from initlab.runs.storage import RunRecorder
+from initlab.runfolder.storage import RunRecorder
 from initlab.train.build import init_params, model_spec
 from initlab.train.loop import batch_key, make_train_fns, train
 from initlab.train.schedule import make_schedule

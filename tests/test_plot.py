@@ -16,7 +16,7 @@ from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, K
                                  NothingToDraw, PlotOptions, colorful_figure, curves_figure, heatmap_figure,
                                  histograms_figure, profile_figure, read_histograms, spectrum_figure)
 from initlab.report.results import discover, varied_keys
-from initlab.runs.sweeps import SweepSpec, run_sweep
+from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.report.results import discover
 from initlab.report.tables import EXPLODING, VANISHING, build_report, sparkline, to_csv, to_json, to_markdown, verdict
-from initlab.runs.sweeps import SweepSpec, run_sweep
+from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA
 
@@ -199,7 +199,7 @@ def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
 
 def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
     from initlab.report.tables import layer_report
-    from initlab.runs import experiment
+    from initlab.runfolder import experiment
 
     from conftest import tiny
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from initlab import api
-from initlab.runs import sweeps
+from initlab.runfolder import sweeps
 
 from conftest import ROOT, shared_mnist_dir
 

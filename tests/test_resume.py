@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from initlab import config as C
 from initlab.cli import app
-from initlab.runs.storage import CHECKPOINT_FILE, run_dir_for
+from initlab.runfolder.storage import CHECKPOINT_FILE, run_dir_for
 from initlab.train.schedule import Schedule
 
 from conftest import SMALL_DATA
@@ -89,7 +89,7 @@ def reference(tmp_path):
 # would) or signals itself (as Ctrl-C or kill would) at a known point of the training loop.
 HANG = """
 import os, sys, time
-from initlab.runs import storage
+from initlab.runfolder import storage
 from initlab.train import loop as train
 after, how = int(sys.argv[1]), sys.argv[2]
 save, run, saved = storage.FileCheckpointer.save, train.ChunkRunner.run, []
@@ -173,7 +173,7 @@ def test_an_interruption_while_the_host_books_a_chunk_waits_for_a_consistent_sto
             signal.raise_signal(signal.SIGINT)
             time.sleep(0.01)  # the handler has run: had it raised, it would have raised here
 
-    from initlab.runs import experiment
+    from initlab.runfolder import experiment
 
     with pytest.raises(KeyboardInterrupt):
         experiment.run(cfg, on_progress=progress)
@@ -340,7 +340,7 @@ def test_a_corrupted_checkpoint_is_refused_naming_the_file_and_nothing_is_traine
 
 
 def test_a_checkpoint_round_trips_through_its_checksum(tmp_path):
-    from initlab.runs.storage import FileCheckpointer
+    from initlab.runfolder.storage import FileCheckpointer
 
     c = FileCheckpointer(tmp_path / "c.pkl")
     payload = {"leaves": [np.arange(5.0)], "step": 7, "rows": [{"a": 1.5}]}
@@ -351,8 +351,8 @@ def test_a_checkpoint_round_trips_through_its_checksum(tmp_path):
 
 
 def test_a_sweep_group_with_a_corrupted_checkpoint_fails_naming_the_file(tmp_path):
-    from initlab.runs.experiment import execute_group
-    from initlab.runs.storage import FileCheckpointer, group_checkpoint_path
+    from initlab.runfolder.experiment import execute_group
+    from initlab.runfolder.storage import FileCheckpointer, group_checkpoint_path
 
     cfgs = [C.from_dict({**config(tmp_path / "out", name="sw"), "seed": s}) for s in (0, 1)]
     ckpt = group_checkpoint_path(cfgs)
@@ -398,7 +398,7 @@ def test_an_interrupt_whose_raise_was_swallowed_still_stops_the_run(tmp_path, mo
     """The handler's raise landed in JAX's gc callback and was lost: the note it left stops the run
     at the next check (here while the network is drawn and compiled), with an interrupted folder."""
     from initlab import errors
-    from initlab.runs import experiment
+    from initlab.runfolder import experiment
     from initlab.train import loop as train
 
     cfg = C.from_dict(config(tmp_path / "out", checkpoint_every=0))

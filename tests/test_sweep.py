@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.config import to_dict
 from initlab.errors import ConfigError
-from initlab.runs.storage import run_status
-from initlab.runs.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
+from initlab.runfolder.storage import run_status
+from initlab.runfolder.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
 from conftest import run_folders, small_run
 
@@ -127,7 +127,7 @@ def test_batched_sweep_run_matches_initlab_run(tmp_path):
 
 
 def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
-    import initlab.runs.experiment as experiment
+    import initlab.runfolder.experiment as experiment
 
     real = experiment.train_group
 
@@ -155,7 +155,7 @@ def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
 
 
 def test_fail_fast_stops_after_the_first_failed_group(tmp_path, monkeypatch):
-    import initlab.runs.experiment as experiment
+    import initlab.runfolder.experiment as experiment
 
     def broken(cfgs, data, sinks):
         raise RuntimeError("always")

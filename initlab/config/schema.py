@@ -750,7 +750,7 @@ def _parse_scalar(raw: str, key: str) -> Any:
         raise ConfigError(f"--set {key}: could not parse {raw!r}") from None
 
 
-# Top-level blocks that make a file a sweep (see initlab.runs.sweeps).
+# Top-level blocks that make a file a sweep (see initlab.runfolder.sweeps).
 SWEEP_KEYS = ("sweep", "zip", "seeds")
 
 

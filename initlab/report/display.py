@@ -166,7 +166,7 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
 def interrupted_run_steps(cfg: Any, command: list[str]) -> str:
     """What to run after ``initlab run`` (``command``, its words) was interrupted: the report of
     its run folder, and ``--resume`` where the folder holds a checkpoint ('' if it has no folder)."""
-    from initlab.runs.storage import CHECKPOINT_FILE, run_dir_for
+    from initlab.runfolder.storage import CHECKPOINT_FILE, run_dir_for
 
     path = run_dir_for(cfg)
     if not path.is_dir():
@@ -211,7 +211,7 @@ def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
         table.add_column(key)
     table.add_column("folder")
     table.add_column("group", justify="right")
-    from initlab.runs.storage import run_status
+    from initlab.runfolder.storage import run_status
 
     for i, run in enumerate(runs):
         group = group_of.get(run.hash)

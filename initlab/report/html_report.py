@@ -322,7 +322,7 @@ def _js(obj: Any) -> str:
 
 def write(report: Report, out: Path, title: str = "initlab report") -> Path:
     """Write the page to ``out`` through a temporary name and a rename."""
-    from initlab.runs.storage import atomic_write
+    from initlab.runfolder.storage import atomic_write
 
     atomic_write(Path(out), render(report, title))
     return Path(out)

@@ -196,7 +196,7 @@ def load_run(path: Path) -> Run | Skipped:
     if problem:
         return Skipped(path, problem)
     if summary.get("status") == "running":
-        from initlab.runs.storage import LOST, live_status
+        from initlab.runfolder.storage import LOST, live_status
 
         if live_status("running", path) == "interrupted":  # no process trains it: killed (kill -9, out of memory)
             summary = {**summary, "status": "interrupted", "error": LOST}

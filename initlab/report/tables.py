@@ -291,7 +291,7 @@ def to_csv(report: Report) -> str:
 
 
 def to_json(report: Report) -> str:
-    from initlab.runs.storage import jsonable
+    from initlab.runfolder.storage import jsonable
 
     return json.dumps(jsonable({
         "keys": report.keys, "target": report.target, "rows": flat_rows(report), "problems": report.problems,
@@ -417,7 +417,7 @@ def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Seque
     the bins at -1 and +1; sigmoid: at 0 and 1; ReLU: the bin at 0). Layers of an activation
     unbounded on both sides get nothing (NaN in the view)."""
     from initlab.nn.activations import image
-    from initlab.runs.storage import _edge_text
+    from initlab.runfolder.storage import _edge_text
     from initlab.stats.statistics import make_bins
 
     lo_img, hi_img = image(activation, shape)
@@ -479,7 +479,7 @@ def layer_cell(row: dict[str, Any], column: str, fmt: Callable[[Any], str]) -> s
 
 
 def jsonable_layers(layers: dict[str, Any]) -> dict[str, Any]:
-    from initlab.runs.storage import jsonable
+    from initlab.runfolder.storage import jsonable
 
     return jsonable(layers)
 

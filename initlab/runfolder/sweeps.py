@@ -33,8 +33,8 @@ import yaml
 from initlab.config.schema import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
                                    config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError, describe_os_error
-from initlab.runs.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path, run_dir_for,
-                                  run_status, try_lock, unlock, write_run_dir)
+from initlab.runfolder.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path,
+                                       run_dir_for, run_status, try_lock, unlock, write_run_dir)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -295,7 +295,7 @@ class InlineExecutor(Executor):
         self.on_step = on_step
 
     def submit(self, cfg_dicts, data_dir):
-        from initlab.runs.experiment import execute_group
+        from initlab.runfolder.experiment import execute_group
 
         fut: Future = Future()
         try:
@@ -339,7 +339,7 @@ class PoolExecutor(Executor):
     def submit(self, cfg_dicts, data_dir):
         from concurrent.futures.process import BrokenProcessPool
 
-        from initlab.runs.experiment import execute_group
+        from initlab.runfolder.experiment import execute_group
 
         try:
             return self.pool.submit(execute_group, cfg_dicts, data_dir)
@@ -365,7 +365,7 @@ class RayExecutor(Executor):
         except ImportError:
             raise InitlabError('--executor ray needs Ray: pip install -e ".[ray]" '
                                '(or pip install "ray>=2.9")') from None
-        from initlab.runs.experiment import execute_group
+        from initlab.runfolder.experiment import execute_group
 
         self.ray = ray
         if not ray.is_initialized():
@@ -455,7 +455,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                     try:
                         records = fut.result()
                     except Exception as e:  # noqa: BLE001 - a crashed worker fails its group only
-                        from initlab.runs.experiment import failed_summary
+                        from initlab.runfolder.experiment import failed_summary
 
                         records = [{"config": to_dict(r.cfg), "metrics": [], "layers": [],
                                     "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}

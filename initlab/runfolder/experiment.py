@@ -19,9 +19,9 @@ from initlab import __version__
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data.datasets import Dataset, load_dataset
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
-from initlab.runs.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
-                                  check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path,
-                                  read_summary, run_dir_for, run_status, unlock)
+from initlab.runfolder.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
+                                       check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path,
+                                       read_summary, run_dir_for, run_status, unlock)
 from initlab.train import memory
 from initlab.train.loop import TrainResult, memory_estimate, train, train_group
 from initlab.train.schedule import make_schedule
