@@ -18,7 +18,7 @@ import numpy as np
 from initlab import __version__
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data.datasets import Dataset, load_dataset
-from initlab.errors import InitlabError, check_interrupted, describe_os_error
+from initlab.errors import InitlabError, InterruptGate, check_interrupted, describe_os_error
 from initlab.runfolder.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
                                        check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path,
                                        read_summary, run_dir_for, run_status, unlock)
@@ -146,23 +146,37 @@ def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = Fal
     data = load_dataset(cfg.data, data_dir, progress=download_progress)
     make_schedule(cfg, len(data.y_train))  # config errors that need the data, before the folder exists
     memory.check(memory_estimate([cfg], data))  # and a run that cannot fit
-    check_interrupted()  # before the folder is claimed: nothing is left behind
-    lock = claim_for_resume(cfg, path) if resume else claim_run_dir(cfg, path, force)
+    # From the claim until the folder's summary says `running`, Ctrl-C waits (InterruptGate, never
+    # opened): a folder is absent or says what it holds, never left empty.
+    with InterruptGate() as held:
+        lock = claim_for_resume(cfg, path) if resume else claim_run_dir(cfg, path, force)
+        try:
+            writer, started = _open_run(cfg, path, on_progress)
+        except BaseException:
+            unlock(lock)
+            raise
     try:
-        return _train_into(cfg, data, path, on_progress)
+        return _train_into(cfg, data, path, writer, started, held)
     finally:
         unlock(lock)
 
 
-def _train_into(cfg: RunConfig, data: Dataset, path: Path, on_progress) -> dict[str, Any]:
+def _open_run(cfg: RunConfig, path: Path, on_progress) -> tuple[RunWriter, float]:
+    """The run's writer, once config.yaml and a `running` summary.json are in its folder."""
     writer = RunWriter(path, cfg, on_progress)
-    checkpointer = FileCheckpointer(path / CHECKPOINT_FILE)  # absent unless the run resumes
     writer.write_config()
     started = time.time()
     base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
             "run_dir": str(path), "versions": versions(), "started_at": started, "config": to_dict(cfg)}
     writer.write_summary(base)
+    return writer, started
+
+
+def _train_into(cfg: RunConfig, data: Dataset, path: Path, writer: RunWriter, started: float,
+                held: InterruptGate) -> dict[str, Any]:
+    checkpointer = FileCheckpointer(path / CHECKPOINT_FILE)  # absent unless the run resumes
     try:
+        held.check()  # a Ctrl-C held back while the folder was opened ends the run here, as interrupted
         result = train(cfg, data, writer, checkpointer)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
