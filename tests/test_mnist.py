@@ -403,3 +403,61 @@ def test_a_missing_data_dir_is_an_error_not_a_fallback(tmp_path: Path, monkeypat
     with pytest.raises(InitlabError, match=f"--data-dir {tmp_path / 'typo'}: no such folder"):
         mnist.load(tmp_path / "typo", download=True, progress=False)
     assert not (tmp_path / "typo").exists()
+
+
+# --------------------------------------------------------------------------- the verified decompressed copy
+
+
+def copy_with_labels(tmp_path: Path, name: str = TRAIN_LABELS) -> Path:
+    """A folder holding the shared files, ``name`` as a real .gz file (not a link) so its mtime can move."""
+    link_shared(tmp_path, skip=name)
+    (tmp_path / (name + ".gz")).write_bytes((SHARED / (name + ".gz")).read_bytes())
+    return tmp_path / (name + ".gz")
+
+
+@needs_data
+def test_load_keeps_a_verified_copy_and_reads_it_without_decompressing(tmp_path: Path, monkeypatch) -> None:
+    first = mnist.load(SHARED, download=False, progress=False)
+    copies = sorted(p.name.split(".")[0] for p in mnist.verified_copy_dir().iterdir())
+    assert copies == sorted(mnist.FILES)
+
+    def no_gunzip(raw, spec):
+        raise AssertionError("decompressed again")
+
+    monkeypatch.setattr(mnist, "_gunzip", no_gunzip)
+    again = mnist.load(SHARED, download=False, progress=False)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_data
+def test_a_damaged_copy_is_noticed_and_remade_from_the_source(tmp_path: Path) -> None:
+    mnist.load(SHARED, download=False, progress=False)
+    (copy,) = mnist.verified_copy_dir().glob(TRAIN_LABELS + ".*")
+    raw = bytearray(copy.read_bytes())
+    raw[500] ^= 0xFF
+    copy.write_bytes(bytes(raw))
+    data = mnist.load(SHARED, download=False, progress=False)
+    assert np.bincount(data.train_labels, minlength=10).tolist() == TRAIN_COUNTS
+    assert copy.read_bytes() == shared_bytes(TRAIN_LABELS)  # rewritten from the verified source
+
+
+@needs_data
+def test_a_changed_source_is_verified_again_not_served_from_the_copy(tmp_path: Path) -> None:
+    source = copy_with_labels(tmp_path)
+    mnist.load(tmp_path, download=False, progress=False)
+    raw = shared_bytes(TRAIN_LABELS)
+    source.write_bytes(gzip.compress(raw[:-1] + bytes([raw[-1] ^ 1])))  # same size once decompressed
+    with pytest.raises(InitlabError, match="checksum mismatch") as info:
+        mnist.load(tmp_path, download=False, progress=False)
+    assert str(source) in str(info.value)
+    assert len(list(mnist.verified_copy_dir().glob(TRAIN_LABELS + ".*"))) == 1  # the old copy is not trusted
+
+
+@needs_data
+def test_a_read_only_cache_only_costs_time(tmp_path: Path, monkeypatch) -> None:
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setattr(mnist, "verified_copy_dir", lambda: blocked / "verified")
+    data = mnist.load(SHARED, download=False, progress=False)
+    assert np.bincount(data.test_labels, minlength=10).tolist() == TEST_COUNTS

@@ -6,6 +6,10 @@ the SHA-256 of the *decompressed* file (see ``../shared/REFERENCE.md``): gzip co
 between copies, their content must not, and a truncated or corrupted file must be an error
 rather than silent garbage.
 
+``load`` keeps a verified decompressed copy of each ``.gz`` file in the cache
+(``verified_copy_dir()``), so a run does not inflate 55 MB again; the copy's SHA-256 is checked on
+every read, and it is remade whenever the source file changes.
+
 Search order for the files: an explicit ``data_dir`` (the CLI's ``--data-dir``), then
 ``$INITLAB_DATA_DIR``, then the user cache (``$XDG_CACHE_HOME/initlab/mnist``). The first of
 those folders that holds all four files is used; if none does, they are downloaded into the
@@ -14,6 +18,7 @@ first folder of that list.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -238,16 +243,56 @@ def _read_verified(path: Path, spec: MnistFile) -> bytes:
     return _check_bytes(path.read_bytes(), spec)
 
 
-def verify_file(path: str | Path) -> bytes:
+def verified_copy_dir() -> Path:
+    """Where ``load`` keeps decompressed copies of verified ``.gz`` files: ``cache_dir()/verified``."""
+    return cache_dir() / "verified"
+
+
+def _read_via_copy(path: Path, spec: MnistFile) -> bytes:
+    """A ``.gz`` file's verified decompressed bytes, without decompressing it again on every run.
+
+    The first read decompresses and verifies the file as ``verify_file`` does and keeps the bytes
+    in ``verified_copy_dir()``, under a name keyed by the source's resolved path, size and
+    modification time; a later read of the unchanged source reads that copy instead and checks
+    its SHA-256 again (hashing 55 MB costs a fraction of inflating it). A source that changed
+    (a new mtime or size) gets a new key, so it is decompressed and verified afresh; a damaged
+    copy fails its hash and is replaced from the source. An uncompressed source is read directly.
+    """
+    if not path.name.endswith(".gz"):
+        return _read_verified(path, spec)
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    copy = verified_copy_dir() / f"{spec.name}.{key}"
+    try:
+        return _check_bytes(copy.read_bytes(), spec)
+    except (OSError, _CorruptFile):
+        pass  # no copy yet, or a damaged one: decompress the source
+    data = _read_verified(path, spec)
+    tmp = copy.with_name(f".{copy.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, copy)
+        for old in copy.parent.glob(f"{spec.name}.*"):  # copies of earlier versions of the source
+            if old != copy and not old.name.endswith(".part"):
+                old.unlink(missing_ok=True)
+    except OSError:  # a read-only or full cache costs time on the next run, nothing else
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return data
+
+
+def verify_file(path: str | Path, *, keep_copy: bool = False) -> bytes:
     """Return the decompressed bytes of one MNIST file after checking its size and SHA-256.
 
-    ``path`` may be ``NAME`` or ``NAME.gz``; the name selects the expected hash. Raises
+    ``path`` may be ``NAME`` or ``NAME.gz``; the name selects the expected hash. ``keep_copy``:
+    read through (and keep) a verified decompressed copy in the cache (``_read_via_copy``). Raises
     ``InitlabError`` naming the file, what is wrong, and how to fix it.
     """
     path = Path(path)
     spec = _spec_for(path)
     try:
-        return _read_verified(path, spec)
+        return (_read_via_copy if keep_copy else _read_verified)(path, spec)
     except _CorruptFile as exc:
         raise InitlabError(f"{path}: {exc}; {_FIX}") from None
     except OSError as exc:
@@ -371,7 +416,8 @@ def _acquire(
                            "downloads MNIST into it)")
     found = locate(data_dir)
     if found is not None:
-        return next(iter(found.values())).parent, {name: verify_file(path) for name, path in found.items()}
+        return next(iter(found.values())).parent, {name: verify_file(path, keep_copy=True)
+                                                   for name, path in found.items()}
 
     searched = candidate_dirs(data_dir)
     if not download:
