@@ -17,7 +17,7 @@ from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resol
 from initlab.nn.optimizers import LOSSES
 from initlab.theory.mean_field import (MeanField, critical_sigma_w2, format_crossings, output_grad_ms, phase_table,
                                        predict_layers, underflow_layer)
-from initlab.theory.quadrature import expect
+from initlab.theory.quadrature import bisect, expect, expect2
 from initlab.train.theory_inputs import effective_sigmas, gradient_prediction, loss_scale_value, predict_config
 from initlab.train.build import init_params, model_spec
 from initlab.train.step import make_layer_stats
@@ -33,6 +33,14 @@ def test_relu_q_map_matches_the_closed_form_and_the_quadrature(q):
     phi, dphi, _ = numeric("relu")
     assert expect(lambda x: phi(x) ** 2, (), q) == pytest.approx(ACTIVATIONS["relu"].kernel[0](q), rel=1e-6)
     assert expect(lambda x: dphi(x) ** 2, (), q) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_quadratures_and_the_root_finder_meet_closed_forms():
+    kernel = ACTIVATIONS["relu"].kernel
+    for c in (-0.6, 0.0, 0.8):  # the 2-D rule split at ReLU's kink, against the arc-cosine kernel
+        assert expect2(numeric("relu")[0], c, (0.0,), 2.5) == pytest.approx(kernel.cross(2.5, c), rel=1e-9)
+    assert bisect(lambda x: x * x < 2, 0.0, 2.0, steps=60) == pytest.approx(math.sqrt(2), rel=1e-15)
+    assert bisect(lambda x: x < 1e-7, 1e-12, 1.0, steps=80, geometric=True) == pytest.approx(1e-7, rel=1e-12)
 
 
 def test_relu_with_he_is_critical_and_xavier_halves():

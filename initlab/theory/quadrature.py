@@ -5,7 +5,9 @@ with the Gauss–Legendre rules of ``initlab.nn.activations`` (``gaussian_nodes`
 ``correlated_nodes``), split at 0 and at the integrand's non-smooth points: for an activation,
 ``activations.kinks(name, shape)`` (the registry entry's kinks, moved by a shaping's
 transformation), which for φ(√q z) become points of z divided by √q. ``bisect`` is the one root
-finder of the scalar conditions (fixed points, critical σ_w², TAT's negative slope).
+finder of the scalar conditions (fixed points, critical σ_w², TAT's negative slope): a fixed
+number of halvings rather than scipy's ``brentq``, so that the numbers a run's ``summary.json``
+holds (c*, ξ_c, TAT's α) stay the same bit for bit from one version to the next.
 """
 
 from __future__ import annotations
