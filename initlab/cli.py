@@ -420,9 +420,10 @@ def theory(
         if activation is not None or sigma_w2 or plot_path is not None:
             raise InitlabError("give either CONFIG or --activation/--sigma-w2/--plot, not both")
         from initlab import config as cfgmod
+        from initlab.train.theory_inputs import config_prediction
 
         cfg = cfgmod.load(config, set_)
-        items = theory_config_view(th.config_prediction(cfg, data_dir, q0), cfg)
+        items = theory_config_view(config_prediction(cfg, data_dir, q0), cfg)
     elif activation is not None:
         from initlab.nn.activations import get_activation
 

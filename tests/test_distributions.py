@@ -17,7 +17,7 @@ from initlab.nn.optimizers import LOSSES
 from initlab.runfolder.storage import RunRecorder
 from initlab.stats.spectrum import singular_values_fn, summarize
 from initlab.stats.statistics import Layout, LinearBins, Log2Bins, counts, make_bins
-from initlab.theory.mean_field import predict_config
+from initlab.train.theory_inputs import predict_config
 from initlab.train.build import init_params, model_spec
 from initlab.train.loop import train, train_group
 from initlab.train.step import make_layer_stats

@@ -171,7 +171,7 @@ def test_layerwise_autoencoder_tied_and_denoising_variants_train(extra):
 
 
 def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
-    from initlab.theory.mean_field import predict_config
+    from initlab.train.theory_inputs import predict_config
 
     for model in ({"init": "lsuv"}, {"init": "layerwise_autoencoder"}, {"init": "fixup", "residual": True},
                   {"residual": True}):

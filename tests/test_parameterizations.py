@@ -278,7 +278,7 @@ def test_readme_exponent_table_is_the_registrys():
 
 
 def test_theory_sees_the_effective_output_variance():
-    from initlab.theory.mean_field import output_sigma_w2
+    from initlab.train.theory_inputs import output_sigma_w2
 
     base = {"init": "he_normal", "width": 256}
     assert output_sigma_w2(cfg_of(base).model, CLASSES) == pytest.approx(2.0)

@@ -288,7 +288,7 @@ def test_every_shaping_entry_builds_a_config_and_a_stored_run_reads_its_shape():
 
 
 def test_theory_of_a_shaped_net_uses_the_transformed_activation():
-    from initlab.theory.mean_field import predict_config
+    from initlab.train.theory_inputs import predict_config
 
     cfg = _cfg(activation="leaky_relu", shaping="tat", init="orthogonal", depth=50, width=64)
     pred = predict_config(cfg.model, 784, 1.0)

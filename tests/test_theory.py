@@ -15,9 +15,10 @@ from initlab.nn.activations import ACTIVATIONS, Shape, numeric
 from initlab.nn.formats import FORMATS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
 from initlab.nn.optimizers import LOSSES
-from initlab.theory.mean_field import (CLOSED_FORMS, MeanField, _e1, critical_sigma_w2, effective_sigmas,
-                                       format_crossings, gradient_prediction, loss_scale_value, output_grad_ms,
-                                       phase_table, predict_config, predict_layers, underflow_layer)
+from initlab.theory.mean_field import (MeanField, critical_sigma_w2, format_crossings, output_grad_ms, phase_table,
+                                       predict_layers, underflow_layer)
+from initlab.theory.quadrature import bisect, expect, expect2
+from initlab.train.theory_inputs import effective_sigmas, gradient_prediction, loss_scale_value, predict_config
 from initlab.train.build import init_params, model_spec
 from initlab.train.step import make_layer_stats
 
@@ -30,8 +31,16 @@ def test_relu_q_map_matches_the_closed_form_and_the_quadrature(q):
     m = MeanField("relu", 2.0, 0.1)
     assert m.q_map(q) == pytest.approx(2.0 * q / 2 + 0.1, rel=1e-12)
     phi, dphi, _ = numeric("relu")
-    assert _e1(lambda x: phi(x) ** 2, q) == pytest.approx(CLOSED_FORMS["relu"][0](q), rel=1e-6)
-    assert _e1(lambda x: dphi(x) ** 2, q) == pytest.approx(0.5, rel=1e-6)
+    assert expect(lambda x: phi(x) ** 2, (), q) == pytest.approx(ACTIVATIONS["relu"].kernel[0](q), rel=1e-6)
+    assert expect(lambda x: dphi(x) ** 2, (), q) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_quadratures_and_the_root_finder_meet_closed_forms():
+    kernel = ACTIVATIONS["relu"].kernel
+    for c in (-0.6, 0.0, 0.8):  # the 2-D rule split at ReLU's kink, against the arc-cosine kernel
+        assert expect2(numeric("relu")[0], c, (0.0,), 2.5) == pytest.approx(kernel.cross(2.5, c), rel=1e-9)
+    assert bisect(lambda x: x * x < 2, 0.0, 2.0, steps=60) == pytest.approx(math.sqrt(2), rel=1e-15)
+    assert bisect(lambda x: x < 1e-7, 1e-12, 1.0, steps=80, geometric=True) == pytest.approx(1e-7, rel=1e-12)
 
 
 def test_relu_with_he_is_critical_and_xavier_halves():
@@ -240,15 +249,16 @@ def test_a_loss_scale_moves_the_float16_crossing_down(scale):
 
 
 def test_loss_scale_value_reads_the_config_with_defaults():
-    from types import SimpleNamespace as NS
+    from dataclasses import replace
 
-    assert loss_scale_value(NS()) == 1.0  # a config from before loss scaling
-    assert loss_scale_value(NS(loss_scale="none")) == 1.0
-    assert loss_scale_value(NS(loss_scale="dynamic")) == 32768.0
-    assert loss_scale_value(NS(loss_scale="dynamic", loss_scale_init=256.0)) == 256.0
-    assert loss_scale_value(NS(loss_scale=1024.0)) == 1024.0
+    t = from_dict({}).train
+    assert loss_scale_value(t) == 1.0  # a config without loss scaling
+    assert loss_scale_value(replace(t, loss_scale="none")) == 1.0
+    assert loss_scale_value(replace(t, loss_scale="dynamic")) == 32768.0
+    assert loss_scale_value(replace(t, loss_scale="dynamic", loss_scale_init=256.0)) == 256.0
+    assert loss_scale_value(replace(t, loss_scale=1024.0)) == 1024.0
     with pytest.raises(InitlabError, match="train.loss_scale"):
-        loss_scale_value(NS(loss_scale="lots"))
+        loss_scale_value(replace(t, loss_scale="lots"))
 
 
 def _direct_grad_rms(params, x, labels, activation, c):

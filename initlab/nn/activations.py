@@ -1,9 +1,10 @@
 """Activation functions, one registry.
 
 Each entry is an elementwise ``f(x) -> y`` (an ``Activation``, called like the function) with the
-points where it is not smooth, which the Gaussian quadratures split at. Saturation statistics need
-the largest slope ``max |f'(x)|`` of each activation; it is measured numerically (``max_slope``) so
-a new entry needs no hand-written constant.
+points where it is not smooth, which the Gaussian quadratures split at, and, where one is known, its
+Gaussian kernel in closed form (``Kernel``: ReLU's and linear's arc-cosine kernels, erf's arcsine
+kernel). Saturation statistics need the largest slope ``max |f'(x)|`` of each activation; it is
+measured numerically (``max_slope``) so a new entry needs no hand-written constant.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +60,47 @@ def linear(x):
 def erf(x):
     """The error function, the sigmoid of the mean-field and kernel literature: its Gaussian kernel
     E[erf(u) erf(v)] is the closed-form arcsine kernel (Williams 1997, "Computing with infinite
-    networks"; ``initlab.theory.mean_field.CLOSED_FORMS``), as in neural-tangents' ``Erf``."""
+    networks"; its entry's ``Kernel``), as in neural-tangents' ``Erf``."""
     return jax.lax.erf(x)
+
+
+class Kernel(NamedTuple):
+    """An activation's Gaussian integrals in closed form, for u₁, u₂ ~ N(0, q) of correlation c
+    (``initlab.theory.mean_field`` uses them in place of its quadratures)."""
+
+    second_moment: Callable[[float], float]  # E[φ(u)²]
+    slope_moment: Callable[[float], float]  # E[φ'(u)²]
+    cross: Callable[[float, float], float]  # E[φ(u₁)φ(u₂)]
+    slope_cross: Callable[[float, float], float]  # E[φ'(u₁)φ'(u₂)]
+    mean: Callable[[float], float]  # E[φ(u)]
+    second_moment_slope: Callable[[float], float]  # d/dq E[φ(u)²] = E[φ'²] + E[φ''φ]
+
+
+def _clip(c: float) -> float:
+    return min(max(c, -1.0), 1.0)
+
+
+def arc_cosine(c: float) -> float:
+    """√(1 − c²) + (π − arccos c) c, c clipped to [−1, 1]: π times the arc-cosine kernel of degree 1
+    (Cho & Saul 2009) of unit-variance inputs of correlation c, so E[relu(u₁) relu(u₂)] = q/(2π) ·
+    this for u₁, u₂ ~ N(0, q); a leaky ReLU's local C map (``initlab.theory.shaping.leaky_relu_c``)
+    is built from it too."""
+    c = _clip(c)
+    return math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c
+
+
+# the arc-cosine kernels of degrees 1 and 0 (Cho & Saul 2009)
+RELU_KERNEL = Kernel(lambda q: q / 2, lambda q: 0.5, lambda q, c: q / (2 * math.pi) * arc_cosine(c),
+                     lambda q, c: (math.pi - math.acos(_clip(c))) / (2 * math.pi),
+                     lambda q: math.sqrt(max(q, 0.0) / (2 * math.pi)), lambda q: 0.5)
+LINEAR_KERNEL = Kernel(lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0, lambda q: 0.0, lambda q: 1.0)
+# the arcsine kernel (Williams 1997): E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc / (1 + 2q)), and with
+# erf'(x) = (2/√π) e^(−x²), E[erf'(u₁)erf'(u₂)] = (4/π) / √((1 + 2q)² − (2qc)²)
+ERF_KERNEL = Kernel(lambda q: 2 / math.pi * math.asin(2 * q / (1 + 2 * q)),
+                    lambda q: 4 / math.pi / math.sqrt(1 + 4 * q),
+                    lambda q, c: 2 / math.pi * math.asin(2 * q * _clip(c) / (1 + 2 * q)),
+                    lambda q, c: 4 / math.pi / math.sqrt((1 + 2 * q) ** 2 - (2 * q * _clip(c)) ** 2),
+                    lambda q: 0.0, lambda q: 4 / (math.pi * (1 + 2 * q) * math.sqrt(1 + 4 * q)))
 
 
 @dataclass(frozen=True)
@@ -70,11 +111,13 @@ class Activation:
     every Gaussian integral of the activation is split there (``gaussian_nodes``,
     ``correlated_nodes``), wherever a shaping's transformation moves it (``kinks``). ``odd``: point
     symmetric about (0, φ(0)), φ(x) + φ(−x) = 2φ(0) (tanh, erf, sigmoid), so that an input shift β
-    and −β give mirror-image transformations with the same kernel (``initlab.theory.shaping.solve_dks``)."""
+    and −β give mirror-image transformations with the same kernel (``initlab.theory.shaping.solve_dks``).
+    ``kernel``: its Gaussian integrals in closed form, None where only quadrature knows them."""
 
     fn: Callable
     kinks: tuple[float, ...] = ()
     odd: bool = False
+    kernel: Kernel | None = None
 
     def __call__(self, x):
         return self.fn(x)
@@ -83,8 +126,8 @@ class Activation:
 ACTIVATIONS: Registry[Activation] = Registry(
     "activation",
     {
-        "linear": Activation(linear, odd=True),
-        "relu": Activation(parametric_relu(0.0), kinks=(0.0,)),
+        "linear": Activation(linear, odd=True, kernel=LINEAR_KERNEL),
+        "relu": Activation(parametric_relu(0.0), kinks=(0.0,), kernel=RELU_KERNEL),
         "leaky_relu": Activation(parametric_relu(0.01), kinks=(0.0,)),
         "elu": Activation(jax.nn.elu, kinks=(0.0,)),  # Clevert et al. 2016
         "selu": Activation(selu, kinks=(0.0,)),
@@ -93,7 +136,7 @@ ACTIVATIONS: Registry[Activation] = Registry(
         "softplus": Activation(jax.nn.softplus),
         "sigmoid": Activation(jax.nn.sigmoid, odd=True),
         "tanh": Activation(jnp.tanh, odd=True),
-        "erf": Activation(erf, odd=True),
+        "erf": Activation(erf, odd=True, kernel=ERF_KERNEL),
         "scaled_tanh": Activation(scaled_tanh, odd=True),
         "softsign": Activation(softsign, kinks=(0.0,), odd=True),
     },

@@ -105,7 +105,7 @@ def jacobian_summary(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
 def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
     """Mean-field predictions at initialization for this run (Poole et al. 2016; Schoenholz et
     al. 2017), from the probe batch's input second moment; never fails the run."""
-    from initlab.theory.mean_field import predict_config
+    from initlab.train.theory_inputs import predict_config
 
     try:
         return predict_config(cfg.model, result.input_dim, result.probe_q0)

@@ -28,7 +28,7 @@ from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunCon
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.nn.initializers import Trace
 from initlab.stats.statistics import QUANTITIES, Layout
-from initlab.theory.shaping import shape_of_model
+from initlab.theory.shaping import shape_for
 
 METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
 # metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the
@@ -73,9 +73,11 @@ def histogram_text(cfg: RunConfig, histograms: Sequence[tuple[int, Mapping[str, 
     (layers, bins)})``: a row per non-empty bin, with its edges (NaN counts, a layer the histogram
     is undefined for, write nothing)."""
     layout = layout_of(cfg)
+    m = cfg.model
+    shape = shape_for(m.activation, m.shaping, m.shaping_args, m.depth)
     edges = {}
     for name in layout.histograms:
-        lo, hi = layout.bins(name, cfg.model.activation, shape_of_model(cfg.model)).edges()
+        lo, hi = layout.bins(name, m.activation, shape).edges()
         edges[name] = ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi])
     lines = [",".join(HISTOGRAM_COLUMNS)]
     for step, hists in histograms:

@@ -1,2 +1,3 @@
-"""Theory: mean-field signal propagation and its predictions for a config (``mean_field``), and kernel
-shaping (``shaping``). Numbers and registry entries in, numbers out; never training."""
+"""Theory: Gaussian expectations and root finding (``quadrature``), mean-field signal propagation
+(``mean_field``) and kernel shaping (``shaping``). Plain numbers and registry names in, numbers out;
+never a config (``initlab.train.theory_inputs`` turns one into these numbers) and never training."""

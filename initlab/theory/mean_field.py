@@ -14,9 +14,10 @@ about 6ξ_c do not train (Schoenholz et al. 2017). Only χ₁ = 1 exactly is cri
 ``CRITICAL_TOL`` of 1 the phase is "near-critical" and ξ_c, large but finite, is printed.
 
 Integrals use Gauss–Legendre quadrature split at 0 and at the activation's non-smooth points
-(``activations.kinks``, moved by a shaping's transformation and scaled by √q), in float64, for any
-registry activation, and closed forms where they exist (ReLU, linear: the arc-cosine kernel of Cho &
-Saul 2009; erf: the arcsine kernel of Williams 1997).
+(``initlab.theory.quadrature``: ``activations.kinks``, moved by a shaping's transformation and
+scaled by √q), in float64, for any registry activation, and the registry entry's closed forms where
+they exist (``Activation.kernel``: ReLU, linear: the arc-cosine kernel of Cho & Saul 2009; erf: the
+arcsine kernel of Williams 1997).
 
 The same backward recursion, started from the loss's own gradient at the logits, predicts the
 absolute scale of each layer's ∂ℓ/∂z at initialization, and so the layer below which a number
@@ -29,74 +30,24 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from initlab.errors import InitlabError
-from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes as _nodes, kinks, numeric
+from initlab.nn.activations import ACTIVATIONS, Kernel, Shape, kinks, numeric
 from initlab.nn.formats import FORMATS
-from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS
 from initlab.nn.optimizers import LOSSES
-from initlab.nn.reparams import REPARAMS
-from initlab.theory.shaping import shape_of_model
+from initlab.theory.quadrature import bisect, expect, expect2
 
 CRITICAL_TOL = 1e-3  # 0 < |χ₁ − 1| below this is "near-critical" (ξ_c above about 1000 layers)
 _Q_GRID = np.logspace(-12, 12, 241)  # where fixed points of the variance map are looked for
 LOGIT_SAMPLES = 8192  # fixed-seed Gaussian logit vectors that the loss's output gradient is averaged over
 
 
-def _scaled(at: tuple[float, ...], q: float) -> tuple[float, ...]:
-    """The kinks ``at`` of φ as points of z in φ(√q z)."""
-    return tuple(k / math.sqrt(q) for k in at) if q > 0 else ()
-
-
-def _e1(fn: Callable, q: float, at: tuple[float, ...] = ()) -> float:
-    """∫Dz fn(√q z), the rule split where √q z meets ``at`` (fn's non-smooth points)."""
-    z, w = _nodes(_scaled(at, q))
-    return float(np.dot(w, fn(math.sqrt(max(q, 0.0)) * z)))
-
-
-class Kernel(NamedTuple):
-    """An activation's Gaussian integrals in closed form, for u₁, u₂ ~ N(0, q) of correlation c."""
-
-    second_moment: Callable[[float], float]  # E[φ(u)²]
-    slope_moment: Callable[[float], float]  # E[φ'(u)²]
-    cross: Callable[[float, float], float]  # E[φ(u₁)φ(u₂)]
-    slope_cross: Callable[[float, float], float]  # E[φ'(u₁)φ'(u₂)]
-    mean: Callable[[float], float]  # E[φ(u)]
-    second_moment_slope: Callable[[float], float]  # d/dq E[φ(u)²] = E[φ'²] + E[φ''φ]
-
-
-def _clip(c: float) -> float:
-    return min(max(c, -1.0), 1.0)
-
-
-def _relu_cross(q: float, c: float) -> float:
-    c = _clip(c)
-    return q / (2 * math.pi) * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c)
-
-
 # Where q* is infinite, χ₁ is χ at this q (its limit: exact for ReLU and linear, whose χ is constant).
 LARGE_Q = 1e8
-
-CLOSED_FORMS: dict[str, Kernel] = {
-    # the arc-cosine kernel of degrees 1 and 0 (Cho & Saul 2009)
-    "relu": Kernel(lambda q: q / 2, lambda q: 0.5, _relu_cross,
-                   lambda q, c: (math.pi - math.acos(_clip(c))) / (2 * math.pi),
-                   lambda q: math.sqrt(max(q, 0.0) / (2 * math.pi)), lambda q: 0.5),
-    "linear": Kernel(lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0, lambda q: 0.0, lambda q: 1.0),
-    # the arcsine kernel (Williams 1997): E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc / (1 + 2q)), and with
-    # erf'(x) = (2/√π) e^(−x²), E[erf'(u₁)erf'(u₂)] = (4/π) / √((1 + 2q)² − (2qc)²)
-    "erf": Kernel(lambda q: 2 / math.pi * math.asin(2 * q / (1 + 2 * q)),
-                  lambda q: 4 / math.pi / math.sqrt(1 + 4 * q),
-                  lambda q, c: 2 / math.pi * math.asin(2 * q * _clip(c) / (1 + 2 * q)),
-                  lambda q, c: 4 / math.pi / math.sqrt((1 + 2 * q) ** 2 - (2 * q * _clip(c)) ** 2),
-                  lambda q: 0.0, lambda q: 4 / (math.pi * (1 + 2 * q) * math.sqrt(1 + 4 * q))),
-}
-
 
 @dataclass(frozen=True)
 class MeanField:
@@ -123,8 +74,8 @@ class MeanField:
 
     @property
     def closed(self) -> Kernel | None:
-        """The closed forms of an untransformed ReLU, linear or erf activation, else None."""
-        return CLOSED_FORMS.get(self.name) if self.shape is None else None
+        """The registry entry's closed forms (ReLU, linear, erf) of an untransformed activation, else None."""
+        return ACTIVATIONS[self.name].kernel if self.shape is None else None
 
     @property
     def kinks(self) -> tuple[float, ...]:
@@ -139,20 +90,20 @@ class MeanField:
         if self.closed:
             return self.closed.second_moment(q)
         phi = self._numeric(0)
-        return _e1(lambda x: phi(x) ** 2, q, self.kinks)
+        return expect(lambda x: phi(x) ** 2, self.kinks, q)
 
     def slope_moment(self, q: float) -> float:
         """∫Dz φ'(√q z)²."""
         if self.closed:
             return self.closed.slope_moment(q)
         dphi = self._numeric(1)
-        return _e1(lambda x: dphi(x) ** 2, q, self.kinks)
+        return expect(lambda x: dphi(x) ** 2, self.kinks, q)
 
     def mean(self, q: float) -> float:
         """∫Dz φ(√q z): the mean activation (0 for odd φ)."""
         if self.closed:
             return self.closed.mean(q)
-        return _e1(self._numeric(0), q, self.kinks)
+        return expect(self._numeric(0), self.kinks, q)
 
     def act_var(self, q: float) -> float:
         """Variance of φ(z) for z ~ N(0, q)."""
@@ -185,13 +136,8 @@ class MeanField:
                 return math.inf
             if (gq >= 0) if down else (gq <= 0):
                 lo, hi = (q, prev) if down else (prev, q)
-                for _ in range(80):
-                    mid = math.sqrt(lo * hi)  # bisect in log q
-                    if (g(mid) < 0) == (g(lo) < 0):
-                        lo = mid
-                    else:
-                        hi = mid
-                return math.sqrt(lo * hi)
+                lo_negative = g(lo) < 0
+                return bisect(lambda x: (g(x) < 0) == lo_negative, lo, hi, steps=80, geometric=True)
             prev = q
         return 0.0 if down else math.inf
 
@@ -210,10 +156,7 @@ class MeanField:
         """∫Dz₁Dz₂ g(u₁)g(u₂) with g = φ (order 0) or φ' (order 1), u₂ correlated c with u₁."""
         if self.closed:
             return (self.closed.cross, self.closed.slope_cross)[derivative_order](q, c)
-        g = self._numeric(derivative_order)
-        u, v, w = correlated_nodes(c, _scaled(self.kinks, q))
-        s = math.sqrt(max(q, 0.0))
-        return float(np.sum(w * g(s * u) * g(s * v)))
+        return expect2(self._numeric(derivative_order), c, self.kinks, q)
 
     def c_map(self, c: float, q: float | None = None) -> float:
         """The correlation map at the variance fixed point (of the covariance of φ for centred
@@ -238,11 +181,7 @@ class MeanField:
             return 0.0
         for c in grid[1:]:
             if h(c) <= 0:
-                lo, hi = prev, c
-                for _ in range(40):
-                    mid = (lo + hi) / 2
-                    lo, hi = (mid, hi) if h(mid) > 0 else (lo, mid)
-                return (lo + hi) / 2
+                return bisect(lambda x: h(x) > 0, prev, c, steps=40)
             prev = c
         return 1.0
 
@@ -276,7 +215,7 @@ class MeanField:
             factor = self.sigma_w2 * self.closed.second_moment_slope(q)
         elif q > 0:  # d/dq E[φ(√q z)²] = E[φ(x)φ'(x)x]/q with x = √q z: no φ'', whose jumps at kinks are deltas
             phi, dphi, _ = numeric(self.name, self.shape)
-            factor = self.sigma_w2 * _e1(lambda x: phi(x) * dphi(x) * x, q, self.kinks) / q
+            factor = self.sigma_w2 * expect(lambda x: phi(x) * dphi(x) * x, self.kinks, q) / q
         else:
             phi, _, ddphi = numeric(self.name, self.shape)
             factor = self.chi1 + self.sigma_w2 * float(ddphi(np.zeros(1))[0] * phi(np.zeros(1))[0])
@@ -323,13 +262,7 @@ def critical_sigma_w2(activation: str, sigma_b2: float, lo: float = 0.05, hi: fl
     flo, fhi = f(lo), f(hi)
     if flo > 0 or fhi < 0:
         raise InitlabError(f"no critical σ_w² in [{lo}, {hi}] for {activation} with σ_b² = {sigma_b2}")
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if f(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return bisect(lambda s: f(s) < 0, lo, hi, steps=60)
 
 
 @dataclass
@@ -361,66 +294,14 @@ def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float
     return LayerPrediction(q, [hidden.act_var(x) for x in q], list(reversed(ratios)), jac)
 
 
-def effective_sigmas(m, input_dim: int) -> tuple[float, float, float] | str:
-    """(σ_w² of the first layer, σ_w² of the hidden layers, σ_b²) of a model config, or the reason
-    mean-field theory does not describe it. σ_w² = fan_in · Var(W) and σ_b² = Var(b) are read from
-    the initializers' registry entries (``sigma_w2``, ``sigma_b2``); σ_b² is the hidden layers' (fan-in
-    ``width``)."""
-    if m.norm != "none":
-        return f"{m.norm} renormalises every layer; the mean-field maps describe un-normalised networks"
-    if m.residual:
-        return "skip connections add each block's input to its output; the mean-field maps describe plain MLPs"
-    init = INITIALIZERS[m.init]
-    if init.scheme is not None:
-        what = "fitted to data" if init.needs_data else "set per layer by the network's structure"
-        return f"{m.init} weights are {what}, not drawn i.i.d. with one variance; the theory does not apply"
-    if init.sigma_w2 is None:
-        return f"{m.init} has no fixed weight variance (fan_in · Var(W)) for the theory to use"
-    reparam = REPARAMS[getattr(m, "reparam", "none")]
-    if reparam.centred:  # scaled WS: every column of norm 1, whatever the draw's scale; γ on the hidden ones
-        w_first, w_hidden = 1.0, reparam.hidden_gain(m.activation, shape_of_model(m)) ** 2
-    else:  # weight norm starts with g = ‖v‖: the draw itself
-        w_first = init.sigma_w2(input_dim, m.width, m.init_args)
-        w_hidden = init.sigma_w2(m.width, m.width, m.init_args)
-    own = init.bias is not None  # the initializer's own bias law (mean-field)
-    bias, bias_args = (init, m.init_args) if own else (BIAS_INITIALIZERS[m.bias_init], m.bias_init_args)
-    b = bias.sigma_b2(m.width, bias_args) if bias.sigma_b2 is not None else None
-    if b is None:
-        return "a constant non-zero bias shifts every unit alike; the theory assumes random biases"
-    return w_first, w_hidden, b
-
-
-def is_centred(m) -> bool:
-    """Whether the model's columns have mean 0 (scaled WS), so the theory's maps are those of the
-    centred activation and its input moment q⁰ is the inputs' variance across features."""
-    return REPARAMS[getattr(m, "reparam", "none")].centred
-
-
-def shaping_report(m, shape: Shape) -> dict:
-    """What defines a shaped activation (TAT, DKS; ``initlab.theory.shaping``): its transformation and the
-    local Q/C-map quantities at q = 1, with the whole net's C_f(0) and C_f'(1) over its depth."""
-    from initlab.theory.shaping import local_maps
-
-    return {"method": m.shaping, "args": dict(m.shaping_args), "transformation": shape.describe(),
-            "maps": dict(local_maps(m.activation, shape, m.depth).rows())}
-
-
-def predict_config(m, input_dim: int, q0: float) -> dict:
-    """The theory's account of a model config fed inputs of second moment ``q0``: per-layer
-    predictions, σ's, q*, χ₁, phase, ξ_c, ξ_q and 6ξ_c; or ``{"applies": False, "reason": ...}``."""
-    sig = effective_sigmas(m, input_dim)
-    if isinstance(sig, str):
-        return {"applies": False, "reason": sig}
-    w_first, w_hidden, b = sig
-    shape = shape_of_model(m)
-    centred = is_centred(m)
-    mf = MeanField(m.activation, w_hidden, b, shape, centred)
-    layers = predict_layers(m.activation, m.depth, q0, w_first, w_hidden, b, shape, centred)
-    extra = {} if shape is None else {"shaping": shaping_report(m, shape)}
-    if centred:
-        extra["reparam"] = {"method": m.reparam, "gain": math.sqrt(w_hidden),
-                            "maps": "of the centred activation γ(φ(z) − E φ(z)): each column of mean 0 and norm γ"}
-    return {"applies": True, **extra, "sigma_w2_first": w_first, "sigma_w2": w_hidden, "sigma_b2": b, "q0": q0,
+def prediction(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float, sigma_b2: float,
+               shape: Shape | None = None, centred: bool = False) -> dict:
+    """The theory's account of a plain MLP of ``depth`` hidden layers fed inputs of second moment
+    ``q0`` (``predict_layers``'s arguments): the σ's, q⁰, q*, χ₁, phase, ξ_c, ξ_q, 6ξ_c and its
+    caveat, and the per-layer q, Var φ, gradient ratio and the Jacobian's mean squared singular value."""
+    mf = MeanField(activation, sigma_w2, sigma_b2, shape, centred)
+    layers = predict_layers(activation, depth, q0, sigma_w2_first, sigma_w2, sigma_b2, shape, centred)
+    return {"sigma_w2_first": sigma_w2_first, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "q0": q0,
             "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
             "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat,
             "q": layers.q, "act_var": layers.act_var, "grad_ratio": layers.grad_ratio,
@@ -472,21 +353,6 @@ def gradient_rms(activation: str, layers: LayerPrediction, width: int, sigma_w2:
     return [math.sqrt(r * ms_last) for r in layers.grad_ratio] + [math.sqrt(ms_out)]
 
 
-def loss_scale_value(train) -> float:
-    """The loss scale S a run's backward pass starts with: 1 for ``train.loss_scale: none``, the
-    number itself, or ``train.loss_scale_init`` for dynamic scaling (read with defaults, so configs
-    from before these keys read as unscaled)."""
-    scale = getattr(train, "loss_scale", "none")
-    if scale == "none" or scale is None:
-        return 1.0
-    if scale == "dynamic":
-        return float(getattr(train, "loss_scale_init", 32768.0))
-    try:
-        return float(scale)
-    except (TypeError, ValueError):
-        raise InitlabError(f"train.loss_scale: {scale!r} is not none, dynamic or a number") from None
-
-
 def underflow_layer(held_rms: list[float], smallest_normal: float) -> int | None:
     """The highest layer k (1-based; the last entry is the output layer) such that the rms of every
     layer 1..k is below ``smallest_normal``: "gradients from layer k down are subnormal or zero";
@@ -530,38 +396,6 @@ def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float =
     return {"format_crossing": crossing, "formats": detail}
 
 
-def output_sigma_w2(m, num_classes: int) -> float:
-    """fan_in · Var of the output layer's effective weights (the stored ones times the
-    parameterization's multiplier): the initializer's own under standard and ntk; under mup
-    σ_w²·m·(1/m)² = σ_w²/m (``initlab.nn.parameterizations``), 0 with ``model.zero_readout``."""
-    from initlab.nn.initializers import Role
-    from initlab.nn.parameterizations import get_parameterization, width_multiplier
-
-    s2 = INITIALIZERS[m.init].sigma_w2(m.width, num_classes, m.init_args)
-    p = get_parameterization(m.parameterization)
-    if m.zero_readout:
-        return 0.0
-    if p.unit_weights:  # ntk: unit weights × √(σ_w²/n) is σ_w²/n per entry, the standard law
-        return s2
-    mult = width_multiplier(m.width, m.base_width)
-    return s2 * p.init_factor(Role.OUTPUT, mult) ** 2 * p.multiplier(Role.OUTPUT, m.width, mult, s2) ** 2
-
-
-def gradient_prediction(cfg, num_classes: int, pred: dict) -> dict:
-    """The gradient-scale part of ``config_prediction`` for a run config whose ``predict_config``
-    applies: ``grad_rms`` (each example's ∂ℓ/∂z per entry, hidden layers then the output layer),
-    ``sigma_w2_out``, ``batch_size``, ``dtype``, ``loss_scale`` and ``format_crossings``'s keys."""
-    m, t = cfg.model, cfg.train
-    sigma_w2_out = output_sigma_w2(m, num_classes)
-    layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
-    rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
-                       num_classes, t.loss, t.targets, shape_of_model(m))
-    dtype = getattr(m, "dtype", "float32")
-    scale = loss_scale_value(t)
-    return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": dtype,
-            "loss_scale": scale, **format_crossings(rms, t.batch_size, scale, dtype)}
-
-
 def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None = None) -> dict:
     """The order-to-chaos picture for one activation and σ_b²: the critical σ_w² and, for each
     σ_w², q*, χ₁, phase, c*, ξ_c and 6ξ_c (default grid: 0.25 to 4 in steps of 0.25)."""
@@ -577,24 +411,3 @@ def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None 
                      "c_star": mf.c_fixed_point(), "xi_c": mf.xi_c, "max_trainable_depth": mf.max_trainable_depth,
                      "caveat": mf.depth_scale_caveat})
     return {"activation": activation, "sigma_b2": sigma_b2, "critical_sigma_w2": critical, "rows": rows}
-
-
-def config_prediction(cfg, data_dir=None, q0: float | None = None) -> dict:
-    """``predict_config`` for a run config, with q⁰ measured on its probe batch (loads the data)
-    unless given, the critical σ_w², and ``gradient_prediction``'s gradient scale and number-format
-    crossings."""
-    from initlab.data.datasets import load_dataset
-
-    data = load_dataset(cfg.data, data_dir, progress=False)
-    if q0 is None:
-        probe = np.asarray(data.x_train[: cfg.data.probe_size], np.float64)
-        q0 = float(np.mean(np.var(probe, axis=1) if is_centred(cfg.model) else np.square(probe)))
-    out = predict_config(cfg.model, data.input_dim, q0)
-    if out.get("applies"):
-        try:
-            out["critical_sigma_w2"] = (math.nan if shape_of_model(cfg.model) is not None or is_centred(cfg.model)
-                                        else critical_sigma_w2(cfg.model.activation, out["sigma_b2"]))
-        except InitlabError:
-            out["critical_sigma_w2"] = math.nan
-        out.update(gradient_prediction(cfg, data.num_classes, out))
-    return out

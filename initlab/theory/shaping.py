@@ -25,7 +25,7 @@ identity (a linear net):
 
 DeepMind's ``dks`` package (0.1.2, 2023) implements both; it needs autograd, absl and, for JAX,
 dm-haiku, and its quadrature reaches into a private SciPy name, so initlab derives the same
-transformations with its own Gauss–Legendre quadrature (``initlab.nn.activations.gaussian_nodes``):
+transformations with its own Gauss–Legendre quadrature (``initlab.theory.quadrature``):
 ``tests/test_shaping.py`` compares them with the values ``dks`` 0.1.2 computes.
 """
 
@@ -40,15 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from initlab.errors import ConfigError
-from initlab.nn.activations import ACTIVATIONS, Shape, correlated_nodes, gaussian_nodes, kinks, numeric
+from initlab.nn.activations import ACTIVATIONS, Shape, arc_cosine, kinks, numeric
 from initlab.registry import Registry
-
-
-def expect(fn: Callable[[np.ndarray], np.ndarray], breaks: tuple[float, ...] = ()) -> float:
-    """E[fn(z)] for z ~ N(0, 1) by the Gauss–Legendre rule split at 0 and at ``breaks`` (where fn
-    is not smooth: ``activations.kinks`` of the transformed activation)."""
-    z, w = gaussian_nodes(breaks)
-    return float(np.dot(w, fn(z)))
+from initlab.theory.quadrature import bisect, expect, expect2
 
 
 @dataclass(frozen=True)
@@ -74,8 +68,7 @@ def local_c(name: str, shape: Shape | None, c: float) -> float:
         return leaky_relu_c(c, shape.negative_slope)
     phi = numeric(name, shape)[0]
     at = kinks(name, shape)
-    u, v, w = correlated_nodes(c, at)
-    return float(np.sum(w * phi(u) * phi(v))) / expect(lambda x: phi(x) ** 2, at)
+    return expect2(phi, c, at) / expect(lambda x: phi(x) ** 2, at)
 
 
 def local_maps(name: str, shape: Shape | None, depth: int) -> LocalMaps:
@@ -92,10 +85,10 @@ def local_maps(name: str, shape: Shape | None, depth: int) -> LocalMaps:
 
 
 def leaky_relu_c(c: float, alpha: float) -> float:
-    """The local C map of a leaky ReLU of negative slope α (any output scale; Zhang et al. 2022)."""
+    """The local C map of a leaky ReLU of negative slope α (any output scale; Zhang et al. 2022): the
+    arc-cosine kernel's part (1 − α)² (``initlab.nn.activations.arc_cosine``) plus the linear part 2αc."""
     c = min(max(c, -1.0), 1.0)
-    return ((1 - alpha) ** 2 * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
-            + 2 * alpha * c) / (1 + alpha ** 2)
+    return ((1 - alpha) ** 2 * arc_cosine(c) / math.pi + 2 * alpha * c) / (1 + alpha ** 2)
 
 
 def _net_c0(alpha: float, depth: int) -> float:
@@ -111,11 +104,8 @@ def solve_tat(name: str, args: Mapping[str, float], depth: int) -> Shape:
     if _net_c0(0.0, depth) < eta:
         raise ConfigError(f"model.shaping_args.eta: {eta:g} cannot be reached by a {depth}-layer leaky-ReLU net (even "
                           f"ReLU gives C_f(0) = {_net_c0(0.0, depth):.3f}); use a smaller eta or a deeper net")
-    lo, hi = 0.0, 1.0  # C_f(0) falls from the ReLU's value at 0 to 0 at 1
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _net_c0(mid, depth) > eta else (lo, mid)
-    alpha = (lo + hi) / 2
+    # C_f(0) falls from the ReLU's value at α = 0 to 0 at α = 1
+    alpha = bisect(lambda a: _net_c0(a, depth) > eta, 0.0, 1.0, steps=60)
     return Shape("tat", output_scale=math.sqrt(2.0 / (1.0 + alpha ** 2)), negative_slope=alpha)
 
 
@@ -251,12 +241,6 @@ def shape_for(activation: str, shaping: str, args: Mapping[str, float], depth: i
     layers (each followed by the activation), with ``args`` resolved; None for ``none``. Cached."""
     check(activation, shaping)
     return _solve(activation, shaping, tuple(sorted(args.items())), depth)
-
-
-def shape_of_model(m) -> Shape | None:
-    """``shape_for`` of a model config (its activation, shaping, shaping_args and depth; a config
-    from before shaping existed has none)."""
-    return shape_for(m.activation, getattr(m, "shaping", "none"), getattr(m, "shaping_args", {}), m.depth)
 
 
 def shape_of_flat(flat: Mapping[str, object]) -> Shape | None:

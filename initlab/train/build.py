@@ -19,7 +19,7 @@ from initlab.nn.normalizations import NormSettings
 from initlab.nn.parameterizations import get_parameterization, width_multiplier
 from initlab.nn.params import MLPParams, NormState
 from initlab.nn.reparams import get_reparam
-from initlab.theory.shaping import shape_of_model
+from initlab.train.theory_inputs import shape_of_model
 
 # fold_in index of the schemes' key (LSUV's batch, pre-training's samples).
 REFINE_STREAM = 2**31 - 1
