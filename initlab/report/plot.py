@@ -37,6 +37,8 @@ from initlab.registry import Registry  # noqa: E402
 from initlab.report.results import Run, apply_filters, discover, key_headers, varied_keys  # noqa: E402
 from initlab.report.tables import HEADERS, aggregate  # noqa: E402
 from initlab.report.width import geo_mean, layer_rows  # noqa: E402
+from initlab.runfolder.files import (HISTOGRAM_COLUMNS, HISTOGRAM_FILE, JACOBIAN_COLUMNS, JACOBIAN_FILE,  # noqa: E402
+                                     METRICS_FILE)
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -184,7 +186,7 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
 
 def _curve(run: Run) -> dict[str, np.ndarray]:
     cols: dict[str, list[float]] = {"step": [], "train_loss": [], "test_acc": []}
-    with open(run.path / "metrics.csv", newline="") as f:
+    with open(run.path / METRICS_FILE, newline="") as f:
         for row in csv.DictReader(f):
             for c in cols:
                 cols[c].append(float(row[c]) if row[c] else math.nan)
@@ -196,7 +198,7 @@ def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     groups = _groups(runs, keys)
     for i, (label, members) in enumerate(groups.items()):
-        curves = [_curve(r) for r in members if (r.path / "metrics.csv").exists()]
+        curves = [_curve(r) for r in members if (r.path / METRICS_FILE).exists()]
         if not curves:
             continue
         longest = max(curves, key=lambda c: len(c["step"]))
@@ -288,10 +290,6 @@ def _order(v):
 # --------------------------------------------------------------------------------------------
 # Distributions: histograms.csv (per layer, per logged step) and jacobian.csv (singular values)
 
-HISTOGRAMS_FILE = "histograms.csv"
-HISTOGRAM_COLUMNS = ["step", "layer", "kind", "quantity", "lo", "hi", "count"]
-JACOBIAN_FILE = "jacobian.csv"
-JACOBIAN_COLUMNS = ["step", "example", "index", "singular_value"]
 HOW_TO_HISTOGRAMS = "runs write it when log.histograms > 0 (e.g. initlab run CONFIG --set log.histograms=64)"
 HOW_TO_JACOBIAN = ("runs write it when log.jacobian > 0 and model.norm is not batchnorm "
                    "(e.g. initlab run CONFIG --set log.jacobian=4)")
@@ -336,8 +334,8 @@ def _cell(text: str) -> float:
     return float(text) if text else math.nan
 
 
-def _check_header(path: Path, header: list[str] | None, columns: list[str]) -> None:
-    if header != columns:
+def _check_header(path: Path, header: list[str] | None, columns: Sequence[str]) -> None:
+    if header != list(columns):
         raise InitlabError(f"{path}: expected columns {','.join(columns)}, found {','.join(header or []) or 'none'}")
 
 
@@ -587,11 +585,11 @@ def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = 
     ``step``: init, end (the last logged step) or a number (the last logged step at or before it).
     Runs without histograms.csv are skipped; an InitlabError if none has one."""
     q = _quantity(quantity)
-    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    chosen = _first_seeds(runs, keys, HISTOGRAM_FILE, HOW_TO_HISTOGRAMS)
     fig, axes = _panels(len(chosen), sharex=True, sharey=True)
     drawn = []
     for ax, (label, run) in zip(axes, chosen.items()):
-        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        hist = read_histograms(run.path / HISTOGRAM_FILE, quantity)
         at = _resolve_step(step, hist.steps())
         drawn += [at] if at is not None else []
         seed = f"seed {run.flat.get('seed', 0)}"
@@ -636,10 +634,10 @@ def colorful_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "a
     layer). Under/overflow, zeros and NaNs are off the image. Runs without histograms.csv are
     skipped; an InitlabError if none has one."""
     q = _quantity(quantity)
-    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    chosen = _first_seeds(runs, keys, HISTOGRAM_FILE, HOW_TO_HISTOGRAMS)
     columns = []  # per configuration: (label, steps, [(layer, image (bins, steps), (y0, y1))])
     for label, run in chosen.items():
-        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        hist = read_histograms(run.path / HISTOGRAM_FILE, quantity)
         steps = hist.steps()
         images = []
         for layer in _pick_layers(hist.layers()):

@@ -22,6 +22,7 @@ import numpy as np
 
 from initlab.config import ADDED_LATER, is_default_stats
 from initlab.errors import ConfigError, InitlabError
+from initlab.runfolder.files import CONFIG_FILE, RUN_MARKERS, SUMMARY_FILE
 
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
 
@@ -180,13 +181,13 @@ def check_summary(summary: Any) -> str | None:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return any((path / f).exists() for f in ("summary.json", "config.yaml", "metrics.csv"))
+    return any((path / f).exists() for f in RUN_MARKERS)
 
 
 def load_run(path: Path) -> Run | Skipped:
     """A run folder, or why it cannot be read."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
     except FileNotFoundError:
         return Skipped(path, "no summary.json (a partial or foreign folder)")
     except (OSError, ValueError) as e:
@@ -207,7 +208,7 @@ def load_run(path: Path) -> Run | Skipped:
 
             from initlab.config import parse_yaml
 
-            config = parse_yaml((path / "config.yaml").read_text())
+            config = parse_yaml((path / CONFIG_FILE).read_text())
         except (OSError, ValueError, yaml.YAMLError, InitlabError) as e:
             return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
         if not isinstance(config, dict):

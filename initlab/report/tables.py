@@ -24,6 +24,7 @@ import numpy as np
 from initlab.errors import ConfigError, InitlabError
 from initlab.report.results import (Run, Skipped, _is_run_folder, apply_filters, discover, key_headers, load_run,
                                     varied_keys)
+from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
 
 VANISHING = 1e-2
 EXPLODING = 1e2
@@ -353,10 +354,10 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     from initlab.stats.statistics import COLUMNS as STAT_COLUMNS
 
     p = Path(path)
-    if not (p / "layers.csv").exists():
+    if not (p / LAYERS_FILE).exists():
         hint = " (a sweep folder? pass one of its run folders)" if p.is_dir() and not _is_run_folder(p) else ""
         raise ConfigError(f"--layers {p}: not a run folder with layers.csv{hint}")
-    with open(p / "layers.csv", newline="") as f:
+    with open(p / LAYERS_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise InitlabError(f"{p}/layers.csv has no rows")
@@ -396,10 +397,10 @@ def layer_report(path: str | Path) -> dict[str, Any]:
         for c in columns[len(stat_columns):]:
             r.setdefault(c, math.nan)
     config = loaded.flat if isinstance(loaded, Run) else {}
-    if (p / "histograms.csv").exists() and config.get("model.activation"):
+    if (p / HISTOGRAM_FILE).exists() and config.get("model.activation"):
         from initlab.theory.shaping import shape_of_flat
 
-        edge = saturated_bins_fraction(p / "histograms.csv", str(config["model.activation"]),
+        edge = saturated_bins_fraction(p / HISTOGRAM_FILE, str(config["model.activation"]),
                                        int(config.get("log.histograms") or 0), (first, last), shape_of_flat(config))
         for when, step in (("init", first), ("end", last)):
             for r in init if when == "init" else end:

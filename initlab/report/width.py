@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from initlab.report.results import IGNORED_KEYS, Run, key_headers, varied_keys
+from initlab.runfolder.files import LAYERS_FILE
 
 WIDTH = "model.width"
 LR = "train.lr"
@@ -32,7 +33,7 @@ def layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
                output: bool = False) -> dict[int, dict[str, np.ndarray]]:
     """A run's layers.csv as {step: {column: per-layer values (hidden layers only, unless
     ``output``: then the output layer last)}}; empty when the file lacks a column or is missing."""
-    path = run.path / "layers.csv"
+    path = run.path / LAYERS_FILE
     if not path.is_file():
         return {}
     by_step: dict[int, dict[str, list[float]]] = {}

@@ -27,26 +27,17 @@ from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunCon
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
 from initlab.nn.initializers import Trace
+from initlab.runfolder.files import (CHECKPOINT_FILE, CHECKPOINTS_DIR, CONFIG_FILE, HISTOGRAM_COLUMNS, HISTOGRAM_FILE,
+                                     JACOBIAN_COLUMNS, JACOBIAN_FILE, LAYER_KEY_COLUMNS, LAYERS_FILE, LOCKS_DIR,
+                                     LOSS_SCALE_COLUMNS, METRIC_COLUMNS, METRICS_FILE, PARAMS_DIR, SHAPED_COLUMNS,
+                                     SUMMARY_FILE, params_name, params_step, shaped_file)
 from initlab.stats.statistics import QUANTITIES, Layout
 from initlab.theory.shaping import shape_of_model
-
-METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
-# metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the
-# row's step, and the steps skipped (non-finite gradient) since the previous row.
-LOSS_SCALE_COLUMNS = ("loss_scale", "skipped_steps")
 
 
 def metric_columns(cfg: RunConfig) -> tuple[str, ...]:
     """The columns of metrics.csv."""
     return METRIC_COLUMNS + (LOSS_SCALE_COLUMNS if cfg.train.loss_scale != "none" else ())
-# A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
-SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
-# histograms.csv: one row per non-empty bin of each (step, layer, quantity); an empty bin has no row.
-HISTOGRAM_COLUMNS = ("step", "layer", "kind", "quantity", "lo", "hi", "count")
-HISTOGRAM_FILE = "histograms.csv"
-# jacobian.csv: the singular values of each probe example's input-output Jacobian, largest first.
-JACOBIAN_COLUMNS = ("step", "example", "index", "singular_value")
-JACOBIAN_FILE = "jacobian.csv"
 
 
 def layout_of(cfg: RunConfig) -> Layout:
@@ -56,12 +47,12 @@ def layout_of(cfg: RunConfig) -> Layout:
 
 def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
     """The columns of layers.csv: the scalar statistics the run computes (``log.stats``)."""
-    return ("step", "layer", "kind", *layout_of(cfg).scalars)
+    return (*LAYER_KEY_COLUMNS, *layout_of(cfg).scalars)
 
 
 def shaped_files(cfg: RunConfig) -> dict[str, str]:
     """Statistic name -> the tidy file (in the run folder) of each shaped statistic the run computes."""
-    return {name: f"{name}.csv" for name in layout_of(cfg).shaped}
+    return {name: shaped_file(name) for name in layout_of(cfg).shaped}
 
 
 def _edge_text(v: float) -> str:
@@ -123,7 +114,7 @@ def stored_digest(path: Path) -> str | None:
     """The ``config_digest`` of the run whose folder is ``path`` (from summary.json, else from the
     config stored there); None when neither can be read."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
         if isinstance(summary, dict) and isinstance(summary.get("config_digest"), str):
             return summary["config_digest"]
     except (OSError, ValueError):
@@ -131,7 +122,7 @@ def stored_digest(path: Path) -> str | None:
     import yaml
 
     try:
-        return config_digest(from_dict(parse_yaml((path / "config.yaml").read_text())))
+        return config_digest(from_dict(parse_yaml((path / CONFIG_FILE).read_text())))
     except (OSError, ValueError, ConfigError, yaml.YAMLError):
         return None
 
@@ -153,7 +144,7 @@ def check_same_config(path: Path, cfg: RunConfig) -> None:
 # it as interrupted.
 
 def lock_path(path: Path) -> Path:
-    return path.parent / ".locks" / f"{path.name}.lock"
+    return path.parent / LOCKS_DIR / f"{path.name}.lock"
 
 
 def try_lock(path: Path) -> int | None:
@@ -400,12 +391,12 @@ class RunWriter(RunRecorder):
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self) -> None:
-        atomic_write(self.path / "config.yaml", to_yaml(self.cfg))
+        atomic_write(self.path / CONFIG_FILE, to_yaml(self.cfg))
 
     def flush(self) -> None:
         """Write both CSVs and the summary as they stand."""
         self._last_flush = time.monotonic()
-        atomic_write(self.path / "metrics.csv", csv_text(metric_columns(self.cfg), self.metric_rows))
+        atomic_write(self.path / METRICS_FILE, csv_text(metric_columns(self.cfg), self.metric_rows))
         write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
         write_trace(self.path, self.trace)
         write_params(self.path, self.saved_params)
@@ -414,10 +405,9 @@ class RunWriter(RunRecorder):
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary = summary
-        atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write(self.path / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
 
 
-CHECKPOINT_FILE = "checkpoint.pkl"
 # A checkpoint file is this header line, then the SHA-256 of the payload in hex and a newline, then
 # the payload: a pickle of plain data (numpy arrays, lists, dicts, numbers). The checksum is
 # verified before anything is unpickled, so a torn, truncated or bit-flipped file is refused, never
@@ -493,21 +483,20 @@ def group_checkpoint_path(cfgs: Sequence[RunConfig]) -> Path:
     only once the group has finished): ``<log.out>/.checkpoints/<16 hex digits>.pkl``, named by
     the members' config digests, so a group resumes only into the same runs."""
     digest = hashlib.sha256("\n".join(config_digest(c) for c in cfgs).encode()).hexdigest()[:16]
-    return Path(cfgs[0].log.out) / ".checkpoints" / f"{digest}.pkl"
+    return Path(cfgs[0].log.out) / CHECKPOINTS_DIR / f"{digest}.pkl"
 
-
-PARAMS_DIR = "params"
 
 
 def params_file(path: Path, step: int) -> Path:
     """Where a run folder keeps its parameters of ``step``: ``params/step_<step, 6 digits>.npz``."""
-    return path / PARAMS_DIR / f"step_{step:06d}.npz"
+    return path / PARAMS_DIR / params_name(step)
 
 
 def saved_param_steps(path: Path) -> list[int]:
     """The steps whose parameters the run folder ``path`` holds, in order."""
     folder = path / PARAMS_DIR
-    return sorted(int(f.stem[5:]) for f in folder.glob("step_*.npz") if f.stem[5:].isdigit()) if folder.is_dir() else []
+    steps = (params_step(f.stem) for f in folder.glob("step_*.npz")) if folder.is_dir() else ()
+    return sorted(s for s in steps if s is not None)
 
 
 def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> None:
@@ -545,7 +534,7 @@ def write_layer_files(path: Path, cfg: RunConfig, layer_rows: list[dict],
                       spectra: Mapping[int, np.ndarray] | None = None) -> None:
     """layers.csv, the tidy file of every shaped statistic the run computes, histograms.csv (with
     ``log.histograms``) and jacobian.csv (once a spectrum was taken)."""
-    atomic_write(path / "layers.csv", csv_text(layer_columns(cfg), layer_rows))
+    atomic_write(path / LAYERS_FILE, csv_text(layer_columns(cfg), layer_rows))
     for name, file in shaped_files(cfg).items():
         atomic_write(path / file, csv_text(SHAPED_COLUMNS, (shaped_rows or {}).get(name, [])))
     if cfg.log.histograms > 0:
@@ -567,12 +556,12 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        atomic_write(tmp / "config.yaml", to_yaml(cfg))
-        atomic_write(tmp / "metrics.csv", csv_text(metric_columns(cfg), metric_rows))
+        atomic_write(tmp / CONFIG_FILE, to_yaml(cfg))
+        atomic_write(tmp / METRICS_FILE, csv_text(metric_columns(cfg), metric_rows))
         write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
         write_trace(tmp, trace)
         write_params(tmp, saved_params or {})
-        atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write(tmp / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
         if path.exists():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
@@ -586,7 +575,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
 def read_summary(path: Path) -> dict[str, Any]:
     """The run folder ``path``'s summary.json as a mapping; empty when it is missing or unreadable."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
@@ -599,7 +588,7 @@ def run_status(path: Path, *, locked: bool = False) -> str:
     if not path.is_dir():
         return "missing"
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
         status = str(summary.get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"
