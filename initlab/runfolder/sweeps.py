@@ -34,8 +34,9 @@ from initlab.config.schema import (SWEEP_KEYS, RunConfig, _field_type, _parse_sc
                                    config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError, describe_os_error
 from initlab.runfolder.files import INDEX_FILE, SWEEP_FILE
-from initlab.runfolder.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path,
-                                       run_dir_for, run_status, try_lock, unlock, write_run_dir)
+from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path
+from initlab.runfolder.storage import (RunRecord, atomic_write, check_same_config, run_dir_for, run_status, try_lock,
+                                       unlock, write_run_dir)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -458,15 +459,12 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                     except Exception as e:  # noqa: BLE001 - a crashed worker fails its group only
                         from initlab.runfolder.experiment import failed_summary
 
-                        records = [{"config": to_dict(r.cfg), "metrics": [], "layers": [],
-                                    "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}
+                        records = [RunRecord(failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}"))
                                    for r in claimed]
                     written = True
                     for run, rec in zip(claimed, records):
                         try:
-                            write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
-                                          rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
-                                          rec.get("spectra"), rec.get("params"))
+                            write_run_dir(run.path, run.cfg, rec)
                         except OSError as e:  # a full disk fails this run (absent: retrained next time), not the sweep
                             report.unwritten[run.hash] = describe_os_error(e)
                             written = False
@@ -476,8 +474,8 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                         unlock(fd)
                     report.trained += len(claimed)
                     report.statuses = _index_or_keep(directory, spec, runs, report)
-                    emit("done", {"runs": len(claimed), "statuses": [rec["summary"]["status"] for rec in records]})
-                    if fail_fast and any(rec["summary"]["status"] == "failed" for rec in records):
+                    emit("done", {"runs": len(claimed), "statuses": [rec.summary["status"] for rec in records]})
+                    if fail_fast and any(rec.summary["status"] == "failed" for rec in records):
                         report.stopped_early = True
         aborted = False
     finally:
