@@ -239,11 +239,10 @@ FOLDED_LINES = 3  # the most lines a row's folded config keys take; where they n
 
 def config_text(report: Any, row: dict[str, Any]) -> str:
     """A row's config keys as ``depth=10 init=he_normal`` (keys the row's runs do not set left out)."""
-    from initlab.report.results import key_headers
+    from initlab.report.results import config_label
     from initlab.report.tables import _fmt_value
 
-    return " ".join(f"{head}={_fmt_value(row.get(k))}" for k, head in zip(report.keys, key_headers(report.keys))
-                    if row.get(k) is not None)
+    return config_label(row, report.keys, fmt=_fmt_value, sep=" ")
 
 
 def config_labels(report: Any) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from initlab.errors import InitlabError
 from initlab.report.plot import QUANTITIES, read_histograms
-from initlab.report.results import Run, key_headers
+from initlab.report.results import Run, config_label, key_headers
 from initlab.report.tables import Report, _fmt_cell, _fmt_value, _header
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE, METRICS_FILE
 
@@ -51,8 +51,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def run_label(run: Run, keys: list[str]) -> str:
     """The run's varied config values (and seed), or its folder name where nothing varies."""
     shown = [k for k in keys if k != "seed"] + ["seed"]
-    parts = [f"{k.rsplit('.', 1)[-1]}={_fmt_value(run.flat.get(k))}" for k in shown if k in run.flat]
-    return ", ".join(parts) if len(parts) > 1 or "seed" in keys else run.path.name
+    label = config_label(run.flat, shown, headers=[k.rsplit(".", 1)[-1] for k in shown], fmt=_fmt_value,
+                         skip_none=False)
+    return label if sum(k in run.flat for k in shown) > 1 or "seed" in keys else run.path.name
 
 
 def profiles(run: Run) -> dict[str, Any]:

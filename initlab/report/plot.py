@@ -34,9 +34,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from initlab.errors import ConfigError, InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
-from initlab.report.results import Run, apply_filters, discover, key_headers, varied_keys  # noqa: E402
+from initlab.report.results import (Run, apply_filters, config_label, discover, geo_mean, key_headers,  # noqa: E402
+                                    varied_keys)
 from initlab.report.tables import HEADERS, aggregate  # noqa: E402
-from initlab.report.width import geo_mean, layer_rows  # noqa: E402
+from initlab.report.width import layer_rows  # noqa: E402
 from initlab.runfolder.files import (HISTOGRAM_COLUMNS, HISTOGRAM_FILE, JACOBIAN_COLUMNS, JACOBIAN_FILE,  # noqa: E402
                                      METRICS_FILE)
 
@@ -48,13 +49,10 @@ THEORY_STYLE = "--"
 
 def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
     """Runs by configuration (seeds together), labelled ``depth=10, init=he_normal``."""
-    names = key_headers(keys)
     out: dict[str, list[Run]] = {}
     ordered = sorted(runs, key=lambda r: [_order(r.flat.get(k)) for k in keys])
     for run in ordered:
-        # keys this run does not set (e.g. another initializer's argument) are left out of its label
-        label = ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys) if run.flat.get(k) is not None) \
-            or run.summary.get("name", "run")
+        label = config_label(run.flat, keys) or run.summary.get("name", "run")
         out.setdefault(label, []).append(run)
     return out
 
@@ -131,7 +129,7 @@ def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
     if not theory.get("applies"):
         return {}
     out = {"act_var": np.array(theory["act_var"], float)}
-    last = geo_mean([r.profile("init", "grad_var")[-1:] for r in members])
+    last = geo_mean([r.profile("init", "grad_var")[-1:] for r in members], per_layer=True)
     if len(last):
         out["grad_var"] = np.array(theory["grad_ratio"], float) * last[0]
     return out
@@ -154,7 +152,7 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
                 continue
             drawn.setdefault(j, set()).update(p[0] for p in found)
             for ax, column in zip(axes, ("act_var", "grad_var")):
-                values = geo_mean([p[1][column] for p in found])
+                values = geo_mean([p[1][column] for p in found], per_layer=True)
                 if len(values):
                     ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=STYLES[j % len(STYLES)],
                             marker="o" if len(values) <= 12 else None, markersize=3,

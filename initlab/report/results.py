@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,42 @@ def key_headers(keys: Sequence[str]) -> list[str]:
     """Short names for config-key columns: the last part (``depth``) unless two keys share it."""
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
     return [leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)]
+
+
+def config_label(values: dict[str, Any], keys: Sequence[str], *, headers: Sequence[str] | None = None,
+                 fmt: Callable[[Any], str] = str, sep: str = ", ", skip_none: bool = True) -> str:
+    """The label of a configuration, ``depth=10, init=he_normal``: each of ``keys`` that ``values``
+    (a run's dotted config, or a report row) sets, under its header (``key_headers``' short name
+    unless ``headers`` are given), written by ``fmt``; a key set to None is left out unless not
+    ``skip_none`` (a key a run does not set, e.g. another initializer's argument, always is). ''
+    when nothing is left: the caller names the run another way."""
+    heads = key_headers(keys) if headers is None else headers
+    return sep.join(f"{h}={fmt(values.get(k))}" for h, k in zip(heads, keys)
+                    if k in values and (values[k] is not None or not skip_none))
+
+
+def geo_mean(values: Sequence[Any], *, per_layer: bool = False) -> Any:
+    """The geometric mean over seeds: the reports' one average of ratios and variances.
+
+    Of numbers (a report-table cell): NaN ones left out, NaN when none is left, and the median
+    instead when one is zero or negative (a logarithm would make it -inf or NaN).
+
+    ``per_layer``: of equal-length arrays (per-layer profiles), element by element: NaN where
+    every seed is non-finite, a negative left out, a zero pulling the mean to 0; empty when there
+    are none or their lengths differ.
+
+    The two rules are what the table and the figures have always shown; one function states both."""
+    if per_layer:
+        arrays = [a for a in values if len(a)]
+        if not arrays or len({len(a) for a in arrays}) != 1:
+            return np.array([])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
+            return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan
+    if (v <= 0).any():
+        return float(np.median(v))
+    with np.errstate(all="ignore"):
+        return float(np.exp(np.log(v).mean()))

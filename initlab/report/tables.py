@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import ConfigError, InitlabError
-from initlab.report.results import (Run, Skipped, _is_run_folder, apply_filters, discover, key_headers, load_run,
-                                    varied_keys)
+from initlab.report.results import (Run, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
+                                    load_run, varied_keys)
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
 
 VANISHING = 1e-2
@@ -87,16 +87,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _geo_mean(values: Sequence[float]) -> float:
-    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return math.nan
-    if (v <= 0).any():
-        return float(np.median(v))
-    with np.errstate(all="ignore"):
-        return float(np.exp(np.log(v).mean()))
-
-
 def _status_text(runs: Sequence[Run]) -> str:
     """``ok`` when every seed completed, the status when they all share one (``running``,
     ``diverged``: how many is the ``n`` column), else the counts (``1 ok, 1 diverged``)."""
@@ -153,15 +143,15 @@ def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[d
                                ("steps_to_target", [r.steps_to(target) for r in members])):
             row[metric], row[metric + "_std"] = _mean_std(values)
         for when, label in (("init", "init"), ("final", "end")):
-            row[f"act_ratio_{label}"] = _geo_mean([r.ratio(when, "act_var") for r in members])
-            row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
+            row[f"act_ratio_{label}"] = geo_mean([r.ratio(when, "act_var") for r in members])
+            row[f"grad_ratio_{label}"] = geo_mean([r.ratio(when, "grad_var") for r in members])
         row["verdict"] = outcome_verdict(verdict(row["act_ratio_init"], row["grad_ratio_init"]), members)
-        row["theory_ratio"] = _geo_mean([r.theory_ratio() for r in members])
-        row["jac_ratio_init"] = _geo_mean([r.jacobian("ratio") for r in members])
+        row["theory_ratio"] = geo_mean([r.theory_ratio() for r in members])
+        row["jac_ratio_init"] = geo_mean([r.jacobian("ratio") for r in members])
         # with singular values below float32's resolution the ratio is a lower bound (≈ 1/(max(m, n)·ε))
         row["jac_ratio_init_bound"] = any(r.jacobian("unresolved") > 0 for r in members)
-        row["jac_msq_init"] = _geo_mean([r.jacobian("mean_sq") for r in members])
-        row["jac_msq_theory"] = _geo_mean([r.jacobian_theory() for r in members])
+        row["jac_msq_init"] = geo_mean([r.jacobian("mean_sq") for r in members])
+        row["jac_msq_theory"] = geo_mean([r.jacobian_theory() for r in members])
         depths = {len(r.profile("init", "act_var")) for r in members}
         if len(depths) == 1:
             with np.errstate(all="ignore"):

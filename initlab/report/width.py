@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from initlab.report.results import IGNORED_KEYS, Run, key_headers, varied_keys
+from initlab.report.results import IGNORED_KEYS, Run, config_label, geo_mean, varied_keys
 from initlab.runfolder.files import LAYERS_FILE
 
 WIDTH = "model.width"
@@ -55,18 +54,13 @@ def read_layers(run: Run, column: str) -> dict[int, np.ndarray]:
     return {s: cols[column] for s, cols in layer_rows(run, (column,), output=True).items()}
 
 
-def _label(run: Run, keys: Sequence[str]) -> str:
-    names = key_headers(keys)
-    return ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys) if run.flat.get(k) is not None) or "runs"
-
-
 def configurations(runs: Sequence[Run], leave_out: Sequence[str]) -> tuple[list[str], dict[str, list[Run]]]:
     """The varied keys other than ``leave_out`` (and seeds), and the runs of each of their
     configurations, labelled ``parameterization=mup, optimizer=adam``."""
     keys = [k for k in varied_keys(runs) if k not in leave_out and k not in IGNORED_KEYS]
     groups: dict[str, list[Run]] = {}
     for r in runs:
-        groups.setdefault(_label(r, keys), []).append(r)
+        groups.setdefault(config_label(r.flat, keys) or "runs", []).append(r)
     return keys, groups
 
 
@@ -80,17 +74,6 @@ class CoordData:
     steps: list[int]  # logged by every width
     values: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
-
-
-def geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
-    """The element-wise geometric mean of equal-length arrays (seeds), NaN where every one is
-    non-finite; empty when there are none or their lengths differ."""
-    arrays = [a for a in arrays if len(a)]
-    if not arrays or len({len(a) for a in arrays}) != 1:
-        return np.array([])
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
-        return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
 
 
 def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") -> list[CoordData]:
@@ -112,7 +95,8 @@ def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") 
         shapes = {len(rows[s]) for seeds in by_width.values() for rows in seeds for s in steps}
         if not steps or len(shapes) != 1:
             continue
-        values = {w: {s: geo_mean([rows[s] for rows in seeds]) for s in steps} for w, seeds in by_width.items()}
+        values = {w: {s: geo_mean([rows[s] for rows in seeds], per_layer=True) for s in steps}
+                  for w, seeds in by_width.items()}
         out.append(CoordData(label, statistic, sorted(values), steps, values, list(members)))
     return out
 
