@@ -1,5 +1,5 @@
-"""Run folders read back: each run from its summary.json (``Run``: its status, final figures, per-layer
-profiles and resolved config as dotted keys), the folders found under some paths (``discover``),
+"""Run folders read back: each run from its summary.json (``RunResult``: its status, final figures,
+per-layer profiles and resolved config as dotted keys), the folders found under some paths (``discover``),
 ``--filter KEY=VALUE`` and the config keys that vary across runs. What every report, figure and
 export reads; it reads files, never training.
 
@@ -36,8 +36,8 @@ def _default_stats() -> list[str]:
 
 
 @dataclass
-class Run:
-    """One run folder as the report sees it."""
+class RunResult:
+    """One run folder as the report sees it (the Python API's ``initlab.Run`` opens one whole)."""
 
     path: Path
     summary: dict[str, Any]
@@ -185,7 +185,7 @@ def _is_run_folder(path: Path) -> bool:
     return any((path / f).exists() for f in RUN_MARKERS)
 
 
-def load_run(path: Path) -> Run | Skipped:
+def load_run(path: Path) -> RunResult | Skipped:
     """A run folder, or why it cannot be read."""
     try:
         summary = json.loads((path / SUMMARY_FILE).read_text())
@@ -220,15 +220,15 @@ def load_run(path: Path) -> Run | Skipped:
         flat["log.stats"] = _default_stats()
     for key, default in ADDED_LATER.items():  # and keys added since read as their hash-keeping default
         flat.setdefault(key, default)
-    return Run(path, summary, flat)
+    return RunResult(path, summary, flat)
 
 
-def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
+def discover(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[Skipped]]:
     """Every run folder under ``paths`` (run folders themselves, or folders holding them at any
     depth; hidden folders such as sweep locks and temporaries are not entered). A symbolic link
     inside the tree is not followed (a link to ``/`` would walk the filesystem): it is listed as
     skipped; the paths given are followed."""
-    runs: list[Run] = []
+    runs: list[RunResult] = []
     skipped: list[Skipped] = []
     stack = [Path(p) for p in paths]
     for p in stack:
@@ -243,7 +243,7 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
         seen.add(real)
         if _is_run_folder(p):
             item = load_run(p)
-            (runs if isinstance(item, Run) else skipped).append(item)
+            (runs if isinstance(item, RunResult) else skipped).append(item)
             continue
         try:
             entries = sorted((e for e in os.scandir(p) if not e.name.startswith(".")), key=lambda e: e.name)
@@ -267,7 +267,7 @@ def _parse_filter(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
+def apply_filters(runs: Sequence[RunResult], filters: Sequence[str]) -> list[RunResult]:
     """The runs matching every ``KEY=VALUE`` of ``filters``. A key no run has, or a filter that
     leaves no run, is an InitlabError saying what the runs do have (never a silently empty result)."""
     runs = list(runs)
@@ -288,7 +288,7 @@ def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
     return runs
 
 
-def _matches(run: Run, key: str, value: str) -> bool:
+def _matches(run: RunResult, key: str, value: str) -> bool:
     have = run.status if key == "status" else run.flat.get(key, None)
     if have is None:
         return False
@@ -300,7 +300,7 @@ def _matches(run: Run, key: str, value: str) -> bool:
     return str(have).lower() == value.lower()
 
 
-def varied_keys(runs: Sequence[Run]) -> list[str]:
+def varied_keys(runs: Sequence[RunResult]) -> list[str]:
     """Config keys whose values differ across ``runs`` (in config order), ignoring name/seed/out."""
     keys: dict[str, set[str]] = {}
     for run in runs:

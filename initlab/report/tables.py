@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import ConfigError, InitlabError
-from initlab.report.results import (Run, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
+from initlab.report.results import (RunResult, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
                                     load_run, varied_keys)
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
 
@@ -46,7 +46,7 @@ def verdict(act_ratio: float, grad_ratio: float) -> str:
     return "healthy"
 
 
-def outcome_verdict(signal: str, members: Sequence[Run]) -> str:
+def outcome_verdict(signal: str, members: Sequence[RunResult]) -> str:
     """The signal verdict at initialization, with what training then did where the runs did not
     all complete: a run healthy at init that diverged at step 1 is not "healthy"."""
     bad = [r.status for r in members if r.status != "completed"]
@@ -87,7 +87,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _status_text(runs: Sequence[Run]) -> str:
+def _status_text(runs: Sequence[RunResult]) -> str:
     """``ok`` when every seed completed, the status when they all share one (``running``,
     ``diverged``: how many is the ``n`` column), else the counts (``1 ok, 1 diverged``)."""
     counts: dict[str, int] = {}
@@ -125,12 +125,12 @@ class Report:
     # a width sweep's coordinate-check slopes and best learning rates (initlab.report.width); empty otherwise
     width: list[dict[str, Any]] = field(default_factory=list)
     transfer: list[dict[str, Any]] = field(default_factory=list)
-    runs: list[Run] = field(default_factory=list)  # the runs behind the rows (after the filters)
+    runs: list[RunResult] = field(default_factory=list)  # the runs behind the rows (after the filters)
 
 
-def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
+def aggregate(runs: Sequence[RunResult], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
     """One row per distinct value of ``keys`` (seeds and everything else aggregated)."""
-    groups: dict[str, list[Run]] = {}
+    groups: dict[str, list[RunResult]] = {}
     for run in runs:
         groups.setdefault(json.dumps([run.flat.get(k) for k in keys], sort_keys=True, default=str), []).append(run)
     rows = []
@@ -365,7 +365,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     columns = list(stat_columns)
     theory_note = ""
     loaded = load_run(p)
-    theory = loaded.summary.get("theory") if isinstance(loaded, Run) else None
+    theory = loaded.summary.get("theory") if isinstance(loaded, RunResult) else None
     if first == 0 and theory:
         if theory.get("applies"):
             hidden = [r for r in init if r["kind"] == "hidden"]
@@ -386,7 +386,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     for r in end:
         for c in columns[len(stat_columns):]:
             r.setdefault(c, math.nan)
-    config = loaded.flat if isinstance(loaded, Run) else {}
+    config = loaded.flat if isinstance(loaded, RunResult) else {}
     if (p / HISTOGRAM_FILE).exists() and config.get("model.activation"):
         from initlab.theory.shaping import shape_of_flat
 
@@ -398,7 +398,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
         at = columns.index("saturated_frac") + 1 if "saturated_frac" in columns else len(stat_columns)
         columns.insert(at, "hist_saturated")
     return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
-            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, Run) else {})}
+            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, RunResult) else {})}
 
 
 def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int],
