@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from initlab import config as _config
 from initlab.errors import InitlabError
+from initlab.runfolder.files import CONFIG_FILE, HISTOGRAM_FILE, JACOBIAN_FILE, LAYERS_FILE, METRICS_FILE, SUMMARY_FILE
 
 if TYPE_CHECKING:  # pandas is imported when a table is asked for
     import pandas as pd
@@ -131,7 +132,7 @@ def sweep(path: str | Path, *, grid: str | Iterable[str] = (), zips: str | Itera
 def open_run(path: str | Path) -> Run:
     """The run folder ``path`` (one written by ``run``, ``initlab run`` or a sweep)."""
     p = Path(path)
-    if not (p / "summary.json").is_file() or not (p / "config.yaml").is_file():
+    if not (p / SUMMARY_FILE).is_file() or not (p / CONFIG_FILE).is_file():
         raise InitlabError(f"{p}: not a run folder (it needs config.yaml and summary.json)")
     return Run(p)
 
@@ -162,14 +163,14 @@ class Run:
     def config(self) -> _config.RunConfig:
         """The run's resolved config (its ``config.yaml``)."""
         if "config" not in self._cache:
-            self._cache["config"] = _config.from_dict(_config.read_yaml(self.path / "config.yaml"))
+            self._cache["config"] = _config.from_dict(_config.read_yaml(self.path / CONFIG_FILE))
         return self._cache["config"]
 
     @property
     def summary(self) -> dict[str, Any]:
         """``summary.json``: status, final and best figures, the signal profiles, the theory."""
         try:
-            return json.loads((self.path / "summary.json").read_text())
+            return json.loads((self.path / SUMMARY_FILE).read_text())
         except (OSError, ValueError) as e:
             raise InitlabError(f"{self.path / 'summary.json'}: cannot be read ({e})") from None
 
@@ -192,22 +193,22 @@ class Run:
     @property
     def metrics(self) -> pd.DataFrame:
         """``metrics.csv``: one row per logged step and epoch end (train loss, test loss and accuracy)."""
-        return self._csv("metrics.csv")
+        return self._csv(METRICS_FILE)
 
     @property
     def layers(self) -> pd.DataFrame:
         """``layers.csv``: one row per (logged step, layer) with every scalar statistic."""
-        return self._csv("layers.csv")
+        return self._csv(LAYERS_FILE)
 
     @property
     def histograms(self) -> pd.DataFrame | None:
         """``histograms.csv`` (``log.histograms`` > 0), else None."""
-        return self._csv("histograms.csv", required=False)
+        return self._csv(HISTOGRAM_FILE, required=False)
 
     @property
     def jacobian(self) -> pd.DataFrame | None:
         """``jacobian.csv``: the input-output Jacobian's singular values (``log.jacobian`` > 0), else None."""
-        return self._csv("jacobian.csv", required=False)
+        return self._csv(JACOBIAN_FILE, required=False)
 
     @property
     def param_steps(self) -> list[int]:

@@ -152,8 +152,8 @@ def test_a_shaped_statistic_gets_a_tidy_file_of_its_own(tmp_path, monkeypatch):
     q = shaped[(shaped.step == 0) & (shaped.layer == 1)].sort_values("index").value.to_numpy()
     assert q[0] <= q[1] <= q[2]
     records = experiment.execute_group([experiment.to_dict(cfg)])
-    assert len(records[0]["shaped"]["act_quartiles"]) == len(shaped)
-    assert records[0]["shaped"]["act_quartiles"][0]["value"] == pytest.approx(shaped.value.iloc[0])
+    assert len(records[0].shaped["act_quartiles"]) == len(shaped)
+    assert records[0].shaped["act_quartiles"][0]["value"] == pytest.approx(shaped.value.iloc[0])
 
 
 def test_log_stats_names_are_checked_when_the_config_loads():

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from initlab import config as C
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.runfolder.storage import (check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock, unlock,
-                                  write_run_dir)
+from initlab.runfolder.storage import (RunRecord, check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock,
+                                       unlock, write_run_dir)
 from initlab.runfolder.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run
@@ -42,7 +42,7 @@ def small(out: Path, extra: dict) -> C.RunConfig:
 
 
 def fake_run_dir(cfg: C.RunConfig, path: Path, status: str = "completed") -> None:
-    write_run_dir(path, cfg, [], [], {"status": status, "name": cfg.name})
+    write_run_dir(path, cfg, RunRecord({"status": status, "name": cfg.name}))
 
 
 def test_the_32_bit_collision_is_two_folders_now(tmp_path):

@@ -360,8 +360,8 @@ def test_a_sweep_group_with_a_corrupted_checkpoint_fails_naming_the_file(tmp_pat
     ckpt.write_bytes(ckpt.read_bytes()[:-3] + b"xyz")
     records = execute_group([C.to_dict(c) for c in cfgs])
     for rec in records:
-        assert rec["summary"]["status"] == "failed" and rec["metrics"] == []
-        assert str(ckpt) in rec["summary"]["error"] and "delete it" in rec["summary"]["error"]
+        assert rec.summary["status"] == "failed" and rec.metrics == []
+        assert str(ckpt) in rec.summary["error"] and "delete it" in rec.summary["error"]
 
 
 LONG = """name: long

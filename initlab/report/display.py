@@ -166,7 +166,8 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
 def interrupted_run_steps(cfg: Any, command: list[str]) -> str:
     """What to run after ``initlab run`` (``command``, its words) was interrupted: the report of
     its run folder, and ``--resume`` where the folder holds a checkpoint ('' if it has no folder)."""
-    from initlab.runfolder.storage import CHECKPOINT_FILE, run_dir_for
+    from initlab.runfolder.files import CHECKPOINT_FILE
+    from initlab.runfolder.storage import run_dir_for
 
     path = run_dir_for(cfg)
     if not path.is_dir():
@@ -182,7 +183,9 @@ def sweep_next_steps(directory: Any, interrupted: bool = False) -> str:
     report = f"`initlab report {shlex.quote(str(directory))}`"
     if not interrupted:
         return f"next: {report} for the table of results, `initlab plot {shlex.quote(str(directory))}` for figures"
-    resumes = any((directory / ".checkpoints").glob("*.pkl"))  # storage.group_checkpoint_path's folder
+    from initlab.runfolder.files import CHECKPOINTS_DIR
+
+    resumes = any((directory / CHECKPOINTS_DIR).glob("*.pkl"))  # storage.group_checkpoint_path's folder
     return (f"{report} shows the runs that finished; the same `initlab sweep` command continues (finished runs "
             "are kept" + (", groups in flight resume from their checkpoints)" if resumes else ")"))
 
@@ -236,11 +239,10 @@ FOLDED_LINES = 3  # the most lines a row's folded config keys take; where they n
 
 def config_text(report: Any, row: dict[str, Any]) -> str:
     """A row's config keys as ``depth=10 init=he_normal`` (keys the row's runs do not set left out)."""
-    from initlab.report.results import key_headers
+    from initlab.report.results import config_label
     from initlab.report.tables import _fmt_value
 
-    return " ".join(f"{head}={_fmt_value(row.get(k))}" for k, head in zip(report.keys, key_headers(report.keys))
-                    if row.get(k) is not None)
+    return config_label(row, report.keys, fmt=_fmt_value, sep=" ")
 
 
 def config_labels(report: Any) -> list[str]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from initlab.errors import InitlabError
 from initlab.registry import Registry
+from initlab.runfolder.files import CONFIG_FILE, HISTOGRAM_FILE, JACOBIAN_FILE, LAYERS_FILE, METRICS_FILE, SUMMARY_FILE
 
 LAYERS_KEYS = ("step", "layer", "kind")
 METRICS_KEYS = ("step", "epoch", "wall_time")
@@ -102,35 +103,35 @@ def write_tensorboard(run: Path, dest: Path) -> int:
     writer_cls = _tensorboard_writer()
     written = 0
     with writer_cls(logdir=str(dest), flush_secs=3600) as w:
-        for r in _rows(run / "metrics.csv"):
+        for r in _rows(run / METRICS_FILE):
             step = int(r["step"])
             for column, text in r.items():
                 value = _number(text)
                 if column not in METRICS_KEYS and value is not None:
                     w.add_scalar(f"metrics/{column}", value, step)
                     written += 1
-        for r in _rows(run / "layers.csv"):
+        for r in _rows(run / LAYERS_FILE):
             step, layer = int(r["step"]), int(r["layer"])
             for column, text in r.items():
                 value = _number(text)
                 if column not in LAYERS_KEYS and value is not None:
                     w.add_scalar(f"layers/{column}/layer_{layer:03d}", value, step)
                     written += 1
-        for tag, step, lo, hi, num, total, squares, limits, counts in _histograms(_rows(run / "histograms.csv")):
+        for tag, step, lo, hi, num, total, squares, limits, counts in _histograms(_rows(run / HISTOGRAM_FILE)):
             w.add_histogram_raw(tag, lo, hi, num, total, squares, limits, counts, global_step=step)
             written += 1
         spectra: dict[int, list[float]] = {}
-        for r in _rows(run / "jacobian.csv"):
+        for r in _rows(run / JACOBIAN_FILE):
             spectra.setdefault(int(r["step"]), []).append(float(r["singular_value"]))
         for step, values in sorted(spectra.items()):
             w.add_histogram("jacobian/singular_values", np.asarray(values), step, bins="auto")
             written += 1
-        config = run / "config.yaml"
+        config = run / CONFIG_FILE
         if config.is_file():
             w.add_text("config", "```\n" + config.read_text() + "```", 0)
             written += 1
         try:
-            summary = json.loads((run / "summary.json").read_text())
+            summary = json.loads((run / SUMMARY_FILE).read_text())
         except (OSError, ValueError):
             summary = None
         if summary is not None:

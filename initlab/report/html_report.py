@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from initlab.errors import InitlabError
-from initlab.report.plot import HISTOGRAMS_FILE, QUANTITIES, read_histograms
-from initlab.report.results import Run, key_headers
+from initlab.report.plot import QUANTITIES, read_histograms
+from initlab.report.results import RunResult, config_label, key_headers
 from initlab.report.tables import Report, _fmt_cell, _fmt_value, _header
+from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE, METRICS_FILE
 
 # The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
 PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",
@@ -47,17 +48,18 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(f) if None not in row.values()]
 
 
-def run_label(run: Run, keys: list[str]) -> str:
+def run_label(run: RunResult, keys: list[str]) -> str:
     """The run's varied config values (and seed), or its folder name where nothing varies."""
     shown = [k for k in keys if k != "seed"] + ["seed"]
-    parts = [f"{k.rsplit('.', 1)[-1]}={_fmt_value(run.flat.get(k))}" for k in shown if k in run.flat]
-    return ", ".join(parts) if len(parts) > 1 or "seed" in keys else run.path.name
+    label = config_label(run.flat, shown, headers=[k.rsplit(".", 1)[-1] for k in shown], fmt=_fmt_value,
+                         skip_none=False)
+    return label if sum(k in run.flat for k in shown) > 1 or "seed" in keys else run.path.name
 
 
-def profiles(run: Run) -> dict[str, Any]:
+def profiles(run: RunResult) -> dict[str, Any]:
     """A run's hidden-layer statistics per logged step: ``{"steps": [...], stat: [[per layer] per step]}``."""
     by_step: dict[int, dict[str, list]] = {}
-    for row in _read_csv(run.path / "layers.csv"):
+    for row in _read_csv(run.path / LAYERS_FILE):
         if row.get("kind") != "hidden":
             continue
         cell = by_step.setdefault(int(row["step"]), {s: [] for s in PROFILE_STATS})
@@ -71,13 +73,13 @@ def _edge(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def histograms(run: Run, max_steps: int = MAX_HIST_STEPS) -> dict[str, dict[str, dict[str, list]]] | None:
+def histograms(run: RunResult, max_steps: int = MAX_HIST_STEPS) -> dict[str, dict[str, dict[str, list]]] | None:
     """A run's histograms.csv (``log.histograms``, read by ``plot.read_histograms``) as
     ``{quantity: {step: {layer: [[lo, hi, count], ...]}}}`` (hidden layers), or None where it has none.
     The open-ended outer bins and the NaN bin keep ``None`` for their edges that are not finite. At most
     ``max_steps`` (≥ 2) logged steps are kept, evenly spread, the first and the last among them, so that a
     long run's page stays small."""
-    path = run.path / HISTOGRAMS_FILE
+    path = run.path / HISTOGRAM_FILE
     if not path.is_file():
         return None
     out: dict[str, dict[str, dict[str, list]]] = {}
@@ -93,9 +95,9 @@ def histograms(run: Run, max_steps: int = MAX_HIST_STEPS) -> dict[str, dict[str,
     return out or None
 
 
-def curves(run: Run) -> dict[str, list]:
+def curves(run: RunResult) -> dict[str, list]:
     """A run's training curves from metrics.csv: train loss at every row, test accuracy where evaluated."""
-    rows = _read_csv(run.path / "metrics.csv")
+    rows = _read_csv(run.path / METRICS_FILE)
     out: dict[str, list] = {"loss_step": [], "train_loss": [], "acc_step": [], "test_acc": []}
     for r in rows:
         loss, acc = _float(r.get("train_loss", "")), _float(r.get("test_acc", ""))

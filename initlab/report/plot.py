@@ -34,9 +34,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from initlab.errors import ConfigError, InitlabError  # noqa: E402
 from initlab.registry import Registry  # noqa: E402
-from initlab.report.results import Run, apply_filters, discover, key_headers, varied_keys  # noqa: E402
+from initlab.report.results import (RunResult, apply_filters, config_label, discover, geo_mean, key_headers,  # noqa: E402
+                                    varied_keys)
 from initlab.report.tables import HEADERS, aggregate  # noqa: E402
-from initlab.report.width import geo_mean, layer_rows  # noqa: E402
+from initlab.report.width import layer_rows  # noqa: E402
+from initlab.runfolder.files import (HISTOGRAM_COLUMNS, HISTOGRAM_FILE, JACOBIAN_COLUMNS, JACOBIAN_FILE,  # noqa: E402
+                                     METRICS_FILE)
 
 # Okabe & Ito's colour-blind-safe palette; its yellow is faint on white, so it comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
@@ -44,20 +47,17 @@ STYLES = ["-", ":", "-.", (0, (6, 1, 1, 1))]  # one per step; dashed is kept for
 THEORY_STYLE = "--"
 
 
-def _groups(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, list[Run]]:
+def _groups(runs: Sequence[RunResult], keys: Sequence[str]) -> dict[str, list[RunResult]]:
     """Runs by configuration (seeds together), labelled ``depth=10, init=he_normal``."""
-    names = key_headers(keys)
-    out: dict[str, list[Run]] = {}
+    out: dict[str, list[RunResult]] = {}
     ordered = sorted(runs, key=lambda r: [_order(r.flat.get(k)) for k in keys])
     for run in ordered:
-        # keys this run does not set (e.g. another initializer's argument) are left out of its label
-        label = ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys) if run.flat.get(k) is not None) \
-            or run.summary.get("name", "run")
+        label = config_label(run.flat, keys) or run.summary.get("name", "run")
         out.setdefault(label, []).append(run)
     return out
 
 
-def _with_seeds(label: str, members: Sequence[Run]) -> str:
+def _with_seeds(label: str, members: Sequence[RunResult]) -> str:
     """A configuration's legend entry: its label, and how many seeds its one line is the mean of."""
     return f"{label} ({len(members)} seeds)" if len(members) > 1 else label
 
@@ -110,7 +110,7 @@ def _style(i: int, n: int = len(OKABE_ITO)) -> dict:
     return {"color": palette(n)[i % max(n, 1)], "linestyle": "-"}
 
 
-def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None:
+def _profile_at(run: RunResult, step: str) -> tuple[int, dict[str, np.ndarray]] | None:
     """Per-layer act_var and grad_var at ``step`` ("init", "end" or a number: the logged step
     nearest to it) as (the step drawn, values)."""
     if step in ("init", "0"):
@@ -122,20 +122,20 @@ def _profile_at(run: Run, step: str) -> tuple[int, dict[str, np.ndarray]] | None
     return (at, rows[at]) if at is not None else None
 
 
-def _theory_profile(members: Sequence[Run]) -> dict[str, np.ndarray]:
+def _theory_profile(members: Sequence[RunResult]) -> dict[str, np.ndarray]:
     """Mean-field predictions at init (Poole et al. 2016): activation variance per layer, and the
     gradient variance scaled to the measured last hidden layer's (theory gives only ratios)."""
     theory = (members[0].summary.get("theory") or {})
     if not theory.get("applies"):
         return {}
     out = {"act_var": np.array(theory["act_var"], float)}
-    last = geo_mean([r.profile("init", "grad_var")[-1:] for r in members])
+    last = geo_mean([r.profile("init", "grad_var")[-1:] for r in members], per_layer=True)
     if len(last):
         out["grad_var"] = np.array(theory["grad_ratio"], float) * last[0]
     return out
 
 
-def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end"),
+def profile_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end"),
                    theory: bool = True) -> Figure:
     """Activation variance and ∂ℓ/∂z variance against layer, log scale: one colour per
     configuration, one line style per step (mean over seeds, geometric), and the mean-field
@@ -152,7 +152,7 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
                 continue
             drawn.setdefault(j, set()).update(p[0] for p in found)
             for ax, column in zip(axes, ("act_var", "grad_var")):
-                values = geo_mean([p[1][column] for p in found])
+                values = geo_mean([p[1][column] for p in found], per_layer=True)
                 if len(values):
                     ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=STYLES[j % len(STYLES)],
                             marker="o" if len(values) <= 12 else None, markersize=3,
@@ -182,21 +182,21 @@ def profile_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str
     return fig
 
 
-def _curve(run: Run) -> dict[str, np.ndarray]:
+def _curve(run: RunResult) -> dict[str, np.ndarray]:
     cols: dict[str, list[float]] = {"step": [], "train_loss": [], "test_acc": []}
-    with open(run.path / "metrics.csv", newline="") as f:
+    with open(run.path / METRICS_FILE, newline="") as f:
         for row in csv.DictReader(f):
             for c in cols:
                 cols[c].append(float(row[c]) if row[c] else math.nan)
     return {c: np.array(v) for c, v in cols.items()}
 
 
-def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
+def curves_figure(runs: Sequence[RunResult], keys: Sequence[str]) -> Figure:
     """Training loss and test accuracy against step, one line per configuration (mean over seeds)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     groups = _groups(runs, keys)
     for i, (label, members) in enumerate(groups.items()):
-        curves = [_curve(r) for r in members if (r.path / "metrics.csv").exists()]
+        curves = [_curve(r) for r in members if (r.path / METRICS_FILE).exists()]
         if not curves:
             continue
         longest = max(curves, key=lambda c: len(c["step"]))
@@ -222,7 +222,7 @@ def curves_figure(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     return fig
 
 
-def heatmap_figure(runs: Sequence[Run], x: str, y: str, metric: str = "test_acc", target: float = 0.9) -> Figure:
+def heatmap_figure(runs: Sequence[RunResult], x: str, y: str, metric: str = "test_acc", target: float = 0.9) -> Figure:
     """``metric`` (mean over seeds and anything else not on the axes) over two config keys."""
     rows = aggregate(runs, [y, x], target)
     xs = sorted({r[x] for r in rows}, key=_order)
@@ -262,7 +262,7 @@ def heatmap_figure(runs: Sequence[Run], x: str, y: str, metric: str = "test_acc"
     return fig
 
 
-def _depth_scale_curve(ax, runs: Sequence[Run], sigma_ws: list, depths: list) -> None:
+def _depth_scale_curve(ax, runs: Sequence[RunResult], sigma_ws: list, depths: list) -> None:
     """Overlay 6ξ_c (Schoenholz et al. 2017) on a σ_w × depth heatmap: trainable below the curve."""
     from initlab.theory.mean_field import MeanField
 
@@ -288,10 +288,6 @@ def _order(v):
 # --------------------------------------------------------------------------------------------
 # Distributions: histograms.csv (per layer, per logged step) and jacobian.csv (singular values)
 
-HISTOGRAMS_FILE = "histograms.csv"
-HISTOGRAM_COLUMNS = ["step", "layer", "kind", "quantity", "lo", "hi", "count"]
-JACOBIAN_FILE = "jacobian.csv"
-JACOBIAN_COLUMNS = ["step", "example", "index", "singular_value"]
 HOW_TO_HISTOGRAMS = "runs write it when log.histograms > 0 (e.g. initlab run CONFIG --set log.histograms=64)"
 HOW_TO_JACOBIAN = ("runs write it when log.jacobian > 0 and model.norm is not batchnorm "
                    "(e.g. initlab run CONFIG --set log.jacobian=4)")
@@ -336,8 +332,8 @@ def _cell(text: str) -> float:
     return float(text) if text else math.nan
 
 
-def _check_header(path: Path, header: list[str] | None, columns: list[str]) -> None:
-    if header != columns:
+def _check_header(path: Path, header: list[str] | None, columns: Sequence[str]) -> None:
+    if header != list(columns):
         raise InitlabError(f"{path}: expected columns {','.join(columns)}, found {','.join(header or []) or 'none'}")
 
 
@@ -523,7 +519,7 @@ def _pick_layers(layers: Sequence[int], limit: int = MAX_LAYERS) -> list[int]:
     return [layers[i] for i in np.unique(np.rint(np.linspace(0, len(layers) - 1, limit)).astype(int))]
 
 
-def _first_seeds(runs: Sequence[Run], keys: Sequence[str], filename: str, how_to: str) -> dict[str, Run]:
+def _first_seeds(runs: Sequence[RunResult], keys: Sequence[str], filename: str, how_to: str) -> dict[str, RunResult]:
     """Each configuration's lowest-seed run that has ``filename`` (configurations with none are left
     out); an InitlabError saying how to get the file when no run has it."""
     chosen = {}
@@ -536,7 +532,7 @@ def _first_seeds(runs: Sequence[Run], keys: Sequence[str], filename: str, how_to
     return chosen
 
 
-def _span(run: Run, quantity: str) -> tuple[float, float, int] | None:
+def _span(run: RunResult, quantity: str) -> tuple[float, float, int] | None:
     """The run's linear bins of ``quantity`` (pre or act) as (lo, hi, B), from its config
     (log.histograms, model.activation); None when the config does not say."""
     size, activation = run.flat.get("log.histograms"), run.flat.get("model.activation")
@@ -573,7 +569,8 @@ def _panels(n: int, **kwargs):
     return fig, list(axes.flat[:n])
 
 
-def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "act", step: str = "init") -> Figure:
+def histograms_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: str = "act",
+                      step: str = "init") -> Figure:
     """Per-layer distributions at one step, after Glorot & Bengio 2010 (Figs. 6 and 7): one panel per
     configuration (its first seed's run; seeds are not pooled, so each curve is one network), shared
     axes, one curve per hidden layer (all of them up to MAX_LAYERS, else MAX_LAYERS evenly spaced
@@ -587,11 +584,11 @@ def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = 
     ``step``: init, end (the last logged step) or a number (the last logged step at or before it).
     Runs without histograms.csv are skipped; an InitlabError if none has one."""
     q = _quantity(quantity)
-    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    chosen = _first_seeds(runs, keys, HISTOGRAM_FILE, HOW_TO_HISTOGRAMS)
     fig, axes = _panels(len(chosen), sharex=True, sharey=True)
     drawn = []
     for ax, (label, run) in zip(axes, chosen.items()):
-        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        hist = read_histograms(run.path / HISTOGRAM_FILE, quantity)
         at = _resolve_step(step, hist.steps())
         drawn += [at] if at is not None else []
         seed = f"seed {run.flat.get('seed', 0)}"
@@ -624,7 +621,7 @@ def histograms_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = 
     return fig
 
 
-def colorful_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "act") -> Figure:
+def colorful_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: str = "act") -> Figure:
     """fastai's "colorful dimension" plot (fastai course, lesson 10, 2019; the ActivationStats
     hook's ``color_dim``): a histogram per logged step laid side by side, so the whole of training
     is one image per layer: x = logged step (one column each, ticks name the steps), y = the
@@ -636,10 +633,10 @@ def colorful_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "a
     layer). Under/overflow, zeros and NaNs are off the image. Runs without histograms.csv are
     skipped; an InitlabError if none has one."""
     q = _quantity(quantity)
-    chosen = _first_seeds(runs, keys, HISTOGRAMS_FILE, HOW_TO_HISTOGRAMS)
+    chosen = _first_seeds(runs, keys, HISTOGRAM_FILE, HOW_TO_HISTOGRAMS)
     columns = []  # per configuration: (label, steps, [(layer, image (bins, steps), (y0, y1))])
     for label, run in chosen.items():
-        hist = read_histograms(run.path / HISTOGRAMS_FILE, quantity)
+        hist = read_histograms(run.path / HISTOGRAM_FILE, quantity)
         steps = hist.steps()
         images = []
         for layer in _pick_layers(hist.layers()):
@@ -680,7 +677,7 @@ def colorful_figure(runs: Sequence[Run], keys: Sequence[str], quantity: str = "a
     return fig
 
 
-def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
+def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
     """The density of the input–output Jacobian's squared singular values σ² (∂ last hidden layer /
     ∂ input, of a few probe examples; all examples and seeds of a configuration pooled), one colour
     per configuration and one line style per step, log-spaced bins shared by every line and
@@ -742,7 +739,7 @@ def spectrum_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[st
     return fig
 
 
-def _floor(run: Run, step: int) -> float:
+def _floor(run: RunResult, step: int) -> float:
     """The float32 resolution of a run's spectrum at ``step`` (summary.json's ``jacobian`` floor:
     singular values at or below it are numerically zero), 0 where the summary has none."""
     jac = run.summary.get("jacobian") or {}
@@ -779,7 +776,7 @@ FORMAT_KEYS = ("model.dtype", "model.precision", "train.loss_scale", "train.loss
                "train.loss_scale_period")
 
 
-def _format_label(run: Run) -> str:
+def _format_label(run: RunResult) -> str:
     """A run's number format in a few words: ``float16, loss scale dynamic``."""
     f = run.flat
     words = [str(f.get("model.dtype", "float32"))]
@@ -797,7 +794,7 @@ VARIANT_COLOURS = [OKABE_ITO[i] for i in (4, 1, 5, 7)]
 STRUCTURAL = "0.85"  # the fill of the share that is zero in the widest format too
 
 
-def _widest(labels: Sequence[str], runs: Sequence[Run]) -> str | None:
+def _widest(labels: Sequence[str], runs: Sequence[RunResult]) -> str | None:
     """Of the format labels drawn, the one whose dtype reaches furthest toward zero (most mantissa
     bits next, no loss scaling first), if it has float32's range or more: its zeros are the network's
     own (inactive ReLU units, constant input pixels), not format underflow. None otherwise."""
@@ -811,7 +808,7 @@ def _widest(labels: Sequence[str], runs: Sequence[Run]) -> str | None:
     return best if best is not None and key(best)[0] <= FORMATS["float32"].smallest_normal else None
 
 
-def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
+def underflow_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
     """The share of ∂L/∂z's and ∂L/∂W's entries that are zero or subnormal in each run's number
     format, against layer (the output layer last): one row of two panels per setup (the varied
     keys that are not the format's), one colour per number format (``FORMAT_COLOURS``, the same in
@@ -881,7 +878,7 @@ def underflow_figure(runs: Sequence[Run], keys: Sequence[str], steps: Sequence[s
 AXIS_SECTIONS = ("model", "train", "data")
 
 
-def grid_keys(runs: Sequence[Run], keys: Sequence[str]) -> tuple[str, str] | None:
+def grid_keys(runs: Sequence[RunResult], keys: Sequence[str]) -> tuple[str, str] | None:
     """The two varied keys that vary as a grid, (rows, columns): every value of one was run with
     every value of the other. The largest such grid, then the one of the earlier sections of
     ``AXIS_SECTIONS``, then config order; None where no two keys do."""
@@ -903,7 +900,7 @@ def grid_keys(runs: Sequence[Run], keys: Sequence[str]) -> tuple[str, str] | Non
     return min(grids)[-1] if grids else None
 
 
-def _heatmap_kind(runs: Sequence[Run], keys: Sequence[str], options: PlotOptions) -> Figure:
+def _heatmap_kind(runs: Sequence[RunResult], keys: Sequence[str], options: PlotOptions) -> Figure:
     """The heatmap over --x and --y; where one or both are not given, over keys that vary as a grid."""
     for k in (options.x, options.y):
         if k is not None and all(k not in r.flat for r in runs):
@@ -923,7 +920,7 @@ def _heatmap_kind(runs: Sequence[Run], keys: Sequence[str], options: PlotOptions
 MAX_COORD_STEPS = 8  # lines per coordinate-check panel
 
 
-def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str = "pre_delta_abs_mean") -> Figure:
+def coordcheck_figure(runs: Sequence[RunResult], keys: Sequence[str], statistic: str = "pre_delta_abs_mean") -> Figure:
     """The coordinate check (Yang et al. 2022, Fig. 5; microsoft/mup's ``coord_check``): a
     coordinate-check statistic (``pre_delta_abs_mean``, the change |z_t − z₀|, or ``act_abs_mean``,
     |a|) against width, log-log, one row of panels per configuration (parameterization, optimizer,
@@ -976,7 +973,7 @@ def coordcheck_figure(runs: Sequence[Run], keys: Sequence[str], statistic: str =
     return fig
 
 
-def transfer_figure(runs: Sequence[Run], keys: Sequence[str], metric: str = "test_loss") -> Figure:
+def transfer_figure(runs: Sequence[RunResult], keys: Sequence[str], metric: str = "test_loss") -> Figure:
     """Learning-rate transfer (Yang et al. 2022, Fig. 1): the test loss after the runs' budget against
     the learning rate, log x, one panel per configuration (parameterization, ...), one line per
     width (light to dark as the width grows), the mean over seeds with the seeds' range shaded, and
@@ -1019,7 +1016,7 @@ def transfer_figure(runs: Sequence[Run], keys: Sequence[str], metric: str = "tes
     return fig
 
 
-FigureKind = Callable[[Sequence[Run], Sequence[str], PlotOptions], Figure]
+FigureKind = Callable[[Sequence[RunResult], Sequence[str], PlotOptions], Figure]
 
 FIGURES: Registry[FigureKind] = Registry("figure kind", {
     "profile": lambda runs, keys, o: profile_figure(runs, keys, o.steps),

@@ -1,5 +1,5 @@
-"""Run folders read back: each run from its summary.json (``Run``: its status, final figures, per-layer
-profiles and resolved config as dotted keys), the folders found under some paths (``discover``),
+"""Run folders read back: each run from its summary.json (``RunResult``: its status, final figures,
+per-layer profiles and resolved config as dotted keys), the folders found under some paths (``discover``),
 ``--filter KEY=VALUE`` and the config keys that vary across runs. What every report, figure and
 export reads; it reads files, never training.
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from initlab.config import ADDED_LATER, is_default_stats
 from initlab.errors import ConfigError, InitlabError
+from initlab.runfolder.files import CONFIG_FILE, RUN_MARKERS, SUMMARY_FILE
 
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
 
@@ -34,8 +36,8 @@ def _default_stats() -> list[str]:
 
 
 @dataclass
-class Run:
-    """One run folder as the report sees it."""
+class RunResult:
+    """One run folder as the report sees it (the Python API's ``initlab.Run`` opens one whole)."""
 
     path: Path
     summary: dict[str, Any]
@@ -180,13 +182,13 @@ def check_summary(summary: Any) -> str | None:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return any((path / f).exists() for f in ("summary.json", "config.yaml", "metrics.csv"))
+    return any((path / f).exists() for f in RUN_MARKERS)
 
 
-def load_run(path: Path) -> Run | Skipped:
+def load_run(path: Path) -> RunResult | Skipped:
     """A run folder, or why it cannot be read."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
     except FileNotFoundError:
         return Skipped(path, "no summary.json (a partial or foreign folder)")
     except (OSError, ValueError) as e:
@@ -207,7 +209,7 @@ def load_run(path: Path) -> Run | Skipped:
 
             from initlab.config import parse_yaml
 
-            config = parse_yaml((path / "config.yaml").read_text())
+            config = parse_yaml((path / CONFIG_FILE).read_text())
         except (OSError, ValueError, yaml.YAMLError, InitlabError) as e:
             return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
         if not isinstance(config, dict):
@@ -218,15 +220,15 @@ def load_run(path: Path) -> Run | Skipped:
         flat["log.stats"] = _default_stats()
     for key, default in ADDED_LATER.items():  # and keys added since read as their hash-keeping default
         flat.setdefault(key, default)
-    return Run(path, summary, flat)
+    return RunResult(path, summary, flat)
 
 
-def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
+def discover(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[Skipped]]:
     """Every run folder under ``paths`` (run folders themselves, or folders holding them at any
     depth; hidden folders such as sweep locks and temporaries are not entered). A symbolic link
     inside the tree is not followed (a link to ``/`` would walk the filesystem): it is listed as
     skipped; the paths given are followed."""
-    runs: list[Run] = []
+    runs: list[RunResult] = []
     skipped: list[Skipped] = []
     stack = [Path(p) for p in paths]
     for p in stack:
@@ -241,7 +243,7 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
         seen.add(real)
         if _is_run_folder(p):
             item = load_run(p)
-            (runs if isinstance(item, Run) else skipped).append(item)
+            (runs if isinstance(item, RunResult) else skipped).append(item)
             continue
         try:
             entries = sorted((e for e in os.scandir(p) if not e.name.startswith(".")), key=lambda e: e.name)
@@ -265,7 +267,7 @@ def _parse_filter(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
+def apply_filters(runs: Sequence[RunResult], filters: Sequence[str]) -> list[RunResult]:
     """The runs matching every ``KEY=VALUE`` of ``filters``. A key no run has, or a filter that
     leaves no run, is an InitlabError saying what the runs do have (never a silently empty result)."""
     runs = list(runs)
@@ -286,7 +288,7 @@ def apply_filters(runs: Sequence[Run], filters: Sequence[str]) -> list[Run]:
     return runs
 
 
-def _matches(run: Run, key: str, value: str) -> bool:
+def _matches(run: RunResult, key: str, value: str) -> bool:
     have = run.status if key == "status" else run.flat.get(key, None)
     if have is None:
         return False
@@ -298,7 +300,7 @@ def _matches(run: Run, key: str, value: str) -> bool:
     return str(have).lower() == value.lower()
 
 
-def varied_keys(runs: Sequence[Run]) -> list[str]:
+def varied_keys(runs: Sequence[RunResult]) -> list[str]:
     """Config keys whose values differ across ``runs`` (in config order), ignoring name/seed/out."""
     keys: dict[str, set[str]] = {}
     for run in runs:
@@ -312,3 +314,42 @@ def key_headers(keys: Sequence[str]) -> list[str]:
     """Short names for config-key columns: the last part (``depth``) unless two keys share it."""
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
     return [leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)]
+
+
+def config_label(values: dict[str, Any], keys: Sequence[str], *, headers: Sequence[str] | None = None,
+                 fmt: Callable[[Any], str] = str, sep: str = ", ", skip_none: bool = True) -> str:
+    """The label of a configuration, ``depth=10, init=he_normal``: each of ``keys`` that ``values``
+    (a run's dotted config, or a report row) sets, under its header (``key_headers``' short name
+    unless ``headers`` are given), written by ``fmt``; a key set to None is left out unless not
+    ``skip_none`` (a key a run does not set, e.g. another initializer's argument, always is). ''
+    when nothing is left: the caller names the run another way."""
+    heads = key_headers(keys) if headers is None else headers
+    return sep.join(f"{h}={fmt(values.get(k))}" for h, k in zip(heads, keys)
+                    if k in values and (values[k] is not None or not skip_none))
+
+
+def geo_mean(values: Sequence[Any], *, per_layer: bool = False) -> Any:
+    """The geometric mean over seeds: the reports' one average of ratios and variances.
+
+    Of numbers (a report-table cell): NaN ones left out, NaN when none is left, and the median
+    instead when one is zero or negative (a logarithm would make it -inf or NaN).
+
+    ``per_layer``: of equal-length arrays (per-layer profiles), element by element: NaN where
+    every seed is non-finite, a negative left out, a zero pulling the mean to 0; empty when there
+    are none or their lengths differ.
+
+    The two rules are what the table and the figures have always shown; one function states both."""
+    if per_layer:
+        arrays = [a for a in values if len(a)]
+        if not arrays or len({len(a) for a in arrays}) != 1:
+            return np.array([])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
+            return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan
+    if (v <= 0).any():
+        return float(np.median(v))
+    with np.errstate(all="ignore"):
+        return float(np.exp(np.log(v).mean()))

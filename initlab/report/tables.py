@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import ConfigError, InitlabError
-from initlab.report.results import (Run, Skipped, _is_run_folder, apply_filters, discover, key_headers, load_run,
-                                    varied_keys)
+from initlab.report.results import (RunResult, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
+                                    load_run, varied_keys)
+from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
 
 VANISHING = 1e-2
 EXPLODING = 1e2
@@ -45,7 +46,7 @@ def verdict(act_ratio: float, grad_ratio: float) -> str:
     return "healthy"
 
 
-def outcome_verdict(signal: str, members: Sequence[Run]) -> str:
+def outcome_verdict(signal: str, members: Sequence[RunResult]) -> str:
     """The signal verdict at initialization, with what training then did where the runs did not
     all complete: a run healthy at init that diverged at step 1 is not "healthy"."""
     bad = [r.status for r in members if r.status != "completed"]
@@ -86,17 +87,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _geo_mean(values: Sequence[float]) -> float:
-    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return math.nan
-    if (v <= 0).any():
-        return float(np.median(v))
-    with np.errstate(all="ignore"):
-        return float(np.exp(np.log(v).mean()))
-
-
-def _status_text(runs: Sequence[Run]) -> str:
+def _status_text(runs: Sequence[RunResult]) -> str:
     """``ok`` when every seed completed, the status when they all share one (``running``,
     ``diverged``: how many is the ``n`` column), else the counts (``1 ok, 1 diverged``)."""
     counts: dict[str, int] = {}
@@ -134,12 +125,12 @@ class Report:
     # a width sweep's coordinate-check slopes and best learning rates (initlab.report.width); empty otherwise
     width: list[dict[str, Any]] = field(default_factory=list)
     transfer: list[dict[str, Any]] = field(default_factory=list)
-    runs: list[Run] = field(default_factory=list)  # the runs behind the rows (after the filters)
+    runs: list[RunResult] = field(default_factory=list)  # the runs behind the rows (after the filters)
 
 
-def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
+def aggregate(runs: Sequence[RunResult], keys: Sequence[str], target: float) -> list[dict[str, Any]]:
     """One row per distinct value of ``keys`` (seeds and everything else aggregated)."""
-    groups: dict[str, list[Run]] = {}
+    groups: dict[str, list[RunResult]] = {}
     for run in runs:
         groups.setdefault(json.dumps([run.flat.get(k) for k in keys], sort_keys=True, default=str), []).append(run)
     rows = []
@@ -152,15 +143,15 @@ def aggregate(runs: Sequence[Run], keys: Sequence[str], target: float) -> list[d
                                ("steps_to_target", [r.steps_to(target) for r in members])):
             row[metric], row[metric + "_std"] = _mean_std(values)
         for when, label in (("init", "init"), ("final", "end")):
-            row[f"act_ratio_{label}"] = _geo_mean([r.ratio(when, "act_var") for r in members])
-            row[f"grad_ratio_{label}"] = _geo_mean([r.ratio(when, "grad_var") for r in members])
+            row[f"act_ratio_{label}"] = geo_mean([r.ratio(when, "act_var") for r in members])
+            row[f"grad_ratio_{label}"] = geo_mean([r.ratio(when, "grad_var") for r in members])
         row["verdict"] = outcome_verdict(verdict(row["act_ratio_init"], row["grad_ratio_init"]), members)
-        row["theory_ratio"] = _geo_mean([r.theory_ratio() for r in members])
-        row["jac_ratio_init"] = _geo_mean([r.jacobian("ratio") for r in members])
+        row["theory_ratio"] = geo_mean([r.theory_ratio() for r in members])
+        row["jac_ratio_init"] = geo_mean([r.jacobian("ratio") for r in members])
         # with singular values below float32's resolution the ratio is a lower bound (≈ 1/(max(m, n)·ε))
         row["jac_ratio_init_bound"] = any(r.jacobian("unresolved") > 0 for r in members)
-        row["jac_msq_init"] = _geo_mean([r.jacobian("mean_sq") for r in members])
-        row["jac_msq_theory"] = _geo_mean([r.jacobian_theory() for r in members])
+        row["jac_msq_init"] = geo_mean([r.jacobian("mean_sq") for r in members])
+        row["jac_msq_theory"] = geo_mean([r.jacobian_theory() for r in members])
         depths = {len(r.profile("init", "act_var")) for r in members}
         if len(depths) == 1:
             with np.errstate(all="ignore"):
@@ -353,10 +344,10 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     from initlab.stats.statistics import COLUMNS as STAT_COLUMNS
 
     p = Path(path)
-    if not (p / "layers.csv").exists():
+    if not (p / LAYERS_FILE).exists():
         hint = " (a sweep folder? pass one of its run folders)" if p.is_dir() and not _is_run_folder(p) else ""
         raise ConfigError(f"--layers {p}: not a run folder with layers.csv{hint}")
-    with open(p / "layers.csv", newline="") as f:
+    with open(p / LAYERS_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise InitlabError(f"{p}/layers.csv has no rows")
@@ -374,7 +365,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     columns = list(stat_columns)
     theory_note = ""
     loaded = load_run(p)
-    theory = loaded.summary.get("theory") if isinstance(loaded, Run) else None
+    theory = loaded.summary.get("theory") if isinstance(loaded, RunResult) else None
     if first == 0 and theory:
         if theory.get("applies"):
             hidden = [r for r in init if r["kind"] == "hidden"]
@@ -395,11 +386,11 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     for r in end:
         for c in columns[len(stat_columns):]:
             r.setdefault(c, math.nan)
-    config = loaded.flat if isinstance(loaded, Run) else {}
-    if (p / "histograms.csv").exists() and config.get("model.activation"):
+    config = loaded.flat if isinstance(loaded, RunResult) else {}
+    if (p / HISTOGRAM_FILE).exists() and config.get("model.activation"):
         from initlab.theory.shaping import shape_of_flat
 
-        edge = saturated_bins_fraction(p / "histograms.csv", str(config["model.activation"]),
+        edge = saturated_bins_fraction(p / HISTOGRAM_FILE, str(config["model.activation"]),
                                        int(config.get("log.histograms") or 0), (first, last), shape_of_flat(config))
         for when, step in (("init", first), ("end", last)):
             for r in init if when == "init" else end:
@@ -407,7 +398,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
         at = columns.index("saturated_frac") + 1 if "saturated_frac" in columns else len(stat_columns)
         columns.insert(at, "hist_saturated")
     return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
-            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, Run) else {})}
+            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, RunResult) else {})}
 
 
 def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int],

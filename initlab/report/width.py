@@ -14,25 +14,25 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from initlab.report.results import IGNORED_KEYS, Run, key_headers, varied_keys
+from initlab.report.results import IGNORED_KEYS, RunResult, config_label, geo_mean, varied_keys
+from initlab.runfolder.files import LAYERS_FILE
 
 WIDTH = "model.width"
 LR = "train.lr"
 COORD_STATS = ("pre_delta_abs_mean", "act_abs_mean")
 
 
-def layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
+def layer_rows(run: RunResult, columns: Sequence[str] = ("act_var", "grad_var"),
                output: bool = False) -> dict[int, dict[str, np.ndarray]]:
     """A run's layers.csv as {step: {column: per-layer values (hidden layers only, unless
     ``output``: then the output layer last)}}; empty when the file lacks a column or is missing."""
-    path = run.path / "layers.csv"
+    path = run.path / LAYERS_FILE
     if not path.is_file():
         return {}
     by_step: dict[int, dict[str, list[float]]] = {}
@@ -49,23 +49,18 @@ def layer_rows(run: Run, columns: Sequence[str] = ("act_var", "grad_var"),
     return {s: {c: np.array(v) for c, v in cols.items()} for s, cols in by_step.items()}
 
 
-def read_layers(run: Run, column: str) -> dict[int, np.ndarray]:
+def read_layers(run: RunResult, column: str) -> dict[int, np.ndarray]:
     """``column`` of a run's layers.csv as {step: values of every layer, the output layer last}."""
     return {s: cols[column] for s, cols in layer_rows(run, (column,), output=True).items()}
 
 
-def _label(run: Run, keys: Sequence[str]) -> str:
-    names = key_headers(keys)
-    return ", ".join(f"{n}={run.flat.get(k)}" for n, k in zip(names, keys) if run.flat.get(k) is not None) or "runs"
-
-
-def configurations(runs: Sequence[Run], leave_out: Sequence[str]) -> tuple[list[str], dict[str, list[Run]]]:
+def configurations(runs: Sequence[RunResult], leave_out: Sequence[str]) -> tuple[list[str], dict[str, list[RunResult]]]:
     """The varied keys other than ``leave_out`` (and seeds), and the runs of each of their
     configurations, labelled ``parameterization=mup, optimizer=adam``."""
     keys = [k for k in varied_keys(runs) if k not in leave_out and k not in IGNORED_KEYS]
-    groups: dict[str, list[Run]] = {}
+    groups: dict[str, list[RunResult]] = {}
     for r in runs:
-        groups.setdefault(_label(r, keys), []).append(r)
+        groups.setdefault(config_label(r.flat, keys) or "runs", []).append(r)
     return keys, groups
 
 
@@ -78,21 +73,10 @@ class CoordData:
     widths: list[int]
     steps: list[int]  # logged by every width
     values: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
-    runs: list[Run] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
 
 
-def geo_mean(arrays: list[np.ndarray]) -> np.ndarray:
-    """The element-wise geometric mean of equal-length arrays (seeds), NaN where every one is
-    non-finite; empty when there are none or their lengths differ."""
-    arrays = [a for a in arrays if len(a)]
-    if not arrays or len({len(a) for a in arrays}) != 1:
-        return np.array([])
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # layers where every seed is non-finite stay NaN
-        return np.exp(np.nanmean(np.log(np.array(arrays)), axis=0))
-
-
-def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") -> list[CoordData]:
+def coordinate_data(runs: Sequence[RunResult], statistic: str = "pre_delta_abs_mean") -> list[CoordData]:
     """Every configuration that has ``statistic`` at two or more widths (runs of other widths
     alone, or without the statistic, are left out), at the steps every one of its runs logged
     (completed or diverged: a diverged run's steps before it stopped)."""
@@ -111,7 +95,8 @@ def coordinate_data(runs: Sequence[Run], statistic: str = "pre_delta_abs_mean") 
         shapes = {len(rows[s]) for seeds in by_width.values() for rows in seeds for s in steps}
         if not steps or len(shapes) != 1:
             continue
-        values = {w: {s: geo_mean([rows[s] for rows in seeds]) for s in steps} for w, seeds in by_width.items()}
+        values = {w: {s: geo_mean([rows[s] for rows in seeds], per_layer=True) for s in steps}
+                  for w, seeds in by_width.items()}
         out.append(CoordData(label, statistic, sorted(values), steps, values, list(members)))
     return out
 
@@ -128,7 +113,7 @@ def slopes_at(data: CoordData, step: int) -> np.ndarray:
     return out
 
 
-def expected_exponents(run: Run) -> tuple[float, float, float] | None:
+def expected_exponents(run: RunResult) -> tuple[float, float, float] | None:
     """The theory's exponents (input, hidden, output layers) for a run's parameterization and
     optimizer, or None where the theory does not apply (normalization, residual blocks, a zero
     readout, whose first update moves only the output layer)."""
@@ -148,7 +133,7 @@ def _measurable(data: CoordData, step: int) -> bool:
     return all(np.all(np.isfinite(data.values[w][step]) & (data.values[w][step] > 0)) for w in data.widths)
 
 
-def width_slopes(runs: Sequence[Run]) -> list[dict[str, Any]]:
+def width_slopes(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """Per configuration of a width sweep with ``pre_delta_abs_mean``: at the first logged step
     after 0 where every layer has moved at every width, the fitted slopes of the input layer, the
     hidden layers (their mean) and the output layer, with the theory's exponents beside them when
@@ -172,7 +157,8 @@ def width_slopes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def transfer_data(runs: Sequence[Run], metric: str = "test_loss") -> dict[str, dict[int, dict[float, list[float]]]]:
+def transfer_data(runs: Sequence[RunResult],
+                  metric: str = "test_loss") -> dict[str, dict[int, dict[float, list[float]]]]:
     """{configuration (without width and lr): {width: {lr: the seeds' final ``metric`` (NaN: diverged)}}}
     for configurations with two or more learning rates."""
     _, groups = configurations(runs, (WIDTH, LR))
@@ -187,7 +173,7 @@ def transfer_data(runs: Sequence[Run], metric: str = "test_loss") -> dict[str, d
     return out
 
 
-def best_learning_rates(runs: Sequence[Run], metric: str = "test_loss") -> list[dict[str, Any]]:
+def best_learning_rates(runs: Sequence[RunResult], metric: str = "test_loss") -> list[dict[str, Any]]:
     """Per configuration and width: the learning rate with the lowest mean ``metric`` over seeds
     (a diverged run counts as worse than any finite one), the loss there, and how many runs it has."""
     rows = []

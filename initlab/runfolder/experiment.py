@@ -19,9 +19,11 @@ from initlab import __version__
 from initlab.config import DataConfig, RunConfig, config_digest, config_hash, from_dict, to_dict
 from initlab.data.datasets import Dataset, load_dataset
 from initlab.errors import InitlabError, InterruptGate, check_interrupted, describe_os_error
-from initlab.runfolder.storage import (CHECKPOINT_FILE, FileCheckpointer, RunRecorder, RunWriter, check_run_dir_free,
-                                       check_same_config, claim_for_resume, claim_run_dir, group_checkpoint_path,
-                                       read_summary, run_dir_for, run_status, unlock)
+from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path
+from initlab.runfolder.files import CHECKPOINT_FILE
+from initlab.runfolder.storage import (RunRecord, RunRecorder, RunWriter, check_run_dir_free, check_same_config,
+                                       claim_for_resume, claim_run_dir, histogram_edges, read_summary, run_dir_for,
+                                       run_status, unlock)
 from initlab.train import memory
 from initlab.train.loop import TrainResult, memory_estimate, train, train_group
 from initlab.train.schedule import make_schedule
@@ -211,11 +213,11 @@ def dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
 
 
 def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
-                  on_step: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Train a group of batchable runs together and return, per run, its metrics rows, per-layer
-    rows and summary. Plain data in and out, so the same function runs in this process, in a
-    process pool or as a Ray task. An exception fails the whole group; it is recorded per run
-    (with the rows gathered until then), never raised."""
+                  on_step: Callable[[int, int], None] | None = None) -> list[RunRecord]:
+    """Train a group of batchable runs together and return each run's ``RunRecord`` (its rows,
+    histograms and their edges, spectra, trace, parameters and summary). Plain data in and out, so
+    the same function runs in this process, in a process pool or as a Ray task. An exception fails
+    the whole group; it is recorded per run (with the rows gathered until then), never raised."""
     cfgs = [from_dict(d) for d in cfg_dicts]
     # the group's runs train in lockstep: the first one's progress is the group's
     recorders = [RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
@@ -233,7 +235,5 @@ def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
         reason = f"{type(e).__name__}: {e}"
         summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
                      for c, rec in zip(cfgs, recorders)]
-    return [{"config": to_dict(c), "metrics": rec.metric_rows, "layers": rec.layer_rows, "summary": summ,
-             "trace": rec.trace, "shaped": rec.shaped_rows, "histograms": rec.histograms, "spectra": rec.spectra,
-             "params": rec.saved_params}
+    return [rec.record(summ, histogram_edges(c) if rec.histograms else None)
             for c, rec, summ in zip(cfgs, recorders, summaries)]

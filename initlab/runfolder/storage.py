@@ -8,45 +8,36 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import math
 import os
-import pickle
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
                             parse_yaml, to_yaml)
-from initlab.errors import InitlabError, check_interrupted, describe_os_error
+from initlab.errors import InitlabError, check_interrupted
 from initlab.nn.initializers import Trace
+from initlab.runfolder.checkpoint import CHECKPOINT_MAGIC, FileCheckpointer, group_checkpoint_path  # noqa: F401
+from initlab.runfolder.files import (CHECKPOINT_FILE, CONFIG_FILE, HISTOGRAM_COLUMNS, HISTOGRAM_FILE,
+                                     JACOBIAN_COLUMNS, JACOBIAN_FILE, LAYER_KEY_COLUMNS, LAYERS_FILE, LOCKS_DIR,
+                                     LOSS_SCALE_COLUMNS, METRIC_COLUMNS, METRICS_FILE, PARAMS_DIR, SHAPED_COLUMNS,
+                                     SUMMARY_FILE, params_name, params_step, shaped_file)
 from initlab.stats.statistics import QUANTITIES, Layout
 from initlab.theory.shaping import shape_for
-
-METRIC_COLUMNS = ("step", "epoch", "train_loss", "test_loss", "test_acc", "wall_time")
-# metrics.csv's further columns with loss scaling (train.loss_scale): the scale in effect after the
-# row's step, and the steps skipped (non-finite gradient) since the previous row.
-LOSS_SCALE_COLUMNS = ("loss_scale", "skipped_steps")
 
 
 def metric_columns(cfg: RunConfig) -> tuple[str, ...]:
     """The columns of metrics.csv."""
     return METRIC_COLUMNS + (LOSS_SCALE_COLUMNS if cfg.train.loss_scale != "none" else ())
-# A statistic of k > 1 values per layer goes to <name>.csv, one row per (step, layer, index).
-SHAPED_COLUMNS = ("step", "layer", "kind", "index", "value")
-# histograms.csv: one row per non-empty bin of each (step, layer, quantity); an empty bin has no row.
-HISTOGRAM_COLUMNS = ("step", "layer", "kind", "quantity", "lo", "hi", "count")
-HISTOGRAM_FILE = "histograms.csv"
-# jacobian.csv: the singular values of each probe example's input-output Jacobian, largest first.
-JACOBIAN_COLUMNS = ("step", "example", "index", "singular_value")
-JACOBIAN_FILE = "jacobian.csv"
 
 
 def layout_of(cfg: RunConfig) -> Layout:
@@ -56,33 +47,40 @@ def layout_of(cfg: RunConfig) -> Layout:
 
 def layer_columns(cfg: RunConfig) -> tuple[str, ...]:
     """The columns of layers.csv: the scalar statistics the run computes (``log.stats``)."""
-    return ("step", "layer", "kind", *layout_of(cfg).scalars)
+    return (*LAYER_KEY_COLUMNS, *layout_of(cfg).scalars)
 
 
 def shaped_files(cfg: RunConfig) -> dict[str, str]:
     """Statistic name -> the tidy file (in the run folder) of each shaped statistic the run computes."""
-    return {name: f"{name}.csv" for name in layout_of(cfg).shaped}
+    return {name: shaped_file(name) for name in layout_of(cfg).shaped}
 
 
 def _edge_text(v: float) -> str:
     return "" if math.isnan(v) else repr(float(v))
 
 
-def histogram_text(cfg: RunConfig, histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> str:
-    """histograms.csv from a run's logged steps, each ``(step, {histogram statistic: counts
-    (layers, bins)})``: a row per non-empty bin, with its edges (NaN counts, a layer the histogram
-    is undefined for, write nothing)."""
+Edges = Mapping[str, tuple[np.ndarray, np.ndarray]]  # histogram statistic -> its bins' (lower, upper) edges
+
+
+def histogram_edges(cfg: RunConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The bin edges of each histogram ``cfg``'s run computes: the bins of its statistics layout for
+    the activation as the run shaped it. Taken where the run trains, where its shaping is solved
+    (``shape_for`` keeps it), and carried to the writer in the ``RunRecord``."""
     layout = layout_of(cfg)
     m = cfg.model
-    shape = shape_for(m.activation, m.shaping, m.shaping_args, m.depth)
-    edges = {}
-    for name in layout.histograms:
-        lo, hi = layout.bins(name, m.activation, shape).edges()
-        edges[name] = ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi])
+    shape = shape_for(m.activation, m.shaping, m.shaping_args, m.depth) if layout.histograms else None
+    return {name: layout.bins(name, cfg.model.activation, shape).edges() for name in layout.histograms}
+
+
+def histogram_text(edges: Edges, histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> str:
+    """histograms.csv from a run's logged steps, each ``(step, {histogram statistic: counts
+    (layers, bins)})``, and its bins' ``edges`` (``histogram_edges``): a row per non-empty bin
+    (NaN counts, a layer the histogram is undefined for, write nothing)."""
+    texts = {name: ([_edge_text(v) for v in lo], [_edge_text(v) for v in hi]) for name, (lo, hi) in edges.items()}
     lines = [",".join(HISTOGRAM_COLUMNS)]
     for step, hists in histograms:
         for name, c in hists.items():
-            lo, hi = edges[name]
+            lo, hi = texts[name]
             n_layers = c.shape[0]
             layer, b = np.nonzero(np.nan_to_num(c, nan=0.0) > 0)
             for i, j in zip(layer.tolist(), b.tolist()):
@@ -125,7 +123,7 @@ def stored_digest(path: Path) -> str | None:
     """The ``config_digest`` of the run whose folder is ``path`` (from summary.json, else from the
     config stored there); None when neither can be read."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
         if isinstance(summary, dict) and isinstance(summary.get("config_digest"), str):
             return summary["config_digest"]
     except (OSError, ValueError):
@@ -133,7 +131,7 @@ def stored_digest(path: Path) -> str | None:
     import yaml
 
     try:
-        return config_digest(from_dict(parse_yaml((path / "config.yaml").read_text())))
+        return config_digest(from_dict(parse_yaml((path / CONFIG_FILE).read_text())))
     except (OSError, ValueError, ConfigError, yaml.YAMLError):
         return None
 
@@ -155,7 +153,7 @@ def check_same_config(path: Path, cfg: RunConfig) -> None:
 # it as interrupted.
 
 def lock_path(path: Path) -> Path:
-    return path.parent / ".locks" / f"{path.name}.lock"
+    return path.parent / LOCKS_DIR / f"{path.name}.lock"
 
 
 def try_lock(path: Path) -> int | None:
@@ -316,6 +314,23 @@ def claim_for_resume(cfg: RunConfig, path: Path) -> int:
     return fd
 
 
+@dataclass
+class RunRecord:
+    """Everything a run leaves for its folder but its config: what ``runfolder.experiment.execute_group``
+    returns per run and ``write_run_dir`` writes whole. Plain data (lists, dicts, numpy arrays), so
+    it crosses process boundaries (a process pool, Ray)."""
+
+    summary: dict[str, Any]  # summary.json
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv's rows
+    layers: list[dict[str, Any]] = field(default_factory=list)  # layers.csv's rows
+    shaped: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # shaped statistic -> its tidy rows
+    histograms: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)  # (step, {name: counts})
+    edges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # histogram_edges
+    spectra: dict[int, np.ndarray] = field(default_factory=dict)  # step -> Jacobian singular values
+    trace: Trace | None = None  # the initializer's trace
+    params: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # step -> named arrays
+
+
 class RunRecorder:
     """Collects a run's metrics and per-layer rows in memory; implements the training ``Sink``."""
 
@@ -370,6 +385,11 @@ class RunRecorder:
         for name in self.HELD:
             setattr(self, name, snapshot[name])
 
+    def record(self, summary: dict[str, Any], edges: Edges | None = None) -> RunRecord:
+        """What was recorded, with ``summary`` and the histograms' ``edges``, as the run's record."""
+        return RunRecord(summary, self.metric_rows, self.layer_rows, self.shaped_rows, self.histograms,
+                         dict(edges or {}), self.spectra, self.trace, self.saved_params)
+
     def checkpoint(self) -> None:
         pass
 
@@ -395,6 +415,7 @@ class RunWriter(RunRecorder):
         self.summary: dict[str, Any] = {}
         self.min_interval_s = min_interval_s
         self._last_flush = -math.inf
+        self._edges: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def checkpoint(self) -> None:
         if time.monotonic() - self._last_flush >= self.min_interval_s:
@@ -402,114 +423,35 @@ class RunWriter(RunRecorder):
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self) -> None:
-        atomic_write(self.path / "config.yaml", to_yaml(self.cfg))
+        atomic_write(self.path / CONFIG_FILE, to_yaml(self.cfg))
 
     def flush(self) -> None:
-        """Write both CSVs and the summary as they stand."""
+        """Write the CSVs and the summary as they stand."""
         self._last_flush = time.monotonic()
-        atomic_write(self.path / "metrics.csv", csv_text(metric_columns(self.cfg), self.metric_rows))
-        write_layer_files(self.path, self.cfg, self.layer_rows, self.shaped_rows, self.histograms, self.spectra)
-        write_trace(self.path, self.trace)
-        write_params(self.path, self.saved_params)
-        if self.summary:
-            self.write_summary(self.summary)
+        if self._edges is None and self.histograms:
+            self._edges = histogram_edges(self.cfg)  # once, in the process that trains (its shaping solved)
+        write_results(self.path, self.cfg, self.record(self.summary, self._edges))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary = summary
-        atomic_write(self.path / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write(self.path / SUMMARY_FILE, summary_text(summary))
 
 
-CHECKPOINT_FILE = "checkpoint.pkl"
-# A checkpoint file is this header line, then the SHA-256 of the payload in hex and a newline, then
-# the payload: a pickle of plain data (numpy arrays, lists, dicts, numbers). The checksum is
-# verified before anything is unpickled, so a torn, truncated or bit-flipped file is refused, never
-# resumed from. It detects corruption, not forgery: pickle can run code, so resume only from run
-# folders you (or initlab) wrote.
-CHECKPOINT_MAGIC = b"initlab checkpoint 2\n"
-
-
-class FileCheckpointer:
-    """A training checkpoint (``initlab.train.loop.Checkpointer``) kept in one file, ``path``, written
-    through a temporary name, fsync and a rename, so a kill -9 at any moment leaves the previous
-    checkpoint or the new one, never a torn file; checked against its SHA-256 before it is read
-    (see ``CHECKPOINT_MAGIC``). ``remedy`` ends the message of a checkpoint that cannot be used:
-    what the user runs to start again."""
-
-    def __init__(self, path: Path, remedy: str = "--force starts the run again"):
-        self.path = Path(path)
-        self.remedy = remedy
-
-    def save(self, payload: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(CHECKPOINT_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n")
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    def _body(self) -> bytes:
-        """The payload's bytes, once its checksum is verified; an InitlabError naming the file otherwise."""
-        try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise InitlabError(f"{self.path}: cannot be read ({describe_os_error(e)}); {self.remedy}") from None
-        if not data.startswith(CHECKPOINT_MAGIC):
-            raise InitlabError(f"{self.path}: not a checkpoint of this initlab version (its header is missing or "
-                               f"damaged); nothing was trained; {self.remedy}")
-        head_end = len(CHECKPOINT_MAGIC) + 65
-        digest, body = data[len(CHECKPOINT_MAGIC):head_end - 1], data[head_end:]
-        if data[head_end - 1:head_end] != b"\n" or hashlib.sha256(body).hexdigest().encode() != digest:
-            raise InitlabError(f"{self.path}: corrupted (its SHA-256 does not match its contents); nothing was "
-                               f"trained; {self.remedy}")
-        return body
-
-    def verify(self) -> None:
-        """Raise the InitlabError ``load`` would, without unpickling (before a run folder is claimed)."""
-        self._body()
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        body = self._body()
-        try:
-            payload = pickle.loads(body)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
-            raise InitlabError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); {self.remedy}") from None
-        if not isinstance(payload, dict):
-            raise InitlabError(f"{self.path}: not a checkpoint of initlab's; {self.remedy}")
-        return payload
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def group_checkpoint_path(cfgs: Sequence[RunConfig]) -> Path:
-    """Where a sweep keeps the checkpoint of a group of runs in training (their run folders exist
-    only once the group has finished): ``<log.out>/.checkpoints/<16 hex digits>.pkl``, named by
-    the members' config digests, so a group resumes only into the same runs."""
-    digest = hashlib.sha256("\n".join(config_digest(c) for c in cfgs).encode()).hexdigest()[:16]
-    return Path(cfgs[0].log.out) / ".checkpoints" / f"{digest}.pkl"
-
-
-PARAMS_DIR = "params"
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """summary.json's text."""
+    return json.dumps(jsonable(summary), indent=2) + "\n"
 
 
 def params_file(path: Path, step: int) -> Path:
     """Where a run folder keeps its parameters of ``step``: ``params/step_<step, 6 digits>.npz``."""
-    return path / PARAMS_DIR / f"step_{step:06d}.npz"
+    return path / PARAMS_DIR / params_name(step)
 
 
 def saved_param_steps(path: Path) -> list[int]:
     """The steps whose parameters the run folder ``path`` holds, in order."""
     folder = path / PARAMS_DIR
-    return sorted(int(f.stem[5:]) for f in folder.glob("step_*.npz") if f.stem[5:].isdigit()) if folder.is_dir() else []
+    steps = (params_step(f.stem) for f in folder.glob("step_*.npz")) if folder.is_dir() else ()
+    return sorted(s for s in steps if s is not None)
 
 
 def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> None:
@@ -541,27 +483,26 @@ def write_trace(path: Path, trace: Trace | None) -> None:
         atomic_write(path / trace.file, csv_text(trace.columns, trace.rows))
 
 
-def write_layer_files(path: Path, cfg: RunConfig, layer_rows: list[dict],
-                      shaped_rows: Mapping[str, list[dict]] | None = None,
-                      histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
-                      spectra: Mapping[int, np.ndarray] | None = None) -> None:
-    """layers.csv, the tidy file of every shaped statistic the run computes, histograms.csv (with
-    ``log.histograms``) and jacobian.csv (once a spectrum was taken)."""
-    atomic_write(path / "layers.csv", csv_text(layer_columns(cfg), layer_rows))
+def write_results(path: Path, cfg: RunConfig, record: RunRecord) -> None:
+    """Every file of ``record`` into the run folder ``path``: metrics.csv, layers.csv, the tidy file
+    of every shaped statistic the run computes, histograms.csv (with ``log.histograms``),
+    jacobian.csv (once a spectrum was taken), the initializer's trace, the saved parameters and
+    summary.json (when there is one)."""
+    atomic_write(path / METRICS_FILE, csv_text(metric_columns(cfg), record.metrics))
+    atomic_write(path / LAYERS_FILE, csv_text(layer_columns(cfg), record.layers))
     for name, file in shaped_files(cfg).items():
-        atomic_write(path / file, csv_text(SHAPED_COLUMNS, (shaped_rows or {}).get(name, [])))
+        atomic_write(path / file, csv_text(SHAPED_COLUMNS, record.shaped.get(name, [])))
     if cfg.log.histograms > 0:
-        atomic_write(path / HISTOGRAM_FILE, histogram_text(cfg, histograms))
-    if spectra:
-        atomic_write(path / JACOBIAN_FILE, jacobian_text(spectra))
+        atomic_write(path / HISTOGRAM_FILE, histogram_text(record.edges, record.histograms))
+    if record.spectra:
+        atomic_write(path / JACOBIAN_FILE, jacobian_text(record.spectra))
+    write_trace(path, record.trace)
+    write_params(path, record.params)
+    if record.summary:
+        atomic_write(path / SUMMARY_FILE, summary_text(record.summary))
 
 
-def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_rows: list[dict],
-                  summary: dict[str, Any], trace: Trace | None = None,
-                  shaped_rows: Mapping[str, list[dict]] | None = None,
-                  histograms: Sequence[tuple[int, Mapping[str, np.ndarray]]] = (),
-                  spectra: Mapping[int, np.ndarray] | None = None,
-                  saved_params: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
+def write_run_dir(path: Path, cfg: RunConfig, record: RunRecord) -> None:
     """Write a whole run folder at once: built under a temporary name beside ``path`` and renamed
     into place, so ``path`` either holds a complete run or does not exist. A folder already at
     ``path`` (a failed or unfinished earlier attempt) is replaced."""
@@ -569,12 +510,8 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        atomic_write(tmp / "config.yaml", to_yaml(cfg))
-        atomic_write(tmp / "metrics.csv", csv_text(metric_columns(cfg), metric_rows))
-        write_layer_files(tmp, cfg, layer_rows, shaped_rows, histograms, spectra)
-        write_trace(tmp, trace)
-        write_params(tmp, saved_params or {})
-        atomic_write(tmp / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write(tmp / CONFIG_FILE, to_yaml(cfg))
+        write_results(tmp, cfg, record)
         if path.exists():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
@@ -588,7 +525,7 @@ def write_run_dir(path: Path, cfg: RunConfig, metric_rows: list[dict], layer_row
 def read_summary(path: Path) -> dict[str, Any]:
     """The run folder ``path``'s summary.json as a mapping; empty when it is missing or unreadable."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
@@ -601,7 +538,7 @@ def run_status(path: Path, *, locked: bool = False) -> str:
     if not path.is_dir():
         return "missing"
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
         status = str(summary.get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"

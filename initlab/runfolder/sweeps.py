@@ -33,8 +33,10 @@ import yaml
 from initlab.config.schema import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
                                    config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
 from initlab.errors import ConfigError, InitlabError, describe_os_error
-from initlab.runfolder.storage import (FileCheckpointer, atomic_write, check_same_config, group_checkpoint_path,
-                                       run_dir_for, run_status, try_lock, unlock, write_run_dir)
+from initlab.runfolder.files import INDEX_FILE, SWEEP_FILE
+from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path
+from initlab.runfolder.storage import (RunRecord, atomic_write, check_same_config, run_dir_for, run_status, try_lock,
+                                       unlock, write_run_dir)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -209,7 +211,7 @@ def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = 
     ``replace``, which makes it the folder's sweep (sweep.yaml and index.json; run folders are kept
     and reused where configs match). The comparison is of run hashes, so respelling a file changes
     nothing."""
-    index = directory / "index.json"
+    index = directory / INDEX_FILE
     if replace or not index.exists():
         return
     try:
@@ -276,7 +278,7 @@ def write_index(directory: Path, spec: SweepSpec, runs: Sequence[SweepRun]) -> d
         status = run_status(run.path)
         statuses[run.hash] = status
         entries.append({"hash": run.hash, "run_dir": run.path.name, "varied": run.varied, "status": status})
-    atomic_write(directory / "index.json", json.dumps({"sweep": spec.name, "runs": entries}, indent=2) + "\n")
+    atomic_write(directory / INDEX_FILE, json.dumps({"sweep": spec.name, "runs": entries}, indent=2) + "\n")
     return statuses
 
 
@@ -419,7 +421,7 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     directory = sweep_dir(spec)
     check_same_sweep(directory, runs, replace)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "sweep.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    atomic_write(directory / SWEEP_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     _clean_stale_temps(directory)
     todo = [r for r in runs if needs_work(r, retry_failed)]
     groups = plan_groups(todo, max_group)
@@ -457,15 +459,12 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                     except Exception as e:  # noqa: BLE001 - a crashed worker fails its group only
                         from initlab.runfolder.experiment import failed_summary
 
-                        records = [{"config": to_dict(r.cfg), "metrics": [], "layers": [],
-                                    "summary": failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")}
+                        records = [RunRecord(failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}"))
                                    for r in claimed]
                     written = True
                     for run, rec in zip(claimed, records):
                         try:
-                            write_run_dir(run.path, run.cfg, rec["metrics"], rec["layers"], rec["summary"],
-                                          rec.get("trace"), rec.get("shaped"), rec.get("histograms", ()),
-                                          rec.get("spectra"), rec.get("params"))
+                            write_run_dir(run.path, run.cfg, rec)
                         except OSError as e:  # a full disk fails this run (absent: retrained next time), not the sweep
                             report.unwritten[run.hash] = describe_os_error(e)
                             written = False
@@ -475,8 +474,8 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                         unlock(fd)
                     report.trained += len(claimed)
                     report.statuses = _index_or_keep(directory, spec, runs, report)
-                    emit("done", {"runs": len(claimed), "statuses": [rec["summary"]["status"] for rec in records]})
-                    if fail_fast and any(rec["summary"]["status"] == "failed" for rec in records):
+                    emit("done", {"runs": len(claimed), "statuses": [rec.summary["status"] for rec in records]})
+                    if fail_fast and any(rec.summary["status"] == "failed" for rec in records):
                         report.stopped_early = True
         aborted = False
     finally:
@@ -492,7 +491,7 @@ def _index_or_keep(directory: Path, spec: SweepSpec, runs: Sequence[SweepRun], r
     try:
         return write_index(directory, spec, runs)
     except OSError as e:
-        report.unwritten["index.json"] = describe_os_error(e)
+        report.unwritten[INDEX_FILE] = describe_os_error(e)
         return {r.hash: run_status(r.path) for r in runs}
 
 
