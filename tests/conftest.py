@@ -70,3 +70,40 @@ def tiny_config():
 def run_folders(out: Path) -> list[Path]:
     """The run folders under ``out`` (not ``.locks``, where runs in training hold their locks)."""
     return sorted(p for p in out.iterdir() if not p.name.startswith("."))
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; fail naming ``what`` after ``timeout_s`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def small_yaml(tmp_path):
+    """``small_run("s")`` written to ``tmp_path/s.yaml``."""
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_run("s")))
+    return path
+
+
+def run_with(tmp_path, **log):
+    """``initlab run`` of ``small_run("h")`` with these ``log`` settings, out under ``tmp_path``: its run folder."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    cfg = small_run("h")
+    cfg["log"].update(out=str(tmp_path), **log)
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    return next(tmp_path.glob("h-*"))
