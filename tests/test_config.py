@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.config import from_dict
+
 from conftest import assert_lists_names
 from conftest import small_run
 

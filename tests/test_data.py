@@ -15,6 +15,7 @@ from initlab.data.datasets import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 
 from initlab.config import config_hash
+
 from conftest import shared_mnist_dir
 from conftest import SMALL_DATA, small_run
 

@@ -23,6 +23,7 @@ from initlab.config import from_dict
 from initlab.data.datasets import load_dataset
 from initlab.runfolder.storage import RunRecorder
 from initlab.train.loop import train
+
 from conftest import tiny
 from conftest import SMALL_DATA, run_with, small_run, wait_for
 

@@ -21,6 +21,7 @@ from initlab.errors import InitlabError
 
 import subprocess
 import sys
+
 from conftest import shared_mnist_dir
 
 SHARED = shared_mnist_dir()

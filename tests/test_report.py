@@ -17,6 +17,7 @@ from initlab.report.tables import EXPLODING, VANISHING, build_report, sparkline,
 from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
 import numpy as np
+
 from conftest import SMALL_DATA
 from conftest import run_with, small_run
 

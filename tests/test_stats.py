@@ -13,6 +13,7 @@ from initlab.train.build import init_params, model_spec
 from initlab.train.step import make_layer_stats
 
 from initlab.stats.statistics import LinearBins, Log2Bins, counts, make_bins
+
 from conftest import tiny
 
 CE = LOSSES["cross_entropy"]

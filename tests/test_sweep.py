@@ -20,7 +20,6 @@ from initlab.errors import ConfigError
 from initlab.runfolder.storage import run_status
 from initlab.runfolder.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
-
 from conftest import run_folders, small_run
 from conftest import wait_for
 

@@ -24,6 +24,7 @@ from initlab.train.step import make_layer_stats
 from initlab.stats.spectrum import singular_values_fn, summarize
 
 from conftest import small_run, tiny
+
 runner = CliRunner()
 SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}
 

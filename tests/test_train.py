@@ -20,6 +20,7 @@ from initlab import config as C
 from initlab.cli import app
 from initlab.runfolder.storage import RunRecorder, run_dir_for
 from initlab.train.loop import train_group
+
 from conftest import tiny
 from conftest import small_run
 
