@@ -107,3 +107,28 @@ def run_with(tmp_path, **log):
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output
     return next(tmp_path.glob("h-*"))
+
+
+def layer_stats_fn(spec, loss_fn, layout=None, holds_batch=None):
+    """``stats(params, state, prev_params, x, y) -> dict[statistic, (depth + 1,) or (depth + 1, k)]``
+    (pure, unjitted): the statistics of a training step's forward/backward pass on ``x``, ``y``
+    without the update, from ``initlab.train.step``'s own pieces. Batch norm uses the batch's own
+    statistics (training mode) without touching the running averages; dropout is off. Default
+    layout: ``Layout.default()``."""
+    from initlab.stats.statistics import Layout
+    from initlab.train.step import loss_and_grads, table_of, update_values
+
+    layout = layout or Layout.default()
+
+    def stats(params, state, prev_params, x, y):
+        _, _, _, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
+        return layout.split(table_of(layout, params, raw, update_values(layout, params, prev_params)))
+
+    return stats
+
+
+def make_layer_stats(spec, loss_fn, layout=None):
+    """``layer_stats_fn`` compiled for one network."""
+    import jax
+
+    return jax.jit(layer_stats_fn(spec, loss_fn, layout))

@@ -10,11 +10,11 @@ from initlab.nn.activations import ACTIVATIONS
 from initlab.nn.optimizers import LOSSES
 from initlab.stats.statistics import Layout, default_names, first_nonfinite_layer
 from initlab.train.build import init_params, model_spec
-from initlab.train.step import make_layer_stats
 
 from initlab.stats.statistics import LinearBins, Log2Bins, counts, make_bins
 
 from conftest import tiny
+from conftest import make_layer_stats
 
 CE = LOSSES["cross_entropy"]
 

@@ -19,11 +19,10 @@ from initlab.theory.mean_field import (CLOSED_FORMS, MeanField, _e1, critical_si
                                        format_crossings, gradient_prediction, loss_scale_value, output_grad_ms,
                                        phase_table, predict_config, predict_layers, underflow_layer)
 from initlab.train.build import init_params, model_spec
-from initlab.train.step import make_layer_stats
 
 from initlab.stats.spectrum import singular_values_fn, summarize
 
-from conftest import small_run, tiny
+from conftest import make_layer_stats, small_run, tiny
 
 runner = CliRunner()
 SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}

@@ -306,7 +306,7 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
     from initlab.train.build import model_spec
     from initlab.train.loop import init_state, make_train_fns
-    from initlab.train.step import make_layer_stats
+    from conftest import make_layer_stats
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
                log={"every": 10, "stats_on": "train_batch"})
