@@ -70,3 +70,65 @@ def tiny_config():
 def run_folders(out: Path) -> list[Path]:
     """The run folders under ``out`` (not ``.locks``, where runs in training hold their locks)."""
     return sorted(p for p in out.iterdir() if not p.name.startswith("."))
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; fail naming ``what`` after ``timeout_s`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def small_yaml(tmp_path):
+    """``small_run("s")`` written to ``tmp_path/s.yaml``."""
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_run("s")))
+    return path
+
+
+def run_with(tmp_path, **log):
+    """``initlab run`` of ``small_run("h")`` with these ``log`` settings, out under ``tmp_path``: its run folder."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    cfg = small_run("h")
+    cfg["log"].update(out=str(tmp_path), **log)
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    return next(tmp_path.glob("h-*"))
+
+
+def layer_stats_fn(spec, loss_fn, layout=None, holds_batch=None):
+    """``stats(params, state, prev_params, x, y) -> dict[statistic, (depth + 1,) or (depth + 1, k)]``
+    (pure, unjitted): the statistics of a training step's forward/backward pass on ``x``, ``y``
+    without the update, from ``initlab.train.step``'s own pieces. Batch norm uses the batch's own
+    statistics (training mode) without touching the running averages; dropout is off. Default
+    layout: ``Layout.default()``."""
+    from initlab.stats.statistics import Layout
+    from initlab.train.step import loss_and_grads, table_of, update_values
+
+    layout = layout or Layout.default()
+
+    def stats(params, state, prev_params, x, y):
+        _, _, _, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
+        return layout.split(table_of(layout, params, raw, update_values(layout, params, prev_params)))
+
+    return stats
+
+
+def make_layer_stats(spec, loss_fn, layout=None):
+    """``layer_stats_fn`` compiled for one network."""
+    import jax
+
+    return jax.jit(layer_stats_fn(spec, loss_fn, layout))

@@ -19,7 +19,15 @@ from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 from initlab.nn.regularizers import DROPOUTS
 from initlab.nn.reparams import REPARAMS
 
+import time
+
+from typer.testing import CliRunner
+
+from initlab.cli import app
+from initlab.config import from_dict
+
 from conftest import assert_lists_names
+from conftest import small_run
 
 
 def error(data) -> str:
@@ -615,3 +623,63 @@ def test_an_empty_config_is_refused_not_trained_with_every_default(tmp_path, tex
     with pytest.raises(ConfigError, match="empty, so every default would apply"):
         C.load(path)
     assert C.load(path, ["model.depth=2"]).model.depth == 2  # overrides say what to run
+
+
+# -- hostile files: alias bombs, deep nesting, binary and huge files ---------------------------------
+
+
+runner = CliRunner()
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+BOMB = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS
+
+
+@pytest.mark.parametrize("text, message", [
+    (BOMB + "seed: *l8\n", "aliases expand to more than 100,000 values"),
+    (BOMB + "name: *l8\n", "aliases expand to more than 100,000 values"),
+    ("seed: &a [*a]\n", "the alias *a is inside the value it names"),  # PyYAML would build a cycle
+    ("seed: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested deeper than 64 levels"),
+])
+def test_alias_bombs_and_deep_nesting_are_refused_at_load(tmp_path, text, message):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    start = time.monotonic()
+    result = runner.invoke(app, ["run", str(path)])
+    assert time.monotonic() - start < 5
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "internal error" not in result.output and len(result.output) < 400
+
+
+def test_a_sweep_with_an_aliased_seed_list_is_refused(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB.replace("lol", "1") + "name: s\nseeds: *l8\n")
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 2 and "aliases expand" in result.output
+
+
+def test_aliases_within_budget_still_work(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("model: &m {depth: 3, width: 16}\nname: ok\n")
+    assert C.load(path).model.depth == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0xff at offset 0)"),
+    (b"seed: 1\n" + b"#" * (C.MAX_CONFIG_BYTES + 1), "larger than 1 MiB"),
+])
+def test_binary_and_huge_config_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and message in result.output and "internal error" not in result.output
+
+
+def test_dev_zero_is_refused_without_reading_it_all():
+    result = runner.invoke(app, ["run", "/dev/zero"])
+    assert result.exit_code == 2 and "larger than 1 MiB" in result.output
+
+
+def test_bad_histogram_and_jacobian_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="log.histograms"):
+        from_dict({**small_run("h"), "log": {"histograms": -1}})
+    with pytest.raises(ConfigError, match="log.jacobian: 100 examples, but the probe batch has data.probe_size: 64"):
+        from_dict({**small_run("h"), "log": {"jacobian": 100}})

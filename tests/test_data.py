@@ -14,7 +14,10 @@ from initlab.data import mnist
 from initlab.data.datasets import DATASETS, PREPROCESSORS, Dataset, load_dataset
 from initlab.errors import ConfigError
 
+from initlab.config import config_hash
+
 from conftest import shared_mnist_dir
+from conftest import SMALL_DATA, small_run
 
 MNIST_DIR = shared_mnist_dir()
 needs_mnist = pytest.mark.skipif(
@@ -308,3 +311,11 @@ def test_minmax_on_mnist_through_the_config(mnist_dir):
 def test_bad_ranges_are_one_line_errors(data, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict({"data": data})
+
+
+def test_input_scale_multiplies_the_inputs():
+    base = load_dataset(from_dict(small_run("s")).data)
+    scaled = load_dataset(from_dict({**small_run("s"), "data": {**SMALL_DATA, "input_scale": 0.25}}).data)
+    np.testing.assert_array_equal(scaled.x_train, base.x_train * np.float32(0.25))
+    assert config_hash(from_dict(small_run("s"))) == config_hash(
+        from_dict({**small_run("s"), "data": {**SMALL_DATA, "input_scale": 1.0}}))

@@ -11,7 +11,21 @@ from initlab.runfolder import experiment
 from initlab.runfolder.storage import METRIC_COLUMNS, run_dir_for
 from initlab.stats.statistics import default_names
 
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+
+from initlab import config as C
+from initlab.config import from_dict
+from initlab.data.datasets import load_dataset
+from initlab.runfolder.storage import RunRecorder
+from initlab.train.loop import train
+
 from conftest import tiny
+from conftest import SMALL_DATA, run_with, small_run, wait_for
 
 
 def test_run_writes_its_files(tmp_path):
@@ -163,3 +177,91 @@ def test_log_stats_names_are_checked_when_the_config_loads():
         tiny(log={"stats": ["w_norm", "w_norm"]})
     with pytest.raises(InitlabError, match=r"log.stats: 3 is not a list"):
         tiny(log={"stats": 3})
+
+
+# -- interrupted by SIGTERM --------------------------------------------------------------------------
+
+
+def test_sigterm_ends_a_run_as_interrupted(tmp_path):
+    data = {**small_run("term"), "train": {"steps": 10 ** 7, "batch_size": 32}, "log": {"every": 10,
+                                                                                        "out": str(tmp_path)}}
+    config = tmp_path / "term.yaml"
+    config.write_text(yaml.safe_dump(data))
+    path = run_dir_for(C.from_dict(data))
+    proc = subprocess.Popen([sys.executable, "-m", "initlab", "run", str(config), "-q"], stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: (path / "metrics.csv").exists(), 120, "the run to start")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "internal error" not in err
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
+
+
+# -- histograms.csv ----------------------------------------------------------------------------------
+
+
+def test_histograms_csv_round_trips_through_pandas(tmp_path):
+    run = run_with(tmp_path, histograms=8)
+    df = pd.read_csv(run / "histograms.csv")
+    assert list(df.columns) == ["step", "layer", "kind", "quantity", "lo", "hi", "count"]
+    assert sorted(df.step.unique()) == [0, 10, 20]
+    assert set(df.quantity) == {"pre", "act", "grad", "weight"} and (df["count"] > 0).all()
+    sums = df.groupby(["step", "layer", "quantity"])["count"].sum()
+    probe, width, d, classes = SMALL_DATA["probe_size"], 16, SMALL_DATA["input_dim"], SMALL_DATA["num_classes"]
+    assert (sums.xs("pre", level="quantity").xs(1, level="layer") == probe * width).all()
+    assert (sums.xs("grad", level="quantity").xs(3, level="layer") == probe * classes).all()
+    assert (sums.xs("weight", level="quantity").xs(1, level="layer") == d * width).all()
+    assert set(df[df.quantity == "act"].layer) == {1, 2}  # hidden layers only
+    assert set(df.kind[df.layer == 3]) == {"output"}
+    lin = df[df.quantity == "pre"]
+    inside = lin[np.isfinite(lin.lo) & np.isfinite(lin.hi)]
+    assert ((inside.hi - inside.lo).round(9) == 1.25).all()  # 8 bins over [-5, 5]
+
+
+def test_histograms_are_off_by_default_and_keep_old_hashes(tmp_path):
+    run = run_with(tmp_path)
+    assert not (run / "histograms.csv").exists()
+    base = from_dict(small_run("h"))
+    on = from_dict({**small_run("h"), "log": {"every": 10, "histograms": 64}})
+    assert config_hash(base) != config_hash(on)
+    assert config_hash(base) == config_hash(from_dict({**small_run("h"), "log": {"every": 10, "histograms": 0,
+                                                                                   "jacobian": 4}}))
+
+
+# -- jacobian.csv and the summary's spectrum ---------------------------------------------------------
+
+
+def test_a_run_stores_its_spectrum_at_init_and_end(tmp_path):
+    run = run_with(tmp_path, jacobian=3)
+    df = pd.read_csv(run / "jacobian.csv")
+    assert list(df.columns) == ["step", "example", "index", "singular_value"]
+    assert sorted(df.step.unique()) == [0, 20] and sorted(df.example.unique()) == [0, 1, 2]
+    assert len(df) == 2 * 3 * 8  # min(width 16, input 8) values per example
+    for _, g in df.groupby(["step", "example"]):
+        assert (np.diff(g.sort_values("index").singular_value.to_numpy()) <= 0).all()  # largest first
+    summary = json.loads((run / "summary.json").read_text())
+    jac = summary["jacobian"]
+    assert jac["applies"] and jac["examples"] == 3 and jac["end"]["step"] == 20
+    init = df[df.step == 0].singular_value
+    assert jac["init"]["max"] == pytest.approx(init.max())
+    floor = init.max() * 16 * np.finfo(np.float32).eps  # max(width 16, input 8) · ε
+    assert jac["init"]["floor"] == pytest.approx(floor)
+    assert jac["init"]["min"] == pytest.approx(init[init > floor].min())
+    assert jac["init"]["unresolved"] == pytest.approx(np.mean(init <= floor))
+    assert jac["init"]["mean_sq"] == pytest.approx((init ** 2).sum() / 3 / 16)
+    assert summary["theory"]["jacobian_mean_sq"] > 0
+
+
+def test_batch_norm_runs_say_why_they_have_no_spectrum(tmp_path):
+    cfg = tiny(model={"norm": "batchnorm"}, log={"every": 10, "out": str(tmp_path)})
+    res = train(cfg, load_dataset(cfg.data), RunRecorder())
+    assert res.spectra == {}
+    from initlab.runfolder.experiment import jacobian_summary
+
+    out = jacobian_summary(cfg, res)
+    assert out["applies"] is False and "batch statistics" in out["reason"]

@@ -19,6 +19,9 @@ import pytest
 from initlab.data import mnist
 from initlab.errors import InitlabError
 
+import subprocess
+import sys
+
 from conftest import shared_mnist_dir
 
 SHARED = shared_mnist_dir()
@@ -461,3 +464,29 @@ def test_a_read_only_cache_only_costs_time(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(mnist, "verified_copy_dir", lambda: blocked / "verified")
     data = mnist.load(SHARED, download=False, progress=False)
     assert np.bincount(data.test_labels, minlength=10).tolist() == TEST_COUNTS
+
+GZIP_BOMB = """
+import sys, zlib
+from pathlib import Path
+from initlab.data import mnist
+from initlab.errors import InitlabError
+path = Path(sys.argv[1]) / "train-images-idx3-ubyte.gz"
+z = zlib.compressobj(1, zlib.DEFLATED, 31)
+with open(path, "wb") as f:  # 1 GiB of zeros, about 1 MB compressed
+    for _ in range(1024):
+        f.write(z.compress(bytes(1 << 20)))
+    f.write(z.flush())
+try:
+    mnist.verify_file(path)
+except InitlabError as e:
+    print(e)
+status = Path("/proc/self/status").read_text()  # VmHWM: this program's peak (ru_maxrss keeps the parent's across exec)
+print(int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) // 1024)
+"""
+
+
+def test_a_gzip_bomb_is_refused_at_the_expected_size(tmp_path):
+    out = subprocess.run([sys.executable, "-c", GZIP_BOMB, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.splitlines()
+    assert "wrong size: more than 47,040,016 bytes once decompressed" in out[0]
+    assert int(out[1]) < 400  # MiB at peak: the expected size, not the 1 GiB it inflates to

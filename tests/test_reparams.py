@@ -128,7 +128,7 @@ def test_scaled_ws_theory_is_the_centred_activation_s_and_the_measured_gradients
     """A plain ReLU net with scaled WS keeps q = 1 but its gradient grows by χ₁ = γ²/2 ≈ 1.47 per
     layer toward the input (the centred ReLU's chaotic phase); measured at init, width 1024."""
     from initlab.train.theory_inputs import predict_config
-    from initlab.train.step import layer_stats_fn
+    from conftest import layer_stats_fn
 
     depth, width = 8, 1024
     cfg, spec = _setup(depth=depth, width=width, input_dim=256, reparam="scaled_ws")

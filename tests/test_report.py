@@ -16,7 +16,10 @@ from initlab.report.results import discover
 from initlab.report.tables import EXPLODING, VANISHING, build_report, sparkline, to_csv, to_json, to_markdown, verdict
 from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
+import numpy as np
+
 from conftest import SMALL_DATA
+from conftest import run_with, small_run
 
 runner = CliRunner()
 
@@ -334,3 +337,45 @@ def test_bad_option_values_are_one_line_and_exit_code_2(runs_dir, tmp_path, args
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "╭" not in result.output and "Traceback" not in result.output
+
+
+# -- histograms and the Jacobian in the report -------------------------------------------------------
+
+
+def test_the_layer_report_shows_the_saturated_bins_beside_saturated_frac(tmp_path):
+    cfg = small_run("sat")
+    cfg["model"].update(activation="tanh", init="normal", init_args={"std": 2.0})
+    cfg["log"].update(out=str(tmp_path), histograms=8)
+    import yaml
+
+    (tmp_path / "sat.yaml").write_text(yaml.safe_dump(cfg))
+    assert runner.invoke(app, ["run", str(tmp_path / "sat.yaml")]).exit_code == 0
+    run = next(tmp_path.glob("sat-*"))
+    from initlab.report.tables import layer_report
+
+    view = layer_report(run)
+    cols = view["columns"]
+    assert cols[cols.index("saturated_frac") + 1] == "hist_saturated"
+    h = pd.read_csv(run / "histograms.csv")
+    act = h[(h.step == 0) & (h.quantity == "act")]
+    for row in view["init"][:2]:  # tanh's outer bins: [-1, -0.75) and [0.75, 1]
+        layer = act[act.layer == row["layer"]]
+        edge = layer[(layer.lo == -1.0) | (layer.hi == 1.0)]["count"].sum() / layer["count"].sum()
+        assert row["hist_saturated"] == pytest.approx(edge) and edge > 0.5
+    assert np.isnan(view["init"][-1]["hist_saturated"])  # the output layer has no activation histogram
+    assert "input-output Jacobian" in view["jacobian"] and "mean-field mean σ² at init" in view["jacobian"]
+    out = runner.invoke(app, ["report", "--layers", str(run), "--format", "markdown"]).output
+    assert "hist_saturated" in out and "input-output Jacobian ∂h^L/∂x on 4 probe examples" in out
+
+
+def test_the_report_has_the_jacobians_ratio_at_init_and_its_mean_square_beside_theory(tmp_path):
+    run = run_with(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    csv_out = runner.invoke(app, ["report", str(tmp_path), "--format", "csv", "--columns",
+                                  "jac_ratio_init,jac_msq_init,jac_msq_theory"]).output
+    row = pd.read_csv(__import__("io").StringIO(csv_out)).iloc[0]
+    assert row.jac_ratio_init == pytest.approx(summary["jacobian"]["init"]["ratio"])
+    assert row.jac_msq_init == pytest.approx(summary["jacobian"]["init"]["mean_sq"])
+    assert row.jac_msq_theory == pytest.approx(summary["theory"]["jacobian_mean_sq"])
+    table = runner.invoke(app, ["report", str(tmp_path), "--format", "markdown"]).output
+    assert "jac max/min init" in table

@@ -10,9 +10,11 @@ from initlab.nn.activations import ACTIVATIONS
 from initlab.nn.optimizers import LOSSES
 from initlab.stats.statistics import Layout, default_names, first_nonfinite_layer
 from initlab.train.build import init_params, model_spec
-from initlab.train.step import make_layer_stats
+
+from initlab.stats.statistics import LinearBins, Log2Bins, counts, make_bins
 
 from conftest import tiny
+from conftest import make_layer_stats
 
 CE = LOSSES["cross_entropy"]
 
@@ -241,3 +243,129 @@ def test_a_statistic_is_declared_once_and_selected_by_log_stats(monkeypatch):
     assert sel["act_quartiles"].shape == (3, 3)  # (layers, k)
     np.testing.assert_allclose(np.asarray(sel["act_quartiles"][0]), np.percentile(a1, [25, 50, 75]), rtol=1e-4,
                                atol=1e-6)
+
+
+# -- histograms: bins --------------------------------------------------------------------------------
+
+
+def hist_stats(depth, width, input_dim=8, batch=64, bins=16, seed=0, **model):
+    cfg = tiny(model={"depth": depth, "width": width, **model})
+    spec = model_spec(cfg.model, input_dim, 3)
+    params, state = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
+    x = jax.random.normal(jax.random.PRNGKey(seed + 1), (batch, input_dim))
+    y = jnp.arange(batch) % 3
+    layout = Layout(cfg.log.stats, bins)
+    stats = make_layer_stats(spec, CE, layout)(params, state, params, x, y)
+    return {k: np.asarray(v) for k, v in stats.items()}, layout, (spec, params, x)
+
+
+@pytest.mark.parametrize("bins", [LinearBins(-1.0, 1.0, 8), Log2Bins()], ids=["linear", "log2"])
+def test_counts_sum_to_the_number_of_values_whatever_they_are(bins):
+    x = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (997,)) * 10.0 ** jnp.arange(-4, 5)[:, None].repeat(
+        111, 1).ravel()[:997], jnp.asarray([0.0, -0.0, jnp.inf, -jnp.inf, jnp.nan, 1e-45, -3e38])])
+    c = np.asarray(counts(bins, x))
+    assert c.shape == (bins.size,) and c.sum() == x.size and (c >= 0).all()
+
+
+@pytest.mark.parametrize("value", [0.0, 0.3, -2.5, 7e-42, 1e30])
+@pytest.mark.parametrize("bins", [LinearBins(-5.0, 5.0, 64), Log2Bins()], ids=["linear", "log2"])
+def test_a_constant_tensor_lands_in_one_bin(bins, value):
+    c = np.asarray(counts(bins, jnp.full((50, 7), value, jnp.float32)))
+    assert np.count_nonzero(c) == 1 and c.max() == 350
+    lo, hi = bins.edges()
+    j = int(np.argmax(c))
+    v = float(np.float32(value))
+    assert (lo[j] <= v <= hi[j]) if np.isfinite(hi[j]) else lo[j] <= v
+
+
+def test_linear_bins_count_underflow_overflow_and_nan_apart():
+    b = LinearBins(-1.0, 1.0, 4)  # counts: [under, 4 bins, over, nan]
+    c = np.asarray(counts(b, jnp.asarray([-3.0, -jnp.inf, -1.0, -0.5, 0.0, 0.99, 1.0, 1.01, jnp.inf, jnp.nan])))
+    np.testing.assert_array_equal(c, [2, 1, 1, 1, 2, 2, 1])
+    lo, hi = b.edges()
+    np.testing.assert_array_equal(lo[:6], [-np.inf, -1.0, -0.5, 0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(hi[:6], [-1.0, -0.5, 0.0, 0.5, 1.0, np.inf])
+    assert np.isnan(lo[6]) and np.isnan(hi[6])
+
+
+def _numpy_bin(v: np.float32, lo: float, hi: float, n: int) -> int:
+    """The count index numpy.histogram gives one float32 value (0 underflow, n + 1 overflow)."""
+    c = np.histogram(np.array([v], np.float32), bins=n, range=(lo, hi))[0]
+    if c.sum():
+        return int(np.argmax(c)) + 1
+    return n + 2 if np.isnan(v) else 0 if v < np.float32(lo) else n + 1
+
+
+@pytest.mark.parametrize("lo, hi, n", [(-5.0, 5.0, 16), (-5.0, 5.0, 64), (-1.7581, 5.0, 64), (0.0, 1.0, 10),
+                                       (-2.6929, 3.1, 33)])
+def test_linear_bins_agree_with_numpy_histogram_on_every_edge(lo, hi, n):
+    """Issue 35: a value one float32 step below a negative edge, or −1e-8, landed in the bin above.
+    Every edge, the float32 values either side of it, tiny values of both signs (subnormals too) and
+    the extremes: each in the bin numpy.histogram puts the same float32 value in."""
+    e = np.linspace(lo, hi, n + 1).astype(np.float32)
+    values = np.concatenate([e, np.nextafter(e, np.float32(-np.inf)), np.nextafter(e, np.float32(np.inf)),
+                             np.float32([-1e-8, 1e-8, -1e-30, -1e-40, 1e-40, -1e-45, 1e-45, 0.0, -0.0, np.inf,
+                                         -np.inf, 3e38, -3e38, np.nan])]).astype(np.float32)
+    got = np.asarray(LinearBins(lo, hi, n).index(jnp.asarray(values)))
+    want = [_numpy_bin(v, lo, hi, n) for v in values]
+    np.testing.assert_array_equal(got, want)
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (200_000,))) * 2  # and in bulk
+    c = np.asarray(counts(LinearBins(lo, hi, n), jnp.asarray(z)))
+    np.testing.assert_array_equal(c[1:n + 1], np.histogram(z, bins=n, range=(lo, hi))[0])
+
+
+def test_log2_bins_are_exact_binary_exponents_subnormals_included():
+    b = Log2Bins()
+    values = np.array([1.0, 1.9999999, 2.0, 0.75, -1.0, -1.5, 2.0 ** -149, 2.0 ** -127, 2.0 ** -126,
+                       float(np.finfo(np.float32).max), 0.0], np.float32)
+    idx = np.asarray(b.index(jnp.asarray(values)))
+    lo, hi = b.edges()
+    for v, j in zip(values.astype(np.float64), idx):
+        if v > 0:
+            assert lo[j] <= v < hi[j] and hi[j] == 2 * lo[j], v
+        elif v < 0:
+            assert lo[j] < v <= hi[j] and lo[j] == 2 * hi[j], v
+        else:
+            assert lo[j] == hi[j] == 0.0
+    assert len(set(idx[:3].tolist())) == 2  # 1 and 1.9999999 share [1, 2); 2 starts the next bin
+    # float16's smallest normal number is 2^-14: the share of values below it is a sum of bins
+    x = jnp.asarray([2.0 ** -15, 2.0 ** -14, 2.0 ** -20, 1.0, -(2.0 ** -16)])
+    c = np.asarray(counts(b, x))
+    below = (np.abs(np.where(np.isfinite(hi), hi, np.inf)) <= 2.0 ** -14) & (np.abs(lo) < 2.0 ** -14)
+    assert c[below].sum() == 3
+
+
+def test_activation_bins_cover_the_activations_image():
+    assert (make_bins("act", "tanh", 10).lo, make_bins("act", "tanh", 10).hi) == (-1.0, 1.0)
+    assert (make_bins("act", "sigmoid", 10).lo, make_bins("act", "sigmoid", 10).hi) == (0.0, 1.0)
+    assert (make_bins("act", "relu", 10).lo, make_bins("act", "relu", 10).hi) == (0.0, 5.0)
+    assert (make_bins("act", "linear", 10).lo, make_bins("act", "linear", 10).hi) == (-5.0, 5.0)
+    assert (make_bins("pre", "tanh", 10).lo, make_bins("pre", "tanh", 10).hi) == (-5.0, 5.0)
+
+
+# -- histograms of a network -------------------------------------------------------------------------
+
+
+def test_network_histograms_count_every_value_of_every_layer():
+    stats, layout, (spec, params, x) = hist_stats(3, 16, bins=16)
+    batch, width, d = x.shape[0], 16, x.shape[1]
+    assert layout.histograms == ("hist_pre", "hist_act", "hist_grad", "hist_weight")
+    per_layer = [batch * width] * 3 + [batch * 3]
+    np.testing.assert_array_equal(stats["hist_pre"].sum(axis=1), per_layer)
+    np.testing.assert_array_equal(stats["hist_grad"].sum(axis=1), per_layer)
+    np.testing.assert_array_equal(stats["hist_act"][:3].sum(axis=1), per_layer[:3])
+    assert np.isnan(stats["hist_act"][3]).all()  # the output layer has no nonlinearity
+    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1),
+                                  [d * width, width * width, width * width, width * 3])
+    # exact on the first layer: the counts of z = x W + b in numpy
+    z = np.asarray(x @ params.inp.dense.w + params.inp.dense.b)
+    expected = np.histogram(z, bins=16, range=(-5, 5))[0]
+    np.testing.assert_array_equal(stats["hist_pre"][0][1:17], expected)
+
+
+def test_a_tanh_net_with_huge_weights_piles_its_activations_in_the_outermost_bins():
+    big, _, _ = hist_stats(4, 64, bins=32, activation="tanh", init="normal", init_args={"std": 3.0})
+    xavier, _, _ = hist_stats(4, 64, bins=32, activation="tanh", init="glorot_normal")
+    edge = lambda h: (h[:, 1] + h[:, 32]) / h.sum(axis=1)  # noqa: E731 - the bins at -1 and at +1
+    assert (edge(big["hist_act"][1:4]) > 0.9).all()
+    assert (edge(xavier["hist_act"][:4]) < 0.1).all()

@@ -21,6 +21,7 @@ from initlab.runfolder.storage import run_status
 from initlab.runfolder.sweeps import expand, load_spec, plan_groups, run_sweep, sweep_dir
 
 from conftest import run_folders, small_run
+from conftest import wait_for
 
 runner = CliRunner()
 BASE = small_run("grid")
@@ -345,3 +346,101 @@ def test_sweep_run_folders_keep_initializer_traces(tmp_path):
         has_trace = (run.path / "lsuv_trace.csv").is_file()
         assert has_trace == (run.cfg.model.init == "lsuv"), run.path
 
+
+# -- workers, sweeps of the same name, progress, a full disk -----------------------------------------
+
+
+WORKER = """
+import sys, time
+from initlab.runfolder.sweeps import PoolExecutor
+pool = PoolExecutor(1)
+print(pool.pool.submit(__import__("os").getpid).result(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_pool_workers_die_with_their_parent(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+
+        def gone():
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped
+
+        wait_for(gone, 10, f"worker {worker} to exit")
+    finally:
+        parent.kill()
+
+
+def test_a_different_sweep_of_the_same_name_is_refused_unless_replaced(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({**small_run("same"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 1}))
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0
+    index = (tmp_path / "same" / "index.json").read_text()
+    for args in (["--dry-run"], ["-q"]):  # the dry run refuses what the sweep refuses
+        result = runner.invoke(app, ["sweep", str(config), *args, "--seeds", "1,2"])
+        assert result.exit_code == 1 and "holds a different sweep named 'same' (1 of its runs are not in this one" \
+            in result.output.replace("\n", " "), result.output
+    assert (tmp_path / "same" / "index.json").read_text() == index  # nothing of the first was overwritten
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0  # the same sweep again: fine
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "1,2", "--replace"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "same" / "index.json").read_text())["runs"]) == 2
+
+
+def test_a_sweep_extended_by_seeds_or_values_needs_no_replace(tmp_path):
+    """The commonest extension, more seeds or more grid values, keeps every run of the folder's
+    sweep: the dry run plans it and the sweep trains only the new runs."""
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({**small_run("grow"), "log": {"every": 10, "out": str(tmp_path)}, "seeds": 1}))
+    assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1"])
+    assert result.exit_code == 0 and "trained 1 runs in 1 groups; 1 already done" in result.output, result.output
+    result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "0,1", "--grid", "model.width=16,8"])
+    assert result.exit_code == 0 and "trained 2 runs in 1 groups; 2 already done" in result.output, result.output
+    assert len(json.loads((tmp_path / "grow" / "index.json").read_text())["runs"]) == 4
+
+
+def test_sweep_progress_moves_within_a_group(tmp_path):
+    from initlab.runfolder.sweeps import SweepSpec, run_sweep
+
+    events = []
+    base = {**small_run("steps"), "log": {"every": 10, "out": str(tmp_path)}}
+    run_sweep(SweepSpec(base, {}, [], [0, 1]), on_event=lambda kind, info: events.append((kind, info)))
+    steps = [info["step"] for kind, info in events if kind == "step"]
+    assert steps and steps[-1] == 20 and steps == sorted(steps)
+    kinds = [k for k, _ in events]
+    assert kinds.index("group") < kinds.index("step") < kinds.index("done")  # inside the group, before it ends
+
+
+def test_a_full_disk_fails_the_runs_it_hits_not_the_sweep(tmp_path, small_yaml, monkeypatch):
+    import errno
+
+    import initlab.runfolder.storage as storage
+
+    real = storage.atomic_write
+
+    def full_for_seed_0(path, text):  # the disk fills up while seed 0's folder is written
+        config = path.parent / "config.yaml"
+        if ".tmp-s-" in str(path) and config.exists() and "\nseed: 0\n" in config.read_text():
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(storage, "atomic_write", full_for_seed_0)
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(small_yaml), "--seeds", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 1 and "1 results could not be written" in result.output, result.output
+    assert "the disk is full" in result.output and "internal error" not in result.output
+    index = json.loads((out / "s" / "index.json").read_text())
+    assert sorted(e["status"] for e in index["runs"]) == ["completed", "missing"]  # bookkeeping intact
+    monkeypatch.setattr(storage, "atomic_write", real)  # space freed: the rerun trains only the lost run
+    result = runner.invoke(app, ["sweep", str(small_yaml), "--seeds", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0 and "trained 1 runs" in result.output and "1 already done" in result.output

@@ -20,7 +20,10 @@ from initlab.theory.mean_field import (MeanField, critical_sigma_w2, format_cros
 from initlab.theory.quadrature import bisect, expect, expect2
 from initlab.train.theory_inputs import effective_sigmas, gradient_prediction, loss_scale_value, predict_config
 from initlab.train.build import init_params, model_spec
-from initlab.train.step import make_layer_stats
+
+from initlab.stats.spectrum import singular_values_fn, summarize
+
+from conftest import make_layer_stats, small_run, tiny
 
 runner = CliRunner()
 SIGMOID_30 = {"depth": 30, "width": 128, "activation": "sigmoid"}
@@ -416,3 +419,48 @@ def test_erf_network_correlation_follows_the_arcsine_map():
         u, v = z[:pairs], z[pairs:]
         measured = float(jnp.mean(jnp.sum(u * v, 1) / jnp.sqrt(jnp.sum(u * u, 1) * jnp.sum(v * v, 1))))
         assert measured == pytest.approx(c, abs=0.01)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--activation", "tanh", "--sigma-w2", "0"], "σ_w² must be > 0"),
+    (["--activation", "tanh", "--plot", "x.txt"], "--plot x.txt: a figure is written as .png, .pdf, .svg"),
+])
+def test_theory_bad_input_is_one_line(args, message):
+    result = runner.invoke(app, ["theory", *args])
+    assert result.exit_code == 1 and message in result.output and "internal error" not in result.output
+
+
+def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_caveated():
+    from initlab.theory.mean_field import MeanField
+
+    exploding = MeanField("relu", 3.0, 0.1)
+    assert math.isinf(exploding.q_star) and exploding.chi1 == pytest.approx(1.5) and exploding.phase == "unbounded"
+    dying = MeanField("relu", 1.0, 0.0)  # Glorot on a square ReLU net: trains at depth 10, "6ξ_c = 8.7"
+    assert dying.q_star == 0 and "not a trainability bound" in dying.depth_scale_caveat
+    assert MeanField("tanh", 1.5, 0.05).depth_scale_caveat is None
+
+
+def test_mean_field_predicts_the_mean_squared_singular_value():
+    """tr(JJᵀ)/width is the product of the layers' χ (Pennington et al. 2017): within sampling error
+    for wide tanh nets, ordered (σ_w² = 0.5: it shrinks), critical and chaotic (σ_w² = 2: grows)."""
+    d, width, depth = 64, 256, 6
+    x = jax.random.normal(jax.random.PRNGKey(9), (4, d))
+    for sigma_w in (0.5 ** 0.5, 1.0, 2 ** 0.5):
+        cfg = tiny(model={"depth": depth, "width": width, "activation": "tanh", "init": "mean_field",
+                          "init_args": {"sigma_w": sigma_w, "sigma_b": 0.0}})
+        spec = model_spec(cfg.model, d, 3)
+        measured = []
+        for seed in range(3):
+            params, state = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
+            measured.append(summarize(np.asarray(singular_values_fn(spec)(params, state, x)), width, d)["mean_sq"])
+        predicted = predict_config(cfg.model, d, float(jnp.mean(x ** 2)))["jacobian_mean_sq"]
+        assert np.mean(measured) == pytest.approx(predicted, rel=0.15), sigma_w
+
+
+def test_theory_prints_the_predicted_mean_squared_singular_value(tmp_path):
+    import yaml
+
+    cfg = small_run("th")
+    (tmp_path / "th.yaml").write_text(yaml.safe_dump(cfg))
+    out = runner.invoke(app, ["theory", str(tmp_path / "th.yaml")]).output
+    assert "mean squared singular value tr(JJᵀ)/width" in out

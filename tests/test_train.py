@@ -13,7 +13,16 @@ from initlab.nn.normalizations import NORMALIZATIONS
 from initlab.train.loop import train
 from initlab.train.schedule import LOG_BUFFER, PROGRESS_CHUNK, Schedule, make_schedule
 
+import yaml
+from typer.testing import CliRunner
+
+from initlab import config as C
+from initlab.cli import app
+from initlab.runfolder.storage import RunRecorder, run_dir_for
+from initlab.train.loop import train_group
+
 from conftest import tiny
+from conftest import small_run
 
 
 class Recorder:
@@ -297,7 +306,7 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
     from initlab.train.build import model_spec
     from initlab.train.loop import init_state, make_train_fns
-    from initlab.train.step import make_layer_stats
+    from conftest import make_layer_stats
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
                log={"every": 10, "stats_on": "train_batch"})
@@ -464,3 +473,45 @@ def test_a_blow_up_on_a_logged_step_is_recorded_once(stats_on):
     steps = [r["step"] for r in rec.rows]
     assert rec.layer_steps == sorted(set(rec.layer_steps)) and steps == sorted(set(steps))
     assert rec.layer_steps[-1] == result.divergence["step"] == result.steps
+
+
+runner = CliRunner()
+
+
+def test_metrics_wall_time_is_when_each_step_ran(tmp_path):
+    import pandas as pd
+
+    data = {**small_run("wall"), "train": {"steps": 40, "batch_size": 32}, "log": {"every": 5, "out": str(tmp_path)}}
+    config = tmp_path / "wall.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert runner.invoke(app, ["run", str(config), "-q"]).exit_code == 0
+    m = pd.read_csv(run_dir_for(C.from_dict(data)) / "metrics.csv")
+    logged = m[m.step > 0].drop_duplicates("step").wall_time.to_numpy()
+    assert (logged[1:] > logged[:-1]).all()  # logs inside one chunk no longer share the chunk's end time
+
+
+def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
+    from initlab.data.datasets import load_dataset
+    from initlab.runfolder.storage import RunRecorder
+    from initlab.train.loop import train
+
+    heard = []
+    cfg = C.from_dict({**small_run("bar"), "train": {"steps": 20, "batch_size": 32}})
+    result = train(cfg, load_dataset(cfg.data, None, progress=False), RunRecorder(lambda s, t, i: heard.append((s, i))))
+    last_acc = [i["test_acc"] for s, i in heard if "test_acc" in i][-1]
+    assert last_acc == result.final["test_acc"] and heard[-1][0] == 20
+
+
+def test_a_vmapped_groups_histograms_equal_each_runs_solo_histograms():
+    cfgs = [tiny(seed=s, log={"every": 10, "histograms": 16, "stats_on": "train_batch"}) for s in (0, 1)]
+    data = load_dataset(cfgs[0].data)
+    group = [RunRecorder() for _ in cfgs]
+    train_group(cfgs, data, group)
+    for cfg, rec in zip(cfgs, group):
+        solo = RunRecorder()
+        train(cfg, data, solo)
+        (step_g, hg), (step_s, hs) = rec.histograms[0], solo.histograms[0]
+        assert step_g == step_s == 0
+        for name in hs:
+            np.testing.assert_array_equal(np.nan_to_num(hg[name], nan=-1), np.nan_to_num(hs[name], nan=-1))
+    assert not np.array_equal(group[0].histograms[0][1]["hist_weight"], group[1].histograms[0][1]["hist_weight"])

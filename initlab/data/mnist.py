@@ -2,7 +2,7 @@
 
 MNIST (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
 recognition") ships as four IDX files. Every byte we hand to training is first checked against
-the SHA-256 of the *decompressed* file (see ``../shared/REFERENCE.md``): gzip containers differ
+the SHA-256 of the *decompressed* file (``FILES``): gzip containers differ
 between copies, their content must not, and a truncated or corrupted file must be an error
 rather than silent garbage.
 
@@ -14,6 +14,8 @@ Search order for the files: an explicit ``data_dir`` (the CLI's ``--data-dir``),
 ``$INITLAB_DATA_DIR``, then the user cache (``$XDG_CACHE_HOME/initlab/mnist``). The first of
 those folders that holds all four files is used; if none does, they are downloaded into the
 first folder of that list.
+
+References: docs/references.md [lecun1998gradient].
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from initlab.errors import InitlabError
 
 
 class MnistFile(NamedTuple):
-    """One of the four MNIST files, as published (REFERENCE.md, MNIST table)."""
+    """One of the four MNIST files, as published: its decompressed size and SHA-256."""
 
     name: str  # file name without ".gz"
     size: int  # bytes once decompressed

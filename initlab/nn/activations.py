@@ -5,6 +5,10 @@ points where it is not smooth, which the Gaussian quadratures split at, and, whe
 Gaussian kernel in closed form (``Kernel``: ReLU's and linear's arc-cosine kernels, erf's arcsine
 kernel). Saturation statistics need the largest slope ``max |f'(x)|`` of each activation; it is
 measured numerically (``max_slope``) so a new entry needs no hand-written constant.
+
+References: docs/references.md [nair2010], [maas2013], [lecun1998efficient], [klambauer2017],
+[clevert2016], [hendrycks2016], [ramachandran2017], [elfwing2018], [glorot2010], [saxe2014],
+[williams1997], [martens2021], [zhang2022].
 """
 
 from __future__ import annotations

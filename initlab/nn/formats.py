@@ -21,6 +21,8 @@ format itself. In both, the normalizations' statistics and the loss are computed
 drawn in float32 (the same initial values in every format), then cast.
 
 This module imports the registry and nothing above it.
+
+References: docs/references.md [lecun1998efficient], [kalamkar2019], [micikevicius2018].
 """
 
 from __future__ import annotations

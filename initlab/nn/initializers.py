@@ -5,7 +5,11 @@ arguments and the layer's role (``Role``). Weights are shaped ``(fan_in, fan_out
 ``(fan_out,)``. Most methods are ``jax.nn.initializers.variance_scaling`` with different arguments
 (as jax itself builds He and Glorot); the normal variants use the plain, untruncated normal that
 the papers define (jax's own ``he_normal`` etc. truncate at two standard deviations). Each entry
-also carries its law's variance for ``initlab.theory.mean_field``. Facts and formulas: ``shared/REFERENCE.md``.
+also carries its law's variance for ``initlab.theory.mean_field``.
+
+References: docs/references.md [he2015], [glorot2010], [lecun1989], [lecun1998efficient],
+[saxe2014], [poole2016], [schoenholz2017], [mishkin2016], [zhang2019fixup], [salimans2016],
+[bengio2007], [hinton2006].
 """
 
 from __future__ import annotations

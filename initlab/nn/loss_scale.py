@@ -25,6 +25,8 @@ initlab applies the step; and it is unmaintained. ``mpx`` (PyPI ``mixed-precisio
 equinox, jaxtyping and wadler_lindig, none of which initlab uses; it clips the scale at float16's
 largest value 65504 and scales the loss in float16, and has no constant or no-op scaler. The
 algorithm is the few lines below, each branch tested in ``tests/test_loss_scale.py``.
+
+References: docs/references.md [micikevicius2018].
 """
 
 from __future__ import annotations

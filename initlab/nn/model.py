@@ -18,6 +18,8 @@ the block's second layer the pre-activation is the nonlinearity's input ``h + v`
 This module knows the registries only (activations, initializers' roles and samplers,
 normalizations, dropout); turning a config into a spec and samplers, and the whole-network
 schemes (Fixup, LSUV, pre-training), live above it in ``initlab.train.build`` and ``initlab.nn.network_init``.
+
+References: docs/references.md [he2016], [zhang2019fixup], [yang2022].
 """
 
 from __future__ import annotations

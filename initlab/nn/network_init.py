@@ -8,6 +8,9 @@ the parameters drawn layer by layer with the entry's sampler and returns the ref
 and, for the data-dependent methods, a ``Trace`` that the run folder keeps. Weights are read
 through ``Dense.weight()`` and rescaled through ``Dense.scaled``, so a reparameterized weight is
 handled in one place (``initlab.nn.params``).
+
+References: docs/references.md [zhang2019fixup], [mishkin2016], [saxe2014], [salimans2016],
+[bengio2007], [hinton2006], [vincent2008].
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Each entry works on one layer's activations ``x`` of shape ``(batch, width)``, w
 norm, a running ``state``. Their statistics are computed in float32 (``initlab.nn.formats.wide``)
 whatever the pass's number format, as mixed-precision recipes do, and the output is cast back. In a
 stack of layers both carry a leading depth axis and are sliced by ``lax.scan``.
+
+References: docs/references.md [ioffe2015], [ba2016], [zhang2019rmsnorm].
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Optimizers, learning-rate schedules and losses, one registry each, all from optax."""
+"""Optimizers, learning-rate schedules and losses, one registry each, all from optax.
+
+References: docs/references.md [polyak1964], [nesterov1983], [sutskever2013], [kingma2015],
+[loshchilov2019], [tieleman2012], [loshchilov2017], [goyal2017], [lecun1989], [yang2022].
+"""
 
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ hidden layer's times n^1/2, because that change is aligned with the output weigh
 the gradient they sent back through a fixed number of classes).
 
 This module knows the roles of the layers (``initlab.nn.initializers.Role``) and nothing above them.
+
+References: docs/references.md [jacot2018], [yang2021], [yang2022].
 """
 
 from __future__ import annotations

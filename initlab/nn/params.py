@@ -11,6 +11,8 @@ share that interface (``weight()``, ``scaled``, ``plain``): ``Dense`` (the store
 standardization); ``initlab.nn.reparams`` says which layers get which. The gradient statistics read
 the gradient of the effective weight: ``to_plain`` maps a tree to plain ``Dense`` layers, and
 ``initlab.train.step`` differentiates through it.
+
+References: docs/references.md [salimans2016], [brock2021], [qiao2019], [zhang2019fixup].
 """
 
 from __future__ import annotations

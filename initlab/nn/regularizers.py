@@ -1,5 +1,8 @@
 """Regularizers that act on activations or weights rather than on the loss: dropout (one registry)
-and the max-norm constraint."""
+and the max-norm constraint.
+
+References: docs/references.md [srivastava2014], [klambauer2017], [srebro2005], [hinton2012].
+"""
 
 from __future__ import annotations
 

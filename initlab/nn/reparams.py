@@ -19,6 +19,8 @@ parameters that training updates (``model.reparam``).
   turn the mean-field maps into those of the centred activation γ(φ(z) − E φ(z)) at σ_w² = 1
   (``initlab.theory.mean_field``): the variance map preserves q = 1 for any φ and every q for ReLU, while the
   gradient's per-layer factor is χ = γ² E[φ'(z)²] (ReLU: 1.47, chaotic for a plain net).
+
+References: docs/references.md [salimans2016], [brock2021].
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ arcsine kernel of Williams 1997).
 The same backward recursion, started from the loss's own gradient at the logits, predicts the
 absolute scale of each layer's ∂ℓ/∂z at initialization, and so the layer below which a number
 format's smallest normal number swallows the gradient (``gradient_rms``, ``format_crossings``).
+
+References: docs/references.md [poole2016], [schoenholz2017], [pennington2017], [cho2009],
+[williams1997], [micikevicius2018].
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ DeepMind's ``dks`` package (0.1.2, 2023) implements both; it needs autograd, abs
 dm-haiku, and its quadrature reaches into a private SciPy name, so initlab derives the same
 transformations with its own Gauss–Legendre quadrature (``initlab.theory.quadrature``):
 ``tests/test_shaping.py`` compares them with the values ``dks`` 0.1.2 computes.
+
+References: docs/references.md [martens2021], [zhang2022].
 """
 
 from __future__ import annotations

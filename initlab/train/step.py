@@ -97,23 +97,3 @@ def reference_values(layout: Layout, spec: ModelSpec, params: Params, state: Nor
 def update_values(layout: Layout, params: Params, prev_params: Params) -> jax.Array:
     """``layout``'s update statistics (depth + 1, k_update) of ``params`` against ``prev_params``."""
     return layout.update_values(effective_weights(params), effective_weights(prev_params))
-
-
-def layer_stats_fn(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None,
-                   holds_batch: int | None = None) -> Callable:
-    """``stats(params, state, prev_params, x, y) -> dict[statistic, (depth + 1,) or (depth + 1, k)]``
-    (pure, unjitted): the statistics of a training step's forward/backward pass on ``x``, ``y``
-    without the update. Batch norm uses the batch's own statistics (training mode) without touching
-    the running averages; dropout is off. Default layout: ``Layout.default()``."""
-    layout = layout or Layout.default()
-
-    def stats(params: Params, state: NormState, prev_params: Params, x: jax.Array, y: jax.Array):
-        _, _, _, raw = loss_and_grads(spec, loss_fn, params, state, x, y, layout=layout, holds_batch=holds_batch)
-        return layout.split(table_of(layout, params, raw, update_values(layout, params, prev_params)))
-
-    return stats
-
-
-def make_layer_stats(spec: ModelSpec, loss_fn: Callable, layout: Layout | None = None) -> Callable:
-    """``layer_stats_fn`` compiled for one network."""
-    return jax.jit(layer_stats_fn(spec, loss_fn, layout))
