@@ -279,7 +279,9 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
 
     from initlab.config import from_dict
     from initlab.train.build import model_spec
-    from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.chunk import ChunkIn
+    from initlab.train.device import init_state, make_train_fns
+    from initlab.train.group import stack
     from initlab.train.schedule import make_schedule
 
     cfg, data = from_dict(initlab_config(w, None)), load_mnist(data_dir)
@@ -287,7 +289,7 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, n_train), n_train)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    state = _stack([init_state(cfg, spec, fns, x)[0]])
+    state = stack([init_state(cfg, spec, fns, x)[0]])
     chunk_in = ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_)
     m = fns.chunk.lower(chunk_in, x, y).compile()
     a = m.memory_analysis()

@@ -266,20 +266,11 @@ class Run:
     def evaluate(self, step: int | str = "end", *, data_dir: str | Path | None = None) -> dict[str, float]:
         """Test loss and accuracy of the parameters saved at ``step``, computed by the training's own
         evaluation on the run's test set (the end's equal ``summary["final"]``'s)."""
-        import jax
-        import numpy as np
-
-        from initlab.nn.formats import context
-        from initlab.train.loop import make_train_fns
-        from initlab.train.schedule import make_schedule
+        from initlab.train.evaluate import evaluate_params
 
         params, state = self.params(step, data_dir=data_dir)
         cfg, spec, data = self.config, self._spec(), self._cache["data"]
-        with context(cfg.model.dtype):
-            fns = make_train_fns(cfg, spec, make_schedule(cfg, len(data.y_train)), len(data.y_train), 1)
-            stacked = jax.tree.map(lambda a: a[None], (params, state))
-            loss, acc = fns.evaluate(*stacked, jax.device_put(data.x_test), jax.device_put(data.y_test))
-        return {"test_loss": float(np.asarray(loss)[0]), "test_acc": float(np.asarray(acc)[0])}
+        return evaluate_params(cfg, spec, params, state, data.x_test, data.y_test)
 
 
 class Runs(Sequence[Run]):

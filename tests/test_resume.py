@@ -225,7 +225,7 @@ def sweep_config(out: Path) -> dict:
 @pytest.mark.parametrize("how,after,step", [("hang", 2, 40), ("SIGINT", 1, 20)])
 def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, monkeypatch, how, after, step):
     """kill -9 after the checkpoint at step 40; Ctrl-C while the device trains the chunk after step 20."""
-    from initlab.train import loop as train
+    import initlab.train.checkpoint as checkpoints
 
     ref_path, path = tmp_path / "ref.yaml", tmp_path / "sweep.yaml"
     ref_path.write_text(yaml.safe_dump(sweep_config(tmp_path / "reference")))
@@ -242,8 +242,8 @@ def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, mon
     assert not any((tmp_path / "out" / "sw").glob("sw-*"))  # no run folder: the group was in flight
     (checkpoint,) = (tmp_path / "out" / "sw" / ".checkpoints").glob("*.pkl")
     resumed_at = []
-    resume = train._resume
-    monkeypatch.setattr(train, "_resume", lambda *a: resumed_at.append(resume(*a)[2]) or resume(*a))
+    resume = checkpoints.restore
+    monkeypatch.setattr(checkpoints, "restore", lambda *a: resumed_at.append(resume(*a)[2]) or resume(*a))
     result = runner.invoke(app, ["sweep", str(path), "-q"])
     assert result.exit_code == 0, result.output
     assert resumed_at[:1] == [step]  # from the checkpoint, not from step 0
@@ -293,7 +293,7 @@ def test_force_starts_an_interrupted_run_with_a_checkpoint_again(tmp_path):
 def test_auto_resume_starts_continues_and_is_done_when_finished(tmp_path, reference, monkeypatch):
     """--auto-resume: what a requeue script repeats. Before the first launch it starts; after an
     interruption it continues from the checkpoint; after completion it exits 0 training nothing."""
-    from initlab.train import loop as train
+    import initlab.train.checkpoint as checkpoints
 
     path, folder = write(tmp_path, config(tmp_path / "fresh"))
     result = runner.invoke(app, ["run", str(path), "-q", "--auto-resume"])
@@ -302,8 +302,8 @@ def test_auto_resume_starts_continues_and_is_done_when_finished(tmp_path, refere
 
     path, folder = interrupted_with_checkpoint(tmp_path)
     resumed_at = []
-    resume = train._resume
-    monkeypatch.setattr(train, "_resume", lambda *a: resumed_at.append(resume(*a)[2]) or resume(*a))
+    resume = checkpoints.restore
+    monkeypatch.setattr(checkpoints, "restore", lambda *a: resumed_at.append(resume(*a)[2]) or resume(*a))
     result = runner.invoke(app, ["run", str(path), "-q", "--auto-resume"])
     assert result.exit_code == 0, result.output
     assert len(resumed_at) == 1  # continued from the checkpoint (of step 0: Ctrl-C came in the first chunk)

@@ -239,7 +239,7 @@ def test_max_norm_holds_after_every_update():
     result, _ = fit(cfg, Sink())
     assert result.status == "completed"
     from initlab.train.build import model_spec
-    from initlab.train.loop import init_state, make_train_fns
+    from initlab.train.device import init_state, make_train_fns
 
     data = load_dataset(cfg.data)
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
@@ -305,7 +305,7 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
     from initlab.train.build import model_spec
-    from initlab.train.loop import init_state, make_train_fns
+    from initlab.train.device import init_state, make_train_fns
     from conftest import make_layer_stats
 
     cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
@@ -352,7 +352,9 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     steps (steps are deterministic, so a chunk of 10, 20 or 25 steps from the start reaches them)."""
     from initlab.nn.params import effective_weights
     from initlab.train.build import model_spec
-    from initlab.train.loop import ChunkIn, _stack, init_state, make_train_fns
+    from initlab.train.chunk import ChunkIn
+    from initlab.train.device import init_state, make_train_fns
+    from initlab.train.group import stack
 
     cfg = tiny(train={"steps": 25}, log={"every": 10, "stats_on": stats_on})
     _, rec = fit(cfg, StatsRecorder())
@@ -362,7 +364,7 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     spec = model_spec(cfg.model, data.input_dim, data.num_classes)
     fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
     x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    start = _stack([init_state(cfg, spec, fns, x)[0]])
+    start = stack([init_state(cfg, spec, fns, x)[0]])
 
     def weights_at(step):
         out = fns.chunk(ChunkIn(start, start.params, np.int32(0), np.int32(step), np.ones(1, bool), np.False_), x, y)
@@ -446,7 +448,7 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     Step 20's table is recognised by its first-layer weight norm, taken from an unpatched run."""
     import jax.numpy as jnp
 
-    import initlab.train.loop as T
+    import initlab.train.book as T
     from initlab.stats.statistics import Layout
 
     cfg = tiny(train={"steps": 40}, log={"every": 10, "stats_on": stats_on})

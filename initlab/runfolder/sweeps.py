@@ -7,7 +7,7 @@ A sweep file is a run config plus three optional top-level blocks::
     seeds: 3                                                                   # or a list
 
 Runs that differ only in seed, initializer, init arguments or learning rate are trained together
-as one vmapped group (``train.loop.batch_key``). Each run gets the folder `initlab run` would write,
+as one vmapped group (``train.group.batch_key``). Each run gets the folder `initlab run` would write,
 under ``<log.out>/<name>/``, written whole and renamed into place, so a folder is either a complete
 run or absent. A run is claimed with an ``flock`` on ``.locks/<hash>.lock`` while it trains: the OS
 drops the lock when its process dies (even by ``kill -9``), so another or a later sweep can take it
@@ -229,7 +229,7 @@ def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = 
 
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
     """Runs grouped by what they share (``batch_key``), in sweep order, at most ``max_group`` each."""
-    from initlab.train.loop import batch_key
+    from initlab.train.group import batch_key
 
     by_key: dict[str, list[SweepRun]] = {}
     for run in runs:

@@ -48,9 +48,11 @@ class Estimate:
 
     @property
     def total(self) -> int:
+        """The bytes of the whole estimate."""
         return self.parameters + self.optimizer + self.activations + self.data
 
     def describe(self) -> str:
+        """The estimate in one line: its total and its parts."""
         parts = {"parameters": self.parameters, "optimizer state": self.optimizer, "activations": self.activations,
                  "data": self.data}
         group = f" for {self.runs} runs trained together" if self.runs > 1 else ""
@@ -58,6 +60,7 @@ class Estimate:
 
 
 def gib(n: float) -> str:
+    """``n`` bytes, readable: in GiB from 128 MiB, else in MiB."""
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 27 else f"{n / 2 ** 20:.1f} MiB"
 
 

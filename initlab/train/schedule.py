@@ -32,6 +32,7 @@ class ChunkPlan:
 
     @property
     def n_steps(self) -> int:
+        """The steps the chunk trains."""
         return self.stop - self.start
 
 
@@ -67,6 +68,7 @@ class Schedule:
         return list(range(self.first_log(start), stop, self.log_every))
 
     def is_log(self, step: int) -> bool:
+        """``step`` is a logged one: a multiple of ``log_every``, or the last."""
         return step % self.log_every == 0 or step == self.total_steps
 
     def is_checkpoint(self, step: int) -> bool:
@@ -74,6 +76,7 @@ class Schedule:
         return bool(self.checkpoint_every) and step % self.checkpoint_every == 0 and 0 < step < self.total_steps
 
     def is_eval(self, step: int) -> bool:
+        """``step`` is an evaluated one: an epoch end, or the last."""
         return step % self.steps_per_epoch == 0 or step == self.total_steps
 
     def plan(self, start: int) -> ChunkPlan:
