@@ -1,4 +1,11 @@
-"""Shared fixtures: the canonical MNIST folder and tiny configurations."""
+"""Shared fixtures: the canonical MNIST folder and tiny configurations.
+
+The test session turns on JAX's persistent compilation cache, as the CLI does for every run
+(``initlab.train.cache``; ``$XDG_CACHE_HOME/initlab/jax``, inside the checkout in CI): many tests
+train the same small programs, and a cached program is loaded rather than compiled again, by the
+other tests of a session and by the next session. A cached program is the same executable, so no
+result depends on it; ``INITLAB_NO_COMPILE_CACHE=1`` turns it off.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from initlab.config import RunConfig, from_dict
+from initlab.train.cache import enable_compilation_cache
 
 ROOT = Path(__file__).resolve().parents[1]
+enable_compilation_cache()
 
 
 def shared_mnist_dir() -> Path:

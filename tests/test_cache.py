@@ -1,6 +1,7 @@
 """The persistent compilation cache: where it lives, the opt-out, and that compiled programs land on
-disk and are reused. Everything that turns the cache on runs in a subprocess, so JAX's global
-configuration never leaks into the other tests."""
+disk and are reused. Each check runs in a subprocess with the cache settings removed from its
+environment (the test session's own cache, ``conftest.py``, is on), so what it sees is what a
+fresh ``initlab`` process does."""
 
 from __future__ import annotations
 
