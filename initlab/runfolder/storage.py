@@ -26,6 +26,7 @@ import numpy as np
 from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_interrupted, describe_os_error
+from initlab.nn.formats import storable
 from initlab.nn.initializers import Trace
 from initlab.stats.statistics import QUANTITIES, Layout
 from initlab.theory.shaping import shape_of_model
@@ -520,8 +521,7 @@ def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> N
             continue
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
-        plain = {k: v.astype(np.float32) if v.dtype.kind == "V" or v.dtype.name == "bfloat16" else v
-                 for k, v in arrays.items()}
+        plain = {k: storable(v) for k, v in arrays.items()}
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, **plain)
