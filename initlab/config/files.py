@@ -51,7 +51,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=50")
         tp = field_type(key)
-        set_value(out, key, raw if tp is str else _parse_scalar(raw, key))
+        set_value(out, key, raw if tp is str else parse_scalar(raw, key))
     return out
 
 
@@ -145,7 +145,8 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _parse_scalar(raw: str, key: str) -> Any:
+def parse_scalar(raw: str, key: str) -> Any:
+    """A ``--set`` value as YAML (None for an empty one); a ConfigError naming ``key`` if it cannot be parsed."""
     try:
         return parse_yaml(raw) if raw.strip() else None
     except ConfigError as e:
