@@ -1,4 +1,11 @@
-"""A named registry: one ``dict[str, T]`` read through ``get`` that lists the valid names on a miss."""
+"""A named registry: one ``dict[str, T]`` read through ``get`` that lists the valid names on a miss.
+
+An entry states its own facts, and everything else reads them: an entry that reads config keys beyond
+its own choice declares them in ``uses`` (mup: ``model.base_width``; ``Registry.using`` lists the
+entries that read a key, and ``initlab.config`` rejects the key set for any other choice), and an
+entry with arguments declares them with their defaults in ``args`` (and their checks in ``rules``),
+which the config validates in the choice's ``<key>_args`` mapping (``model.init_args``,
+``model.norm_args``, ``model.shaping_args``)."""
 
 from __future__ import annotations
 
@@ -44,6 +51,10 @@ class Registry(Mapping[str, T], Generic[T]):
     def all_names(self) -> list[str]:
         """Canonical names followed by aliases: everything a config may say."""
         return list(self._entries) + list(self._aliases)
+
+    def using(self, key: str) -> tuple[str, ...]:
+        """The names of the entries that declare they read config ``key`` (their ``uses``), in order."""
+        return tuple(name for name, entry in self._entries.items() if key in getattr(entry, "uses", ()))
 
     def get(self, name: str, key: str = "") -> T:  # type: ignore[override]
         """The entry called ``name``; a ConfigError listing the valid names if there is none."""

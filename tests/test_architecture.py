@@ -45,4 +45,5 @@ def test_importing_initlab_loads_nothing_and_its_config_no_jax():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     package, config = (set(line.split()) for line in out.stdout.splitlines())
     assert package == {"initlab"}
-    assert config == {"initlab", "initlab.config", "initlab.config.schema", "initlab.errors"}
+    assert config == {"initlab", "initlab.config", "initlab.config.files", "initlab.config.migrations",
+                      "initlab.config.schema", "initlab.config.validation", "initlab.errors"}

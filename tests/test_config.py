@@ -18,6 +18,7 @@ from initlab.nn.normalizations import NORMALIZATIONS
 from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES
 from initlab.nn.regularizers import DROPOUTS
 from initlab.nn.reparams import REPARAMS
+from initlab.registry import Registry
 
 import time
 
@@ -507,6 +508,7 @@ MODEL_CHANGES = {
     "shaping": "dks",
     "shaping_args": {"zeta": 2.0},
     "reparam": "weightnorm",
+    "norm_args": {"gain": 2.0},
 }
 # Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
 # and zero_readout are mup's).
@@ -514,7 +516,8 @@ MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
 MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP,
                  "branch_scale_init": {"residual": True, "depth": 5},
                  "shaping": {"activation": "tanh", "depth": 10, "init": "orthogonal"},
-                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks", "init": "orthogonal"}}
+                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks", "init": "orthogonal"},
+                 "norm_args": {"norm": "scalenorm"}}  # a normalization with an argument (the fixture's)
 
 
 def test_model_changes_cover_every_model_field():
@@ -522,7 +525,7 @@ def test_model_changes_cover_every_model_field():
 
 
 @pytest.mark.parametrize("field", sorted(MODEL_CHANGES))
-def test_config_hash_changes_with_every_model_field(field):
+def test_config_hash_changes_with_every_model_field(field, scalenorm):
     base_model = {**BASE_MODEL, **MODEL_CONTEXT.get(field, {})}
     base = C.from_dict({"model": base_model})
     changed = C.from_dict({"model": {**base_model, field: MODEL_CHANGES[field]}})
@@ -683,3 +686,138 @@ def test_bad_histogram_and_jacobian_settings_are_one_line_errors():
         from_dict({**small_run("h"), "log": {"histograms": -1}})
     with pytest.raises(ConfigError, match="log.jacobian: 100 examples, but the probe batch has data.probe_size: 64"):
         from_dict({**small_run("h"), "log": {"jacobian": 100}})
+
+
+# ----------------------------------------------------------------------------------------------
+# Adding one entry (docs/architecture.md, "How to add a registry entry"): each kind below is one
+# registry entry, registered here for the test only; config validation, help texts, hashes, old
+# configs and training follow from it with no other edit.
+
+
+def scale_apply(params, state, x, train, settings):
+    """Layer norm without centring times a fixed ``gain``: the trivial normalization with an argument."""
+    import jax.numpy as jnp
+
+    dtype, x = x.dtype, x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    y = x * jnp.reciprocal(jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + settings.eps))
+    return (settings.arg("gain") * params["scale"] * y).astype(dtype), state
+
+
+@pytest.fixture
+def scalenorm(monkeypatch):
+    """``model.norm: scalenorm`` with its argument ``gain`` (default 1, > 0), for this test only."""
+    import initlab.nn.normalizations as N
+
+    entry = N.Normalization(N._gain, N._nothing, scale_apply, args={"gain": 1.0}, rules={"gain": "positive"})
+    monkeypatch.setattr(N, "NORMALIZATIONS", Registry("normalization", {**N.NORMALIZATIONS, "scalenorm": entry}))
+    return entry
+
+
+def test_a_normalization_with_an_argument_is_one_entry(scalenorm):
+    import numpy as np
+
+    from initlab.data.datasets import load_dataset
+    from initlab.runfolder.storage import RunRecorder
+    from initlab.train.loop import train
+
+    from conftest import tiny
+
+    cfg = C.from_dict({"model": {"norm": "scalenorm"}})
+    assert cfg.model.norm_args == {"gain": 1.0}  # resolved like model.init_args
+    assert C.config_hash(C.from_dict({"model": {"norm": "scalenorm", "norm_args": {"gain": 2}}})) != C.config_hash(cfg)
+    assert error({"model": {"norm": "scalenorm", "norm_args": {"gian": 2}}}) == (
+        "model.norm_args.gian: not an argument of model.norm 'scalenorm' (its arguments: gain)")
+    assert error({"model": {"norm": "scalenorm", "norm_args": {"gain": -1}}}) == (
+        "model.norm_args.gain: -1 is not allowed (expected a number > 0)")
+    assert error({"model": {"norm": "layernorm", "norm_args": {"gain": 2}}}).startswith(
+        "model.norm_args: {'gain': 2} has no effect with model.norm: 'layernorm' (used by scalenorm)")
+    assert "scalenorm: gain, default 1" in dict((k, h) for k, h, _ in C.describe_fields())["model.norm_args"]
+    assert "scalenorm" in C.allowed_text("model.norm")
+    pre_var = {}
+    for gain in (1.0, 3.0):
+        run = tiny(model={"norm": "scalenorm", "norm_args": {"gain": gain}}, train={"steps": 2}, log={"every": 1})
+        res = train(run, load_dataset(run.data), rec := RunRecorder())
+        assert res.status == "completed" and np.isfinite(res.final["test_loss"])
+        assert "norm_args" in C.to_dict(run)["model"]  # set, so written to config.yaml
+        pre_var[gain] = rec.layer_rows[0]["pre_var"]  # step 0, layer 1
+    assert pre_var[3.0] == pytest.approx(9 * pre_var[1.0], rel=1e-3)  # the argument reaches the layer
+
+
+def test_a_config_without_norm_args_keeps_its_file_and_hash():
+    cfg = C.from_dict({"model": {"norm": "layernorm"}})
+    assert cfg.model.norm_args == {} and "norm_args" not in C.to_yaml(cfg)
+    assert C.config_hash(C.from_dict(yaml.safe_load(C.to_yaml(cfg)))) == C.config_hash(cfg)
+
+
+def test_a_parameterization_that_needs_base_width_is_one_entry(monkeypatch):
+    import initlab.nn.parameterizations as P
+
+    entry = dataclasses.replace(P.PARAMETERIZATIONS["standard"], doc="standard, relative to a base width",
+                                needs_base=True, uses=("model.base_width",))
+    monkeypatch.setattr(P, "PARAMETERIZATIONS", Registry("parameterization", {**P.PARAMETERIZATIONS, "based": entry}))
+    assert error({"model": {"parameterization": "based"}}).startswith(
+        "model.base_width: parameterization 'based' needs the width at which it equals standard")
+    cfg = C.from_dict({"model": {"parameterization": "based", "base_width": 64}})
+    assert cfg.model.base_width == 64
+    assert error({"model": {"parameterization": "based", "base_width": 64, "zero_readout": True}}).startswith(
+        "model.zero_readout: True has no effect with model.parameterization: 'based' (used by mup)")
+    assert error({"model": {"base_width": 64}}).startswith(
+        "model.base_width: 64 has no effect with model.parameterization: 'standard' (used by mup, based)")
+    helps = dict((k, h) for k, h, _ in C.describe_fields())
+    assert helps["model.base_width"].startswith("mup or based only: ")
+
+
+def test_a_number_format_is_one_entry(monkeypatch):
+    import numpy as np
+
+    import initlab.nn.formats as F
+    from initlab.data.datasets import load_dataset
+    from initlab.runfolder.storage import RunRecorder
+    from initlab.train.loop import train
+
+    from conftest import tiny
+
+    half = F.Format("IEEE 754 half precision under a name of its own", "float16")
+    monkeypatch.setattr(F, "FORMATS", Registry("number format", {**F.FORMATS, "half": half}))
+    assert half.narrow and half.wide_name == "float32" and F.narrow_names() == ["float16", "half", "bfloat16"]
+    assert "half" in dict((k, h) for k, h, _ in C.describe_fields())["model.dtype"]
+    assert C.from_dict({"model": {"dtype": "half"}, "train": {"loss_scale": "dynamic"}}).train.loss_scale == "dynamic"
+    assert error({"train": {"loss_scale": 1024}}).endswith("use model.dtype: float16, half, or bfloat16, or remove it")
+    assert error({"model": {"dtype": "half", "precision": "pure"}, "train": {"optimizer": "adam"}}).startswith(
+        "model.precision: 'pure' with model.dtype: 'half' and train.optimizer: 'adam'")
+    cfg = tiny(model={"dtype": "half"}, train={"steps": 2, "loss_scale": "dynamic"}, log={"every": 1})
+    res = train(cfg, load_dataset(cfg.data), rec := RunRecorder())  # the Jacobian's spectrum taken in float32
+    assert res.status == "completed" and np.isfinite(res.final["test_loss"]) and rec.layer_rows
+
+
+def test_a_default_statistic_is_one_entry_and_old_configs_keep_their_hash(monkeypatch):
+    import jax.numpy as jnp
+
+    import initlab.stats.statistics as S
+
+    before = S.default_names()
+    entry = S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)), default_since=2)
+    monkeypatch.setattr(S, "STATISTICS", Registry("statistic", {**S.STATISTICS, "act_absmax": entry}))
+    assert S.default_names() == (*before, "act_absmax") and S.default_eras()[-2] == before
+    cfg = C.from_dict({})
+    assert cfg.log.stats[-1] == "act_absmax"
+    # every era's defaults are the default run: run folders keep their names
+    for era in S.default_eras():
+        assert C.config_hash(C.from_dict({"log": {"stats": list(era)}})) == C.config_hash(cfg) == "1f0be2badb0ba9be"
+    assert C.migrate({"log.stats": list(before)})["log.stats"] == list(S.default_names())
+    assert C.config_hash(C.from_dict({"log": {"stats": list(before[:-1])}})) != C.config_hash(cfg)
+
+
+def test_migrations_are_ordered_fields_and_old_configs_keep_their_hash():
+    assert [m.version for m in C.MIGRATIONS] == list(range(1, C.SCHEMA_VERSION + 1))
+    keys = {k for k, _, _ in C.describe_fields()}
+    assert all(m.key in keys for m in C.MIGRATIONS)
+    cfg = C.from_dict({})
+    stored = C.to_dict(cfg)
+    for m in C.MIGRATIONS:  # a config written before every migration: none of the keys
+        section, name = m.key.split(".")
+        stored[section].pop(name, None)
+    old = C.from_dict(stored)
+    assert C.config_hash(old) == C.config_hash(cfg)
+    flat = C.migrate({"model.depth": 3})
+    assert all(k in flat for k in (m.key for m in C.MIGRATIONS)) and flat["model.norm_args"] == {}

@@ -41,7 +41,10 @@ PRECISIONS = ("mixed", "pure")
 
 @dataclass(frozen=True)
 class Format:
-    """One number format: its doc, the jnp dtype's name and whether it needs JAX's x64 mode."""
+    """One number format: its doc, the jnp dtype's name and whether it needs JAX's x64 mode. What
+    else the program needs to know of it follows from its dtype: whether it is ``narrow`` (loss
+    scaling applies, the Jacobian's spectrum is taken in ``wide``), whether it ``holds`` a number,
+    and how numpy stores its arrays (``storable``)."""
 
     doc: str
     dtype: str
@@ -65,6 +68,22 @@ class Format:
         return float(self.finfo.max)
 
     @property
+    def narrow(self) -> bool:
+        """Whether the format is narrower than float32 (float16's range, bfloat16's precision): loss
+        scaling applies, and statistics that are properties of the weights, not of the format's
+        rounding (the Jacobian's spectrum), are taken in ``wide``."""
+        return wide(jnp.dtype(self.dtype)) != jnp.dtype(self.dtype)
+
+    @property
+    def wide_name(self) -> str:
+        """The name of ``wide`` of the format: float32 for a narrow one, the format itself otherwise."""
+        return jnp.dtype(wide(jnp.dtype(self.dtype))).name
+
+    def holds(self, x: float) -> bool:
+        """Whether the positive number ``x`` is not rounded to zero in the format."""
+        return x > self.smallest_subnormal / 2
+
+    @property
     def mantissa_bits(self) -> int:
         """Explicitly stored fraction bits (the significand has one more)."""
         return int(self.finfo.nmant)
@@ -78,6 +97,11 @@ FORMATS: Registry[Format] = Registry("number format", {
     "float64": Format("IEEE 754 double precision: 11 exponent bits, 52 mantissa bits (JAX's x64 mode, for "
                       "that run only)", "float64", x64=True),
 })
+
+
+def narrow_names() -> list[str]:
+    """The narrow formats (``Format.narrow``), narrowest range first: where loss scaling applies."""
+    return sorted((n for n, f in FORMATS.items() if f.narrow), key=lambda n: FORMATS[n].largest)
 
 
 def get_format(name: str, key: str = "model.dtype") -> Format:
@@ -112,6 +136,12 @@ def param_dtype(name: str, precision: str) -> jnp.dtype:
     precision, the compute dtype itself under pure."""
     compute = compute_dtype(name)
     return compute if precision == "pure" else wide(compute)
+
+
+def storable(x: Any) -> Any:
+    """``x`` as numpy stores it: a format numpy has no type of its own for (bfloat16, ml_dtypes'
+    formats: a void type to numpy) widened to float32, which is exact; anything else unchanged."""
+    return x.astype("float32") if x.dtype.kind == "V" else x
 
 
 def cast(tree: Any, dtype: Any) -> Any:

@@ -134,12 +134,14 @@ def _dynamic(ls: LossScaling, state: LossScaleState, finite: jax.Array) -> tuple
 
 @dataclass(frozen=True)
 class Kind:
-    """A loss-scaling kind: its doc, whether it scales, its starting scale and its update rule."""
+    """A loss-scaling kind: its doc, whether it scales, its starting scale, its update rule and the
+    config keys it reads beyond ``train.loss_scale`` (``uses``; ``initlab.registry``)."""
 
     doc: str
     active: bool
     start: Callable[[LossScaling], float]
     adjust: Callable[[LossScaling, LossScaleState, jax.Array], tuple[LossScaleState, jax.Array]]
+    uses: tuple[str, ...] = ()
 
 
 KINDS: Registry[Kind] = Registry("loss scaling", {
@@ -147,7 +149,8 @@ KINDS: Registry[Kind] = Registry("loss scaling", {
     "constant": Kind("a fixed scale S; a non-finite gradient is applied (and the run diverges)", True,
                      lambda ls: ls.init, _keep),
     "dynamic": Kind("grow ×factor after period finite steps; shrink and skip the step on a non-finite gradient "
-                    "(Micikevicius et al. 2018)", True, lambda ls: ls.init, _dynamic),
+                    "(Micikevicius et al. 2018)", True, lambda ls: ls.init, _dynamic,
+                    uses=("train.loss_scale_init", "train.loss_scale_period")),
 })
 
 

@@ -11,8 +11,8 @@ References: docs/references.md [ioffe2015], [ba2016], [zhang2019rmsnorm].
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
@@ -26,10 +26,17 @@ State = dict
 
 @dataclass(frozen=True)
 class NormSettings:
-    """Static settings of a normalization: epsilon and the running-average momentum."""
+    """Static settings of a normalization: epsilon, the running-average momentum and the entry's own
+    arguments (``model.norm_args`` resolved against ``Normalization.args``, as name-value pairs so
+    that the settings stay hashable)."""
 
     eps: float = 1e-5
     momentum: float = 0.9  # running = momentum * running + (1 - momentum) * batch
+    args: tuple[tuple[str, float], ...] = ()
+
+    def arg(self, name: str) -> float:
+        """The value of the entry's argument ``name``."""
+        return dict(self.args)[name]
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,16 @@ class Normalization:
     """init_params(width, dtype) -> params; init_state(width, dtype) -> state (dtype defaults to
     float32); apply(params, state, x, train, settings) -> (y, new_state). ``per_example``: each
     example is normalized by its own statistics (False: by the batch's, which couples the
-    examples, so one example's input-output Jacobian is not defined)."""
+    examples, so one example's input-output Jacobian is not defined). ``args``: its own arguments
+    with their defaults, set in ``model.norm_args`` and read as ``settings.arg(name)``; ``rules``:
+    what each may be (``initlab.nn.initializers.ARG_RULES``, checked when the config loads)."""
 
     init_params: Callable[..., Params]
     init_state: Callable[..., State]
     apply: Callable[[Params, State, jnp.ndarray, bool, NormSettings], tuple[jnp.ndarray, State]]
     per_example: bool = True
+    args: Mapping[str, float] = field(default_factory=dict)
+    rules: Mapping[str, str] = field(default_factory=dict)
 
 
 def _affine(width: int, dtype: Any = jnp.float32) -> Params:

@@ -73,7 +73,9 @@ class Parameterization:
     ``init_factor(role, m)``: the factor on the standard draw's values (mup's output layer √m);
     ``lr``: per ``ParamClass``, its learning-rate factor for SGD-like and Adam-like optimizers;
     ``needs_law``: only initializers that are a fan-in law (``Initializer.law``) apply;
-    ``needs_base``: ``model.base_width`` is required; ``exponents``: per optimizer class
+    ``needs_base``: ``model.base_width`` is required; ``uses``: the config keys it reads beyond
+    ``model.parameterization`` (``initlab.registry``: the config rejects them set for another
+    parameterization, and its help texts name their users); ``exponents``: per optimizer class
     ("sgd", "adam") the exponent of Δz with n for the input, hidden and output layers."""
 
     doc: str
@@ -84,6 +86,7 @@ class Parameterization:
     unit_weights: bool = False
     needs_law: bool = False
     needs_base: bool = False
+    uses: tuple[str, ...] = ()
 
 
 _SAME_LR = {c: ("1", "1") for c in ParamClass}
@@ -122,6 +125,7 @@ PARAMETERIZATIONS: Registry[Parameterization] = Registry("parameterization", {
         exponents={"sgd": (0.0, 0.0, 0.0), "adam": (0.0, 0.0, 0.0)},
         needs_law=True,
         needs_base=True,
+        uses=("model.base_width", "model.zero_readout"),
     ),
 })
 

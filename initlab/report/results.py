@@ -21,18 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import ADDED_LATER, is_default_stats
+from initlab.config import migrate
 from initlab.errors import ConfigError, InitlabError
 from initlab.runfolder.files import CONFIG_FILE, RUN_MARKERS, SUMMARY_FILE
 
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
-
-
-def _default_stats() -> list[str]:
-    """Today's default per-layer statistics (the registry's)."""
-    from initlab.stats.statistics import default_names
-
-    return list(default_names())
 
 
 @dataclass
@@ -214,13 +207,8 @@ def load_run(path: Path) -> RunResult | Skipped:
             return Skipped(path, f"no config in summary.json and config.yaml unreadable ({e})")
         if not isinstance(config, dict):
             return Skipped(path, "config.yaml is not a mapping")
-    flat = flatten(config)
-    # a run from before log.stats existed, or from before today's defaults, is a default run (as its hash says)
-    if is_default_stats(flat.get("log.stats")):
-        flat["log.stats"] = _default_stats()
-    for key, default in ADDED_LATER.items():  # and keys added since read as their hash-keeping default
-        flat.setdefault(key, default)
-    return RunResult(path, summary, flat)
+    # keys added since read as their hash-keeping value; a default log.stats of any era as today's
+    return RunResult(path, summary, migrate(flatten(config)))
 
 
 def discover(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[Skipped]]:

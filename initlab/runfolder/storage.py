@@ -25,6 +25,7 @@ import numpy as np
 from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
                             parse_yaml, to_yaml)
 from initlab.errors import InitlabError, check_interrupted
+from initlab.nn.formats import storable
 from initlab.nn.initializers import Trace
 from initlab.runfolder.checkpoint import CHECKPOINT_MAGIC, FileCheckpointer, group_checkpoint_path  # noqa: F401
 from initlab.runfolder.files import (CHECKPOINT_FILE, CONFIG_FILE, HISTOGRAM_COLUMNS, HISTOGRAM_FILE,
@@ -464,8 +465,7 @@ def write_params(path: Path, saved: Mapping[int, Mapping[str, np.ndarray]]) -> N
             continue
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
-        plain = {k: v.astype(np.float32) if v.dtype.kind == "V" or v.dtype.name == "bfloat16" else v
-                 for k, v in arrays.items()}
+        plain = {k: storable(v) for k, v in arrays.items()}
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, **plain)

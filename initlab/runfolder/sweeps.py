@@ -30,8 +30,10 @@ from typing import Any
 
 import yaml
 
-from initlab.config.schema import (SWEEP_KEYS, RunConfig, _field_type, _parse_scalar, apply_overrides, check_name,
-                                   config_digest, config_hash, from_dict, read_yaml, set_value, to_dict)
+from initlab.config import (SWEEP_KEYS, RunConfig, apply_overrides, check_name, config_digest, config_hash, from_dict,
+                            read_yaml, set_value, to_dict)
+from initlab.config import field_type as _field_type
+from initlab.config import parse_scalar as _parse_scalar
 from initlab.errors import ConfigError, InitlabError, describe_os_error
 from initlab.runfolder.files import INDEX_FILE, SWEEP_FILE
 from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path

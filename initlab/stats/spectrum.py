@@ -11,7 +11,8 @@ over decades as depth grows. Mean-field theory predicts the mean squared singula
 J is taken in evaluation mode (dropout off), one example at a time, by reverse-mode products (one
 per output unit) when the layer is no wider than the input, else forward-mode (one per input
 pixel), then an SVD. Not defined with batch norm: an example's output depends on the whole batch.
-In a narrow number format (model.dtype bfloat16 or float16) J is taken in float32: the spectrum is
+In a narrow number format (``initlab.nn.formats.Format.narrow``: model.dtype bfloat16 or float16) J is taken in
+``wide`` (float32): the spectrum is
 a property of the weights, not of the format's rounding (float64 runs take it in float64).
 """
 
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initlab.nn.formats import get_format
 from initlab.nn.model import ModelSpec, NormState, Params, features
 from initlab.nn.normalizations import get_normalization
 
@@ -43,8 +45,9 @@ def singular_values_fn(spec: ModelSpec) -> Callable[[Params, NormState, jax.Arra
     """``sv(params, state, x) -> (examples, min(width, input_dim))``: the singular values of each
     example's Jacobian ∂h^L/∂x (rows of ``x``), largest first (pure, unjitted)."""
     jac = jax.jacrev if spec.width <= spec.input_dim else jax.jacfwd
-    if spec.dtype in ("bfloat16", "float16"):
-        spec = dataclasses.replace(spec, dtype="float32")
+    fmt = get_format(spec.dtype)
+    if fmt.narrow:  # a property of the weights, not of the format's rounding
+        spec = dataclasses.replace(spec, dtype=fmt.wide_name)
 
     def one(params, state, xi):
         J = jac(lambda v: features(spec, params, state, v[None])[0])(xi)  # (width, input_dim)

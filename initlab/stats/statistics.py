@@ -180,7 +180,10 @@ class Statistic:
     (layers,) or (layers, size). ``signal``: "forward" or "backward" for the statistics whose
     finiteness says whether the signal survived (a run with one non-finite has diverged).
     ``hidden_only``: undefined (NaN) on the output layer, which has no nonlinearity.
-    ``default``: computed unless ``log.stats`` says otherwise. ``histogram`` (one of
+    ``default``: computed unless ``log.stats`` says otherwise; ``default_since``: the era in which it
+    joined the defaults (0: the statistics every run computed before ``log.stats`` existed; a
+    statistic added to the defaults later takes the next number), so that a config selecting any
+    era's defaults keeps its hash (``initlab.config.migrations``). ``histogram`` (one of
     ``HISTOGRAMS``): ``fn`` gives the values and the statistic is their counts in fixed bins,
     selected by ``log.histograms`` (the bin count) rather than ``log.stats``. ``raw``: ``fn``
     sees the values in the run's compute format, as the pass holds them, instead of float32
@@ -195,6 +198,7 @@ class Statistic:
     signal: str | None = None
     hidden_only: bool = False
     default: bool = True
+    default_since: int = 0
     histogram: str | None = None
     raw: bool = False
 
@@ -284,15 +288,15 @@ STATISTICS: Registry[Statistic] = Registry("statistic", {
     "grad_underflow": Statistic(
         "fraction of the backward pass's ∂L/∂z entries (per example, times the loss scale) that are zero or "
         "subnormal in the run's number format (a ReLU's inactive units give exact zeros in every format)",
-        "backward", underflow, raw=True),
+        "backward", underflow, raw=True, default_since=1),
     "wgrad_underflow": Statistic("fraction of ∂L/∂W's entries (times the loss scale) that are zero or subnormal "
                                  "in the run's number format", "weights", lambda w, gw: _rows(underflow, gw),
-                                 raw=True),
+                                 raw=True, default_since=1),
     "act_underflow": Statistic("fraction of the activations a that are zero or subnormal in the run's number "
                                "format (a ReLU's exact zeros included)", "forward", lambda f: underflow(f.a),
-                               raw=True),
+                               raw=True, default_since=1),
     "pre_overflow": Statistic("fraction of the pre-activations z that are ±inf in the run's number format",
-                              "forward", lambda f: overflow(f.z), raw=True),
+                              "forward", lambda f: overflow(f.z), raw=True, default_since=1),
 })
 
 
@@ -310,6 +314,14 @@ def names() -> tuple[str, ...]:
 def default_names() -> tuple[str, ...]:
     """The statistics a run computes when ``log.stats`` is not set."""
     return tuple(name for name in names() if STATISTICS[name].default)
+
+
+def default_eras() -> tuple[tuple[str, ...], ...]:
+    """The default statistics of each era (``Statistic.default_since``), oldest first, today's
+    (``default_names()``) last: every one of them is a run's default selection."""
+    today = default_names()
+    eras = sorted({STATISTICS[n].default_since for n in today})
+    return tuple(tuple(n for n in today if STATISTICS[n].default_since <= era) for era in eras)
 
 
 def histogram_names() -> tuple[str, ...]:

@@ -28,8 +28,9 @@ REFINE_STREAM = 2**31 - 1
 def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     """The static spec of the network ``m`` describes, for inputs of ``input_dim`` and
     ``num_classes`` classes."""
+    norm = NormSettings(eps=m.norm_eps, momentum=m.bn_momentum, args=tuple(m.norm_args.items()))
     return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
-                     NormSettings(eps=m.norm_eps, momentum=m.bn_momentum), m.residual, m.dropout, m.dropout_kind,
+                     norm, m.residual, m.dropout, m.dropout_kind,
                      m.dtype, m.precision, multipliers(m, input_dim), shape_of_model(m), m.reparam)
 
 
