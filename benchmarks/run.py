@@ -89,8 +89,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
                        torch_matmul_flops)
 
-SECTIONS = ("throughput", "stats", "distributions", "formats", "width", "compile", "sweep", "flops", "memory",
-            "report")
+SECTIONS = ("throughput", "stats", "statcost", "distributions", "formats", "width", "compile", "sweep", "flops",
+            "memory", "report")
 COORD_STATS = ("act_abs_mean", "pre_delta_abs_mean")
 FORMAT_ARMS = ("float32", "bfloat16", "float16")
 FORMAT_STATS = ("grad_underflow", "wgrad_underflow", "act_underflow", "pre_overflow")
@@ -157,6 +157,18 @@ class ClockSink:
         self.last_step_at = time.perf_counter()
 
     def jacobian(self, step: int, singular_values: Any) -> None:
+        pass
+
+    def init_trace(self, trace: Any) -> None:
+        pass
+
+    def parameters(self, step: int, arrays: dict[str, Any]) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
         pass
 
 
@@ -592,6 +604,39 @@ class Suite:
                        "cost": paired(base, loops(v)) - 1} for name, v in runs.items()}
         return {"steps": self.plan.stats_steps, "runs": runs, "rows": rows}
 
+    def statcost(self) -> dict[str, Any]:
+        """What each default statistic costs: at depth 10 and 50, statistics every 10 steps on the
+        training batch, bare JAX, the signal statistics alone (what every run computes), the signal
+        statistics plus one family of default statistics (those sharing one computation measured
+        together), and all the defaults, side by side in rounds."""
+        from initlab.stats.statistics import default_names, signal_names
+
+        signal = tuple(signal_names())
+        families: dict[str, tuple[str, ...]] = {}
+        for name in default_names():
+            if name in signal:
+                continue
+            family = ("unit percentiles" if name.startswith("unit_p") else
+                      "saturated_frac, dead_frac" if name in ("saturated_frac", "dead_frac") else name)
+            families[family] = families.get(family, ()) + (name,)
+        out: dict[str, Any] = {"signal": list(signal), "families": {k: list(v) for k, v in families.items()}}
+        for depth, steps in self.plan.steps.items():
+            def arm(stats, depth=depth, steps=steps):
+                w = asdict(Workload(depth=depth, steps=steps, stats=stats))
+                return lambda: loops([self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir)])[0]
+
+            bare = asdict(Workload(depth=depth, steps=steps))
+            arms = {"bare JAX": lambda w=bare: self.jax("bare_jax", workload=w, data_dir=self.data_dir),
+                    "signal only": arm(signal),
+                    **{f"+ {family}": arm(signal + names) for family, names in families.items()},
+                    "all defaults": arm(None)}
+            runs = interleaved(arms, self.plan.repeats, f"statistic costs, depth {depth}")
+            base, only = runs["bare JAX"], runs["signal only"]
+            out[str(depth)] = {"steps": steps, "runs": runs, "rows": {
+                name: {"steps_per_s": median(v), "vs_bare": paired(v, base),
+                       "cost_vs_signal": paired(only, v) - 1} for name, v in runs.items()}}
+        return out
+
     def distributions(self) -> dict[str, Any]:
         """Histograms and the Jacobian spectrum on, beside both off, at depth 10 and 50 (statistics
         every 10 steps on the training batch); then the spectrum alone at depth 50 × width 512."""
@@ -853,6 +898,15 @@ def markdown(res: dict[str, Any]) -> str:
                  for d, r in res["throughput"].items()]
         parts += ["The frameworks' floor: the same training with no statistics and no hooks at all (steps/s).",
                   table(["depth", "bare JAX", "bare PyTorch", "bare JAX / bare PyTorch"], floor)]
+    if "statcost" in res:
+        sc = res["statcost"]
+        for d, r in ((d, r) for d, r in sc.items() if d not in ("signal", "families")):
+            rows = [[k, _num(v["steps_per_s"]), _num(v["vs_bare"], ".2f"),
+                     "" if k in ("bare JAX", "signal only") else f"{v['cost_vs_signal']:+.1%}"]
+                    for k, v in sorted(r["rows"].items(), key=lambda kv: -kv[1]["steps_per_s"])]
+            parts += [f"## What each statistic costs, depth {d} (every 10 steps on the training batch, "
+                      f"{r['steps']} steps; signal statistics: {', '.join(sc['signal'])})",
+                      table(["arm", "steps/s", "vs bare JAX", "cost vs signal only"], rows)]
     if "stats" in res:
         st = res["stats"]
         rows = [[k, _num(v["loop"]), _num(v["chunks"]), f"{v['cost']:+.1%}"] for k, v in st["rows"].items()]
