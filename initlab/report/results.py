@@ -23,7 +23,8 @@ import numpy as np
 
 from initlab.config import ADDED_LATER, is_default_stats
 from initlab.errors import ConfigError, InitlabError
-from initlab.runfolder.files import CONFIG_FILE, RUN_MARKERS, SUMMARY_FILE
+from initlab.runfolder.files import CONFIG_FILE, RUN_MARKERS
+from initlab.runfolder.reader import load_summary
 
 IGNORED_KEYS = ("name", "seed", "log.out")  # never a reason to tell configurations apart
 
@@ -188,7 +189,7 @@ def _is_run_folder(path: Path) -> bool:
 def load_run(path: Path) -> RunResult | Skipped:
     """A run folder, or why it cannot be read."""
     try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
+        summary = load_summary(path)
     except FileNotFoundError:
         return Skipped(path, "no summary.json (a partial or foreign folder)")
     except (OSError, ValueError) as e:

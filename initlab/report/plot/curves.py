@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -14,14 +13,14 @@ from matplotlib.figure import Figure
 from initlab.report.plot.base import _groups, _style, _with_seeds, legend
 from initlab.report.results import RunResult
 from initlab.runfolder.files import METRICS_FILE
+from initlab.runfolder.reader import read_metrics
 
 
 def _curve(run: RunResult) -> dict[str, np.ndarray]:
     cols: dict[str, list[float]] = {"step": [], "train_loss": [], "test_acc": []}
-    with open(run.path / METRICS_FILE, newline="") as f:
-        for row in csv.DictReader(f):
-            for c in cols:
-                cols[c].append(float(row[c]) if row[c] else math.nan)
+    for row in read_metrics(run.path):
+        for c in cols:
+            cols[c].append(float(row[c]) if row[c] else math.nan)
     return {c: np.array(v) for c, v in cols.items()}
 
 

@@ -4,8 +4,6 @@ training, on the binnings of the QUANTITIES registry."""
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +17,8 @@ from initlab.registry import Registry
 from initlab.report.plot.base import (OKABE_ITO, _groups, _order, _panels, _percent, _pick_layers, _resolve_step,
                                       _step_label)
 from initlab.report.results import RunResult
-from initlab.runfolder.files import HISTOGRAM_COLUMNS, HISTOGRAM_FILE
+from initlab.runfolder import reader
+from initlab.runfolder.files import HISTOGRAM_FILE
 
 
 HOW_TO_HISTOGRAMS = "runs write it when log.histograms > 0 (e.g. initlab run CONFIG --set log.histograms=64)"
@@ -58,34 +57,10 @@ class Histograms:
         return Bins(*(a[cut] for a in self._bins))
 
 
-def _cell(text: str) -> float:
-    """A float cell: written with repr (``inf``, ``-inf``), NaN as an empty cell."""
-    return float(text) if text else math.nan
-
-
-def _check_header(path: Path, header: list[str] | None, columns: Sequence[str]) -> None:
-    if header != list(columns):
-        raise InitlabError(f"{path}: expected columns {','.join(columns)}, found {','.join(header or []) or 'none'}")
-
-
 def read_histograms(path: str | Path, quantity: str) -> Histograms:
-    """The hidden layers' histograms of ``quantity`` (pre, act, grad or weight) in a histograms.csv,
-    read in one pass that keeps only that quantity's rows."""
-    path = Path(path)
-    cols: tuple[list, ...] = ([], [], [], [], [])
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        _check_header(path, next(reader, None), HISTOGRAM_COLUMNS)
-        try:
-            for step, layer, kind, q, lo, hi, count in reader:
-                if q == quantity and kind == "hidden":
-                    for col, value in zip(cols, (int(step), int(layer), _cell(lo), _cell(hi), float(count))):
-                        col.append(value)
-        except ValueError as e:
-            raise InitlabError(f"{path}, line {reader.line_num}: not a histograms.csv row ({e})") from None
-    step, layer, lo, hi, count = cols
-    return Histograms(np.array(step, dtype=int), np.array(layer, dtype=int), np.array(lo, dtype=float),
-                      np.array(hi, dtype=float), np.array(count, dtype=float))  # counts: integers, 3.0 read too
+    """The hidden layers' histograms of ``quantity`` (pre, act, grad or weight) in a histograms.csv
+    (its rows read by ``initlab.runfolder.reader.read_histograms``), indexed by (step, layer)."""
+    return Histograms(*reader.read_histograms(path, quantity))
 
 
 class Gridded(NamedTuple):

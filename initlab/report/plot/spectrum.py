@@ -3,9 +3,7 @@ isometry (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,28 +13,13 @@ from matplotlib.lines import Line2D
 from initlab.errors import InitlabError
 from initlab.report.plot.base import (STYLES, THEORY_STYLE, _groups, _percent, _resolve_step, _step_handles, legend,
                                       palette)
-from initlab.report.plot.histograms import _cell, _check_header
 from initlab.report.results import RunResult
-from initlab.runfolder.files import JACOBIAN_COLUMNS, JACOBIAN_FILE
+from initlab.runfolder.files import JACOBIAN_FILE
+from initlab.runfolder.reader import read_jacobian
 
 
 HOW_TO_JACOBIAN = ("runs write it when log.jacobian > 0 and model.norm is not batchnorm "
                    "(e.g. initlab run CONFIG --set log.jacobian=4)")
-
-
-def read_jacobian(path: str | Path) -> dict[int, np.ndarray]:
-    """A jacobian.csv as {step: the singular values of every probe example at that step, pooled}."""
-    path = Path(path)
-    by_step: dict[int, list[float]] = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        _check_header(path, next(reader, None), JACOBIAN_COLUMNS)
-        try:
-            for step, _example, _index, value in reader:
-                by_step.setdefault(int(step), []).append(_cell(value))
-        except ValueError as e:
-            raise InitlabError(f"{path}, line {reader.line_num}: not a jacobian.csv row ({e})") from None
-    return {s: np.array(v, dtype=float) for s, v in sorted(by_step.items())}
 
 
 def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
