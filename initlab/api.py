@@ -14,7 +14,6 @@ command line. The CLI's commands call the same functions (``initlab.runfolder.ex
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -169,8 +168,10 @@ class Run:
     @property
     def summary(self) -> dict[str, Any]:
         """``summary.json``: status, final and best figures, the signal profiles, the theory."""
+        from initlab.runfolder.reader import load_summary
+
         try:
-            return json.loads((self.path / SUMMARY_FILE).read_text())
+            return load_summary(self.path)
         except (OSError, ValueError) as e:
             raise InitlabError(f"{self.path / 'summary.json'}: cannot be read ({e})") from None
 
@@ -182,13 +183,17 @@ class Run:
         return run_status(self.path)
 
     def _csv(self, name: str, required: bool = True) -> pd.DataFrame | None:
+        """The run's CSV ``name`` as a DataFrame (columns typed as ``runfolder.reader.read_table``
+        reads them); a missing one is an error if ``required``, else None."""
+        from initlab.runfolder.reader import read_table
+
         pd = _pandas()
         f = self.path / name
         if not f.is_file():
             if required:
                 raise InitlabError(f"{f}: missing")
             return None
-        return pd.read_csv(f)
+        return pd.DataFrame(read_table(f))
 
     @property
     def metrics(self) -> pd.DataFrame:

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.report.plot import (FIGURES, HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, KINDS, MAX_LAYERS, QUANTITIES,
-                                 NothingToDraw, PlotOptions, colorful_figure, curves_figure, heatmap_figure,
-                                 histograms_figure, profile_figure, read_histograms, spectrum_figure)
+from initlab.report.plot import (FIGURES, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw, PlotOptions, colorful_figure,
+                                 curves_figure, heatmap_figure, histograms_figure, profile_figure, read_histograms,
+                                 spectrum_figure)
 from initlab.report.results import discover, varied_keys
+from initlab.runfolder.files import HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS
 from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
 from conftest import SMALL_DATA

@@ -18,7 +18,6 @@ histogram and text dashboards show what ``initlab report`` and ``initlab plot`` 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -29,7 +28,8 @@ import numpy as np
 
 from initlab.errors import InitlabError
 from initlab.registry import Registry
-from initlab.runfolder.files import CONFIG_FILE, HISTOGRAM_FILE, JACOBIAN_FILE, LAYERS_FILE, METRICS_FILE, SUMMARY_FILE
+from initlab.runfolder.files import CONFIG_FILE, HISTOGRAM_FILE, JACOBIAN_FILE, LAYERS_FILE, METRICS_FILE
+from initlab.runfolder.reader import load_summary, read_rows
 
 LAYERS_KEYS = ("step", "layer", "kind")
 METRICS_KEYS = ("step", "epoch", "wall_time")
@@ -46,10 +46,7 @@ class Exporter:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_rows(path) if path.is_file() else []
 
 
 def _number(text: str | None) -> float | None:
@@ -131,7 +128,7 @@ def write_tensorboard(run: Path, dest: Path) -> int:
             w.add_text("config", "```\n" + config.read_text() + "```", 0)
             written += 1
         try:
-            summary = json.loads((run / SUMMARY_FILE).read_text())
+            summary = load_summary(run)
         except (OSError, ValueError):
             summary = None
         if summary is not None:

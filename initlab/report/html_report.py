@@ -11,7 +11,6 @@ only here (the ``html`` extra).
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
@@ -23,6 +22,7 @@ from initlab.report.plot import QUANTITIES, read_histograms
 from initlab.report.results import RunResult, config_label, key_headers
 from initlab.report.tables import Report, _fmt_cell, _fmt_value, _header
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE, METRICS_FILE
+from initlab.runfolder.reader import iter_rows
 
 # The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
 PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",
@@ -44,8 +44,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
     row cut short: its missing cells would read as None)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if None not in row.values()]
+    return [row for row in iter_rows(path) if None not in row.values()]
 
 
 def run_label(run: RunResult, keys: list[str]) -> str:

@@ -25,6 +25,7 @@ from initlab.errors import ConfigError, InitlabError
 from initlab.report.results import (RunResult, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
                                     load_run, varied_keys)
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
+from initlab.runfolder.reader import iter_rows, read_layers
 
 VANISHING = 1e-2
 EXPLODING = 1e2
@@ -347,8 +348,7 @@ def layer_report(path: str | Path) -> dict[str, Any]:
     if not (p / LAYERS_FILE).exists():
         hint = " (a sweep folder? pass one of its run folders)" if p.is_dir() and not _is_run_folder(p) else ""
         raise ConfigError(f"--layers {p}: not a run folder with layers.csv{hint}")
-    with open(p / LAYERS_FILE, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_layers(p)
     if not rows:
         raise InitlabError(f"{p}/layers.csv has no rows")
 
@@ -421,15 +421,14 @@ def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Seque
     total: dict[tuple[int, int], int] = {}
     inside: dict[tuple[int, int], int] = {}
     wanted = {str(s) for s in steps}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["quantity"] != "act" or row["step"] not in wanted:
-                continue
-            key = (int(row["step"]), int(row["layer"]))
-            n = int(row["count"])
-            total[key] = total.get(key, 0) + n
-            if row["lo"] in edge_lo or row["hi"] in edge_hi:
-                inside[key] = inside.get(key, 0) + n
+    for row in iter_rows(path):
+        if row["quantity"] != "act" or row["step"] not in wanted:
+            continue
+        key = (int(row["step"]), int(row["layer"]))
+        n = int(row["count"])
+        total[key] = total.get(key, 0) + n
+        if row["lo"] in edge_lo or row["hi"] in edge_hi:
+            inside[key] = inside.get(key, 0) + n
     return {k: inside.get(k, 0) / n for k, n in total.items() if n}
 
 

@@ -12,7 +12,6 @@ coordcheck/transfer`` read these.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from initlab.report.results import IGNORED_KEYS, RunResult, config_label, geo_mean, varied_keys
+from initlab.runfolder import reader
 from initlab.runfolder.files import LAYERS_FILE
 
 WIDTH = "model.width"
@@ -36,16 +36,15 @@ def layer_rows(run: RunResult, columns: Sequence[str] = ("act_var", "grad_var"),
     if not path.is_file():
         return {}
     by_step: dict[int, dict[str, list[float]]] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not set(columns) <= set(reader.fieldnames or ()):
-            return {}
-        for row in reader:
-            if row["kind"] != "hidden" and not output:
-                continue
-            cols = by_step.setdefault(int(row["step"]), {c: [] for c in columns})
-            for c in cols:
-                cols[c].append(float(row[c]) if row[c] else math.nan)
+    rows = reader.read_layers(run.path)
+    if rows and not set(columns) <= set(rows[0]):
+        return {}
+    for row in rows:
+        if row["kind"] != "hidden" and not output:
+            continue
+        cols = by_step.setdefault(int(row["step"]), {c: [] for c in columns})
+        for c in cols:
+            cols[c].append(float(row[c]) if row[c] else math.nan)
     return {s: {c: np.array(v) for c, v in cols.items()} for s, cols in by_step.items()}
 
 

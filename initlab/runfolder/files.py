@@ -5,7 +5,7 @@ names; nothing else spells them.
 A run folder ``<log.out>/<name>-<config hash>/`` holds:
 
 - ``config.yaml``: the resolved config;
-- ``summary.json``: status, final figures, profiles, theory (``runfolder.summary.RunSummary``);
+- ``summary.json``: status, final figures, profiles, theory (its schema, read side: ``runfolder.summary``);
 - ``metrics.csv``: one row per logged step and epoch end (``metric_columns``);
 - ``layers.csv``: one row per (logged step, layer), a column per scalar statistic;
 - ``<statistic>.csv``: a tidy file per shaped statistic (``SHAPED_COLUMNS``);

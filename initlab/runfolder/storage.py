@@ -32,6 +32,7 @@ from initlab.runfolder.files import (CHECKPOINT_FILE, CONFIG_FILE, HISTOGRAM_COL
                                      JACOBIAN_COLUMNS, JACOBIAN_FILE, LAYER_KEY_COLUMNS, LAYERS_FILE, LOCKS_DIR,
                                      LOSS_SCALE_COLUMNS, METRIC_COLUMNS, METRICS_FILE, PARAMS_DIR, SHAPED_COLUMNS,
                                      SUMMARY_FILE, params_name, params_step, shaped_file)
+from initlab.runfolder.reader import load_summary, read_summary
 from initlab.stats.statistics import QUANTITIES, Layout
 from initlab.theory.shaping import shape_for
 
@@ -124,7 +125,7 @@ def stored_digest(path: Path) -> str | None:
     """The ``config_digest`` of the run whose folder is ``path`` (from summary.json, else from the
     config stored there); None when neither can be read."""
     try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
+        summary = load_summary(path)
         if isinstance(summary, dict) and isinstance(summary.get("config_digest"), str):
             return summary["config_digest"]
     except (OSError, ValueError):
@@ -522,15 +523,6 @@ def write_run_dir(path: Path, cfg: RunConfig, record: RunRecord) -> None:
         raise
 
 
-def read_summary(path: Path) -> dict[str, Any]:
-    """The run folder ``path``'s summary.json as a mapping; empty when it is missing or unreadable."""
-    try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
 def run_status(path: Path, *, locked: bool = False) -> str:
     """The status in a run folder's summary.json: ``missing`` without a folder, ``corrupt`` when
     the summary is absent or unreadable, ``interrupted`` for a ``running`` run whose lock no
@@ -538,7 +530,7 @@ def run_status(path: Path, *, locked: bool = False) -> str:
     if not path.is_dir():
         return "missing"
     try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
+        summary = load_summary(path)
         status = str(summary.get("status", "corrupt"))
     except (OSError, ValueError, AttributeError):
         return "corrupt"
