@@ -47,3 +47,22 @@ def test_importing_initlab_loads_nothing_and_its_config_no_jax():
     assert package == {"initlab"}
     assert config == {"initlab", "initlab.config", "initlab.config.files", "initlab.config.migrations",
                       "initlab.config.schema", "initlab.config.validation", "initlab.errors"}
+
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 100, 600  # issue #36: a module a newcomer can read
+
+
+def test_no_function_over_100_lines_and_no_module_over_600():
+    import ast
+
+    too_long = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "initlab").rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.name}: {node.name} is {lines} lines")
+    assert not too_long, too_long
