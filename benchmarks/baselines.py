@@ -70,8 +70,10 @@ def bare_jax_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarray) 
     k_in, k_hid, k_out, data_key = jax.random.split(jax.random.PRNGKey(w.seed), 4)
     params = {
         "inp": {"w": he(k_in, (input_dim, w.width)), "b": jnp.zeros(w.width)},
-        "hidden": {"w": jax.vmap(lambda k: he(k, (w.width, w.width)))(jax.random.split(k_hid, w.depth - 1)),
-                   "b": jnp.zeros((w.depth - 1, w.width))},
+        "hidden": {
+            "w": jax.vmap(lambda k: he(k, (w.width, w.width)))(jax.random.split(k_hid, w.depth - 1)),
+            "b": jnp.zeros((w.depth - 1, w.width)),
+        },
         "out": {"w": he(k_out, (w.width, num_classes)), "b": jnp.zeros(num_classes)},
     }
     opt = optax.sgd(w.lr)
@@ -174,8 +176,14 @@ class _VarianceHooks:
         return self.finish()
 
 
-def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarray, warmup: int = 5,
-                            max_seconds: float = float("inf"), hooks: bool = True) -> float:
+def torch_hooks_steps_per_s(
+    w: Workload,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    warmup: int = 5,
+    max_seconds: float = float("inf"),
+    hooks: bool = True,
+) -> float:
     """Training steps per second of a PyTorch eager loop (CPU) with per-layer variance hooks on every
     ``log_every``-th step: in that step's forward/backward pass (``w.stats_on == "train_batch"``) or
     in a pass of the probe batch before it (``"probe"``). The step-0 statistics and ``warmup``
@@ -214,7 +222,7 @@ def torch_hooks_steps_per_s(w: Workload, x_train: np.ndarray, y_train: np.ndarra
         i = step % spe
         if i == 0 and step > 0:
             order = torch.randperm(n, generator=gen)
-        idx = order[i * w.batch_size:(i + 1) * w.batch_size]
+        idx = order[i * w.batch_size : (i + 1) * w.batch_size]
         opt.zero_grad(set_to_none=True)
         if log:
             hooks.start(grad_scale=float(w.batch_size))

@@ -43,8 +43,9 @@ print(json.dumps([run.initlab_steps_per_s(w, {data_dir!r}, {log_every!r})["loop"
 
 def measure(tree: Path, workload: dict, log_every: int | None, stats_on: str, data_dir: str | None) -> list[float]:
     """Steps/s of two measurements in a fresh process importing initlab from ``tree``."""
-    code = WORKER.format(tree=str(tree), bench=str(HERE), workload=workload, stats_on=stats_on,
-                         data_dir=data_dir, log_every=log_every)
+    code = WORKER.format(
+        tree=str(tree), bench=str(HERE), workload=workload, stats_on=stats_on, data_dir=data_dir, log_every=log_every
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree)
     if out.returncode:
@@ -70,9 +71,16 @@ def main() -> None:
             for name in order:
                 runs[name] += measure(trees[name], workload, every, on, args.data_dir)
         med = {k: statistics.median(v) for k, v in runs.items()}
-        rows.append((label, med["this"], med["baseline"], med["this"] / med["baseline"],
-                     min(a / b for a, b in zip(runs["this"], runs["baseline"])),
-                     max(a / b for a, b in zip(runs["this"], runs["baseline"]))))
+        rows.append(
+            (
+                label,
+                med["this"],
+                med["baseline"],
+                med["this"] / med["baseline"],
+                min(a / b for a, b in zip(runs["this"], runs["baseline"])),
+                max(a / b for a, b in zip(runs["this"], runs["baseline"])),
+            )
+        )
         print(f"{label}: {med['this']:.0f} vs {med['baseline']:.0f} steps/s", file=sys.stderr, flush=True)
     print("| workload | this (steps/s) | baseline (steps/s) | ratio of medians | per-pair range |")
     print("| --- | --- | --- | --- | --- |")

@@ -36,20 +36,31 @@ def synthesize(root: Path, n_runs: int) -> None:
         for seed in range(seeds_per):
             if made == n_runs:
                 return
-            cfg = from_dict({"name": "synthetic", "seed": seed, "model": {"depth": d, "init": init},
-                             "train": {"lr": lr, "steps": 1000}, "log": {"out": str(root)}})
+            cfg = from_dict(
+                {
+                    "name": "synthetic",
+                    "seed": seed,
+                    "model": {"depth": d, "init": init},
+                    "train": {"lr": lr, "steps": 1000},
+                    "log": {"out": str(root)},
+                }
+            )
             path = root / f"synthetic-{config_hash(cfg)}"
             path.mkdir(parents=True)
             decay = {"he_normal": 1.0, "glorot_normal": 0.5}.get(init, 0.9)
-            act = [float(decay ** k * rng.uniform(0.8, 1.2)) for k in range(d + 1)]
+            act = [float(decay**k * rng.uniform(0.8, 1.2)) for k in range(d + 1)]
             summary = {
                 "status": "completed" if rng.random() > 0.05 else "diverged",
                 "steps": 1000,
                 "final": {"test_acc": float(rng.uniform(0.1, 0.98)), "test_loss": float(rng.uniform(0.05, 2.3))},
-                "history": {"step": [0, 469, 938, 1000], "test_acc": sorted(rng.uniform(0.1, 0.98, 4).tolist()),
-                            "test_loss": [2.3, 0.4, 0.2, 0.1]},
+                "history": {
+                    "step": [0, 469, 938, 1000],
+                    "test_acc": sorted(rng.uniform(0.1, 0.98, 4).tolist()),
+                    "test_loss": [2.3, 0.4, 0.2, 0.1],
+                },
                 "signal": {w: {"pre_var": act, "act_var": act, "grad_var": act[::-1]} for w in ("init", "final")},
-                "divergence": None, "config": to_dict(cfg),
+                "divergence": None,
+                "config": to_dict(cfg),
             }
             (path / "summary.json").write_text(json.dumps(summary))
             (path / "metrics.csv").write_text("step,epoch,train_loss,test_loss,test_acc,wall_time\n0,0,,2.3,0.1,0.5\n")
@@ -72,11 +83,16 @@ def main() -> None:
         cli = []
         for _ in range(3):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "initlab", "report", str(root), "--format", "csv"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "initlab", "report", str(root), "--format", "csv"],
+                check=True,
+                capture_output=True,
+            )
             cli.append(time.perf_counter() - t0)
-        print(f"{n} run folders → {len(rep.rows)} configurations: build_report {min(inproc):.3f} s (best of 5), "
-              f"`initlab report --format csv` {min(cli):.3f} s in a fresh process (best of 3)")
+        print(
+            f"{n} run folders → {len(rep.rows)} configurations: build_report {min(inproc):.3f} s (best of 5), "
+            f"`initlab report --format csv` {min(cli):.3f} s in a fresh process (best of 3)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

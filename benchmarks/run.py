@@ -86,11 +86,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules
 
-from baselines import (Workload, bare_jax_steps_per_s, jax_matmul_flops, torch_hooks_steps_per_s,  # noqa: E402
-                       torch_matmul_flops)
+from baselines import (
+    Workload,
+    bare_jax_steps_per_s,
+    jax_matmul_flops,
+    torch_hooks_steps_per_s,  # noqa: E402
+    torch_matmul_flops,
+)
 
-SECTIONS = ("throughput", "stats", "statcost", "distributions", "formats", "width", "compile", "sweep", "flops",
-            "memory", "report")
+SECTIONS = (
+    "throughput",
+    "stats",
+    "statcost",
+    "distributions",
+    "formats",
+    "width",
+    "compile",
+    "sweep",
+    "flops",
+    "memory",
+    "report",
+)
 COORD_STATS = ("act_abs_mean", "pre_delta_abs_mean")
 FORMAT_ARMS = ("float32", "bfloat16", "float16")
 FORMAT_STATS = ("grad_underflow", "wgrad_underflow", "act_underflow", "pre_overflow")
@@ -119,16 +135,40 @@ class Plan:
     format_steps: tuple[tuple[int, int, int], ...] = ()  # formats: (depth, width, steps per measurement)
 
 
-QUICK = Plan(repeats=3, steps={10: 200, 50: 40}, stats_steps=200, stats_every=(1, 10, 100),
-             compile_depths=(5, 50, 200, 500), compile_modes=("cold", "warm"), sweep_steps=30, sweep_repeats=2,
-             sweep_arms=("batched", "sequential"), memory=(200, 1024, 2), report_runs=1000, report_repeats=2,
-             matmul_n=2048, torch_max_seconds=10,
-             format_steps=((10, 256, 200), (50, 256, 40), (10, 1024, 30), (50, 1024, 10)))
-FULL = Plan(repeats=5, steps={10: 300, 50: 100}, stats_steps=300, stats_every=(1, 10, 100),
-            compile_depths=(5, 50, 200, 500), compile_modes=("off", "cold", "warm"), sweep_steps=None,
-            sweep_repeats=2, sweep_arms=("batched", "sequential", "sequential-no-cache"), memory=(200, 1024, 5),
-            report_runs=1000, report_repeats=3, matmul_n=2048, torch_max_seconds=30,
-            format_steps=((10, 256, 300), (50, 256, 100), (10, 1024, 60), (50, 1024, 20)))
+QUICK = Plan(
+    repeats=3,
+    steps={10: 200, 50: 40},
+    stats_steps=200,
+    stats_every=(1, 10, 100),
+    compile_depths=(5, 50, 200, 500),
+    compile_modes=("cold", "warm"),
+    sweep_steps=30,
+    sweep_repeats=2,
+    sweep_arms=("batched", "sequential"),
+    memory=(200, 1024, 2),
+    report_runs=1000,
+    report_repeats=2,
+    matmul_n=2048,
+    torch_max_seconds=10,
+    format_steps=((10, 256, 200), (50, 256, 40), (10, 1024, 30), (50, 1024, 10)),
+)
+FULL = Plan(
+    repeats=5,
+    steps={10: 300, 50: 100},
+    stats_steps=300,
+    stats_every=(1, 10, 100),
+    compile_depths=(5, 50, 200, 500),
+    compile_modes=("off", "cold", "warm"),
+    sweep_steps=None,
+    sweep_repeats=2,
+    sweep_arms=("batched", "sequential", "sequential-no-cache"),
+    memory=(200, 1024, 5),
+    report_runs=1000,
+    report_repeats=3,
+    matmul_n=2048,
+    torch_max_seconds=30,
+    format_steps=((10, 256, 300), (50, 256, 100), (10, 1024, 60), (50, 1024, 20)),
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,16 +217,26 @@ def initlab_config(w: Workload, log_every: int | None) -> dict[str, Any]:
     then taken only at step 0 and at the last step, as logged steps on the training batch (inside
     the measured window: they are the first and the end of the training loop's chunks)."""
     return {
-        "name": "bench", "seed": w.seed,
+        "name": "bench",
+        "seed": w.seed,
         "data": {"dataset": "mnist", "probe_size": w.probe_size, "test_size": TEST_SIZE},
-        "model": {"depth": w.depth, "width": w.width, "activation": "relu", "init": "he_normal", "dtype": w.dtype,
-                  "parameterization": w.parameterization,
-                  **({"base_width": max(w.width // 4, 1)} if w.parameterization == "mup" else {})},
+        "model": {
+            "depth": w.depth,
+            "width": w.width,
+            "activation": "relu",
+            "init": "he_normal",
+            "dtype": w.dtype,
+            "parameterization": w.parameterization,
+            **({"base_width": max(w.width // 4, 1)} if w.parameterization == "mup" else {}),
+        },
         "train": {"optimizer": "sgd", "lr": w.lr, "batch_size": w.batch_size, "steps": w.steps},
-        "log": {"every": log_every if log_every is not None else w.steps + 1,
-                "stats_on": w.stats_on if log_every is not None else "train_batch",
-                "histograms": w.histograms, "jacobian": w.jacobian,
-                **({} if w.stats is None else {"stats": list(w.stats)})},
+        "log": {
+            "every": log_every if log_every is not None else w.steps + 1,
+            "stats_on": w.stats_on if log_every is not None else "train_batch",
+            "histograms": w.histograms,
+            "jacobian": w.jacobian,
+            **({} if w.stats is None else {"stats": list(w.stats)}),
+        },
     }
 
 
@@ -215,8 +265,12 @@ def initlab_steps_per_s(w: Workload, data_dir: str | None, log_every: int | None
     """``loop``: steps/s over the training loop's wall clock (statistics included); ``chunks``:
     TrainResult.steps / train_time_s (training chunks and statistics, without the host's bookkeeping)."""
     result, sink = initlab_train(w, data_dir, log_every)
-    return {"loop": w.steps / (sink.last_step_at - sink.loop_start), "chunks": result.steps / result.train_time_s,
-            "loop_s": sink.last_step_at - sink.loop_start, "jacobian_s": result.jacobian_time_s}
+    return {
+        "loop": w.steps / (sink.last_step_at - sink.loop_start),
+        "chunks": result.steps / result.train_time_s,
+        "loop_s": sink.last_step_at - sink.loop_start,
+        "jacobian_s": result.jacobian_time_s,
+    }
 
 
 def spectrum_seconds(depth: int, width: int, examples: int, data_dir: str | None, calls: int = 3) -> dict[str, float]:
@@ -275,11 +329,15 @@ def peak_memory(depth: int, width: int, steps: int, data_dir: str | None) -> dic
     initlab_train(w, data_dir, None)
     stats = jax.devices()[0].memory_stats() or {}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_rss_bytes": peak, "peak_rss_before_training_bytes": before,
-            "estimate_bytes": estimate.total, "estimate_without_data_bytes": estimate.total - estimate.data,
-            "device_peak_bytes": stats.get("peak_bytes_in_use"),
-            "parameters": w.parameters(data.input_dim, data.num_classes),
-            "chunk_buffers": chunk_buffers(w, data_dir)}
+    return {
+        "peak_rss_bytes": peak,
+        "peak_rss_before_training_bytes": before,
+        "estimate_bytes": estimate.total,
+        "estimate_without_data_bytes": estimate.total - estimate.data,
+        "device_peak_bytes": stats.get("peak_bytes_in_use"),
+        "parameters": w.parameters(data.input_dim, data.num_classes),
+        "chunk_buffers": chunk_buffers(w, data_dir),
+    }
 
 
 def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
@@ -305,8 +363,12 @@ def chunk_buffers(w: Workload, data_dir: str | None) -> dict[str, int]:
     chunk_in = ChunkIn(state, state.params, np.int32(0), np.int32(1), np.ones(1, bool), np.True_)
     m = fns.chunk.lower(chunk_in, x, y).compile()
     a = m.memory_analysis()
-    return {"arguments": a.argument_size_in_bytes, "outputs": a.output_size_in_bytes,
-            "temporaries": a.temp_size_in_bytes, "aliased": a.alias_size_in_bytes}
+    return {
+        "arguments": a.argument_size_in_bytes,
+        "outputs": a.output_size_in_bytes,
+        "temporaries": a.temp_size_in_bytes,
+        "aliased": a.alias_size_in_bytes,
+    }
 
 
 # The larger grid: 2 depths × 2 activations × 4 initializers × 4 seeds = 64 runs (4 groups of 16).
@@ -349,8 +411,10 @@ def cpu_seconds() -> dict[str, float] | None:
 
 def own_cpu_seconds() -> float:
     """CPU time of this process and its finished children (the workers, once closed)."""
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 def other_load(start: dict[str, float] | None, own_start: float, wall: float) -> dict[str, float] | None:
@@ -372,8 +436,11 @@ def machine() -> dict[str, Any]:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
@@ -383,8 +450,14 @@ def machine() -> dict[str, Any]:
     dev = jax.devices()[0]
     vers = versions()
     vers["torch"] = torch_version()
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram,
-            "device": f"{dev.platform}: {dev.device_kind}", "versions": vers}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_bytes": ram,
+        "device": f"{dev.platform}: {dev.device_kind}",
+        "versions": vers,
+    }
 
 
 def torch_version() -> str | None:
@@ -406,8 +479,9 @@ def measure(req: dict[str, Any]) -> Any:
         return bare_jax_steps_per_s(w, data.x_train, data.y_train)
     if kind in ("torch_hooks", "torch_bare"):
         data = load_mnist(data_dir)
-        return torch_hooks_steps_per_s(w, data.x_train, data.y_train, max_seconds=req["max_seconds"],
-                                       hooks=kind == "torch_hooks")
+        return torch_hooks_steps_per_s(
+            w, data.x_train, data.y_train, max_seconds=req["max_seconds"], hooks=kind == "torch_hooks"
+        )
     if kind == "gemm":  # (m, k, n) matmuls in JAX and, in the PyTorch worker, in PyTorch
         fn = torch_matmul_flops if req["library"] == "torch" else jax_matmul_flops
         return fn(*req["shape"])
@@ -451,12 +525,14 @@ class Worker:
     switches the persistent compilation cache off in it."""
 
     def __init__(self, cache_dir: str | None) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))
+        }
         env.pop("INITLAB_NO_COMPILE_CACHE", None)
         env.update({"INITLAB_NO_COMPILE_CACHE": "1"} if cache_dir is None else {"JAX_COMPILATION_CACHE_DIR": cache_dir})
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
 
     def __call__(self, kind: str, **req: Any) -> Any:
         self.proc.stdin.write(json.dumps({"kind": kind, **req}) + "\n")
@@ -498,8 +574,9 @@ def interleaved(arms: dict[str, Callable[[], Any]], repeats: int, label: str) ->
         for name, fn in arms.items():
             time.sleep(SETTLE_S)
             values[name].append(fn())
-            print(f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  [{label}] round {r + 1}/{repeats} {name}: {_short(values[name][-1])}", file=sys.stderr, flush=True
+            )
     return values
 
 
@@ -550,16 +627,19 @@ class Suite:
         arms: dict[str, Callable[[], Any]] = {}
         for on in SOURCES:
             w = asdict(Workload(depth=depth, steps=steps, stats_on=on))
-            arms[arm_name("initlab", on)] = lambda w=w: self.jax("initlab", workload=w, log_every=10,
-                                                                data_dir=self.data_dir)
+            arms[arm_name("initlab", on)] = lambda w=w: self.jax(
+                "initlab", workload=w, log_every=10, data_dir=self.data_dir
+            )
             if torch and self.torch is not None:
                 arms[arm_name("torch_hooks", on)] = lambda w=w: self.torch(
-                    "torch_hooks", workload=w, data_dir=self.data_dir, max_seconds=self.plan.torch_max_seconds)
+                    "torch_hooks", workload=w, data_dir=self.data_dir, max_seconds=self.plan.torch_max_seconds
+                )
         bare = asdict(Workload(depth=depth, steps=steps))
         arms["bare_jax"] = lambda: self.jax("bare_jax", workload=bare, data_dir=self.data_dir)
         if torch and self.torch is not None:
-            arms["torch_bare"] = lambda: self.torch("torch_bare", workload=bare, data_dir=self.data_dir,
-                                                    max_seconds=self.plan.torch_max_seconds)
+            arms["torch_bare"] = lambda: self.torch(
+                "torch_bare", workload=bare, data_dir=self.data_dir, max_seconds=self.plan.torch_max_seconds
+            )
         if matmul:
             arms["matmul"] = lambda: self.jax("matmul", n=self.plan.matmul_n)
         return interleaved(arms, self.plan.repeats, f"depth {depth}")
@@ -577,11 +657,13 @@ class Suite:
             for on in SOURCES:
                 initlab = loops(runs[arm_name("initlab", on)])
                 torch = runs.get(arm_name("torch_hooks", on))
-                row[on] = {"initlab": median(initlab),
-                           "initlab_chunks": median([r["chunks"] for r in runs[arm_name("initlab", on)]]),
-                           "torch_hooks": median(torch) if torch else None,
-                           "ratio_torch": paired(initlab, torch) if torch else None,
-                           "ratio_bare": paired(initlab, runs["bare_jax"])}
+                row[on] = {
+                    "initlab": median(initlab),
+                    "initlab_chunks": median([r["chunks"] for r in runs[arm_name("initlab", on)]]),
+                    "torch_hooks": median(torch) if torch else None,
+                    "ratio_torch": paired(initlab, torch) if torch else None,
+                    "ratio_bare": paired(initlab, runs["bare_jax"]),
+                }
             out[str(depth)] = row
         return out
 
@@ -591,8 +673,9 @@ class Suite:
         for on in SOURCES:
             w = asdict(Workload(depth=10, steps=self.plan.stats_steps, stats_on=on))
             for every in self.plan.stats_every:
-                arms[f"{every}, {SOURCE_LABEL[on]}"] = (
-                    lambda w=w, every=every: self.jax("initlab", workload=w, log_every=every, data_dir=self.data_dir))
+                arms[f"{every}, {SOURCE_LABEL[on]}"] = lambda w=w, every=every: self.jax(
+                    "initlab", workload=w, log_every=every, data_dir=self.data_dir
+                )
         # Every 10 steps on a probe of one training batch's size (128) instead of 512 examples.
         small = asdict(Workload(depth=10, steps=self.plan.stats_steps, stats_on="probe", probe_size=128))
         arms["10, probe of 128"] = lambda: self.jax("initlab", workload=small, log_every=10, data_dir=self.data_dir)
@@ -600,8 +683,14 @@ class Suite:
         arms["off"] = lambda: self.jax("initlab", workload=off, log_every=None, data_dir=self.data_dir)
         runs = interleaved(arms, self.plan.repeats, "stats overhead")
         base = loops(runs["off"])
-        rows = {name: {"loop": median(loops(v)), "chunks": median([r["chunks"] for r in v]),
-                       "cost": paired(base, loops(v)) - 1} for name, v in runs.items()}
+        rows = {
+            name: {
+                "loop": median(loops(v)),
+                "chunks": median([r["chunks"] for r in v]),
+                "cost": paired(base, loops(v)) - 1,
+            }
+            for name, v in runs.items()
+        }
         return {"steps": self.plan.stats_steps, "runs": runs, "rows": rows}
 
     def statcost(self) -> dict[str, Any]:
@@ -616,33 +705,49 @@ class Suite:
         for name in default_names():
             if name in signal:
                 continue
-            family = ("unit percentiles" if name.startswith("unit_p") else
-                      "saturated_frac, dead_frac" if name in ("saturated_frac", "dead_frac") else name)
+            family = (
+                "unit percentiles"
+                if name.startswith("unit_p")
+                else "saturated_frac, dead_frac"
+                if name in ("saturated_frac", "dead_frac")
+                else name
+            )
             families[family] = families.get(family, ()) + (name,)
         out: dict[str, Any] = {"signal": list(signal), "families": {k: list(v) for k, v in families.items()}}
         for depth, steps in self.plan.steps.items():
+
             def arm(stats, depth=depth, steps=steps):
                 w = asdict(Workload(depth=depth, steps=steps, stats=stats))
                 return lambda: loops([self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir)])[0]
 
             bare = asdict(Workload(depth=depth, steps=steps))
-            arms = {"bare JAX": lambda w=bare: self.jax("bare_jax", workload=w, data_dir=self.data_dir),
-                    "signal only": arm(signal),
-                    **{f"+ {family}": arm(signal + names) for family, names in families.items()},
-                    "all defaults": arm(None)}
+            arms = {
+                "bare JAX": lambda w=bare: self.jax("bare_jax", workload=w, data_dir=self.data_dir),
+                "signal only": arm(signal),
+                **{f"+ {family}": arm(signal + names) for family, names in families.items()},
+                "all defaults": arm(None),
+            }
             runs = interleaved(arms, self.plan.repeats, f"statistic costs, depth {depth}")
             base, only = runs["bare JAX"], runs["signal only"]
-            out[str(depth)] = {"steps": steps, "runs": runs, "rows": {
-                name: {"steps_per_s": median(v), "vs_bare": paired(v, base),
-                       "cost_vs_signal": paired(only, v) - 1} for name, v in runs.items()}}
+            out[str(depth)] = {
+                "steps": steps,
+                "runs": runs,
+                "rows": {
+                    name: {"steps_per_s": median(v), "vs_bare": paired(v, base), "cost_vs_signal": paired(only, v) - 1}
+                    for name, v in runs.items()
+                },
+            }
         return out
 
     def distributions(self) -> dict[str, Any]:
         """Histograms and the Jacobian spectrum on, beside both off, at depth 10 and 50 (statistics
         every 10 steps on the training batch); then the spectrum alone at depth 50 × width 512."""
         out: dict[str, Any] = {}
-        arms_of = {"off": {"histograms": 0, "jacobian": 0}, "histograms 64": {"histograms": 64, "jacobian": 0},
-                   "spectrum 4": {"histograms": 0, "jacobian": 4}}
+        arms_of = {
+            "off": {"histograms": 0, "jacobian": 0},
+            "histograms 64": {"histograms": 64, "jacobian": 0},
+            "spectrum 4": {"histograms": 0, "jacobian": 4},
+        }
         for depth, steps in self.plan.steps.items():
             arms = {}
             for name, log in arms_of.items():
@@ -651,10 +756,18 @@ class Suite:
             runs = interleaved(arms, self.plan.repeats, f"distributions, depth {depth}")
             base = loops(runs["off"])
             out[str(depth)] = {
-                "steps": steps, "runs": runs,
-                "rows": {name: {"loop": median(loops(v)), "vs_off": paired(loops(v), base),
-                                "jacobian_s": median([r["jacobian_s"] for r in v]),
-                                "loop_s": median([r["loop_s"] for r in v])} for name, v in runs.items()}}
+                "steps": steps,
+                "runs": runs,
+                "rows": {
+                    name: {
+                        "loop": median(loops(v)),
+                        "vs_off": paired(loops(v), base),
+                        "jacobian_s": median([r["jacobian_s"] for r in v]),
+                        "loop_s": median([r["loop_s"] for r in v]),
+                    }
+                    for name, v in runs.items()
+                },
+            }
         out["spectrum_50x512"] = self.jax("spectrum", depth=50, width=512, examples=4, data_dir=self.data_dir)
         return out
 
@@ -671,19 +784,32 @@ class Suite:
             runs = interleaved(arms, self.plan.repeats, f"formats, depth {depth} x width {width}")
             base = loops(runs["float32"])
             out[f"{depth}x{width}"] = {
-                "depth": depth, "width": width, "steps": steps,
-                "rows": {name: {"loop": median(loops(v)), "vs_float32": paired(loops(v), base)}
-                         for name, v in runs.items()}}
+                "depth": depth,
+                "width": width,
+                "steps": steps,
+                "rows": {
+                    name: {"loop": median(loops(v)), "vs_float32": paired(loops(v), base)} for name, v in runs.items()
+                },
+            }
         without = tuple(n for n in default_names() if n not in FORMAT_STATS)
         steps = self.plan.stats_steps
-        arms = {"default statistics": asdict(Workload(depth=10, steps=steps)),
-                "without the format statistics": asdict(Workload(depth=10, steps=steps, stats=without))}
-        runs = interleaved({k: (lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
-                            for k, w in arms.items()}, self.plan.repeats, "format statistics")
+        arms = {
+            "default statistics": asdict(Workload(depth=10, steps=steps)),
+            "without the format statistics": asdict(Workload(depth=10, steps=steps, stats=without)),
+        }
+        runs = interleaved(
+            {
+                k: (lambda w=w: self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
+                for k, w in arms.items()
+            },
+            self.plan.repeats,
+            "format statistics",
+        )
         base = loops(runs["without the format statistics"])
-        out["statistics"] = {"steps": steps,
-                             "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)}
-                                      for k, v in runs.items()}}
+        out["statistics"] = {
+            "steps": steps,
+            "rows": {k: {"loop": median(loops(v)), "vs_without": paired(loops(v), base)} for k, v in runs.items()},
+        }
         return out
 
     def width(self) -> dict[str, Any]:
@@ -693,17 +819,24 @@ class Suite:
 
         steps = self.plan.stats_steps
         default = tuple(default_names())
-        arms_of = {"default statistics": Workload(depth=10, steps=steps, stats_on="probe", stats=default),
-                   "+ act_abs_mean": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS[:1]),
-                   "+ both": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS),
-                   "mup, default statistics": Workload(depth=10, steps=steps, stats_on="probe", stats=default,
-                                                       parameterization="mup")}
-        arms = {k: (lambda w=asdict(w): self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
-                for k, w in arms_of.items()}
+        arms_of = {
+            "default statistics": Workload(depth=10, steps=steps, stats_on="probe", stats=default),
+            "+ act_abs_mean": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS[:1]),
+            "+ both": Workload(depth=10, steps=steps, stats_on="probe", stats=default + COORD_STATS),
+            "mup, default statistics": Workload(
+                depth=10, steps=steps, stats_on="probe", stats=default, parameterization="mup"
+            ),
+        }
+        arms = {
+            k: (lambda w=asdict(w): self.jax("initlab", workload=w, log_every=10, data_dir=self.data_dir))
+            for k, w in arms_of.items()
+        }
         runs = interleaved(arms, self.plan.repeats, "coordinate-check statistics and mup")
         base = loops(runs["default statistics"])
-        return {"steps": steps, "rows": {k: {"loop": median(loops(v)), "vs_default": paired(loops(v), base)}
-                                         for k, v in runs.items()}}
+        return {
+            "steps": steps,
+            "rows": {k: {"loop": median(loops(v)), "vs_default": paired(loops(v), base)} for k, v in runs.items()},
+        }
 
     def compile(self) -> dict[str, Any]:
         """compile_time_s per depth, each in a fresh process: cache off, cold (empty folder) and warm."""
@@ -728,24 +861,38 @@ class Suite:
         def arm(name: str, n_runs: int = 16) -> float:
             folder = tempfile.mkdtemp(prefix="initlab-bench-jaxcache-")
             try:
-                res = once(None if name.endswith("no-cache") else folder, "sweep", arm=name.split("-")[0],
-                           steps=self.plan.sweep_steps, data_dir=self.data_dir, runs=n_runs)
+                res = once(
+                    None if name.endswith("no-cache") else folder,
+                    "sweep",
+                    arm=name.split("-")[0],
+                    steps=self.plan.sweep_steps,
+                    data_dir=self.data_dir,
+                    runs=n_runs,
+                )
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
             if res["completed"] != n_runs:
                 raise RuntimeError(f"sweep arm {name}: only {res['completed']} of {n_runs} runs completed")
             return res["seconds"]
 
-        runs = interleaved({name: functools.partial(arm, name) for name in self.plan.sweep_arms},
-                           self.plan.sweep_repeats, "sweep")
+        runs = interleaved(
+            {name: functools.partial(arm, name) for name in self.plan.sweep_arms}, self.plan.sweep_repeats, "sweep"
+        )
         secs = {name: median(v) for name, v in runs.items()}
         grid64 = arm("batched", 64)
         print(f"  [sweep] 64-run grid batched: {grid64:.1f} s", file=sys.stderr, flush=True)
-        return {"steps_per_run": self.plan.sweep_steps or "1 epoch", "runs": runs, "seconds": secs,
-                "runs_per_hour": {k: 16 * 3600 / v for k, v in secs.items()},
-                "speedup": paired(runs["sequential"], runs["batched"]),
-                "grid64": {"grid": {**GRID64, "model.init": 4, "seeds": 4}, "seconds": grid64,
-                           "runs_per_hour": 64 * 3600 / grid64}}
+        return {
+            "steps_per_run": self.plan.sweep_steps or "1 epoch",
+            "runs": runs,
+            "seconds": secs,
+            "runs_per_hour": {k: 16 * 3600 / v for k, v in secs.items()},
+            "speedup": paired(runs["sequential"], runs["batched"]),
+            "grid64": {
+                "grid": {**GRID64, "model.init": 4, "seeds": 4},
+                "seconds": grid64,
+                "runs_per_hour": 64 * 3600 / grid64,
+            },
+        }
 
     def flops(self, depth50: dict[str, list[Any]] | None) -> dict[str, Any]:
         """Training FLOP/s at depth 50 over matmul FLOP/s, each training arm paired with the matmul of
@@ -753,8 +900,12 @@ class Suite:
         w = Workload(depth=50, steps=self.plan.steps[50])
         runs = depth50 if depth50 and "matmul" in depth50 else self._rounds(50, w.steps, torch=False, matmul=True)
         per_step = w.flops_per_step(MNIST_INPUTS, MNIST_CLASSES)
-        out = {"matmul_n": self.plan.matmul_n, "matmul_flops": median(runs["matmul"]), "flops_per_step": per_step,
-               "parameters": w.parameters(MNIST_INPUTS, MNIST_CLASSES)}
+        out = {
+            "matmul_n": self.plan.matmul_n,
+            "matmul_flops": median(runs["matmul"]),
+            "flops_per_step": per_step,
+            "parameters": w.parameters(MNIST_INPUTS, MNIST_CLASSES),
+        }
         for arm in ("initlab", "bare_jax"):  # initlab: statistics every 10 steps on the training batch
             achieved = [per_step * v for v in (loops(runs[arm]) if arm == "initlab" else runs[arm])]
             out[arm] = {"flops": median(achieved), "fraction": paired(achieved, runs["matmul"])}
@@ -773,8 +924,9 @@ class Suite:
     def memory(self) -> dict[str, Any]:
         """Peak RSS of a fresh process training depth 200, width 1024 for a few steps (no cache)."""
         depth, width, steps = self.plan.memory
-        res = once(None, "memory", workload=asdict(Workload(depth=depth, width=width, steps=steps)),
-                   data_dir=self.data_dir)
+        res = once(
+            None, "memory", workload=asdict(Workload(depth=depth, width=width, steps=steps)), data_dir=self.data_dir
+        )
         return {"depth": depth, "width": width, "steps": steps, **res}
 
     def report(self) -> dict[str, Any]:
@@ -792,9 +944,14 @@ class Suite:
                 return time.perf_counter() - t0
 
             command = [sys.executable, "-m", "initlab", "report", str(root), "--format", "csv"]
-            runs = interleaved({"build_report": lambda: timed(lambda: build_report([root])),
-                                "cli": lambda: timed(lambda: subprocess.run(command, check=True, capture_output=True))},
-                               self.plan.report_repeats, "report")
+            runs = interleaved(
+                {
+                    "build_report": lambda: timed(lambda: build_report([root])),
+                    "cli": lambda: timed(lambda: subprocess.run(command, check=True, capture_output=True)),
+                },
+                self.plan.report_repeats,
+                "report",
+            )
             return {"runs": self.plan.report_runs, "seconds": {k: median(v) for k, v in runs.items()}, "all": runs}
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -822,28 +979,64 @@ def targets(res: dict[str, Any]) -> list[Target]:
         for depth, row in res.get("throughput", {}).items():
             r = row[on]
             if r["ratio_torch"] is not None:
-                out.append(Target(f"initlab vs PyTorch + hooks, depth {depth}, {where}", "≥ 2×",
-                                  f"{r['ratio_torch']:.2f}×", r["ratio_torch"] >= 2))
-            out.append(Target(f"initlab vs bare JAX, depth {depth}, {where}", "≥ 0.9×", f"{r['ratio_bare']:.2f}×",
-                              r["ratio_bare"] >= 0.9))
+                out.append(
+                    Target(
+                        f"initlab vs PyTorch + hooks, depth {depth}, {where}",
+                        "≥ 2×",
+                        f"{r['ratio_torch']:.2f}×",
+                        r["ratio_torch"] >= 2,
+                    )
+                )
+            out.append(
+                Target(
+                    f"initlab vs bare JAX, depth {depth}, {where}",
+                    "≥ 0.9×",
+                    f"{r['ratio_bare']:.2f}×",
+                    r["ratio_bare"] >= 0.9,
+                )
+            )
         if "stats" in res:
             cost = res["stats"]["rows"][f"10, {SOURCE_LABEL[on]}"]["cost"]
-            out.append(Target(f"statistics every 10 steps on the {SOURCE_LABEL[on]}: extra time per step vs off "
-                              "(depth 10)", "≤ 10%", f"{cost:+.1%}", cost <= 0.10))
+            out.append(
+                Target(
+                    f"statistics every 10 steps on the {SOURCE_LABEL[on]}: extra time per step vs off (depth 10)",
+                    "≤ 10%",
+                    f"{cost:+.1%}",
+                    cost <= 0.10,
+                )
+            )
     for depth, row in {k: v for k, v in res.get("distributions", {}).items() if "rows" in v}.items():
         cost = 1 - row["rows"]["histograms 64"]["vs_off"]
-        out.append(Target(f"histograms (64 bins) on, statistics every 10 steps, depth {depth}: throughput lost",
-                          "≤ 10%", f"{cost:.1%}", cost <= 0.10))
+        out.append(
+            Target(
+                f"histograms (64 bins) on, statistics every 10 steps, depth {depth}: throughput lost",
+                "≤ 10%",
+                f"{cost:.1%}",
+                cost <= 0.10,
+            )
+        )
     fs = res.get("formats", {}).get("statistics")
     if fs:
         cost = 1 - fs["rows"]["default statistics"]["vs_without"]
-        out.append(Target("the four format statistics, every 10 steps on the training batch, depth 10: throughput "
-                          "lost", "≤ 5%", f"{cost:.1%}", cost <= 0.05))
+        out.append(
+            Target(
+                "the four format statistics, every 10 steps on the training batch, depth 10: throughput lost",
+                "≤ 5%",
+                f"{cost:.1%}",
+                cost <= 0.05,
+            )
+        )
     ws = res.get("width")
     if ws:
         cost = 1 - ws["rows"]["+ both"]["vs_default"]
-        out.append(Target("the coordinate-check statistics, every 10 steps on the probe, depth 10: throughput lost",
-                          "stated", f"{cost:.1%}", True))
+        out.append(
+            Target(
+                "the coordinate-check statistics, every 10 steps on the probe, depth 10: throughput lost",
+                "stated",
+                f"{cost:.1%}",
+                True,
+            )
+        )
     compile_rows = res.get("compile", {})
     if "5" in compile_rows and "500" in compile_rows:
         r = compile_rows["500"]["cold"] / compile_rows["5"]["cold"]
@@ -874,129 +1067,233 @@ def markdown(res: dict[str, Any]) -> str:
     """Every section as a markdown table, then the targets."""
     m = res["machine"]
     ram = f"{m['ram_bytes'] / 2**30:.0f} GiB" if m["ram_bytes"] else "?"
-    vers = ", ".join(f"{k} {m['versions'].get(k) or 'not installed'}"
-                     for k in ("python", "jax", "jaxlib", "optax", "torch", "initlab"))
-    parts = [f"# initlab benchmarks ({'quick' if res['quick'] else 'full'})",
-             f"{m['date']} · {m['cpu']}, {m['cores']} cores, {ram} RAM · device {m['device']} · {vers}"]
+    vers = ", ".join(
+        f"{k} {m['versions'].get(k) or 'not installed'}"
+        for k in ("python", "jax", "jaxlib", "optax", "torch", "initlab")
+    )
+    parts = [
+        f"# initlab benchmarks ({'quick' if res['quick'] else 'full'})",
+        f"{m['date']} · {m['cpu']}, {m['cores']} cores, {ram} RAM · device {m['device']} · {vers}",
+    ]
     load = res.get("other_load")
     if load:
         busy = load["other_fraction"] + load["steal_fraction"]
-        parts.append(f"Other work during the run: {load['other_fraction']:.0%} of the CPU used by other processes, "
-                     f"{load['steal_fraction']:.0%} stolen by the hypervisor"
-                     + (" — **the machine was busy: figures are noisy, rerun on an idle machine**"
-                        if busy > 0.05 else "."))
+        parts.append(
+            f"Other work during the run: {load['other_fraction']:.0%} of the CPU used by other processes, "
+            f"{load['steal_fraction']:.0%} stolen by the hypervisor"
+            + (" — **the machine was busy: figures are noisy, rerun on an idle machine**" if busy > 0.05 else ".")
+        )
     if "throughput" in res:
-        rows = [[d, SOURCE_LABEL[on], r["steps"], _num(r[on]["initlab"]), _num(r[on]["initlab_chunks"]),
-                 _num(r[on]["torch_hooks"]), _num(r["bare_jax"]), _num(r[on]["ratio_torch"], ".2f"),
-                 _num(r[on]["ratio_bare"], ".2f")]
-                for d, r in res["throughput"].items() for on in SOURCES]
-        parts += ["## Training throughput (steps/s, statistics every 10 steps; medians, ratios: median of "
-                  "per-round ratios)",
-                  table(["depth", "statistics on", "steps", "initlab", "initlab, steps / train_time_s",
-                         "PyTorch + hooks", "bare JAX", "initlab / PyTorch", "initlab / bare JAX"], rows)]
-        floor = [[d, _num(r["bare_jax"]), _num(r.get("torch_bare")), _num(r.get("bare_jax_vs_torch_bare"), ".2f")]
-                 for d, r in res["throughput"].items()]
-        parts += ["The frameworks' floor: the same training with no statistics and no hooks at all (steps/s).",
-                  table(["depth", "bare JAX", "bare PyTorch", "bare JAX / bare PyTorch"], floor)]
+        rows = [
+            [
+                d,
+                SOURCE_LABEL[on],
+                r["steps"],
+                _num(r[on]["initlab"]),
+                _num(r[on]["initlab_chunks"]),
+                _num(r[on]["torch_hooks"]),
+                _num(r["bare_jax"]),
+                _num(r[on]["ratio_torch"], ".2f"),
+                _num(r[on]["ratio_bare"], ".2f"),
+            ]
+            for d, r in res["throughput"].items()
+            for on in SOURCES
+        ]
+        parts += [
+            "## Training throughput (steps/s, statistics every 10 steps; medians, ratios: median of per-round ratios)",
+            table(
+                [
+                    "depth",
+                    "statistics on",
+                    "steps",
+                    "initlab",
+                    "initlab, steps / train_time_s",
+                    "PyTorch + hooks",
+                    "bare JAX",
+                    "initlab / PyTorch",
+                    "initlab / bare JAX",
+                ],
+                rows,
+            ),
+        ]
+        floor = [
+            [d, _num(r["bare_jax"]), _num(r.get("torch_bare")), _num(r.get("bare_jax_vs_torch_bare"), ".2f")]
+            for d, r in res["throughput"].items()
+        ]
+        parts += [
+            "The frameworks' floor: the same training with no statistics and no hooks at all (steps/s).",
+            table(["depth", "bare JAX", "bare PyTorch", "bare JAX / bare PyTorch"], floor),
+        ]
     if "statcost" in res:
         sc = res["statcost"]
         for d, r in ((d, r) for d, r in sc.items() if d not in ("signal", "families")):
-            rows = [[k, _num(v["steps_per_s"]), _num(v["vs_bare"], ".2f"),
-                     "" if k in ("bare JAX", "signal only") else f"{v['cost_vs_signal']:+.1%}"]
-                    for k, v in sorted(r["rows"].items(), key=lambda kv: -kv[1]["steps_per_s"])]
-            parts += [f"## What each statistic costs, depth {d} (every 10 steps on the training batch, "
-                      f"{r['steps']} steps; signal statistics: {', '.join(sc['signal'])})",
-                      table(["arm", "steps/s", "vs bare JAX", "cost vs signal only"], rows)]
+            rows = [
+                [
+                    k,
+                    _num(v["steps_per_s"]),
+                    _num(v["vs_bare"], ".2f"),
+                    "" if k in ("bare JAX", "signal only") else f"{v['cost_vs_signal']:+.1%}",
+                ]
+                for k, v in sorted(r["rows"].items(), key=lambda kv: -kv[1]["steps_per_s"])
+            ]
+            parts += [
+                f"## What each statistic costs, depth {d} (every 10 steps on the training batch, "
+                f"{r['steps']} steps; signal statistics: {', '.join(sc['signal'])})",
+                table(["arm", "steps/s", "vs bare JAX", "cost vs signal only"], rows),
+            ]
     if "stats" in res:
         st = res["stats"]
         rows = [[k, _num(v["loop"]), _num(v["chunks"]), f"{v['cost']:+.1%}"] for k, v in st["rows"].items()]
-        parts += [f"## Statistics overhead (depth 10, {st['steps']} steps; steps/s, median)",
-                  table(["statistics every", "steps/s", "steps / train_time_s", "time per step vs off"], rows)]
+        parts += [
+            f"## Statistics overhead (depth 10, {st['steps']} steps; steps/s, median)",
+            table(["statistics every", "steps/s", "steps / train_time_s", "time per step vs off"], rows),
+        ]
     if "distributions" in res:
         d = res["distributions"]
-        rows = [[depth, name, r["steps"], _num(v["loop"]), f"{v['vs_off']:.2f}", f"{v['jacobian_s']:.2f}",
-                 f"{v['loop_s']:.2f}"]
-                for depth, r in d.items() if "rows" in r for name, v in r["rows"].items()]
+        rows = [
+            [
+                depth,
+                name,
+                r["steps"],
+                _num(v["loop"]),
+                f"{v['vs_off']:.2f}",
+                f"{v['jacobian_s']:.2f}",
+                f"{v['loop_s']:.2f}",
+            ]
+            for depth, r in d.items()
+            if "rows" in r
+            for name, v in r["rows"].items()
+        ]
         sp = d["spectrum_50x512"]
-        parts += ["## Distributions: histograms and the Jacobian spectrum (width 256, statistics every 10 steps on "
-                  "the training batch; steps/s, median; ratio: median of per-round ratios)",
-                  table(["depth", "arm", "steps", "steps/s", "vs off", "spectra (init + end), s",
-                         "training loop, s"], rows),
-                  f"The spectrum alone at depth 50 × width 512, 4 examples: {sp['first_s']:.2f} s for the first "
-                  f"call (compilation included), {sp['call_s']:.2f} s per call after."]
+        parts += [
+            "## Distributions: histograms and the Jacobian spectrum (width 256, statistics every 10 steps on "
+            "the training batch; steps/s, median; ratio: median of per-round ratios)",
+            table(["depth", "arm", "steps", "steps/s", "vs off", "spectra (init + end), s", "training loop, s"], rows),
+            f"The spectrum alone at depth 50 × width 512, 4 examples: {sp['first_s']:.2f} s for the first "
+            f"call (compilation included), {sp['call_s']:.2f} s per call after.",
+        ]
     if "formats" in res:
         f = res["formats"]
-        rows = [[r["depth"], r["width"], r["steps"]]
-                + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)" for d in FORMAT_ARMS]
-                for key, r in f.items() if key != "statistics"]
+        rows = [
+            [r["depth"], r["width"], r["steps"]]
+            + [f"{_num(r['rows'][d]['loop'])} ({r['rows'][d]['vs_float32']:.2f}×)" for d in FORMAT_ARMS]
+            for key, r in f.items()
+            if key != "statistics"
+        ]
         st = f["statistics"]
         srows = [[k, _num(v["loop"]), f"{v['vs_without']:.2f}"] for k, v in st["rows"].items()]
-        parts += ["## Number formats (model.dtype, mixed precision; statistics every 10 steps on the training batch; "
-                  "steps/s, median, and the median per-round ratio to float32)",
-                  table(["depth", "width", "steps"] + list(FORMAT_ARMS), rows),
-                  f"The four format statistics (depth 10 × width 256, {st['steps']} steps; steps/s):",
-                  table(["statistics", "steps/s", "vs without"], srows)]
+        parts += [
+            "## Number formats (model.dtype, mixed precision; statistics every 10 steps on the training batch; "
+            "steps/s, median, and the median per-round ratio to float32)",
+            table(["depth", "width", "steps"] + list(FORMAT_ARMS), rows),
+            f"The four format statistics (depth 10 × width 256, {st['steps']} steps; steps/s):",
+            table(["statistics", "steps/s", "vs without"], srows),
+        ]
     if "width" in res:
         ws = res["width"]
         rows = [[k, _num(v["loop"]), f"{v['vs_default']:.2f}"] for k, v in ws["rows"].items()]
-        parts += [f"## Width: the coordinate-check statistics and μP (depth 10 × width 256, {ws['steps']} steps, "
-                  "statistics every 10 steps on the probe; steps/s, median, and the median per-round ratio)",
-                  table(["arm", "steps/s", "vs default statistics"], rows)]
+        parts += [
+            f"## Width: the coordinate-check statistics and μP (depth 10 × width 256, {ws['steps']} steps, "
+            "statistics every 10 steps on the probe; steps/s, median, and the median per-round ratio)",
+            table(["arm", "steps/s", "vs default statistics"], rows),
+        ]
     if "compile" in res:
         c = res["compile"]
         modes = list(next(iter(c.values())))
         first = next(iter(c))
-        rows = [[d] + [f"{v[mode]:.2f}" for mode in modes] + [f"{v['cold'] / c[first]['cold']:.2f}×"]
-                for d, v in c.items()]
-        parts += ["## Compile time (`compile_time_s` in s, a fresh process each)",
-                  table(["depth"] + [f"cache {mode}" for mode in modes] + [f"cold / depth {first}"], rows)]
+        rows = [
+            [d] + [f"{v[mode]:.2f}" for mode in modes] + [f"{v['cold'] / c[first]['cold']:.2f}×"] for d, v in c.items()
+        ]
+        parts += [
+            "## Compile time (`compile_time_s` in s, a fresh process each)",
+            table(["depth"] + [f"cache {mode}" for mode in modes] + [f"cold / depth {first}"], rows),
+        ]
     if "sweep" in res:
         s = res["sweep"]
         rows = [[arm, f"{secs:.1f}", f"{s['runs_per_hour'][arm]:,.0f}"] for arm, secs in s["seconds"].items()]
         each = f"{s['steps_per_run']} steps" if isinstance(s["steps_per_run"], int) else s["steps_per_run"]
         g = s["grid64"]
-        parts += [f"## Sweep of 16 runs ({each} each): batched {s['speedup']:.2f}× faster than sequential",
-                  table(["arm", "seconds", "runs/hour"], rows),
-                  f"A larger grid, batched: 64 runs (depth 10, 20 × relu, tanh × 4 initializers × 4 seeds; "
-                  f"{each} each) in {g['seconds']:.1f} s, **{g['runs_per_hour']:,.0f} runs/hour**."]
+        parts += [
+            f"## Sweep of 16 runs ({each} each): batched {s['speedup']:.2f}× faster than sequential",
+            table(["arm", "seconds", "runs/hour"], rows),
+            f"A larger grid, batched: 64 runs (depth 10, 20 × relu, tanh × 4 initializers × 4 seeds; "
+            f"{each} each) in {g['seconds']:.1f} s, **{g['runs_per_hour']:,.0f} runs/hour**.",
+        ]
     if "flops" in res:
         f = res["flops"]
         rows = [[arm, f"{f[arm]['flops'] / 1e9:.1f}", f"{f[arm]['fraction']:.1%}"] for arm in ("initlab", "bare_jax")]
-        parts += [f"## FLOP efficiency at depth 50 ({f['parameters']:,} parameters; float32 {f['matmul_n']}² "
-                  f"matmul: {f['matmul_flops'] / 1e9:.1f} GFLOP/s)",
-                  table(["arm", "training GFLOP/s", "of matmul"], rows)]
+        parts += [
+            f"## FLOP efficiency at depth 50 ({f['parameters']:,} parameters; float32 {f['matmul_n']}² "
+            f"matmul: {f['matmul_flops'] / 1e9:.1f} GFLOP/s)",
+            table(["arm", "training GFLOP/s", "of matmul"], rows),
+        ]
         if f.get("gemm"):
-            rows = [[shape, _num(v["jax"] / 1e9), _num(v["torch"] / 1e9 if "torch" in v else None),
-                     _num(v["jax"] / v["torch"] if "torch" in v else None, ".2f")] for shape, v in f["gemm"].items()]
-            parts += ["Matrix multiplication alone (float32 GFLOP/s; JAX: XLA's CPU dot, chained in one program "
-                      "at the layer's shape; PyTorch: eager `torch.mm`)",
-                      table(["shape", "JAX", "PyTorch", "JAX / PyTorch"], rows)]
+            rows = [
+                [
+                    shape,
+                    _num(v["jax"] / 1e9),
+                    _num(v["torch"] / 1e9 if "torch" in v else None),
+                    _num(v["jax"] / v["torch"] if "torch" in v else None, ".2f"),
+                ]
+                for shape, v in f["gemm"].items()
+            ]
+            parts += [
+                "Matrix multiplication alone (float32 GFLOP/s; JAX: XLA's CPU dot, chained in one program "
+                "at the layer's shape; PyTorch: eager `torch.mm`)",
+                table(["shape", "JAX", "PyTorch", "JAX / PyTorch"], rows),
+            ]
     if "memory" in res:
         mem = res["memory"]
-        parts += [f"## Memory (depth {mem['depth']}, width {mem['width']}, {mem['steps']} steps; "
-                  f"{mem['parameters']:,} parameters = {_mib(4 * mem['parameters'])} in float32)",
-                  table(["peak RSS", "peak RSS before training", "device peak"],
-                        [[_mib(mem["peak_rss_bytes"]), _mib(mem["peak_rss_before_training_bytes"]),
-                          _mib(mem["device_peak_bytes"])]])]
+        parts += [
+            f"## Memory (depth {mem['depth']}, width {mem['width']}, {mem['steps']} steps; "
+            f"{mem['parameters']:,} parameters = {_mib(4 * mem['parameters'])} in float32)",
+            table(
+                ["peak RSS", "peak RSS before training", "device peak"],
+                [
+                    [
+                        _mib(mem["peak_rss_bytes"]),
+                        _mib(mem["peak_rss_before_training_bytes"]),
+                        _mib(mem["device_peak_bytes"]),
+                    ]
+                ],
+            ),
+        ]
         if mem.get("estimate_bytes"):
             growth = mem["peak_rss_bytes"] - mem["peak_rss_before_training_bytes"]
-            parts += ["initlab's pre-flight estimate (`initlab.train.memory`; the data are loaded before the first "
-                      "reading, so the growth compares with the estimate without them)",
-                      table(["estimate", "estimate without data", "peak RSS growth", "estimate / growth"],
-                            [[_mib(mem["estimate_bytes"]), _mib(mem["estimate_without_data_bytes"]), _mib(growth),
-                              f"{mem['estimate_without_data_bytes'] / growth:.2f}" if growth > 0 else "–"]])]
+            parts += [
+                "initlab's pre-flight estimate (`initlab.train.memory`; the data are loaded before the first "
+                "reading, so the growth compares with the estimate without them)",
+                table(
+                    ["estimate", "estimate without data", "peak RSS growth", "estimate / growth"],
+                    [
+                        [
+                            _mib(mem["estimate_bytes"]),
+                            _mib(mem["estimate_without_data_bytes"]),
+                            _mib(growth),
+                            f"{mem['estimate_without_data_bytes'] / growth:.2f}" if growth > 0 else "–",
+                        ]
+                    ],
+                ),
+            ]
         if mem.get("chunk_buffers"):
             b, weights = mem["chunk_buffers"], 4 * mem["parameters"]
-            parts += ["XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "
-                      "in brackets, in copies of the weights; the arguments include the training set)",
-                      table(["arguments", "outputs", "temporaries"],
-                            [[f"{_mib(b[k])} ({b[k] / weights:.2f})"
-                              for k in ("arguments", "outputs", "temporaries")]])]
+            parts += [
+                "XLA's buffers for the training chunk (`memory_analysis()` of the compiled program; "
+                "in brackets, in copies of the weights; the arguments include the training set)",
+                table(
+                    ["arguments", "outputs", "temporaries"],
+                    [[f"{_mib(b[k])} ({b[k] / weights:.2f})" for k in ("arguments", "outputs", "temporaries")]],
+                ),
+            ]
     if "report" in res:
         r = res["report"]
-        parts += [f"## `initlab report` over {r['runs']:,} run folders (median)",
-                  table(["build_report (in-process)", "`initlab report --format csv` (fresh process)"],
-                        [[f"{r['seconds']['build_report']:.3f} s", f"{r['seconds']['cli']:.3f} s"]])]
+        parts += [
+            f"## `initlab report` over {r['runs']:,} run folders (median)",
+            table(
+                ["build_report (in-process)", "`initlab report --format csv` (fresh process)"],
+                [[f"{r['seconds']['build_report']:.3f} s", f"{r['seconds']['cli']:.3f} s"]],
+            ),
+        ]
     rows = [[t.name, t.target, t.measured, "pass" if t.passed else "FAIL"] for t in targets(res)]
     parts += ["## Targets (issue #7)", table(["target", "wanted", "measured", "result"], rows)]
     return "\n\n".join(parts) + "\n"
@@ -1004,19 +1301,38 @@ def markdown(res: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="few steps and repeats (about 2-3 minutes on a 2-core CPU) instead of the full run")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder holding the MNIST files (default: $INITLAB_DATA_DIR, then the user cache)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
-                        help="folder for run.json and run.md (default: benchmarks/results)")
-    parser.add_argument("--only", default=",".join(SECTIONS), metavar="SECTION,...",
-                        help=f"comma-separated sections to run (always in this order): {', '.join(SECTIONS)} "
-                             "(default: all)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds of interleaved arms in throughput, stats and flops (default: 3 quick, 5 full)")
-    parser.add_argument("--worker", action="store_true",
-                        help="internal: serve measurements (JSON lines on stdin and stdout); the suite starts these")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few steps and repeats (about 2-3 minutes on a 2-core CPU) instead of the full run",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the MNIST files (default: $INITLAB_DATA_DIR, then the user cache)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent / "results"),
+        help="folder for run.json and run.md (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        metavar="SECTION,...",
+        help=f"comma-separated sections to run (always in this order): {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of interleaved arms in throughput, stats and flops (default: 3 quick, 5 full)",
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="internal: serve measurements (JSON lines on stdin and stdout); the suite starts these",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
     if unknown:

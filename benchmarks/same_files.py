@@ -58,8 +58,9 @@ def produce(tree: Path, out: Path, data_dir: str) -> None:
         ["sweep", "vm.yaml", "--out", "vm", "-q"],
     ]
     for args in commands:
-        done = subprocess.run([sys.executable, "-m", "initlab", *args], env=env, cwd=out,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "initlab", *args], env=env, cwd=out, capture_output=True, text=True
+        )
         if done.returncode != 0:
             sys.exit(f"{tree}: initlab {' '.join(args)} failed:\n{done.stderr}")
 
@@ -84,8 +85,10 @@ def _scrub(value):
 
 def compare(a: Path, b: Path) -> int:
     """Print each file's verdict; return how many differ or exist on one side only."""
-    names = sorted({p.relative_to(a) for p in a.rglob("*") if p.is_file()}
-                   | {p.relative_to(b) for p in b.rglob("*") if p.is_file()})
+    names = sorted(
+        {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+        | {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    )
     bad = 0
     for name in names:
         if name.parts[-1].startswith(".") or name.suffix == ".lock":
@@ -103,8 +106,11 @@ def compare(a: Path, b: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, type=Path, help="the other checkout's root")
-    parser.add_argument("--data-dir", default=os.environ.get("INITLAB_DATA_DIR", "data"),
-                        help="MNIST's folder (default $INITLAB_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("INITLAB_DATA_DIR", "data"),
+        help="MNIST's folder (default $INITLAB_DATA_DIR)",
+    )
     parser.add_argument("--out", type=Path, help="where to keep both output trees (default a temporary folder)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="same_files-"))

@@ -84,9 +84,11 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"sweep_batching_{n}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"batched is {result['speedup_batched_over_sequential']:.2f}x faster than one run at a time "
-          f"({result['runs_per_hour']['batched']:.0f} vs {result['runs_per_hour']['sequential']:.0f} runs/hour); "
-          f"written to {path}")
+    print(
+        f"batched is {result['speedup_batched_over_sequential']:.2f}x faster than one run at a time "
+        f"({result['runs_per_hour']['batched']:.0f} vs {result['runs_per_hour']['sequential']:.0f} runs/hour); "
+        f"written to {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = ("Run", "Runs", "load_config", "open_run", "open_runs", "run", "sweep")
-__all__ = ["Run", "Runs", "load_config", "open_run", "open_runs", "run", "sweep", "InitlabError", "ConfigError",
-           "__version__"]
+__all__ = [
+    "Run",
+    "Runs",
+    "load_config",
+    "open_run",
+    "open_runs",
+    "run",
+    "sweep",
+    "InitlabError",
+    "ConfigError",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from initlab.api import Run, Runs, load_config, open_run, open_runs, run, sweep  # noqa: F401

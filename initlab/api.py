@@ -46,16 +46,21 @@ def _strings(values: str | Iterable[str], name: str) -> list[str]:
     items = list(values)
     bad = [v for v in items if not isinstance(v, str)]
     if bad:
-        raise InitlabError(f"{name}: {bad[0]!r} is not a string such as \"model.depth=5\" (give a string or a list "
-                           "of them)")
+        raise InitlabError(
+            f'{name}: {bad[0]!r} is not a string such as "model.depth=5" (give a string or a list of them)'
+        )
     return items
 
 
 # The CLI's options that library messages name, as the Python API spells them: a message raised
 # under ``run`` says what to pass here, not on a command line.
-PYTHON_ARGUMENTS = {"--force": "force=True", "--resume": "resume=True", "--auto-resume": "auto_resume=True",
-                    "--retry-failed": "retry_failed=True",
-                    "--replace": "replace=True"}
+PYTHON_ARGUMENTS = {
+    "--force": "force=True",
+    "--resume": "resume=True",
+    "--auto-resume": "auto_resume=True",
+    "--retry-failed": "retry_failed=True",
+    "--replace": "replace=True",
+}
 _OPTION = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, PYTHON_ARGUMENTS)) + r")(?![\w-])")
 
 
@@ -79,9 +84,16 @@ def load_config(path: str | Path, overrides: str | Iterable[str] = ()) -> _confi
 ENDED = ("completed", "diverged", "failed")
 
 
-def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str] = (),
-        data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        auto_resume: bool = False, exist_ok: bool = False) -> Run:
+def run(
+    config: _config.RunConfig | str | Path,
+    *,
+    overrides: str | Iterable[str] = (),
+    data_dir: str | Path | None = None,
+    force: bool = False,
+    resume: bool = False,
+    auto_resume: bool = False,
+    exist_ok: bool = False,
+) -> Run:
     """Train ``config`` (a ``RunConfig`` or a YAML path, with ``overrides``) as ``initlab run``
     does, write its run folder under ``log.out`` and return it opened. A folder that already
     holds this config is an error unless ``exist_ok`` (return that run, if it ended: completed,
@@ -103,26 +115,43 @@ def run(config: _config.RunConfig | str | Path, *, overrides: str | Iterable[str
         if exist_ok and storage.run_status(path) in ENDED:
             storage.check_same_config(path, cfg)
             return open_run(path)
-        summary = experiment.run(cfg, data_dir=data_dir, force=force, resume=resume, auto_resume=auto_resume,
-                                 download_progress=False)
+        summary = experiment.run(
+            cfg, data_dir=data_dir, force=force, resume=resume, auto_resume=auto_resume, download_progress=False
+        )
     except InitlabError as e:
         raise _in_python_terms(e) from None
     return open_run(summary["run_dir"])
 
 
-def sweep(path: str | Path, *, grid: str | Iterable[str] = (), zips: str | Iterable[str] = (),
-          seeds: str | None = None, overrides: str | Iterable[str] = (), data_dir: str | Path | None = None,
-          workers: int = 1, executor: str = "local", retry_failed: bool = False, replace: bool = False) -> Runs:
+def sweep(
+    path: str | Path,
+    *,
+    grid: str | Iterable[str] = (),
+    zips: str | Iterable[str] = (),
+    seeds: str | None = None,
+    overrides: str | Iterable[str] = (),
+    data_dir: str | Path | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    retry_failed: bool = False,
+    replace: bool = False,
+) -> Runs:
     """Train the sweep file ``path`` as ``initlab sweep`` does (``grid`` as ``--grid
     "model.depth=5,10"``, ``zips`` as ``--zip``, ``seeds`` as ``--seeds``, ``overrides`` as
     ``--set``; runs already done are kept) and return its folder's runs."""
     from initlab.runfolder import sweeps as _sweep
 
-    spec = _sweep.load_spec(path, grid=_strings(grid, "grid"), zips=_strings(zips, "zips"), seeds=seeds,
-                            overrides=_strings(overrides, "overrides"))
+    spec = _sweep.load_spec(
+        path,
+        grid=_strings(grid, "grid"),
+        zips=_strings(zips, "zips"),
+        seeds=seeds,
+        overrides=_strings(overrides, "overrides"),
+    )
     try:
-        report = _sweep.run_sweep(spec, data_dir=data_dir, workers=workers, executor=executor,
-                                  retry_failed=retry_failed, replace=replace)
+        report = _sweep.run_sweep(
+            spec, data_dir=data_dir, workers=workers, executor=executor, retry_failed=retry_failed, replace=replace
+        )
     except InitlabError as e:
         raise _in_python_terms(e) from None
     return open_runs(report.directory)
@@ -259,14 +288,18 @@ class Run:
             self._cache["data_dir"] = data_dir
         spec, cfg = self._spec(), self.config
         with context(cfg.model.dtype):
-            template = jax.eval_shape(lambda: (lambda p, s: (cast(p, spec.param_dtype), s))(
-                *init_layers(spec, layer_samplers(cfg.model), jax.random.PRNGKey(0))))
+            template = jax.eval_shape(
+                lambda: (lambda p, s: (cast(p, spec.param_dtype), s))(
+                    *init_layers(spec, layer_samplers(cfg.model), jax.random.PRNGKey(0))
+                )
+            )
             with np.load(params_file(self.path, chosen)) as arrays:
                 try:
                     return from_named(template[0], arrays, "params"), from_named(template[1], arrays, "state")
                 except (KeyError, ValueError) as e:
-                    raise InitlabError(f"{params_file(self.path, chosen)}: does not hold this config's network "
-                                       f"({e})") from None
+                    raise InitlabError(
+                        f"{params_file(self.path, chosen)}: does not hold this config's network ({e})"
+                    ) from None
 
     def evaluate(self, step: int | str = "end", *, data_dir: str | Path | None = None) -> dict[str, float]:
         """Test loss and accuracy of the parameters saved at ``step``, computed by the training's own
@@ -299,9 +332,17 @@ class Runs(Sequence[Run]):
     def __repr__(self) -> str:
         return f"Runs({len(self)} runs under {', '.join(map(str, self.paths))})"
 
-    def table(self, *, filters: Sequence[str] = (), group_by: Sequence[str] = (), sort: str | None = None,
-              columns: Sequence[str] | None = None, top: int | None = None, target: float = 0.9,
-              per_run: bool = False) -> pd.DataFrame:
+    def table(
+        self,
+        *,
+        filters: Sequence[str] = (),
+        group_by: Sequence[str] = (),
+        sort: str | None = None,
+        columns: Sequence[str] | None = None,
+        top: int | None = None,
+        target: float = 0.9,
+        per_run: bool = False,
+    ) -> pd.DataFrame:
         """``initlab report``'s table of these runs (options as its ``--filter``, ``--group-by``,
         ``--sort``, ``--columns``, ``--top``, ``--target``): one row per configuration, seeds
         aggregated, with the same numbers as ``--format csv`` (means, and ``_std`` columns over
@@ -313,9 +354,17 @@ class Runs(Sequence[Run]):
 
         from initlab.report.tables import aggregate, build_report, to_csv
 
-        report = build_report([r.path for r in self._runs], filters=filters, group_by=group_by, sort=sort,
-                              columns=columns, top=top, target=target)
+        report = build_report(
+            [r.path for r in self._runs],
+            filters=filters,
+            group_by=group_by,
+            sort=sort,
+            columns=columns,
+            top=top,
+            target=target,
+        )
         if per_run:
+
             def config_of(values) -> str:  # as report.aggregate tells configurations apart
                 return _json.dumps(list(values), sort_keys=True, default=str)
 
@@ -323,8 +372,13 @@ class Runs(Sequence[Run]):
             for r in report.runs:
                 members.setdefault(config_of(r.flat.get(k) for k in report.keys), []).append(r)
             keys = [*report.keys, "seed"]
-            runs = [r for row in report.rows for r in sorted(members[config_of(row[k] for k in report.keys)],
-                                                             key=lambda r: (r.flat.get("seed", 0), str(r.path)))]
+            runs = [
+                r
+                for row in report.rows
+                for r in sorted(
+                    members[config_of(row[k] for k in report.keys)], key=lambda r: (r.flat.get("seed", 0), str(r.path))
+                )
+            ]
             report = dataclasses.replace(report, keys=keys, rows=[aggregate([r], keys, target)[0] for r in runs])
         frame = _pandas().read_csv(io.StringIO(to_csv(report)))
         if per_run:

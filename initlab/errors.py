@@ -26,13 +26,15 @@ def describe_os_error(e: OSError) -> str:
     """One line for a filesystem failure: the file, what went wrong and what to do."""
     import errno
 
-    hints = {errno.ENOSPC: "the disk is full; free space and run again, finished runs are kept",
-             errno.EDQUOT: "over the disk quota; free space and run again, finished runs are kept",
-             errno.EACCES: "no permission; choose a folder you can write (--out)",
-             errno.EPERM: "not permitted; choose a folder you can write (--out)",
-             errno.EROFS: "a read-only filesystem; choose another folder (--out)",
-             errno.ENOTDIR: "a file is in the way where a folder belongs",
-             errno.EISDIR: "a folder is in the way where a file belongs"}
+    hints = {
+        errno.ENOSPC: "the disk is full; free space and run again, finished runs are kept",
+        errno.EDQUOT: "over the disk quota; free space and run again, finished runs are kept",
+        errno.EACCES: "no permission; choose a folder you can write (--out)",
+        errno.EPERM: "not permitted; choose a folder you can write (--out)",
+        errno.EROFS: "a read-only filesystem; choose another folder (--out)",
+        errno.ENOTDIR: "a file is in the way where a folder belongs",
+        errno.EISDIR: "a folder is in the way where a file belongs",
+    }
     where = f"{e.filename}: " if e.filename else ""
     what = e.strerror or type(e).__name__
     hint = hints.get(e.errno)

@@ -60,7 +60,5 @@ class Registry(Mapping[str, T], Generic[T]):
         """The entry called ``name``; a ConfigError listing the valid names if there is none."""
         if name not in self:
             where = f"{key}: " if key else ""
-            raise ConfigError(
-                f"{where}{name!r} is not one of {', '.join(self.all_names())} (unknown {self.kind})"
-            )
+            raise ConfigError(f"{where}{name!r} is not one of {', '.join(self.all_names())} (unknown {self.kind})")
         return self[name]

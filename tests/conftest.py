@@ -37,14 +37,25 @@ def mnist_dir() -> Path:
 
 
 # A small Gaussian-teacher dataset section shared by the CLI, sweep, report and plot tests.
-SMALL_DATA = {"dataset": "gaussian", "input_dim": 8, "num_classes": 3, "train_size": 256, "test_size": 64,
-              "probe_size": 64}
+SMALL_DATA = {
+    "dataset": "gaussian",
+    "input_dim": 8,
+    "num_classes": 3,
+    "train_size": 256,
+    "test_size": 64,
+    "probe_size": 64,
+}
 
 
 def small_run(name: str) -> dict:
     """A 2-layer, 20-step run on SMALL_DATA, as plain config data (CLI and sweep tests)."""
-    return {"name": name, "data": SMALL_DATA, "model": {"depth": 2, "width": 16},
-            "train": {"steps": 20, "batch_size": 32}, "log": {"every": 10}}
+    return {
+        "name": name,
+        "data": SMALL_DATA,
+        "model": {"depth": 2, "width": 16},
+        "train": {"steps": 20, "batch_size": 32},
+        "log": {"every": 10},
+    }
 
 
 def assert_lists_names(message: str, registry) -> None:
@@ -57,8 +68,14 @@ def tiny(**sections) -> RunConfig:
     """A small, fast config on Gaussian data; ``sections`` update the defaults per section."""
     base = {
         "name": "tiny",
-        "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 512,
-                 "test_size": 256, "probe_size": 128},
+        "data": {
+            "dataset": "gaussian",
+            "input_dim": 16,
+            "num_classes": 4,
+            "train_size": 512,
+            "test_size": 256,
+            "probe_size": 128,
+        },
         "model": {"depth": 3, "width": 32},
         "train": {"batch_size": 32, "steps": 40, "lr": 0.003},
         "log": {"every": 10},

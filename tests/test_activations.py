@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.activations import (ACTIVATIONS, Shape, correlated_nodes, derivative, gaussian_nodes, get_activation,
-                                    kinks, max_slope)
+from initlab.nn.activations import (
+    ACTIVATIONS,
+    Shape,
+    correlated_nodes,
+    derivative,
+    gaussian_nodes,
+    get_activation,
+    kinks,
+    max_slope,
+)
 
 ALL_NAMES = ACTIVATIONS.all_names()  # canonical names and aliases: everything a config may say
 
@@ -165,9 +173,11 @@ def test_kinks_are_declared_exactly_where_the_activation_or_a_derivative_jumps(n
     f = ACTIVATIONS[name]
     jumps = []
     for order in (0, 1, 2):
-        g = {0: lambda x: np.asarray(f(jnp.asarray(x, jnp.float32)), np.float64),
-             1: lambda x: np.asarray(derivative(f, jnp.asarray(x, jnp.float32)), np.float64),
-             2: lambda x: _second_derivative(name, x)}[order]
+        g = {
+            0: lambda x: np.asarray(f(jnp.asarray(x, jnp.float32)), np.float64),
+            1: lambda x: np.asarray(derivative(f, jnp.asarray(x, jnp.float32)), np.float64),
+            2: lambda x: _second_derivative(name, x),
+        }[order]
         jumps.append(np.abs(g(grid + eps) - g(grid - eps)) > 0.01)
     assert set(grid[np.any(jumps, axis=0)].tolist()) == set(ACTIVATIONS[name].kinks)
 
@@ -206,7 +216,12 @@ def test_the_correlated_rule_splits_each_factor_at_its_kink():
 
     b, c = 0.4, 0.6
     s = math.sqrt(1 - c * c)
-    exact = quad(lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * ndtr((c * z - b) / s), b, 12.0,
-                 epsabs=1e-15, epsrel=1e-13)[0]
+    exact = quad(
+        lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * ndtr((c * z - b) / s),
+        b,
+        12.0,
+        epsabs=1e-15,
+        epsrel=1e-13,
+    )[0]
     u, v, w = correlated_nodes(c, (b,))
     assert float(np.sum(w * (u > b) * (v > b))) == pytest.approx(exact, abs=1e-12)

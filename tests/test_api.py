@@ -22,8 +22,13 @@ README = (ROOT / "README.md").read_text()
 
 
 def small(tmp_path, **over):
-    base = {"name": "api", "data": SMALL_DATA, "model": {"depth": 3, "width": 16},
-            "train": {"steps": 12, "batch_size": 32}, "log": {"every": 4, "out": str(tmp_path / "runs")}}
+    base = {
+        "name": "api",
+        "data": SMALL_DATA,
+        "model": {"depth": 3, "width": 16},
+        "train": {"steps": 12, "batch_size": 32},
+        "log": {"every": 4, "out": str(tmp_path / "runs")},
+    }
     for section, values in over.items():
         base[section] = {**base.get(section, {}), **values}
     return base
@@ -39,8 +44,11 @@ def write_config(tmp_path, cfg: dict) -> Path:
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys, mnist_dir):
     monkeypatch.setenv("INITLAB_DATA_DIR", str(mnist_dir))
-    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
-               if lang == "python" and "import initlab" in b]
+    (body,) = [
+        b
+        for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+        if lang == "python" and "import initlab" in b
+    ]
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
     exec(compile(body, "README.md", "exec"), {})
@@ -55,8 +63,9 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys, mnist
 def swept(tmp_path_factory):
     """A sweep of two inits × two seeds (four runs), trained once for the tests that read it."""
     tmp_path = tmp_path_factory.mktemp("swept")
-    path = write_config(tmp_path, {**small(tmp_path), "sweep": {"model.init": ["he_normal", "glorot_normal"]},
-                                   "seeds": 2})
+    path = write_config(
+        tmp_path, {**small(tmp_path), "sweep": {"model.init": ["he_normal", "glorot_normal"]}, "seeds": 2}
+    )
     return tmp_path, initlab.sweep(path)
 
 
@@ -78,15 +87,19 @@ def test_open_runs_table_equals_report_csv(swept):
         pd.testing.assert_frame_equal(table, pd.read_csv(io.StringIO(result.stdout)), check_dtype=False)
 
 
-@pytest.mark.parametrize("model", [{}, {"norm": "batchnorm", "residual": True, "depth": 5},
-                                   {"reparam": "weightnorm"}, {"dtype": "bfloat16"}],
-                         ids=["plain", "batchnorm-residual", "weightnorm", "bfloat16"])
+@pytest.mark.parametrize(
+    "model",
+    [{}, {"norm": "batchnorm", "residual": True, "depth": 5}, {"reparam": "weightnorm"}, {"dtype": "bfloat16"}],
+    ids=["plain", "batchnorm-residual", "weightnorm", "bfloat16"],
+)
 def test_saved_end_parameters_reproduce_the_summary_accuracy(tmp_path, model):
     run = initlab.run(initlab.load_config(write_config(tmp_path, small(tmp_path, model=model))))
     assert run.param_steps == [0, 12]
     final = run.summary["final"]
-    assert run.evaluate("end") == {"test_loss": pytest.approx(final["test_loss"], rel=0, abs=0),
-                                   "test_acc": final["test_acc"]}
+    assert run.evaluate("end") == {
+        "test_loss": pytest.approx(final["test_loss"], rel=0, abs=0),
+        "test_acc": final["test_acc"],
+    }
     params, state = run.params("end")
     init, _ = run.params("init")
     assert params.hidden.dense.w.shape == (run.config.model.depth - 1, 16, 16)

@@ -22,8 +22,13 @@ sys.exit(lint_imports(config_filename=sys.argv[1], no_cache=True, no_logo=True))
 
 @pytest.mark.slow
 def test_the_import_contract_is_kept():
-    done = subprocess.run([sys.executable, "-c", LINT, str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LINT, str(ROOT / "pyproject.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
 
@@ -45,8 +50,15 @@ def test_importing_initlab_loads_nothing_and_its_config_no_jax():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     package, config = (set(line.split()) for line in out.stdout.splitlines())
     assert package == {"initlab"}
-    assert config == {"initlab", "initlab.config", "initlab.config.files", "initlab.config.migrations",
-                      "initlab.config.schema", "initlab.config.validation", "initlab.errors"}
+    assert config == {
+        "initlab",
+        "initlab.config",
+        "initlab.config.files",
+        "initlab.config.migrations",
+        "initlab.config.schema",
+        "initlab.config.validation",
+        "initlab.errors",
+    }
 
 
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 100, 600  # issue #36: a module a newcomer can read

@@ -29,8 +29,11 @@ print(jax.jit(lambda x: jnp.tanh(x @ x).sum())(jnp.ones((8, 8))))
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The test process's environment with the cache settings removed and XDG_CACHE_HOME in tmp_path."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAX_") and k not in (cache.OPT_OUT_ENV, "XDG_CACHE_HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("JAX_") and k not in (cache.OPT_OUT_ENV, "XDG_CACHE_HOME")
+    }
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return {**env, **extra}
@@ -95,15 +98,22 @@ def test_the_cli_caches_a_runs_programs_and_a_second_process_reuses_them(tmp_pat
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(small_run("cached")))
     env = clean_env(tmp_path)
-    probe = ("import atexit, collections, json, sys; from jax._src import monitoring; seen = collections.Counter(); "
-             "monitoring.register_event_listener(lambda e, **kw: seen.update([e.rsplit('/', 1)[-1]])); "
-             "atexit.register(lambda: print('events:', json.dumps(seen))); "
-             "from initlab.cli import app; sys.argv = ['initlab'] + sys.argv[1:]; app()")
+    probe = (
+        "import atexit, collections, json, sys; from jax._src import monitoring; seen = collections.Counter(); "
+        "monitoring.register_event_listener(lambda e, **kw: seen.update([e.rsplit('/', 1)[-1]])); "
+        "atexit.register(lambda: print('events:', json.dumps(seen))); "
+        "from initlab.cli import app; sys.argv = ['initlab'] + sys.argv[1:]; app()"
+    )
     events, summaries = [], []
     for i in range(2):
         out_dir = tmp_path / f"runs{i}"
-        done = subprocess.run([sys.executable, "-c", probe, "run", str(config), "--out", str(out_dir), "-q"],
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, "run", str(config), "--out", str(out_dir), "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr + done.stdout
         events.append(json.loads(done.stdout.rsplit("events:", 1)[1]))
         (summary,) = out_dir.glob("*/summary.json")

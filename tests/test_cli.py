@@ -64,24 +64,40 @@ def test_run_with_statistics_on_the_training_batch(tiny_yaml, tmp_path):
 
 
 def test_set_overrides_are_typed_and_saved(tiny_yaml, tmp_path):
-    result = invoke("run", tiny_yaml, "--out", tmp_path, "-q", "--set", "model.depth=4",
-                    "--set", "model.init=orthogonal", "--set", "model.init_args.gain=1.5", "--set", "name=123")
+    result = invoke(
+        "run",
+        tiny_yaml,
+        "--out",
+        tmp_path,
+        "-q",
+        "--set",
+        "model.depth=4",
+        "--set",
+        "model.init=orthogonal",
+        "--set",
+        "model.init_args.gain=1.5",
+        "--set",
+        "name=123",
+    )
     assert result.exit_code == 0, result.output
     (folder,) = tmp_path.glob("123-*")
     saved = yaml.safe_load((folder / "config.yaml").read_text())
     assert saved["model"]["depth"] == 4 and saved["model"]["init_args"] == {"gain": 1.5} and saved["name"] == "123"
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.activation=rellu", "model.activation: 'rellu' is not one of"),
-    ("model.depth=0", "model.depth: 0 is out of range"),
-    ("model.width=wide", "model.width: 'wide' is not an integer"),
-    ("model.dpth=3", "model.dpth: unknown key"),
-    ("train.optimizer=adamax", "train.optimizer: 'adamax' is not one of sgd, momentum"),
-    ("model.init_args.gian=2", "model.init_args.gian: not an argument"),
-    ("nokey", "expected KEY=VALUE"),
-    ("log.histograms=1", "log.histograms: 1 bins are too few"),  # one bin: every activation "saturated"
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.activation=rellu", "model.activation: 'rellu' is not one of"),
+        ("model.depth=0", "model.depth: 0 is out of range"),
+        ("model.width=wide", "model.width: 'wide' is not an integer"),
+        ("model.dpth=3", "model.dpth: unknown key"),
+        ("train.optimizer=adamax", "train.optimizer: 'adamax' is not one of sgd, momentum"),
+        ("model.init_args.gian=2", "model.init_args.gian: not an argument"),
+        ("nokey", "expected KEY=VALUE"),
+        ("log.histograms=1", "log.histograms: 1 bins are too few"),  # one bin: every activation "saturated"
+    ],
+)
 def test_bad_config_is_one_line_and_exit_code_2(tiny_yaml, tmp_path, override, expected):
     out = tmp_path / "runs"
     result = invoke("run", tiny_yaml, "--out", out, "--set", override)
@@ -98,8 +114,21 @@ def test_missing_config_file(tmp_path):
 
 
 def test_quickstart_trains_on_real_mnist(mnist_dir, tmp_path):
-    result = invoke("run", ROOT / "configs" / "quickstart.yaml", "--data-dir", mnist_dir, "--out", tmp_path, "-q",
-                    "--set", "train.steps=60", "--set", "data.train_size=4000", "--set", "data.test_size=1000")
+    result = invoke(
+        "run",
+        ROOT / "configs" / "quickstart.yaml",
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        tmp_path,
+        "-q",
+        "--set",
+        "train.steps=60",
+        "--set",
+        "data.train_size=4000",
+        "--set",
+        "data.test_size=1000",
+    )
     assert result.exit_code == 0, result.output
     (folder,) = run_folders(tmp_path)
     summary = json.loads((folder / "summary.json").read_text())
@@ -184,7 +213,8 @@ def test_data_check_of_a_missing_folder_says_so_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"error: {tmp_path / 'nope'}: no such folder; `initlab data fetch --data-dir {tmp_path / 'nope'}` downloads "
-        "MNIST into it"]
+        "MNIST into it"
+    ]
 
 
 def closed_port() -> int:
@@ -216,6 +246,7 @@ def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypat
             if checkpoint:
                 (path / storage.CHECKPOINT_FILE).write_bytes(b"")
             raise KeyboardInterrupt
+
         return run
 
     out = tmp_path / "runs"
@@ -225,8 +256,9 @@ def test_an_interrupted_run_says_what_to_run_next(tiny_yaml, tmp_path, monkeypat
         assert result.exit_code == 130
         (folder,) = run_folders(out / str(checkpoint))
         said = " ".join(result.output.split())  # the line as a wide terminal shows it
-        assert said.startswith(f"interrupted: partial results were kept; `initlab report {folder}` shows what it "
-                               "logged")
+        assert said.startswith(
+            f"interrupted: partial results were kept; `initlab report {folder}` shows what it logged"
+        )
         resume = f"`initlab run {tiny_yaml} --set train.lr=0.01 --out {out / str(checkpoint)} --resume` continues it"
         assert (resume in said) == checkpoint
 
@@ -249,8 +281,9 @@ def test_the_sweep_ends_with_what_to_run_next(tiny_yaml, tmp_path):
     result = invoke("sweep", tiny_yaml, "--grid", "model.depth=1,2", "--out", tmp_path / "runs", "-q")
     assert result.exit_code == 0, result.output
     sweep = tmp_path / "runs" / "cli"
-    assert result.output.strip().splitlines()[-1] == (f"next: `initlab report {sweep}` for the table of results, "
-                                                      f"`initlab plot {sweep}` for figures")
+    assert result.output.strip().splitlines()[-1] == (
+        f"next: `initlab report {sweep}` for the table of results, `initlab plot {sweep}` for figures"
+    )
 
 
 def test_the_progress_bar_says_compiling_until_training_reports(monkeypatch):

@@ -73,8 +73,15 @@ def test_config_is_frozen():
         cfg.model.depth = 5  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("alias, canonical", [("xavier_normal", "glorot_normal"), ("xavier_uniform", "glorot_uniform"),
-                                              ("kaiming_normal", "he_normal"), ("kaiming_uniform", "he_uniform")])
+@pytest.mark.parametrize(
+    "alias, canonical",
+    [
+        ("xavier_normal", "glorot_normal"),
+        ("xavier_uniform", "glorot_uniform"),
+        ("kaiming_normal", "he_normal"),
+        ("kaiming_uniform", "he_uniform"),
+    ],
+)
 def test_init_aliases_are_canonicalised(alias, canonical):
     assert C.from_dict({"model": {"init": alias}}).model.init == canonical
 
@@ -92,7 +99,9 @@ def test_alias_and_canonical_name_give_the_same_config_and_hash():
 def test_init_args_defaults_filled_in():
     assert C.from_dict({"model": {"init": "orthogonal"}}).model.init_args == {"gain": 1.0}
     assert C.from_dict({"model": {"init": "mean_field", "init_args": {"sigma_w": 1.5}}}).model.init_args == {
-        "sigma_w": 1.5, "sigma_b": 0.0}
+        "sigma_w": 1.5,
+        "sigma_b": 0.0,
+    }
     assert C.from_dict({"model": {"bias_init": "normal"}}).model.bias_init_args == {"std": 0.01}
     # spelled out or left to the default: the same config
     spelled = C.from_dict({"model": {"init": "normal", "init_args": {"std": 0.01}}})
@@ -136,13 +145,14 @@ REGISTRY_FIELDS = [
 ]
 ACCEPTED = [(s, k, reg, name) for s, k, reg in REGISTRY_FIELDS for name in reg.all_names()]
 # Choices that only make sense together with another setting.
-COMPANIONS = {("model", "init", "fixup"): {"residual": True},
-              ("model", "init", "weightnorm_data"): {"reparam": "weightnorm"},
-              ("model", "dropout_kind", "alpha"): {"dropout": 0.1}}
+COMPANIONS = {
+    ("model", "init", "fixup"): {"residual": True},
+    ("model", "init", "weightnorm_data"): {"reparam": "weightnorm"},
+    ("model", "dropout_kind", "alpha"): {"dropout": 0.1},
+}
 
 
-@pytest.mark.parametrize("section, key, registry, name", ACCEPTED,
-                         ids=[f"{s}.{k}={n}" for s, k, _, n in ACCEPTED])
+@pytest.mark.parametrize("section, key, registry, name", ACCEPTED, ids=[f"{s}.{k}={n}" for s, k, _, n in ACCEPTED])
 def test_every_registry_name_is_accepted(section, key, registry, name):
     cfg = C.from_dict({section: {key: name, **COMPANIONS.get((section, key, name), {})}})
     got = getattr(getattr(cfg, section), key)
@@ -233,10 +243,9 @@ def test_wrong_type(data, key, shown, expected):
         ({"model": {"norm_eps": 0}}, "model.norm_eps", "0.0", "> 0"),
         ({"data": {"probe_size": 1}}, "data.probe_size", "1", ">= 2"),
         ({"seed": -1}, "seed", "-1", ">= 0"),
-        ({"seed": 2 ** 32}, "seed", "4294967296", "<= 4294967295"),  # PRNGKey would keep the low 32 bits: seed 0
-        ({"seed": 2 ** 64}, "seed", "18446744073709551616", "<= 4294967295"),
-        ({"data": {"dataset": "gaussian", "teacher_seed": 2 ** 32}}, "data.teacher_seed", "4294967296",
-         "<= 4294967295"),
+        ({"seed": 2**32}, "seed", "4294967296", "<= 4294967295"),  # PRNGKey would keep the low 32 bits: seed 0
+        ({"seed": 2**64}, "seed", "18446744073709551616", "<= 4294967295"),
+        ({"data": {"dataset": "gaussian", "teacher_seed": 2**32}}, "data.teacher_seed", "4294967296", "<= 4294967295"),
         ({"train": {"steps": -1}}, "train.steps", "-1", ">= 0"),
         ({"train": {"epochs": 0}}, "train.epochs", "0", ">= 1"),
     ],
@@ -248,7 +257,7 @@ def test_out_of_range(data, key, shown, allowed):
 
 
 def test_the_largest_seed_is_accepted():
-    assert C.from_dict({"seed": 2 ** 32 - 1}).seed == 2 ** 32 - 1
+    assert C.from_dict({"seed": 2**32 - 1}).seed == 2**32 - 1
 
 
 def test_depth_bounds_are_inclusive():
@@ -513,11 +522,15 @@ MODEL_CHANGES = {
 # Fields that only exist in the context of others (ntk and mup take a fan-in initializer; base_width
 # and zero_readout are mup's).
 MUP = {"init": "lecun_normal", "parameterization": "mup", "base_width": 64}
-MODEL_CONTEXT = {"parameterization": {"init": "lecun_normal"}, "base_width": MUP, "zero_readout": MUP,
-                 "branch_scale_init": {"residual": True, "depth": 5},
-                 "shaping": {"activation": "tanh", "depth": 10, "init": "orthogonal"},
-                 "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks", "init": "orthogonal"},
-                 "norm_args": {"norm": "scalenorm"}}  # a normalization with an argument (the fixture's)
+MODEL_CONTEXT = {
+    "parameterization": {"init": "lecun_normal"},
+    "base_width": MUP,
+    "zero_readout": MUP,
+    "branch_scale_init": {"residual": True, "depth": 5},
+    "shaping": {"activation": "tanh", "depth": 10, "init": "orthogonal"},
+    "shaping_args": {"activation": "tanh", "depth": 10, "shaping": "dks", "init": "orthogonal"},
+    "norm_args": {"norm": "scalenorm"},
+}  # a normalization with an argument (the fixture's)
 
 
 def test_model_changes_cover_every_model_field():
@@ -533,8 +546,10 @@ def test_config_hash_changes_with_every_model_field(field, scalenorm):
     assert C.config_hash(changed) != C.config_hash(base)
 
 
-@pytest.mark.parametrize("data", [{"seed": 1}, {"name": "other"}, {"train": {"lr": 0.1}}, {"data": {"probe_size": 64}},
-                                  {"log": {"every": 10}}])
+@pytest.mark.parametrize(
+    "data",
+    [{"seed": 1}, {"name": "other"}, {"train": {"lr": 0.1}}, {"data": {"probe_size": 64}}, {"log": {"every": 10}}],
+)
 def test_config_hash_changes_with_other_fields(data):
     assert C.config_hash(C.from_dict(data)) != C.config_hash(C.from_dict({}))
 
@@ -543,15 +558,31 @@ def test_config_hash_ignores_log_out():
     assert C.config_hash(C.from_dict({"log": {"out": "elsewhere/runs"}})) == C.config_hash(C.from_dict({}))
 
 
-@pytest.mark.parametrize("data", [
-    {},
-    {"name": "123", "seed": 7, "model": {"init": "orthogonal", "init_args": {"gain": 1.5}, "norm": "batchnorm",
-                                         "activation": "silu", "norm_eps": 1e-7}},
-    {"model": {"init": "mean_field", "init_args": {"sigma_w": 1.76, "sigma_b": 0.05}, "bias_init": "zeros"},
-     "train": {"steps": 0, "schedule": "warmup_cosine", "warmup_steps": 5, "lr": 3e-4}},
-    {"data": {"dataset": "gaussian", "train_size": 100, "input_dim": 8}, "model": {"bias_init": "constant",
-                                                                                 "bias_init_args": {"value": 0.1}}},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {
+            "name": "123",
+            "seed": 7,
+            "model": {
+                "init": "orthogonal",
+                "init_args": {"gain": 1.5},
+                "norm": "batchnorm",
+                "activation": "silu",
+                "norm_eps": 1e-7,
+            },
+        },
+        {
+            "model": {"init": "mean_field", "init_args": {"sigma_w": 1.76, "sigma_b": 0.05}, "bias_init": "zeros"},
+            "train": {"steps": 0, "schedule": "warmup_cosine", "warmup_steps": 5, "lr": 3e-4},
+        },
+        {
+            "data": {"dataset": "gaussian", "train_size": 100, "input_dim": 8},
+            "model": {"bias_init": "constant", "bias_init_args": {"value": 0.1}},
+        },
+    ],
+)
 def test_to_yaml_round_trips(data):
     cfg = C.from_dict(data)
     text = C.to_yaml(cfg)
@@ -566,12 +597,15 @@ def test_to_dict_is_plain_data():
     assert d["model"]["depth"] == 3 and d["train"]["epochs"] == 1 and d["log"]["out"] == "runs"
 
 
-@pytest.mark.parametrize("train, message", [
-    ({"optimizer": "sgd", "momentum": 0.5}, "train.momentum: 0.5 has no effect with train.optimizer: 'sgd'"),
-    ({"optimizer": "adam", "momentum": 0.5}, "train.momentum: 0.5 has no effect"),
-    ({"schedule": "cosine", "warmup_steps": 10}, "train.warmup_steps: 10 has no effect with train.schedule"),
-    ({"lr": float("inf")}, "train.lr: inf is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"optimizer": "sgd", "momentum": 0.5}, "train.momentum: 0.5 has no effect with train.optimizer: 'sgd'"),
+        ({"optimizer": "adam", "momentum": 0.5}, "train.momentum: 0.5 has no effect"),
+        ({"schedule": "cosine", "warmup_steps": 10}, "train.warmup_steps: 10 has no effect with train.schedule"),
+        ({"lr": float("inf")}, "train.lr: inf is not a finite number"),
+    ],
+)
 def test_settings_that_would_silently_do_nothing_are_rejected(train, message):
     with pytest.raises(ConfigError) as err:
         C.from_dict({"train": train})
@@ -603,9 +637,14 @@ def test_a_config_read_back_from_its_yaml_hashes_as_it_did(model):
     assert all(isinstance(v, float) for v in cfg.model.init_args.values())
 
 
-@pytest.mark.parametrize("text, lines", [("model: {depth: 2, depth: 3}\n", "lines 1 and 1"),
-                                         ("model:\n  depth: 2\n  width: 8\n  depth: 3\n", "lines 2 and 4"),
-                                         ("name: a\nmodel: {depth: 2}\nname: b\n", "lines 1 and 3")])
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        ("model: {depth: 2, depth: 3}\n", "lines 1 and 1"),
+        ("model:\n  depth: 2\n  width: 8\n  depth: 3\n", "lines 2 and 4"),
+        ("name: a\nmodel: {depth: 2}\nname: b\n", "lines 1 and 3"),
+    ],
+)
 def test_a_key_given_twice_is_refused_with_its_lines(tmp_path, text, lines):
     path = tmp_path / "dup.yaml"
     path.write_text(text)
@@ -636,12 +675,15 @@ LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in ran
 BOMB = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS
 
 
-@pytest.mark.parametrize("text, message", [
-    (BOMB + "seed: *l8\n", "aliases expand to more than 100,000 values"),
-    (BOMB + "name: *l8\n", "aliases expand to more than 100,000 values"),
-    ("seed: &a [*a]\n", "the alias *a is inside the value it names"),  # PyYAML would build a cycle
-    ("seed: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested deeper than 64 levels"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BOMB + "seed: *l8\n", "aliases expand to more than 100,000 values"),
+        (BOMB + "name: *l8\n", "aliases expand to more than 100,000 values"),
+        ("seed: &a [*a]\n", "the alias *a is inside the value it names"),  # PyYAML would build a cycle
+        ("seed: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested deeper than 64 levels"),
+    ],
+)
 def test_alias_bombs_and_deep_nesting_are_refused_at_load(tmp_path, text, message):
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
@@ -665,10 +707,13 @@ def test_aliases_within_budget_still_work(tmp_path):
     assert C.load(path).model.depth == 3
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0xff at offset 0)"),
-    (b"seed: 1\n" + b"#" * (C.MAX_CONFIG_BYTES + 1), "larger than 1 MiB"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe\x00binary", "not UTF-8 text (byte 0xff at offset 0)"),
+        (b"seed: 1\n" + b"#" * (C.MAX_CONFIG_BYTES + 1), "larger than 1 MiB"),
+    ],
+)
 def test_binary_and_huge_config_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)
@@ -726,11 +771,14 @@ def test_a_normalization_with_an_argument_is_one_entry(scalenorm):
     assert cfg.model.norm_args == {"gain": 1.0}  # resolved like model.init_args
     assert C.config_hash(C.from_dict({"model": {"norm": "scalenorm", "norm_args": {"gain": 2}}})) != C.config_hash(cfg)
     assert error({"model": {"norm": "scalenorm", "norm_args": {"gian": 2}}}) == (
-        "model.norm_args.gian: not an argument of model.norm 'scalenorm' (its arguments: gain)")
+        "model.norm_args.gian: not an argument of model.norm 'scalenorm' (its arguments: gain)"
+    )
     assert error({"model": {"norm": "scalenorm", "norm_args": {"gain": -1}}}) == (
-        "model.norm_args.gain: -1 is not allowed (expected a number > 0)")
+        "model.norm_args.gain: -1 is not allowed (expected a number > 0)"
+    )
     assert error({"model": {"norm": "layernorm", "norm_args": {"gain": 2}}}).startswith(
-        "model.norm_args: {'gain': 2} has no effect with model.norm: 'layernorm' (used by scalenorm)")
+        "model.norm_args: {'gain': 2} has no effect with model.norm: 'layernorm' (used by scalenorm)"
+    )
     assert "scalenorm: gain, default 1" in dict((k, h) for k, h, _ in C.describe_fields())["model.norm_args"]
     assert "scalenorm" in C.allowed_text("model.norm")
     pre_var = {}
@@ -752,17 +800,24 @@ def test_a_config_without_norm_args_keeps_its_file_and_hash():
 def test_a_parameterization_that_needs_base_width_is_one_entry(monkeypatch):
     import initlab.nn.parameterizations as P
 
-    entry = dataclasses.replace(P.PARAMETERIZATIONS["standard"], doc="standard, relative to a base width",
-                                needs_base=True, uses=("model.base_width",))
+    entry = dataclasses.replace(
+        P.PARAMETERIZATIONS["standard"],
+        doc="standard, relative to a base width",
+        needs_base=True,
+        uses=("model.base_width",),
+    )
     monkeypatch.setattr(P, "PARAMETERIZATIONS", Registry("parameterization", {**P.PARAMETERIZATIONS, "based": entry}))
     assert error({"model": {"parameterization": "based"}}).startswith(
-        "model.base_width: parameterization 'based' needs the width at which it equals standard")
+        "model.base_width: parameterization 'based' needs the width at which it equals standard"
+    )
     cfg = C.from_dict({"model": {"parameterization": "based", "base_width": 64}})
     assert cfg.model.base_width == 64
     assert error({"model": {"parameterization": "based", "base_width": 64, "zero_readout": True}}).startswith(
-        "model.zero_readout: True has no effect with model.parameterization: 'based' (used by mup)")
+        "model.zero_readout: True has no effect with model.parameterization: 'based' (used by mup)"
+    )
     assert error({"model": {"base_width": 64}}).startswith(
-        "model.base_width: 64 has no effect with model.parameterization: 'standard' (used by mup, based)")
+        "model.base_width: 64 has no effect with model.parameterization: 'standard' (used by mup, based)"
+    )
     helps = dict((k, h) for k, h, _ in C.describe_fields())
     assert helps["model.base_width"].startswith("mup or based only: ")
 
@@ -784,7 +839,8 @@ def test_a_number_format_is_one_entry(monkeypatch):
     assert C.from_dict({"model": {"dtype": "half"}, "train": {"loss_scale": "dynamic"}}).train.loss_scale == "dynamic"
     assert error({"train": {"loss_scale": 1024}}).endswith("use model.dtype: float16, half, or bfloat16, or remove it")
     assert error({"model": {"dtype": "half", "precision": "pure"}, "train": {"optimizer": "adam"}}).startswith(
-        "model.precision: 'pure' with model.dtype: 'half' and train.optimizer: 'adam'")
+        "model.precision: 'pure' with model.dtype: 'half' and train.optimizer: 'adam'"
+    )
     cfg = tiny(model={"dtype": "half"}, train={"steps": 2, "loss_scale": "dynamic"}, log={"every": 1})
     res = train(cfg, load_dataset(cfg.data), rec := RunRecorder())  # the Jacobian's spectrum taken in float32
     assert res.status == "completed" and np.isfinite(res.final["test_loss"]) and rec.layer_rows

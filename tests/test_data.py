@@ -41,8 +41,16 @@ def no_downloads(tmp_path_factory, monkeypatch):
 
 
 def gaussian(**kw) -> DataConfig:
-    base = dict(dataset="gaussian", preprocess="none", train_size=300, test_size=60, input_dim=8,
-                num_classes=3, probe_size=16, teacher_seed=0)
+    base = dict(
+        dataset="gaussian",
+        preprocess="none",
+        train_size=300,
+        test_size=60,
+        input_dim=8,
+        num_classes=3,
+        probe_size=16,
+        teacher_seed=0,
+    )
     return DataConfig(**{**base, **kw})
 
 
@@ -202,8 +210,9 @@ def test_unknown_dataset_and_preprocess_messages():
 
 
 def test_config_data_section_drives_load_dataset():
-    cfg = from_dict({"data": {"dataset": "gaussian", "train_size": 50, "test_size": 10, "input_dim": 4,
-                              "probe_size": 8}})
+    cfg = from_dict(
+        {"data": {"dataset": "gaussian", "train_size": 50, "test_size": 10, "input_dim": 4, "probe_size": 8}}
+    )
     ds = load_dataset(cfg.data, progress=False)
     assert ds.x_train.shape == (50, 4) and ds.x_test.shape == (10, 4)
 
@@ -302,12 +311,17 @@ def test_minmax_on_mnist_through_the_config(mnist_dir):
     assert np.all(ds.x_train[:, 0] == pytest.approx(0.5))  # the corner pixel is 0 on every training image
 
 
-@pytest.mark.parametrize("data,message", [
-    ({"preprocess": "minmax", "range": [0.5, -0.5]},
-     "data.range: [0.5, -0.5] is not a range [low, high] with low < high"),
-    ({"preprocess": "minmax", "range": [1.0]}, "data.range: [1.0] is not a range"),
-    ({"range": [-1, 1]}, "data.range: (-1.0, 1.0) has no effect with data.preprocess: 'standardize'"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (
+            {"preprocess": "minmax", "range": [0.5, -0.5]},
+            "data.range: [0.5, -0.5] is not a range [low, high] with low < high",
+        ),
+        ({"preprocess": "minmax", "range": [1.0]}, "data.range: [1.0] is not a range"),
+        ({"range": [-1, 1]}, "data.range: (-1.0, 1.0) has no effect with data.preprocess: 'standardize'"),
+    ],
+)
 def test_bad_ranges_are_one_line_errors(data, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict({"data": data})
@@ -318,4 +332,5 @@ def test_input_scale_multiplies_the_inputs():
     scaled = load_dataset(from_dict({**small_run("s"), "data": {**SMALL_DATA, "input_scale": 0.25}}).data)
     np.testing.assert_array_equal(scaled.x_train, base.x_train * np.float32(0.25))
     assert config_hash(from_dict(small_run("s"))) == config_hash(
-        from_dict({**small_run("s"), "data": {**SMALL_DATA, "input_scale": 1.0}}))
+        from_dict({**small_run("s"), "data": {**SMALL_DATA, "input_scale": 1.0}})
+    )

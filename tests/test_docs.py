@@ -36,11 +36,21 @@ def registry_list(label: str) -> tuple[list[str], list[str]]:
     return re.sub(r"\[[^\]]*\]", " ", text).split(), re.findall(r"\[([^\]]*)\]", text)
 
 
-REGISTRIES = [("activations", ACTIVATIONS), ("initializers", INITIALIZERS), ("bias initializers", BIAS_INITIALIZERS),
-              ("normalizations", NORMALIZATIONS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES),
-              ("losses", LOSSES), ("datasets", DATASETS), ("preprocessing", PREPROCESSORS),
-              ("number formats", FORMATS), ("parameterizations", PARAMETERIZATIONS), ("kernel shapings", SHAPINGS),
-              ("weight reparameterizations", REPARAMS)]
+REGISTRIES = [
+    ("activations", ACTIVATIONS),
+    ("initializers", INITIALIZERS),
+    ("bias initializers", BIAS_INITIALIZERS),
+    ("normalizations", NORMALIZATIONS),
+    ("optimizers", OPTIMIZERS),
+    ("schedules", SCHEDULES),
+    ("losses", LOSSES),
+    ("datasets", DATASETS),
+    ("preprocessing", PREPROCESSORS),
+    ("number formats", FORMATS),
+    ("parameterizations", PARAMETERIZATIONS),
+    ("kernel shapings", SHAPINGS),
+    ("weight reparameterizations", REPARAMS),
+]
 
 
 @pytest.mark.parametrize("label, registry", REGISTRIES, ids=[label for label, _ in REGISTRIES])
@@ -56,7 +66,7 @@ def test_the_statistics_table_is_the_registrys():
     """README's per-layer statistics table lists every scalar statistic of the registry, in its
     order, with the registry's own text (the text layers.csv's users read)."""
     start = README.index("| column | meaning |")
-    rows = README[start:README.index("\n\n", start)].splitlines()[2:]
+    rows = README[start : README.index("\n\n", start)].splitlines()[2:]
     table = dict(re.fullmatch(r"\| `([a-z0-9_]+)` \| (.*) \|", row).groups() for row in rows)
     assert list(table) == list(COLUMNS)
     for name, doc in COLUMNS.items():
@@ -85,13 +95,17 @@ def test_every_command_has_a_readme_example(command):
 
 # -- every command the README shows runs ---------------------------------------------------------
 
+
 def readme_commands() -> list[str]:
     """Each ``initlab ...`` line of the README's plain code blocks, without its comment or output redirection."""
     lines = []
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S):
         if not lang:
-            lines += [re.sub(r"\s*>\s*\S+$", "", re.sub(r"\s+#.*$", "", ln)) for ln in body.splitlines()
-                      if ln.startswith("initlab ")]
+            lines += [
+                re.sub(r"\s*>\s*\S+$", "", re.sub(r"\s+#.*$", "", ln))
+                for ln in body.splitlines()
+                if ln.startswith("initlab ")
+            ]
     return lines
 
 
@@ -113,18 +127,44 @@ def readme_tree(tmp_path_factory):
     (root / "shared" / "data").mkdir(parents=True)
     (root / "shared" / "data" / "mnist").symlink_to(shared_mnist_dir())
     (home / "mnist").symlink_to(shared_mnist_dir())
-    base = {"data": SMALL_DATA, "model": {"width": 8}, "train": {"steps": 300, "batch_size": 32},
-            "log": {"every": 150, "histograms": 8, "out": str(work / "runs")}}
-    run_sweep(SweepSpec({**base, "name": "relu-depth-init"},
-                        {"model.depth": [2, 3], "model.init": ["glorot_normal", "he_normal"]}, [], [0]))
-    run_sweep(SweepSpec({**base, "name": "norm-depth", "model": {"width": 8, "activation": "tanh", "depth": 2}},
-                        {"model.norm": ["none", "batchnorm"], "train.lr": [0.01, 0.02]}, [], [0]))
+    base = {
+        "data": SMALL_DATA,
+        "model": {"width": 8},
+        "train": {"steps": 300, "batch_size": 32},
+        "log": {"every": 150, "histograms": 8, "out": str(work / "runs")},
+    }
+    run_sweep(
+        SweepSpec(
+            {**base, "name": "relu-depth-init"},
+            {"model.depth": [2, 3], "model.init": ["glorot_normal", "he_normal"]},
+            [],
+            [0],
+        )
+    )
+    run_sweep(
+        SweepSpec(
+            {**base, "name": "norm-depth", "model": {"width": 8, "activation": "tanh", "depth": 2}},
+            {"model.norm": ["none", "batchnorm"], "train.lr": [0.01, 0.02]},
+            [],
+            [0],
+        )
+    )
     for name in ("init-demo", "glorot2010", "pennington2017", "formats"):
         (work / "runs" / name).symlink_to(work / "runs" / "relu-depth-init")
-    width = {**base, "name": "yang2022-coordcheck", "train": {"steps": 2, "batch_size": 32},
-             "log": {"every": 1, "stats": ["act_abs_mean", "pre_delta_abs_mean"], "out": str(work / "runs")}}
-    run_sweep(SweepSpec(width, {"model.width": [8, 16], "train.lr": [0.01, 0.02]},
-                        [{"model.parameterization": ["standard", "mup"], "model.base_width": [None, 8]}], [0]))
+    width = {
+        **base,
+        "name": "yang2022-coordcheck",
+        "train": {"steps": 2, "batch_size": 32},
+        "log": {"every": 1, "stats": ["act_abs_mean", "pre_delta_abs_mean"], "out": str(work / "runs")},
+    }
+    run_sweep(
+        SweepSpec(
+            width,
+            {"model.width": [8, 16], "train.lr": [0.01, 0.02]},
+            [{"model.parameterization": ["standard", "mup"], "model.base_width": [None, 8]}],
+            [0],
+        )
+    )
     (work / "runs" / "yang2022").symlink_to(work / "runs" / "yang2022-coordcheck")
     return work, home
 
@@ -160,8 +200,9 @@ def test_the_readme_sweep_file_is_valid(tmp_path):
 
     from initlab.cli import app
 
-    (body,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
-               if lang == "yaml" and "sweep:" in b]
+    (body,) = [
+        b for lang, b in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S) if lang == "yaml" and "sweep:" in b
+    ]
     path = tmp_path / "sweep.yaml"
     path.write_text(body)
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])

@@ -33,8 +33,14 @@ def test_run_writes_its_files(tmp_path):
     summary = experiment.run(cfg)
     path = tmp_path / f"tiny-{config_hash(cfg)}"
     assert summary["run_dir"] == str(path) == str(run_dir_for(cfg))
-    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv",
-                                                      "params", "summary.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.yaml",
+        "jacobian.csv",
+        "layers.csv",
+        "metrics.csv",
+        "params",
+        "summary.json",
+    ]
     metrics = pd.read_csv(path / "metrics.csv")
     layers = pd.read_csv(path / "layers.csv")
     assert tuple(metrics.columns) == METRIC_COLUMNS
@@ -116,10 +122,13 @@ def test_layers_view_of_a_critical_relu_run(tmp_path):
     assert build_report([tmp_path]).rows[0]["theory_ratio"] > 0
 
 
-@pytest.mark.parametrize("init, file, columns", [
-    ("lsuv", "lsuv_trace.csv", ["layer", "iteration", "variance", "scale"]),
-    ("layerwise_autoencoder", "pretrain_losses.csv", ["layer", "step", "loss"]),
-])
+@pytest.mark.parametrize(
+    "init, file, columns",
+    [
+        ("lsuv", "lsuv_trace.csv", ["layer", "iteration", "variance", "scale"]),
+        ("layerwise_autoencoder", "pretrain_losses.csv", ["layer", "step", "loss"]),
+    ],
+)
 def test_run_folder_keeps_the_initializers_trace(tmp_path, init, file, columns):
     args = {"steps": 20, "examples": 256, "log_every": 10} if init == "layerwise_autoencoder" else {}
     cfg = tiny(model={"init": init, "init_args": args}, train={"steps": 10}, log={"out": str(tmp_path)})
@@ -153,8 +162,13 @@ def test_a_shaped_statistic_gets_a_tidy_file_of_its_own(tmp_path, monkeypatch):
     import initlab.stats.statistics as S
     from initlab.registry import Registry
 
-    quartiles = S.Statistic("quartiles of a", "forward", lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])),
-                            size=3, default=False)
+    quartiles = S.Statistic(
+        "quartiles of a",
+        "forward",
+        lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])),
+        size=3,
+        default=False,
+    )
     monkeypatch.setattr(S, "STATISTICS", Registry("statistic", {**S.STATISTICS, "act_quartiles": quartiles}))
     cfg = tiny(train={"steps": 20}, log={"every": 10, "out": str(tmp_path), "stats": ["act_quartiles"]})
     experiment.run(cfg)
@@ -183,13 +197,17 @@ def test_log_stats_names_are_checked_when_the_config_loads():
 
 
 def test_sigterm_ends_a_run_as_interrupted(tmp_path):
-    data = {**small_run("term"), "train": {"steps": 10 ** 7, "batch_size": 32}, "log": {"every": 10,
-                                                                                        "out": str(tmp_path)}}
+    data = {
+        **small_run("term"),
+        "train": {"steps": 10**7, "batch_size": 32},
+        "log": {"every": 10, "out": str(tmp_path)},
+    }
     config = tmp_path / "term.yaml"
     config.write_text(yaml.safe_dump(data))
     path = run_dir_for(C.from_dict(data))
-    proc = subprocess.Popen([sys.executable, "-m", "initlab", "run", str(config), "-q"], stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "initlab", "run", str(config), "-q"], stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for(lambda: (path / "metrics.csv").exists(), 120, "the run to start")
         proc.send_signal(signal.SIGTERM)
@@ -229,8 +247,9 @@ def test_histograms_are_off_by_default_and_keep_old_hashes(tmp_path):
     base = from_dict(small_run("h"))
     on = from_dict({**small_run("h"), "log": {"every": 10, "histograms": 64}})
     assert config_hash(base) != config_hash(on)
-    assert config_hash(base) == config_hash(from_dict({**small_run("h"), "log": {"every": 10, "histograms": 0,
-                                                                                   "jacobian": 4}}))
+    assert config_hash(base) == config_hash(
+        from_dict({**small_run("h"), "log": {"every": 10, "histograms": 0, "jacobian": 4}})
+    )
 
 
 # -- jacobian.csv and the summary's spectrum ---------------------------------------------------------
@@ -253,7 +272,7 @@ def test_a_run_stores_its_spectrum_at_init_and_end(tmp_path):
     assert jac["init"]["floor"] == pytest.approx(floor)
     assert jac["init"]["min"] == pytest.approx(init[init > floor].min())
     assert jac["init"]["unresolved"] == pytest.approx(np.mean(init <= floor))
-    assert jac["init"]["mean_sq"] == pytest.approx((init ** 2).sum() / 3 / 16)
+    assert jac["init"]["mean_sq"] == pytest.approx((init**2).sum() / 3 / 16)
     assert summary["theory"]["jacobian_mean_sq"] > 0
 
 

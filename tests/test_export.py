@@ -21,8 +21,13 @@ def runs(tmp_path_factory):
     from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
     root = tmp_path_factory.mktemp("export")
-    base = {"name": "tb", "data": SMALL_DATA, "model": {"depth": 2, "width": 8},
-            "train": {"steps": 8, "batch_size": 32}, "log": {"every": 4, "histograms": 8, "out": str(root / "runs")}}
+    base = {
+        "name": "tb",
+        "data": SMALL_DATA,
+        "model": {"depth": 2, "width": 8},
+        "train": {"steps": 8, "batch_size": 32},
+        "log": {"every": 4, "histograms": 8, "out": str(root / "runs")},
+    }
     run_sweep(SweepSpec(base, {"model.init": ["he_normal", "glorot_normal"]}, [], [0]))
     return root
 
@@ -55,8 +60,9 @@ def test_export_writes_every_statistic_under_its_tag(runs, tmp_path):
                 assert [e.step for e in events] == finite["step"].tolist()
                 assert [e.value for e in events] == pytest.approx(finite[stat].tolist(), rel=1e-6)
         acc_rows = metrics.dropna(subset=["test_acc"])
-        assert [(e.step, e.value) for e in acc.Scalars("metrics/test_acc")] == \
-            [(s, pytest.approx(v, rel=1e-6)) for s, v in zip(acc_rows["step"], acc_rows["test_acc"])]
+        assert [(e.step, e.value) for e in acc.Scalars("metrics/test_acc")] == [
+            (s, pytest.approx(v, rel=1e-6)) for s, v in zip(acc_rows["step"], acc_rows["test_acc"])
+        ]
         assert "metrics/wall_time" not in tags["scalars"] and "metrics/epoch" not in tags["scalars"]
         # histograms: each (step, layer, quantity) of histograms.csv, counts without the NaN bin
         hist = pd.read_csv(run / "histograms.csv")

@@ -25,6 +25,7 @@ FORMAT_NAMES = ("float32", "bfloat16", "float16", "float64")
 
 # -- the format statistics on hand-made tensors ----------------------------------------------------
 
+
 @pytest.mark.parametrize("name", FORMAT_NAMES)
 def test_underflow_counts_zeros_and_subnormals_exactly_in_each_format(name):
     fmt = FORMATS[name]
@@ -54,17 +55,27 @@ def test_a_value_normal_in_float32_is_subnormal_or_zero_in_float16():
 
 # -- dtypes of parameters, activations and training --------------------------------------------------
 
-@pytest.mark.parametrize("name,precision,param", [
-    ("float32", "mixed", "float32"), ("bfloat16", "mixed", "float32"), ("float16", "mixed", "float32"),
-    ("float64", "mixed", "float64"), ("bfloat16", "pure", "bfloat16"), ("float16", "pure", "float16")])
+
+@pytest.mark.parametrize(
+    "name,precision,param",
+    [
+        ("float32", "mixed", "float32"),
+        ("bfloat16", "mixed", "float32"),
+        ("float16", "mixed", "float32"),
+        ("float64", "mixed", "float64"),
+        ("bfloat16", "pure", "bfloat16"),
+        ("float16", "pure", "float16"),
+    ],
+)
 def test_parameters_and_activations_are_in_the_documented_dtypes(name, precision, param):
     cfg = tiny(model={"dtype": name, "precision": precision, "norm": "layernorm"}, train={"optimizer": "sgd"})
     with context(name):
         spec = model_spec(cfg.model, 16, 4)
         params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
         assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(param)}
-        assert {leaf.dtype for leaf in jax.tree.leaves(state)} <= {jnp.dtype("float64" if name == "float64"
-                                                                             else "float32")}
+        assert {leaf.dtype for leaf in jax.tree.leaves(state)} <= {
+            jnp.dtype("float64" if name == "float64" else "float32")
+        }
         x = jnp.ones((5, 16), jnp.float32)
         h = jax.eval_shape(lambda: features(spec, params, state, x))
         logits = jax.eval_shape(lambda: apply(spec, params, state, x, train=True)[0])
@@ -98,8 +109,11 @@ def test_each_format_trains_a_tiny_net(name):
 def test_float64_matches_float32_to_float32_precision():
     results = {}
     for name in ("float32", "float64"):
-        cfg = tiny(model={"dtype": name, "depth": 2, "width": 16, "activation": "tanh", "init": "glorot_normal"},
-                   train={"optimizer": "sgd", "lr": 0.05, "steps": 20}, log={"every": 5})
+        cfg = tiny(
+            model={"dtype": name, "depth": 2, "width": 16, "activation": "tanh", "init": "glorot_normal"},
+            train={"optimizer": "sgd", "lr": 0.05, "steps": 20},
+            log={"every": 5},
+        )
         rec = RunRecorder()
         train(cfg, load_dataset(cfg.data), rec)
         results[name] = pd.DataFrame(rec.layer_rows)
@@ -110,9 +124,11 @@ def test_float64_matches_float32_to_float32_precision():
 
 
 def sigmoid_profile(dtype, loss_scale="none", depth=10, **train_args):
-    cfg = tiny(model={"dtype": dtype, "depth": depth, "width": 64, "activation": "sigmoid", "init": "standard"},
-               train={"steps": 0, "loss_scale": loss_scale, "batch_size": 128, **train_args},
-               data={"probe_size": 128})
+    cfg = tiny(
+        model={"dtype": dtype, "depth": depth, "width": 64, "activation": "sigmoid", "init": "standard"},
+        train={"steps": 0, "loss_scale": loss_scale, "batch_size": 128, **train_args},
+        data={"probe_size": 128},
+    )
     rec = RunRecorder()
     train(cfg, load_dataset(cfg.data), rec)
     return pd.DataFrame(rec.layer_rows).set_index("layer")
@@ -124,7 +140,7 @@ def test_a_deep_sigmoid_net_loses_its_lower_gradients_in_float16_and_loss_scalin
     assert f16.loc[1, "grad_underflow"] > 0.95  # the first layer's gradient is zero or subnormal
     assert f16.loc[1, "wgrad_underflow"] > 0.95
     assert f16.loc[11, "grad_underflow"] < 0.05  # the output layer's is not
-    scaled = sigmoid_profile("float16", loss_scale=2.0 ** 15)
+    scaled = sigmoid_profile("float16", loss_scale=2.0**15)
     # S = 2^15 lifts the gradient by 15 binary orders, about 5 of this net's layers (theory's
     # 2·log2(S)/log2(1/χ)): layer 7 comes back whole, layer 1 stays lost
     assert f16.loc[7, "grad_underflow"] == 1.0 and scaled.loc[7, "grad_underflow"] == 0.0
@@ -150,30 +166,36 @@ def test_the_probe_pass_holds_what_the_training_batch_holds():
 
 # -- loss scaling in training ------------------------------------------------------------------------
 
+
 def test_dynamic_loss_scaling_skips_overflowing_steps_and_logs_the_scale():
-    cfg = tiny(model={"dtype": "float16"},
-               train={"loss_scale": "dynamic", "loss_scale_init": 2.0 ** 30, "loss_scale_period": 5, "steps": 40})
+    cfg = tiny(
+        model={"dtype": "float16"},
+        train={"loss_scale": "dynamic", "loss_scale_init": 2.0**30, "loss_scale_period": 5, "steps": 40},
+    )
     rec = RunRecorder()
     res = train(cfg, load_dataset(cfg.data), rec)
     assert res.status == "completed"  # skipped steps are not a divergence
     metrics = pd.DataFrame(rec.metric_rows)
     assert {"loss_scale", "skipped_steps"} <= set(metrics.columns)
     assert res.loss_scale["skipped_steps"] >= 1 and metrics.skipped_steps.sum() == res.loss_scale["skipped_steps"]
-    assert metrics.loss_scale.iloc[0] == 2.0 ** 30 and metrics.loss_scale.iloc[1] < 2.0 ** 30
+    assert metrics.loss_scale.iloc[0] == 2.0**30 and metrics.loss_scale.iloc[1] < 2.0**30
     assert res.loss_scale["final_scale"] == metrics.loss_scale.iloc[-1]
     assert metric_columns(cfg)[-2:] == ("loss_scale", "skipped_steps")
 
 
 def test_a_skipped_step_leaves_the_parameters_untouched():
     # scale 2^40 overflows float16 at once: the first steps are all skipped and halve the scale
-    base = {"model": {"dtype": "float16"}, "train": {"loss_scale": "dynamic", "loss_scale_init": 2.0 ** 40,
-                                                     "steps": 1}, "log": {"every": 1}}
+    base = {
+        "model": {"dtype": "float16"},
+        "train": {"loss_scale": "dynamic", "loss_scale_init": 2.0**40, "steps": 1},
+        "log": {"every": 1},
+    }
     rec0, rec1 = RunRecorder(), RunRecorder()
     cfg0 = tiny(**{**base, "train": {**base["train"], "steps": 0}})
     train(cfg0, load_dataset(cfg0.data), rec0)
     cfg1 = tiny(**base)
     res = train(cfg1, load_dataset(cfg1.data), rec1)
-    assert res.loss_scale == {"skipped_steps": 1, "final_scale": 2.0 ** 39}
+    assert res.loss_scale == {"skipped_steps": 1, "final_scale": 2.0**39}
     last = pd.DataFrame(rec1.layer_rows).query("step == 1").set_index("layer")
     first = pd.DataFrame(rec0.layer_rows).query("step == 0").set_index("layer")
     np.testing.assert_array_equal(last.w_norm, first.w_norm)
@@ -181,12 +203,13 @@ def test_a_skipped_step_leaves_the_parameters_untouched():
 
 
 def test_a_constant_scale_that_overflows_diverges():
-    cfg = tiny(model={"dtype": "float16"}, train={"loss_scale": 2.0 ** 40, "steps": 5})
+    cfg = tiny(model={"dtype": "float16"}, train={"loss_scale": 2.0**40, "steps": 5})
     res = train(cfg, load_dataset(cfg.data), RunRecorder())
     assert res.status == "diverged"
 
 
 # -- sweeps and configs -----------------------------------------------------------------------------
+
 
 def test_runs_in_different_formats_train_in_different_groups():
     keys = {batch_key(tiny(model={"dtype": d})) for d in FORMAT_NAMES}
@@ -195,24 +218,45 @@ def test_runs_in_different_formats_train_in_different_groups():
 
 
 def test_the_format_keys_at_their_defaults_keep_old_hashes():
-    assert config_hash(tiny()) == config_hash(tiny(model={"dtype": "float32", "precision": "mixed"},
-                                                   train={"loss_scale": "none"}))
+    assert config_hash(tiny()) == config_hash(
+        tiny(model={"dtype": "float32", "precision": "mixed"}, train={"loss_scale": "none"})
+    )
     assert config_hash(tiny()) != config_hash(tiny(model={"dtype": "float16"}))
 
 
-@pytest.mark.parametrize("section,value,message", [
-    ({"model": {"dtype": "float8"}}, None, "model.dtype: 'float8' is not one of float32, bfloat16, float16, float64"),
-    ({"train": {"loss_scale": "dynamic"}}, None, "train.loss_scale: 'dynamic' does nothing with model.dtype: "
-                                                  "'float32'"),
-    ({"model": {"dtype": "float64"}, "train": {"loss_scale": 128}}, None, "does nothing with model.dtype: 'float64'"),
-    ({"model": {"dtype": "float16"}, "train": {"loss_scale": "banana"}}, None, "train.loss_scale"),
-    ({"model": {"dtype": "float16"}, "train": {"loss_scale": -2}}, None, "train.loss_scale"),
-    ({"model": {"dtype": "float16"}, "train": {"loss_scale_period": 10}}, None,
-     "train.loss_scale_period: 10 has no effect with train.loss_scale: 'none'"),
-    ({"model": {"precision": "half"}}, None, "model.precision: 'half' is not one of mixed, pure"),
-    ({"model": {"dtype": "float16", "precision": "pure"}, "train": {"optimizer": "adam"}}, None,
-     "model.precision: 'pure' with model.dtype: 'float16' and train.optimizer: 'adam'"),
-])
+@pytest.mark.parametrize(
+    "section,value,message",
+    [
+        (
+            {"model": {"dtype": "float8"}},
+            None,
+            "model.dtype: 'float8' is not one of float32, bfloat16, float16, float64",
+        ),
+        (
+            {"train": {"loss_scale": "dynamic"}},
+            None,
+            "train.loss_scale: 'dynamic' does nothing with model.dtype: 'float32'",
+        ),
+        (
+            {"model": {"dtype": "float64"}, "train": {"loss_scale": 128}},
+            None,
+            "does nothing with model.dtype: 'float64'",
+        ),
+        ({"model": {"dtype": "float16"}, "train": {"loss_scale": "banana"}}, None, "train.loss_scale"),
+        ({"model": {"dtype": "float16"}, "train": {"loss_scale": -2}}, None, "train.loss_scale"),
+        (
+            {"model": {"dtype": "float16"}, "train": {"loss_scale_period": 10}},
+            None,
+            "train.loss_scale_period: 10 has no effect with train.loss_scale: 'none'",
+        ),
+        ({"model": {"precision": "half"}}, None, "model.precision: 'half' is not one of mixed, pure"),
+        (
+            {"model": {"dtype": "float16", "precision": "pure"}, "train": {"optimizer": "adam"}},
+            None,
+            "model.precision: 'pure' with model.dtype: 'float16' and train.optimizer: 'adam'",
+        ),
+    ],
+)
 def test_bad_format_settings_are_one_line_errors(section, value, message):
     base = {"data": {"dataset": "gaussian"}}
     for k, v in section.items():

@@ -25,8 +25,12 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil
 def page(tmp_path_factory):
     """A 2 depths × 2 seeds sweep (2 report rows, 4 runs, with histograms.csv) and its HTML report."""
     tmp = tmp_path_factory.mktemp("html")
-    sweep = {**small_run("page"), "log": {"every": 5, "out": str(tmp), "histograms": 16},
-             "sweep": {"model.depth": [2, 4]}, "seeds": 2}
+    sweep = {
+        **small_run("page"),
+        "log": {"every": 5, "out": str(tmp), "histograms": 16},
+        "sweep": {"model.depth": [2, 4]},
+        "seeds": 2,
+    }
     (tmp / "s.yaml").write_text(yaml.safe_dump(sweep))
     assert runner.invoke(app, ["sweep", str(tmp / "s.yaml"), "-q"]).exit_code == 0
     out = tmp / "report.html"
@@ -68,9 +72,18 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1300,1600"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1300,1600",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_network_conditions(offline=True, latency=0, throughput=0)  # the page must not need the network
@@ -89,8 +102,13 @@ def test_the_page_in_a_real_browser_table_sorting_and_the_step_slider(page, brow
     assert browser.execute_script("return typeof Plotly") == "object"  # plotly.js ran, from the file itself
     rows = browser.find_elements(By.CSS_SELECTOR, "#report tbody tr")
     assert len(rows) == len(build_report([runs]).rows) == 2
-    depth = lambda: [r.find_elements(By.TAG_NAME, "td")[0].text for r in  # noqa: E731
-                     browser.find_elements(By.CSS_SELECTOR, "#report tbody tr")]
+
+    def depth():
+        return [
+            r.find_elements(By.TAG_NAME, "td")[0].text
+            for r in browser.find_elements(By.CSS_SELECTOR, "#report tbody tr")
+        ]
+
     header = browser.find_elements(By.CSS_SELECTOR, "#report th")[0]
     assert header.text == "depth"
     header.click()

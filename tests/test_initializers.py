@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.initializers import (BIAS_INITIALIZERS, INITIALIZERS, Role, get_bias_initializer, get_initializer,
-                                     resolve_args)
+from initlab.nn.initializers import (
+    BIAS_INITIALIZERS,
+    INITIALIZERS,
+    Role,
+    get_bias_initializer,
+    get_initializer,
+    resolve_args,
+)
 
 from conftest import assert_lists_names
 
@@ -286,7 +292,10 @@ def test_bias_zeros_constant_normal_uniform():
 # Bias variances given as metadata (sigma_b2 = Var(b), what initlab.theory.mean_field reads): checked against
 # a large draw, non-default arguments included so that an argument the formula ignores shows up.
 BIAS_CASES = [(name, None) for name in BIAS_INITIALIZERS] + [
-    ("constant", {"value": 0.0}), ("normal", {"std": 0.3}), ("uniform", {"limit": 0.2})]
+    ("constant", {"value": 0.0}),
+    ("normal", {"std": 0.3}),
+    ("uniform", {"limit": 0.2}),
+]
 
 
 @pytest.mark.parametrize("name, given", BIAS_CASES, ids=[f"{n}-{g}" for n, g in BIAS_CASES])
@@ -405,8 +414,9 @@ def test_identity_init_scales_a_linear_net_by_exactly_scale_per_layer(scale):
     from initlab.nn.model import pre_activations
     from initlab.train.build import init_params, model_spec
 
-    cfg = from_dict({"model": {"depth": 9, "width": 32, "activation": "linear", "init": "identity",
-                               "init_args": {"scale": scale}}})
+    cfg = from_dict(
+        {"model": {"depth": 9, "width": 32, "activation": "linear", "init": "identity", "init_args": {"scale": scale}}}
+    )
     spec = model_spec(cfg.model, 20, 10)
     params, state = init_params(spec, cfg.model, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(np.asarray(params.hidden.dense.w[3]), scale * np.eye(32, dtype=np.float32))

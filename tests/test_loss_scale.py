@@ -8,8 +8,16 @@ import optax
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.loss_scale import (FLOAT32_MAX, KINDS, LossScaleState, LossScaling, all_finite, from_config, select,
-                                   unscale)
+from initlab.nn.loss_scale import (
+    FLOAT32_MAX,
+    KINDS,
+    LossScaleState,
+    LossScaling,
+    all_finite,
+    from_config,
+    select,
+    unscale,
+)
 
 INF, NAN = float("inf"), float("nan")
 
@@ -74,17 +82,19 @@ def test_dynamic_floors_at_the_minimum_and_then_applies_the_step():
 
 
 def test_a_long_run_of_finite_steps_never_makes_the_scale_inf():
-    ls = LossScaling("dynamic", init=2.0 ** 120, period=1)
+    ls = LossScaling("dynamic", init=2.0**120, period=1)
     loop = jax.jit(lambda s: jax.lax.fori_loop(0, 50, lambda i, st: ls.adjust(st, jnp.bool_(True))[0], s))
     state = loop(ls.initial())
     # stays on the largest power of two in float32, so S·g and g/S stay exact
-    assert float(state.scale) == 2.0 ** 127 and np.isfinite(float(state.scale)) and float(state.scale) < FLOAT32_MAX
+    assert float(state.scale) == 2.0**127 and np.isfinite(float(state.scale)) and float(state.scale) < FLOAT32_MAX
     state, applied = ls.adjust(state, jnp.bool_(False))
-    assert float(state.scale) == 2.0 ** 126 and not bool(applied)
+    assert float(state.scale) == 2.0**126 and not bool(applied)
 
 
-@pytest.mark.parametrize("value,kind,scale", [("none", "none", 1.0), (128, "constant", 128.0),
-                                              (0.5, "constant", 0.5), ("1e4", "constant", 1e4)])
+@pytest.mark.parametrize(
+    "value,kind,scale",
+    [("none", "none", 1.0), (128, "constant", 128.0), (0.5, "constant", 0.5), ("1e4", "constant", 1e4)],
+)
 def test_none_and_constant_never_change_state_and_always_apply(value, kind, scale):
     ls = from_config(value)
     assert ls.kind == kind and ls.active == (kind != "none")
@@ -101,6 +111,7 @@ def test_every_kind_keeps_its_state_dtypes_under_x64_and_in_a_loop_carry():
 
             def body(i, st, ls=ls):
                 return ls.adjust(st, flags[i])[0]
+
             state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, body, s))(ls.initial())
             assert isinstance(state, LossScaleState)
             assert (state.scale.dtype, state.good.dtype) == (jnp.float32, jnp.int32), kind
@@ -109,23 +120,23 @@ def test_every_kind_keeps_its_state_dtypes_under_x64_and_in_a_loop_carry():
 
 
 def test_unscale_divides_in_float32_and_returns_float32_for_float16():
-    ls = from_config("dynamic", init=2.0 ** 10)
-    g16 = jnp.asarray([2.0 ** -14, 3.0, 65504.0, -7.5], jnp.float16)
+    ls = from_config("dynamic", init=2.0**10)
+    g16 = jnp.asarray([2.0**-14, 3.0, 65504.0, -7.5], jnp.float16)
     g32 = jnp.asarray([1e-30, 5.0], jnp.float32)
     out = ls.unscale(ls.initial(), {"a": g16, "b": g32, "i": jnp.arange(3)})
     assert (out["a"].dtype, out["b"].dtype) == (jnp.float32, jnp.float32)
     assert out["i"].dtype == jnp.arange(3).dtype and np.array_equal(out["i"], np.arange(3))
-    np.testing.assert_array_equal(np.asarray(out["a"]), np.asarray(g16, np.float32) / np.float32(2.0 ** 10))
-    np.testing.assert_array_equal(np.asarray(out["b"]), np.asarray(g32) / np.float32(2.0 ** 10))
+    np.testing.assert_array_equal(np.asarray(out["a"]), np.asarray(g16, np.float32) / np.float32(2.0**10))
+    np.testing.assert_array_equal(np.asarray(out["b"]), np.asarray(g32) / np.float32(2.0**10))
     # any other S: XLA turns g/S into g·(1/S), within one float32 rounding of the quotient
     three = from_config(3.0)
     got = np.asarray(three.unscale(three.initial(), g16))
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, np.asarray(g16, np.float64) / 3.0, rtol=2.0 ** -23, atol=0)
+    np.testing.assert_allclose(got, np.asarray(g16, np.float64) / 3.0, rtol=2.0**-23, atol=0)
     # what float16 could not hold: 2^-14 / 2^12 is below its smallest subnormal 2^-24; float32 keeps it
-    big = from_config("dynamic", init=2.0 ** 12)
-    assert float(big.unscale(big.initial(), g16[:1])[0]) == 2.0 ** -26
-    assert float((g16[:1] / jnp.float16(2.0 ** 12))[0]) == 0.0  # what dividing in float16 would give
+    big = from_config("dynamic", init=2.0**12)
+    assert float(big.unscale(big.initial(), g16[:1])[0]) == 2.0**-26
+    assert float((g16[:1] / jnp.float16(2.0**12))[0]) == 0.0  # what dividing in float16 would give
 
 
 def test_module_unscale_rounds_once_back_to_each_leafs_dtype():
@@ -140,8 +151,8 @@ def test_scale_loss_multiplies_in_the_losss_dtype():
     ls = from_config(64.0)
     scaled = ls.scale_loss(ls.initial(), jnp.asarray(0.5, jnp.float32))
     assert scaled.dtype == jnp.float32 and float(scaled) == 32.0
-    big = from_config("dynamic", init=2.0 ** 20)
-    assert float(big.scale_loss(big.initial(), jnp.float32(0.25))) == 2.0 ** 18  # beyond float16's range
+    big = from_config("dynamic", init=2.0**20)
+    assert float(big.scale_loss(big.initial(), jnp.float32(0.25))) == 2.0**18  # beyond float16's range
     none = from_config("none")
     assert float(none.scale_loss(none.initial(), jnp.float32(0.3))) == np.float32(0.3)
 
@@ -149,7 +160,7 @@ def test_scale_loss_multiplies_in_the_losss_dtype():
 def test_a_skipped_step_leaves_parameters_and_optimizer_state_untouched():
     params = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([0.1, 0.2])}
     opt = optax.adam(1e-3)
-    ls = from_config("dynamic", init=2.0 ** 10, period=10)
+    ls = from_config("dynamic", init=2.0**10, period=10)
 
     @jax.jit
     def step(params, opt_state, ls_state, grads):
@@ -165,7 +176,7 @@ def test_a_skipped_step_leaves_parameters_and_optimizer_state_untouched():
     assert bool(applied)
     bad = {"w": jnp.asarray([[1.0, INF], [0.0, 0.0]]), "b": jnp.asarray([NAN, 0.0])}
     p2, o2, s2, applied = step(params, opt_state, ls_state, bad)
-    assert not bool(applied) and float(s2.scale) == 2.0 ** 9
+    assert not bool(applied) and float(s2.scale) == 2.0**9
     old, new = jax.tree.leaves((params, opt_state)), jax.tree.leaves((p2, o2))
     assert len(old) == len(new) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(old, new))
     # a finite step from the same state changes both (and the adam count)
@@ -209,7 +220,7 @@ def test_from_config_maps_each_value_to_its_kind():
     assert scalars(dyn.initial()) == (1024.0, 0)
     assert from_config("none", 1024.0, 7).initial().scale == 1.0 and not from_config("none").active
     assert float(LossScaling("none", init=8.0).initial().scale) == 1.0  # none ignores init
-    assert from_config(2 ** 15) == LossScaling("constant", init=32768.0)
+    assert from_config(2**15) == LossScaling("constant", init=32768.0)
     assert hash(dyn) == hash(from_config("dynamic", 1024.0, 7))  # usable as a static argument
 
 
@@ -219,9 +230,15 @@ def test_bad_values_are_config_errors_naming_the_key(value):
         from_config(value)
 
 
-@pytest.mark.parametrize("init,period,key", [(0.0, 10, "train.loss_scale_init"), (INF, 10, "train.loss_scale_init"),
-                                             (8.0, 0, "train.loss_scale_period"),
-                                             (8.0, 2.5, "train.loss_scale_period")])
+@pytest.mark.parametrize(
+    "init,period,key",
+    [
+        (0.0, 10, "train.loss_scale_init"),
+        (INF, 10, "train.loss_scale_init"),
+        (8.0, 0, "train.loss_scale_period"),
+        (8.0, 2.5, "train.loss_scale_period"),
+    ],
+)
 def test_bad_dynamic_settings_are_config_errors(init, period, key):
     with pytest.raises(ConfigError, match=rf"^{key}: "):
         from_config("dynamic", init, period)

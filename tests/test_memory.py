@@ -37,8 +37,13 @@ def test_the_memory_estimate_counts_float64_parameters_at_8_bytes_without_a_warn
     from initlab.train.loop import memory_estimate
     from initlab.train.memory import OPT_COPIES, PARAM_COPIES
 
-    cfg = C.from_dict({**small_run("m"), "model": {"depth": 2, "width": 16, "dtype": "float64"},
-                       "train": {"optimizer": "adam", "batch_size": 32, "steps": 5}})
+    cfg = C.from_dict(
+        {
+            **small_run("m"),
+            "model": {"depth": 2, "width": 16, "dtype": "float64"},
+            "train": {"optimizer": "adam", "batch_size": 32, "steps": 5},
+        }
+    )
     data = load_dataset(cfg.data, None, progress=False)
     n = 8 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3
     with warnings.catch_warnings():
@@ -54,13 +59,13 @@ def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path, mon
     big = {**small_run("big"), "model": {"depth": 250, "width": 2048}, "log": {"every": 10, "out": str(tmp_path)}}
     config = tmp_path / "big.yaml"
     config.write_text(yaml.safe_dump(big))
-    monkeypatch.setattr(memory, "available", lambda device=None: (6 * 2 ** 30, "a 6 GiB cgroup"))
+    monkeypatch.setattr(memory, "available", lambda device=None: (6 * 2**30, "a 6 GiB cgroup"))
     start = time.monotonic()
     result = runner.invoke(app, ["run", str(config), "-q"])
     assert result.exit_code == 1 and "more than the 6.00 GiB free in a 6 GiB cgroup" in result.output, result.output
     assert "(parameters 15.57 GiB" in result.output and "--no-memory-check" in result.output
     assert time.monotonic() - start < 10 and not run_dir_for(C.from_dict(big)).exists()
-    monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
+    monkeypatch.setattr(memory, "available", lambda device=None: (2**10, "a tiny device"))
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({**small_run("fits"), "log": {"every": 10, "out": str(tmp_path)}}))
     assert runner.invoke(app, ["run", str(small), "-q"]).exit_code == 1
@@ -72,7 +77,7 @@ def test_a_sweep_group_that_cannot_fit_fails_with_the_estimate(tmp_path, monkeyp
     import initlab.train.memory as memory
     from initlab.runfolder.sweeps import SweepSpec, run_sweep
 
-    monkeypatch.setattr(memory, "available", lambda device=None: (2 ** 10, "a tiny device"))
+    monkeypatch.setattr(memory, "available", lambda device=None: (2**10, "a tiny device"))
     report = run_sweep(SweepSpec({**small_run("tiny"), "log": {"every": 10, "out": str(tmp_path)}}, {}, [], [0, 1]))
     assert report.failed == 2
     (summary,) = {json.loads(p.read_text())["error"] for p in (tmp_path / "tiny").glob("*/summary.json")}
@@ -90,8 +95,11 @@ def test_the_dry_run_makes_the_memory_check(tmp_path, monkeypatch):
 
 def test_a_dry_run_never_downloads_the_data_and_says_the_memory_check_waits(tmp_path):
     config = tmp_path / "s.yaml"
-    config.write_text(yaml.safe_dump({"name": "m", "data": {"dataset": "mnist", "train_size": 1000},
-                                      "log": {"out": str(tmp_path)}, "seeds": 2}))
+    config.write_text(
+        yaml.safe_dump(
+            {"name": "m", "data": {"dataset": "mnist", "train_size": 1000}, "log": {"out": str(tmp_path)}, "seeds": 2}
+        )
+    )
     empty = tmp_path / "no-data"
     empty.mkdir()
     result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--data-dir", str(empty)])

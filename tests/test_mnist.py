@@ -152,8 +152,9 @@ def test_mirrors_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_data
-def test_locate_uses_first_complete_folder_and_prefers_uncompressed(monkeypatch: pytest.MonkeyPatch,
-                                                                    tmp_path: Path) -> None:
+def test_locate_uses_first_complete_folder_and_prefers_uncompressed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     partial, full = tmp_path / "partial", tmp_path / "full"
     link_shared(partial, skip=TEST_LABELS)
     link_shared(full)
@@ -465,6 +466,7 @@ def test_a_read_only_cache_only_costs_time(tmp_path: Path, monkeypatch) -> None:
     data = mnist.load(SHARED, download=False, progress=False)
     assert np.bincount(data.test_labels, minlength=10).tolist() == TEST_COUNTS
 
+
 GZIP_BOMB = """
 import sys, zlib
 from pathlib import Path
@@ -486,7 +488,8 @@ print(int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).spli
 
 
 def test_a_gzip_bomb_is_refused_at_the_expected_size(tmp_path):
-    out = subprocess.run([sys.executable, "-c", GZIP_BOMB, str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", GZIP_BOMB, str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
     assert "wrong size: more than 47,040,016 bytes once decompressed" in out[0]
     assert int(out[1]) < 400  # MiB at peak: the expected size, not the 1 GiB it inflates to

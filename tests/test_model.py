@@ -30,8 +30,9 @@ def test_shapes_for_every_normalization(norm, position, depth):
     spec, params, state = build(depth=depth, norm=norm, norm_position=position)
     assert params.hidden.dense.w.shape == (depth - 1, 8, 8)
     x = jax.random.normal(jax.random.PRNGKey(1), (7, 5))
-    logits, new_state, stats = apply(spec, params, state, x, train=True,
-                                     collect=lambda z, a: jnp.stack([z.var(), a.var()]))
+    logits, new_state, stats = apply(
+        spec, params, state, x, train=True, collect=lambda z, a: jnp.stack([z.var(), a.var()])
+    )
     assert logits.shape == (7, 3)
     assert stats.shape == (depth + 1, 2)
     assert np.isfinite(np.asarray(logits)).all()
@@ -86,8 +87,10 @@ def test_init_is_deterministic_per_key():
     c, _ = init_params(spec, cfg.model, jax.random.PRNGKey(1))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert any(not np.array_equal(np.asarray(x), np.asarray(z))  # another key, other weights
-               for x, z in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+    assert any(
+        not np.array_equal(np.asarray(x), np.asarray(z))  # another key, other weights
+        for x, z in zip(jax.tree.leaves(a), jax.tree.leaves(c))
+    )
 
 
 @pytest.mark.parametrize("norm", list(NORMALIZATIONS))
@@ -96,8 +99,9 @@ def test_residual_net_shapes_with_every_norm_and_plain_init(norm, init):
     spec, params, state = build(depth=5, residual=True, norm=norm, init=init)
     assert spec.num_blocks == 2 and params.blocks.mult.shape == (2,) and params.blocks.bias.shape == (2, 2)
     x = jax.random.normal(jax.random.PRNGKey(1), (7, 5))
-    logits, new_state, stats = apply(spec, params, state, x, train=True,
-                                     collect=lambda z, a: jnp.stack([z.var(), a.var()]))
+    logits, new_state, stats = apply(
+        spec, params, state, x, train=True, collect=lambda z, a: jnp.stack([z.var(), a.var()])
+    )
     assert logits.shape == (7, 3) and stats.shape == (6, 2)
     assert np.isfinite(np.asarray(logits)).all()
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
@@ -137,8 +141,9 @@ def test_dropout_only_with_a_key_and_deterministic_per_key():
     c, _, _ = apply(spec, params, state, x, train=True, key=jax.random.PRNGKey(3))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(plain)) and not np.allclose(np.asarray(a), np.asarray(c))
-    _, _, stats = apply(spec, params, state, x, train=True, key=jax.random.PRNGKey(2),
-                        collect=lambda z, a: jnp.mean(a == 0)[None])
+    _, _, stats = apply(
+        spec, params, state, x, train=True, key=jax.random.PRNGKey(2), collect=lambda z, a: jnp.mean(a == 0)[None]
+    )
     assert 0.3 < float(stats[0, 0]) < 0.7  # about half of layer 1's outputs dropped
 
 
@@ -184,8 +189,9 @@ def test_each_layer_is_drawn_with_its_role_fan_in_in_float32(residual, hidden_ro
 
         return weight, bias
 
-    spec = dataclasses.replace(model_spec(tiny(model={"depth": 5, "width": 8, "residual": residual}).model, 5, 3),
-                               dtype="bfloat16")
+    spec = dataclasses.replace(
+        model_spec(tiny(model={"depth": 5, "width": 8, "residual": residual}).model, 5, 3), dtype="bfloat16"
+    )
     params, _ = init_layers(spec, samplers, jax.random.PRNGKey(0))
     assert {c for c in calls if isinstance(c[0], Role)} == {(Role.INPUT, 5), (hidden_role, 8), (Role.OUTPUT, 8)}
     # drawn in float32 whatever the compute format: a bfloat16 run starts from the float32 run's values
@@ -200,8 +206,9 @@ def test_each_layer_is_drawn_with_its_role_fan_in_in_float32(residual, hidden_ro
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
 @pytest.mark.parametrize("init, residual", [("he_normal", False), ("orthogonal", False), ("fixup", True)])
 @pytest.mark.parametrize("precision, param_dtype", [("mixed", jnp.float32), ("pure", jnp.bfloat16)])
-def test_bfloat16_spec_keeps_parameters_by_precision_and_state_and_logits_wide(norm, init, residual, precision,
-                                                                                  param_dtype):
+def test_bfloat16_spec_keeps_parameters_by_precision_and_state_and_logits_wide(
+    norm, init, residual, precision, param_dtype
+):
     cfg = tiny(model={"depth": 3, "width": 8, "init": init, "residual": residual, "norm": norm})
     wide = model_spec(cfg.model, 5, 3)
     spec = dataclasses.replace(wide, dtype="bfloat16", precision=precision)
@@ -225,4 +232,3 @@ def test_float32_is_the_default_dtype():
     spec, params, state = build(norm="batchnorm")
     assert spec.dtype == "float32"
     assert {leaf.dtype for leaf in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.float32)}
-

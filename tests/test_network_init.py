@@ -31,6 +31,7 @@ def pre_vars(spec, params, state, x):
 
 # --- Fixup -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [3, 9, 21])
 def test_fixup_branches_output_zero_and_network_outputs_zero(depth):
     """Zhang et al. 2019: each residual branch's last layer and the output layer start at zero, so
@@ -62,26 +63,34 @@ def test_fixup_trains_a_deep_residual_net_without_normalization():
     from initlab.train.loop import train
     from test_train import Recorder
 
-    cfg = tiny(model={"depth": 21, "width": 32, "residual": True, "init": "fixup"},
-               train={"steps": 80, "lr": 0.003})
+    cfg = tiny(model={"depth": 21, "width": 32, "residual": True, "init": "fixup"}, train={"steps": 80, "lr": 0.003})
     result = train(cfg, load_dataset(cfg.data), Recorder())
     assert result.status == "completed"
     assert result.final["test_acc"] > 0.6  # 4 classes: chance is 0.25
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"model": {"init": "fixup"}}, "model.init: 'fixup' needs a residual network"),
-    ({"model": {"init": "layerwise_autoencoder", "residual": True}},
-     "model.init: 'layerwise_autoencoder' does not support a residual network"),
-    ({"model": {"residual": True, "depth": 4}}, "model.depth: 4 with model.residual: true must be odd"),
-    ({"model": {"init": "fixup", "residual": True, "bias_init": "normal"}}, "conflicts with init 'fixup'"),
-    ({"model": {"init": "lsuv", "init_args": {"tol": 0}}},
-     "model.init_args.tol: 0 is not allowed (expected a number > 0)"),
-    ({"model": {"init": "lsuv", "init_args": {"max_iters": 2.5}}}, "model.init_args.max_iters: 2.5 is not allowed"),
-    ({"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}},
-     "model.init_args.noise: 1 is not allowed"),
-    ({"model": {"init": "layerwise_autoencoder", "init_args": {"tied": 2}}}, "expected 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"model": {"init": "fixup"}}, "model.init: 'fixup' needs a residual network"),
+        (
+            {"model": {"init": "layerwise_autoencoder", "residual": True}},
+            "model.init: 'layerwise_autoencoder' does not support a residual network",
+        ),
+        ({"model": {"residual": True, "depth": 4}}, "model.depth: 4 with model.residual: true must be odd"),
+        ({"model": {"init": "fixup", "residual": True, "bias_init": "normal"}}, "conflicts with init 'fixup'"),
+        (
+            {"model": {"init": "lsuv", "init_args": {"tol": 0}}},
+            "model.init_args.tol: 0 is not allowed (expected a number > 0)",
+        ),
+        ({"model": {"init": "lsuv", "init_args": {"max_iters": 2.5}}}, "model.init_args.max_iters: 2.5 is not allowed"),
+        (
+            {"model": {"init": "layerwise_autoencoder", "init_args": {"noise": 1}}},
+            "model.init_args.noise: 1 is not allowed",
+        ),
+        ({"model": {"init": "layerwise_autoencoder", "init_args": {"tied": 2}}}, "expected 0 or 1"),
+    ],
+)
 def test_structural_and_argument_errors(data, message):
     from initlab.config import from_dict
 
@@ -92,14 +101,21 @@ def test_structural_and_argument_errors(data, message):
 
 # --- LSUV --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "selu"])
 @pytest.mark.parametrize("bias_std", [0.0, 0.5])
 def test_lsuv_brings_every_layer_within_tol_of_unit_variance(activation, bias_std):
     """Mishkin & Matas 2016: after LSUV each layer's output variance on the batch is within tol of 1."""
     tol, n = 0.05, 256
-    spec, params, state, trace, cfg = build(depth=8, width=64, activation=activation, init="lsuv",
-                                            init_args={"tol": tol, "batch_size": n},
-                                            bias_init="normal", bias_init_args={"std": bias_std})
+    spec, params, state, trace, cfg = build(
+        depth=8,
+        width=64,
+        activation=activation,
+        init="lsuv",
+        init_args={"tol": tol, "batch_size": n},
+        bias_init="normal",
+        bias_init_args={"std": bias_std},
+    )
     rows = trace.rows
     assert trace.file == "lsuv_trace.csv" and trace.columns == ("layer", "iteration", "variance", "scale")
     last = {}
@@ -118,8 +134,9 @@ def test_lsuv_brings_every_layer_within_tol_of_unit_variance(activation, bias_st
 
 def test_lsuv_starts_from_orthogonal_and_zero_iterations_leave_it():
     spec, params, state, trace, cfg = build(depth=4, width=32, init="lsuv", init_args={"max_iters": 0})
-    ortho, _ = init_params(spec, tiny(model={"depth": 4, "width": 32, "init": "orthogonal"}).model,
-                           jax.random.PRNGKey(0))
+    ortho, _ = init_params(
+        spec, tiny(model={"depth": 4, "width": 32, "init": "orthogonal"}).model, jax.random.PRNGKey(0)
+    )
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ortho)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert all(r["iteration"] == 0 for r in trace.rows)
@@ -128,8 +145,15 @@ def test_lsuv_starts_from_orthogonal_and_zero_iterations_leave_it():
 def test_lsuv_needs_more_than_one_iteration_with_biases():
     """Without biases one rescaling is exact; biases make the loop iterate, as the algorithm allows."""
     _, _, _, plain, _ = build(depth=6, width=32, activation="tanh", init="lsuv", init_args={"tol": 0.01})
-    _, _, _, biased, _ = build(depth=6, width=32, activation="tanh", init="lsuv", init_args={"tol": 0.01},
-                               bias_init="normal", bias_init_args={"std": 0.8})
+    _, _, _, biased, _ = build(
+        depth=6,
+        width=32,
+        activation="tanh",
+        init="lsuv",
+        init_args={"tol": 0.01},
+        bias_init="normal",
+        bias_init_args={"std": 0.8},
+    )
     assert max(r["iteration"] for r in plain.rows) == 1
     assert max(r["iteration"] for r in biased.rows) >= 2
 
@@ -143,18 +167,23 @@ def test_data_dependent_init_without_data_is_an_error():
 
 # --- Greedy layer-wise autoencoder pre-training --------------------------------------------------
 
+
 def test_layerwise_autoencoder_lowers_each_layers_reconstruction_loss():
     args = {"steps": 60, "lr": 0.01, "batch_size": 64, "examples": 512, "log_every": 20}
-    spec, params, state, trace, cfg = build(depth=3, width=24, activation="tanh", init="layerwise_autoencoder",
-                                            init_args=args)
+    spec, params, state, trace, cfg = build(
+        depth=3, width=24, activation="tanh", init="layerwise_autoencoder", init_args=args
+    )
     assert trace.file == "pretrain_losses.csv" and trace.columns == ("layer", "step", "loss")
     for layer in (1, 2, 3):
         rows = [r for r in trace.rows if r["layer"] == layer]
         assert [r["step"] for r in rows] == [0, 20, 40, 60]
         assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], rows
     # Every hidden layer moved away from its draw; the output layer kept it.
-    base, _ = init_params(spec, tiny(model={"depth": 3, "width": 24, "activation": "tanh", "init": "standard"}).model,
-                          jax.random.PRNGKey(0))
+    base, _ = init_params(
+        spec,
+        tiny(model={"depth": 3, "width": 24, "activation": "tanh", "init": "standard"}).model,
+        jax.random.PRNGKey(0),
+    )
     assert not np.allclose(np.asarray(params.inp.dense.w), np.asarray(base.inp.dense.w))
     assert not np.allclose(np.asarray(params.hidden.dense.w), np.asarray(base.hidden.dense.w))
     np.testing.assert_array_equal(np.asarray(params.out.w), np.asarray(base.out.w))
@@ -173,8 +202,12 @@ def test_layerwise_autoencoder_tied_and_denoising_variants_train(extra):
 def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
     from initlab.train.theory_inputs import predict_config
 
-    for model in ({"init": "lsuv"}, {"init": "layerwise_autoencoder"}, {"init": "fixup", "residual": True},
-                  {"residual": True}):
+    for model in (
+        {"init": "lsuv"},
+        {"init": "layerwise_autoencoder"},
+        {"init": "fixup", "residual": True},
+        {"residual": True},
+    ):
         out = predict_config(tiny(model=model).model, 16, 1.0)
         assert out["applies"] is False, model
     assert "fitted to data" in predict_config(tiny(model={"init": "lsuv"}).model, 16, 1.0)["reason"]
@@ -182,8 +215,12 @@ def test_theory_does_not_apply_to_network_level_inits_or_residual_nets():
 
 
 def test_every_network_level_initializer_is_covered_here():
-    assert {n for n, e in INITIALIZERS.items() if e.scheme is not None} == {"fixup", "lsuv", "weightnorm_data",
-                                                                                  "layerwise_autoencoder"}
+    assert {n for n, e in INITIALIZERS.items() if e.scheme is not None} == {
+        "fixup",
+        "lsuv",
+        "weightnorm_data",
+        "layerwise_autoencoder",
+    }
 
 
 def test_every_scheme_is_named_by_exactly_one_initializer():
@@ -195,9 +232,15 @@ def test_every_scheme_is_named_by_exactly_one_initializer():
 def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
     import dataclasses
 
-    for model in ({"init": "fixup", "residual": True, "depth": 5}, {"init": "lsuv", "depth": 3},
-                  {"init": "layerwise_autoencoder", "depth": 2,
-                   "init_args": {"steps": 3, "examples": 64, "batch_size": 16, "log_every": 3}}):
+    for model in (
+        {"init": "fixup", "residual": True, "depth": 5},
+        {"init": "lsuv", "depth": 3},
+        {
+            "init": "layerwise_autoencoder",
+            "depth": 2,
+            "init_args": {"steps": 3, "examples": 64, "batch_size": 16, "log_every": 3},
+        },
+    ):
         cfg = tiny(model={"width": 16, **model})
         spec = dataclasses.replace(model_spec(cfg.model, 16, 4), dtype="bfloat16", precision=precision)
         params, _, _ = init_params_traced(spec, cfg.model, jax.random.PRNGKey(0), X)
@@ -206,6 +249,7 @@ def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
 
 
 # --- ReZero / SkipInit -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("init", ["he_normal", "glorot_uniform"])  # SkipInit's He, ReZero's Xavier
 def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init):

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from initlab.errors import ConfigError
-from initlab.nn.optimizers import (LOSSES, OPTIMIZERS, SCHEDULES, OptimizerSettings, ScheduleSettings, build_optimizer)
+from initlab.nn.optimizers import LOSSES, OPTIMIZERS, SCHEDULES, OptimizerSettings, ScheduleSettings, build_optimizer
 
 # A badly conditioned quadratic 0.5 Σ a_i (p_i − t_i)², minimum 0 at t.
 CURV = jnp.array([1.0, 4.0, 0.5, 2.0])
@@ -99,8 +99,9 @@ def test_adamw_weight_decay_is_decoupled():
 
 
 def test_build_optimizer_uses_the_schedule():
-    opt = build_optimizer("sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0,
-                          weight_decay=0.0)
+    opt = build_optimizer(
+        "sgd", "warmup_cosine", lr=1.0, total_steps=10, warmup_steps=4, momentum=0.0, weight_decay=0.0
+    )
     params = {"w": jnp.array([1.0])}
     state = opt.init(params)
     updates, state = opt.update({"w": jnp.array([1.0])}, state, params)
@@ -152,6 +153,7 @@ def test_every_schedule_accepts_zero_total_steps(name):
 def test_every_schedule_takes_a_traced_learning_rate(name):
     """A batched sweep passes each run's lr as a traced value: the schedule must not branch on it in
     Python, and gives the values a float lr gives."""
+
     def at(lr, step):
         return SCHEDULES[name](ScheduleSettings(lr=lr, total_steps=TOTAL, warmup_steps=WARMUP))(step)
 
@@ -212,8 +214,10 @@ def test_cross_entropy_uniform_logits_is_log_num_classes(num_classes):
 def test_cross_entropy_exact():
     logits = jnp.array([[2.0, 0.0, 0.0], [1.0, 3.0, -1.0]])
     loss = np.asarray(LOSSES["cross_entropy"](logits, jnp.array([0, 2]), 3))
-    expected = [-math.log(math.exp(2) / (math.exp(2) + 2)),
-                -(-1.0 - math.log(math.exp(1) + math.exp(3) + math.exp(-1)))]
+    expected = [
+        -math.log(math.exp(2) / (math.exp(2) + 2)),
+        -(-1.0 - math.log(math.exp(1) + math.exp(3) + math.exp(-1))),
+    ]
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
@@ -280,8 +284,9 @@ def test_mse_with_a_target_range_uses_low_and_high_targets():
 
     loss = make_loss("mse", (0.1, 0.9))
     logits = jnp.array([[0.9, 0.1, 0.1], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3],
-                               atol=1e-7, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loss(logits, jnp.array([0, 0]), 3)), [0.0, (0.81 + 0.01 + 0.01) / 3], atol=1e-7, rtol=1e-6
+    )
 
 
 def test_target_range_is_checked():

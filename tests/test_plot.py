@@ -12,9 +12,21 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.report.plot import (FIGURES, KINDS, MAX_LAYERS, QUANTITIES, NothingToDraw, PlotOptions, colorful_figure,
-                                 curves_figure, heatmap_figure, histograms_figure, profile_figure, read_histograms,
-                                 spectrum_figure)
+from initlab.report.plot import (
+    FIGURES,
+    KINDS,
+    MAX_LAYERS,
+    QUANTITIES,
+    NothingToDraw,
+    PlotOptions,
+    colorful_figure,
+    curves_figure,
+    heatmap_figure,
+    histograms_figure,
+    profile_figure,
+    read_histograms,
+    spectrum_figure,
+)
 from initlab.report.results import discover, varied_keys
 from initlab.runfolder.files import HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS
 from initlab.runfolder.sweeps import SweepSpec, run_sweep
@@ -89,8 +101,9 @@ def test_cli_writes_valid_pngs(sweep_dir, tmp_path):
 def test_cli_plot_errors_are_one_line(sweep_dir, tmp_path):
     bad_kind = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "pie", "--out", str(tmp_path)])
     assert bad_kind.exit_code == 2 and "--kind: 'pie' is not one of" in bad_kind.output  # bad input: 2
-    bad_key = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--x", "model.nope",
-                                  "--out", str(tmp_path)])
+    bad_key = runner.invoke(
+        app, ["plot", str(sweep_dir), "--kind", "heatmap", "--x", "model.nope", "--out", str(tmp_path)]
+    )
     assert bad_key.exit_code == 2 and "model.nope" in bad_key.output
     empty = runner.invoke(app, ["plot", str(tmp_path)])
     assert empty.exit_code == 1 and "no completed or diverged runs" in empty.output
@@ -107,8 +120,9 @@ def test_profile_overlays_the_mean_field_prediction(sweep_dir):
 
 
 def test_heatmap_metric_is_validated(sweep_dir, tmp_path):
-    result = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "heatmap", "--metric", "verdict",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["plot", str(sweep_dir), "--kind", "heatmap", "--metric", "verdict", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "--metric 'verdict'" in result.output
 
 
@@ -128,8 +142,11 @@ def linear_rows(values: np.ndarray, lo: float, hi: float, bins: int) -> list[tup
     edges = np.linspace(lo, hi, bins + 1)
     counts, _ = np.histogram(values[(values >= lo) & (values <= hi)], edges)
     rows = [(a, b, int(c)) for a, b, c in zip(edges[:-1], edges[1:], counts) if c]
-    extra = [(-math.inf, lo, int((values < lo).sum())), (hi, math.inf, int((values > hi).sum())),
-             (math.nan, math.nan, int(np.isnan(values).sum()))]
+    extra = [
+        (-math.inf, lo, int((values < lo).sum())),
+        (hi, math.inf, int((values > hi).sum())),
+        (math.nan, math.nan, int(np.isnan(values).sum())),
+    ]
     return rows + [r for r in extra if r[2]]
 
 
@@ -137,11 +154,14 @@ def log2_rows(values: np.ndarray) -> list[tuple[float, float, int]]:
     """histograms.csv's sign-symmetric log2 bins, one per binary exponent, and zeros, ±inf, NaN."""
     finite = values[np.isfinite(values) & (values != 0)]
     exponents = np.frexp(np.abs(finite))[1] - 1  # |v| in [2^e, 2^(e+1))
-    rows = [(2.0 ** e, 2.0 ** (e + 1), c) for e, c in sorted(Counter(exponents[finite > 0].tolist()).items())]
-    rows += [(-(2.0 ** (e + 1)), -(2.0 ** e), c) for e, c in sorted(Counter(exponents[finite < 0].tolist()).items())]
-    extra = [(0.0, 0.0, int((values == 0).sum())), (math.inf, math.inf, int((values == math.inf).sum())),
-             (-math.inf, -math.inf, int((values == -math.inf).sum())),
-             (math.nan, math.nan, int(np.isnan(values).sum()))]
+    rows = [(2.0**e, 2.0 ** (e + 1), c) for e, c in sorted(Counter(exponents[finite > 0].tolist()).items())]
+    rows += [(-(2.0 ** (e + 1)), -(2.0**e), c) for e, c in sorted(Counter(exponents[finite < 0].tolist()).items())]
+    extra = [
+        (0.0, 0.0, int((values == 0).sum())),
+        (math.inf, math.inf, int((values == math.inf).sum())),
+        (-math.inf, -math.inf, int((values == -math.inf).sum())),
+        (math.nan, math.nan, int(np.isnan(values).sum())),
+    ]
     return rows + [r for r in extra if r[2]]
 
 
@@ -156,7 +176,7 @@ def synthetic_values(depth: int, step: int, layer: int, quantity: str) -> np.nda
         v = rng.normal(0.5, 0.8 * layer, 200)
         v = np.maximum(v, 0) if quantity == "act" else v
     elif quantity == "grad":
-        v = rng.normal(0, 2.0 ** -layer, 200) * (rng.random(200) > 0.1)
+        v = rng.normal(0, 2.0**-layer, 200) * (rng.random(200) > 0.1)
         if layer == 2:
             v[:2] = (math.inf, -math.inf)
     else:
@@ -249,13 +269,15 @@ def test_histograms_have_one_panel_per_configuration_and_one_curve_per_layer(dis
     assert len(fig.axes) == 6  # 3 depths × 2 inits; seeds share a panel
     for ax in fig.axes:
         depth = depth_of(ax)
-        assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == [f"layer {i}" for i in
-                                                                               range(1, depth + 1)]
+        assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == [
+            f"layer {i}" for i in range(1, depth + 1)
+        ]
         assert "step 0" in ax.get_title() and "seed 0" in ax.get_title()
         assert ax.get_legend() is not None
     first = fig.axes[0]
-    assert all(first.get_shared_x_axes().joined(first, ax) and first.get_shared_y_axes().joined(first, ax)
-               for ax in fig.axes)
+    assert all(
+        first.get_shared_x_axes().joined(first, ax) and first.get_shared_y_axes().joined(first, ax) for ax in fig.axes
+    )
     assert "Glorot" in fig.texts[0].get_text() if fig.texts else "Glorot" in fig._suptitle.get_text()
 
 
@@ -364,8 +386,21 @@ def test_spectrum_has_one_line_per_configuration_and_step(dist_dir):
 
 
 def test_cli_writes_distribution_pngs(dist_dir, tmp_path):
-    result = runner.invoke(app, ["plot", str(dist_dir), "--out", str(tmp_path), "--kind",
-                                 "histograms,colorful,spectrum", "--quantity", "grad", "--steps", "init,end"])
+    result = runner.invoke(
+        app,
+        [
+            "plot",
+            str(dist_dir),
+            "--out",
+            str(tmp_path),
+            "--kind",
+            "histograms,colorful,spectrum",
+            "--quantity",
+            "grad",
+            "--steps",
+            "init,end",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("histograms-grad.png", "colorful-grad.png", "spectrum.png"):
         image = imread(tmp_path / name)
@@ -373,9 +408,14 @@ def test_cli_writes_distribution_pngs(dist_dir, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("kind, file, how", [("histograms", "histograms.csv", "log.histograms > 0"),
-                                             ("colorful", "histograms.csv", "log.histograms > 0"),
-                                             ("spectrum", "jacobian.csv", "log.jacobian > 0")])
+@pytest.mark.parametrize(
+    "kind, file, how",
+    [
+        ("histograms", "histograms.csv", "log.histograms > 0"),
+        ("colorful", "histograms.csv", "log.histograms > 0"),
+        ("spectrum", "jacobian.csv", "log.jacobian > 0"),
+    ],
+)
 def test_cli_missing_file_is_a_one_line_error(bare_dir, tmp_path, kind, file, how):
     result = runner.invoke(app, ["plot", str(bare_dir), "--kind", kind, "--out", str(tmp_path)])
     assert result.exit_code == 1
@@ -385,8 +425,9 @@ def test_cli_missing_file_is_a_one_line_error(bare_dir, tmp_path, kind, file, ho
 
 
 def test_cli_quantity_is_validated(dist_dir, tmp_path):
-    result = runner.invoke(app, ["plot", str(dist_dir), "--kind", "histograms", "--quantity", "loss",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["plot", str(dist_dir), "--kind", "histograms", "--quantity", "loss", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "--quantity 'loss'" in result.output and "grad" in result.output
 
 
@@ -406,11 +447,21 @@ def test_read_histograms_keeps_one_quantity_of_the_hidden_layers(dist_dir, tmp_p
 @pytest.fixture(scope="module")
 def formats_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
-    base = {"name": "fmt", "data": SMALL_DATA, "model": {"width": 16, "depth": 3, "activation": "sigmoid"},
-            "train": {"steps": 8, "batch_size": 32}, "log": {"every": 4, "out": str(root)}}
-    run_sweep(SweepSpec(base, {"model.init": ["standard", "he_normal"]},
-                        [{"model.dtype": ["float32", "float16", "float16"],
-                          "train.loss_scale": ["none", "none", "dynamic"]}], [0]))
+    base = {
+        "name": "fmt",
+        "data": SMALL_DATA,
+        "model": {"width": 16, "depth": 3, "activation": "sigmoid"},
+        "train": {"steps": 8, "batch_size": 32},
+        "log": {"every": 4, "out": str(root)},
+    }
+    run_sweep(
+        SweepSpec(
+            base,
+            {"model.init": ["standard", "he_normal"]},
+            [{"model.dtype": ["float32", "float16", "float16"], "train.loss_scale": ["none", "none", "dynamic"]}],
+            [0],
+        )
+    )
     return root / "fmt"
 
 
@@ -422,8 +473,14 @@ def test_underflow_has_a_row_per_setup_and_a_colour_per_format(formats_dir):
     assert len(fig.axes) == 2 * 2  # two setups (init) × (∂L/∂z, ∂L/∂W)
     assert all(len(ax.get_lines()) == 3 * 2 for ax in fig.axes)  # three formats × two steps
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["float16", "float16, loss scale dynamic", "float32", "step: init", "step: end",
-                      "zero in float32 too: structural, not underflow"]
+    assert labels == [
+        "float16",
+        "float16, loss scale dynamic",
+        "float32",
+        "step: init",
+        "step: end",
+        "zero in float32 too: structural, not underflow",
+    ]
     first = fig.axes[0]
     assert "init=he_normal" in first.get_title() and "∂L/∂z" in first.get_title()
     colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
@@ -496,8 +553,13 @@ def mixed(sweep_dir):
     ad_hoc = {}
     for r in runs:
         i = ad_hoc.setdefault((r.flat["model.depth"], r.flat["model.init"]), len(ad_hoc))
-        r.flat = {**r.flat, "data.train_size": 2000 + 1000 * (i % 2), "data.test_size": 1000 + 500 * (i == 5),
-                  "train.steps": 150 + 50 * i, "log.every": 50 + 10 * i}
+        r.flat = {
+            **r.flat,
+            "data.train_size": 2000 + 1000 * (i % 2),
+            "data.test_size": 1000 + 500 * (i == 5),
+            "train.steps": 150 + 50 * i,
+            "log.every": 50 + 10 * i,
+        }
     return runs, varied_keys(runs)
 
 
@@ -531,8 +593,7 @@ def test_a_legend_of_long_configurations_leaves_the_panels_their_size(sweep_dir)
 def test_a_step_that_was_not_logged_is_drawn_and_labelled_as_the_nearest_logged_one(sweep_dir, asked, drawn):
     runs, keys = loaded(sweep_dir)
     fig = profile_figure(runs, keys, steps=(asked,), theory=False)
-    labels = [t.get_text() for legend in [*fig.legends, fig.axes[1].get_legend()] if legend
-              for t in legend.get_texts()]
+    labels = [t.get_text() for legend in [*fig.legends, fig.axes[1].get_legend()] if legend for t in legend.get_texts()]
     assert f"step: {drawn} (nearest logged to {asked})" in labels and f"step: {asked}" not in labels
     assert {line.get_label().rsplit("(step ", 1)[1] for line in fig.axes[0].get_lines()} == {f"{drawn})"}
 
@@ -554,8 +615,11 @@ def test_underflow_tells_structural_zeros_from_the_formats_and_colours_formats_a
     assert all(ax.collections for ax in fig.axes)  # the float32 share, filled: zero in every format
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "zero in float32 too: structural, not underflow" in labels
-    hue = {h.get_label(): rgb_to_hsv(to_rgb(h.get_color()))[0] for h in fig.legends[0].legend_handles
-           if h.get_label() in ("float16", "float32")}
+    hue = {
+        h.get_label(): rgb_to_hsv(to_rgb(h.get_color()))[0]
+        for h in fig.legends[0].legend_handles
+        if h.get_label() in ("float16", "float32")
+    }
     assert min(abs(hue["float16"] - hue["float32"]), 1 - abs(hue["float16"] - hue["float32"])) > 0.25
 
 

@@ -35,8 +35,9 @@ def test_alpha_dropout_sets_dropped_units_to_the_affine_image_of_minus_lambda_al
     x = jnp.full((10_000,), 0.3)
     y = np.asarray(alpha_dropout(jax.random.PRNGKey(2), x, rate))
     values = np.unique(np.round(y, 5))
-    np.testing.assert_allclose(sorted(values),
-                               sorted([round(scale * a_prime + shift, 5), round(scale * 0.3 + shift, 5)]), atol=1e-5)
+    np.testing.assert_allclose(
+        sorted(values), sorted([round(scale * a_prime + shift, 5), round(scale * 0.3 + shift, 5)]), atol=1e-5
+    )
     assert np.mean(np.isclose(y, scale * a_prime + shift, atol=1e-5)) == pytest.approx(rate, abs=0.02)
 
 
@@ -70,10 +71,12 @@ def test_max_norm_bounds_every_units_incoming_weights_and_leaves_the_rest():
     stacked = jax.random.normal(jax.random.PRNGKey(8), (3, 50, 6))
     w_out = 4.0 * jax.random.normal(jax.random.PRNGKey(9), (6, 2))
     scale = jnp.full((3, 6), 50.0)  # a normalization's gain, much larger than c: not a weight
-    params = MLPParams(inp=Layer(Dense(w, jnp.full((6,), 100.0)), {}),
-                       hidden=Layer(Dense(stacked, jnp.zeros((3, 6))), {"scale": scale}),
-                       out=Dense(w_out, jnp.zeros(2)),
-                       blocks=Blocks(jnp.full((2, 2), 100.0), jnp.ones(2)))
+    params = MLPParams(
+        inp=Layer(Dense(w, jnp.full((6,), 100.0)), {}),
+        hidden=Layer(Dense(stacked, jnp.zeros((3, 6))), {"scale": scale}),
+        out=Dense(w_out, jnp.zeros(2)),
+        blocks=Blocks(jnp.full((2, 2), 100.0), jnp.ones(2)),
+    )
     c = 3.0
     out = max_norm(params, c)
     assert jax.tree.structure(out) == jax.tree.structure(params)
@@ -99,13 +102,28 @@ def test_max_norm_on_a_drawn_network_touches_only_weights():
 
     from conftest import tiny
 
-    cfg = tiny(model={"depth": 5, "width": 16, "residual": True, "norm": "layernorm", "init": "normal",
-                      "init_args": {"std": 2.0}, "bias_init": "normal", "bias_init_args": {"std": 5.0}})
+    cfg = tiny(
+        model={
+            "depth": 5,
+            "width": 16,
+            "residual": True,
+            "norm": "layernorm",
+            "init": "normal",
+            "init_args": {"std": 2.0},
+            "bias_init": "normal",
+            "bias_init_args": {"std": 5.0},
+        }
+    )
     params, _ = init_params(model_spec(cfg.model, 8, 3), cfg.model, jax.random.PRNGKey(0))
     out = max_norm(params, 1.0)
     for w in effective_weights(out):
         assert np.all(np.linalg.norm(np.asarray(w), axis=-2) <= 1.0 + 1e-5)
-    for part in (lambda p: p.inp.dense.b, lambda p: p.hidden.dense.b, lambda p: p.out.b, lambda p: p.hidden.norm,
-                 lambda p: p.blocks):
+    for part in (
+        lambda p: p.inp.dense.b,
+        lambda p: p.hidden.dense.b,
+        lambda p: p.out.b,
+        lambda p: p.hidden.norm,
+        lambda p: p.blocks,
+    ):
         for a, b in zip(jax.tree.leaves(part(out)), jax.tree.leaves(part(params))):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -51,8 +51,9 @@ def test_weight_norm_starts_as_the_initializer_drew_the_net():
     q, qs = init_params(plain_spec, plain_cfg.model, key)
     for a, b in zip(effective_weights(p), effective_weights(q)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(pre_activations(spec, p, s, x)[0], pre_activations(plain_spec, q, qs, x)[0],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        pre_activations(spec, p, s, x)[0], pre_activations(plain_spec, q, qs, x)[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_weight_norm_gradients_are_the_paper_s_formula_and_the_statistics_see_the_effective_weight():
@@ -106,10 +107,18 @@ def test_activation_gains_are_brock_et_al_s():
 def test_scaled_ws_preserves_pre_activation_variance_and_ignores_the_draw_s_scale(activation):
     """Brock et al. 2021: with standardized columns times γ = 1/√Var φ, an input of unit variance
     keeps unit pre-activation variance through the depth, whatever the initializer's scale."""
-    cfg, spec = _setup(depth=10, width=512, input_dim=256, activation=activation, reparam="scaled_ws",
-                       init="lecun_normal")
-    big, big_spec = _setup(depth=10, width=512, input_dim=256, activation=activation, reparam="scaled_ws",
-                           init="mean_field", init_args={"sigma_w": 4.0})
+    cfg, spec = _setup(
+        depth=10, width=512, input_dim=256, activation=activation, reparam="scaled_ws", init="lecun_normal"
+    )
+    big, big_spec = _setup(
+        depth=10,
+        width=512,
+        input_dim=256,
+        activation=activation,
+        reparam="scaled_ws",
+        init="mean_field",
+        init_args={"sigma_w": 4.0},
+    )
     x = _gaussian(256, 256)
     x = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)  # each input: variance 1 across features
     key = jax.random.PRNGKey(0)
@@ -162,23 +171,40 @@ def test_max_norm_and_lsuv_act_on_the_effective_weight():
         np.testing.assert_allclose([*np.var(np.asarray(zs), axis=(1, 2)), np.var(np.asarray(logits))], 1.0, atol=0.011)
 
 
-@pytest.mark.parametrize("model, message", [
-    ({"reparam": "batchnorm"}, "model.reparam: 'batchnorm' is not"),
-    ({"init": "weightnorm_data"}, "model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs "
-                                  "model.reparam: weightnorm"),
-    ({"reparam": "weightnorm", "init": "weightnorm_data", "norm": "layernorm"},
-     "model.norm: 'layernorm' with model.init"),
-    ({"reparam": "weightnorm", "init": "weightnorm_data", "init_args": {"std": 0}},
-     "model.init_args.std: 0 is not allowed"),
-    ({"reparam": "weightnorm", "init": "weightnorm_data", "residual": True, "depth": 5},
-     "model.init: 'weightnorm_data' does not support a residual network"),
-    ({"reparam": "scaled_ws", "parameterization": "mup", "base_width": 32},
-     "model.reparam: 'scaled_ws' fixes each unit"),
-    ({"reparam": "weightnorm", "init": "fixup", "residual": True, "depth": 5},
-     "model.init: 'fixup' sets weights to zero"),
-    ({"reparam": "scaled_ws", "activation": "leaky_relu", "shaping": "tat", "depth": 30},
-     "model.reparam: 'scaled_ws' with model.shaping: 'tat'"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"reparam": "batchnorm"}, "model.reparam: 'batchnorm' is not"),
+        (
+            {"init": "weightnorm_data"},
+            "model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs model.reparam: weightnorm",
+        ),
+        (
+            {"reparam": "weightnorm", "init": "weightnorm_data", "norm": "layernorm"},
+            "model.norm: 'layernorm' with model.init",
+        ),
+        (
+            {"reparam": "weightnorm", "init": "weightnorm_data", "init_args": {"std": 0}},
+            "model.init_args.std: 0 is not allowed",
+        ),
+        (
+            {"reparam": "weightnorm", "init": "weightnorm_data", "residual": True, "depth": 5},
+            "model.init: 'weightnorm_data' does not support a residual network",
+        ),
+        (
+            {"reparam": "scaled_ws", "parameterization": "mup", "base_width": 32},
+            "model.reparam: 'scaled_ws' fixes each unit",
+        ),
+        (
+            {"reparam": "weightnorm", "init": "fixup", "residual": True, "depth": 5},
+            "model.init: 'fixup' sets weights to zero",
+        ),
+        (
+            {"reparam": "scaled_ws", "activation": "leaky_relu", "shaping": "tat", "depth": 30},
+            "model.reparam: 'scaled_ws' with model.shaping: 'tat'",
+        ),
+    ],
+)
 def test_bad_reparam_configs_are_one_line_errors_naming_the_key(model, message):
     with pytest.raises(ConfigError) as e:
         _setup(**model)
@@ -192,8 +218,10 @@ def test_cli_theory_says_how_each_reparam_enters_the_maps(tmp_path):
 
     runner = CliRunner()
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {dataset: gaussian, input_dim: 16, train_size: 256, test_size: 32, probe_size: 64}\n"
-                   "model: {depth: 5, width: 64}\n")
+    cfg.write_text(
+        "data: {dataset: gaussian, input_dim: 16, train_size: 256, test_size: 32, probe_size: 64}\n"
+        "model: {depth: 5, width: 64}\n"
+    )
     ws = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=scaled_ws"])
     text = " ".join(ws.output.split())
     assert ws.exit_code == 0 and "scaled_ws: γ = 1.71286, the maps of the centred activation" in text
@@ -201,6 +229,7 @@ def test_cli_theory_says_how_each_reparam_enters_the_maps(tmp_path):
     wn = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=weightnorm"])
     plain = runner.invoke(app, ["theory", str(cfg)])
     assert wn.exit_code == 0 and wn.output == plain.output  # it starts as the plain net its init drew
-    data = runner.invoke(app, ["theory", str(cfg), "--set", "model.reparam=weightnorm",
-                               "--set", "model.init=weightnorm_data"])
+    data = runner.invoke(
+        app, ["theory", str(cfg), "--set", "model.reparam=weightnorm", "--set", "model.init=weightnorm_data"]
+    )
     assert data.exit_code == 0 and "weightnorm_data weights are fitted to data" in " ".join(data.output.split())

@@ -37,8 +37,14 @@ def runs_dir(tmp_path_factory):
         "log": {"every": 8, "out": str(root)},
     }
     run_sweep(SweepSpec(base, {"model.depth": [2, 6], "model.init": ["he_normal", "glorot_normal"]}, [], [0, 1]))
-    run_sweep(SweepSpec({**base, "name": "boom", "model": {"width": 32, "depth": 4},
-                         "train": {**base["train"], "lr": 1e7}}, {}, [], [0, 1]))
+    run_sweep(
+        SweepSpec(
+            {**base, "name": "boom", "model": {"width": 32, "depth": 4}, "train": {**base["train"], "lr": 1e7}},
+            {},
+            [],
+            [0, 1],
+        )
+    )
     grid = root / "grid"
     some = next(p for p in sorted(grid.iterdir()) if p.is_dir() and not p.name.startswith("."))
     failed = grid / "grid-failed0"
@@ -70,16 +76,22 @@ def test_seeds_are_aggregated_into_mean_and_std(runs_dir):
     assert len(rep.rows) == 4 and all(r["seeds"] == 2 for r in rep.rows)
     runs, _ = discover([runs_dir / "grid"])
     for row in rep.rows:
-        accs = [r.final("test_acc") for r in runs
-                if r.status == "completed" and r.flat["model.depth"] == row["model.depth"]
-                and r.flat["model.init"] == row["model.init"]]
+        accs = [
+            r.final("test_acc")
+            for r in runs
+            if r.status == "completed"
+            and r.flat["model.depth"] == row["model.depth"]
+            and r.flat["model.init"] == row["model.init"]
+        ]
         assert row["test_acc"] == pytest.approx(sum(accs) / 2)
         assert row["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
 
 
 def test_glorot_relu_vanishes_with_depth_and_he_does_not(runs_dir):
-    rows = {(r["model.depth"], r["model.init"]): r for r in build_report([runs_dir / "grid"],
-                                                                         filters=["status=completed"]).rows}
+    rows = {
+        (r["model.depth"], r["model.init"]): r
+        for r in build_report([runs_dir / "grid"], filters=["status=completed"]).rows
+    }
     assert rows[(6, "glorot_normal")]["act_ratio_init"] < 0.1 < rows[(6, "he_normal")]["act_ratio_init"]
     assert rows[(6, "he_normal")]["verdict"] == "healthy"
     assert len(rows[(6, "he_normal")]["profile"]) == 6
@@ -106,8 +118,7 @@ def test_filter_sort_group_by_columns_top(runs_dir):
     assert accs == sorted(accs, reverse=True)
     by_init = build_report(grid, filters=["status=completed"], group_by=["model.init"])
     assert by_init.keys == ["model.init"] and [r["seeds"] for r in by_init.rows] == [4, 4]
-    top = build_report(grid, filters=["status=completed"], sort="test_loss", top=1,
-                       columns=["test_loss", "verdict"])
+    top = build_report(grid, filters=["status=completed"], sort="test_loss", top=1, columns=["test_loss", "verdict"])
     assert len(top.rows) == 1 and top.columns == ["test_loss", "verdict"]
     with pytest.raises(Exception, match="--sort nope: not a column"):
         build_report(grid, sort="nope")
@@ -127,8 +138,15 @@ def test_every_format_parses(runs_dir):
 def test_cli_report_table_and_formats(runs_dir):
     result = runner.invoke(app, ["report", str(runs_dir)])
     assert result.exit_code == 0, result.output
-    for text in ("configurations", "runs that did not complete", "skipped folders", "grid-corrupt0", "diverged",
-                 "RuntimeError: simulated", "healthy"):
+    for text in (
+        "configurations",
+        "runs that did not complete",
+        "skipped folders",
+        "grid-corrupt0",
+        "diverged",
+        "RuntimeError: simulated",
+        "healthy",
+    ):
         assert text in result.output, text
     as_json = runner.invoke(app, ["report", str(runs_dir), "--format", "json"])
     assert json.loads(as_json.output)["thresholds"] == {"vanishing": VANISHING, "exploding": EXPLODING}
@@ -139,9 +157,13 @@ def test_cli_report_table_and_formats(runs_dir):
 
 
 def test_layers_view_of_one_run(runs_dir):
-    run = next(p for p in sorted((runs_dir / "grid").iterdir()) if p.name.startswith("grid-") and
-               json.loads((p / "summary.json").read_text()).get("config", {}).get("model", {}).get("depth") == 6
-               if (p / "summary.json").exists() and p.name != "grid-corrupt0")
+    run = next(
+        p
+        for p in sorted((runs_dir / "grid").iterdir())
+        if p.name.startswith("grid-")
+        and json.loads((p / "summary.json").read_text()).get("config", {}).get("model", {}).get("depth") == 6
+        if (p / "summary.json").exists() and p.name != "grid-corrupt0"
+    )
     result = runner.invoke(app, ["report", "--layers", str(run)])
     assert result.exit_code == 0, result.output
     assert "step 0" in result.output and "step 24" in result.output and "saturated_frac" in result.output
@@ -212,14 +234,17 @@ def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
     assert [c for c in view["columns"] if not c.endswith("_theory") and c != "grad_ratio"] == list(cfg.log.stats)
 
 
-@pytest.mark.parametrize("field, value, reason", [
-    ("final", [1, 2], "final: a list, expected a mapping"),
-    ("final", {"test_acc": "high"}, "final.test_acc: a string, expected a number"),
-    ("signal", {"init": {"act_var": [1.0, "x"]}}, "signal.init.act_var[1]: a string, expected a number"),
-    ("history", {"step": 3}, "history.step: a number, expected a list"),
-    ("status", 7, "status: a number, expected a string"),
-    ("theory", {"applies": "yes"}, "theory.applies: a string, expected true/false"),
-])
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("final", [1, 2], "final: a list, expected a mapping"),
+        ("final", {"test_acc": "high"}, "final.test_acc: a string, expected a number"),
+        ("signal", {"init": {"act_var": [1.0, "x"]}}, "signal.init.act_var[1]: a string, expected a number"),
+        ("history", {"step": 3}, "history.step: a number, expected a list"),
+        ("status", 7, "status: a number, expected a string"),
+        ("theory", {"applies": "yes"}, "theory.applies: a string, expected true/false"),
+    ],
+)
 def test_a_wrongly_typed_summary_is_skipped_with_its_reason(runs_dir, tmp_path, field, value, reason):
     root = tmp_path / "runs"
     shutil.copytree(runs_dir / "grid", root / "grid", ignore=shutil.ignore_patterns("grid-corrupt0"))
@@ -246,12 +271,15 @@ def test_discovery_does_not_follow_symbolic_links(runs_dir, tmp_path):
     assert len(discover([root / "again"])[0]) == 9  # a link given by name is followed
 
 
-@pytest.mark.parametrize("args, message", [
-    (["report", "--filter", "model.dept=3"], "no run has the key 'model.dept'; did you mean model.depth?"),
-    (["report", "--filter", "model.depth=99"], "matches none of the 11 runs (model.depth here: 2, 3, 4, 6)"),
-    (["plot", "--filter", "model.depth=99"], "matches none of the"),
-    (["plot", "--kind", " , "], "--kind: name at least one figure"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "--filter", "model.dept=3"], "no run has the key 'model.dept'; did you mean model.depth?"),
+        (["report", "--filter", "model.depth=99"], "matches none of the 11 runs (model.depth here: 2, 3, 4, 6)"),
+        (["plot", "--filter", "model.depth=99"], "matches none of the"),
+        (["plot", "--kind", " , "], "--kind: name at least one figure"),
+    ],
+)
 def test_no_ops_say_so(runs_dir, tmp_path, args, message):
     result = runner.invoke(app, [*args, str(runs_dir), *(["--out", str(tmp_path)] if args[0] == "plot" else [])])
     bad_value = args[2] == "model.dept=3" or args[1] == "--kind"  # bad input: 2; a filter matching nothing: 1
@@ -324,12 +352,26 @@ def test_a_group_whose_seeds_share_a_status_says_that_status(runs_dir):
     assert [r["status"] for r in rows] == ["diverged"] and [r["seeds"] for r in rows] == ["2"]
 
 
-@pytest.mark.parametrize("args", [
-    ["report", "--sort", "nope"], ["report", "--columns", "nope"], ["report", "--group-by", "model.nope"],
-    ["report", "--filter", "nokey"], ["report", "--top", "0"], ["report", "--target", "abc"], ["report", "--bogus"],
-    ["report", "--format", "xml"], ["plot", "--steps", "x"], ["plot", "--stat", "nope"], ["plot", "--kind", "pie"],
-    ["plot", "--metric", "nope"], ["export", "tensorboard"], ["export"], ["export", "nope", "--out", "x"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--sort", "nope"],
+        ["report", "--columns", "nope"],
+        ["report", "--group-by", "model.nope"],
+        ["report", "--filter", "nokey"],
+        ["report", "--top", "0"],
+        ["report", "--target", "abc"],
+        ["report", "--bogus"],
+        ["report", "--format", "xml"],
+        ["plot", "--steps", "x"],
+        ["plot", "--stat", "nope"],
+        ["plot", "--kind", "pie"],
+        ["plot", "--metric", "nope"],
+        ["export", "tensorboard"],
+        ["export"],
+        ["export", "nope", "--out", "x"],
+    ],
+)
 def test_bad_option_values_are_one_line_and_exit_code_2(runs_dir, tmp_path, args):
     where = [] if args == ["export"] else [str(runs_dir / "grid")]
     out = ["--out", str(tmp_path / "out")] if args[0] == "plot" else []
@@ -371,8 +413,9 @@ def test_the_layer_report_shows_the_saturated_bins_beside_saturated_frac(tmp_pat
 def test_the_report_has_the_jacobians_ratio_at_init_and_its_mean_square_beside_theory(tmp_path):
     run = run_with(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    csv_out = runner.invoke(app, ["report", str(tmp_path), "--format", "csv", "--columns",
-                                  "jac_ratio_init,jac_msq_init,jac_msq_theory"]).output
+    csv_out = runner.invoke(
+        app, ["report", str(tmp_path), "--format", "csv", "--columns", "jac_ratio_init,jac_msq_init,jac_msq_theory"]
+    ).output
     row = pd.read_csv(__import__("io").StringIO(csv_out)).iloc[0]
     assert row.jac_ratio_init == pytest.approx(summary["jacobian"]["init"]["ratio"])
     assert row.jac_msq_init == pytest.approx(summary["jacobian"]["init"]["mean_sq"])

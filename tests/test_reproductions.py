@@ -19,9 +19,18 @@ pytestmark = pytest.mark.slow  # real MNIST, five groups compiled
 # conclusion reads (compiling, not training, is most of the time); 2 seeds per init. He's runs
 # reach 77-83% (chance on these 1,000 test images: 12.6%).
 HE2015 = ROOT / "configs" / "papers" / "he2015.yaml"
-REDUCED = ["data.train_size=4000", "data.test_size=1000", "data.probe_size=256", "model.width=64",
-           "train.epochs=null", "train.steps=400", "log.every=100", "log.jacobian=0",
-           "log.stats=[pre_var,act_var,grad_var]", "log.save_params=[]"]
+REDUCED = [
+    "data.train_size=4000",
+    "data.test_size=1000",
+    "data.probe_size=256",
+    "model.width=64",
+    "train.epochs=null",
+    "train.steps=400",
+    "log.every=100",
+    "log.jacobian=0",
+    "log.stats=[pre_var,act_var,grad_var]",
+    "log.save_params=[]",
+]
 
 
 def _he2015_runs(out, data_dir, max_group: int):
@@ -37,8 +46,10 @@ def he2015(tmp_path_factory):
     if not data_dir.is_dir():
         pytest.skip(f"canonical MNIST files not found at {data_dir}")
     out = tmp_path_factory.mktemp("he2015")
-    return {"grouped": _he2015_runs(out / "grouped", data_dir, max_group=32),
-            "solo": _he2015_runs(out / "solo", data_dir, max_group=1)}
+    return {
+        "grouped": _he2015_runs(out / "grouped", data_dir, max_group=32),
+        "solo": _he2015_runs(out / "solo", data_dir, max_group=1),
+    }
 
 
 @pytest.mark.parametrize("grouping, group_size", [("grouped", 4), ("solo", 1)])
@@ -47,7 +58,8 @@ def test_he2015_runs_were_grouped_as_asked(he2015, grouping, group_size):
     assert len(runs) == 4
     assert {r.summary["group_size"] for r in runs} == {group_size}
     assert {(r.config.model.init, r.config.seed) for r in runs} == {
-        (init, seed) for init in ("glorot_normal", "he_normal") for seed in (0, 1)}
+        (init, seed) for init in ("glorot_normal", "he_normal") for seed in (0, 1)
+    }
 
 
 @pytest.mark.parametrize("grouping", ["grouped", "solo"])
@@ -55,8 +67,9 @@ def test_he2015_conclusion_holds_grouped_and_solo(he2015, grouping):
     """He et al. 2015's claim, from every seed: at 30 ReLU layers Xavier's gradient reaching
     layer 1 is ~2^-29 of the last layer's and the net stays at chance; He's stays of order one and
     the net trains."""
-    table = he2015[grouping].table(per_run=True, columns=["model.init", "test_acc", "grad_ratio_init",
-                                                          "act_ratio_init"])
+    table = he2015[grouping].table(
+        per_run=True, columns=["model.init", "test_acc", "grad_ratio_init", "act_ratio_init"]
+    )
     assert len(table) == 4
     for row in table.to_dict("records"):
         if row["model.init"] == "glorot_normal":
@@ -70,6 +83,7 @@ def test_he2015_conclusion_holds_grouped_and_solo(he2015, grouping):
 def test_he2015_groupings_agree_at_step_0(he2015):
     """Grouped and solo, the same run starts from the same parameters: its step-0 loss and
     per-layer variances agree to float32 rounding (what training then amplifies)."""
+
     def step0(runs):
         return {(r.config.model.init, r.config.seed): r for r in runs}
 

@@ -27,10 +27,13 @@ STEPS = 96  # 3 epochs of 32 steps (256 examples, batches of 8): evaluations ins
 
 
 def config(out: Path, name: str = "res", **log) -> dict:
-    return {"name": name, "data": SMALL_DATA, "model": {"depth": 3, "width": 16},
-            "train": {"steps": STEPS, "batch_size": 8, "lr": 0.01},
-            "log": {"every": 10, "out": str(out), "checkpoint_every": 20, "histograms": 16, "jacobian": 4,
-                    **log}}
+    return {
+        "name": name,
+        "data": SMALL_DATA,
+        "model": {"depth": 3, "width": 16},
+        "train": {"steps": STEPS, "batch_size": 8, "lr": 0.01},
+        "log": {"every": 10, "out": str(out), "checkpoint_every": 20, "histograms": 16, "jacobian": 4, **log},
+    }
 
 
 def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> tuple[Path, Path]:
@@ -70,9 +73,13 @@ def assert_same_run(a: Path, b: Path) -> None:
 def scrub(summary):
     """A summary without what differs between two folders of one training: clock readings, the folder."""
     if isinstance(summary, dict):
-        return {k: scrub(v) for k, v in summary.items()
-                if not (k.endswith("time_s")
-                        or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every"))}
+        return {
+            k: scrub(v)
+            for k, v in summary.items()
+            if not (
+                k.endswith("time_s") or k in ("run_dir", "started_at", "steps_per_second", "out", "checkpoint_every")
+            )
+        }
     return summary
 
 
@@ -116,8 +123,13 @@ def _ctrl_c_as_at_a_terminal() -> None:
 
 
 def start(args: list[str], after: int, how: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HANG, str(after), how, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_at_a_terminal)
+    return subprocess.Popen(
+        [sys.executable, "-c", HANG, str(after), how, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
+    )
 
 
 @pytest.fixture
@@ -250,13 +262,15 @@ def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, mon
     assert not checkpoint.exists()  # the group's folders are written: its checkpoint is gone
     folders = sorted(p.name for p in (tmp_path / "reference" / "sw").iterdir() if p.is_dir() and p.name[0] != ".")
     assert len(folders) == 2 and folders == sorted(
-        p.name for p in (tmp_path / "out" / "sw").iterdir() if p.is_dir() and p.name[0] != ".")
+        p.name for p in (tmp_path / "out" / "sw").iterdir() if p.is_dir() and p.name[0] != "."
+    )
     for name in folders:
         assert_same_run(tmp_path / "out" / "sw" / name, tmp_path / "reference" / "sw" / name)
 
 
 # -- issue 34: an interrupted run is never restarted silently; Ctrl-C at any moment; checkpoints
 # verified; one flag for requeue scripts ------------------------------------------------------
+
 
 def interrupted_with_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     """A run Ctrl-C'd in its first chunk: an `interrupted` folder holding checkpoint.pkl."""
@@ -324,9 +338,9 @@ def test_a_corrupted_checkpoint_is_refused_naming_the_file_and_nothing_is_traine
     ckpt = folder / CHECKPOINT_FILE
     data = bytearray(ckpt.read_bytes())
     if damage == "flip":  # 8 bytes overwritten in the middle, as the audit did
-        data[len(data) // 2:len(data) // 2 + 8] = bytes(8 - i for i in range(8))
+        data[len(data) // 2 : len(data) // 2 + 8] = bytes(8 - i for i in range(8))
     elif damage == "truncate":
-        data = data[:len(data) - 100]
+        data = data[: len(data) - 100]
     else:
         data[:6] = b"xxxxxx"
     ckpt.write_bytes(bytes(data))
@@ -381,8 +395,13 @@ def test_ctrl_c_at_any_moment_stops_the_program(tmp_path, after):
     out = tmp_path / "out"
     path = tmp_path / "long.yaml"
     path.write_text(LONG.replace("OUT", str(out)))
-    proc = subprocess.Popen([sys.executable, "-m", "initlab", "run", str(path), "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_at_a_terminal)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "initlab", "run", str(path), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
+    )
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

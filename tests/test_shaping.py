@@ -117,8 +117,12 @@ def dks_conditions(name: str, shape: Shape) -> tuple[float, float, float, float]
     df = lambda z: d * a * dphi(a * z + b)  # noqa: E731
     k = -b / a
     q1 = _gauss_mean(lambda z: f(z) ** 2, k)
-    return (q1, _gauss_mean(lambda z: f(z) * df(z) * z, k), _gauss_mean(f, k) ** 2 / q1,
-            _gauss_mean(lambda z: df(z) ** 2, k) / q1)
+    return (
+        q1,
+        _gauss_mean(lambda z: f(z) * df(z) * z, k),
+        _gauss_mean(f, k) ** 2 / q1,
+        _gauss_mean(lambda z: df(z) ** 2, k) / q1,
+    )
 
 
 @pytest.mark.parametrize("name, zeta, depth", list(DKS_KINKED))
@@ -135,7 +139,7 @@ def test_dks_of_a_kinked_activation_matches_the_dks_solver_and_meets_the_conditi
     q1, q_slope, c0, c_slope = dks_conditions(name, shape)
     assert q1 == pytest.approx(1.0, abs=1e-7) and q_slope == pytest.approx(1.0, abs=1e-7)
     assert c0 == pytest.approx(0.0, abs=1e-7)
-    assert c_slope ** depth == pytest.approx(zeta, abs=1e-7 * depth)  # C'(1) to 1e-7: C_f'(1) to D · 1e-7
+    assert c_slope**depth == pytest.approx(zeta, abs=1e-7 * depth)  # C'(1) to 1e-7: C_f'(1) to D · 1e-7
 
 
 def test_the_whole_net_s_slope_is_zeta_for_selu():
@@ -230,22 +234,38 @@ def _cfg(**model):
     return from_dict({"model": {"depth": 20, "width": 16, "init": "orthogonal", **model}, "train": {"steps": 1}})
 
 
-@pytest.mark.parametrize("model, message", [
-    ({"activation": "tanh", "shaping": "tat"}, "model.shaping: 'tat' does not take model.activation 'tanh'"),
-    ({"activation": "relu", "shaping": "dks"}, "model.shaping: 'dks' does not take model.activation 'relu'"),
-    ({"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}},
-     "model.shaping_args.eta: 1 is not allowed"),
-    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}},
-     "model.shaping_args.zeta: 0.9 is not allowed"),
-    ({"activation": "tanh", "shaping": "dks", "shaping_args": {"eta": 0.9}}, "model.shaping_args.eta: not an argument"),
-    ({"activation": "leaky_relu", "shaping": "tat", "depth": 3},
-     "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer"),
-    ({"activation": "tanh", "shaping": "dks", "norm": "batchnorm"},
-     "model.norm: 'batchnorm' with model.shaping: 'dks'"),
-    ({"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21},
-     "model.residual: True with model.shaping"),
-    ({"activation": "tanh", "shaping_args": {"zeta": 2.0}}, "model.shaping_args: {'zeta': 2.0} has no effect"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"activation": "tanh", "shaping": "tat"}, "model.shaping: 'tat' does not take model.activation 'tanh'"),
+        ({"activation": "relu", "shaping": "dks"}, "model.shaping: 'dks' does not take model.activation 'relu'"),
+        (
+            {"activation": "leaky_relu", "shaping": "tat", "shaping_args": {"eta": 1.0}},
+            "model.shaping_args.eta: 1 is not allowed",
+        ),
+        (
+            {"activation": "tanh", "shaping": "dks", "shaping_args": {"zeta": 0.9}},
+            "model.shaping_args.zeta: 0.9 is not allowed",
+        ),
+        (
+            {"activation": "tanh", "shaping": "dks", "shaping_args": {"eta": 0.9}},
+            "model.shaping_args.eta: not an argument",
+        ),
+        (
+            {"activation": "leaky_relu", "shaping": "tat", "depth": 3},
+            "model.shaping_args.eta: 0.9 cannot be reached by a 3-layer",
+        ),
+        (
+            {"activation": "tanh", "shaping": "dks", "norm": "batchnorm"},
+            "model.norm: 'batchnorm' with model.shaping: 'dks'",
+        ),
+        (
+            {"activation": "tanh", "shaping": "dks", "residual": True, "depth": 21},
+            "model.residual: True with model.shaping",
+        ),
+        ({"activation": "tanh", "shaping_args": {"zeta": 2.0}}, "model.shaping_args: {'zeta': 2.0} has no effect"),
+    ],
+)
 def test_bad_shaping_configs_are_one_line_errors_naming_the_key(model, message):
     with pytest.raises(ConfigError) as e:
         _cfg(**model)
@@ -259,14 +279,20 @@ def test_shaping_refuses_weights_it_was_not_derived_for(shaping, activation):
     from initlab.config import load
 
     with pytest.raises(ConfigError) as e:
-        load("configs/quickstart.yaml", [f"model.activation={activation}", f"model.shaping={shaping}",
-                                         "model.depth=20"])
+        load(
+            "configs/quickstart.yaml", [f"model.activation={activation}", f"model.shaping={shaping}", "model.depth=20"]
+        )
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith("model.init: 'he_normal' gives the hidden layers σ_w² = 2,")
     assert "σ_w² = fan_in·Var(W) = 1" in msg
-    for init, ok in (("orthogonal", True), ("lecun_normal", True), ("glorot_normal", True), ("lsuv", False),
-                     ("mean_field", True)):
+    for init, ok in (
+        ("orthogonal", True),
+        ("lecun_normal", True),
+        ("glorot_normal", True),
+        ("lsuv", False),
+        ("mean_field", True),
+    ):
         if ok:
             _cfg(activation=activation, shaping=shaping, init=init)
         else:

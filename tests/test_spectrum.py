@@ -12,8 +12,16 @@ from conftest import tiny
 
 
 def linear_net(depth, width, input_dim, init="normal", init_args=None, seed=0):
-    cfg = tiny(model={"depth": depth, "width": width, "activation": "linear", "init": init,
-                      "init_args": init_args or {"std": 0.3}, "bias_init": "zeros"})
+    cfg = tiny(
+        model={
+            "depth": depth,
+            "width": width,
+            "activation": "linear",
+            "init": init,
+            "init_args": init_args or {"std": 0.3},
+            "bias_init": "zeros",
+        }
+    )
     spec = model_spec(cfg.model, input_dim, 3)
     params, state = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
     return spec, params, state

@@ -66,10 +66,12 @@ def test_constant_init_units_are_identical():
 
 
 def test_exact_values_on_a_one_layer_network():
-    stats, (spec, params, state, x, y) = layer_stats(1, 6, input_dim=4, batch=8, activation="tanh",
-                                                     init="glorot_uniform", bias_init="uniform")
-    w1, b1, w2, b2 = (np.asarray(v, np.float64) for v in (params.inp.dense.w, params.inp.dense.b, params.out.w,
-                                                          params.out.b))
+    stats, (spec, params, state, x, y) = layer_stats(
+        1, 6, input_dim=4, batch=8, activation="tanh", init="glorot_uniform", bias_init="uniform"
+    )
+    w1, b1, w2, b2 = (
+        np.asarray(v, np.float64) for v in (params.inp.dense.w, params.inp.dense.b, params.out.w, params.out.b)
+    )
     xs, ys = np.asarray(x, np.float64), np.asarray(y)
     z = xs @ w1 + b1
     a = np.tanh(z)
@@ -78,9 +80,16 @@ def test_exact_values_on_a_one_layer_network():
     p /= p.sum(1, keepdims=True)
     d_logits = p - np.eye(10)[ys]  # ∂ℓ_i/∂logits_i for each example
     d_z = (d_logits @ w2.T) * (1 - a**2)
-    for key, value in {"pre_mean": z.mean(), "pre_var": z.var(), "act_mean": a.mean(), "act_var": a.var(),
-                       "grad_var": d_z.var(), "w_var": w1.var(), "w_norm": np.linalg.norm(w1),
-                       "wgrad_norm": np.linalg.norm(xs.T @ d_z / len(xs))}.items():
+    for key, value in {
+        "pre_mean": z.mean(),
+        "pre_var": z.var(),
+        "act_mean": a.mean(),
+        "act_var": a.var(),
+        "grad_var": d_z.var(),
+        "w_var": w1.var(),
+        "w_norm": np.linalg.norm(w1),
+        "wgrad_norm": np.linalg.norm(xs.T @ d_z / len(xs)),
+    }.items():
         assert stats[key][0] == pytest.approx(value, rel=2e-4), key
     assert stats["grad_var"][1] == pytest.approx(d_logits.var(), rel=2e-4)
     assert stats["pre_var"][1] == pytest.approx(logits.var(), rel=2e-4)
@@ -147,8 +156,12 @@ def test_unit_percentiles_are_those_of_the_first_units_input():
     """Ioffe & Szegedy 2015, Fig. 1: 15th/50th/85th percentiles of one unit's input over the batch."""
     stats, (spec, params, state, x, y) = layer_stats(2, 16, input_dim=8, batch=512, activation="sigmoid")
     z1 = np.asarray(x @ params.inp.dense.w + params.inp.dense.b)[:, 0]  # layer 1, unit 0
-    np.testing.assert_allclose([stats["unit_p15"][0], stats["unit_p50"][0], stats["unit_p85"][0]],
-                               np.percentile(z1, [15, 50, 85]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        [stats["unit_p15"][0], stats["unit_p50"][0], stats["unit_p85"][0]],
+        np.percentile(z1, [15, 50, 85]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert np.all(stats["unit_p15"] <= stats["unit_p50"]) and np.all(stats["unit_p50"] <= stats["unit_p85"])
 
 
@@ -174,8 +187,15 @@ def test_grad_var_keeps_its_precision_when_the_mean_dominates():
     spread of ~1e-3 of that. A one-pass E[g²] − E[g]² in float32 lost ~70% of the output layer's
     grad_var; the two-pass variance matches a float64 reference."""
     stats, (spec, params, state, x, y) = layer_stats(
-        2, 16, input_dim=8, batch=64, init="normal", init_args={"std": 1e-6}, bias_init="constant",
-        bias_init_args={"value": 1000.0})
+        2,
+        16,
+        input_dim=8,
+        batch=64,
+        init="normal",
+        init_args={"std": 1e-6},
+        bias_init="constant",
+        bias_init_args={"value": 1000.0},
+    )
     mse = LOSSES["mse"]
     stats = make_layer_stats(spec, mse)(params, state, params, x, y)
     from initlab.nn.model import apply
@@ -202,8 +222,9 @@ def test_batch_norm_grad_var_is_that_of_n_times_the_mean_losss_gradient():
     def from_z1(z1):  # the network above layer 1's pre-activation z1 (after its batch norm)
         h = jnp.tanh(z1)
         hidden = jax.tree.map(lambda v: v[0], p.hidden)
-        z2, _ = batchnorm_apply(hidden.norm, jax.tree.map(lambda v: v[0], state.hidden), h @ hidden.dense.w
-                                + hidden.dense.b, True, settings)
+        z2, _ = batchnorm_apply(
+            hidden.norm, jax.tree.map(lambda v: v[0], state.hidden), h @ hidden.dense.w + hidden.dense.b, True, settings
+        )
         logits = jnp.tanh(z2) @ p.out.w + p.out.b
         return CE(logits, y, 10)  # (batch,) per-example losses
 
@@ -224,11 +245,16 @@ def test_a_statistic_is_declared_once_and_selected_by_log_stats(monkeypatch):
     from initlab.registry import Registry
 
     extra = {
-        "act_absmax": S.Statistic("largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)),
-                                  default=False),
-        "act_quartiles": S.Statistic("quartiles of a", "forward",
-                                     lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])), size=3,
-                                     default=False),
+        "act_absmax": S.Statistic(
+            "largest |a| of the layer", "forward", lambda f: jnp.max(jnp.abs(f.a)), default=False
+        ),
+        "act_quartiles": S.Statistic(
+            "quartiles of a",
+            "forward",
+            lambda f: jnp.percentile(f.a, jnp.asarray([25.0, 50.0, 75.0])),
+            size=3,
+            default=False,
+        ),
     }
     monkeypatch.setattr(S, "STATISTICS", Registry("statistic", {**S.STATISTICS, **extra}))
     layout = Layout(["w_norm", "act_absmax", "act_quartiles"])
@@ -241,8 +267,9 @@ def test_a_statistic_is_declared_once_and_selected_by_log_stats(monkeypatch):
     a1 = np.tanh(np.asarray(x @ params.inp.dense.w + params.inp.dense.b))
     assert float(sel["act_absmax"][0]) == pytest.approx(np.abs(a1).max(), rel=1e-5)
     assert sel["act_quartiles"].shape == (3, 3)  # (layers, k)
-    np.testing.assert_allclose(np.asarray(sel["act_quartiles"][0]), np.percentile(a1, [25, 50, 75]), rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(sel["act_quartiles"][0]), np.percentile(a1, [25, 50, 75]), rtol=1e-4, atol=1e-6
+    )
 
 
 # -- histograms: bins --------------------------------------------------------------------------------
@@ -261,8 +288,13 @@ def hist_stats(depth, width, input_dim=8, batch=64, bins=16, seed=0, **model):
 
 @pytest.mark.parametrize("bins", [LinearBins(-1.0, 1.0, 8), Log2Bins()], ids=["linear", "log2"])
 def test_counts_sum_to_the_number_of_values_whatever_they_are(bins):
-    x = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (997,)) * 10.0 ** jnp.arange(-4, 5)[:, None].repeat(
-        111, 1).ravel()[:997], jnp.asarray([0.0, -0.0, jnp.inf, -jnp.inf, jnp.nan, 1e-45, -3e38])])
+    x = jnp.concatenate(
+        [
+            jax.random.normal(jax.random.PRNGKey(0), (997,))
+            * 10.0 ** jnp.arange(-4, 5)[:, None].repeat(111, 1).ravel()[:997],
+            jnp.asarray([0.0, -0.0, jnp.inf, -jnp.inf, jnp.nan, 1e-45, -3e38]),
+        ]
+    )
     c = np.asarray(counts(bins, x))
     assert c.shape == (bins.size,) and c.sum() == x.size and (c >= 0).all()
 
@@ -296,28 +328,38 @@ def _numpy_bin(v: np.float32, lo: float, hi: float, n: int) -> int:
     return n + 2 if np.isnan(v) else 0 if v < np.float32(lo) else n + 1
 
 
-@pytest.mark.parametrize("lo, hi, n", [(-5.0, 5.0, 16), (-5.0, 5.0, 64), (-1.7581, 5.0, 64), (0.0, 1.0, 10),
-                                       (-2.6929, 3.1, 33)])
+@pytest.mark.parametrize(
+    "lo, hi, n", [(-5.0, 5.0, 16), (-5.0, 5.0, 64), (-1.7581, 5.0, 64), (0.0, 1.0, 10), (-2.6929, 3.1, 33)]
+)
 def test_linear_bins_agree_with_numpy_histogram_on_every_edge(lo, hi, n):
     """Issue 35: a value one float32 step below a negative edge, or −1e-8, landed in the bin above.
     Every edge, the float32 values either side of it, tiny values of both signs (subnormals too) and
     the extremes: each in the bin numpy.histogram puts the same float32 value in."""
     e = np.linspace(lo, hi, n + 1).astype(np.float32)
-    values = np.concatenate([e, np.nextafter(e, np.float32(-np.inf)), np.nextafter(e, np.float32(np.inf)),
-                             np.float32([-1e-8, 1e-8, -1e-30, -1e-40, 1e-40, -1e-45, 1e-45, 0.0, -0.0, np.inf,
-                                         -np.inf, 3e38, -3e38, np.nan])]).astype(np.float32)
+    values = np.concatenate(
+        [
+            e,
+            np.nextafter(e, np.float32(-np.inf)),
+            np.nextafter(e, np.float32(np.inf)),
+            np.float32(
+                [-1e-8, 1e-8, -1e-30, -1e-40, 1e-40, -1e-45, 1e-45, 0.0, -0.0, np.inf, -np.inf, 3e38, -3e38, np.nan]
+            ),
+        ]
+    ).astype(np.float32)
     got = np.asarray(LinearBins(lo, hi, n).index(jnp.asarray(values)))
     want = [_numpy_bin(v, lo, hi, n) for v in values]
     np.testing.assert_array_equal(got, want)
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (200_000,))) * 2  # and in bulk
     c = np.asarray(counts(LinearBins(lo, hi, n), jnp.asarray(z)))
-    np.testing.assert_array_equal(c[1:n + 1], np.histogram(z, bins=n, range=(lo, hi))[0])
+    np.testing.assert_array_equal(c[1 : n + 1], np.histogram(z, bins=n, range=(lo, hi))[0])
 
 
 def test_log2_bins_are_exact_binary_exponents_subnormals_included():
     b = Log2Bins()
-    values = np.array([1.0, 1.9999999, 2.0, 0.75, -1.0, -1.5, 2.0 ** -149, 2.0 ** -127, 2.0 ** -126,
-                       float(np.finfo(np.float32).max), 0.0], np.float32)
+    values = np.array(
+        [1.0, 1.9999999, 2.0, 0.75, -1.0, -1.5, 2.0**-149, 2.0**-127, 2.0**-126, float(np.finfo(np.float32).max), 0.0],
+        np.float32,
+    )
     idx = np.asarray(b.index(jnp.asarray(values)))
     lo, hi = b.edges()
     for v, j in zip(values.astype(np.float64), idx):
@@ -329,9 +371,9 @@ def test_log2_bins_are_exact_binary_exponents_subnormals_included():
             assert lo[j] == hi[j] == 0.0
     assert len(set(idx[:3].tolist())) == 2  # 1 and 1.9999999 share [1, 2); 2 starts the next bin
     # float16's smallest normal number is 2^-14: the share of values below it is a sum of bins
-    x = jnp.asarray([2.0 ** -15, 2.0 ** -14, 2.0 ** -20, 1.0, -(2.0 ** -16)])
+    x = jnp.asarray([2.0**-15, 2.0**-14, 2.0**-20, 1.0, -(2.0**-16)])
     c = np.asarray(counts(b, x))
-    below = (np.abs(np.where(np.isfinite(hi), hi, np.inf)) <= 2.0 ** -14) & (np.abs(lo) < 2.0 ** -14)
+    below = (np.abs(np.where(np.isfinite(hi), hi, np.inf)) <= 2.0**-14) & (np.abs(lo) < 2.0**-14)
     assert c[below].sum() == 3
 
 
@@ -355,8 +397,9 @@ def test_network_histograms_count_every_value_of_every_layer():
     np.testing.assert_array_equal(stats["hist_grad"].sum(axis=1), per_layer)
     np.testing.assert_array_equal(stats["hist_act"][:3].sum(axis=1), per_layer[:3])
     assert np.isnan(stats["hist_act"][3]).all()  # the output layer has no nonlinearity
-    np.testing.assert_array_equal(stats["hist_weight"].sum(axis=1),
-                                  [d * width, width * width, width * width, width * 3])
+    np.testing.assert_array_equal(
+        stats["hist_weight"].sum(axis=1), [d * width, width * width, width * width, width * 3]
+    )
     # exact on the first layer: the counts of z = x W + b in numpy
     z = np.asarray(x @ params.inp.dense.w + params.inp.dense.b)
     expected = np.histogram(z, bins=16, range=(-5, 5))[0]

@@ -12,8 +12,16 @@ from typer.testing import CliRunner
 from initlab import config as C
 from initlab.cli import app
 from initlab.errors import InitlabError
-from initlab.runfolder.storage import (RunRecord, check_run_dir_free, lock_holder, run_dir_for, run_status, try_lock,
-                                       unlock, write_run_dir)
+from initlab.runfolder.storage import (
+    RunRecord,
+    check_run_dir_free,
+    lock_holder,
+    run_dir_for,
+    run_status,
+    try_lock,
+    unlock,
+    write_run_dir,
+)
 from initlab.runfolder.sweeps import expand, load_spec, needs_work
 
 from conftest import small_run
@@ -23,8 +31,12 @@ runner = CliRunner()
 
 # Two configs whose digests share their first 8 hex digits (found by a search over depth × width ×
 # seed): with the old 32-bit folder hash they were one run folder, the second refused as done.
-SMALL = {"name": "small", "data": {"dataset": "gaussian", "input_dim": 8}, "model": {"depth": 2, "width": 8},
-         "train": {"steps": 5}}
+SMALL = {
+    "name": "small",
+    "data": {"dataset": "gaussian", "input_dim": 8},
+    "model": {"depth": 2, "width": 8},
+    "train": {"steps": 5},
+}
 A = {"model": {"depth": 52, "width": 60}, "seed": 5}
 B = {"model": {"depth": 62, "width": 63}, "seed": 6}
 

@@ -35,8 +35,12 @@ def write_sweep(tmp_path, **blocks):
 
 
 def test_grid_expansion_seeds_and_zip(tmp_path):
-    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3], "model.init": ["he_normal", "glorot_normal"]},
-                       seeds=3, zip=[{"model.width": [8, 16], "train.lr": [0.01, 0.001]}])
+    path = write_sweep(
+        tmp_path,
+        sweep={"model.depth": [2, 3], "model.init": ["he_normal", "glorot_normal"]},
+        seeds=3,
+        zip=[{"model.width": [8, 16], "train.lr": [0.01, 0.001]}],
+    )
     runs = expand(load_spec(path))
     assert len(runs) == 2 * 2 * 2 * 3
     assert {r.cfg.seed for r in runs} == {0, 1, 2}
@@ -48,25 +52,33 @@ def test_grid_expansion_seeds_and_zip(tmp_path):
 
 def test_command_line_adds_to_and_overrides_the_file(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]}, seeds=2)
-    spec = load_spec(path, grid=["model.depth=5,6", "model.activation=tanh,relu"], seeds="0,7",
-                     zips=["model.width=8,16 train.lr=0.1,0.01"], overrides=["train.steps=5"])
+    spec = load_spec(
+        path,
+        grid=["model.depth=5,6", "model.activation=tanh,relu"],
+        seeds="0,7",
+        zips=["model.width=8,16 train.lr=0.1,0.01"],
+        overrides=["train.steps=5"],
+    )
     assert spec.grid == {"model.depth": [5, 6], "model.activation": ["tanh", "relu"]}
     assert spec.seeds == [0, 7] and spec.zips == [{"model.width": [8, 16], "train.lr": [0.1, 0.01]}]
     runs = expand(spec)
     assert len(runs) == 2 * 2 * 2 * 2 and all(r.cfg.train.steps == 5 for r in runs)
 
 
-@pytest.mark.parametrize("blocks, grid, message", [
-    ({"sweep": {"model.depth": [2, 0]}}, [], "run (model.depth=0): model.depth: 0 is out of range"),
-    ({"sweep": {"model.activation": ["relu", "rellu"]}}, [], "model.activation: 'rellu' is not one of"),
-    ({"sweep": {"model.dpth": [2]}}, [], "model.dpth: unknown key"),
-    ({"sweep": {"model.depth": []}}, [], "not a non-empty list"),
-    ({"seeds": -1}, [], "seeds: -1 is not a count"),
-    ({"zip": [{"model.width": [8, 16], "train.lr": [0.1]}]}, [], "lists of different lengths"),
-    ({"sweep": {"model.depth": [2]}, "zip": [{"model.depth": [3]}]}, [], "already varied"),
-    ({}, ["model.depth"], "expected KEY=V1,V2"),
-    ({}, ["model.depth=2,,3"], "expected comma-separated values"),
-])
+@pytest.mark.parametrize(
+    "blocks, grid, message",
+    [
+        ({"sweep": {"model.depth": [2, 0]}}, [], "run (model.depth=0): model.depth: 0 is out of range"),
+        ({"sweep": {"model.activation": ["relu", "rellu"]}}, [], "model.activation: 'rellu' is not one of"),
+        ({"sweep": {"model.dpth": [2]}}, [], "model.dpth: unknown key"),
+        ({"sweep": {"model.depth": []}}, [], "not a non-empty list"),
+        ({"seeds": -1}, [], "seeds: -1 is not a count"),
+        ({"zip": [{"model.width": [8, 16], "train.lr": [0.1]}]}, [], "lists of different lengths"),
+        ({"sweep": {"model.depth": [2]}, "zip": [{"model.depth": [3]}]}, [], "already varied"),
+        ({}, ["model.depth"], "expected KEY=V1,V2"),
+        ({}, ["model.depth=2,,3"], "expected comma-separated values"),
+    ],
+)
 def test_a_bad_value_fails_the_whole_sweep_up_front(tmp_path, blocks, grid, message):
     path = write_sweep(tmp_path, **blocks)
     with pytest.raises(ConfigError) as err:
@@ -78,8 +90,11 @@ def test_a_bad_value_fails_the_whole_sweep_up_front(tmp_path, blocks, grid, mess
 
 
 def test_groups_share_everything_but_seed_init_and_lr(tmp_path):
-    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3], "model.init": ["he_normal", "orthogonal"],
-                                        "train.lr": [0.01, 0.001]}, seeds=2)
+    path = write_sweep(
+        tmp_path,
+        sweep={"model.depth": [2, 3], "model.init": ["he_normal", "orthogonal"], "train.lr": [0.01, 0.001]},
+        seeds=2,
+    )
     groups = plan_groups(expand(load_spec(path)), max_group=32)
     assert sorted(len(g) for g in groups) == [8, 8]
     assert all(len({r.cfg.model.depth for r in g}) == 1 for g in groups)
@@ -97,8 +112,7 @@ def test_sweep_writes_run_folders_and_resumes(tmp_path):
     assert yaml.safe_load((directory / "sweep.yaml").read_text())["seeds"] == [0, 1]
     for run in expand(spec):
         files = sorted(p.name for p in run.path.iterdir())
-        assert files == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv", "params",
-                         "summary.json"]
+        assert files == ["config.yaml", "jacobian.csv", "layers.csv", "metrics.csv", "params", "summary.json"]
         summary = json.loads((run.path / "summary.json").read_text())
         assert summary["group_size"] == 4 and len(pd.read_csv(run.path / "layers.csv")) == 3 * 3
     again = run_sweep(spec)
@@ -138,13 +152,20 @@ def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
         return real(cfgs, data, sinks, checkpointer)
 
     monkeypatch.setattr(experiment, "train_group", flaky)
-    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4]},
-                       zip=[{"train.optimizer": ["sgd", "sgd"], "train.lr": [0.05, 1e6]}])
+    path = write_sweep(
+        tmp_path, sweep={"model.depth": [2, 3, 4]}, zip=[{"train.optimizer": ["sgd", "sgd"], "train.lr": [0.05, 1e6]}]
+    )
     spec = load_spec(path)
     report = run_sweep(spec)
     statuses = {(r.cfg.model.depth, r.cfg.train.lr): run_status(r.path) for r in expand(spec)}
-    assert statuses == {(2, 0.05): "completed", (2, 1e6): "diverged", (3, 0.05): "failed", (3, 1e6): "failed",
-                        (4, 0.05): "completed", (4, 1e6): "diverged"}
+    assert statuses == {
+        (2, 0.05): "completed",
+        (2, 1e6): "diverged",
+        (3, 0.05): "failed",
+        (3, 1e6): "failed",
+        (4, 0.05): "completed",
+        (4, 1e6): "diverged",
+    }
     assert report.failed == 2
     failed = next(r for r in expand(spec) if r.cfg.model.depth == 3)
     assert "simulated crash" in json.loads((failed.path / "summary.json").read_text())["error"]
@@ -177,16 +198,23 @@ def test_cli_sweep_dry_run_trains_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("blocks, grid, message", [
-    ({"name": "../escape"}, [], "name: '../escape' is not a valid sweep name"),
-    ({"name": "../escape", "sweep": {"name": ["a", "b"]}}, [], "name: '../escape' is not a valid sweep name"),
-    ({"name": "/tmp/escape"}, [], "name: '/tmp/escape' is not a valid sweep name"),
-    ({"name": 5}, [], "name: 5 is not a valid sweep name"),
-    ({"sweep": {"name": ["ok", "../escape"]}}, [], "run (name=../escape): name: '../escape' is not a valid run name"),
-    ({}, ["name=ok,../escape"], "name: '../escape' is not a valid run name"),
-    ({"sweep": {"log.out": ["elsewhere"]}}, [], "sweep.log.out: log.out cannot vary per run"),
-    ({"zip": [{"log.out": ["x"], "seed": [1]}]}, [], "zip[0].log.out: log.out cannot vary per run"),
-])
+@pytest.mark.parametrize(
+    "blocks, grid, message",
+    [
+        ({"name": "../escape"}, [], "name: '../escape' is not a valid sweep name"),
+        ({"name": "../escape", "sweep": {"name": ["a", "b"]}}, [], "name: '../escape' is not a valid sweep name"),
+        ({"name": "/tmp/escape"}, [], "name: '/tmp/escape' is not a valid sweep name"),
+        ({"name": 5}, [], "name: 5 is not a valid sweep name"),
+        (
+            {"sweep": {"name": ["ok", "../escape"]}},
+            [],
+            "run (name=../escape): name: '../escape' is not a valid run name",
+        ),
+        ({}, ["name=ok,../escape"], "name: '../escape' is not a valid run name"),
+        ({"sweep": {"log.out": ["elsewhere"]}}, [], "sweep.log.out: log.out cannot vary per run"),
+        ({"zip": [{"log.out": ["x"], "seed": [1]}]}, [], "zip[0].log.out: log.out cannot vary per run"),
+    ],
+)
 def test_a_path_forming_value_must_name_one_folder(tmp_path, blocks, grid, message):
     # The sweep folder is <log.out>/<name> and its runs <log.out>/<name>/<run name>-<hash>: none may escape.
     path = write_sweep(tmp_path, **blocks)
@@ -226,8 +254,9 @@ def _child_env():
 
 def test_resume_after_kill_9_loses_only_runs_in_flight(tmp_path):
     # Six groups (one per depth) of two seeds; kill the sweep once some runs are written.
-    path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4, 5, 6, 7]}, seeds=2,
-                       train={"steps": 60, "batch_size": 32})
+    path = write_sweep(
+        tmp_path, sweep={"model.depth": [2, 3, 4, 5, 6, 7]}, seeds=2, train={"steps": 60, "batch_size": 32}
+    )
     spec = load_spec(path)
     runs = expand(spec)
     proc = subprocess.Popen(_sweep_cmd(path), env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -255,8 +284,12 @@ def test_resume_after_kill_9_loses_only_runs_in_flight(tmp_path):
 
 def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4, 5]}, seeds=2, train={"steps": 30, "batch_size": 32})
-    procs = [subprocess.Popen(_sweep_cmd(path, "--max-group", "1"), env=_child_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _sweep_cmd(path, "--max-group", "1"), env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     spec = load_spec(path)
@@ -276,10 +309,15 @@ def test_process_workers(tmp_path):
 
 def test_ray_executor_on_a_local_instance(tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2,
-                       zip=[{"model.depth": [2, 3]}])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    path = write_sweep(
+        tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2, zip=[{"model.depth": [2, 3]}]
+    )
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
+    )
     try:
         report = run_sweep(load_spec(path), executor="ray", workers=2)
     finally:
@@ -303,8 +341,9 @@ def test_ray_missing_says_how_to_install(tmp_path, monkeypatch):
     assert result.exit_code == 1 and 'pip install -e ".[ray]"' in result.output
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_sweeps_expand_and_validate(path):
     runs = expand(load_spec(path))
     assert len(runs) >= 8
@@ -314,8 +353,11 @@ def test_shipped_sweeps_expand_and_validate(path):
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(p for sub in ("papers", "methods") for p in (CONFIGS / sub).glob("*.yaml")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for sub in ("papers", "methods") for p in (CONFIGS / sub).glob("*.yaml")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
 def test_shipped_reproductions_expand_and_validate(path):
     """Every reproduction and demonstration the docs run loads as a sweep (one run or a grid)."""
     from initlab.config import load
@@ -385,8 +427,11 @@ def test_a_different_sweep_of_the_same_name_is_refused_unless_replaced(tmp_path)
     index = (tmp_path / "same" / "index.json").read_text()
     for args in (["--dry-run"], ["-q"]):  # the dry run refuses what the sweep refuses
         result = runner.invoke(app, ["sweep", str(config), *args, "--seeds", "1,2"])
-        assert result.exit_code == 1 and "holds a different sweep named 'same' (1 of its runs are not in this one" \
-            in result.output.replace("\n", " "), result.output
+        assert (
+            result.exit_code == 1
+            and "holds a different sweep named 'same' (1 of its runs are not in this one"
+            in result.output.replace("\n", " ")
+        ), result.output
     assert (tmp_path / "same" / "index.json").read_text() == index  # nothing of the first was overwritten
     assert runner.invoke(app, ["sweep", str(config), "-q"]).exit_code == 0  # the same sweep again: fine
     result = runner.invoke(app, ["sweep", str(config), "-q", "--seeds", "1,2", "--replace"])

@@ -15,8 +15,15 @@ from initlab.nn.activations import ACTIVATIONS, Shape, numeric
 from initlab.nn.formats import FORMATS
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role, resolve_args
 from initlab.nn.optimizers import LOSSES
-from initlab.theory.mean_field import (MeanField, critical_sigma_w2, format_crossings, output_grad_ms, phase_table,
-                                       predict_layers, underflow_layer)
+from initlab.theory.mean_field import (
+    MeanField,
+    critical_sigma_w2,
+    format_crossings,
+    output_grad_ms,
+    phase_table,
+    predict_layers,
+    underflow_layer,
+)
 from initlab.theory.quadrature import bisect, expect, expect2
 from initlab.train.theory_inputs import effective_sigmas, gradient_prediction, loss_scale_value, predict_config
 from initlab.train.build import init_params, model_spec
@@ -85,8 +92,11 @@ def test_phases_and_depth_scales():
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_every_activation_has_finite_maps(name):
     m = MeanField(name, 1.0, 0.05)
-    assert math.isfinite(m.q_map(1.0)) and math.isfinite(m.chi(1.0)) and m.phase in (
-        "ordered", "chaotic", "critical", "near-critical ordered", "near-critical chaotic", "unbounded")
+    assert (
+        math.isfinite(m.q_map(1.0))
+        and math.isfinite(m.chi(1.0))
+        and m.phase in ("ordered", "chaotic", "critical", "near-critical ordered", "near-critical chaotic", "unbounded")
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in INITIALIZERS if INITIALIZERS[n].sigma_w2 is not None])
@@ -97,8 +107,11 @@ def test_effective_sigma_w2_is_fan_in_times_variance(name):
     assert 600 * w.var() == pytest.approx(entry.sigma_w2(600, 400, args), rel=0.03, abs=1e-6)
 
 
-@pytest.mark.parametrize("bias_init, args", [(n, {}) for n in BIAS_INITIALIZERS] + [
-    ("normal", {"std": 0.3}), ("uniform", {"limit": 0.2}), ("constant", {"value": 0.5})])
+@pytest.mark.parametrize(
+    "bias_init, args",
+    [(n, {}) for n in BIAS_INITIALIZERS]
+    + [("normal", {"std": 0.3}), ("uniform", {"limit": 0.2}), ("constant", {"value": 0.5})],
+)
 def test_effective_sigma_b2_is_the_bias_entry_s_variance(bias_init, args):
     cfg = from_dict({"model": {"width": 64, "bias_init": bias_init, "bias_init_args": args}})
     entry = BIAS_INITIALIZERS[bias_init]
@@ -129,19 +142,25 @@ def test_theory_does_not_apply_says_why():
         MeanField("rellu", 1.0, 0.0)
 
 
-@pytest.mark.parametrize("activation, init, args", [
-    ("relu", "he_normal", {}), ("relu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.1}),
-    ("tanh", "mean_field", {"sigma_w": 1.0, "sigma_b": 0.2236}),
-    ("tanh", "mean_field", {"sigma_w": 1.8, "sigma_b": 0.2236}),
-    ("selu", "lecun_normal", {}), ("selu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.0}),
-    ("erf", "mean_field", {"sigma_w": 1.5, "sigma_b": 0.2}),  # the closed-form arcsine kernel
-])
+@pytest.mark.parametrize(
+    "activation, init, args",
+    [
+        ("relu", "he_normal", {}),
+        ("relu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.1}),
+        ("tanh", "mean_field", {"sigma_w": 1.0, "sigma_b": 0.2236}),
+        ("tanh", "mean_field", {"sigma_w": 1.8, "sigma_b": 0.2236}),
+        ("selu", "lecun_normal", {}),
+        ("selu", "mean_field", {"sigma_w": 1.2, "sigma_b": 0.0}),
+        ("erf", "mean_field", {"sigma_w": 1.5, "sigma_b": 0.2}),  # the closed-form arcsine kernel
+    ],
+)
 def test_predicted_per_layer_variance_matches_measurement(activation, init, args):
     """Width 1024, Gaussian inputs, 3 seeds: measured pre-activation variance of every hidden layer
     within 10% of the prediction, and the gradient ratio to the last hidden layer within 20%."""
     depth, width, d_in, batch = 8, 1024, 256, 256
-    cfg = from_dict({"model": {"depth": depth, "width": width, "activation": activation, "init": init,
-                               "init_args": args}})
+    cfg = from_dict(
+        {"model": {"depth": depth, "width": width, "activation": activation, "init": init, "init_args": args}}
+    )
     spec = model_spec(cfg.model, d_in, 10)
     stats_fn = make_layer_stats(spec, LOSSES["cross_entropy"])
     pre, grad = [], []
@@ -159,15 +178,31 @@ def test_predicted_per_layer_variance_matches_measurement(activation, init, args
 
 
 def test_cli_theory_phase_diagram_and_config(tmp_path):
-    result = runner.invoke(app, ["theory", "--activation", "tanh", "--sigma-b2", "0.05", "--sigma-w2", "1.0",
-                                 "--sigma-w2", "3.0", "--plot", str(tmp_path / "phase.png")])
+    result = runner.invoke(
+        app,
+        [
+            "theory",
+            "--activation",
+            "tanh",
+            "--sigma-b2",
+            "0.05",
+            "--sigma-w2",
+            "1.0",
+            "--sigma-w2",
+            "3.0",
+            "--plot",
+            str(tmp_path / "phase.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "critical σ_w² = 1.761" in result.output and "ordered" in result.output and "chaotic" in result.output
     assert (tmp_path / "phase.png").read_bytes()[:4] == b"\x89PNG"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {dataset: gaussian, input_dim: 16, train_size: 256, test_size: 32, probe_size: 64}\n"
-                   "model: {depth: 5, width: 64, activation: tanh, init: mean_field, "
-                   "init_args: {sigma_w: 1.2, sigma_b: 0.2236}}\n")
+    cfg.write_text(
+        "data: {dataset: gaussian, input_dim: 16, train_size: 256, test_size: 32, probe_size: 64}\n"
+        "model: {depth: 5, width: 64, activation: tanh, init: mean_field, "
+        "init_args: {sigma_w: 1.2, sigma_b: 0.2236}}\n"
+    )
     out = runner.invoke(app, ["theory", str(cfg)])
     assert out.exit_code == 0, out.output
     assert "ordered phase" in out.output and "6ξ_c" in out.output
@@ -268,8 +303,12 @@ def _direct_grad_rms(params, x, labels, activation, c):
     """Each example's ∂ℓ/∂z by hand in float64 numpy, for a plain MLP with cross-entropy: the rms
     per entry of every hidden layer, then the output layer."""
     phi = lambda v: np.asarray(ACTIVATIONS[activation](jnp.asarray(v)), np.float64)  # noqa: E731
-    dphi = lambda v: np.asarray(jax.vmap(jax.grad(ACTIVATIONS[activation]))(jnp.asarray(v).ravel()), np.float64  # noqa: E731
-                                ).reshape(v.shape)
+
+    def dphi(v):
+        return np.asarray(jax.vmap(jax.grad(ACTIVATIONS[activation]))(jnp.asarray(v).ravel()), np.float64).reshape(
+            v.shape
+        )
+
     f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
     ws = [f64(params.inp.dense.w), *f64(params.hidden.dense.w)]
     bs = [f64(params.inp.dense.b), *f64(params.hidden.dense.b)]
@@ -289,17 +328,22 @@ def _direct_grad_rms(params, x, labels, activation, c):
     return list(reversed(rms[1:])) + rms[:1]  # layers 1..depth, then the logits
 
 
-@pytest.mark.parametrize("activation, init, args", [
-    ("sigmoid", "glorot_normal", {}), ("relu", "he_normal", {}),
-    ("tanh", "mean_field", {"sigma_w": 2.0, "sigma_b": 0.3}),  # large logits: a far-from-uniform softmax
-])
+@pytest.mark.parametrize(
+    "activation, init, args",
+    [
+        ("sigmoid", "glorot_normal", {}),
+        ("relu", "he_normal", {}),
+        ("tanh", "mean_field", {"sigma_w": 2.0, "sigma_b": 0.3}),  # large logits: a far-from-uniform softmax
+    ],
+)
 def test_predicted_gradient_rms_matches_a_direct_backward_pass(activation, init, args):
     """Width 512, Gaussian inputs of second moment 1, 3 seeds: each layer's per-example ∂ℓ/∂z rms,
     the logits' included, by hand within 5% of the prediction (measured: within 1.5%). The tanh
     case's logits have second moment ≈ 2.3, where the uniform softmax's (C−1)/C² puts the rms 10% low."""
     depth, width, d_in, batch, c = 4, 512, 128, 256, 10
-    cfg = from_dict({"model": {"depth": depth, "width": width, "activation": activation, "init": init,
-                               "init_args": args}})
+    cfg = from_dict(
+        {"model": {"depth": depth, "width": width, "activation": activation, "init": init, "init_args": args}}
+    )
     spec = model_spec(cfg.model, d_in, c)
     measured = []
     for seed in range(3):
@@ -313,24 +357,41 @@ def test_predicted_gradient_rms_matches_a_direct_backward_pass(activation, init,
 
 def test_cli_theory_says_where_float16_loses_the_gradient(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
-                   "model: {depth: 30, width: 64, activation: sigmoid, init: standard}\n")
+    cfg.write_text(
+        "data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
+        "model: {depth: 30, width: 64, activation: sigmoid, init: standard}\n"
+    )
     out = runner.invoke(app, ["theory", str(cfg)])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())  # rich may wrap long lines
     assert "float32 (the run's format): no layer below its smallest normal 1.2e-38" in text
-    assert ("float16: gradients (rms per entry, batch 128, loss scale 1) below the smallest normal 6.1e-05 from layer"
-            in text)
-    he = runner.invoke(app, ["theory", str(cfg), "--set", "model.activation=relu", "--set", "model.init=he_normal",
-                             "--set", "model.depth=10"])
+    assert (
+        "float16: gradients (rms per entry, batch 128, loss scale 1) below the smallest normal 6.1e-05 from layer"
+        in text
+    )
+    he = runner.invoke(
+        app,
+        [
+            "theory",
+            str(cfg),
+            "--set",
+            "model.activation=relu",
+            "--set",
+            "model.init=he_normal",
+            "--set",
+            "model.depth=10",
+        ],
+    )
     assert he.exit_code == 0 and "float16: no layer below its smallest normal 6.1e-05" in " ".join(he.output.split())
 
 
 def test_cli_theory_uses_the_run_s_format_and_loss_scale(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
-                   "model: {depth: 30, width: 64, activation: sigmoid, init: standard, dtype: float16}\n"
-                   "train: {batch_size: 64, loss_scale: 1024}\n")
+    cfg.write_text(
+        "data: {dataset: gaussian, input_dim: 32, train_size: 256, test_size: 32, probe_size: 64}\n"
+        "model: {depth: 30, width: 64, activation: sigmoid, init: standard, dtype: float16}\n"
+        "train: {batch_size: 64, loss_scale: 1024}\n"
+    )
     out = runner.invoke(app, ["theory", str(cfg)])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
@@ -421,10 +482,13 @@ def test_erf_network_correlation_follows_the_arcsine_map():
         assert measured == pytest.approx(c, abs=0.01)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--activation", "tanh", "--sigma-w2", "0"], "σ_w² must be > 0"),
-    (["--activation", "tanh", "--plot", "x.txt"], "--plot x.txt: a figure is written as .png, .pdf, .svg"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--activation", "tanh", "--sigma-w2", "0"], "σ_w² must be > 0"),
+        (["--activation", "tanh", "--plot", "x.txt"], "--plot x.txt: a figure is written as .png, .pdf, .svg"),
+    ],
+)
 def test_theory_bad_input_is_one_line(args, message):
     result = runner.invoke(app, ["theory", *args])
     assert result.exit_code == 1 and message in result.output and "internal error" not in result.output
@@ -445,15 +509,22 @@ def test_mean_field_predicts_the_mean_squared_singular_value():
     for wide tanh nets, ordered (σ_w² = 0.5: it shrinks), critical and chaotic (σ_w² = 2: grows)."""
     d, width, depth = 64, 256, 6
     x = jax.random.normal(jax.random.PRNGKey(9), (4, d))
-    for sigma_w in (0.5 ** 0.5, 1.0, 2 ** 0.5):
-        cfg = tiny(model={"depth": depth, "width": width, "activation": "tanh", "init": "mean_field",
-                          "init_args": {"sigma_w": sigma_w, "sigma_b": 0.0}})
+    for sigma_w in (0.5**0.5, 1.0, 2**0.5):
+        cfg = tiny(
+            model={
+                "depth": depth,
+                "width": width,
+                "activation": "tanh",
+                "init": "mean_field",
+                "init_args": {"sigma_w": sigma_w, "sigma_b": 0.0},
+            }
+        )
         spec = model_spec(cfg.model, d, 3)
         measured = []
         for seed in range(3):
             params, state = init_params(spec, cfg.model, jax.random.PRNGKey(seed))
             measured.append(summarize(np.asarray(singular_values_fn(spec)(params, state, x)), width, d)["mean_sq"])
-        predicted = predict_config(cfg.model, d, float(jnp.mean(x ** 2)))["jacobian_mean_sq"]
+        predicted = predict_config(cfg.model, d, float(jnp.mean(x**2)))["jacobian_mean_sq"]
         assert np.mean(measured) == pytest.approx(predicted, rel=0.15), sigma_w
 
 

@@ -189,9 +189,12 @@ def test_batched_group_equals_runs_trained_alone(stats_on):
     from initlab.train.loop import train_group
 
     log = {"log": {"every": 10, "stats_on": stats_on}}
-    cfgs = [tiny(seed=0, **log), tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}, **log),
-            tiny(seed=2, train={"lr": 0.01}, **log),
-            tiny(seed=0, model={"init": "glorot_uniform"}, train={"lr": 0.001}, **log)]
+    cfgs = [
+        tiny(seed=0, **log),
+        tiny(seed=1, model={"init": "orthogonal", "init_args": {"gain": 1.3}}, **log),
+        tiny(seed=2, train={"lr": 0.01}, **log),
+        tiny(seed=0, model={"init": "glorot_uniform"}, train={"lr": 0.001}, **log),
+    ]
     data = load_dataset(cfgs[0].data)
     sinks = [Recorder() for _ in cfgs]
     grouped = train_group(cfgs, data, sinks)
@@ -199,8 +202,9 @@ def test_batched_group_equals_runs_trained_alone(stats_on):
         alone, alone_rec = fit(cfg)
         assert res.group_size == 4 and alone.group_size == 1
         assert res.steps == alone.steps
-        np.testing.assert_allclose([r["train_loss"] for r in rec.rows[1:]],
-                                   [r["train_loss"] for r in alone_rec.rows[1:]], rtol=2e-4)
+        np.testing.assert_allclose(
+            [r["train_loss"] for r in rec.rows[1:]], [r["train_loss"] for r in alone_rec.rows[1:]], rtol=2e-4
+        )
         assert res.final["test_acc"] == pytest.approx(alone.final["test_acc"], abs=1 / 256 + 1e-9)
         for key in ("pre_var", "grad_var", "w_norm"):
             np.testing.assert_allclose(res.last_stats[key], alone.last_stats[key], rtol=2e-3)
@@ -211,9 +215,11 @@ def test_a_diverging_run_does_not_disturb_its_group(stats_on):
     from initlab.train.loop import train_group
 
     log = {"log": {"every": 10, "stats_on": stats_on}}
-    cfgs = [tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}, **log),
-            tiny(seed=0, train={"optimizer": "sgd", "lr": 1e6}, **log),
-            tiny(seed=1, train={"optimizer": "sgd", "lr": 0.05}, **log)]
+    cfgs = [
+        tiny(seed=0, train={"optimizer": "sgd", "lr": 0.05}, **log),
+        tiny(seed=0, train={"optimizer": "sgd", "lr": 1e6}, **log),
+        tiny(seed=1, train={"optimizer": "sgd", "lr": 0.05}, **log),
+    ]
     data = load_dataset(cfgs[0].data)
     sinks = [Recorder() for _ in cfgs]
     healthy0, exploded, healthy1 = train_group(cfgs, data, sinks)
@@ -308,8 +314,11 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     from initlab.train.device import init_state, make_train_fns
     from conftest import make_layer_stats
 
-    cfg = tiny(model={"activation": "tanh", "norm": "batchnorm"}, train={"steps": 20},
-               log={"every": 10, "stats_on": "train_batch"})
+    cfg = tiny(
+        model={"activation": "tanh", "norm": "batchnorm"},
+        train={"steps": 20},
+        log={"every": 10, "stats_on": "train_batch"},
+    )
     result, rec = fit(cfg, StatsRecorder())
     assert sorted(rec.stats) == [0, 10, 20] and result.status == "completed"
 
@@ -318,13 +327,15 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     fns = make_train_fns(cfg, spec, make_schedule(cfg, 512), 512)
     state, _ = init_state(cfg, spec, fns, jax.device_put(data.x_train))
     idx = np.asarray(state.order[:32])  # step 0's mini-batch
-    want = make_layer_stats(spec, fns_loss(cfg))(state.params, state.norm_state, state.params,
-                                                 data.x_train[idx], data.y_train[idx])
+    want = make_layer_stats(spec, fns_loss(cfg))(
+        state.params, state.norm_state, state.params, data.x_train[idx], data.y_train[idx]
+    )
     for column in ("pre_var", "act_var", "grad_var", "wgrad_norm", "unit_p50", "saturated_frac"):
         np.testing.assert_allclose(rec.stats[0][column], np.asarray(want[column]), rtol=1e-5, err_msg=column)
     # ...and not the probe's numbers
-    probe = make_layer_stats(spec, fns_loss(cfg))(state.params, state.norm_state, state.params,
-                                                  data.x_train[:128], data.y_train[:128])
+    probe = make_layer_stats(spec, fns_loss(cfg))(
+        state.params, state.norm_state, state.params, data.x_train[:128], data.y_train[:128]
+    )
     assert not np.allclose(rec.stats[0]["grad_var"], np.asarray(probe["grad_var"]), rtol=1e-3)
 
 
@@ -371,10 +382,13 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
         return jax.tree.map(lambda a: a[0], out.state.params)
 
     def update_ratios(w, w_prev):  # per layer, in float64
-        return np.concatenate([np.linalg.norm((np.asarray(a, np.float64) - np.asarray(b, np.float64))
-                                              .reshape(len(a), -1), axis=1)
-                               / np.linalg.norm(np.asarray(b, np.float64).reshape(len(b), -1), axis=1)
-                               for a, b in zip(effective_weights(w), effective_weights(w_prev))])
+        return np.concatenate(
+            [
+                np.linalg.norm((np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(len(a), -1), axis=1)
+                / np.linalg.norm(np.asarray(b, np.float64).reshape(len(b), -1), axis=1)
+                for a, b in zip(effective_weights(w), effective_weights(w_prev))
+            ]
+        )
 
     w0, w10, w20, w25 = (jax.tree.map(lambda a: a[0], start.params), weights_at(10), weights_at(20), weights_at(25))
     np.testing.assert_allclose(rec.stats[10]["update_ratio"], update_ratios(w10, w0), rtol=1e-4)
@@ -402,14 +416,16 @@ def fns_loss(cfg):
     return make_loss(cfg.train.loss, cfg.train.target_scale)
 
 
-@pytest.mark.parametrize("model, rtol", [({}, 0), ({"dropout": 0.2, "activation": "tanh"}, 0),
-                                         ({"norm": "batchnorm"}, 1e-6)])
+@pytest.mark.parametrize(
+    "model, rtol", [({}, 0), ({"dropout": 0.2, "activation": "tanh"}, 0), ({"norm": "batchnorm"}, 1e-6)]
+)
 def test_logging_on_the_training_batch_does_not_change_training(model, rtol):
     """A logged step updates as an unlogged one: logging every step on the training batch trains
     the same weights as logging every 10 on the probe, bit for bit (batch norm: XLA fuses its
     reductions with the statistics' and the last bit may differ)."""
-    every_step, rec_a = fit(tiny(model=model, train={"steps": 30}, log={"every": 1, "stats_on": "train_batch"}),
-                            StatsRecorder())
+    every_step, rec_a = fit(
+        tiny(model=model, train={"steps": 30}, log={"every": 1, "stats_on": "train_batch"}), StatsRecorder()
+    )
     probe, rec_b = fit(tiny(model=model, train={"steps": 30}, log={"every": 10}), StatsRecorder())
     assert len(rec_a.stats) == 31
     # (train_loss is averaged since the previous log, so it differs)
@@ -433,8 +449,13 @@ def test_train_batch_statistics_see_the_dropout_masks():
 def test_non_finite_statistics_stop_the_run_where_they_show(stats_on):
     """Activations that overflow float32 at initialization (orthogonal gain 100 over 12 layers,
     z ~ 100¹²) leave the loss finite but the statistics not: the run stops at step 0, untrained."""
-    result, rec = fit(tiny(model={"depth": 12, "init": "orthogonal", "init_args": {"gain": 100.0}},
-                           train={"steps": 40, "optimizer": "adam"}, log={"every": 10, "stats_on": stats_on}))
+    result, rec = fit(
+        tiny(
+            model={"depth": 12, "init": "orthogonal", "init_args": {"gain": 100.0}},
+            train={"steps": 40, "optimizer": "adam"},
+            log={"every": 10, "stats_on": stats_on},
+        )
+    )
     assert result.status == "diverged" and result.steps == 0
     assert result.divergence["step"] == 0 and "statistics" in result.divergence["reason"]
     assert result.divergence["direction"] == "forward"
@@ -457,10 +478,18 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     tol = min(abs(float(ref.stats[s]["w_norm"][0]) - marker) for s in (0, 10, 30, 40)) / 2
     w_norm = Layout(cfg.log.stats).slices["w_norm"].start
     device_check, host_check = Layout.signal_finite, T.first_nonfinite_layer
-    monkeypatch.setattr(Layout, "signal_finite", lambda self, table: device_check(self, table) & (
-        jnp.abs(table[..., w_norm, 0] - marker) > tol))
-    monkeypatch.setattr(T, "first_nonfinite_layer", lambda stats, *directions: (2, "backward") if abs(
-        float(stats["w_norm"][0]) - marker) <= tol else host_check(stats, *directions))
+    monkeypatch.setattr(
+        Layout,
+        "signal_finite",
+        lambda self, table: device_check(self, table) & (jnp.abs(table[..., w_norm, 0] - marker) > tol),
+    )
+    monkeypatch.setattr(
+        T,
+        "first_nonfinite_layer",
+        lambda stats, *directions: (
+            (2, "backward") if abs(float(stats["w_norm"][0]) - marker) <= tol else host_check(stats, *directions)
+        ),
+    )
     result, rec = fit(cfg)
     assert result.status == "diverged" and result.steps == 20 and result.divergence["step"] == 20
     assert "statistics" in result.divergence["reason"]
@@ -469,8 +498,13 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
 
 @STATS_ON
 def test_a_blow_up_on_a_logged_step_is_recorded_once(stats_on):
-    result, rec = fit(tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50},
-                           log={"every": 1, "stats_on": stats_on}))
+    result, rec = fit(
+        tiny(
+            model={"depth": 6},
+            train={"optimizer": "sgd", "lr": 1e6, "steps": 50},
+            log={"every": 1, "stats_on": stats_on},
+        )
+    )
     assert result.status == "diverged"
     steps = [r["step"] for r in rec.rows]
     assert rec.layer_steps == sorted(set(rec.layer_steps)) and steps == sorted(set(steps))

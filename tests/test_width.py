@@ -27,8 +27,14 @@ def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("width")
     spec = {
         "name": "width",
-        "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 256, "test_size": 64,
-                 "probe_size": 64},
+        "data": {
+            "dataset": "gaussian",
+            "input_dim": 16,
+            "num_classes": 4,
+            "train_size": 256,
+            "test_size": 64,
+            "probe_size": 64,
+        },
         "model": {"depth": 2, "init": "he_normal"},
         "train": {"optimizer": "adam", "steps": 4, "batch_size": 64},
         "log": {"every": 1, "stats": ["act_abs_mean", "pre_delta_abs_mean"], "jacobian": 0, "out": str(root)},
@@ -84,8 +90,11 @@ def test_best_learning_rate_is_the_lowest_mean_loss(sweep_dir):
     rows = best_learning_rates(runs)
     assert {r["configuration"] for r in rows} == {"parameterization=mup, base_width=32", "parameterization=standard"}
     for row in rows:
-        members = [r for r in runs if r.flat["model.width"] == row["width"]
-                   and r.flat["model.parameterization"] in row["configuration"]]
+        members = [
+            r
+            for r in runs
+            if r.flat["model.width"] == row["width"] and r.flat["model.parameterization"] in row["configuration"]
+        ]
         losses = {r.flat["train.lr"]: r.final("test_loss") for r in members}
         assert row["best_lr"] == min(losses, key=lambda k: losses[k] if math.isfinite(losses[k]) else math.inf)
         assert row["lrs"] == len(LRS) and row["seeds"] == 1
@@ -108,8 +117,9 @@ def test_plot_coordcheck_and_transfer(sweep_dir, tmp_path):
 
 
 def test_coordcheck_without_the_statistic_or_with_a_bad_one_is_an_error(sweep_dir, tmp_path):
-    bad = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "coordcheck", "--stat", "act_var",
-                              "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["plot", str(sweep_dir), "--kind", "coordcheck", "--stat", "act_var", "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "--stat 'act_var': not one of pre_delta_abs_mean, act_abs_mean" in bad.output
     one = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
     alone = runner.invoke(app, ["plot", str(one), "--kind", "coordcheck", "--out", str(tmp_path)])
@@ -118,10 +128,16 @@ def test_coordcheck_without_the_statistic_or_with_a_bad_one_is_an_error(sweep_di
 
 def test_zero_readout_reports_the_first_step_every_layer_moved_without_theory(tmp_path):
     spec = {
-        "name": "zero", "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 256,
-                                 "test_size": 64, "probe_size": 64},
-        "model": {"depth": 2, "init": "he_normal", "parameterization": "mup", "base_width": 32,
-                  "zero_readout": True},
+        "name": "zero",
+        "data": {
+            "dataset": "gaussian",
+            "input_dim": 16,
+            "num_classes": 4,
+            "train_size": 256,
+            "test_size": 64,
+            "probe_size": 64,
+        },
+        "model": {"depth": 2, "init": "he_normal", "parameterization": "mup", "base_width": 32, "zero_readout": True},
         "train": {"optimizer": "adam", "steps": 3, "batch_size": 64, "lr": 0.01},
         "log": {"every": 1, "stats": ["pre_delta_abs_mean"], "jacobian": 0, "out": str(tmp_path)},
         "sweep": {"model.width": [32, 64]},
@@ -136,9 +152,17 @@ def test_zero_readout_reports_the_first_step_every_layer_moved_without_theory(tm
 
 def test_coordcheck_plots_configurations_of_different_depths(tmp_path):
     spec = {
-        "name": "depths", "data": {"dataset": "gaussian", "input_dim": 16, "num_classes": 4, "train_size": 256,
-                                   "test_size": 64, "probe_size": 64},
-        "model": {"init": "he_normal"}, "train": {"optimizer": "adam", "steps": 2, "batch_size": 64},
+        "name": "depths",
+        "data": {
+            "dataset": "gaussian",
+            "input_dim": 16,
+            "num_classes": 4,
+            "train_size": 256,
+            "test_size": 64,
+            "probe_size": 64,
+        },
+        "model": {"init": "he_normal"},
+        "train": {"optimizer": "adam", "steps": 2, "batch_size": 64},
         "log": {"every": 1, "stats": ["pre_delta_abs_mean"], "jacobian": 0, "out": str(tmp_path)},
         "sweep": {"model.width": [16, 32], "model.depth": [1, 3]},
     }

@@ -13,19 +13,85 @@ The registries' facts are read when a config is validated, through the one lazy 
 Their public names are re-exported here, so ``from initlab.config import RunConfig, load`` and
 ``from initlab import config as C; C.load(...)`` read as before."""
 
-from initlab.config.files import (EXCLUSIVE, MAX_CONFIG_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, SWEEP_KEYS,
-                                  apply_overrides, load, parse_scalar, parse_yaml, read_yaml, set_value, to_yaml)
-from initlab.config.migrations import (HASH_DIGITS, LEGACY_HASH_DIGITS, MIGRATIONS, SCHEMA_VERSION, Migration,
-                                       config_digest, config_hash, is_default_stats, migrate)
-from initlab.config.schema import (MAX_SEED, MIN_HISTOGRAM_BINS, DataConfig, LogConfig, ModelConfig, RunConfig,
-                                   TrainConfig, allowed_text, describe_fields, field_type, from_dict, only_for,
-                                   to_dict)
+from initlab.config.files import (
+    EXCLUSIVE,
+    MAX_CONFIG_BYTES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    SWEEP_KEYS,
+    apply_overrides,
+    load,
+    parse_scalar,
+    parse_yaml,
+    read_yaml,
+    set_value,
+    to_yaml,
+)
+from initlab.config.migrations import (
+    HASH_DIGITS,
+    LEGACY_HASH_DIGITS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    config_digest,
+    config_hash,
+    is_default_stats,
+    migrate,
+)
+from initlab.config.schema import (
+    MAX_SEED,
+    MIN_HISTOGRAM_BINS,
+    DataConfig,
+    LogConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    allowed_text,
+    describe_fields,
+    field_type,
+    from_dict,
+    only_for,
+    to_dict,
+)
 from initlab.config.validation import check_name, spec
 from initlab.errors import ConfigError
 
-__all__ = ["EXCLUSIVE", "HASH_DIGITS", "LEGACY_HASH_DIGITS", "MAX_CONFIG_BYTES", "MAX_SEED", "MAX_YAML_DEPTH",
-           "MAX_YAML_NODES", "MIGRATIONS", "MIN_HISTOGRAM_BINS", "SCHEMA_VERSION", "SWEEP_KEYS", "ConfigError",
-           "DataConfig", "LogConfig", "Migration", "ModelConfig", "RunConfig", "TrainConfig", "allowed_text",
-           "apply_overrides", "check_name", "config_digest", "config_hash", "describe_fields", "field_type",
-           "from_dict", "is_default_stats", "load", "migrate", "only_for", "parse_scalar", "parse_yaml", "read_yaml",
-           "set_value", "spec", "to_dict", "to_yaml"]
+__all__ = [
+    "EXCLUSIVE",
+    "HASH_DIGITS",
+    "LEGACY_HASH_DIGITS",
+    "MAX_CONFIG_BYTES",
+    "MAX_SEED",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "MIGRATIONS",
+    "MIN_HISTOGRAM_BINS",
+    "SCHEMA_VERSION",
+    "SWEEP_KEYS",
+    "ConfigError",
+    "DataConfig",
+    "LogConfig",
+    "Migration",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "allowed_text",
+    "apply_overrides",
+    "check_name",
+    "config_digest",
+    "config_hash",
+    "describe_fields",
+    "field_type",
+    "from_dict",
+    "is_default_stats",
+    "load",
+    "migrate",
+    "only_for",
+    "parse_scalar",
+    "parse_yaml",
+    "read_yaml",
+    "set_value",
+    "spec",
+    "to_dict",
+    "to_yaml",
+]

@@ -94,8 +94,9 @@ class _Loader(yaml.SafeLoader):
     def _count(self, n: int) -> None:
         self._nodes += n
         if self._nodes > MAX_YAML_NODES:
-            raise ConfigError(f"aliases expand to more than {MAX_YAML_NODES:,} values{self._where()} "
-                              "(a YAML alias bomb?)")
+            raise ConfigError(
+                f"aliases expand to more than {MAX_YAML_NODES:,} values{self._where()} (a YAML alias bomb?)"
+            )
 
     def _expanded_size(self, node: yaml.Node) -> int:
         """Nodes in ``node`` with every alias inside it expanded (memoized)."""
@@ -124,8 +125,9 @@ class _Loader(yaml.SafeLoader):
                 key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
                     if key in lines:
-                        raise ConfigError(f"{key!r} is given twice in one mapping (lines {lines[key]} and {line}); "
-                                          "keep one")
+                        raise ConfigError(
+                            f"{key!r} is given twice in one mapping (lines {lines[key]} and {line}); keep one"
+                        )
                     lines[key] = line
                 except TypeError:
                     continue  # an unhashable key: refused when the mapping is built
@@ -134,8 +136,11 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+
-                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    re.compile(
+        r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -164,8 +169,10 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     train every default without a word)."""
     data = read_yaml(path)
     if not data and not list(overrides):
-        raise ConfigError(f"{path}: empty, so every default would apply (one epoch of a small MLP on MNIST); "
-                          "write the keys to set (`initlab config keys` lists them), e.g. `name: baseline`")
+        raise ConfigError(
+            f"{path}: empty, so every default would apply (one epoch of a small MLP on MNIST); "
+            "write the keys to set (`initlab config keys` lists them), e.g. `name: baseline`"
+        )
     found = [k for k in SWEEP_KEYS if k in data]
     if found:
         raise ConfigError(f"{found[0]}: {path} describes a sweep; run it with `initlab sweep {path}`")
@@ -189,8 +196,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                          "a config is a YAML file") from None
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); a config is a YAML file"
+        ) from None
     try:
         data = parse_yaml(text)
     except ConfigError as e:

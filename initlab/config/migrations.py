@@ -54,27 +54,33 @@ def is_default_stats(stats: Sequence[str] | None) -> bool:
     return stats is None or tuple(stats) in default_stat_eras()
 
 
-MIGRATIONS: tuple[Migration, ...] = tuple(Migration(i, key, old, same) for i, (key, old, same) in enumerate((
-    ("log.stats", None, is_default_stats),
-    ("data.input_scale", 1.0, None),
-    ("log.histograms", 0, None),
-    ("log.jacobian", 4, None),
-    ("model.dtype", "float32", None),
-    ("model.precision", "mixed", None),
-    ("train.loss_scale", "none", None),
-    ("train.loss_scale_init", 32768.0, None),
-    ("train.loss_scale_period", 2000, None),
-    ("model.parameterization", "standard", None),
-    ("model.base_width", None, None),
-    ("model.zero_readout", False, None),
-    ("data.range", (-0.5, 0.5), None),
-    ("train.target_range", None, None),
-    ("model.branch_scale_init", 1.0, None),
-    ("model.shaping", "none", None),
-    ("model.shaping_args", {}, None),
-    ("model.reparam", "none", None),
-    ("model.norm_args", {}, None),
-), start=1))
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    Migration(i, key, old, same)
+    for i, (key, old, same) in enumerate(
+        (
+            ("log.stats", None, is_default_stats),
+            ("data.input_scale", 1.0, None),
+            ("log.histograms", 0, None),
+            ("log.jacobian", 4, None),
+            ("model.dtype", "float32", None),
+            ("model.precision", "mixed", None),
+            ("train.loss_scale", "none", None),
+            ("train.loss_scale_init", 32768.0, None),
+            ("train.loss_scale_period", 2000, None),
+            ("model.parameterization", "standard", None),
+            ("model.base_width", None, None),
+            ("model.zero_readout", False, None),
+            ("data.range", (-0.5, 0.5), None),
+            ("train.target_range", None, None),
+            ("model.branch_scale_init", 1.0, None),
+            ("model.shaping", "none", None),
+            ("model.shaping_args", {}, None),
+            ("model.reparam", "none", None),
+            ("model.norm_args", {}, None),
+        ),
+        start=1,
+    )
+)
 
 # The schema a config of this version of initlab has: configs and run folders of every earlier one load.
 SCHEMA_VERSION = MIGRATIONS[-1].version

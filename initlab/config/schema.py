@@ -25,7 +25,7 @@ from initlab.config.validation import build, check_name, field_help, range_text,
 from initlab.errors import ConfigError
 
 # JAX's PRNGKey(seed) keeps a seed's low 32 bits: a larger seed would silently be another one's run.
-MAX_SEED = 2 ** 32 - 1
+MAX_SEED = 2**32 - 1
 
 
 def _registries() -> types.ModuleType:
@@ -72,10 +72,14 @@ def _words(names: list[str], last: str = "or") -> str:
 
 def _args_help(pick: Callable[[types.ModuleType], Any], what: str) -> Callable[[], str]:
     """A help text naming the arguments the entries of a registry declare (``Entry.args``)."""
+
     def text() -> str:
         entries = pick(_registries())
-        per_entry = "; ".join(f"{name}: {', '.join(f'{k}, default {v:g}' for k, v in e.args.items())}"
-                              for name, e in entries.items() if getattr(e, "args", None))
+        per_entry = "; ".join(
+            f"{name}: {', '.join(f'{k}, default {v:g}' for k, v in e.args.items())}"
+            for name, e in entries.items()
+            if getattr(e, "args", None)
+        )
         return f"arguments of the {what} ({per_entry or 'none takes any'})"
 
     return text
@@ -83,6 +87,7 @@ def _args_help(pick: Callable[[types.ModuleType], Any], what: str) -> Callable[[
 
 def _arg_names_help(pick: Callable[[types.ModuleType], Any], what: str) -> Callable[[], str]:
     """A help text listing every argument name the entries of a registry declare, in registry order."""
+
     def text() -> str:
         names: list[str] = []
         for e in pick(_registries()).values():
@@ -104,6 +109,7 @@ def _narrow() -> list[str]:
 
 def _fan_in_help(text: str) -> Callable[[], str]:
     """``text``, then which parameterizations take only fan-in initializers, and those initializers."""
+
     def help_text() -> str:
         pkg = _registries()
         needs = [n for n, p in pkg.nn.parameterizations.PARAMETERIZATIONS.items() if p.needs_law]
@@ -122,25 +128,44 @@ def _only_help(key: str, text: str) -> Callable[[], str]:
 class DataConfig:
     """Where inputs come from and how they are preprocessed."""
 
-    dataset: str = spec("mnist", "dataset: mnist, or gaussian (N(0,1) inputs, labels from a fixed random teacher)",
-                        choices=_registry_names(lambda pkg: pkg.data.datasets.DATASETS))
-    preprocess: str = spec("standardize", "none (pixels/255), center (zero mean per input), standardize (zero mean "
-                           "per input, unit variance on average; Efficient BackProp), whiten (ZCA: decorrelated "
-                           "inputs), minmax (each input mapped linearly from its training range onto data.range)",
-                           choices=_registry_names(lambda pkg: pkg.data.datasets.PREPROCESSORS))
-    range: tuple[float, ...] = spec(help="minmax only: the [low, high] each input is mapped onto (Efficient BackProp "
-                                    "§4.3: inputs inside the nonlinearity's quasilinear range; [-0.5, 0.5] for tanh); "
-                                    "an input constant on the training set goes to the middle",
-                                    factory=lambda: (-0.5, 0.5))
-    whiten_eps: float = spec(0.1, "whiten only: epsilon added to the covariance eigenvalues before the inverse square "
-                             "root (damps the near-constant pixel directions)", gt=0)
-    input_scale: float = spec(1.0, "multiply the preprocessed inputs by this, e.g. to start a network at its "
-                              "mean-field fixed point (q⁰ = q*: 0.214 ≈ √0.0457 for tanh at σ_w² 1.086, σ_b² 1e-4)",
-                              gt=0)
+    dataset: str = spec(
+        "mnist",
+        "dataset: mnist, or gaussian (N(0,1) inputs, labels from a fixed random teacher)",
+        choices=_registry_names(lambda pkg: pkg.data.datasets.DATASETS),
+    )
+    preprocess: str = spec(
+        "standardize",
+        "none (pixels/255), center (zero mean per input), standardize (zero mean "
+        "per input, unit variance on average; Efficient BackProp), whiten (ZCA: decorrelated "
+        "inputs), minmax (each input mapped linearly from its training range onto data.range)",
+        choices=_registry_names(lambda pkg: pkg.data.datasets.PREPROCESSORS),
+    )
+    range: tuple[float, ...] = spec(
+        help="minmax only: the [low, high] each input is mapped onto (Efficient BackProp "
+        "§4.3: inputs inside the nonlinearity's quasilinear range; [-0.5, 0.5] for tanh); "
+        "an input constant on the training set goes to the middle",
+        factory=lambda: (-0.5, 0.5),
+    )
+    whiten_eps: float = spec(
+        0.1,
+        "whiten only: epsilon added to the covariance eigenvalues before the inverse square "
+        "root (damps the near-constant pixel directions)",
+        gt=0,
+    )
+    input_scale: float = spec(
+        1.0,
+        "multiply the preprocessed inputs by this, e.g. to start a network at its "
+        "mean-field fixed point (q⁰ = q*: 0.214 ≈ √0.0457 for tanh at σ_w² 1.086, σ_b² 1e-4)",
+        gt=0,
+    )
     train_size: int | None = spec(None, "use only the first N training examples (default: all; gaussian: 10000)", ge=1)
     test_size: int | None = spec(None, "use only the first N test examples (default: all; gaussian: 2000)", ge=1)
-    probe_size: int = spec(512, "size of the fixed training batch (the probe) the per-layer statistics are computed on "
-                           "with log.stats_on: probe, and theory's input variance q⁰ is measured on", ge=2)
+    probe_size: int = spec(
+        512,
+        "size of the fixed training batch (the probe) the per-layer statistics are computed on "
+        "with log.stats_on: probe, and theory's input variance q⁰ is measured on",
+        ge=2,
+    )
     input_dim: int = spec(784, "gaussian only: input dimension", ge=1)
     num_classes: int = spec(10, "gaussian only: number of classes of the teacher", ge=2)
     teacher_seed: int = spec(0, "gaussian only: seed of the inputs and the teacher network", ge=0, le=MAX_SEED)
@@ -152,68 +177,128 @@ class ModelConfig:
 
     depth: int = spec(3, "number of hidden layers", ge=1, le=1000)
     width: int = spec(256, "units per hidden layer", ge=1, le=65536)
-    activation: str = spec("relu", "nonlinearity of the hidden layers",
-                           choices=_registry_names(lambda pkg: pkg.nn.activations.ACTIVATIONS))
-    init: str = spec("he_normal", "weight initializer of every layer",
-                     choices=_registry_names(lambda pkg: pkg.nn.initializers.INITIALIZERS))
-    init_args: dict[str, float] = spec(help=_arg_names_help(lambda pkg: pkg.nn.initializers.INITIALIZERS,
-                                                            "initializer"), factory=dict)
-    bias_init: str = spec("zeros", "bias initializer (mean_field draws its own biases)",
-                          choices=_registry_names(lambda pkg: pkg.nn.initializers.BIAS_INITIALIZERS))
-    bias_init_args: dict[str, float] = spec(help=_arg_names_help(lambda pkg: pkg.nn.initializers.BIAS_INITIALIZERS,
-                                                                 "bias initializer"), factory=dict)
-    norm: str = spec("none", "normalization of every hidden layer",
-                     choices=_registry_names(lambda pkg: pkg.nn.normalizations.NORMALIZATIONS))
+    activation: str = spec(
+        "relu", "nonlinearity of the hidden layers", choices=_registry_names(lambda pkg: pkg.nn.activations.ACTIVATIONS)
+    )
+    init: str = spec(
+        "he_normal",
+        "weight initializer of every layer",
+        choices=_registry_names(lambda pkg: pkg.nn.initializers.INITIALIZERS),
+    )
+    init_args: dict[str, float] = spec(
+        help=_arg_names_help(lambda pkg: pkg.nn.initializers.INITIALIZERS, "initializer"), factory=dict
+    )
+    bias_init: str = spec(
+        "zeros",
+        "bias initializer (mean_field draws its own biases)",
+        choices=_registry_names(lambda pkg: pkg.nn.initializers.BIAS_INITIALIZERS),
+    )
+    bias_init_args: dict[str, float] = spec(
+        help=_arg_names_help(lambda pkg: pkg.nn.initializers.BIAS_INITIALIZERS, "bias initializer"), factory=dict
+    )
+    norm: str = spec(
+        "none",
+        "normalization of every hidden layer",
+        choices=_registry_names(lambda pkg: pkg.nn.normalizations.NORMALIZATIONS),
+    )
     # Written to config.yaml only when set: the files of runs from before it keep their bytes.
-    norm_args: dict[str, float] = spec(help=_args_help(lambda pkg: pkg.nn.normalizations.NORMALIZATIONS,
-                                                       "normalization"), factory=dict, omit_default=True)
-    norm_position: str = spec("pre", "pre: normalise the pre-activation, before the nonlinearity (Ioffe & Szegedy); "
-                              "post: normalise the activation", choices=("pre", "post"))
+    norm_args: dict[str, float] = spec(
+        help=_args_help(lambda pkg: pkg.nn.normalizations.NORMALIZATIONS, "normalization"),
+        factory=dict,
+        omit_default=True,
+    )
+    norm_position: str = spec(
+        "pre",
+        "pre: normalise the pre-activation, before the nonlinearity (Ioffe & Szegedy); post: normalise the activation",
+        choices=("pre", "post"),
+    )
     norm_eps: float = spec(1e-5, "epsilon added to the variance in normalization", gt=0)
     bn_momentum: float = spec(0.9, "batch norm running-average momentum", ge=0, lt=1)
-    residual: bool = spec(False, "residual MLP: after the first hidden layer, blocks of two layers with a skip "
-                          "connection around them (depth must then be odd: 1 + 2 × blocks)")
-    branch_scale_init: float = spec(1.0, "residual only: the initial value of each residual branch's learned scalar "
-                                    "multiplier m (h' = φ(h + m·branch)); 0 is ReZero (Bachlechner et al. 2020) and "
-                                    "SkipInit (De & Smith 2020): every block the identity at init", ge=0)
+    residual: bool = spec(
+        False,
+        "residual MLP: after the first hidden layer, blocks of two layers with a skip "
+        "connection around them (depth must then be odd: 1 + 2 × blocks)",
+    )
+    branch_scale_init: float = spec(
+        1.0,
+        "residual only: the initial value of each residual branch's learned scalar "
+        "multiplier m (h' = φ(h + m·branch)); 0 is ReZero (Bachlechner et al. 2020) and "
+        "SkipInit (De & Smith 2020): every block the identity at init",
+        ge=0,
+    )
     dropout: float = spec(0.0, "dropout rate of every hidden layer's output during training (0: off)", ge=0, lt=1)
-    dropout_kind: str = spec("standard", "standard (inverted dropout; Srivastava et al. 2014) or alpha "
-                             "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
-                             choices=_registry_names(lambda pkg: pkg.nn.regularizers.DROPOUTS))
-    dtype: str = spec("float32", lambda: "number format of the forward and backward pass: " + _words(
-                      [n + (" (JAX's x64 mode, for that run only)" if f.x64 else "") for n, f in _formats().items()])
-                      + ". Normalization statistics and the loss are computed in float32 (float64 for float64)",
-                      choices=_registry_names(lambda pkg: pkg.nn.formats.FORMATS))
-    precision: str = spec("mixed", "mixed: float32 master parameters and optimizer state, cast to model.dtype for "
-                          "each pass (Micikevicius et al. 2018); pure: parameters and optimizer state in model.dtype "
-                          "itself", choices=("mixed", "pure"))
+    dropout_kind: str = spec(
+        "standard",
+        "standard (inverted dropout; Srivastava et al. 2014) or alpha "
+        "(alpha-dropout for SELU nets; Klambauer et al. 2017)",
+        choices=_registry_names(lambda pkg: pkg.nn.regularizers.DROPOUTS),
+    )
+    dtype: str = spec(
+        "float32",
+        lambda: (
+            "number format of the forward and backward pass: "
+            + _words([n + (" (JAX's x64 mode, for that run only)" if f.x64 else "") for n, f in _formats().items()])
+            + ". Normalization statistics and the loss are computed in float32 (float64 for float64)"
+        ),
+        choices=_registry_names(lambda pkg: pkg.nn.formats.FORMATS),
+    )
+    precision: str = spec(
+        "mixed",
+        "mixed: float32 master parameters and optimizer state, cast to model.dtype for "
+        "each pass (Micikevicius et al. 2018); pure: parameters and optimizer state in model.dtype "
+        "itself",
+        choices=("mixed", "pure"),
+    )
     parameterization: str = spec(
-        "standard", _fan_in_help(
+        "standard",
+        _fan_in_help(
             "how init variance, forward multiplier and learning rate of each layer scale with width: standard; ntk "
             "(unit-variance weights times σ_w/√fan_in in the forward pass; Jacot et al. 2018); mup (maximal update, "
             "Yang et al. 2022: every layer's activations move by O(1) whatever the width, so the best learning rate "
-            "found at model.base_width transfers). "),
-        choices=_registry_names(lambda pkg: pkg.nn.parameterizations.PARAMETERIZATIONS))
-    base_width: int | None = spec(None, _only_help("model.base_width", "the width n₀ at which mup equals the standard "
-                                                   "parameterization (its learning rates and init are relative to m = "
-                                                   "width / base_width)"), ge=1,
-                                  le=65536)
-    zero_readout: bool = spec(False, _only_help("model.zero_readout", "the output layer's weights start at zero, as "
-                                                "Yang et al. 2022 recommend (default: the initializer's draw, rescaled "
-                                                "as mup does)"))
-    shaping: str = spec("none", "kernel shaping of model.activation for a deep plain MLP (no normalization, no skip "
-                        "connections): tat (Zhang et al. 2022: leaky ReLU whose negative slope makes the whole net's "
-                        "C map C_f(0) = eta) or dks (Martens et al. 2021: a smooth activation φ̂(x) = γ(φ(αx+β)+δ) "
-                        "with the whole net's C_f'(1) = zeta); pair with init orthogonal",
-                        choices=_registry_names(lambda pkg: pkg.theory.shaping.SHAPINGS))
-    shaping_args: dict[str, float] = spec(help=_args_help(lambda pkg: pkg.theory.shaping.SHAPINGS, "kernel shaping"),
-                                          factory=dict)
-    reparam: str = spec("none", "how each layer's weight matrix is formed from the parameters training updates: none; "
-                        "weightnorm (Salimans & Kingma 2016: w = g·v/‖v‖ per unit, every layer; g starts at ‖v‖, so "
-                        "the net starts as model.init drew it, or is set from data with init: weightnorm_data); "
-                        "scaled_ws (Brock et al. 2021: each hidden unit's weights standardized to mean 0 and norm g, "
-                        "g = 1 at init, times the activation's gain γ = 1/√Var φ(z))",
-                        choices=_registry_names(lambda pkg: pkg.nn.reparams.REPARAMS))
+            "found at model.base_width transfers). "
+        ),
+        choices=_registry_names(lambda pkg: pkg.nn.parameterizations.PARAMETERIZATIONS),
+    )
+    base_width: int | None = spec(
+        None,
+        _only_help(
+            "model.base_width",
+            "the width n₀ at which mup equals the standard "
+            "parameterization (its learning rates and init are relative to m = "
+            "width / base_width)",
+        ),
+        ge=1,
+        le=65536,
+    )
+    zero_readout: bool = spec(
+        False,
+        _only_help(
+            "model.zero_readout",
+            "the output layer's weights start at zero, as "
+            "Yang et al. 2022 recommend (default: the initializer's draw, rescaled "
+            "as mup does)",
+        ),
+    )
+    shaping: str = spec(
+        "none",
+        "kernel shaping of model.activation for a deep plain MLP (no normalization, no skip "
+        "connections): tat (Zhang et al. 2022: leaky ReLU whose negative slope makes the whole net's "
+        "C map C_f(0) = eta) or dks (Martens et al. 2021: a smooth activation φ̂(x) = γ(φ(αx+β)+δ) "
+        "with the whole net's C_f'(1) = zeta); pair with init orthogonal",
+        choices=_registry_names(lambda pkg: pkg.theory.shaping.SHAPINGS),
+    )
+    shaping_args: dict[str, float] = spec(
+        help=_args_help(lambda pkg: pkg.theory.shaping.SHAPINGS, "kernel shaping"), factory=dict
+    )
+    reparam: str = spec(
+        "none",
+        "how each layer's weight matrix is formed from the parameters training updates: none; "
+        "weightnorm (Salimans & Kingma 2016: w = g·v/‖v‖ per unit, every layer; g starts at ‖v‖, so "
+        "the net starts as model.init drew it, or is set from data with init: weightnorm_data); "
+        "scaled_ws (Brock et al. 2021: each hidden unit's weights standardized to mean 0 and norm g, "
+        "g = 1 at init, times the activation's gain γ = 1/√Var φ(z))",
+        choices=_registry_names(lambda pkg: pkg.nn.reparams.REPARAMS),
+    )
 
 
 @dataclass(frozen=True)
@@ -223,32 +308,49 @@ class TrainConfig:
     optimizer: str = spec("adam", "optax optimizer", choices=_registry_names(lambda pkg: pkg.nn.optimizers.OPTIMIZERS))
     lr: float = spec(1e-3, "peak learning rate", gt=0)
     momentum: float = spec(0.9, "momentum of momentum, nesterov and rmsprop", ge=0, lt=1)
-    schedule: str = spec("constant", "learning-rate schedule",
-                         choices=_registry_names(lambda pkg: pkg.nn.optimizers.SCHEDULES))
+    schedule: str = spec(
+        "constant", "learning-rate schedule", choices=_registry_names(lambda pkg: pkg.nn.optimizers.SCHEDULES)
+    )
     warmup_steps: int = spec(0, "warm-up steps of the warmup_cosine schedule", ge=0)
     batch_size: int = spec(128, "examples per training step", ge=1)
     epochs: int | None = spec(None, "passes over the training set (default 1 when steps is not set)", ge=1)
     steps: int | None = spec(None, "training steps, instead of epochs (0: statistics at initialization only)", ge=0)
     weight_decay: float = spec(0.0, "weight decay (decoupled for adamw, added to the gradient otherwise)", ge=0)
-    loss: str = spec("cross_entropy", "cross_entropy, or mse on one-hot targets",
-                     choices=_registry_names(lambda pkg: pkg.nn.optimizers.LOSSES))
-    target_scale: float | None = spec(None, "mse only: targets +s for the true class and -s for the others, inside "
-                                      "the activation's quasilinear range (LeCun et al. 1989: ±1 with scaled tanh); "
-                                      "default one-hot 0/1", gt=0)
+    loss: str = spec(
+        "cross_entropy",
+        "cross_entropy, or mse on one-hot targets",
+        choices=_registry_names(lambda pkg: pkg.nn.optimizers.LOSSES),
+    )
+    target_scale: float | None = spec(
+        None,
+        "mse only: targets +s for the true class and -s for the others, inside "
+        "the activation's quasilinear range (LeCun et al. 1989: ±1 with scaled tanh); "
+        "default one-hot 0/1",
+        gt=0,
+    )
     target_range: tuple[float, ...] | None = spec(
-        None, "mse only: targets [low, high]: high for the true class, low for the others (e.g. [0.1, 0.9] for "
+        None,
+        "mse only: targets [low, high]: high for the true class, low for the others (e.g. [0.1, 0.9] for "
         "sigmoid outputs, which never reach 0 and 1; LeCun et al. 1998, Efficient BackProp §4.5); instead of "
-        "train.target_scale")
-    max_norm: float | None = spec(None, "after every update, rescale each unit's incoming weight vector to norm at "
-                                  "most this (Srebro & Shraibman 2005; Srivastava et al. 2014 use 3-4); default off",
-                                  gt=0)
-    loss_scale: float | str = spec("none", lambda: f"loss scaling for narrow formats ({', '.join(_narrow())}): none, "
-                                   "a constant scale (a number), or dynamic (grow ×2 after train.loss_scale_period "
-                                   "finite steps, halve and skip the step on a non-finite gradient; Micikevicius et "
-                                   "al. 2018)")
+        "train.target_scale",
+    )
+    max_norm: float | None = spec(
+        None,
+        "after every update, rescale each unit's incoming weight vector to norm at "
+        "most this (Srebro & Shraibman 2005; Srivastava et al. 2014 use 3-4); default off",
+        gt=0,
+    )
+    loss_scale: float | str = spec(
+        "none",
+        lambda: (
+            f"loss scaling for narrow formats ({', '.join(_narrow())}): none, "
+            "a constant scale (a number), or dynamic (grow ×2 after train.loss_scale_period "
+            "finite steps, halve and skip the step on a non-finite gradient; Micikevicius et "
+            "al. 2018)"
+        ),
+    )
     loss_scale_init: float = spec(32768.0, "dynamic loss scaling: the starting scale (2^15)", ge=1)
-    loss_scale_period: int = spec(2000, "dynamic loss scaling: consecutive finite steps before the scale doubles",
-                                  ge=1)
+    loss_scale_period: int = spec(2000, "dynamic loss scaling: consecutive finite steps before the scale doubles", ge=1)
 
     @property
     def targets(self) -> float | tuple[float, ...] | None:
@@ -267,35 +369,56 @@ class LogConfig:
     """How often statistics are logged and where runs are written."""
 
     every: int = spec(100, "steps between per-layer statistics (step 0, the initialization, is always logged)", ge=1)
-    stats_on: str = spec("probe", "batch the per-layer statistics are taken on. probe: the fixed batch of "
-                         "data.probe_size training examples, in a forward/backward pass of its own (same "
-                         "examples at every log, dropout off). train_batch: the logged step's own mini-batch, "
-                         "gathered in that training step's forward/backward pass (nearly free; dropout masks "
-                         "included)", choices=("probe", "train_batch"))
+    stats_on: str = spec(
+        "probe",
+        "batch the per-layer statistics are taken on. probe: the fixed batch of "
+        "data.probe_size training examples, in a forward/backward pass of its own (same "
+        "examples at every log, dropout off). train_batch: the logged step's own mini-batch, "
+        "gathered in that training step's forward/backward pass (nearly free; dropout masks "
+        "included)",
+        choices=("probe", "train_batch"),
+    )
     stats: tuple[str, ...] = spec(
         help="per-layer statistics to compute (names from the statistics registry, initlab.stats.statistics; default: "
         "every default statistic). pre_var, act_var and grad_var are always computed: the divergence "
-        "check reads them", factory=lambda: _stat_names("default_names"),
-        choices=lambda: _stat_names("names"))
-    histograms: int = spec(0, "per-layer histograms of z, a, ∂ℓ/∂z and W, logged with the other statistics to "
-                           "histograms.csv: the number of linear bins of z and a (e.g. 64, at least "
-                           f"{MIN_HISTOGRAM_BINS}; gradients and weights get one bin per binary exponent). Default 0: "
-                           "off (they cost 4-5% of throughput "
-                           "with statistics every 10 steps)", ge=0, le=4096)
-    jacobian: int = spec(4, "probe examples whose input-output Jacobian ∂(last hidden layer)/∂(input) has its "
-                         "singular values taken at step 0 and at the end (jacobian.csv, summary.json); 0 turns it "
-                         "off. Not defined with batch norm, whose output mixes the examples", ge=0, le=256)
+        "check reads them",
+        factory=lambda: _stat_names("default_names"),
+        choices=lambda: _stat_names("names"),
+    )
+    histograms: int = spec(
+        0,
+        "per-layer histograms of z, a, ∂ℓ/∂z and W, logged with the other statistics to "
+        "histograms.csv: the number of linear bins of z and a (e.g. 64, at least "
+        f"{MIN_HISTOGRAM_BINS}; gradients and weights get one bin per binary exponent). Default 0: "
+        "off (they cost 4-5% of throughput "
+        "with statistics every 10 steps)",
+        ge=0,
+        le=4096,
+    )
+    jacobian: int = spec(
+        4,
+        "probe examples whose input-output Jacobian ∂(last hidden layer)/∂(input) has its "
+        "singular values taken at step 0 and at the end (jacobian.csv, summary.json); 0 turns it "
+        "off. Not defined with batch norm, whose output mixes the examples",
+        ge=0,
+        le=256,
+    )
     out: str = spec("runs", "folder the run directory is created in")
     checkpoint_every: int = spec(
-        0, "steps between checkpoints of the whole training state (parameters, optimizer state, data order, the "
+        0,
+        "steps between checkpoints of the whole training state (parameters, optimizer state, data order, the "
         "statistics so far) in the run folder's checkpoint.pkl, from which initlab run --resume continues a run "
         "that was killed; 0: none, except the one an interrupted run (Ctrl-C, SIGTERM) writes as it stops. "
-        "Deleted when the run ends. Not part of the config hash", ge=0)
+        "Deleted when the run ends. Not part of the config hash",
+        ge=0,
+    )
     save_params: tuple[str, ...] = spec(
-        ("init", "end"), "when to save the parameters (and batch norm's running statistics) into the run folder's "
+        ("init", "end"),
+        "when to save the parameters (and batch norm's running statistics) into the run folder's "
         "params/ as .npz (names in the README): init (step 0, after any data-dependent init), end (the last "
         "step: the net summary.json's test accuracy is of); [] saves none. Not part of the config hash",
-        choices=("init", "end"))
+        choices=("init", "end"),
+    )
 
 
 @dataclass(frozen=True)
@@ -303,8 +426,13 @@ class RunConfig:
     """A whole run: what `initlab run` reads from YAML."""
 
     name: str = spec("run", "run name; the run folder is <log.out>/<name>-<config hash>")
-    seed: int = spec(0, "seed of initialization, data order and everything random in training (0 to 2³² − 1: "
-                     "JAX's PRNGKey keeps 32 bits)", ge=0, le=MAX_SEED)
+    seed: int = spec(
+        0,
+        "seed of initialization, data order and everything random in training (0 to 2³² − 1: "
+        "JAX's PRNGKey keeps 32 bits)",
+        ge=0,
+        le=MAX_SEED,
+    )
     data: DataConfig = spec(help="data section", factory=DataConfig)
     model: ModelConfig = spec(help="model section", factory=ModelConfig)
     train: TrainConfig = spec(help="train section", factory=TrainConfig)
@@ -323,8 +451,17 @@ def allowed_text(key: str) -> str:
     tp = field_type(key)
     kinds = {int: "integer", float: "number", bool: "true/false", str: "text", type(None): "null"}
     members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    kind = " or ".join(kinds.get(a, "mapping" if typing.get_origin(a) in (dict, Mapping) else
-                                 "list" if typing.get_origin(a) in (tuple, list) else str(a)) for a in members)
+    kind = " or ".join(
+        kinds.get(
+            a,
+            "mapping"
+            if typing.get_origin(a) in (dict, Mapping)
+            else "list"
+            if typing.get_origin(a) in (tuple, list)
+            else str(a),
+        )
+        for a in members
+    )
     return kind + (f", {rng}" if rng else "")
 
 
@@ -339,27 +476,41 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     check_name(cfg.name, "name")
     init = INITIALIZERS.canonical(m.init)
     init_args = resolve_args(INITIALIZERS[init], m.init_args, "model.init_args", f"model.init {init!r}")
-    bias_args = resolve_args(BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args",
-                             f"model.bias_init {m.bias_init!r}")
+    bias_args = resolve_args(
+        BIAS_INITIALIZERS[m.bias_init], m.bias_init_args, "model.bias_init_args", f"model.bias_init {m.bias_init!r}"
+    )
     if INITIALIZERS[init].bias is not None and m.bias_init != "zeros":
         how = " (set them through model.init_args)" if "sigma_b" in init_args else ""
-        raise ConfigError(f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which sets its own "
-                          f"biases{how}")
+        raise ConfigError(
+            f"model.bias_init: {m.bias_init!r} conflicts with init {init!r}, which sets its own biases{how}"
+        )
     if m.dropout_kind != "standard" and m.dropout == 0:
-        raise ConfigError(f"model.dropout_kind: {m.dropout_kind!r} has no effect with model.dropout: 0 "
-                          "(set model.dropout to a rate)")
+        raise ConfigError(
+            f"model.dropout_kind: {m.dropout_kind!r} has no effect with model.dropout: 0 (set model.dropout to a rate)"
+        )
     if m.residual and m.depth % 2 == 0:
-        raise ConfigError(f"model.depth: {m.depth} with model.residual: true must be odd (1 input layer + 2 layers "
-                          f"per block); use {m.depth - 1} or {m.depth + 1}")
+        raise ConfigError(
+            f"model.depth: {m.depth} with model.residual: true must be odd (1 input layer + 2 layers "
+            f"per block); use {m.depth - 1} or {m.depth + 1}"
+        )
     needs = INITIALIZERS[init].residual
     if needs is not None and needs != m.residual:
-        raise ConfigError(f"model.init: {init!r} {'needs' if needs else 'does not support'} a residual network "
-                          f"(model.residual: {str(needs).lower()})")
+        raise ConfigError(
+            f"model.init: {init!r} {'needs' if needs else 'does not support'} a residual network "
+            f"(model.residual: {str(needs).lower()})"
+        )
     if t.epochs is not None and t.steps is not None:
         raise ConfigError(f"train.steps: {t.steps!r} given together with train.epochs: {t.epochs!r} (set one of them)")
     norm_args = resolve_args(NORMALIZATIONS[m.norm], m.norm_args, "model.norm_args", f"model.norm {m.norm!r}")
-    model = dataclasses.replace(m, init=init, init_args=init_args, bias_init_args=bias_args, norm_args=norm_args,
-                                activation=ACTIVATIONS.canonical(m.activation), shaping_args=_check_shaping(m))
+    model = dataclasses.replace(
+        m,
+        init=init,
+        init_args=init_args,
+        bias_init_args=bias_args,
+        norm_args=norm_args,
+        activation=ACTIVATIONS.canonical(m.activation),
+        shaping_args=_check_shaping(m),
+    )
     train = t if (t.epochs is not None or t.steps is not None) else dataclasses.replace(t, epochs=1)
     # The signal statistics are always computed (the divergence check reads them); registry order.
     chosen = set(cfg.log.stats) | set(_stat_names("signal_names"))
@@ -372,17 +523,24 @@ def _resolve(cfg: RunConfig) -> RunConfig:
     if train.target_range is not None:
         _check_range(train.target_range, "train.target_range")
         if train.target_scale is not None:
-            raise ConfigError(f"train.target_range: {list(train.target_range)} given together with train.target_scale: "
-                              f"{train.target_scale!r} (set one of them: a scale s is the range [-s, s])")
+            raise ConfigError(
+                f"train.target_range: {list(train.target_range)} given together with train.target_scale: "
+                f"{train.target_scale!r} (set one of them: a scale s is the range [-s, s])"
+            )
     if "pre_delta_abs_mean" in log.stats and log.stats_on != "probe":
-        raise ConfigError("log.stats: pre_delta_abs_mean compares the probe's pre-activations with their values at "
-                          f"step 0, so it needs log.stats_on: probe (not {log.stats_on!r})")
+        raise ConfigError(
+            "log.stats: pre_delta_abs_mean compares the probe's pre-activations with their values at "
+            f"step 0, so it needs log.stats_on: probe (not {log.stats_on!r})"
+        )
     if 0 < log.histograms < MIN_HISTOGRAM_BINS:
-        raise ConfigError(f"log.histograms: {log.histograms} bins are too few to tell the activation's saturated edges "
-                          f"from the rest; use 0 (off) or at least {MIN_HISTOGRAM_BINS} (e.g. 64)")
+        raise ConfigError(
+            f"log.histograms: {log.histograms} bins are too few to tell the activation's saturated edges "
+            f"from the rest; use 0 (off) or at least {MIN_HISTOGRAM_BINS} (e.g. 64)"
+        )
     if log.jacobian > cfg.data.probe_size:
-        raise ConfigError(f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: "
-                          f"{cfg.data.probe_size}")
+        raise ConfigError(
+            f"log.jacobian: {log.jacobian} examples, but the probe batch has data.probe_size: {cfg.data.probe_size}"
+        )
     return dataclasses.replace(cfg, model=model, train=train, log=log)
 
 
@@ -397,9 +555,11 @@ def _check_shaping(m: ModelConfig) -> dict[str, float]:
         return args
     for key, value, plain in (("model.residual", m.residual, False), ("model.norm", m.norm, "none")):
         if value != plain:
-            raise ConfigError(f"{key}: {value!r} with model.shaping: {m.shaping!r}; kernel shaping makes a plain MLP "
-                              "trainable without normalization or skip connections, and its C map is that of a "
-                              f"plain net (set {key}: {str(plain).lower()} or model.shaping: none)")
+            raise ConfigError(
+                f"{key}: {value!r} with model.shaping: {m.shaping!r}; kernel shaping makes a plain MLP "
+                "trainable without normalization or skip connections, and its C map is that of a "
+                f"plain net (set {key}: {str(plain).lower()} or model.shaping: none)"
+            )
     shape_for(m.activation, m.shaping, args, m.depth)
     return args
 
@@ -414,24 +574,34 @@ def _check_shaping_weights(m: ModelConfig) -> None:
 def _check_reparam(m: ModelConfig) -> None:
     """What a weight reparameterization can represent and what its data-dependent init needs."""
     if m.init == "weightnorm_data" and m.reparam != "weightnorm":
-        raise ConfigError(f"model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs "
-                          f"model.reparam: weightnorm (not {m.reparam!r})")
+        raise ConfigError(
+            f"model.init: 'weightnorm_data' sets weight norm's lengths g from data; it needs "
+            f"model.reparam: weightnorm (not {m.reparam!r})"
+        )
     if m.reparam == "none":
         return
     if m.parameterization != "standard":
-        raise ConfigError(f"model.reparam: {m.reparam!r} fixes each unit's weight norm itself, so parameterization "
-                          f"{m.parameterization!r}'s width-dependent init has no effect; use parameterization: "
-                          "standard")
+        raise ConfigError(
+            f"model.reparam: {m.reparam!r} fixes each unit's weight norm itself, so parameterization "
+            f"{m.parameterization!r}'s width-dependent init has no effect; use parameterization: "
+            "standard"
+        )
     if m.init == "fixup":
-        raise ConfigError(f"model.init: 'fixup' sets weights to zero, which model.reparam: {m.reparam!r} cannot "
-                          "represent (a zero direction has no norm); use another init or model.reparam: none")
+        raise ConfigError(
+            f"model.init: 'fixup' sets weights to zero, which model.reparam: {m.reparam!r} cannot "
+            "represent (a zero direction has no norm); use another init or model.reparam: none"
+        )
     if m.reparam == "scaled_ws" and m.shaping != "none":
-        raise ConfigError(f"model.reparam: 'scaled_ws' with model.shaping: {m.shaping!r}: both set the activation's "
-                          "scale (the gain γ and the shaping's transformation); use one of them")
+        raise ConfigError(
+            f"model.reparam: 'scaled_ws' with model.shaping: {m.shaping!r}: both set the activation's "
+            "scale (the gain γ and the shaping's transformation); use one of them"
+        )
     if m.init == "weightnorm_data" and m.norm != "none":
-        raise ConfigError(f"model.norm: {m.norm!r} with model.init: 'weightnorm_data': the data-dependent init sets "
-                          "every pre-activation to mean 0, variance 1, which the normalization then redoes; use "
-                          "model.norm: none or model.init: another initializer")
+        raise ConfigError(
+            f"model.norm: {m.norm!r} with model.init: 'weightnorm_data': the data-dependent init sets "
+            "every pre-activation to mean 0, variance 1, which the normalization then redoes; use "
+            "model.norm: none or model.init: another initializer"
+        )
 
 
 def _check_range(r: tuple[float, ...], key: str) -> None:
@@ -449,14 +619,20 @@ def _check_parameterization(m: ModelConfig, t: TrainConfig) -> None:
     p = PARAMETERIZATIONS[m.parameterization]
     if p.needs_law and INITIALIZERS[m.init].law is None:
         laws = ", ".join(n for n, e in INITIALIZERS.items() if e.law is not None)
-        raise ConfigError(f"model.init: {m.init!r} does not apply under parameterization {m.parameterization!r}, which "
-                          f"sets each layer's variance itself and takes the shape of a fan-in initializer ({laws})")
+        raise ConfigError(
+            f"model.init: {m.init!r} does not apply under parameterization {m.parameterization!r}, which "
+            f"sets each layer's variance itself and takes the shape of a fan-in initializer ({laws})"
+        )
     if p.needs_base and m.base_width is None:
-        raise ConfigError(f"model.base_width: parameterization {m.parameterization!r} needs the width at which it "
-                          f"equals standard (e.g. model.base_width: {min(m.width, 128)})")
+        raise ConfigError(
+            f"model.base_width: parameterization {m.parameterization!r} needs the width at which it "
+            f"equals standard (e.g. model.base_width: {min(m.width, 128)})"
+        )
     if m.parameterization != "standard" and t.max_norm is not None:
-        raise ConfigError(f"train.max_norm: bounds the stored weights, which parameterization {m.parameterization!r} "
-                          "multiplies in the forward pass; use parameterization: standard, or remove it")
+        raise ConfigError(
+            f"train.max_norm: bounds the stored weights, which parameterization {m.parameterization!r} "
+            "multiplies in the forward pass; use parameterization: standard, or remove it"
+        )
 
 
 # optax's default eps of the optimizers that divide by a second moment (adam, adamw, rmsprop)
@@ -472,18 +648,22 @@ def _resolve_loss_scale(m: ModelConfig, t: TrainConfig) -> TrainConfig:
     scaling = pkg.nn.loss_scale.from_config(t.loss_scale, t.loss_scale_init, t.loss_scale_period)  # ConfigError
     fmt, narrow = _formats()[m.dtype], _narrow()
     if scaling.active and not fmt.narrow:
-        raise ConfigError(f"train.loss_scale: {t.loss_scale!r} does nothing with model.dtype: {m.dtype!r} (loss "
-                          "scaling keeps small gradients above float16's smallest normal number); use model.dtype: "
-                          f"{_words(narrow)}, or remove it")
+        raise ConfigError(
+            f"train.loss_scale: {t.loss_scale!r} does nothing with model.dtype: {m.dtype!r} (loss "
+            "scaling keeps small gradients above float16's smallest normal number); use model.dtype: "
+            f"{_words(narrow)}, or remove it"
+        )
     second_moment = pkg.nn.optimizers.SECOND_MOMENT
     if m.precision == "pure" and not fmt.holds(SECOND_MOMENT_EPS) and t.optimizer in second_moment:
         holds = [n for n in narrow if _formats()[n].holds(SECOND_MOMENT_EPS)]
         others = [n for n in pkg.nn.optimizers.OPTIMIZERS if n not in second_moment]
         eps = f"{SECOND_MOMENT_EPS:.0e}".replace("e-0", "e-")
-        raise ConfigError(f"model.precision: 'pure' with model.dtype: {m.dtype!r} and train.optimizer: "
-                          f"{t.optimizer!r}: its second-moment state and eps ({eps}) are 0 in "
-                          f"{m.dtype}, so its first update is 0/0; use precision: mixed, {', '.join(holds)}, or "
-                          f"{'/'.join(others)}")
+        raise ConfigError(
+            f"model.precision: 'pure' with model.dtype: {m.dtype!r} and train.optimizer: "
+            f"{t.optimizer!r}: its second-moment state and eps ({eps}) are 0 in "
+            f"{m.dtype}, so its first update is 0/0; use precision: mixed, {', '.join(holds)}, or "
+            f"{'/'.join(others)}"
+        )
     return t if isinstance(t.loss_scale, str) else dataclasses.replace(t, loss_scale=float(t.loss_scale))
 
 
@@ -533,8 +713,10 @@ def _check_used(cfg: RunConfig, data: Any) -> None:
         choice = getattr(getattr(cfg, owner.split(".")[0]), owner.split(".")[1])
         # A saved config.yaml holds every field at its default; only a value set on purpose counts.
         if value != default and choice not in users:
-            raise ConfigError(f"{key}: {value!r} has no effect with {owner}: {choice!r} "
-                              f"(used by {', '.join(map(str, users))}); remove it or change {owner}")
+            raise ConfigError(
+                f"{key}: {value!r} has no effect with {owner}: {choice!r} "
+                f"(used by {', '.join(map(str, users))}); remove it or change {owner}"
+            )
 
 
 def from_dict(data: Any) -> RunConfig:

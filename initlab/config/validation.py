@@ -23,10 +23,18 @@ def _bound(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def spec(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "", *, ge: float | None = None,
-         le: float | None = None, gt: float | None = None, lt: float | None = None,
-         choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
-         factory: Callable[[], Any] | None = None, omit_default: bool = False):
+def spec(
+    default: Any = dataclasses.MISSING,
+    help: str | Callable[[], str] = "",
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
+    factory: Callable[[], Any] | None = None,
+    omit_default: bool = False,
+):
     """A dataclass field with its help text and constraints, read by the validator. ``help`` may be
     a function (a text listing registry facts, built when it is read); ``omit_default``: the field is
     left out of the config's plain data (config.yaml) at its default (a field added after run
@@ -104,18 +112,24 @@ def check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
         return
     lo, hi = meta.get("ge"), meta.get("le")
     glo, lhi = meta.get("gt"), meta.get("lt")
-    bad = (lo is not None and value < lo) or (hi is not None and value > hi) \
-        or (glo is not None and value <= glo) or (lhi is not None and value >= lhi)
+    bad = (
+        (lo is not None and value < lo)
+        or (hi is not None and value > hi)
+        or (glo is not None and value <= glo)
+        or (lhi is not None and value >= lhi)
+    )
     if bad:
         raise ConfigError(f"{key}: {value!r} is out of range (allowed: {range_text(meta)})")
 
 
 def range_text(meta: Mapping[str, Any]) -> str:
     """A field's bounds as text (``>= 1 and <= 1000``), empty without bounds."""
-    parts = [f"{op} {_bound(meta[k])}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-             if meta.get(k) is not None]
+    parts = [
+        f"{op} {_bound(meta[k])}"
+        for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if meta.get(k) is not None
+    ]
     return " and ".join(parts)
-
 
 
 def build(cls: type, data: Any, path: str) -> Any:
@@ -150,6 +164,5 @@ def check_name(value: Any, key: str, what: str = "run name") -> str:
     """``value`` if it can name one folder (letters, digits, '.', '_', '-'; no leading dot or dash, so
     never ``..`` or a path); else a ConfigError naming ``key``."""
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        raise ConfigError(f"{key}: {value!r} is not a valid {what} (letters, digits, '.', '_', '-'; "
-                          "it names a folder)")
+        raise ConfigError(f"{key}: {value!r} is not a valid {what} (letters, digits, '.', '_', '-'; it names a folder)")
     return value

@@ -40,16 +40,23 @@ def _mnist(cfg: DataConfig, data_dir: str | Path | None, progress: bool, downloa
     arrays = mnist.load(data_dir, download=download, progress=progress)
     n_train = cfg.train_size or len(arrays.train_labels)
     n_test = cfg.test_size or len(arrays.test_labels)
-    for key, n, have in (("data.train_size", n_train, len(arrays.train_labels)),
-                         ("data.test_size", n_test, len(arrays.test_labels))):
+    for key, n, have in (
+        ("data.train_size", n_train, len(arrays.train_labels)),
+        ("data.test_size", n_test, len(arrays.test_labels)),
+    ):
         if n > have:
             raise ConfigError(f"{key}: {n} is more than MNIST has ({have})")
 
     def flat(images, n):
         return images[:n].reshape(n, -1).astype(np.float32) / 255.0
 
-    return Dataset(flat(arrays.train_images, n_train), arrays.train_labels[:n_train].astype(np.int32),
-                   flat(arrays.test_images, n_test), arrays.test_labels[:n_test].astype(np.int32), 10)
+    return Dataset(
+        flat(arrays.train_images, n_train),
+        arrays.train_labels[:n_train].astype(np.int32),
+        flat(arrays.test_images, n_test),
+        arrays.test_labels[:n_test].astype(np.int32),
+        10,
+    )
 
 
 def _gaussian(cfg: DataConfig, data_dir: str | Path | None, progress: bool, download: bool = True) -> Dataset:
@@ -125,15 +132,16 @@ def _minmax(x_train, x_test, bounds: tuple[float, float] = (-0.5, 0.5)):
 
 
 PREPROCESSORS: Registry[Callable[..., tuple[np.ndarray, np.ndarray]]] = Registry(
-    "preprocessing", {"none": _none, "center": _center, "standardize": _standardize, "whiten": _whiten,
-                      "minmax": _minmax}
+    "preprocessing",
+    {"none": _none, "center": _center, "standardize": _standardize, "whiten": _whiten, "minmax": _minmax},
 )
 # Preprocessors' settings in DataConfig, by entry.
 PREPROCESS_ARGS = {"whiten": {"eps": "whiten_eps"}, "minmax": {"bounds": "range"}}
 
 
-def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: bool = True,
-                 download: bool = True) -> Dataset:
+def load_dataset(
+    cfg: DataConfig, data_dir: str | Path | None = None, progress: bool = True, download: bool = True
+) -> Dataset:
     """The configured dataset, subset and preprocessed; the probe batch is its first
     ``cfg.probe_size`` training examples. ``download=False``: an InitlabError instead of a
     download when the files are not there yet."""
@@ -144,5 +152,6 @@ def load_dataset(cfg: DataConfig, data_dir: str | Path | None = None, progress: 
         x_train, x_test = x_train * cfg.input_scale, x_test * cfg.input_scale
     if cfg.probe_size > len(x_train):
         raise ConfigError(f"data.probe_size: {cfg.probe_size} is more than the {len(x_train)} training examples")
-    return ds._replace(x_train=np.ascontiguousarray(x_train, np.float32),
-                       x_test=np.ascontiguousarray(x_test, np.float32))
+    return ds._replace(
+        x_train=np.ascontiguousarray(x_train, np.float32), x_test=np.ascontiguousarray(x_test, np.float32)
+    )

@@ -381,8 +381,12 @@ def _download_one(url: str, spec: MnistFile, target: Path, bar: Progress, task: 
 def _unreachable(exc: BaseException) -> bool:
     """A mirror that could not be reached at all (no network, no such host, connection refused):
     it fails at once, so it is said only in the final error, not on a line of its own."""
-    return isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError) \
-        and isinstance(exc.reason, OSError) and not isinstance(exc.reason, TimeoutError)
+    return (
+        isinstance(exc, urllib.error.URLError)
+        and not isinstance(exc, urllib.error.HTTPError)
+        and isinstance(exc.reason, OSError)
+        and not isinstance(exc.reason, TimeoutError)
+    )
 
 
 def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progress) -> bytes:
@@ -396,8 +400,9 @@ def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progre
             # Any failure, a bad hash included, sends us to the next mirror; a slow or bad one is said as it happens.
             failures.setdefault(_describe(exc), []).append(base)
             if not _unreachable(exc) and base != bases[-1]:
-                bar.console.print(f"{url}: {_describe(exc)}; trying the next mirror", markup=False, highlight=False,
-                                  soft_wrap=True)
+                bar.console.print(
+                    f"{url}: {_describe(exc)}; trying the next mirror", markup=False, highlight=False, soft_wrap=True
+                )
     what = "; ".join(f"{', '.join(where)}: {why}" if len(failures) > 1 else why for why, where in failures.items())
     names = ", ".join(f.gz_name for f in FILES.values())
     raise InitlabError(
@@ -407,19 +412,26 @@ def _download(spec: MnistFile, target: Path, bases: tuple[str, ...], bar: Progre
 
 
 def _acquire(
-    data_dir: str | Path | None, *, download: bool, progress: bool, bases: tuple[str, ...] | None,
+    data_dir: str | Path | None,
+    *,
+    download: bool,
+    progress: bool,
+    bases: tuple[str, ...] | None,
     create: bool = False,
 ) -> tuple[Path, dict[str, bytes]]:
     """Return the folder used and every file's verified decompressed bytes, downloading if allowed.
     A ``data_dir`` that does not exist is an error unless ``create`` (``fetch``): a mistyped
     folder is not made and filled behind the user's back."""
     if data_dir is not None and str(data_dir) != "" and not create and not Path(data_dir).expanduser().is_dir():
-        raise InitlabError(f"--data-dir {data_dir}: no such folder (`initlab data fetch --data-dir {data_dir}` "
-                           "downloads MNIST into it)")
+        raise InitlabError(
+            f"--data-dir {data_dir}: no such folder (`initlab data fetch --data-dir {data_dir}` "
+            "downloads MNIST into it)"
+        )
     found = locate(data_dir)
     if found is not None:
-        return next(iter(found.values())).parent, {name: verify_file(path, keep_copy=True)
-                                                   for name, path in found.items()}
+        return next(iter(found.values())).parent, {
+            name: verify_file(path, keep_copy=True) for name, path in found.items()
+        }
 
     searched = candidate_dirs(data_dir)
     if not download:
@@ -469,8 +481,9 @@ def fetch(
     against the SHA-256 of its decompressed bytes before it is renamed into place. Raises
     ``InitlabError`` if a file is corrupt or every mirror fails.
     """
-    directory, _ = _acquire(data_dir, download=True, progress=progress, bases=tuple(mirrors) if mirrors else None,
-                            create=True)
+    directory, _ = _acquire(
+        data_dir, download=True, progress=progress, bases=tuple(mirrors) if mirrors else None, create=True
+    )
     return directory
 
 

@@ -94,17 +94,25 @@ def arc_cosine(c: float) -> float:
 
 
 # the arc-cosine kernels of degrees 1 and 0 (Cho & Saul 2009)
-RELU_KERNEL = Kernel(lambda q: q / 2, lambda q: 0.5, lambda q, c: q / (2 * math.pi) * arc_cosine(c),
-                     lambda q, c: (math.pi - math.acos(_clip(c))) / (2 * math.pi),
-                     lambda q: math.sqrt(max(q, 0.0) / (2 * math.pi)), lambda q: 0.5)
+RELU_KERNEL = Kernel(
+    lambda q: q / 2,
+    lambda q: 0.5,
+    lambda q, c: q / (2 * math.pi) * arc_cosine(c),
+    lambda q, c: (math.pi - math.acos(_clip(c))) / (2 * math.pi),
+    lambda q: math.sqrt(max(q, 0.0) / (2 * math.pi)),
+    lambda q: 0.5,
+)
 LINEAR_KERNEL = Kernel(lambda q: q, lambda q: 1.0, lambda q, c: q * c, lambda q, c: 1.0, lambda q: 0.0, lambda q: 1.0)
 # the arcsine kernel (Williams 1997): E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc / (1 + 2q)), and with
 # erf'(x) = (2/√π) e^(−x²), E[erf'(u₁)erf'(u₂)] = (4/π) / √((1 + 2q)² − (2qc)²)
-ERF_KERNEL = Kernel(lambda q: 2 / math.pi * math.asin(2 * q / (1 + 2 * q)),
-                    lambda q: 4 / math.pi / math.sqrt(1 + 4 * q),
-                    lambda q, c: 2 / math.pi * math.asin(2 * q * _clip(c) / (1 + 2 * q)),
-                    lambda q, c: 4 / math.pi / math.sqrt((1 + 2 * q) ** 2 - (2 * q * _clip(c)) ** 2),
-                    lambda q: 0.0, lambda q: 4 / (math.pi * (1 + 2 * q) * math.sqrt(1 + 4 * q)))
+ERF_KERNEL = Kernel(
+    lambda q: 2 / math.pi * math.asin(2 * q / (1 + 2 * q)),
+    lambda q: 4 / math.pi / math.sqrt(1 + 4 * q),
+    lambda q, c: 2 / math.pi * math.asin(2 * q * _clip(c) / (1 + 2 * q)),
+    lambda q, c: 4 / math.pi / math.sqrt((1 + 2 * q) ** 2 - (2 * q * _clip(c)) ** 2),
+    lambda q: 0.0,
+    lambda q: 4 / (math.pi * (1 + 2 * q) * math.sqrt(1 + 4 * q)),
+)
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,10 @@ class Shape:
     def describe(self) -> str:
         """The transformation as one line of numbers."""
         parts = [] if self.negative_slope is None else [f"negative slope {self.negative_slope:.6g}"]
-        parts += [f"{k.replace('_', ' ')} {getattr(self, k):.6g}" for k in
-                  ("input_scale", "input_shift", "output_shift", "output_scale")]
+        parts += [
+            f"{k.replace('_', ' ')} {getattr(self, k):.6g}"
+            for k in ("input_scale", "input_shift", "output_shift", "output_scale")
+        ]
         return ", ".join(parts)
 
 
@@ -228,14 +238,16 @@ def _split_rule(breaks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     and at ``breaks`` (shape (..., k): one set of split points per row; those beyond ±Z_MAX are
     dropped by clipping, which leaves a piece of zero length and weight). Returns arrays of shape
     (..., (k + 2) · n)."""
-    cuts = np.clip(np.sort(np.concatenate([np.zeros(breaks.shape[:-1] + (1,)), breaks], axis=-1), axis=-1),
-                   -Z_MAX, Z_MAX)
-    edges = np.concatenate([np.full(cuts.shape[:-1] + (1,), -Z_MAX), cuts, np.full(cuts.shape[:-1] + (1,), Z_MAX)],
-                           axis=-1)  # (..., k + 3)
+    cuts = np.clip(
+        np.sort(np.concatenate([np.zeros(breaks.shape[:-1] + (1,)), breaks], axis=-1), axis=-1), -Z_MAX, Z_MAX
+    )
+    edges = np.concatenate(
+        [np.full(cuts.shape[:-1] + (1,), -Z_MAX), cuts, np.full(cuts.shape[:-1] + (1,), Z_MAX)], axis=-1
+    )  # (..., k + 3)
     lo, half = edges[..., :-1, None], (edges[..., 1:, None] - edges[..., :-1, None]) / 2  # (..., k + 2, 1)
     x, w = _legendre(n)
     z = (lo + half * (x + 1)).reshape(edges.shape[:-1] + (-1,))
-    weights = (half * w).reshape(z.shape) * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+    weights = (half * w).reshape(z.shape) * np.exp(-(z**2) / 2) / np.sqrt(2 * np.pi)
     return z, weights
 
 
@@ -251,8 +263,9 @@ def gaussian_nodes(breaks: Sequence[float] = (), n: int = N_NODES) -> tuple[np.n
     return _split_rule(np.asarray(breaks, np.float64).reshape(-1), n)
 
 
-def correlated_nodes(c: float, breaks: Sequence[float] = (), n: int = N_NODES
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def correlated_nodes(
+    c: float, breaks: Sequence[float] = (), n: int = N_NODES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nodes (u, v) and weights w, each (len, len'), of E[f(u) g(v)] ≈ Σ w f(u) g(v) for standard
     Gaussians u, v of correlation c, with f and g not smooth at ``breaks``.
 
@@ -293,5 +306,7 @@ def image(name: str, shape: Shape | None = None) -> tuple[float, float]:
         grid = jnp.concatenate([jnp.linspace(-20.0, 20.0, 400_001), jnp.asarray([-1e6, 1e6])])
         y = np.asarray(f(grid), np.float64)
     lo, hi = float(np.min(y)), float(np.max(y))
-    return (-math.inf if lo < -1e3 else math.floor(lo * 1e4) / 1e4 + 0.0,
-            math.inf if hi > 1e3 else math.ceil(hi * 1e4) / 1e4 + 0.0)
+    return (
+        -math.inf if lo < -1e3 else math.floor(lo * 1e4) / 1e4 + 0.0,
+        math.inf if hi > 1e3 else math.ceil(hi * 1e4) / 1e4 + 0.0,
+    )

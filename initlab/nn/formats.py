@@ -89,14 +89,22 @@ class Format:
         return int(self.finfo.nmant)
 
 
-FORMATS: Registry[Format] = Registry("number format", {
-    "float32": Format("IEEE 754 single precision: 8 exponent bits, 23 mantissa bits (the default)", "float32"),
-    "bfloat16": Format("bfloat16: float32's 8 exponent bits (its range), 7 mantissa bits", "bfloat16"),
-    "float16": Format("IEEE 754 half precision: 5 exponent bits (smallest normal 6.1e-5, largest 65504), "
-                      "10 mantissa bits", "float16"),
-    "float64": Format("IEEE 754 double precision: 11 exponent bits, 52 mantissa bits (JAX's x64 mode, for "
-                      "that run only)", "float64", x64=True),
-})
+FORMATS: Registry[Format] = Registry(
+    "number format",
+    {
+        "float32": Format("IEEE 754 single precision: 8 exponent bits, 23 mantissa bits (the default)", "float32"),
+        "bfloat16": Format("bfloat16: float32's 8 exponent bits (its range), 7 mantissa bits", "bfloat16"),
+        "float16": Format(
+            "IEEE 754 half precision: 5 exponent bits (smallest normal 6.1e-5, largest 65504), 10 mantissa bits",
+            "float16",
+        ),
+        "float64": Format(
+            "IEEE 754 double precision: 11 exponent bits, 52 mantissa bits (JAX's x64 mode, for that run only)",
+            "float64",
+            x64=True,
+        ),
+    },
+)
 
 
 def narrow_names() -> list[str]:
@@ -146,6 +154,7 @@ def storable(x: Any) -> Any:
 
 def cast(tree: Any, dtype: Any) -> Any:
     """``tree`` with its floating-point leaves in ``dtype`` (integer leaves untouched)."""
+
     def one(v):
         return v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
 

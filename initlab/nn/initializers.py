@@ -171,10 +171,12 @@ INITIALIZERS: Registry[Initializer] = Registry(
         "zeros": Initializer(_zeros, sigma_w2=lambda fi, fo, a: 0.0),
         # A constant has no variance: mean-field theory does not describe it (sigma_w2 None).
         "constant": Initializer(_constant(lambda a: a["value"]), {"value": 0.01}),
-        "normal": Initializer(_normal(lambda a: a["std"]), {"std": 0.01},
-                              sigma_w2=lambda fi, fo, a: fi * a["std"] ** 2),
+        "normal": Initializer(
+            _normal(lambda a: a["std"]), {"std": 0.01}, sigma_w2=lambda fi, fo, a: fi * a["std"] ** 2
+        ),
         "uniform": Initializer(
-            _symmetric_uniform(lambda fi, a: a["limit"]), {"limit": 0.05},
+            _symmetric_uniform(lambda fi, a: a["limit"]),
+            {"limit": 0.05},
             sigma_w2=lambda fi, fo, a: fi * a["limit"] ** 2 / 3,
         ),
         # LeCun et al. 1989, "Backpropagation applied to handwritten zip code recognition".
@@ -185,12 +187,9 @@ INITIALIZERS: Registry[Initializer] = Registry(
         "standard": Initializer(_glorot_standard, sigma_w2=lambda fi, fo, a: 1 / 3, law="uniform"),
         # LeCun et al. 1998, "Efficient BackProp": Var = 1/fan_in; the init SELU needs.
         "lecun_normal": Initializer(_scaling(1.0, "fan_in", "normal"), sigma_w2=lambda fi, fo, a: 1.0, law="normal"),
-        "lecun_uniform": Initializer(_scaling(1.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1.0,
-                                     law="uniform"),
+        "lecun_uniform": Initializer(_scaling(1.0, "fan_in", "uniform"), sigma_w2=lambda fi, fo, a: 1.0, law="uniform"),
         # Glorot & Bengio 2010, normalized init: Var = 2 / (fan_in + fan_out).
-        "glorot_normal": Initializer(
-            _scaling(1.0, "fan_avg", "normal"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)
-        ),
+        "glorot_normal": Initializer(_scaling(1.0, "fan_avg", "normal"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)),
         "glorot_uniform": Initializer(
             _scaling(1.0, "fan_avg", "uniform"), sigma_w2=lambda fi, fo, a: 2 * fi / (fi + fo)
         ),
@@ -221,16 +220,21 @@ INITIALIZERS: Registry[Initializer] = Registry(
         # Mishkin & Matas 2016, "All you need is a good init": orthogonal, then each layer in turn
         # rescaled on a data batch until its output variance is within tol of 1.
         "lsuv": Initializer(
-            _orthogonal, {"gain": 1.0, "tol": 0.05, "max_iters": 10, "batch_size": 256},
-            scheme="lsuv", needs_data=True,
+            _orthogonal,
+            {"gain": 1.0, "tol": 0.05, "max_iters": 10, "batch_size": 256},
+            scheme="lsuv",
+            needs_data=True,
             rules={"tol": "positive", "max_iters": "count", "batch_size": "positive_count"},
         ),
         # Salimans & Kingma 2016, "Weight normalization", §3: directions v ~ N(0, std²) (their 0.05),
         # then layer by layer on a batch, each unit's g and b set so its pre-activation has mean 0 and
         # variance 1 there. Needs model.reparam: weightnorm (config).
         "weightnorm_data": Initializer(
-            _normal(lambda a: a["std"]), {"std": 0.05, "batch_size": 256},
-            scheme="weightnorm_data", residual=False, needs_data=True,
+            _normal(lambda a: a["std"]),
+            {"std": 0.05, "batch_size": 256},
+            scheme="weightnorm_data",
+            residual=False,
+            needs_data=True,
             rules={"std": "positive", "batch_size": "positive_count"},
         ),
         # Greedy layer-wise pre-training (Hinton, Osindero & Teh 2006 with RBMs; Bengio et al. 2007
@@ -238,11 +242,19 @@ INITIALIZERS: Registry[Initializer] = Registry(
         # previous layer's outputs. Layers start from Glorot's "standard" init.
         "layerwise_autoencoder": Initializer(
             _glorot_standard,
-            {"steps": 200, "lr": 1e-3, "batch_size": 128, "examples": 10000, "noise": 0.0, "tied": 0,
-             "log_every": 10},
-            scheme="layerwise_autoencoder", residual=False, needs_data=True,
-            rules={"steps": "positive_count", "lr": "positive", "batch_size": "positive_count",
-                   "examples": "positive_count", "noise": "fraction", "tied": "flag", "log_every": "positive_count"},
+            {"steps": 200, "lr": 1e-3, "batch_size": 128, "examples": 10000, "noise": 0.0, "tied": 0, "log_every": 10},
+            scheme="layerwise_autoencoder",
+            residual=False,
+            needs_data=True,
+            rules={
+                "steps": "positive_count",
+                "lr": "positive",
+                "batch_size": "positive_count",
+                "examples": "positive_count",
+                "noise": "fraction",
+                "tied": "flag",
+                "log_every": "positive_count",
+            },
         ),
     },
     aliases={
@@ -259,20 +271,24 @@ BIAS_INITIALIZERS: Registry[Initializer] = Registry(
     {
         "zeros": Initializer(_zeros, sigma_b2=lambda fi, a: 0.0),
         # A constant non-zero bias shifts every unit alike: not the theory's random bias (None).
-        "constant": Initializer(_constant(lambda a: a["value"]), {"value": 0.0},
-                                sigma_b2=lambda fi, a: 0.0 if a["value"] == 0 else None),
+        "constant": Initializer(
+            _constant(lambda a: a["value"]), {"value": 0.0}, sigma_b2=lambda fi, a: 0.0 if a["value"] == 0 else None
+        ),
         "normal": Initializer(_normal(lambda a: a["std"]), {"std": 0.01}, sigma_b2=lambda fi, a: a["std"] ** 2),
-        "uniform": Initializer(_symmetric_uniform(lambda fi, a: a["limit"]), {"limit": 0.05},
-                               sigma_b2=lambda fi, a: a["limit"] ** 2 / 3),
+        "uniform": Initializer(
+            _symmetric_uniform(lambda fi, a: a["limit"]), {"limit": 0.05}, sigma_b2=lambda fi, a: a["limit"] ** 2 / 3
+        ),
         # PyTorch's nn.Linear default: U[±1/sqrt(fan_in)], the same law as Glorot's "standard".
-        "standard": Initializer(_symmetric_uniform(lambda fi, a: 1 / math.sqrt(fi)),
-                                sigma_b2=lambda fi, a: 1 / (3 * fi)),
+        "standard": Initializer(
+            _symmetric_uniform(lambda fi, a: 1 / math.sqrt(fi)), sigma_b2=lambda fi, a: 1 / (3 * fi)
+        ),
     },
 )
 
 
-def resolve_args(entry: Initializer, given: Mapping[str, float] | None, key: str,
-                 init_name: str = "this initializer") -> dict[str, float]:
+def resolve_args(
+    entry: Initializer, given: Mapping[str, float] | None, key: str, init_name: str = "this initializer"
+) -> dict[str, float]:
     """The entry's declared arguments with ``given`` laid over the defaults.
 
     Raises ConfigError for an argument the entry does not take (naming the initializer and the

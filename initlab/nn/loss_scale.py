@@ -127,8 +127,9 @@ def _dynamic(ls: LossScaling, state: LossScaleState, finite: jax.Array) -> tuple
     grow = good >= ls.period
     up = _state(jnp.where(grow & jnp.isfinite(grown), grown, state.scale), jnp.where(grow, 0, good))
     at_floor = state.scale <= ls.minimum
-    down = _state(jnp.where(at_floor, state.scale, jnp.maximum(state.scale / jnp.float32(ls.factor),
-                                                               jnp.float32(ls.minimum))), 0)
+    down = _state(
+        jnp.where(at_floor, state.scale, jnp.maximum(state.scale / jnp.float32(ls.factor), jnp.float32(ls.minimum))), 0
+    )
     return select(finite, up, down), finite | at_floor
 
 
@@ -144,18 +145,28 @@ class Kind:
     uses: tuple[str, ...] = ()
 
 
-KINDS: Registry[Kind] = Registry("loss scaling", {
-    "none": Kind("no loss scaling (S = 1)", False, lambda ls: 1.0, _keep),
-    "constant": Kind("a fixed scale S; a non-finite gradient is applied (and the run diverges)", True,
-                     lambda ls: ls.init, _keep),
-    "dynamic": Kind("grow ×factor after period finite steps; shrink and skip the step on a non-finite gradient "
-                    "(Micikevicius et al. 2018)", True, lambda ls: ls.init, _dynamic,
-                    uses=("train.loss_scale_init", "train.loss_scale_period")),
-})
+KINDS: Registry[Kind] = Registry(
+    "loss scaling",
+    {
+        "none": Kind("no loss scaling (S = 1)", False, lambda ls: 1.0, _keep),
+        "constant": Kind(
+            "a fixed scale S; a non-finite gradient is applied (and the run diverges)", True, lambda ls: ls.init, _keep
+        ),
+        "dynamic": Kind(
+            "grow ×factor after period finite steps; shrink and skip the step on a non-finite gradient "
+            "(Micikevicius et al. 2018)",
+            True,
+            lambda ls: ls.init,
+            _dynamic,
+            uses=("train.loss_scale_init", "train.loss_scale_period"),
+        ),
+    },
+)
 
 
 def _divide(grads: Any, scale: jax.Array) -> Any:
     """Each floating leaf of ``grads`` divided by ``scale``, in ``promote_types(leaf, float32)``."""
+
     def one(g):
         g = jnp.asarray(g)
         if not jnp.issubdtype(g.dtype, jnp.inexact):
@@ -178,8 +189,11 @@ def unscale(grads: Any, scale: jax.Array) -> Any:
 def all_finite(tree: Any) -> jax.Array:
     """Whether every entry of every floating leaf of ``tree`` is finite (a bool scalar; True for
     a tree without floating leaves)."""
-    leaves = [jnp.all(jnp.isfinite(v)) for v in map(jnp.asarray, jax.tree.leaves(tree))
-              if jnp.issubdtype(v.dtype, jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(v))
+        for v in map(jnp.asarray, jax.tree.leaves(tree))
+        if jnp.issubdtype(v.dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 

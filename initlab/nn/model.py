@@ -40,8 +40,21 @@ from initlab.nn.regularizers import get_dropout
 from initlab.nn.reparams import get_reparam
 
 Params = MLPParams
-__all__ = ["Blocks", "Dense", "Layer", "MLPParams", "ModelSpec", "NormState", "Params", "apply",
-           "effective_weights", "features", "grad_tap", "init_layers", "pre_activations"]
+__all__ = [
+    "Blocks",
+    "Dense",
+    "Layer",
+    "MLPParams",
+    "ModelSpec",
+    "NormState",
+    "Params",
+    "apply",
+    "effective_weights",
+    "features",
+    "grad_tap",
+    "init_layers",
+    "pre_activations",
+]
 
 
 @dataclass(frozen=True)
@@ -130,14 +143,16 @@ def init_layers(spec: ModelSpec, samplers: LayerSamplers, key: jax.Array) -> tup
     # vmap draws exactly what a per-layer loop would (lax.map differs in the last bit, and deep nets
     # trained with momentum amplify that into different runs); its temporaries stay below training's peak.
     hidden = jax.vmap(lambda kw, kb: dense(spec.hidden_role, kw, kb, (W, W)))(
-        jax.random.split(w_hid, L - 1), jax.random.split(b_hid, L - 1))
+        jax.random.split(w_hid, L - 1), jax.random.split(b_hid, L - 1)
+    )
     stacked = lambda tree: jax.tree.map(lambda v: jnp.broadcast_to(v, (L - 1, *v.shape)), tree)  # noqa: E731
     params = MLPParams(
         inp=Layer(dense(Role.INPUT, w_in, b_in, (d, W)), norm.init_params(W, dtype)),
         hidden=Layer(hidden, stacked(norm.init_params(W, dtype))),
         out=dense(Role.OUTPUT, w_out, b_out, (W, spec.num_classes)),
         blocks=Blocks(jnp.zeros((spec.num_blocks, 2), dtype), jnp.ones((spec.num_blocks,), dtype))
-        if spec.residual else None,
+        if spec.residual
+        else None,
     )
     state_dtype = spec.state_dtype
     return params, NormState(norm.init_state(W, state_dtype), stacked(norm.init_state(W, state_dtype)))
@@ -180,9 +195,20 @@ def _affine(x: jax.Array, dense: Affine, multiplier: float) -> jax.Array:
     return (y if multiplier == 1.0 else y * multiplier) + dense.b
 
 
-def _hidden_layer(spec: ModelSpec, lp: Layer, ls: dict, h: jax.Array, train: bool, tap: jax.Array | None,
-                  key: jax.Array | None, skip: jax.Array | None = None, bias: jax.Array | float = 0.0,
-                  mult: jax.Array | float = 1.0, tap_reduce: TapReduce | None = None, weight_mult: float = 1.0):
+def _hidden_layer(
+    spec: ModelSpec,
+    lp: Layer,
+    ls: dict,
+    h: jax.Array,
+    train: bool,
+    tap: jax.Array | None,
+    key: jax.Array | None,
+    skip: jax.Array | None = None,
+    bias: jax.Array | float = 0.0,
+    mult: jax.Array | float = 1.0,
+    tap_reduce: TapReduce | None = None,
+    weight_mult: float = 1.0,
+):
     """One hidden layer: returns (activation (batch, width), new norm state, z (batch, width)).
 
     ``key`` drops units of the output (training only); ``skip``, ``bias`` and ``mult`` are a
@@ -206,9 +232,18 @@ def _hidden_layer(spec: ModelSpec, lp: Layer, ls: dict, h: jax.Array, train: boo
     return a, ls, z
 
 
-def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
-          taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None,
-          tap_reduce: TapReduce | None = None):
+def apply(
+    spec: ModelSpec,
+    params: Params,
+    state: NormState,
+    x: jax.Array,
+    *,
+    train: bool,
+    taps: jax.Array | None = None,
+    collect: Collector | None = None,
+    key: jax.Array | None = None,
+    tap_reduce: TapReduce | None = None,
+):
     """Run the network on ``x`` (batch, input_dim).
 
     ``train`` selects batch statistics (and updates the running ones) for batch norm. ``taps``,
@@ -222,8 +257,9 @@ def apply(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, tr
     """
     L = spec.depth
     params, x = cast(to_plain(params), spec.compute), x.astype(spec.compute)
-    h, new_state, stats = _hidden_layers(spec, params, state, x, train=train, taps=taps, collect=collect, key=key,
-                                         tap_reduce=tap_reduce)
+    h, new_state, stats = _hidden_layers(
+        spec, params, state, x, train=train, taps=taps, collect=collect, key=key, tap_reduce=tap_reduce
+    )
     logits = _affine(h, params.out, spec.multipliers[2])  # (batch, classes)
     if taps is not None:
         logits = grad_tap(logits, taps[L], tap_reduce)
@@ -248,9 +284,18 @@ def pre_activations(spec: ModelSpec, params: Params, state: NormState, x: jax.Ar
     return zs, _affine(h, params.out, spec.multipliers[2]).astype(jnp.float32)
 
 
-def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Array, *, train: bool,
-                   taps: jax.Array | None = None, collect: Collector | None = None, key: jax.Array | None = None,
-                   tap_reduce: TapReduce | None = None):
+def _hidden_layers(
+    spec: ModelSpec,
+    params: Params,
+    state: NormState,
+    x: jax.Array,
+    *,
+    train: bool,
+    taps: jax.Array | None = None,
+    collect: Collector | None = None,
+    key: jax.Array | None = None,
+    tap_reduce: TapReduce | None = None,
+):
     """``apply`` up to the output layer: (last hidden activations, new state, the hidden layers'
     statistics (depth, k) or None)."""
     L = spec.depth
@@ -260,8 +305,12 @@ def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Arr
     layer = functools.partial(_hidden_layer, spec, train=train, tap_reduce=tap_reduce, weight_mult=m_hidden)
     h, s_in, z = layer(params.inp, state.inp, x, tap=taps_[0], key=keys[0], weight_mult=m_in)
     first = None if collect is None else collect(z, h)
-    hidden_xs = (params.hidden, state.hidden, None if taps is None else taps[1:L],
-                 None if keys[0] is None else keys[1:])
+    hidden_xs = (
+        params.hidden,
+        state.hidden,
+        None if taps is None else taps[1:L],
+        None if keys[0] is None else keys[1:],
+    )
 
     def plain(h, xs):
         lp, ls, t, k = xs
@@ -286,4 +335,3 @@ def _hidden_layers(spec: ModelSpec, params: Params, state: NormState, x: jax.Arr
         h, (s_hid, hid_stats) = jax.lax.scan(plain, h, hidden_xs)
     stats = None if collect is None else jnp.concatenate([first[None], hid_stats], axis=0)
     return h, NormState(s_in, s_hid), stats
-

@@ -72,9 +72,11 @@ def scale_layers(params: MLPParams, scales: jax.Array) -> MLPParams:
     layers, then the output layer)."""
     inp, hidden = params.inp, params.hidden
     n_hidden = hidden.dense.w.shape[0]
-    return params._replace(inp=inp._replace(dense=inp.dense.scaled(scales[0])),
-                           hidden=hidden._replace(dense=hidden.dense.scaled(scales[1:1 + n_hidden, None, None])),
-                           out=params.out.scaled(scales[-1]))
+    return params._replace(
+        inp=inp._replace(dense=inp.dense.scaled(scales[0])),
+        hidden=hidden._replace(dense=hidden.dense.scaled(scales[1 : 1 + n_hidden, None, None])),
+        out=params.out.scaled(scales[-1]),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -106,7 +108,8 @@ def _lsuv_scales(spec: ModelSpec, params: MLPParams, state: NormState, x: jax.Ar
             return s, it + 1, v, vt.at[k, it + 1].set(v), st.at[k, it + 1].set(s[k])
 
         scales, _, _, var_trace, scale_trace = jax.lax.while_loop(
-            going, rescale, (scales, jnp.int32(0), var, var_trace, scale_trace))
+            going, rescale, (scales, jnp.int32(0), var, var_trace, scale_trace)
+        )
         return scales, var_trace, scale_trace
 
     blank = jnp.full((n_layers, max_iters + 1), jnp.nan, jnp.float32)
@@ -124,11 +127,16 @@ def lsuv(ctx: RefineContext) -> tuple[MLPParams, Trace]:
     n = min(int(a["batch_size"]), ctx.x_train.shape[0])
     max_iters = int(a["max_iters"])
     idx = jax.random.choice(ctx.key, ctx.x_train.shape[0], (n,), replace=False)
-    scales, var_trace, scale_trace = _lsuv_scales(ctx.spec, ctx.params, ctx.norm_state, ctx.x_train[idx],
-                                                  jnp.float32(a["tol"]), max_iters)
+    scales, var_trace, scale_trace = _lsuv_scales(
+        ctx.spec, ctx.params, ctx.norm_state, ctx.x_train[idx], jnp.float32(a["tol"]), max_iters
+    )
     var_trace, scale_trace = np.asarray(var_trace), np.asarray(scale_trace)
-    rows = [{"layer": k + 1, "iteration": it, "variance": float(var_trace[k, it]), "scale": float(scale_trace[k, it])}
-            for k in range(var_trace.shape[0]) for it in range(max_iters + 1) if not np.isnan(var_trace[k, it])]
+    rows = [
+        {"layer": k + 1, "iteration": it, "variance": float(var_trace[k, it]), "scale": float(scale_trace[k, it])}
+        for k in range(var_trace.shape[0])
+        for it in range(max_iters + 1)
+        if not np.isnan(var_trace[k, it])
+    ]
     return scale_layers(ctx.params, scales), Trace("lsuv_trace.csv", ("layer", "iteration", "variance", "scale"), rows)
 
 
@@ -182,8 +190,9 @@ def _encoder_decoder_loss(spec, enc, dec, ls, h_in, h_target, tied):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _train_autoencoder(spec: ModelSpec, enc: Layer, ls: dict, h: jax.Array, key: jax.Array,
-                       steps: int, batch: int, tied: bool, lr, noise):
+def _train_autoencoder(
+    spec: ModelSpec, enc: Layer, ls: dict, h: jax.Array, key: jax.Array, steps: int, batch: int, tied: bool, lr, noise
+):
     """Adam on one layer's autoencoder for ``steps`` mini-batches drawn from ``h`` (n, fan_in);
     masking noise (Vincent et al. 2008) zeroes a ``noise`` fraction of the encoder's inputs.
     Returns the trained encoder (the layer) and the per-step losses (steps,)."""
@@ -201,7 +210,8 @@ def _train_autoencoder(spec: ModelSpec, enc: Layer, ls: dict, h: jax.Array, key:
         hb = h[jax.random.randint(k_idx, (batch,), 0, h.shape[0])]  # (batch, fan_in)
         kept = jax.random.bernoulli(k_noise, 1.0 - noise, hb.shape)
         loss, grads = jax.value_and_grad(
-            lambda t: _encoder_decoder_loss(spec, t[0], t[1], ls, jnp.where(kept, hb, 0.0), hb, tied))((enc, dec))
+            lambda t: _encoder_decoder_loss(spec, t[0], t[1], ls, jnp.where(kept, hb, 0.0), hb, tied)
+        )((enc, dec))
         updates, opt_state = opt.update(grads, opt_state, (enc, dec))
         return (optax.apply_updates((enc, dec), updates), opt_state), loss
 
@@ -233,12 +243,15 @@ def layerwise_autoencoder(ctx: RefineContext) -> tuple[MLPParams, Trace]:
     for k, key in enumerate(jax.random.split(k_layers, spec.depth)):
         lp = params.inp if k == 0 else jax.tree.map(lambda v: v[k - 1], params.hidden)
         ls = ctx.norm_state.inp if k == 0 else jax.tree.map(lambda v: v[k - 1], ctx.norm_state.hidden)
-        lp, losses = _train_autoencoder(spec, lp, ls, h, key, steps, batch, bool(a["tied"]),
-                                        jnp.float32(a["lr"]), jnp.float32(a["noise"]))
+        lp, losses = _train_autoencoder(
+            spec, lp, ls, h, key, steps, batch, bool(a["tied"]), jnp.float32(a["lr"]), jnp.float32(a["noise"])
+        )
         losses = np.asarray(losses, np.float64)
         rows.append({"layer": k + 1, "step": 0, "loss": float(losses[0])})
-        rows += [{"layer": k + 1, "step": min(s + every, steps), "loss": float(losses[s:s + every].mean())}
-                 for s in range(0, steps, every)]
+        rows += [
+            {"layer": k + 1, "step": min(s + every, steps), "loss": float(losses[s : s + every].mean())}
+            for s in range(0, steps, every)
+        ]
         h = _encode(spec, lp, ls, h)
         if k == 0:
             params = params._replace(inp=lp)
@@ -249,6 +262,5 @@ def layerwise_autoencoder(ctx: RefineContext) -> tuple[MLPParams, Trace]:
 
 SCHEMES: Registry[Scheme] = Registry(
     "initialization scheme",
-    {"fixup": fixup, "lsuv": lsuv, "weightnorm_data": weightnorm_data,
-     "layerwise_autoencoder": layerwise_autoencoder},
+    {"fixup": fixup, "lsuv": lsuv, "weightnorm_data": weightnorm_data, "layerwise_autoencoder": layerwise_autoencoder},
 )

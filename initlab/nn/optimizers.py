@@ -77,9 +77,9 @@ SCHEDULES: Registry[Callable[[ScheduleSettings], optax.Schedule]] = Registry(
         "cosine": lambda s: optax.cosine_decay_schedule(s.lr, max(s.total_steps, 1)),
         # Goyal et al. 2017's linear warm-up, then the cosine. Built at a peak of 1 and scaled: optax
         # branches in Python on the peak value, which is traced when a sweep batches runs by lr.
-        "warmup_cosine": lambda s: _scaled(s.lr, optax.warmup_cosine_decay_schedule(
-            0.0, 1.0, s.warmup_steps, max(s.total_steps, s.warmup_steps + 1)
-        )),
+        "warmup_cosine": lambda s: _scaled(
+            s.lr, optax.warmup_cosine_decay_schedule(0.0, 1.0, s.warmup_steps, max(s.total_steps, s.warmup_steps + 1))
+        ),
     },
 )
 
@@ -115,16 +115,18 @@ def make_loss(name: str, targets: float | tuple[float, float] | None = None) -> 
     return lambda logits, labels, num_classes: fn(logits, labels, num_classes, targets)
 
 
-def per_class(make: Callable[[float], optax.GradientTransformation], factors: dict[Any, float],
-              labels: Callable[[Any], Any]) -> optax.GradientTransformation:
+def per_class(
+    make: Callable[[float], optax.GradientTransformation], factors: dict[Any, float], labels: Callable[[Any], Any]
+) -> optax.GradientTransformation:
     """Per-layer learning rates (``initlab.nn.parameterizations``): ``optax.multi_transform`` gives
     the parameters ``labels`` puts in each class the optimizer ``make(factor)`` of that class's
     factor."""
     return optax.multi_transform({cls: make(f) for cls, f in factors.items()}, labels)
 
 
-def build_optimizer(name: str, schedule: str, lr: float, total_steps: int, warmup_steps: int,
-                    momentum: float, weight_decay: float) -> optax.GradientTransformation:
+def build_optimizer(
+    name: str, schedule: str, lr: float, total_steps: int, warmup_steps: int, momentum: float, weight_decay: float
+) -> optax.GradientTransformation:
     """The optax optimizer ``name`` driven by the learning-rate ``schedule``."""
     sched = SCHEDULES.get(schedule, "train.schedule")(ScheduleSettings(lr, total_steps, warmup_steps))
     return OPTIMIZERS.get(name, "train.optimizer")(OptimizerSettings(sched, momentum, weight_decay))

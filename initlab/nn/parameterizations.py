@@ -91,46 +91,58 @@ class Parameterization:
 
 _SAME_LR = {c: ("1", "1") for c in ParamClass}
 
-PARAMETERIZATIONS: Registry[Parameterization] = Registry("parameterization", {
-    "standard": Parameterization(
-        "the initializer's weights, no multipliers, one learning rate",
-        multiplier=lambda role, fan_in, m, s2: 1.0,
-        init_factor=lambda role, m: 1.0,
-        lr=_SAME_LR,
-        # SGD: Δz of the input layer ~ n^-1/2 (its gradient), hidden ~ n^1/2, output ~ n.
-        # Adam (sign-like steps of size η): input O(1), hidden ~ n, output ~ n^3/2 (its own step
-        # gives n; the last hidden layer's change, aligned with the output weights through the
-        # gradient they sent back, gives n · n^-1/2 summed coherently over n coordinates).
-        exponents={"sgd": (-0.5, 0.5, 1.0), "adam": (0.0, 1.0, 1.5)},
-    ),
-    # Jacot, Gabriel & Hongler 2018, "Neural tangent kernel".
-    "ntk": Parameterization(
-        "unit-variance weights times σ_w/√fan_in in the forward pass, one learning rate",
-        multiplier=lambda role, fan_in, m, s2: math.sqrt(s2 / fan_in),
-        init_factor=lambda role, m: 1.0,
-        lr=_SAME_LR,
-        # SGD: the lazy regime, features move as n^-1/2 and the output O(1). Adam: steps η/√n per
-        # effective entry, so hidden ~ n^1/2, and the output ~ n (as standard's: n^1/2 · n^1/2).
-        exponents={"sgd": (-0.5, -0.5, 0.0), "adam": (0.0, 0.5, 1.0)},
-        unit_weights=True,
-        needs_law=True,
-    ),
-    # Yang & Hu 2021; Yang et al. 2022, Table 3, as the mup package implements it.
-    "mup": Parameterization(
-        "maximal update: every layer's activations move by O(1) whatever the width (relative to model.base_width)",
-        multiplier=lambda role, fan_in, m, s2: 1.0 / m if role is Role.OUTPUT else 1.0,
-        init_factor=lambda role, m: math.sqrt(m) if role is Role.OUTPUT else 1.0,
-        lr={ParamClass.INPUT: ("m", "1"), ParamClass.HIDDEN: ("1", "1/m"), ParamClass.OUTPUT: ("m", "1"),
-            ParamClass.VECTOR: ("m", "1"), ParamClass.FIXED: ("1", "1")},
-        exponents={"sgd": (0.0, 0.0, 0.0), "adam": (0.0, 0.0, 0.0)},
-        needs_law=True,
-        needs_base=True,
-        uses=("model.base_width", "model.zero_readout"),
-    ),
-})
+PARAMETERIZATIONS: Registry[Parameterization] = Registry(
+    "parameterization",
+    {
+        "standard": Parameterization(
+            "the initializer's weights, no multipliers, one learning rate",
+            multiplier=lambda role, fan_in, m, s2: 1.0,
+            init_factor=lambda role, m: 1.0,
+            lr=_SAME_LR,
+            # SGD: Δz of the input layer ~ n^-1/2 (its gradient), hidden ~ n^1/2, output ~ n.
+            # Adam (sign-like steps of size η): input O(1), hidden ~ n, output ~ n^3/2 (its own step
+            # gives n; the last hidden layer's change, aligned with the output weights through the
+            # gradient they sent back, gives n · n^-1/2 summed coherently over n coordinates).
+            exponents={"sgd": (-0.5, 0.5, 1.0), "adam": (0.0, 1.0, 1.5)},
+        ),
+        # Jacot, Gabriel & Hongler 2018, "Neural tangent kernel".
+        "ntk": Parameterization(
+            "unit-variance weights times σ_w/√fan_in in the forward pass, one learning rate",
+            multiplier=lambda role, fan_in, m, s2: math.sqrt(s2 / fan_in),
+            init_factor=lambda role, m: 1.0,
+            lr=_SAME_LR,
+            # SGD: the lazy regime, features move as n^-1/2 and the output O(1). Adam: steps η/√n per
+            # effective entry, so hidden ~ n^1/2, and the output ~ n (as standard's: n^1/2 · n^1/2).
+            exponents={"sgd": (-0.5, -0.5, 0.0), "adam": (0.0, 0.5, 1.0)},
+            unit_weights=True,
+            needs_law=True,
+        ),
+        # Yang & Hu 2021; Yang et al. 2022, Table 3, as the mup package implements it.
+        "mup": Parameterization(
+            "maximal update: every layer's activations move by O(1) whatever the width (relative to model.base_width)",
+            multiplier=lambda role, fan_in, m, s2: 1.0 / m if role is Role.OUTPUT else 1.0,
+            init_factor=lambda role, m: math.sqrt(m) if role is Role.OUTPUT else 1.0,
+            lr={
+                ParamClass.INPUT: ("m", "1"),
+                ParamClass.HIDDEN: ("1", "1/m"),
+                ParamClass.OUTPUT: ("m", "1"),
+                ParamClass.VECTOR: ("m", "1"),
+                ParamClass.FIXED: ("1", "1"),
+            },
+            exponents={"sgd": (0.0, 0.0, 0.0), "adam": (0.0, 0.0, 0.0)},
+            needs_law=True,
+            needs_base=True,
+            uses=("model.base_width", "model.zero_readout"),
+        ),
+    },
+)
 
-ROLE_CLASS = {Role.INPUT: ParamClass.INPUT, Role.HIDDEN: ParamClass.HIDDEN, Role.BRANCH: ParamClass.HIDDEN,
-              Role.OUTPUT: ParamClass.OUTPUT}
+ROLE_CLASS = {
+    Role.INPUT: ParamClass.INPUT,
+    Role.HIDDEN: ParamClass.HIDDEN,
+    Role.BRANCH: ParamClass.HIDDEN,
+    Role.OUTPUT: ParamClass.OUTPUT,
+}
 
 
 def get_parameterization(name: str, key: str = "model.parameterization") -> Parameterization:
@@ -156,12 +168,17 @@ def change_exponent(p: Parameterization, role: str, adam_like: bool) -> float:
 
 def param_classes(params: MLPParams) -> MLPParams:
     """The ``ParamClass`` of every leaf of a parameter tree (the labels of ``optax.multi_transform``)."""
+
     def layer(layer: Layer, weight: ParamClass) -> Layer:
         return Layer(Dense(weight, ParamClass.VECTOR), {k: ParamClass.VECTOR for k in layer.norm})
 
     blocks = None if params.blocks is None else Blocks(ParamClass.FIXED, ParamClass.FIXED)
-    return MLPParams(layer(params.inp, ParamClass.INPUT), layer(params.hidden, ParamClass.HIDDEN),
-                     Dense(ParamClass.OUTPUT, ParamClass.FIXED), blocks)
+    return MLPParams(
+        layer(params.inp, ParamClass.INPUT),
+        layer(params.hidden, ParamClass.HIDDEN),
+        Dense(ParamClass.OUTPUT, ParamClass.FIXED),
+        blocks,
+    )
 
 
 def class_factors(p: Parameterization, width: int, base_width: int | None, adam_like: bool) -> dict[ParamClass, float]:

@@ -90,10 +90,18 @@ REPARAMS: Registry[Reparam] = Registry(
     "weight reparameterization",
     {
         "none": Reparam("the stored weight matrix itself"),
-        "weightnorm": Reparam("weight normalization (Salimans & Kingma 2016): w = g·v/‖v‖ per unit, every layer",
-                              _weight_norm, output=True),
-        "scaled_ws": Reparam("scaled weight standardization (Brock et al. 2021): each hidden unit's weights "
-                             "standardized, times the activation's gain", _standardized, gained=True, centred=True),
+        "weightnorm": Reparam(
+            "weight normalization (Salimans & Kingma 2016): w = g·v/‖v‖ per unit, every layer",
+            _weight_norm,
+            output=True,
+        ),
+        "scaled_ws": Reparam(
+            "scaled weight standardization (Brock et al. 2021): each hidden unit's weights "
+            "standardized, times the activation's gain",
+            _standardized,
+            gained=True,
+            centred=True,
+        ),
     },
 )
 
@@ -101,4 +109,3 @@ REPARAMS: Registry[Reparam] = Registry(
 def get_reparam(name: str, key: str = "model.reparam") -> Reparam:
     """The reparameterization called ``name`` (ConfigError listing valid names otherwise)."""
     return REPARAMS.get(name, key)
-

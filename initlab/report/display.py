@@ -35,19 +35,34 @@ def training_progress(name: str, enabled: bool = True) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("acc {task.fields[acc]}"),
-               TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("acc {task.fields[acc]}"),
+        TextColumn("{task.fields[sps]} steps/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task(f"{escape(name)} [dim](compiling)[/]", total=None, loss="–", acc="–", sps="–")
 
         def update(step: int, total: int, info: dict[str, float]) -> None:
-            fields = {"loss": lambda v: _fmt_loss(v), "acc": lambda v: _fmt(v, pct=True),
-                      "sps": lambda v: _fmt(v, digits=0)}
+            fields = {
+                "loss": lambda v: _fmt_loss(v),
+                "acc": lambda v: _fmt(v, pct=True),
+                "sps": lambda v: _fmt(v, digits=0),
+            }
             names = {"loss": "loss", "acc": "test_acc", "sps": "steps_per_s"}
             # a field the caller did not send keeps its value
-            bar.update(task, description=escape(name), completed=step, total=total,
-                       **{f: fmt(info[names[f]]) for f, fmt in fields.items() if names[f] in info})
+            bar.update(
+                task,
+                description=escape(name),
+                completed=step,
+                total=total,
+                **{f: fmt(info[names[f]]) for f, fmt in fields.items() if names[f] in info},
+            )
 
         yield update
         bar.update(task, description=escape(name))  # done, even where training never reported (0 steps)
@@ -116,18 +131,25 @@ def run_summary_lines(summary: dict[str, Any]) -> list[str]:
     final = summary.get("final", {})
     status = summary.get("status", "?")
     colour = {"completed": "green", "diverged": "yellow"}.get(status, "red")
-    lines = [f"[{colour}]{status}[/]: {summary.get('steps')} steps, test accuracy "
-             f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt_loss(final.get('test_loss'))}"]
+    lines = [
+        f"[{colour}]{status}[/]: {summary.get('steps')} steps, test accuracy "
+        f"{_fmt(final.get('test_acc'), pct=True)}, test loss {_fmt_loss(final.get('test_loss'))}"
+    ]
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(escape(f"diverged at step {d['step']}: {d['reason']}"))
     sps = summary.get("steps_per_second")
-    lines.append(f"{_fmt(sps, digits=0)} steps/s after {summary.get('compile_time_s', 0):.1f} s compile, "
-                 f"{summary.get('wall_time_s', 0):.1f} s in all on {summary.get('device', {}).get('platform', '?')}")
+    lines.append(
+        f"{_fmt(sps, digits=0)} steps/s after {summary.get('compile_time_s', 0):.1f} s compile, "
+        f"{summary.get('wall_time_s', 0):.1f} s in all on {summary.get('device', {}).get('platform', '?')}"
+    )
     if summary.get("init_trace_file"):
         init = summary.get("config", {}).get("model", {}).get("init", "?")
-        lines.append(escape(f"initialization ({init}): {summary.get('init_time_s', 0):.1f} s, "
-                            f"trace in {summary['init_trace_file']}"))
+        lines.append(
+            escape(
+                f"initialization ({init}): {summary.get('init_time_s', 0):.1f} s, trace in {summary['init_trace_file']}"
+            )
+        )
     lines.append(escape(f"run folder: {summary['run_dir']}"))
     if summary.get("note"):  # experiment.run's word on a run it did not train (--auto-resume, finished)
         lines.insert(0, escape(summary["note"]))
@@ -141,8 +163,15 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-               TextColumn("runs"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[group]}"))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[group]}"),
+    )
     with Progress(*columns, console=err_console) as bar:
         task = bar.add_task(name, total=None, group="")
         label = [""]
@@ -150,8 +179,12 @@ def sweep_progress(name: str, enabled: bool = True) -> Iterator[Any]:
         def on_event(kind: str, info: dict[str, Any]) -> None:
             if kind == "start":
                 done = info["total"] - info["todo"]
-                bar.update(task, total=info["todo"], group=f"{info['groups']} groups to train"
-                           + (f", {done} runs already done" if info["total"] > info["todo"] else ""))
+                bar.update(
+                    task,
+                    total=info["todo"],
+                    group=f"{info['groups']} groups to train"
+                    + (f", {done} runs already done" if info["total"] > info["todo"] else ""),
+                )
             elif kind == "group":
                 label[0] = info["label"]
                 bar.update(task, group=info["label"])
@@ -186,8 +219,10 @@ def sweep_next_steps(directory: Any, interrupted: bool = False) -> str:
     from initlab.runfolder.files import CHECKPOINTS_DIR
 
     resumes = any((directory / CHECKPOINTS_DIR).glob("*.pkl"))  # storage.group_checkpoint_path's folder
-    return (f"{report} shows the runs that finished; the same `initlab sweep` command continues (finished runs "
-            "are kept" + (", groups in flight resume from their checkpoints)" if resumes else ")"))
+    return (
+        f"{report} shows the runs that finished; the same `initlab sweep` command continues (finished runs "
+        "are kept" + (", groups in flight resume from their checkpoints)" if resumes else ")")
+    )
 
 
 def sweep_table(report: Any) -> Table:
@@ -218,8 +253,12 @@ def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
 
     for i, run in enumerate(runs):
         group = group_of.get(run.hash)
-        table.add_row(str(i + 1), *[str(run.varied.get(k, "")) for k in keys], run.path.name,
-                      str(group) if group else f"({run_status(run.path)})")
+        table.add_row(
+            str(i + 1),
+            *[str(run.varied.get(k, "")) for k in keys],
+            run.path.name,
+            str(group) if group else f"({run_status(run.path)})",
+        )
     return table
 
 
@@ -227,8 +266,19 @@ def dry_run_table(runs: list[Any], groups: list[list[Any]]) -> Table:
 # any of these out.
 OUTCOMES = ("status", "test_acc", "act_ratio_init", "grad_ratio_init", "verdict")
 # Which further report columns a narrow terminal keeps first.
-KEEP_FIRST = (*OUTCOMES, "seeds", "test_loss", "steps_to_target", "act_ratio_end", "grad_ratio_end", "theory_ratio",
-              "jac_ratio_init", "jac_msq_init", "jac_msq_theory", "profile")
+KEEP_FIRST = (
+    *OUTCOMES,
+    "seeds",
+    "test_loss",
+    "steps_to_target",
+    "act_ratio_end",
+    "grad_ratio_end",
+    "theory_ratio",
+    "jac_ratio_init",
+    "jac_msq_init",
+    "jac_msq_theory",
+    "profile",
+)
 # How the config keys are shown, from the widest to the narrowest: a column per key; one
 # ``configuration`` column of ``key=value`` words wrapped at spaces; a short label per row, with
 # the labels' values in a table of their own.
@@ -265,6 +315,7 @@ def fit_columns(report: Any, width: int) -> tuple[str, list[str], list[str]]:
     of ``KEY_LAYOUTS`` in which the outcome columns, ``OUTCOMES``, fit beside them) and the columns
     shown, added in ``KEEP_FIRST`` order while the table, as rich lays it out at that width, cuts no
     header word, number or config value; and the columns left out."""
+
     def fits(layout: str, columns: list[str]) -> bool:
         return _fits(_main_table(report, columns, None, layout), width)
 
@@ -294,8 +345,13 @@ def _main_table(report: Any, columns: list[str], caption: str | None, layout: st
     from initlab.report.tables import _fmt_cell, _fmt_value, _header
 
     colours = {"vanishing": "blue", "exploding": "red", "healthy": "green"}
-    main = Table(title=f"{len(report.rows)} configurations", title_justify="left", caption=caption,
-                 caption_justify="left", show_lines=layout == "folded")  # rows of several lines, told apart
+    main = Table(
+        title=f"{len(report.rows)} configurations",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        show_lines=layout == "folded",
+    )  # rows of several lines, told apart
     if layout == "columns":
         key_cells = [[_fmt_value(r.get(k)) for k in report.keys] for r in report.rows]
         for i, head in enumerate(key_headers(report.keys)):
@@ -311,8 +367,11 @@ def _main_table(report: Any, columns: list[str], caption: str | None, layout: st
         main.add_column(LABEL_HEADER, no_wrap=True)
     for c in columns:
         head = _header(c, report.target)
-        main.add_column(head, justify="left" if c in ("status", "verdict", "profile") else "right",
-                        min_width=_least(head, [_fmt_cell(r, c) for r in report.rows], c in WRAPPING))
+        main.add_column(
+            head,
+            justify="left" if c in ("status", "verdict", "profile") else "right",
+            min_width=_least(head, [_fmt_cell(r, c) for r in report.rows], c in WRAPPING),
+        )
     for row, keys in zip(report.rows, key_cells):
         cells = [escape(k) for k in keys]
         for c in columns:
@@ -358,8 +417,10 @@ def report_tables(report: Any, width: int | None = None) -> list[Table]:
     layout, columns, left_out = fit_columns(report, width) if width else ("columns", list(report.columns), [])
     caption = f"verdict at init: a variance ratio below {VANISHING:g} is vanishing, above {EXPLODING:g} exploding"
     if left_out:
-        caption += (f"\nleft out at this width ({width} columns): {', '.join(left_out)}; choose with --columns, "
-                    "or widen the terminal")
+        caption += (
+            f"\nleft out at this width ({width} columns): {', '.join(left_out)}; choose with --columns, "
+            "or widen the terminal"
+        )
     tables = [_main_table(report, columns, caption, layout)]
     if layout == "labels":
         tables.append(_labels_table(report, width or 200))
@@ -411,12 +472,21 @@ def layer_tables(layers: dict[str, Any], width: int = 200) -> list[Table]:
         for i, part in enumerate(parts):
             more = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
             last = i == len(parts) - 1
-            t = Table(title=f"{layers['run']}: step {step}{more}", title_justify="left",
-                      caption="\n".join(n for n in notes if n) or None if last else None, caption_justify="left")
+            t = Table(
+                title=f"{layers['run']}: step {step}{more}",
+                title_justify="left",
+                caption="\n".join(n for n in notes if n) or None if last else None,
+                caption_justify="left",
+            )
             t.add_column("layer", justify="right", no_wrap=True)
             for c in part:  # a dead layer's mark is kept on one line however narrow the table
-                t.add_column(c, justify="right", style="cyan" if c.endswith("_theory") else None, no_wrap=True,
-                             min_width=need[c] - 3)
+                t.add_column(
+                    c,
+                    justify="right",
+                    style="cyan" if c.endswith("_theory") else None,
+                    no_wrap=True,
+                    min_width=need[c] - 3,
+                )
             for r, name in enumerate(names):
                 t.add_row(name, *[cells[c][r] for c in part])
             tables.append(t)
@@ -427,8 +497,11 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
     """Per-layer predictions for a configured network, and its phase figures."""
     if not pred.get("applies"):
         return [escape(f"mean-field theory does not apply to this configuration: {pred['reason']}")]
-    t = Table(title=f"mean-field predictions at initialization: {cfg.model.activation}, {cfg.model.init}, "
-                    f"depth {cfg.model.depth}", title_justify="left")
+    t = Table(
+        title=f"mean-field predictions at initialization: {cfg.model.activation}, {cfg.model.init}, "
+        f"depth {cfg.model.depth}",
+        title_justify="left",
+    )
     for c in ("layer", "pre-act var q^l", "act var", "∂ℓ/∂z var / last layer's"):
         t.add_column(c, justify="right")
     n = len(pred["q"])
@@ -441,12 +514,18 @@ def theory_config_view(pred: dict[str, Any], cfg: Any, limit: int = 24) -> list[
         f"σ_w² = {pred['sigma_w2']:.4g} (first layer {pred['sigma_w2_first']:.4g}), σ_b² = {pred['sigma_b2']:.4g}, "
         f"input q⁰ = {pred['q0']:.4g}",
         f"q* = {_sci(pred['q_star'])}, χ₁ = {_sci(pred['chi1'])}: {pred['phase']} phase"
-        + (f" (critical σ_w² at this σ_b²: {pred['critical_sigma_w2']:.4g})"
-           if math.isfinite(pred.get("critical_sigma_w2", math.nan)) else ""),
+        + (
+            f" (critical σ_w² at this σ_b²: {pred['critical_sigma_w2']:.4g})"
+            if math.isfinite(pred.get("critical_sigma_w2", math.nan))
+            else ""
+        ),
         f"ξ_c = {_sci(pred['xi_c'])}, ξ_q = {_sci(pred['xi_q'])}; "
-        + (f"6ξ_c = {_sci(pred['max_trainable_depth'])}, but {pred['depth_scale_caveat']} (Schoenholz et al. 2017 "
-           "assume a finite, nonzero q*)" if pred.get("depth_scale_caveat") else
-           f"trainable to depth ≈ 6ξ_c = {_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)"),
+        + (
+            f"6ξ_c = {_sci(pred['max_trainable_depth'])}, but {pred['depth_scale_caveat']} (Schoenholz et al. 2017 "
+            "assume a finite, nonzero q*)"
+            if pred.get("depth_scale_caveat")
+            else f"trainable to depth ≈ 6ξ_c = {_sci(pred['max_trainable_depth'])} (Schoenholz et al. 2017)"
+        ),
         f"input-output Jacobian ∂h^L/∂x: mean squared singular value tr(JJᵀ)/width = {_sci(pred['jacobian_mean_sq'])} "
         "(the product of the layers' χ; Pennington et al. 2017)",
         *_format_lines(pred),
@@ -469,8 +548,10 @@ def _shaping_lines(pred: dict[str, Any]) -> list[str]:
         return []
     args = ", ".join(f"{k} = {v:g}" for k, v in s["args"].items())
     maps = ", ".join(f"{k} = {v:.6g}" for k, v in s["maps"].items())
-    return [f"kernel shaping {s['method']} ({args}): φ̂ with {s['transformation']}",
-            f"local maps at q = 1 and the whole net's over its depth: {maps}"]
+    return [
+        f"kernel shaping {s['method']} ({args}): φ̂ with {s['transformation']}",
+        f"local maps at q = 1 and the whole net's over its depth: {maps}",
+    ]
 
 
 def _format_lines(pred: dict[str, Any]) -> list[str]:
@@ -480,9 +561,11 @@ def _format_lines(pred: dict[str, Any]) -> list[str]:
         return []
     rms, depth = pred["grad_rms"], len(pred["grad_rms"]) - 1
     name = lambda k: "the output layer" if k == depth + 1 else f"layer {k}"  # noqa: E731
-    lines = [f"each example's ∂ℓ/∂z at init, rms per entry: {_sci(rms[-1])} at the logits, {_sci(rms[depth - 1])} at "
-             f"layer {depth}, {_sci(rms[0])} at layer 1. A format holds loss scale × ∂L/∂z of the mean loss, so ÷ "
-             f"batch {pred['batch_size']}; the rms is a typical entry, and some entries underflow layers sooner"]
+    lines = [
+        f"each example's ∂ℓ/∂z at init, rms per entry: {_sci(rms[-1])} at the logits, {_sci(rms[depth - 1])} at "
+        f"layer {depth}, {_sci(rms[0])} at layer 1. A format holds loss scale × ∂L/∂z of the mean loss, so ÷ "
+        f"batch {pred['batch_size']}; the rms is a typical entry, and some entries underflow layers sooner"
+    ]
     for fmt, d in pred["formats"].items():
         head = f"{fmt} (the run's format)" if d["run"] else fmt
         what = f"rms per entry, batch {pred['batch_size']}, loss scale {d['loss_scale']:g}"
@@ -490,19 +573,26 @@ def _format_lines(pred: dict[str, Any]) -> list[str]:
         if d["crossing"] is not None:
             lines.append(f"{head}: gradients ({what}) below the smallest normal {tiny} from {name(d['crossing'])} down")
         elif d["below"]:
-            lines.append(f"{head}: gradients ({what}) below the smallest normal {tiny} at {len(d['below'])} "
-                         f"layers, {name(d['below'][0])} to {name(d['below'][-1])} (not at layer 1)")
+            lines.append(
+                f"{head}: gradients ({what}) below the smallest normal {tiny} at {len(d['below'])} "
+                f"layers, {name(d['below'][0])} to {name(d['below'][-1])} (not at layer 1)"
+            )
         else:
-            lines.append(f"{head}: no layer below its smallest normal {tiny} (lowest rms {_sci(d['min_rms'])} at "
-                         f"{name(d['min_layer'])}; {what})")
+            lines.append(
+                f"{head}: no layer below its smallest normal {tiny} (lowest rms {_sci(d['min_rms'])} at "
+                f"{name(d['min_layer'])}; {what})"
+            )
     return lines
 
 
 def phase_view(table: dict[str, Any]) -> list[Any]:
     """The order-to-chaos table of one activation at one σ_b²."""
     crit = table["critical_sigma_w2"]
-    head = (f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: critical σ_w² = {crit:.4g}"
-            if math.isfinite(crit) else f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: no critical σ_w² found")
+    head = (
+        f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: critical σ_w² = {crit:.4g}"
+        if math.isfinite(crit)
+        else f"{table['activation']}, σ_b² = {table['sigma_b2']:g}: no critical σ_w² found"
+    )
     t = Table(title=head, title_justify="left")
     for c in ("σ_w²", "q*", "χ₁", "phase", "c*", "ξ_c", "6ξ_c"):
         t.add_column(c, justify="left" if c == "phase" else "right")
@@ -512,10 +602,19 @@ def phase_view(table: dict[str, Any]) -> list[Any]:
         if r.get("caveat"):
             caveats = list(dict.fromkeys([*caveats, r["caveat"]]))
             mark = "*" * (caveats.index(r["caveat"]) + 1)
-        t.add_row(f"{r['sigma_w2']:g}", _sci(r["q_star"]), _sci(r["chi1"]), r["phase"], _sci(r["c_star"]),
-                  _sci(r["xi_c"]), _sci(r["max_trainable_depth"]) + mark)
-    notes = [escape(f"{'*' * (i + 1)} {c} (Schoenholz et al. 2017's depth scales assume a finite, nonzero q*)")
-             for i, c in enumerate(caveats)]
+        t.add_row(
+            f"{r['sigma_w2']:g}",
+            _sci(r["q_star"]),
+            _sci(r["chi1"]),
+            r["phase"],
+            _sci(r["c_star"]),
+            _sci(r["xi_c"]),
+            _sci(r["max_trainable_depth"]) + mark,
+        )
+    notes = [
+        escape(f"{'*' * (i + 1)} {c} (Schoenholz et al. 2017's depth scales assume a finite, nonzero q*)")
+        for i, c in enumerate(caveats)
+    ]
     return [t, *notes]
 
 
@@ -535,8 +634,13 @@ def config_keys_view(section: str | None = None) -> list[Any]:
     for c in ("default", "allowed", "meaning"):
         t.add_column(c, overflow="fold")
     for key, help_text, default in rows:
-        shown = ("null" if default is None
-                 else ", ".join(map(str, default)) if isinstance(default, tuple | list) else str(default))
+        shown = (
+            "null"
+            if default is None
+            else ", ".join(map(str, default))
+            if isinstance(default, tuple | list)
+            else str(default)
+        )
         t.add_row(key, escape(shown), escape(allowed_text(key)), escape(help_text))
     items: list[Any] = [t]
     if section in (None, "model"):

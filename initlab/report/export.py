@@ -76,14 +76,27 @@ def _histograms(rows: list[dict[str, str]]):
         groups.setdefault((int(r["step"]), int(r["layer"]), r["quantity"]), []).append((lo, hi, int(r["count"])))
     for (step, layer, quantity), bins in sorted(groups.items()):
         bins.sort(key=lambda b: (b[0], b[1]))
-        mids = np.array([(lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi) else
-                         (hi if math.isfinite(hi) else lo if math.isfinite(lo) else 0.0) for lo, hi, _ in bins])
+        mids = np.array(
+            [
+                (lo + hi) / 2
+                if math.isfinite(lo) and math.isfinite(hi)
+                else (hi if math.isfinite(hi) else lo if math.isfinite(lo) else 0.0)
+                for lo, hi, _ in bins
+            ]
+        )
         counts = np.array([c for _, _, c in bins], dtype=np.float64)
         lo0, hi0 = bins[0][0], bins[-1][1]
-        yield (f"histograms/{quantity}/layer_{layer:03d}", step,
-               float(lo0 if math.isfinite(lo0) else mids[0]), float(hi0 if math.isfinite(hi0) else mids[-1]),
-               float(counts.sum()), float(counts @ mids), float(counts @ (mids * mids)),
-               [_bucket(lo, hi) for lo, hi, _ in bins], counts.tolist())
+        yield (
+            f"histograms/{quantity}/layer_{layer:03d}",
+            step,
+            float(lo0 if math.isfinite(lo0) else mids[0]),
+            float(hi0 if math.isfinite(hi0) else mids[-1]),
+            float(counts.sum()),
+            float(counts @ mids),
+            float(counts @ (mids * mids)),
+            [_bucket(lo, hi) for lo, hi, _ in bins],
+            counts.tolist(),
+        )
 
 
 def _tensorboard_writer():
@@ -138,10 +151,14 @@ def write_tensorboard(run: Path, dest: Path) -> int:
     return written
 
 
-EXPORTERS: Registry[Exporter] = Registry("export format", {
-    "tensorboard": Exporter("TensorBoard event files (tensorboardX), one folder per run", write_tensorboard,
-                            "tensorboard"),
-})
+EXPORTERS: Registry[Exporter] = Registry(
+    "export format",
+    {
+        "tensorboard": Exporter(
+            "TensorBoard event files (tensorboardX), one folder per run", write_tensorboard, "tensorboard"
+        ),
+    },
+)
 
 
 def plan_export(fmt: str, paths: Iterable[str | Path], out: str | Path) -> tuple[Exporter, list[tuple[Path, Path]]]:
@@ -167,8 +184,9 @@ def plan_export(fmt: str, paths: Iterable[str | Path], out: str | Path) -> tuple
     return exporter, [(r.path, t) for r, t in zip(runs, targets)]
 
 
-def export(fmt: str, paths: Iterable[str | Path], out: str | Path,
-           on_run: Callable[[int, int, Path], None] | None = None) -> list[tuple[Path, Path, int]]:
+def export(
+    fmt: str, paths: Iterable[str | Path], out: str | Path, on_run: Callable[[int, int, Path], None] | None = None
+) -> list[tuple[Path, Path, int]]:
     """Export every run folder under ``paths`` in format ``fmt`` into ``out/<run folder name>``
     (``plan_export``); ``on_run(i, n, run)`` reports progress. Returns ``(run folder,
     destination, values written)`` per run."""

@@ -25,8 +25,11 @@ from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE, METRICS_FILE
 from initlab.runfolder.reader import iter_rows
 
 # The per-layer statistics the profile views show (hidden layers; a dropdown is one figure each).
-PROFILE_STATS = {"act_var": "activation variance Var[a]", "grad_var": "gradient variance Var[∂ℓ/∂z]",
-                 "pre_var": "pre-activation variance Var[z]"}
+PROFILE_STATS = {
+    "act_var": "activation variance Var[a]",
+    "grad_var": "gradient variance Var[∂ℓ/∂z]",
+    "pre_var": "pre-activation variance Var[z]",
+}
 MAX_PROFILE_RUNS = 24  # traces per profile: beyond that the legend is unreadable (the table has them all)
 MAX_HIST_STEPS = 32  # logged steps of histograms.csv per run in the page (a long run's file is megabytes)
 
@@ -50,8 +53,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def run_label(run: RunResult, keys: list[str]) -> str:
     """The run's varied config values (and seed), or its folder name where nothing varies."""
     shown = [k for k in keys if k != "seed"] + ["seed"]
-    label = config_label(run.flat, shown, headers=[k.rsplit(".", 1)[-1] for k in shown], fmt=_fmt_value,
-                         skip_none=False)
+    label = config_label(
+        run.flat, shown, headers=[k.rsplit(".", 1)[-1] for k in shown], fmt=_fmt_value, skip_none=False
+    )
     return label if sum(k in run.flat for k in shown) > 1 or "seed" in keys else run.path.name
 
 
@@ -90,7 +94,8 @@ def histograms(run: RunResult, max_steps: int = MAX_HIST_STEPS) -> dict[str, dic
         for step in logged:
             out.setdefault(name, {})[str(step)] = {
                 str(layer): [[_edge(lo), _edge(hi), int(c)] for lo, hi, c in zip(*h.bins(step, layer))]
-                for layer in h.layers(step)}
+                for layer in h.layers(step)
+            }
     return out or None
 
 
@@ -124,14 +129,17 @@ def table_html(report: Report) -> str:
             sort_value = html.escape(json.dumps(num if num is not None else str(text)))
             cells.append(f"<td data-v='{sort_value}'>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table id="report"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody>'
-            '</table></div>')
+    return (
+        f'<div class="scroll"><table id="report"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody>'
+        "</table></div>"
+    )
 
 
 def _div(fig, div: str) -> str:
     """A figure as a <div> (plotly.js is inlined once, in the page's head), as wide as the page."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div, default_width="100%",
-                       config={"responsive": True})
+    return fig.to_html(
+        full_html=False, include_plotlyjs=False, div_id=div, default_width="100%", config={"responsive": True}
+    )
 
 
 def _profile_figure(labels: list[str], data: list[dict], stat: str, div: str):
@@ -141,8 +149,15 @@ def _profile_figure(labels: list[str], data: list[dict], stat: str, div: str):
     for label, d in zip(labels, data):
         y = d[stat][0] if d["steps"] else []
         fig.add_trace(go.Scatter(x=list(range(1, len(y) + 1)), y=y, mode="lines+markers", name=label))
-    fig.update_layout(title=PROFILE_STATS[stat], xaxis_title="hidden layer", yaxis_title=stat, yaxis_type="log",
-                      height=460, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
+    fig.update_layout(
+        title=PROFILE_STATS[stat],
+        xaxis_title="hidden layer",
+        yaxis_title=stat,
+        yaxis_type="log",
+        height=460,
+        margin=dict(l=60, r=20, t=50, b=50),
+        legend=dict(font=dict(size=10)),
+    )
     return _div(fig, div)
 
 
@@ -150,8 +165,15 @@ def _curve_figure(labels: list[str], data: list[dict], x: str, y: str, title: st
     import plotly.graph_objects as go
 
     fig = go.Figure([go.Scatter(x=d[x], y=d[y], mode="lines", name=label) for label, d in zip(labels, data)])
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title=y, yaxis_type="log" if log else "linear",
-                      height=400, margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
+    fig.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title=y,
+        yaxis_type="log" if log else "linear",
+        height=400,
+        margin=dict(l=60, r=20, t=50, b=50),
+        legend=dict(font=dict(size=10)),
+    )
     return _div(fig, div)
 
 
@@ -286,10 +308,13 @@ def render(report: Report, title: str = "initlab report") -> str:
     hists = [histograms(r) for r in shown]
     with_hist = [i for i, h in enumerate(hists) if h]
     hist_runs = "".join(f'<option value="{i}">{html.escape(labels[i])}</option>' for i in with_hist)
-    hist_note = ("Each run's histograms.csv (log.histograms): the distribution of one quantity in one hidden layer at "
-                 "the slider's step (the last logged step at or before it; at most "
-                 f"{MAX_HIST_STEPS} logged steps per run are kept in the page, evenly spread)." if with_hist else
-                 "No run here has histograms.csv: set log.histograms (e.g. 64) to see the distributions.")
+    hist_note = (
+        "Each run's histograms.csv (log.histograms): the distribution of one quantity in one hidden layer at "
+        "the slider's step (the last logged step at or before it; at most "
+        f"{MAX_HIST_STEPS} logged steps per run are kept in the page, evenly spread)."
+        if with_hist
+        else "No run here has histograms.csv: set log.histograms (e.g. 64) to see the distributions."
+    )
     ids = [(f"profile-{s}", s) for s in PROFILE_STATS]
     profile_divs = "".join(f"<div>{_profile_figure(labels, prof, s, d)}</div>" for d, s in ids)
     loss = _curve_figure(labels, curve_data, "loss_step", "train_loss", "training loss", True, "curve-loss")
@@ -297,23 +322,38 @@ def render(report: Report, title: str = "initlab report") -> str:
     curve_divs = f"<div>{loss}</div><div>{acc}</div>"
     problems = ""
     if report.problems:
-        items = "".join(f"<li>{html.escape(Path(p['run']).name)}: {html.escape(str(p['status']))} at step "
-                        f"{html.escape(_fmt_value(p['step']))} ({html.escape(str(p['reason']))})</li>"
-                        for p in report.problems)
+        items = "".join(
+            f"<li>{html.escape(Path(p['run']).name)}: {html.escape(str(p['status']))} at step "
+            f"{html.escape(_fmt_value(p['step']))} ({html.escape(str(p['reason']))})</li>"
+            for p in report.problems
+        )
         problems = f"<h3>Runs that did not complete</h3><ul>{items}</ul>"
     note = f"{len(report.rows)} rows from {len(runs)} runs; seeds are averaged (mean ± std) in the table."
     return PAGE.format(
-        title=html.escape(title), plotlyjs=plotly.offline.get_plotlyjs(), note=html.escape(note),
-        table=table_html(report), problems=problems,
+        title=html.escape(title),
+        plotlyjs=plotly.offline.get_plotlyjs(),
+        note=html.escape(note),
+        table=table_html(report),
+        problems=problems,
         capped=f" The first {MAX_PROFILE_RUNS} of {len(runs)} runs are drawn." if capped else "",
-        first_step=steps[0] if steps else 0, last_index=max(len(steps) - 1, 0), profile_divs=profile_divs,
-        curve_divs=curve_divs, profiles=_js(prof), steps=_js(steps), profile_ids=_js(ids), hists=_js(hists),
-        labels=_js(labels), hist_runs=hist_runs, hist_note=html.escape(hist_note),
+        first_step=steps[0] if steps else 0,
+        last_index=max(len(steps) - 1, 0),
+        profile_divs=profile_divs,
+        curve_divs=curve_divs,
+        profiles=_js(prof),
+        steps=_js(steps),
+        profile_ids=_js(ids),
+        hists=_js(hists),
+        labels=_js(labels),
+        hist_runs=hist_runs,
+        hist_note=html.escape(hist_note),
         hist_style="" if with_hist else "display: none",
         log2_bins=_js([n for n in QUANTITIES if QUANTITIES[n].binning.log]),
-        hist_quantities="".join(f'<option value="{n}">{html.escape(QUANTITIES[n].label)} '
-                                f"({html.escape(QUANTITIES[n].symbol)})</option>"
-                                for n in sorted(QUANTITIES, key=lambda n: n != "act")))  # a first
+        hist_quantities="".join(
+            f'<option value="{n}">{html.escape(QUANTITIES[n].label)} ({html.escape(QUANTITIES[n].symbol)})</option>'
+            for n in sorted(QUANTITIES, key=lambda n: n != "act")
+        ),
+    )  # a first
 
 
 def _js(obj: Any) -> str:

@@ -243,16 +243,26 @@ def key_headers(keys: Sequence[str]) -> list[str]:
     return [leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)]
 
 
-def config_label(values: dict[str, Any], keys: Sequence[str], *, headers: Sequence[str] | None = None,
-                 fmt: Callable[[Any], str] = str, sep: str = ", ", skip_none: bool = True) -> str:
+def config_label(
+    values: dict[str, Any],
+    keys: Sequence[str],
+    *,
+    headers: Sequence[str] | None = None,
+    fmt: Callable[[Any], str] = str,
+    sep: str = ", ",
+    skip_none: bool = True,
+) -> str:
     """The label of a configuration, ``depth=10, init=he_normal``: each of ``keys`` that ``values``
     (a run's dotted config, or a report row) sets, under its header (``key_headers``' short name
     unless ``headers`` are given), written by ``fmt``; a key set to None is left out unless not
     ``skip_none`` (a key a run does not set, e.g. another initializer's argument, always is). ''
     when nothing is left: the caller names the run another way."""
     heads = key_headers(keys) if headers is None else headers
-    return sep.join(f"{h}={fmt(values.get(k))}" for h, k in zip(heads, keys)
-                    if k in values and (values[k] is not None or not skip_none))
+    return sep.join(
+        f"{h}={fmt(values.get(k))}"
+        for h, k in zip(heads, keys)
+        if k in values and (values[k] is not None or not skip_none)
+    )
 
 
 def geo_mean(values: Sequence[Any], *, per_layer: bool = False) -> Any:

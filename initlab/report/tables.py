@@ -22,8 +22,17 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import ConfigError, InitlabError
-from initlab.report.results import (RunResult, Skipped, _is_run_folder, apply_filters, discover, geo_mean, key_headers,
-                                    load_run, varied_keys)
+from initlab.report.results import (
+    RunResult,
+    Skipped,
+    _is_run_folder,
+    apply_filters,
+    discover,
+    geo_mean,
+    key_headers,
+    load_run,
+    varied_keys,
+)
 from initlab.runfolder.files import HISTOGRAM_FILE, LAYERS_FILE
 from initlab.runfolder.reader import iter_rows, read_layers
 
@@ -54,8 +63,11 @@ def outcome_verdict(signal: str, members: Sequence[RunResult]) -> str:
     if not bad:
         return signal
     what = bad[0] if len(set(bad)) == 1 else "did not complete"
-    return f"{signal} at init, {what}" if len(bad) == len(members) else \
-        f"{signal} at init, {len(bad)}/{len(members)} {what}"
+    return (
+        f"{signal} at init, {what}"
+        if len(bad) == len(members)
+        else f"{signal} at init, {len(bad)}/{len(members)} {what}"
+    )
 
 
 def sparkline(profile: np.ndarray) -> str:
@@ -101,16 +113,34 @@ def _status_text(runs: Sequence[RunResult]) -> str:
     return ", ".join(f"{n} {'ok' if s == 'completed' else s}" for s, n in order)
 
 
-METRICS = ("test_acc", "test_loss", "steps_to_target", "act_ratio_init", "act_ratio_end", "grad_ratio_init",
-           "grad_ratio_end")
+METRICS = (
+    "test_acc",
+    "test_loss",
+    "steps_to_target",
+    "act_ratio_init",
+    "act_ratio_end",
+    "grad_ratio_init",
+    "grad_ratio_end",
+)
 # The input-output Jacobian at init: max/min singular value, and its mean square measured and predicted.
 JACOBIAN_COLUMNS = ("jac_ratio_init", "jac_msq_init", "jac_msq_theory")
 COLUMNS = ("status", "seeds", *METRICS, "verdict", "theory_ratio", *JACOBIAN_COLUMNS, "profile")
 DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("jac_msq_init", "jac_msq_theory"))
-HEADERS = {"seeds": "n", "test_acc": "test acc %", "test_loss": "test loss", "act_ratio_init": "act L/1 init",
-           "act_ratio_end": "act L/1 end", "grad_ratio_init": "grad 1/L init", "grad_ratio_end": "grad 1/L end",
-           "profile": "act var by layer (init)", "verdict": "signal verdict", "theory_ratio": "var L meas/theory",
-           "jac_ratio_init": "jac max/min init", "jac_msq_init": "jac σ² init", "jac_msq_theory": "jac σ² theory"}
+HEADERS = {
+    "seeds": "n",
+    "test_acc": "test acc %",
+    "test_loss": "test loss",
+    "act_ratio_init": "act L/1 init",
+    "act_ratio_end": "act L/1 end",
+    "grad_ratio_init": "grad 1/L init",
+    "grad_ratio_end": "grad 1/L end",
+    "profile": "act var by layer (init)",
+    "verdict": "signal verdict",
+    "theory_ratio": "var L meas/theory",
+    "jac_ratio_init": "jac max/min init",
+    "jac_msq_init": "jac σ² init",
+    "jac_msq_theory": "jac σ² theory",
+}
 
 
 @dataclass
@@ -139,9 +169,11 @@ def aggregate(runs: Sequence[RunResult], keys: Sequence[str], target: float) -> 
         row: dict[str, Any] = {k: members[0].flat.get(k) for k in keys}
         row["status"] = _status_text(members)
         row["seeds"] = len(members)
-        for metric, values in (("test_acc", [r.final("test_acc") for r in members]),
-                               ("test_loss", [r.final("test_loss") for r in members]),
-                               ("steps_to_target", [r.steps_to(target) for r in members])):
+        for metric, values in (
+            ("test_acc", [r.final("test_acc") for r in members]),
+            ("test_loss", [r.final("test_loss") for r in members]),
+            ("steps_to_target", [r.steps_to(target) for r in members]),
+        ):
             row[metric], row[metric + "_std"] = _mean_std(values)
         for when, label in (("init", "init"), ("final", "end")):
             row[f"act_ratio_{label}"] = geo_mean([r.ratio(when, "act_var") for r in members])
@@ -176,9 +208,16 @@ def _sort_key(column: str):
     return key
 
 
-def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), group_by: Sequence[str] = (),
-                 sort: str | None = None, columns: Sequence[str] | None = None, top: int | None = None,
-                 target: float = 0.9) -> Report:
+def build_report(
+    paths: Sequence[str | Path],
+    *,
+    filters: Sequence[str] = (),
+    group_by: Sequence[str] = (),
+    sort: str | None = None,
+    columns: Sequence[str] | None = None,
+    top: int | None = None,
+    target: float = 0.9,
+) -> Report:
     """Read every run under ``paths`` and aggregate it into a Report (see the CLI for the options)."""
     runs, skipped = discover(paths)
     runs = apply_filters(runs, filters)
@@ -212,9 +251,14 @@ def build_report(paths: Sequence[str | Path], *, filters: Sequence[str] = (), gr
     for r in runs:
         if r.status not in ("completed",):
             div = r.summary.get("divergence") or {}
-            problems.append({"run": str(r.path), "status": r.status,
-                             "step": div.get("step", r.summary.get("steps")),
-                             "reason": div.get("reason") or r.summary.get("error") or ""})
+            problems.append(
+                {
+                    "run": str(r.path),
+                    "status": r.status,
+                    "step": div.get("step", r.summary.get("steps")),
+                    "reason": div.get("reason") or r.summary.get("error") or "",
+                }
+            )
     from initlab.report.width import best_learning_rates, width_slopes
 
     return Report(keys, rows, problems, skipped, target, chosen, width_slopes(runs), best_learning_rates(runs), runs)
@@ -285,12 +329,24 @@ def to_csv(report: Report) -> str:
 def to_json(report: Report) -> str:
     from initlab.runfolder.storage import jsonable
 
-    return json.dumps(jsonable({
-        "keys": report.keys, "target": report.target, "rows": flat_rows(report), "problems": report.problems,
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
-        "thresholds": {"vanishing": VANISHING, "exploding": EXPLODING},
-        "width_slopes": report.width, "best_learning_rates": report.transfer,
-    }), indent=2) + "\n"
+    return (
+        json.dumps(
+            jsonable(
+                {
+                    "keys": report.keys,
+                    "target": report.target,
+                    "rows": flat_rows(report),
+                    "problems": report.problems,
+                    "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+                    "thresholds": {"vanishing": VANISHING, "exploding": EXPLODING},
+                    "width_slopes": report.width,
+                    "best_learning_rates": report.transfer,
+                }
+            ),
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def to_markdown(report: Report) -> str:
@@ -320,18 +376,43 @@ def extra_tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]
     and the best learning rate per width."""
     out = []
     if report.width:
-        out.append(("Width scaling of the change |z_t − z_0| (pre_delta_abs_mean): fitted slope of log change against "
-                    "log width at the first logged step after 0 where every layer moved (theory's exponent for the "
-                    "first update in brackets, at step 1)",
-                    ["configuration", "step", "widths", "input layer", "hidden layers", "output layer"],
-                    [[r["configuration"], str(r["step"]), r["widths"], _slope(r["input"], r["theory_input"]),
-                      _slope(r["hidden"], r["theory_hidden"]), _slope(r["output"], r["theory_output"])]
-                     for r in report.width]))
+        out.append(
+            (
+                "Width scaling of the change |z_t − z_0| (pre_delta_abs_mean): fitted slope of log change against "
+                "log width at the first logged step after 0 where every layer moved (theory's exponent for the "
+                "first update in brackets, at step 1)",
+                ["configuration", "step", "widths", "input layer", "hidden layers", "output layer"],
+                [
+                    [
+                        r["configuration"],
+                        str(r["step"]),
+                        r["widths"],
+                        _slope(r["input"], r["theory_input"]),
+                        _slope(r["hidden"], r["theory_hidden"]),
+                        _slope(r["output"], r["theory_output"]),
+                    ]
+                    for r in report.width
+                ],
+            )
+        )
     if report.transfer:
-        out.append(("Best learning rate per width (lowest mean test loss over seeds; diverged runs count as worst)",
-                    ["configuration", "width", "best lr", "test loss", "lrs", "seeds"],
-                    [[r["configuration"], str(r["width"]), _fmt_value(r["best_lr"]), _fmt_value(r["test_loss"]),
-                      str(r["lrs"]), str(r["seeds"])] for r in report.transfer]))
+        out.append(
+            (
+                "Best learning rate per width (lowest mean test loss over seeds; diverged runs count as worst)",
+                ["configuration", "width", "best lr", "test loss", "lrs", "seeds"],
+                [
+                    [
+                        r["configuration"],
+                        str(r["width"]),
+                        _fmt_value(r["best_lr"]),
+                        _fmt_value(r["test_loss"]),
+                        str(r["lrs"]),
+                        str(r["seeds"]),
+                    ]
+                    for r in report.transfer
+                ],
+            )
+        )
     return out
 
 
@@ -377,32 +458,47 @@ def layer_report(path: str | Path) -> dict[str, Any]:
                 for c in ("pre_var_theory", "act_var_theory", "grad_ratio", "grad_ratio_theory"):
                     r.setdefault(c, math.nan)
             columns = [*columns, "pre_var_theory", "act_var_theory", "grad_ratio", "grad_ratio_theory"]
-            theory_note = (f"mean-field theory: {theory['phase']} phase, χ₁ = {theory['chi1']:.4g}, "
-                           f"ξ_c = {theory['xi_c']:.4g}, q⁰ = {theory['q0']:.4g}; grad_ratio is ∂ℓ/∂z variance "
-                           "relative to the last hidden layer")
+            theory_note = (
+                f"mean-field theory: {theory['phase']} phase, χ₁ = {theory['chi1']:.4g}, "
+                f"ξ_c = {theory['xi_c']:.4g}, q⁰ = {theory['q0']:.4g}; grad_ratio is ∂ℓ/∂z variance "
+                "relative to the last hidden layer"
+            )
         else:
             theory_note = f"mean-field theory does not apply: {theory.get('reason')}"
     end = [parse(r) for r in rows if int(r["step"]) == last]
     for r in end:
-        for c in columns[len(stat_columns):]:
+        for c in columns[len(stat_columns) :]:
             r.setdefault(c, math.nan)
     config = loaded.flat if isinstance(loaded, RunResult) else {}
     if (p / HISTOGRAM_FILE).exists() and config.get("model.activation"):
         from initlab.theory.shaping import shape_of_flat
 
-        edge = saturated_bins_fraction(p / HISTOGRAM_FILE, str(config["model.activation"]),
-                                       int(config.get("log.histograms") or 0), (first, last), shape_of_flat(config))
+        edge = saturated_bins_fraction(
+            p / HISTOGRAM_FILE,
+            str(config["model.activation"]),
+            int(config.get("log.histograms") or 0),
+            (first, last),
+            shape_of_flat(config),
+        )
         for when, step in (("init", first), ("end", last)):
             for r in init if when == "init" else end:
                 r["hist_saturated"] = edge.get((step, r["layer"]), math.nan)
         at = columns.index("saturated_frac") + 1 if "saturated_frac" in columns else len(stat_columns)
         columns.insert(at, "hist_saturated")
-    return {"run": str(p), "steps": (first, last), "columns": columns, "init": init, "end": end,
-            "theory": theory_note, "jacobian": jacobian_note(loaded.summary if isinstance(loaded, RunResult) else {})}
+    return {
+        "run": str(p),
+        "steps": (first, last),
+        "columns": columns,
+        "init": init,
+        "end": end,
+        "theory": theory_note,
+        "jacobian": jacobian_note(loaded.summary if isinstance(loaded, RunResult) else {}),
+    }
 
 
-def saturated_bins_fraction(path: Path, activation: str, bins: int, steps: Sequence[int],
-                            shape=None) -> dict[tuple[int, int], float]:
+def saturated_bins_fraction(
+    path: Path, activation: str, bins: int, steps: Sequence[int], shape=None
+) -> dict[tuple[int, int], float]:
     """(step, layer) -> the fraction of the layer's activations in the saturated bins of its
     histogram: the outermost linear bin at each end where the activation's image is bounded (tanh:
     the bins at -1 and +1; sigmoid: at 0 and 1; ReLU: the bin at 0). Layers of an activation
@@ -444,8 +540,10 @@ def jacobian_note(summary: dict[str, Any]) -> str:
     def part(label: str, s: dict[str, Any]) -> str:
         if s.get("mean_sq") is None:
             return f"{label}: not finite"
-        return (f"{label}: mean σ² {s['mean_sq']:.4g}, σ max/min {s['max']:.4g}/{s['min']:.4g}, "
-                f"{100 * s['frac_near_1']:.0f}% of σ in [0.5, 2]")
+        return (
+            f"{label}: mean σ² {s['mean_sq']:.4g}, σ max/min {s['max']:.4g}/{s['min']:.4g}, "
+            f"{100 * s['frac_near_1']:.0f}% of σ in [0.5, 2]"
+        )
 
     parts = [part("init", jac["init"])]
     if "end" in jac:

@@ -28,8 +28,9 @@ LR = "train.lr"
 COORD_STATS = ("pre_delta_abs_mean", "act_abs_mean")
 
 
-def layer_rows(run: RunResult, columns: Sequence[str] = ("act_var", "grad_var"),
-               output: bool = False) -> dict[int, dict[str, np.ndarray]]:
+def layer_rows(
+    run: RunResult, columns: Sequence[str] = ("act_var", "grad_var"), output: bool = False
+) -> dict[int, dict[str, np.ndarray]]:
     """A run's layers.csv as {step: {column: per-layer values (hidden layers only, unless
     ``output``: then the output layer last)}}; empty when the file lacks a column or is missing."""
     path = run.path / LAYERS_FILE
@@ -94,8 +95,10 @@ def coordinate_data(runs: Sequence[RunResult], statistic: str = "pre_delta_abs_m
         shapes = {len(rows[s]) for seeds in by_width.values() for rows in seeds for s in steps}
         if not steps or len(shapes) != 1:
             continue
-        values = {w: {s: geo_mean([rows[s] for rows in seeds], per_layer=True) for s in steps}
-                  for w, seeds in by_width.items()}
+        values = {
+            w: {s: geo_mean([rows[s] for rows in seeds], per_layer=True) for s in steps}
+            for w, seeds in by_width.items()
+        }
         out.append(CoordData(label, statistic, sorted(values), steps, values, list(members)))
     return out
 
@@ -146,18 +149,25 @@ def width_slopes(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         s = slopes_at(data, step)
         hidden = s[1:-1]
         theory = expected_exponents(data.runs[0]) if step == 1 else None
-        rows.append({
-            "configuration": data.label, "step": step, "widths": f"{data.widths[0]}–{data.widths[-1]}",
-            "input": float(s[0]), "hidden": float(np.nanmean(hidden)) if len(hidden) and np.any(np.isfinite(hidden))
-            else math.nan, "output": float(s[-1]),
-            "theory_input": theory[0] if theory else math.nan, "theory_hidden": theory[1] if theory else math.nan,
-            "theory_output": theory[2] if theory else math.nan,
-        })
+        rows.append(
+            {
+                "configuration": data.label,
+                "step": step,
+                "widths": f"{data.widths[0]}–{data.widths[-1]}",
+                "input": float(s[0]),
+                "hidden": float(np.nanmean(hidden)) if len(hidden) and np.any(np.isfinite(hidden)) else math.nan,
+                "output": float(s[-1]),
+                "theory_input": theory[0] if theory else math.nan,
+                "theory_hidden": theory[1] if theory else math.nan,
+                "theory_output": theory[2] if theory else math.nan,
+            }
+        )
     return rows
 
 
-def transfer_data(runs: Sequence[RunResult],
-                  metric: str = "test_loss") -> dict[str, dict[int, dict[float, list[float]]]]:
+def transfer_data(
+    runs: Sequence[RunResult], metric: str = "test_loss"
+) -> dict[str, dict[int, dict[float, list[float]]]]:
     """{configuration (without width and lr): {width: {lr: the seeds' final ``metric`` (NaN: diverged)}}}
     for configurations with two or more learning rates."""
     _, groups = configurations(runs, (WIDTH, LR))
@@ -180,7 +190,14 @@ def best_learning_rates(runs: Sequence[RunResult], metric: str = "test_loss") ->
         for width in sorted(table):
             means = {lr: (float(np.mean(v)) if np.all(np.isfinite(v)) else math.inf) for lr, v in table[width].items()}
             lr = min(means, key=lambda k: (means[k], k))
-            rows.append({"configuration": label, "width": width,
-                         "best_lr": lr if math.isfinite(means[lr]) else math.nan, metric: means[lr],
-                         "lrs": len(means), "seeds": max(len(v) for v in table[width].values())})
+            rows.append(
+                {
+                    "configuration": label,
+                    "width": width,
+                    "best_lr": lr if math.isfinite(means[lr]) else math.nan,
+                    metric: means[lr],
+                    "lrs": len(means),
+                    "seeds": max(len(v) for v in table[width].values()),
+                }
+            )
     return rows

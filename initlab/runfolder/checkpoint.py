@@ -55,13 +55,16 @@ class FileCheckpointer:
         except OSError as e:
             raise InitlabError(f"{self.path}: cannot be read ({describe_os_error(e)}); {self.remedy}") from None
         if not data.startswith(CHECKPOINT_MAGIC):
-            raise InitlabError(f"{self.path}: not a checkpoint of this initlab version (its header is missing or "
-                               f"damaged); nothing was trained; {self.remedy}")
+            raise InitlabError(
+                f"{self.path}: not a checkpoint of this initlab version (its header is missing or "
+                f"damaged); nothing was trained; {self.remedy}"
+            )
         head_end = len(CHECKPOINT_MAGIC) + 65
-        digest, body = data[len(CHECKPOINT_MAGIC):head_end - 1], data[head_end:]
-        if data[head_end - 1:head_end] != b"\n" or hashlib.sha256(body).hexdigest().encode() != digest:
-            raise InitlabError(f"{self.path}: corrupted (its SHA-256 does not match its contents); nothing was "
-                               f"trained; {self.remedy}")
+        digest, body = data[len(CHECKPOINT_MAGIC) : head_end - 1], data[head_end:]
+        if data[head_end - 1 : head_end] != b"\n" or hashlib.sha256(body).hexdigest().encode() != digest:
+            raise InitlabError(
+                f"{self.path}: corrupted (its SHA-256 does not match its contents); nothing was trained; {self.remedy}"
+            )
         return body
 
     def verify(self) -> None:

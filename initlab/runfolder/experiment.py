@@ -21,9 +21,20 @@ from initlab.data.datasets import Dataset, load_dataset
 from initlab.errors import InitlabError, InterruptGate, check_interrupted, describe_os_error
 from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path
 from initlab.runfolder.files import CHECKPOINT_FILE
-from initlab.runfolder.storage import (RunRecord, RunRecorder, RunWriter, check_run_dir_free, check_same_config,
-                                       claim_for_resume, claim_run_dir, histogram_edges, read_summary, run_dir_for,
-                                       run_status, unlock)
+from initlab.runfolder.storage import (
+    RunRecord,
+    RunRecorder,
+    RunWriter,
+    check_run_dir_free,
+    check_same_config,
+    claim_for_resume,
+    claim_run_dir,
+    histogram_edges,
+    read_summary,
+    run_dir_for,
+    run_status,
+    unlock,
+)
 from initlab.train import memory
 from initlab.train.loop import TrainResult, memory_estimate, train, train_group
 from initlab.train.schedule import make_schedule
@@ -47,9 +58,17 @@ def signal_profile(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 def failed_summary(cfg: RunConfig, reason: str, steps: int = 0) -> dict[str, Any]:
     """The summary.json of a run that raised instead of finishing."""
-    return {"status": "failed", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
-            "run_dir": str(run_dir_for(cfg)),
-            "steps": steps, "error": reason, "versions": versions(), "config": to_dict(cfg)}
+    return {
+        "status": "failed",
+        "name": cfg.name,
+        "config_hash": config_hash(cfg),
+        "config_digest": config_digest(cfg),
+        "run_dir": str(run_dir_for(cfg)),
+        "steps": steps,
+        "error": reason,
+        "versions": versions(),
+        "config": to_dict(cfg),
+    }
 
 
 def summarize(cfg: RunConfig, path: Path, result: TrainResult) -> dict[str, Any]:
@@ -93,14 +112,23 @@ def jacobian_summary(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
     if cfg.log.jacobian == 0:
         return {"applies": False, "reason": "log.jacobian: 0"}
     if not result.spectra:
-        return {"applies": False, "reason": f"{cfg.model.norm} normalizes each unit by batch statistics, so one "
-                "example's Jacobian is not defined"}
+        return {
+            "applies": False,
+            "reason": f"{cfg.model.norm} normalizes each unit by batch statistics, so one "
+            "example's Jacobian is not defined",
+        }
     steps = sorted(result.spectra)
-    out = {"applies": True, "examples": cfg.log.jacobian, "time_s": result.jacobian_time_s,
-           "init": spectrum_summary(result.spectra[steps[0]], cfg.model.width, result.input_dim)}
+    out = {
+        "applies": True,
+        "examples": cfg.log.jacobian,
+        "time_s": result.jacobian_time_s,
+        "init": spectrum_summary(result.spectra[steps[0]], cfg.model.width, result.input_dim),
+    }
     if len(steps) > 1:
-        out["end"] = {"step": steps[-1], **spectrum_summary(result.spectra[steps[-1]], cfg.model.width,
-                                                            result.input_dim)}
+        out["end"] = {
+            "step": steps[-1],
+            **spectrum_summary(result.spectra[steps[-1]], cfg.model.width, result.input_dim),
+        }
     return out
 
 
@@ -118,9 +146,16 @@ def theory_prediction(cfg: RunConfig, result: TrainResult) -> dict[str, Any]:
 FINISHED = ("completed", "diverged")  # statuses of a run that has nothing left to train
 
 
-def run(cfg: RunConfig, *, data_dir: str | Path | None = None, force: bool = False, resume: bool = False,
-        auto_resume: bool = False, on_progress: Callable[[int, int, dict], None] | None = None,
-        download_progress: bool = True) -> dict[str, Any]:
+def run(
+    cfg: RunConfig,
+    *,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+    resume: bool = False,
+    auto_resume: bool = False,
+    on_progress: Callable[[int, int, dict], None] | None = None,
+    download_progress: bool = True,
+) -> dict[str, Any]:
     """Train ``cfg`` and write its run folder; returns the summary (with ``run_dir``).
 
     Raises InitlabError if the folder holds a finished run (unless ``force``) or an interrupted
@@ -168,14 +203,23 @@ def _open_run(cfg: RunConfig, path: Path, on_progress) -> tuple[RunWriter, float
     writer = RunWriter(path, cfg, on_progress)
     writer.write_config()
     started = time.time()
-    base = {"status": "running", "name": cfg.name, "config_hash": config_hash(cfg), "config_digest": config_digest(cfg),
-            "run_dir": str(path), "versions": versions(), "started_at": started, "config": to_dict(cfg)}
+    base = {
+        "status": "running",
+        "name": cfg.name,
+        "config_hash": config_hash(cfg),
+        "config_digest": config_digest(cfg),
+        "run_dir": str(path),
+        "versions": versions(),
+        "started_at": started,
+        "config": to_dict(cfg),
+    }
     writer.write_summary(base)
     return writer, started
 
 
-def _train_into(cfg: RunConfig, data: Dataset, path: Path, writer: RunWriter, started: float,
-                held: InterruptGate) -> dict[str, Any]:
+def _train_into(
+    cfg: RunConfig, data: Dataset, path: Path, writer: RunWriter, started: float, held: InterruptGate
+) -> dict[str, Any]:
     checkpointer = FileCheckpointer(path / CHECKPOINT_FILE)  # absent unless the run resumes
     try:
         held.check()  # a Ctrl-C held back while the folder was opened ends the run here, as interrupted
@@ -184,8 +228,12 @@ def _train_into(cfg: RunConfig, data: Dataset, path: Path, writer: RunWriter, st
         interrupted = isinstance(e, KeyboardInterrupt)
         reason = (str(e) or "interrupted by the user") if interrupted else f"{type(e).__name__}: {e}"
         last = writer.metric_rows[-1]["step"] if writer.metric_rows else 0
-        writer.summary = {**failed_summary(cfg, reason, last), "status": "interrupted" if interrupted else "failed",
-                          "started_at": started, "wall_time_s": time.time() - started}
+        writer.summary = {
+            **failed_summary(cfg, reason, last),
+            "status": "interrupted" if interrupted else "failed",
+            "started_at": started,
+            "wall_time_s": time.time() - started,
+        }
         try:
             writer.flush()
         except OSError:
@@ -212,28 +260,36 @@ def dataset(cfg: DataConfig, data_dir: str | Path | None) -> Dataset:
     return _datasets[key]
 
 
-def execute_group(cfg_dicts: list[dict[str, Any]], data_dir: str | None = None,
-                  on_step: Callable[[int, int], None] | None = None) -> list[RunRecord]:
+def execute_group(
+    cfg_dicts: list[dict[str, Any]], data_dir: str | None = None, on_step: Callable[[int, int], None] | None = None
+) -> list[RunRecord]:
     """Train a group of batchable runs together and return each run's ``RunRecord`` (its rows,
     histograms and their edges, spectra, trace, parameters and summary). Plain data in and out, so
     the same function runs in this process, in a process pool or as a Ray task. An exception fails
     the whole group; it is recorded per run (with the rows gathered until then), never raised."""
     cfgs = [from_dict(d) for d in cfg_dicts]
     # the group's runs train in lockstep: the first one's progress is the group's
-    recorders = [RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
-                 for i, _ in enumerate(cfgs)]
+    recorders = [
+        RunRecorder(None if on_step is None or i else lambda step, total, info: on_step(step, total))
+        for i, _ in enumerate(cfgs)
+    ]
     try:
         data = dataset(cfgs[0].data, data_dir)
         memory.check(memory_estimate(cfgs, data))  # a group that cannot fit fails as a group, before allocating
         # a sweep's group in flight checkpoints beside its runs' folders (they are written when it ends);
         # the sweep deletes the checkpoint once it has written them (sweeps.run_sweep)
-        checkpointer = FileCheckpointer(group_checkpoint_path(cfgs), remedy="delete it and run the sweep again to "
-                                        "train the group from the start")
+        checkpointer = FileCheckpointer(
+            group_checkpoint_path(cfgs), remedy="delete it and run the sweep again to train the group from the start"
+        )
         results = train_group(cfgs, data, recorders, checkpointer)
         summaries = [summarize(c, run_dir_for(c), res) for c, res in zip(cfgs, results)]
     except Exception as e:  # noqa: BLE001 - isolation: one group's failure must not stop a sweep
         reason = f"{type(e).__name__}: {e}"
-        summaries = [failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
-                     for c, rec in zip(cfgs, recorders)]
-    return [rec.record(summ, histogram_edges(c) if rec.histograms else None)
-            for c, rec, summ in zip(cfgs, recorders, summaries)]
+        summaries = [
+            failed_summary(c, reason, rec.metric_rows[-1]["step"] if rec.metric_rows else 0)
+            for c, rec in zip(cfgs, recorders)
+        ]
+    return [
+        rec.record(summ, histogram_edges(c) if rec.histograms else None)
+        for c, rec, summ in zip(cfgs, recorders, summaries)
+    ]

@@ -14,8 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from initlab.errors import InitlabError
-from initlab.runfolder.files import (HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, LAYERS_FILE, METRICS_FILE,
-                                     SUMMARY_FILE)
+from initlab.runfolder.files import HISTOGRAM_COLUMNS, JACOBIAN_COLUMNS, LAYERS_FILE, METRICS_FILE, SUMMARY_FILE
 
 
 def load_summary(run_dir: str | Path) -> Any:
@@ -120,8 +119,13 @@ def read_histograms(path: str | Path, quantity: str) -> HistogramRows:
         except ValueError as e:
             raise InitlabError(f"{path}, line {reader.line_num}: not a histograms.csv row ({e})") from None
     step, layer, lo, hi, count = cols
-    return HistogramRows(np.array(step, dtype=int), np.array(layer, dtype=int), np.array(lo, dtype=float),
-                         np.array(hi, dtype=float), np.array(count, dtype=float))
+    return HistogramRows(
+        np.array(step, dtype=int),
+        np.array(layer, dtype=int),
+        np.array(lo, dtype=float),
+        np.array(hi, dtype=float),
+        np.array(count, dtype=float),
+    )
 
 
 def read_jacobian(path: str | Path) -> dict[int, np.ndarray]:

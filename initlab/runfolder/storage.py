@@ -22,16 +22,40 @@ from typing import Any
 
 import numpy as np
 
-from initlab.config import (HASH_DIGITS, LEGACY_HASH_DIGITS, ConfigError, RunConfig, config_digest, from_dict,
-                            parse_yaml, to_yaml)
+from initlab.config import (
+    HASH_DIGITS,
+    LEGACY_HASH_DIGITS,
+    ConfigError,
+    RunConfig,
+    config_digest,
+    from_dict,
+    parse_yaml,
+    to_yaml,
+)
 from initlab.errors import InitlabError, check_interrupted
 from initlab.nn.formats import storable
 from initlab.nn.initializers import Trace
 from initlab.runfolder.checkpoint import CHECKPOINT_MAGIC, FileCheckpointer, group_checkpoint_path  # noqa: F401
-from initlab.runfolder.files import (CHECKPOINT_FILE, CONFIG_FILE, HISTOGRAM_COLUMNS, HISTOGRAM_FILE,
-                                     JACOBIAN_COLUMNS, JACOBIAN_FILE, LAYER_KEY_COLUMNS, LAYERS_FILE, LOCKS_DIR,
-                                     LOSS_SCALE_COLUMNS, METRIC_COLUMNS, METRICS_FILE, PARAMS_DIR, SHAPED_COLUMNS,
-                                     SUMMARY_FILE, params_name, params_step, shaped_file)
+from initlab.runfolder.files import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTOGRAM_COLUMNS,
+    HISTOGRAM_FILE,
+    JACOBIAN_COLUMNS,
+    JACOBIAN_FILE,
+    LAYER_KEY_COLUMNS,
+    LAYERS_FILE,
+    LOCKS_DIR,
+    LOSS_SCALE_COLUMNS,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    PARAMS_DIR,
+    SHAPED_COLUMNS,
+    SUMMARY_FILE,
+    params_name,
+    params_step,
+    shaped_file,
+)
 from initlab.runfolder.reader import load_summary, read_summary
 from initlab.stats.statistics import QUANTITIES, Layout
 from initlab.theory.shaping import shape_for
@@ -143,8 +167,10 @@ def check_same_config(path: Path, cfg: RunConfig) -> None:
     instead of treating that run as this one's."""
     found = stored_digest(path)
     if found is not None and found != config_digest(cfg):
-        raise InitlabError(f"{path} holds a different config with the same hash (a hash collision); "
-                           f"move that folder or change this run's name")
+        raise InitlabError(
+            f"{path} holds a different config with the same hash (a hash collision); "
+            f"move that folder or change this run's name"
+        )
 
 
 # -- locks ------------------------------------------------------------------------------------
@@ -153,6 +179,7 @@ def check_same_config(path: Path, cfg: RunConfig) -> None:
 # drops the lock when the process dies however it dies, so a folder whose summary says ``running``
 # while its lock is free is a run that was killed (kill -9, the OOM killer): ``run_status`` reads
 # it as interrupted.
+
 
 def lock_path(path: Path) -> Path:
     return path.parent / LOCKS_DIR / f"{path.name}.lock"
@@ -266,8 +293,9 @@ def check_run_dir_free(cfg: RunConfig, path: Path, force: bool, *, locked: bool 
     if (path / CHECKPOINT_FILE).is_file():  # never restart silently what can be continued
         steps = read_summary(path).get("steps")
         at = f" at step {steps}" if isinstance(steps, int) else ""
-        raise InitlabError(f"{path} was interrupted{at} and holds a checkpoint: --resume continues it, "
-                           "--force starts it again")
+        raise InitlabError(
+            f"{path} was interrupted{at} and holds a checkpoint: --resume continues it, --force starts it again"
+        )
 
 
 def claim_run_dir(cfg: RunConfig, path: Path, force: bool) -> int:
@@ -307,8 +335,10 @@ def claim_for_resume(cfg: RunConfig, path: Path) -> int:
         if status in ("completed", "diverged"):
             raise InitlabError(f"{path} has finished ({status}); nothing to resume (--force runs it again)")
         if not (path / CHECKPOINT_FILE).is_file():
-            raise InitlabError(f"{path} has no checkpoint to resume from (log.checkpoint_every was 0 and it was not "
-                               "stopped by Ctrl-C or SIGTERM); run without --resume to start again")
+            raise InitlabError(
+                f"{path} has no checkpoint to resume from (log.checkpoint_every was 0 and it was not "
+                "stopped by Ctrl-C or SIGTERM); run without --resume to start again"
+            )
         FileCheckpointer(path / CHECKPOINT_FILE).verify()  # a corrupted one is refused before anything changes
     except BaseException:
         unlock(fd)
@@ -360,13 +390,16 @@ class RunRecorder:
         kinds = ["output" if i == n - 1 else "hidden" for i in range(n)]
         scalars = {c: v for c, v in stats.items() if np.ndim(v) == 1}
         for i in range(n):
-            self.layer_rows.append({"step": step, "layer": i + 1, "kind": kinds[i],
-                                    **{c: float(v[i]) for c, v in scalars.items()}})
+            self.layer_rows.append(
+                {"step": step, "layer": i + 1, "kind": kinds[i], **{c: float(v[i]) for c, v in scalars.items()}}
+            )
         for name, v in stats.items():
             if np.ndim(v) == 2:
                 self.shaped_rows.setdefault(name, []).extend(
                     {"step": step, "layer": i + 1, "kind": kinds[i], "index": j, "value": float(v[i, j])}
-                    for i in range(n) for j in range(v.shape[1]))
+                    for i in range(n)
+                    for j in range(v.shape[1])
+                )
 
     def jacobian(self, step: int, singular_values: np.ndarray) -> None:
         """The singular values (examples, k) of the input-output Jacobian at ``step``."""
@@ -389,8 +422,17 @@ class RunRecorder:
 
     def record(self, summary: dict[str, Any], edges: Edges | None = None) -> RunRecord:
         """What was recorded, with ``summary`` and the histograms' ``edges``, as the run's record."""
-        return RunRecord(summary, self.metric_rows, self.layer_rows, self.shaped_rows, self.histograms,
-                         dict(edges or {}), self.spectra, self.trace, self.saved_params)
+        return RunRecord(
+            summary,
+            self.metric_rows,
+            self.layer_rows,
+            self.shaped_rows,
+            self.histograms,
+            dict(edges or {}),
+            self.spectra,
+            self.trace,
+            self.saved_params,
+        )
 
     def checkpoint(self) -> None:
         pass
@@ -409,8 +451,13 @@ class RunWriter(RunRecorder):
     every ``min_interval_s``: each flush rewrites the CSVs whole, so unbounded flushing would cost
     quadratic time on long runs) and when the run ends."""
 
-    def __init__(self, path: Path, cfg: RunConfig, on_progress: Callable[[int, int, dict], None] | None = None,
-                 min_interval_s: float = 30.0):
+    def __init__(
+        self,
+        path: Path,
+        cfg: RunConfig,
+        on_progress: Callable[[int, int, dict], None] | None = None,
+        min_interval_s: float = 30.0,
+    ):
         super().__init__(on_progress)
         self.path = path
         self.cfg = cfg

@@ -27,12 +27,20 @@ class _Num:
 # be absent or null (NaN is stored as null); {str: T} is a mapping whose every value is a T, [T] a
 # list of T, a dict a mapping with those typed fields (others free).
 SUMMARY_SCHEMA: dict[str, Any] = {
-    "status": str, "name": str, "error": str, "init_trace_file": str, "steps": _Num, "steps_per_second": _Num,
-    "final": {str: _Num}, "best": {str: _Num}, "history": {str: [_Num]},
+    "status": str,
+    "name": str,
+    "error": str,
+    "init_trace_file": str,
+    "steps": _Num,
+    "steps_per_second": _Num,
+    "final": {str: _Num},
+    "best": {str: _Num},
+    "history": {str: [_Num]},
     "signal": {str: {str: [_Num]}},
     "theory": {"applies": bool, "q": [_Num], "act_var": [_Num], "grad_ratio": [_Num], "jacobian_mean_sq": _Num},
     "jacobian": {"applies": bool, "init": {str: Any}, "end": {str: Any}},
-    "divergence": {str: Any}, "config": {str: Any},
+    "divergence": {str: Any},
+    "config": {str: Any},
 }
 
 
@@ -57,8 +65,7 @@ def _schema_error(value: Any, spec: Any, where: str) -> str | None:
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping"}
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
     return names.get(type(value), type(value).__name__)
 
 

@@ -30,15 +30,33 @@ from typing import Any
 
 import yaml
 
-from initlab.config import (SWEEP_KEYS, RunConfig, apply_overrides, check_name, config_digest, config_hash, from_dict,
-                            read_yaml, set_value, to_dict)
+from initlab.config import (
+    SWEEP_KEYS,
+    RunConfig,
+    apply_overrides,
+    check_name,
+    config_digest,
+    config_hash,
+    from_dict,
+    read_yaml,
+    set_value,
+    to_dict,
+)
 from initlab.config import field_type as _field_type
 from initlab.config import parse_scalar as _parse_scalar
 from initlab.errors import ConfigError, InitlabError, describe_os_error
 from initlab.runfolder.files import INDEX_FILE, SWEEP_FILE
 from initlab.runfolder.checkpoint import FileCheckpointer, group_checkpoint_path
-from initlab.runfolder.storage import (RunRecord, atomic_write, check_same_config, run_dir_for, run_status, try_lock,
-                                       unlock, write_run_dir)
+from initlab.runfolder.storage import (
+    RunRecord,
+    atomic_write,
+    check_same_config,
+    run_dir_for,
+    run_status,
+    try_lock,
+    unlock,
+    write_run_dir,
+)
 
 DONE = ("completed", "diverged")  # a diverged run is a result: it is not redone
 
@@ -108,8 +126,14 @@ def _assignment(item: str, flag: str) -> tuple[str, str]:
     return key.strip(), values
 
 
-def load_spec(path: str | Path, *, grid: Iterable[str] = (), zips: Iterable[str] = (), seeds: str | None = None,
-              overrides: Iterable[str] = ()) -> SweepSpec:
+def load_spec(
+    path: str | Path,
+    *,
+    grid: Iterable[str] = (),
+    zips: Iterable[str] = (),
+    seeds: str | None = None,
+    overrides: Iterable[str] = (),
+) -> SweepSpec:
     """A sweep from a YAML file, with command-line ``--grid``/``--zip``/``--seeds``/``--set`` laid
     over it (a ``--grid`` key replaces the file's values for that key)."""
     data = read_yaml(path)
@@ -151,8 +175,10 @@ def _check_keys(spec: SweepSpec) -> None:
             if key in seen:
                 raise ConfigError(f"{where}.{key}: already varied in {seen[key]}")
             if key in ("log", "log.out"):  # every run's folder is <log.out>/<sweep name>/<run name>-<hash>
-                raise ConfigError(f"{where}.{key}: log.out cannot vary per run (a sweep's runs all go in its folder; "
-                                  "set log.out once, or use --out)")
+                raise ConfigError(
+                    f"{where}.{key}: log.out cannot vary per run (a sweep's runs all go in its folder; "
+                    "set log.out once, or use --out)"
+                )
             seen[key] = where
     if spec.seeds is not None and "seed" in seen:
         raise ConfigError(f"{seen['seed']}.seed: vary seeds with `seeds:` or --seeds, not both")
@@ -189,8 +215,10 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
         run, digest = SweepRun(cfg, varied), config_digest(cfg)
         if run.hash in seen:
             if seen[run.hash] != digest:
-                raise InitlabError(f"runs {run.varied} and another of this sweep share the hash {run.hash} "
-                                   "(a hash collision); change a run's name")
+                raise InitlabError(
+                    f"runs {run.varied} and another of this sweep share the hash {run.hash} "
+                    "(a hash collision); change a run's name"
+                )
             continue  # a value listed twice adds nothing
         seen[run.hash] = digest
         runs.append(run)
@@ -224,9 +252,11 @@ def check_same_sweep(directory: Path, runs: Sequence[SweepRun], replace: bool = 
     new = {r.hash[:digits] for r in runs}
     dropped = len(old - new)
     if dropped:
-        raise InitlabError(f"{directory} holds a different sweep named {directory.name!r} ({dropped} of its runs are "
-                           "not in this one; adding seeds or values is fine); choose another name, or pass --replace "
-                           "to make this its sweep (its run folders are kept)")
+        raise InitlabError(
+            f"{directory} holds a different sweep named {directory.name!r} ({dropped} of its runs are "
+            "not in this one; adding seeds or values is fine); choose another name, or pass --replace "
+            "to make this its sweep (its run folders are kept)"
+        )
 
 
 def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]]:
@@ -238,7 +268,7 @@ def plan_groups(runs: Sequence[SweepRun], max_group: int) -> list[list[SweepRun]
         by_key.setdefault(batch_key(run.cfg), []).append(run)
     groups = []
     for members in by_key.values():
-        groups += [members[i:i + max_group] for i in range(0, len(members), max_group)]
+        groups += [members[i : i + max_group] for i in range(0, len(members), max_group)]
     return groups
 
 
@@ -337,8 +367,9 @@ class PoolExecutor(Executor):
         self.pool = self._pool()
 
     def _pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_die_with_parent,
-                                   initargs=(os.getpid(),))
+        return ProcessPoolExecutor(
+            self.workers, mp_context=self.context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        )
 
     def submit(self, cfg_dicts, data_dir):
         from concurrent.futures.process import BrokenProcessPool
@@ -367,15 +398,20 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise InitlabError('--executor ray needs Ray: pip install -e ".[ray]" '
-                               '(or pip install "ray>=2.9")') from None
+            raise InitlabError(
+                '--executor ray needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.9")'
+            ) from None
         from initlab.runfolder.experiment import execute_group
 
         self.ray = ray
         if not ray.is_initialized():
             try:
-                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                         **({} if address else {"num_cpus": workers}))
+                ray.init(
+                    address=address,
+                    ignore_reinit_error=True,
+                    log_to_driver=False,
+                    **({} if address else {"num_cpus": workers}),
+                )
             except Exception as e:  # noqa: BLE001 - connection problems become one line
                 where = address or "a new local instance"
                 raise InitlabError(f"cannot connect to the Ray cluster at {where}: {e}") from None
@@ -396,8 +432,9 @@ def check_executor(kind: str, address: str | None) -> None:
         raise ConfigError("--address: only meaningful with --executor ray")
 
 
-def make_executor(kind: str, workers: int, address: str | None,
-                  on_step: Callable[[int, int], None] | None = None) -> Executor:
+def make_executor(
+    kind: str, workers: int, address: str | None, on_step: Callable[[int, int], None] | None = None
+) -> Executor:
     """The executor registry: ``local`` (inline for one worker, a process pool for more) or ``ray``."""
     check_executor(kind, address)
     if kind == "ray":
@@ -408,9 +445,19 @@ def make_executor(kind: str, workers: int, address: str | None,
 Event = Callable[[str, dict[str, Any]], None]
 
 
-def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: int = 1, executor: str = "local",
-              address: str | None = None, retry_failed: bool = False, fail_fast: bool = False, max_group: int = 32,
-              on_event: Event | None = None, replace: bool = False) -> SweepReport:
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    data_dir: str | Path | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    fail_fast: bool = False,
+    max_group: int = 32,
+    on_event: Event | None = None,
+    replace: bool = False,
+) -> SweepReport:
     """Train every run of ``spec`` that is not done yet; returns the final statuses.
 
     ``on_event(kind, info)`` hears ``start`` (total, todo, groups), ``group`` (index, size, label),
@@ -429,8 +476,11 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
     groups = plan_groups(todo, max_group)
     report = SweepReport(directory, {}, skipped_done=len(runs) - len(todo))
     emit("start", {"total": len(runs), "todo": len(todo), "groups": len(groups)})
-    pool = make_executor(executor, workers, address,
-                         lambda step, total: emit("step", {"step": step, "total": total})) if groups else None
+    pool = (
+        make_executor(executor, workers, address, lambda step, total: emit("step", {"step": step, "total": total}))
+        if groups
+        else None
+    )
     data = str(data_dir) if data_dir is not None else None
     in_flight: dict[Future, tuple[list[SweepRun], list[int]]] = {}
     pending: Iterator[list[SweepRun]] = iter(groups)
@@ -461,8 +511,9 @@ def run_sweep(spec: SweepSpec, *, data_dir: str | Path | None = None, workers: i
                     except Exception as e:  # noqa: BLE001 - a crashed worker fails its group only
                         from initlab.runfolder.experiment import failed_summary
 
-                        records = [RunRecord(failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}"))
-                                   for r in claimed]
+                        records = [
+                            RunRecord(failed_summary(r.cfg, f"worker failed: {type(e).__name__}: {e}")) for r in claimed
+                        ]
                     written = True
                     for run, rec in zip(claimed, records):
                         try:
@@ -537,8 +588,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def dry_run_rows(spec: SweepSpec, max_group: int, retry_failed: bool, replace: bool = False,
-                 data_dir: str | Path | None = None) -> tuple[list[SweepRun], list[list[SweepRun]], str | None]:
+def dry_run_rows(
+    spec: SweepSpec, max_group: int, retry_failed: bool, replace: bool = False, data_dir: str | Path | None = None
+) -> tuple[list[SweepRun], list[list[SweepRun]], str | None]:
     """The expanded runs, the groups they would train in (only runs that need work are grouped)
     and a note (or None), after the checks the sweep itself makes before training: the folder's
     sweep (``check_same_sweep``) and each group's memory estimate (``memory.check``). The memory

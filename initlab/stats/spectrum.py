@@ -72,13 +72,26 @@ def summarize(sv: np.ndarray, width: int, input_dim: int) -> dict[str, Any]:
     ``NEAR_ONE``."""
     sv = np.asarray(sv, np.float64)
     if sv.size == 0 or not np.all(np.isfinite(sv)):
-        return {"mean_sq": None, "max": None, "min": None, "ratio": None, "floor": None, "unresolved": None,
-                "frac_near_1": None}
+        return {
+            "mean_sq": None,
+            "max": None,
+            "min": None,
+            "ratio": None,
+            "floor": None,
+            "unresolved": None,
+            "frac_near_1": None,
+        }
     lo, hi = NEAR_ONE
     smax = float(sv.max())
     floor = resolution(smax, width, input_dim)
     resolved = sv[sv > floor]
     smin = float(resolved.min()) if resolved.size else float("nan")
-    return {"mean_sq": float(np.mean(np.sum(sv ** 2, axis=1) / width)), "max": smax, "min": smin,
-            "ratio": smax / smin if resolved.size else float("nan"), "floor": floor,
-            "unresolved": float(np.mean(sv <= floor)), "frac_near_1": float(np.mean((sv >= lo) & (sv <= hi)))}
+    return {
+        "mean_sq": float(np.mean(np.sum(sv**2, axis=1) / width)),
+        "max": smax,
+        "min": smin,
+        "ratio": smax / smin if resolved.size else float("nan"),
+        "floor": floor,
+        "unresolved": float(np.mean(sv <= floor)),
+        "frac_near_1": float(np.mean((sv >= lo) & (sv <= hi))),
+    }

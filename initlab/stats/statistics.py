@@ -234,70 +234,140 @@ def _update_ratio(w: jax.Array, w_prev: jax.Array) -> jax.Array:
 
 # Every variance is two-pass (jnp.var: the mean first, then the mean squared deviation), so it keeps
 # its precision when |mean| ≫ std.
-STATISTICS: Registry[Statistic] = Registry("statistic", {
-    "pre_mean": Statistic("mean of the pre-activation z (input of the nonlinearity) over examples and units",
-                          "forward", lambda f: jnp.mean(f.z)),
-    "pre_var": Statistic("variance of z over examples and units", "forward", lambda f: jnp.var(f.z),
-                         signal="forward"),
-    "act_mean": Statistic("mean of the layer's output a", "forward", lambda f: jnp.mean(f.a)),
-    "act_var": Statistic("variance of a", "forward", lambda f: jnp.var(f.a), signal="forward"),
-    # The coordinate check (Yang et al. 2022; the mup package's coord_check): the size of a typical
-    # coordinate, and of its change since initialization, against width.
-    "act_abs_mean": Statistic("mean of |a| over examples and units (the l1 coordinate size of the coordinate "
-                              "check; the output layer: of the logits)", "forward", lambda f: jnp.mean(jnp.abs(f.a)),
-                              default=False),
-    "pre_delta_abs_mean": Statistic(
-        "mean of |z − z₀| over the probe's examples and units, z₀ the pre-activations at step 0 (the coordinate "
-        "check's change since initialization; the output layer: of the logits; needs log.stats_on: probe)",
-        "reference", lambda z, z0: jnp.mean(jnp.abs(z - z0)), default=False),
-    "grad_var": Statistic(
-        "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss (with batch norm: n·∂L/∂z, "
-        "which includes the other examples' terms through the batch statistics)",
-        "backward", jnp.var, signal="backward"),
-    "wgrad_var": Statistic("variance of the entries of ∂L/∂W (L: mean loss over the batch)", "weights",
-                           lambda w, gw: jnp.var(gw, axis=1)),
-    "wgrad_norm": Statistic("Frobenius norm of ∂L/∂W", "weights", lambda w, gw: _frobenius(gw)),
-    "w_var": Statistic("variance of the entries of W", "weights", lambda w, gw: jnp.var(w, axis=1)),
-    "w_norm": Statistic("Frobenius norm of W", "weights", lambda w, gw: _frobenius(w)),
-    "update_ratio": Statistic("‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)",
-                              "update", _update_ratio),
-    "saturated_frac": Statistic(
-        "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
-        "forward", lambda f: jnp.mean(f.saturated), hidden_only=True),
-    "dead_frac": Statistic("fraction of units saturated on every example", "forward",
-                           lambda f: jnp.mean(jnp.all(f.saturated, axis=0)), hidden_only=True),
-    "symmetry": Statistic("share of the activation variance common to all units (1: all units identical; "
-                          "empty for a dead layer, whose activations do not vary)", "forward", _symmetry),
-    "unit_p15": Statistic("15th percentile of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(0)),
-    "unit_p50": Statistic("median of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(1)),
-    "unit_p85": Statistic("85th percentile of the first unit's pre-activation z over the examples", "forward",
-                          _unit_percentile(2)),
-    # Histograms (Glorot & Bengio 2010, Figs. 6-7): counts in fixed bins, selected by log.histograms.
-    "hist_pre": Statistic("histogram of z: linear bins over [-5, 5], with under/overflow and NaN counts",
-                          "forward", lambda f: f.z, histogram="pre"),
-    "hist_act": Statistic("histogram of a: linear bins over the activation's image (capped at ±5), with "
-                          "under/overflow and NaN counts (hidden layers: the output layer has no nonlinearity)",
-                          "forward", lambda f: f.a, histogram="act", hidden_only=True),
-    "hist_grad": Statistic("histogram of each example's ∂ℓ/∂z: sign-symmetric bins per binary exponent, exact "
-                           "zeros, ±inf and NaN", "backward", lambda g: g, histogram="log2"),
-    "hist_weight": Statistic("histogram of W's entries: bins per binary exponent, as hist_grad", "weights",
-                             lambda w, gw: w, histogram="log2"),
-    # Number-format statistics (model.dtype), in the run's compute format; zeros count as underflow.
-    "grad_underflow": Statistic(
-        "fraction of the backward pass's ∂L/∂z entries (per example, times the loss scale) that are zero or "
-        "subnormal in the run's number format (a ReLU's inactive units give exact zeros in every format)",
-        "backward", underflow, raw=True, default_since=1),
-    "wgrad_underflow": Statistic("fraction of ∂L/∂W's entries (times the loss scale) that are zero or subnormal "
-                                 "in the run's number format", "weights", lambda w, gw: _rows(underflow, gw),
-                                 raw=True, default_since=1),
-    "act_underflow": Statistic("fraction of the activations a that are zero or subnormal in the run's number "
-                               "format (a ReLU's exact zeros included)", "forward", lambda f: underflow(f.a),
-                               raw=True, default_since=1),
-    "pre_overflow": Statistic("fraction of the pre-activations z that are ±inf in the run's number format",
-                              "forward", lambda f: overflow(f.z), raw=True, default_since=1),
-})
+STATISTICS: Registry[Statistic] = Registry(
+    "statistic",
+    {
+        "pre_mean": Statistic(
+            "mean of the pre-activation z (input of the nonlinearity) over examples and units",
+            "forward",
+            lambda f: jnp.mean(f.z),
+        ),
+        "pre_var": Statistic(
+            "variance of z over examples and units", "forward", lambda f: jnp.var(f.z), signal="forward"
+        ),
+        "act_mean": Statistic("mean of the layer's output a", "forward", lambda f: jnp.mean(f.a)),
+        "act_var": Statistic("variance of a", "forward", lambda f: jnp.var(f.a), signal="forward"),
+        # The coordinate check (Yang et al. 2022; the mup package's coord_check): the size of a typical
+        # coordinate, and of its change since initialization, against width.
+        "act_abs_mean": Statistic(
+            "mean of |a| over examples and units (the l1 coordinate size of the coordinate "
+            "check; the output layer: of the logits)",
+            "forward",
+            lambda f: jnp.mean(jnp.abs(f.a)),
+            default=False,
+        ),
+        "pre_delta_abs_mean": Statistic(
+            "mean of |z − z₀| over the probe's examples and units, z₀ the pre-activations at step 0 (the coordinate "
+            "check's change since initialization; the output layer: of the logits; needs log.stats_on: probe)",
+            "reference",
+            lambda z, z0: jnp.mean(jnp.abs(z - z0)),
+            default=False,
+        ),
+        "grad_var": Statistic(
+            "variance of the back-propagated gradient ∂ℓ/∂z of each example's loss (with batch norm: n·∂L/∂z, "
+            "which includes the other examples' terms through the batch statistics)",
+            "backward",
+            jnp.var,
+            signal="backward",
+        ),
+        "wgrad_var": Statistic(
+            "variance of the entries of ∂L/∂W (L: mean loss over the batch)",
+            "weights",
+            lambda w, gw: jnp.var(gw, axis=1),
+        ),
+        "wgrad_norm": Statistic("Frobenius norm of ∂L/∂W", "weights", lambda w, gw: _frobenius(gw)),
+        "w_var": Statistic("variance of the entries of W", "weights", lambda w, gw: jnp.var(w, axis=1)),
+        "w_norm": Statistic("Frobenius norm of W", "weights", lambda w, gw: _frobenius(w)),
+        "update_ratio": Statistic(
+            "‖W − W_prev‖ / ‖W_prev‖ since the previous logged step (empty at step 0)", "update", _update_ratio
+        ),
+        "saturated_frac": Statistic(
+            "fraction of (example, unit) pairs where the slope φ'(z) is below 1% of its largest magnitude",
+            "forward",
+            lambda f: jnp.mean(f.saturated),
+            hidden_only=True,
+        ),
+        "dead_frac": Statistic(
+            "fraction of units saturated on every example",
+            "forward",
+            lambda f: jnp.mean(jnp.all(f.saturated, axis=0)),
+            hidden_only=True,
+        ),
+        "symmetry": Statistic(
+            "share of the activation variance common to all units (1: all units identical; "
+            "empty for a dead layer, whose activations do not vary)",
+            "forward",
+            _symmetry,
+        ),
+        "unit_p15": Statistic(
+            "15th percentile of the first unit's pre-activation z over the examples", "forward", _unit_percentile(0)
+        ),
+        "unit_p50": Statistic(
+            "median of the first unit's pre-activation z over the examples", "forward", _unit_percentile(1)
+        ),
+        "unit_p85": Statistic(
+            "85th percentile of the first unit's pre-activation z over the examples", "forward", _unit_percentile(2)
+        ),
+        # Histograms (Glorot & Bengio 2010, Figs. 6-7): counts in fixed bins, selected by log.histograms.
+        "hist_pre": Statistic(
+            "histogram of z: linear bins over [-5, 5], with under/overflow and NaN counts",
+            "forward",
+            lambda f: f.z,
+            histogram="pre",
+        ),
+        "hist_act": Statistic(
+            "histogram of a: linear bins over the activation's image (capped at ±5), with "
+            "under/overflow and NaN counts (hidden layers: the output layer has no nonlinearity)",
+            "forward",
+            lambda f: f.a,
+            histogram="act",
+            hidden_only=True,
+        ),
+        "hist_grad": Statistic(
+            "histogram of each example's ∂ℓ/∂z: sign-symmetric bins per binary exponent, exact zeros, ±inf and NaN",
+            "backward",
+            lambda g: g,
+            histogram="log2",
+        ),
+        "hist_weight": Statistic(
+            "histogram of W's entries: bins per binary exponent, as hist_grad",
+            "weights",
+            lambda w, gw: w,
+            histogram="log2",
+        ),
+        # Number-format statistics (model.dtype), in the run's compute format; zeros count as underflow.
+        "grad_underflow": Statistic(
+            "fraction of the backward pass's ∂L/∂z entries (per example, times the loss scale) that are zero or "
+            "subnormal in the run's number format (a ReLU's inactive units give exact zeros in every format)",
+            "backward",
+            underflow,
+            raw=True,
+            default_since=1,
+        ),
+        "wgrad_underflow": Statistic(
+            "fraction of ∂L/∂W's entries (times the loss scale) that are zero or subnormal in the run's number format",
+            "weights",
+            lambda w, gw: _rows(underflow, gw),
+            raw=True,
+            default_since=1,
+        ),
+        "act_underflow": Statistic(
+            "fraction of the activations a that are zero or subnormal in the run's number "
+            "format (a ReLU's exact zeros included)",
+            "forward",
+            lambda f: underflow(f.a),
+            raw=True,
+            default_since=1,
+        ),
+        "pre_overflow": Statistic(
+            "fraction of the pre-activations z that are ±inf in the run's number format",
+            "forward",
+            lambda f: overflow(f.z),
+            raw=True,
+            default_since=1,
+        ),
+    },
+)
 
 
 def _rows(fn: Callable[[jax.Array], jax.Array], blocks: jax.Array) -> jax.Array:
@@ -344,8 +414,13 @@ class Layout:
     """The statistics one run computes, in registry order, and where each sits in the per-layer
     table (rows: the statistics' values, a statistic of size k taking k rows; columns: layers)."""
 
-    def __init__(self, names: Iterable[str] = (), histogram_bins: int = 0, dtype: str = "float32",
-                 signal: Sequence[str] = ("forward", "backward")):
+    def __init__(
+        self,
+        names: Iterable[str] = (),
+        histogram_bins: int = 0,
+        dtype: str = "float32",
+        signal: Sequence[str] = ("forward", "backward"),
+    ):
         wanted = set(names) | set(signal_names()) | (set(histogram_names()) if histogram_bins > 0 else set())
         self.names: tuple[str, ...] = tuple(n for n in STATISTICS if n in wanted)
         unknown = wanted - set(self.names)
@@ -355,8 +430,9 @@ class Layout:
         self.dtype = dtype  # the run's number format (model.dtype): what raw statistics see
         self.signal = tuple(signal)  # the directions whose non-finite signal means divergence
         self.entries = {n: STATISTICS[n] for n in self.names}
-        self.sizes = {n: s.size if s.histogram is None else self.bins(n, "linear").size
-                      for n, s in self.entries.items()}
+        self.sizes = {
+            n: s.size if s.histogram is None else self.bins(n, "linear").size for n, s in self.entries.items()
+        }
         self.slices: dict[str, slice] = {}
         row = 0
         for n, k in self.sizes.items():
@@ -403,8 +479,9 @@ class Layout:
         return lambda *a: counts(bins, s.fn(*a))
 
     # -- inside the jitted pass ------------------------------------------------------------------
-    def forward_collector(self, activation: str,
-                          shape: Shape | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def forward_collector(
+        self, activation: str, shape: Shape | None = None
+    ) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``collect(z, a) -> (k_forward,)``: the forward statistics of one layer, concatenated
         (``shape``: the activation's kernel-shaping transformation, if any)."""
         names = self.reading("forward")
@@ -415,8 +492,9 @@ class Layout:
 
         def collect(z, a):  # z, a: (batch, units), in the run's compute format
             z32, a32 = z.astype(jnp.float32), a.astype(jnp.float32)
-            f = Forward(z32, a32, jnp.abs(derivative(act, z32)) < threshold,
-                        jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES)))
+            f = Forward(
+                z32, a32, jnp.abs(derivative(act, z32)) < threshold, jnp.percentile(z32[:, 0], jnp.asarray(PERCENTILES))
+            )
             f_raw = f._replace(z=z, a=a)
             return _concat([fn(f_raw if r else f) for fn, r in zip(fns, raw)])
 
@@ -461,9 +539,16 @@ class Layout:
         ``initlab.nn.model.effective_weights``)."""
         return self._per_layer("update", weights, prev_weights)
 
-    def summarize(self, forward: jax.Array, backward: jax.Array, update: jax.Array,
-                  weights: Sequence[jax.Array], wgrads: Sequence[jax.Array],
-                  raw_wgrads: Sequence[jax.Array] | None = None, reference: jax.Array | None = None) -> jax.Array:
+    def summarize(
+        self,
+        forward: jax.Array,
+        backward: jax.Array,
+        update: jax.Array,
+        weights: Sequence[jax.Array],
+        wgrads: Sequence[jax.Array],
+        raw_wgrads: Sequence[jax.Array] | None = None,
+        reference: jax.Array | None = None,
+    ) -> jax.Array:
         """The per-layer table (rows, layers) of one pass: its ``forward`` (layers, k_forward) and
         ``backward`` (layers, k_backward) gatherings, its ``update_values``, and each layer's
         effective weights and their gradient (blocks with a leading layer axis): ``wgrads`` that of
@@ -475,21 +560,31 @@ class Layout:
         if reference is None:
             k = sum(self.sizes[n] for n in self.reading("reference"))
             reference = jnp.full((forward.shape[0], k), jnp.nan, jnp.float32)
-        gathered = {"forward": forward, "backward": backward, "update": update,
-                    "weights": self._per_layer("weights", weights, wgrads, raw), "reference": reference}
+        gathered = {
+            "forward": forward,
+            "backward": backward,
+            "update": update,
+            "weights": self._per_layer("weights", weights, wgrads, raw),
+            "reference": reference,
+        }
         for reads, values in gathered.items():
             col = 0
             for n in self.reading(reads):
                 k = self.sizes[n]
-                parts[n] = values[:, col:col + k].astype(jnp.float32)  # (layers, k)
+                parts[n] = values[:, col : col + k].astype(jnp.float32)  # (layers, k)
                 col += k
         for n, s in self.entries.items():
             if s.hidden_only:
                 parts[n] = parts[n].at[-1].set(jnp.nan)
         return jnp.concatenate([parts[n].T for n in self.names], axis=0)  # (rows, layers)
 
-    def _per_layer(self, reads: str, first: Sequence[jax.Array], second: Sequence[jax.Array],
-                   raw_second: Sequence[jax.Array] | None = None) -> jax.Array:
+    def _per_layer(
+        self,
+        reads: str,
+        first: Sequence[jax.Array],
+        second: Sequence[jax.Array],
+        raw_second: Sequence[jax.Array] | None = None,
+    ) -> jax.Array:
         """The ``reads`` statistics (weights or update) of per-layer matrix pairs: (layers, k). Raw
         statistics see ``first`` and ``raw_second`` (default ``second``) in the compute format."""
         names = self.reading(reads)
@@ -541,13 +636,15 @@ def _layers(v: jax.Array, size: int) -> jax.Array:
     return v.reshape(v.shape[0], size)
 
 
-def first_nonfinite_layer(stats: Mapping[str, Any],
-                          directions: Sequence[str] = ("forward", "backward")) -> tuple[int, str] | None:
+def first_nonfinite_layer(
+    stats: Mapping[str, Any], directions: Sequence[str] = ("forward", "backward")
+) -> tuple[int, str] | None:
     """Where a blow-up shows first: ``(layer, "forward")`` for the lowest layer (1-based; depth + 1
     is the output layer) whose forward signal statistics are not finite, else ``(layer,
     "backward")`` for the highest layer whose backward ones are not finite, else None. Only the
     signal of ``directions`` counts (under dynamic loss scaling an overflowing gradient is a
     skipped step, not a blow-up)."""
+
     def bad(direction):
         names = [n for n in signal_names() if STATISTICS[n].signal == direction]
         return ~np.all(np.isfinite(np.stack([np.asarray(stats[n], np.float64) for n in names])), axis=0)

@@ -52,6 +52,7 @@ LOGIT_SAMPLES = 8192  # fixed-seed Gaussian logit vectors that the loss's output
 # Where q* is infinite, χ₁ is χ at this q (its limit: exact for ReLU and linear, whose χ is constant).
 LARGE_Q = 1e8
 
+
 @dataclass(frozen=True)
 class MeanField:
     """One activation with σ_w², σ_b²: the maps and their fixed points."""
@@ -68,8 +69,10 @@ class MeanField:
         if self.activation not in ACTIVATIONS:
             raise InitlabError(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS.all_names())}")
         if not (self.sigma_w2 > 0 and self.sigma_b2 >= 0 and math.isfinite(self.sigma_w2 + self.sigma_b2)):
-            raise InitlabError(f"σ_w² must be > 0 and σ_b² >= 0, both finite (got σ_w² = {self.sigma_w2}, σ_b² = "
-                               f"{self.sigma_b2}; with σ_w² = 0 no signal passes from layer to layer)")
+            raise InitlabError(
+                f"σ_w² must be > 0 and σ_b² >= 0, both finite (got σ_w² = {self.sigma_w2}, σ_b² = "
+                f"{self.sigma_b2}; with σ_w² = 0 no signal passes from layer to layer)"
+            )
 
     @property
     def name(self) -> str:
@@ -228,7 +231,7 @@ class MeanField:
 
     @property
     def phase(self) -> str:
-        """"ordered" (χ₁ < 1), "chaotic" (χ₁ > 1), "critical" (χ₁ = 1 exactly, as ReLU with σ_w² = 2),
+        """ "ordered" (χ₁ < 1), "chaotic" (χ₁ > 1), "critical" (χ₁ = 1 exactly, as ReLU with σ_w² = 2),
         "near-critical ordered" or "near-critical chaotic" (0 < |χ₁ − 1| < ``CRITICAL_TOL``: ξ_c is
         finite but above about 1000 layers), or "unbounded" (q* = ∞)."""
         c = self.chi1
@@ -280,8 +283,16 @@ class LayerPrediction:
     jacobian_mean_sq: float = math.nan
 
 
-def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float,
-                   sigma_b2: float, shape: Shape | None = None, centred: bool = False) -> LayerPrediction:
+def predict_layers(
+    activation: str,
+    depth: int,
+    q0: float,
+    sigma_w2_first: float,
+    sigma_w2: float,
+    sigma_b2: float,
+    shape: Shape | None = None,
+    centred: bool = False,
+) -> LayerPrediction:
     """q^l layer by layer from the input's second moment q0 (the first layer has its own σ_w²,
     as its fan-in differs; for ``centred`` columns q0 is the inputs' variance across features),
     and the gradient variance of each hidden layer relative to the last."""
@@ -297,18 +308,38 @@ def predict_layers(activation: str, depth: int, q0: float, sigma_w2_first: float
     return LayerPrediction(q, [hidden.act_var(x) for x in q], list(reversed(ratios)), jac)
 
 
-def prediction(activation: str, depth: int, q0: float, sigma_w2_first: float, sigma_w2: float, sigma_b2: float,
-               shape: Shape | None = None, centred: bool = False) -> dict:
+def prediction(
+    activation: str,
+    depth: int,
+    q0: float,
+    sigma_w2_first: float,
+    sigma_w2: float,
+    sigma_b2: float,
+    shape: Shape | None = None,
+    centred: bool = False,
+) -> dict:
     """The theory's account of a plain MLP of ``depth`` hidden layers fed inputs of second moment
     ``q0`` (``predict_layers``'s arguments): the σ's, q⁰, q*, χ₁, phase, ξ_c, ξ_q, 6ξ_c and its
     caveat, and the per-layer q, Var φ, gradient ratio and the Jacobian's mean squared singular value."""
     mf = MeanField(activation, sigma_w2, sigma_b2, shape, centred)
     layers = predict_layers(activation, depth, q0, sigma_w2_first, sigma_w2, sigma_b2, shape, centred)
-    return {"sigma_w2_first": sigma_w2_first, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "q0": q0,
-            "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase, "xi_c": mf.xi_c, "xi_q": mf.xi_q,
-            "max_trainable_depth": mf.max_trainable_depth, "depth_scale_caveat": mf.depth_scale_caveat,
-            "q": layers.q, "act_var": layers.act_var, "grad_ratio": layers.grad_ratio,
-            "jacobian_mean_sq": layers.jacobian_mean_sq}
+    return {
+        "sigma_w2_first": sigma_w2_first,
+        "sigma_w2": sigma_w2,
+        "sigma_b2": sigma_b2,
+        "q0": q0,
+        "q_star": mf.q_star,
+        "chi1": mf.chi1,
+        "phase": mf.phase,
+        "xi_c": mf.xi_c,
+        "xi_q": mf.xi_q,
+        "max_trainable_depth": mf.max_trainable_depth,
+        "depth_scale_caveat": mf.depth_scale_caveat,
+        "q": layers.q,
+        "act_var": layers.act_var,
+        "grad_ratio": layers.grad_ratio,
+        "jacobian_mean_sq": layers.jacobian_mean_sq,
+    }
 
 
 def output_grad_ms(loss: str, num_classes: int, q_out: float, target_scale: float | None = None) -> float:
@@ -331,13 +362,23 @@ def output_grad_ms(loss: str, num_classes: int, q_out: float, target_scale: floa
     with jax.enable_x64(True):
         # the sum's gradient is each example's own: examples do not interact in the loss
         g = jax.grad(lambda v: jnp.sum(fn(v, jnp.asarray(labels), num_classes, target_scale)))(
-            jnp.asarray(z, jnp.float64))  # (samples, classes)
+            jnp.asarray(z, jnp.float64)
+        )  # (samples, classes)
         return float(jnp.mean(g**2))
 
 
-def gradient_rms(activation: str, layers: LayerPrediction, width: int, sigma_w2: float, sigma_w2_out: float,
-                 sigma_b2: float, num_classes: int, loss: str, target_scale: float | None = None,
-                 shape: Shape | None = None) -> list[float]:
+def gradient_rms(
+    activation: str,
+    layers: LayerPrediction,
+    width: int,
+    sigma_w2: float,
+    sigma_w2_out: float,
+    sigma_b2: float,
+    num_classes: int,
+    loss: str,
+    target_scale: float | None = None,
+    shape: Shape | None = None,
+) -> list[float]:
     """Predicted rms of one entry of each example's own gradient ∂ℓ/∂z at initialization, for the
     hidden layers 1..depth and then the output layer (the logits): depth + 1 numbers.
 
@@ -366,8 +407,7 @@ def underflow_layer(held_rms: list[float], smallest_normal: float) -> int | None
     return k or None
 
 
-def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float = 1.0,
-                     dtype: str = "float32") -> dict:
+def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float = 1.0, dtype: str = "float32") -> dict:
     """Where each number format's smallest normal number cuts the predicted gradient.
 
     What the backward pass holds in the format is the cotangent ∂L/∂z of the *mean* loss over the
@@ -393,9 +433,15 @@ def format_crossings(grad_rms: list[float], batch_size: int, loss_scale: float =
         tiny = fmt.smallest_normal
         low = int(np.argmin(held))
         crossing[name] = underflow_layer(held, tiny)
-        detail[name] = {"smallest_normal": tiny, "loss_scale": scale, "run": name == run,
-                        "crossing": crossing[name], "below": [i + 1 for i, h in enumerate(held) if h < tiny],
-                        "min_rms": held[low], "min_layer": low + 1}
+        detail[name] = {
+            "smallest_normal": tiny,
+            "loss_scale": scale,
+            "run": name == run,
+            "crossing": crossing[name],
+            "below": [i + 1 for i, h in enumerate(held) if h < tiny],
+            "min_rms": held[low],
+            "min_layer": low + 1,
+        }
     return {"format_crossing": crossing, "formats": detail}
 
 
@@ -410,7 +456,16 @@ def phase_table(activation: str, sigma_b2: float, sigma_w2s: list[float] | None 
     rows = []
     for s in values:
         mf = MeanField(activation, s, sigma_b2)
-        rows.append({"sigma_w2": s, "q_star": mf.q_star, "chi1": mf.chi1, "phase": mf.phase,
-                     "c_star": mf.c_fixed_point(), "xi_c": mf.xi_c, "max_trainable_depth": mf.max_trainable_depth,
-                     "caveat": mf.depth_scale_caveat})
+        rows.append(
+            {
+                "sigma_w2": s,
+                "q_star": mf.q_star,
+                "chi1": mf.chi1,
+                "phase": mf.phase,
+                "c_star": mf.c_fixed_point(),
+                "xi_c": mf.xi_c,
+                "max_trainable_depth": mf.max_trainable_depth,
+                "caveat": mf.depth_scale_caveat,
+            }
+        )
     return {"activation": activation, "sigma_b2": sigma_b2, "critical_sigma_w2": critical, "rows": rows}

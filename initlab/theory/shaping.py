@@ -60,8 +60,14 @@ class LocalMaps:
     net_c_slope: float  # C_f'(1) = C'(1)^depth
 
     def rows(self) -> list[tuple[str, float]]:
-        return [("Q(1)", self.q_1), ("Q'(1)", self.q_slope), ("C(0)", self.c_0), ("C'(1)", self.c_slope),
-                ("C_f(0)", self.net_c_0), ("C_f'(1)", self.net_c_slope)]
+        return [
+            ("Q(1)", self.q_1),
+            ("Q'(1)", self.q_slope),
+            ("C(0)", self.c_0),
+            ("C'(1)", self.c_slope),
+            ("C_f(0)", self.net_c_0),
+            ("C_f'(1)", self.net_c_slope),
+        ]
 
 
 def local_c(name: str, shape: Shape | None, c: float) -> float:
@@ -82,15 +88,14 @@ def local_maps(name: str, shape: Shape | None, depth: int) -> LocalMaps:
     for _ in range(depth):
         c = local_c(name, shape, c)
     slope = expect(lambda x: dphi(x) ** 2, at) / q1
-    return LocalMaps(q1, expect(lambda x: phi(x) * dphi(x) * x, at), expect(phi, at) ** 2 / q1, slope, c,
-                     slope ** depth)
+    return LocalMaps(q1, expect(lambda x: phi(x) * dphi(x) * x, at), expect(phi, at) ** 2 / q1, slope, c, slope**depth)
 
 
 def leaky_relu_c(c: float, alpha: float) -> float:
     """The local C map of a leaky ReLU of negative slope α (any output scale; Zhang et al. 2022): the
     arc-cosine kernel's part (1 − α)² (``initlab.nn.activations.arc_cosine``) plus the linear part 2αc."""
     c = min(max(c, -1.0), 1.0)
-    return ((1 - alpha) ** 2 * arc_cosine(c) / math.pi + 2 * alpha * c) / (1 + alpha ** 2)
+    return ((1 - alpha) ** 2 * arc_cosine(c) / math.pi + 2 * alpha * c) / (1 + alpha**2)
 
 
 def _net_c0(alpha: float, depth: int) -> float:
@@ -104,11 +109,13 @@ def solve_tat(name: str, args: Mapping[str, float], depth: int) -> Shape:
     """TAT's tailored leaky ReLU: the negative slope α with C_f(0) = η over ``depth`` layers."""
     eta = args["eta"]
     if _net_c0(0.0, depth) < eta:
-        raise ConfigError(f"model.shaping_args.eta: {eta:g} cannot be reached by a {depth}-layer leaky-ReLU net (even "
-                          f"ReLU gives C_f(0) = {_net_c0(0.0, depth):.3f}); use a smaller eta or a deeper net")
+        raise ConfigError(
+            f"model.shaping_args.eta: {eta:g} cannot be reached by a {depth}-layer leaky-ReLU net (even "
+            f"ReLU gives C_f(0) = {_net_c0(0.0, depth):.3f}); use a smaller eta or a deeper net"
+        )
     # C_f(0) falls from the ReLU's value at α = 0 to 0 at α = 1
     alpha = bisect(lambda a: _net_c0(a, depth) > eta, 0.0, 1.0, steps=60)
-    return Shape("tat", output_scale=math.sqrt(2.0 / (1.0 + alpha ** 2)), negative_slope=alpha)
+    return Shape("tat", output_scale=math.sqrt(2.0 / (1.0 + alpha**2)), negative_slope=alpha)
 
 
 def _dks_starts() -> tuple[tuple[float, float], ...]:
@@ -172,8 +179,10 @@ def solve_dks(name: str, args: Mapping[str, float], depth: int) -> Shape:
         if sol.success and sol.x[0] != 0 and np.max(np.abs(residual(sol.x))) < DKS_TOL:
             shift = abs(float(sol.x[1])) if ACTIVATIONS[name].odd else float(sol.x[1])
             return _dks_shape(name, abs(float(sol.x[0])), shift)
-    raise ConfigError(f"model.shaping: dks found no transformation of {name!r} with C_f'(1) = {args['zeta']:g} over "
-                      f"{depth} layers (from the dks package's {len(DKS_STARTS)} starting points); try another zeta")
+    raise ConfigError(
+        f"model.shaping: dks found no transformation of {name!r} with C_f'(1) = {args['zeta']:g} over "
+        f"{depth} layers (from the dks package's {len(DKS_STARTS)} starting points); try another zeta"
+    )
 
 
 @dataclass(frozen=True)
@@ -194,12 +203,22 @@ SHAPINGS: Registry[Shaping] = Registry(
     "kernel shaping",
     {
         "none": Shaping(None),
-        "tat": Shaping(solve_tat, {"eta": 0.9}, {"eta": "open_fraction"}, takes=("relu", "leaky_relu"),
-                       why="TAT here is the tailored leaky ReLU (Zhang et al. 2022): use model.activation relu or "
-                           "leaky_relu, whose negative slope it sets"),
-        "dks": Shaping(solve_dks, {"zeta": 1.5}, {"zeta": "above_one"}, refuses=("linear", "relu", "leaky_relu"),
-                       why="DKS transforms a smooth activation (Martens et al. 2021); a linear net has no kernel to "
-                           "shape, and for rectifiers use model.shaping: tat"),
+        "tat": Shaping(
+            solve_tat,
+            {"eta": 0.9},
+            {"eta": "open_fraction"},
+            takes=("relu", "leaky_relu"),
+            why="TAT here is the tailored leaky ReLU (Zhang et al. 2022): use model.activation relu or "
+            "leaky_relu, whose negative slope it sets",
+        ),
+        "dks": Shaping(
+            solve_dks,
+            {"zeta": 1.5},
+            {"zeta": "above_one"},
+            refuses=("linear", "relu", "leaky_relu"),
+            why="DKS transforms a smooth activation (Martens et al. 2021); a linear net has no kernel to "
+            "shape, and for rectifiers use model.shaping: tat",
+        ),
     },
 )
 
@@ -220,8 +239,10 @@ def check_weights(shaping: str, init: str, init_args: Mapping[str, float], width
     if s2 is not None and math.isclose(s2, 1.0, rel_tol=1e-6):
         return
     what = "does not draw i.i.d. weights of one variance" if s2 is None else f"gives the hidden layers σ_w² = {s2:.4g}"
-    raise ConfigError(f"model.init: {init!r} {what}, but model.shaping {shaping!r} is derived for weights of "
-                      "σ_w² = fan_in·Var(W) = 1; use model.init: orthogonal (as the papers do) or lecun_normal")
+    raise ConfigError(
+        f"model.init: {init!r} {what}, but model.shaping {shaping!r} is derived for weights of "
+        "σ_w² = fan_in·Var(W) = 1; use model.init: orthogonal (as the papers do) or lecun_normal"
+    )
 
 
 def check(activation: str, shaping: str) -> None:
@@ -254,7 +275,8 @@ def shape_of_flat(flat: Mapping[str, object]) -> Shape | None:
         return None
     args = {k.rsplit(".", 1)[1]: float(v) for k, v in flat.items() if k.startswith("model.shaping_args.")}
     try:
-        return shape_for(str(flat["model.activation"]), str(shaping), {**SHAPINGS[shaping].args, **args},
-                         int(flat["model.depth"]))
+        return shape_for(
+            str(flat["model.activation"]), str(shaping), {**SHAPINGS[shaping].args, **args}, int(flat["model.depth"])
+        )
     except (ConfigError, KeyError, TypeError, ValueError):
         return None

@@ -36,8 +36,11 @@ def divergence_record(step: int, cause: str, stats: dict[str, np.ndarray]) -> di
     """The divergence record: step, first non-finite layer and direction, and a readable reason."""
     where = first_nonfinite_layer(stats)
     layer, direction = where if where else (None, None)
-    detail = f"; {'activations' if direction == 'forward' else 'gradients'} first non-finite at layer {layer}" \
-        if where else ""
+    detail = (
+        f"; {'activations' if direction == 'forward' else 'gradients'} first non-finite at layer {layer}"
+        if where
+        else ""
+    )
     return {"step": step, "layer": layer, "direction": direction, "reason": cause + detail}
 
 
@@ -107,17 +110,23 @@ class RunBook:
         self.result.jacobian_time_s += seconds
         self.sink.jacobian(step, singular_values)
 
-    def metrics_row(self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan"),
-                    at_time: float | None = None) -> None:
+    def metrics_row(
+        self, step: int, test_loss: float = float("nan"), test_acc: float = float("nan"), at_time: float | None = None
+    ) -> None:
         """The metrics row at ``step``: the mean training loss since the previous row; its
         ``wall_time`` is when the step ran (``at_time``, a perf_counter reading), by default now."""
         train_loss = float(self.loss_sum / self.loss_count) if self.loss_count else float("nan")
         self.loss_sum, self.loss_count = 0.0, 0
         self.row_at = step
         self.result.final["train_loss"] = train_loss
-        row = {"step": step, "epoch": step / self.schedule.steps_per_epoch, "train_loss": train_loss,
-               "test_loss": test_loss, "test_acc": test_acc,
-               "wall_time": (time.perf_counter() if at_time is None else at_time) - self.start}
+        row = {
+            "step": step,
+            "epoch": step / self.schedule.steps_per_epoch,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "wall_time": (time.perf_counter() if at_time is None else at_time) - self.start,
+        }
         if self.result.loss_scale is not None:  # the scale now in effect, and the steps skipped since the last row
             row.update(loss_scale=self.result.loss_scale["final_scale"], skipped_steps=self.skipped)
             self.skipped = 0
@@ -136,8 +145,15 @@ class RunBook:
         if step and step == self.schedule.total_steps:  # the last evaluation is the result: the bar shows it
             self.sink.progress(step, step, {"test_acc": test_acc})
 
-    def take_chunk(self, plan: ChunkPlan, losses: np.ndarray, done: int, tables: np.ndarray,
-                   scales: np.ndarray | None = None, span: tuple[float, float] | None = None) -> int:
+    def take_chunk(
+        self,
+        plan: ChunkPlan,
+        losses: np.ndarray,
+        done: int,
+        tables: np.ndarray,
+        scales: np.ndarray | None = None,
+        span: tuple[float, float] | None = None,
+    ) -> int:
         """Record a chunk: the statistics of each logged step it reached (a logged step inside the
         chunk gets its metrics row here), its losses and, with loss scaling, its steps' scales.
         ``span``: the chunk's start and end (perf_counter); the device reports no per-step times,
@@ -149,18 +165,27 @@ class RunBook:
             if at > stop:
                 break
             if plan.start < at < plan.stop:
-                self.add_losses(losses[cursor:at - plan.start])
-                self.add_scales(None if scales is None else scales[:, cursor:at - plan.start])
+                self.add_losses(losses[cursor : at - plan.start])
+                self.add_scales(None if scales is None else scales[:, cursor : at - plan.start])
                 cursor = at - plan.start
-                when = (None if span is None
-                        else span[0] + (span[1] - span[0]) * (at - plan.start) / (plan.stop - plan.start))
+                when = (
+                    None
+                    if span is None
+                    else span[0] + (span[1] - span[0]) * (at - plan.start) / (plan.stop - plan.start)
+                )
                 self.metrics_row(at, at_time=when)
             self.emit(at, tables[slot])
         self.add_losses(losses[cursor:done])
         self.add_scales(None if scales is None else scales[:, cursor:done])
         self.result.steps = stop
         chunk_loss = float(np.mean(losses[:done])) if done else float("nan")
-        self.sink.progress(stop, self.schedule.total_steps,
-                           {"loss": chunk_loss, "test_acc": self.result.final["test_acc"],
-                            "steps_per_s": stop / max(self.result.train_time_s, 1e-9)})
+        self.sink.progress(
+            stop,
+            self.schedule.total_steps,
+            {
+                "loss": chunk_loss,
+                "test_acc": self.result.final["test_acc"],
+                "steps_per_s": stop / max(self.result.train_time_s, 1e-9),
+            },
+        )
         return stop

@@ -29,9 +29,24 @@ def model_spec(m: ModelConfig, input_dim: int, num_classes: int) -> ModelSpec:
     """The static spec of the network ``m`` describes, for inputs of ``input_dim`` and
     ``num_classes`` classes."""
     norm = NormSettings(eps=m.norm_eps, momentum=m.bn_momentum, args=tuple(m.norm_args.items()))
-    return ModelSpec(input_dim, num_classes, m.depth, m.width, m.activation, m.norm, m.norm_position,
-                     norm, m.residual, m.dropout, m.dropout_kind,
-                     m.dtype, m.precision, multipliers(m, input_dim), shape_of_model(m), m.reparam)
+    return ModelSpec(
+        input_dim,
+        num_classes,
+        m.depth,
+        m.width,
+        m.activation,
+        m.norm,
+        m.norm_position,
+        norm,
+        m.residual,
+        m.dropout,
+        m.dropout_kind,
+        m.dtype,
+        m.precision,
+        multipliers(m, input_dim),
+        shape_of_model(m),
+        m.reparam,
+    )
 
 
 def _sigma_w2(m: ModelConfig) -> float:
@@ -47,8 +62,11 @@ def multipliers(m: ModelConfig, input_dim: int) -> tuple[float, float, float]:
     p = get_parameterization(m.parameterization)
     mult, s2 = width_multiplier(m.width, m.base_width), _sigma_w2(m)
     gain = get_reparam(m.reparam).hidden_gain(m.activation, shape_of_model(m))
-    return (p.multiplier(Role.INPUT, input_dim, mult, s2), p.multiplier(Role.HIDDEN, m.width, mult, s2) * gain,
-            p.multiplier(Role.OUTPUT, m.width, mult, s2))
+    return (
+        p.multiplier(Role.INPUT, input_dim, mult, s2),
+        p.multiplier(Role.HIDDEN, m.width, mult, s2) * gain,
+        p.multiplier(Role.OUTPUT, m.width, mult, s2),
+    )
 
 
 def layer_samplers(m: ModelConfig) -> LayerSamplers:
@@ -79,8 +97,9 @@ def layer_samplers(m: ModelConfig) -> LayerSamplers:
     return samplers
 
 
-def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
-                       x_train: jax.Array | None = None) -> tuple[MLPParams, NormState, Trace | None]:
+def init_params_traced(
+    spec: ModelSpec, m: ModelConfig, key: jax.Array, x_train: jax.Array | None = None
+) -> tuple[MLPParams, NormState, Trace | None]:
     """Parameters, normalization state and the scheme's trace (None for per-layer samplers).
 
     Every layer is drawn with ``layer_samplers(m)`` (``initlab.nn.model.init_layers``, in float32); a
@@ -94,8 +113,9 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     refine_key = jax.random.fold_in(key, REFINE_STREAM)
     params, state = init_layers(spec, layer_samplers(m), key)
     if params.blocks is not None and m.branch_scale_init != 1.0:  # ReZero / SkipInit: 0
-        params = params._replace(blocks=params.blocks._replace(
-            mult=jnp.full_like(params.blocks.mult, m.branch_scale_init)))
+        params = params._replace(
+            blocks=params.blocks._replace(mult=jnp.full_like(params.blocks.mult, m.branch_scale_init))
+        )
     if init.scheme is None:
         return cast(params, spec.param_dtype), state, None
     if init.needs_data and x_train is None:
@@ -105,8 +125,9 @@ def init_params_traced(spec: ModelSpec, m: ModelConfig, key: jax.Array,
     return cast(params, spec.param_dtype), state, trace
 
 
-def init_params(spec: ModelSpec, m: ModelConfig, key: jax.Array,
-                x_train: jax.Array | None = None) -> tuple[MLPParams, NormState]:
+def init_params(
+    spec: ModelSpec, m: ModelConfig, key: jax.Array, x_train: jax.Array | None = None
+) -> tuple[MLPParams, NormState]:
     """``init_params_traced`` without the trace."""
     params, state, _ = init_params_traced(spec, m, key, x_train)
     return params, state

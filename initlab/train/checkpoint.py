@@ -31,24 +31,39 @@ class Checkpointer(Protocol):
     def load(self) -> dict[str, Any] | None: ...
 
 
-def payload(cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState, prev_params: Params,
-            step: int, elapsed: float) -> dict[str, Any]:
+def payload(
+    cfgs: Sequence[RunConfig],
+    books: Sequence[RunBook],
+    state: TrainState,
+    prev_params: Params,
+    step: int,
+    elapsed: float,
+) -> dict[str, Any]:
     """The whole training state of a group at the chunk stop ``step``, as plain data: the device
     state's leaves (params, optimizer state, data order and key, loss scale) and the previous
     log's weights, each run's book and what its sink holds."""
     leaves = [np.asarray(a) for a in jax.tree.leaves(jax.device_get((state, prev_params)))]
-    return {"format": CHECKPOINT_FORMAT, "digests": [config_digest(c) for c in cfgs], "step": step,
-            "elapsed": elapsed, "leaves": leaves, "books": [b.snapshot() for b in books],
-            "sinks": [b.sink.snapshot() for b in books]}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "digests": [config_digest(c) for c in cfgs],
+        "step": step,
+        "elapsed": elapsed,
+        "leaves": leaves,
+        "books": [b.snapshot() for b in books],
+        "sinks": [b.sink.snapshot() for b in books],
+    }
 
 
-def restore(payload: dict[str, Any], cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState,
-            prev_params: Params) -> tuple[TrainState, Params, int]:
+def restore(
+    payload: dict[str, Any], cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: TrainState, prev_params: Params
+) -> tuple[TrainState, Params, int]:
     """Put a checkpoint back: the device state (into the structure ``state`` and ``prev_params``
     have), the books and the sinks; returns them and the step to continue from."""
     if payload.get("format") != CHECKPOINT_FORMAT or payload.get("digests") != [config_digest(c) for c in cfgs]:
-        raise InitlabError("the checkpoint is of another config or initlab version: delete it (initlab run: run "
-                           "without --resume) to start again")
+        raise InitlabError(
+            "the checkpoint is of another config or initlab version: delete it (initlab run: run "
+            "without --resume) to start again"
+        )
     template, treedef = jax.tree.flatten((state, prev_params))
     leaves = payload["leaves"]
     if len(leaves) != len(template) or any(a.shape != t.shape for a, t in zip(leaves, template)):

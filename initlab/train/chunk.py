@@ -150,13 +150,16 @@ def steps(program: Program, inp: ChunkIn, x, y, policy: StepPolicy) -> ChunkOut:
     step0, n_steps = inp.step0, inp.n_steps
     walk = Walk(program, policy, step0, n_steps, x, y)
     tables = jnp.zeros((LOG_BUFFER + 1, *program.table_shape), jnp.float32)
-    losses = (jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32),
-              jnp.zeros((2, PROGRESS_CHUNK + 1), jnp.float32) if program.scaled else None)
+    losses = (
+        jnp.zeros((PROGRESS_CHUNK + 1,), jnp.float32),
+        jnp.zeros((2, PROGRESS_CHUNK + 1), jnp.float32) if program.scaled else None,
+    )
     n_iter = n_steps + jnp.asarray(inp.measure_end).astype(n_steps.dtype)  # the end's measurement is one more
     start = Carry(inp.state, inp.prev_params, inp.alive, jnp.zeros((), jnp.int32))
     carry = (start, losses, tables, jnp.zeros((), jnp.int32), jnp.zeros((), n_steps.dtype))
-    c, (losses, scales), tables, _, _ = jax.lax.while_loop(lambda c: c[-1] < n_iter,
-                                                           functools.partial(segment, walk), carry)
+    c, (losses, scales), tables, _, _ = jax.lax.while_loop(
+        lambda c: c[-1] < n_iter, functools.partial(segment, walk), carry
+    )
     return policy.end(ChunkOut(c.state, c.prev_params, c.ok, losses, c.done, tables, scales), inp.alive, n_steps)
 
 
@@ -192,8 +195,9 @@ def measurement(walk: Walk, j, c: Carry, losses, tables, slot):
     update = update_values(program.layout, st.params, prev)
     new_prev = select(is_log, st.params, prev)
     measure = _on_batch if program.on_batch else _on_probe
-    new, loss, stepped, losses, tables, signal_ok = measure(walk, j, s, st, update, new_prev, is_log, last, losses,
-                                                            tables, slot)
+    new, loss, stepped, losses, tables, signal_ok = measure(
+        walk, j, s, st, update, new_prev, is_log, last, losses, tables, slot
+    )
     c = walk.policy.accept(c, Step(new, new_prev, loss, signal_ok, stepped))
     return (c, losses, tables, slot + is_log.astype(jnp.int32)), j + stepped.astype(j.dtype)
 
@@ -210,13 +214,15 @@ def _on_batch(walk: Walk, j, s, st: TrainState, update, new_prev, is_log, last, 
     order, batch = program.minibatch(st, s, walk.x, walk.y)
 
     def logged(at_log, params, tables):  # at_log: the weights, as moved to prev_params
-        loss, grads, norm_state, table = program.forward_backward(at_log, st.norm_state, batch, update,
-                                                                  st.loss_scale)
+        loss, grads, norm_state, table = program.forward_backward(at_log, st.norm_state, batch, update, st.loss_scale)
         return (loss, grads, norm_state, *_record(program, tables, table, slot))
 
     def plain(at_log, params, tables):
-        return (*program.forward_backward(params, st.norm_state, batch, scale=st.loss_scale)[:3], tables,
-                jnp.bool_(True))
+        return (
+            *program.forward_backward(params, st.norm_state, batch, scale=st.loss_scale)[:3],
+            tables,
+            jnp.bool_(True),
+        )
 
     loss, grads, norm_state, tables, signal_ok = jax.lax.cond(is_log, logged, plain, new_prev, st.params, tables)
     # the segment's first step; the end's measurement (j == n_steps) is not applied
@@ -232,12 +238,17 @@ def _on_probe(walk: Walk, j, s, st: TrainState, update, new_prev, is_log, last, 
     program = walk.program
 
     def logged(at_log, tables):
-        probe = (walk.x[:program.probe_size], walk.y[:program.probe_size], None)
-        return _record(program, tables, program.forward_backward(at_log, st.norm_state, probe, update, st.loss_scale,
-                                                                 holds_batch=program.batch_size, z0=st.z0)[3], slot)
+        probe = (walk.x[: program.probe_size], walk.y[: program.probe_size], None)
+        return _record(
+            program,
+            tables,
+            program.forward_backward(
+                at_log, st.norm_state, probe, update, st.loss_scale, holds_batch=program.batch_size, z0=st.z0
+            )[3],
+            slot,
+        )
 
-    tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)),
-                                     new_prev, tables)
+    tables, signal_ok = jax.lax.cond(is_log, logged, lambda at_log, tables: (tables, jnp.bool_(True)), new_prev, tables)
     return st, jnp.zeros((), jnp.float32), jnp.bool_(False), losses, tables, signal_ok
 
 
@@ -249,8 +260,10 @@ def plain_steps(walk: Walk, j0, j1, c: Carry, losses):
     def body(j, carry):
         c, losses = carry
         new, loss = program.train_step(c.state, walk.step0 + j, walk.x, walk.y)
-        return (policy.accept(c, Step(new, None, loss, jnp.bool_(True), jnp.bool_(True))),
-                put(losses, j, loss, c.state, new))
+        return (
+            policy.accept(c, Step(new, None, loss, jnp.bool_(True), jnp.bool_(True))),
+            put(losses, j, loss, c.state, new),
+        )
 
     inner, losses = jax.lax.fori_loop(j0, j1, body, (c._replace(prev_params=None), losses))
     return inner._replace(prev_params=c.prev_params), losses

@@ -56,7 +56,8 @@ def make_train_fns(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train:
         evaluate=jax.jit(over_runs(program.evaluate, EVALUATE_AXES, n_runs)),
         optimizer=program.optimizer,
         jacobian=jax.jit(over_runs(singular_values_fn(spec), (0, 0, None), n_runs))
-        if cfg.log.jacobian > 0 and spectrum_applies(spec) is None else None,
+        if cfg.log.jacobian > 0 and spectrum_applies(spec) is None
+        else None,
         scaling=program.scaling if program.scaled else None,
         pre_activations=jax.jit(functools.partial(pre_activations, spec)) if program.layout.needs_reference else None,
     )
@@ -71,6 +72,7 @@ def init_state(cfg: RunConfig, spec: ModelSpec, fns: TrainFns, x_train: jax.Arra
     lr = jnp.asarray(cfg.train.lr, jnp.float32)
     order = jax.random.permutation(jax.random.fold_in(data_key, 0), n_train).astype(jnp.int32)
     loss_scale = None if fns.scaling is None else fns.scaling.initial()
-    z0 = None if fns.pre_activations is None else fns.pre_activations(params, norm_state,
-                                                                        x_train[:cfg.data.probe_size])
+    z0 = (
+        None if fns.pre_activations is None else fns.pre_activations(params, norm_state, x_train[: cfg.data.probe_size])
+    )
     return TrainState(params, norm_state, fns.optimizer(lr).init(params), order, data_key, lr, loss_scale, z0), trace

@@ -21,8 +21,9 @@ from initlab.train.group import over_runs
 EVALUATE_AXES = (0, 0, None, None)
 
 
-def loss_and_accuracy(spec: ModelSpec, loss_fn: Callable, params: Params, norm_state: NormState, x: jax.Array,
-                 y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def loss_and_accuracy(
+    spec: ModelSpec, loss_fn: Callable, params: Params, norm_state: NormState, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """The mean loss (``loss_fn``, as ``nn.optimizers.make_loss`` gives it) and the accuracy of
     ``params`` on ``x``, ``y``, in inference mode (no dropout, normalization's running state)."""
     logits, _, _ = apply(spec, params, norm_state, x, train=False)
@@ -30,8 +31,9 @@ def loss_and_accuracy(spec: ModelSpec, loss_fn: Callable, params: Params, norm_s
     return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
 
-def evaluate_params(cfg: RunConfig, spec: ModelSpec, params: Params, norm_state: NormState, x_test: np.ndarray,
-                    y_test: np.ndarray) -> dict[str, float]:
+def evaluate_params(
+    cfg: RunConfig, spec: ModelSpec, params: Params, norm_state: NormState, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, float]:
     """``{"test_loss", "test_acc"}`` of one run's ``params`` and ``norm_state`` (host arrays, as
     saved) on the test set, in ``cfg``'s number format: the jitted program a group of one
     evaluates with in training, so a network saved at an evaluated step gives its numbers again."""

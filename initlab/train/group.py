@@ -21,8 +21,16 @@ from initlab.nn.parameterizations import get_parameterization
 
 # Fields in which runs of one group may differ: they only change the initial values and the
 # learning rate, not the compiled program.
-BATCHABLE = ("name", "seed", "model.init", "model.init_args", "model.bias_init", "model.bias_init_args",
-             "train.lr", "log.out")
+BATCHABLE = (
+    "name",
+    "seed",
+    "model.init",
+    "model.init_args",
+    "model.bias_init",
+    "model.bias_init_args",
+    "train.lr",
+    "log.out",
+)
 
 
 # ...except where the initializer's σ_w² is a forward multiplier of the program (ntk).

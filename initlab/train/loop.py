@@ -95,8 +95,10 @@ def save_parameters(cfgs: Sequence[RunConfig], books: Sequence[RunBook], state: 
     params, norm_state = jax.device_get((state.params, state.norm_state))
     for r in wanted:
         run = jax.tree.map(lambda a: np.asarray(a[r]), (params, norm_state))
-        books[r].sink.parameters(0 if when == "init" else books[r].result.steps,
-                                 {**named_arrays(run[0], "params"), **named_arrays(run[1], "state")})
+        books[r].sink.parameters(
+            0 if when == "init" else books[r].result.steps,
+            {**named_arrays(run[0], "params"), **named_arrays(run[1], "state")},
+        )
 
 
 # ChunkOut's fields that come to the host after each chunk, in one transfer.
@@ -118,8 +120,9 @@ class ChunkRunner:
     def __init__(self, fns: TrainFns, x: jax.Array, y: jax.Array, state: TrainState):
         self.fns, self.x, self.y = fns, x, y
         n_runs = len(state.lr)
-        self.fast = fns.chunk.lower(self._inputs(state, state.params, 0, 1, np.ones(n_runs, bool), True),
-                                    x, y).compile()
+        self.fast = fns.chunk.lower(
+            self._inputs(state, state.params, 0, 1, np.ones(n_runs, bool), True), x, y
+        ).compile()
         self.guarded = None
         self.compile_time_s = 0.0  # of the guarded replay, when it was needed
 
@@ -151,12 +154,24 @@ class ChunkRunner:
         def per_run(a, b):
             return None if a is None else np.where(ok.reshape(-1, *(1,) * (a.ndim - 1)), a, b)
 
-        return ChunkOut(pick(ok, out.state, replay.state), pick(ok, out.prev_params, replay.prev_params),
-                        ok | host["ok"], *(per_run(getattr(out, f), host[f]) for f in HOST_FIELDS[1:]))
+        return ChunkOut(
+            pick(ok, out.state, replay.state),
+            pick(ok, out.prev_params, replay.prev_params),
+            ok | host["ok"],
+            *(per_run(getattr(out, f), host[f]) for f in HOST_FIELDS[1:]),
+        )
 
 
-def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpec, fns: TrainFns,
-                schedule: Schedule, data: Dataset, x: jax.Array, start: float) -> tuple[TrainState, list[RunBook]]:
+def _start_runs(
+    cfgs: Sequence[RunConfig],
+    sinks: Sequence[Sink],
+    spec: ModelSpec,
+    fns: TrainFns,
+    schedule: Schedule,
+    data: Dataset,
+    x: jax.Array,
+    start: float,
+) -> tuple[TrainState, list[RunBook]]:
     """Each run's initial state, stacked over the group, and its book; initializers' traces go to
     the sinks."""
     probe_q0 = float(jnp.mean(jnp.square(x[: cfgs[0].data.probe_size])))
@@ -164,12 +179,24 @@ def _start_runs(cfgs: Sequence[RunConfig], sinks: Sequence[Sink], spec: ModelSpe
     for c, sink in zip(cfgs, sinks):
         t_init = time.perf_counter()
         st, trace = init_state(c, spec, fns, x)
-        result = TrainResult("completed", 0, schedule.total_steps, schedule.steps_per_epoch, 0.0, 0.0, 0.0,
-                             group_size=len(cfgs), init_time_s=time.perf_counter() - t_init,
-                             init_trace_file=None if trace is None else trace.file, input_dim=data.input_dim,
-                             probe_q0=probe_q0, device=device_info(),
-                             loss_scale=None if st.loss_scale is None else
-                             {"skipped_steps": 0, "final_scale": float(st.loss_scale.scale)})
+        result = TrainResult(
+            "completed",
+            0,
+            schedule.total_steps,
+            schedule.steps_per_epoch,
+            0.0,
+            0.0,
+            0.0,
+            group_size=len(cfgs),
+            init_time_s=time.perf_counter() - t_init,
+            init_trace_file=None if trace is None else trace.file,
+            input_dim=data.input_dim,
+            probe_q0=probe_q0,
+            device=device_info(),
+            loss_scale=None
+            if st.loss_scale is None
+            else {"skipped_steps": 0, "final_scale": float(st.loss_scale.scale)},
+        )
         if trace is not None:
             sink.init_trace(trace)
         states.append(st)
@@ -192,8 +219,9 @@ def train(cfg: RunConfig, data: Dataset, sink: Sink, checkpointer: Checkpointer 
     return train_group([cfg], data, [sink], checkpointer)[0]
 
 
-def train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink],
-                checkpointer: Checkpointer | None = None) -> list[TrainResult]:
+def train_group(
+    cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink], checkpointer: Checkpointer | None = None
+) -> list[TrainResult]:
     """``_train_group`` in the group's number format (float64 runs switch JAX's x64 mode on for
     their own training only)."""
     with context(cfgs[0].model.dtype):
@@ -231,9 +259,10 @@ class GroupTraining:
 
     def evaluation(self, step: int, members: Sequence[RunBook]) -> None:
         """The test set's loss and accuracy at ``step``, into the books of ``members``."""
-        loss, acc = (np.asarray(a, np.float64) for a in jax.device_get(self.evaluate(self.state.params,
-                                                                                      self.state.norm_state,
-                                                                                      *self.test)))
+        loss, acc = (
+            np.asarray(a, np.float64)
+            for a in jax.device_get(self.evaluate(self.state.params, self.state.norm_state, *self.test))
+        )
         for r, b in enumerate(self.books):
             if b in members:
                 b.evaluated(step, float(loss[r]), float(acc[r]))
@@ -243,16 +272,20 @@ class GroupTraining:
         if self.fns.jacobian is None:
             return
         t_j = time.perf_counter()
-        sv = np.asarray(jax.device_get(self.fns.jacobian(self.state.params, self.state.norm_state,
-                                                         self.x[:self.cfgs[0].log.jacobian])))
+        sv = np.asarray(
+            jax.device_get(
+                self.fns.jacobian(self.state.params, self.state.norm_state, self.x[: self.cfgs[0].log.jacobian])
+            )
+        )
         seconds = time.perf_counter() - t_j
         for b, step, values in zip(self.books, at, sv):
             b.spectrum(step, values, seconds)
 
     def payload(self, at: int) -> dict[str, Any]:
         """The checkpoint of the group at its chunk stop ``at`` (``initlab.train.checkpoint.payload``)."""
-        return checkpoint.payload(self.cfgs, self.books, self.state, self.prev_params, at,
-                                  time.perf_counter() - self.books[0].start)
+        return checkpoint.payload(
+            self.cfgs, self.books, self.state, self.prev_params, at, time.perf_counter() - self.books[0].start
+        )
 
     def take(self, plan: ChunkPlan, out: ChunkOut, members: Sequence[int], t1: float, replay_compile: float) -> None:
         """The chunk ``plan``, run from ``t1`` (``replay_compile`` of it compiling a guarded replay),
@@ -266,8 +299,14 @@ class GroupTraining:
         for r in members:
             b = self.books[r]
             b.result.train_time_s += elapsed
-            stop = b.take_chunk(plan, out.losses[r], int(out.done[r]), out.tables[r],
-                                None if out.scales is None else out.scales[r], span=(t2 - elapsed, t2))
+            stop = b.take_chunk(
+                plan,
+                out.losses[r],
+                int(out.done[r]),
+                out.tables[r],
+                None if out.scales is None else out.scales[r],
+                span=(t2 - elapsed, t2),
+            )
             if not out.ok[r]:  # its statistics, loss or update went non-finite at `stop`: it ends there
                 first = b.result.divergence is None  # (non-finite statistics have said so already)
                 if first and b.logged_at != stop:
@@ -287,8 +326,14 @@ class GroupTraining:
                 b.metrics_row(plan.stop)
 
 
-def _start_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink], schedule: Schedule,
-                 checkpointer: Checkpointer | None, start: float) -> tuple[GroupTraining, dict[str, Any] | None, int]:
+def _start_group(
+    cfgs: Sequence[RunConfig],
+    data: Dataset,
+    sinks: Sequence[Sink],
+    schedule: Schedule,
+    checkpointer: Checkpointer | None,
+    start: float,
+) -> tuple[GroupTraining, dict[str, Any] | None, int]:
     """The group ready to train: its programs compiled, its runs' states drawn or put back from
     the checkpoint; returns it, the checkpoint (None: a new start) and the step it resumes at."""
     cfg, n_train = cfgs[0], len(data.y_train)
@@ -316,8 +361,13 @@ def _start_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink]
     return group, payload, resumed_at
 
 
-def _train_chunks(group: GroupTraining, schedule: Schedule, checkpointer: Checkpointer | None,
-                  payload: dict[str, Any] | None, resumed_at: int) -> None:
+def _train_chunks(
+    group: GroupTraining,
+    schedule: Schedule,
+    checkpointer: Checkpointer | None,
+    payload: dict[str, Any] | None,
+    resumed_at: int,
+) -> None:
     """The schedule's chunks from ``resumed_at`` until every run has ended or the last is done,
     with a checkpoint at each of the schedule's checkpoint stops and, on an interruption, of the
     last chunk stop whose host work is done."""
@@ -352,8 +402,9 @@ def _train_chunks(group: GroupTraining, schedule: Schedule, checkpointer: Checkp
             raise
 
 
-def _train_group(cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink],
-                 checkpointer: Checkpointer | None = None) -> list[TrainResult]:
+def _train_group(
+    cfgs: Sequence[RunConfig], data: Dataset, sinks: Sequence[Sink], checkpointer: Checkpointer | None = None
+) -> list[TrainResult]:
     """Train runs that share a ``batch_key`` together on ``data``; each run reports to its sink.
 
     Per-layer statistics are taken at step 0, every ``log.every`` steps and at the last step, on

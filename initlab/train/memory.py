@@ -53,15 +53,19 @@ class Estimate:
 
     def describe(self) -> str:
         """The estimate in one line: its total and its parts."""
-        parts = {"parameters": self.parameters, "optimizer state": self.optimizer, "activations": self.activations,
-                 "data": self.data}
+        parts = {
+            "parameters": self.parameters,
+            "optimizer state": self.optimizer,
+            "activations": self.activations,
+            "data": self.data,
+        }
         group = f" for {self.runs} runs trained together" if self.runs > 1 else ""
         return f"{gib(self.total)}{group} (" + ", ".join(f"{k} {gib(v)}" for k, v in parts.items()) + ")"
 
 
 def gib(n: float) -> str:
     """``n`` bytes, readable: in GiB from 128 MiB, else in MiB."""
-    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 27 else f"{n / 2 ** 20:.1f} MiB"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
 def _bytes(tree) -> int:
@@ -86,9 +90,13 @@ def estimate(cfgs: Sequence, spec, optimizer, data) -> Estimate:
     reference = cfg.data.probe_size * units * 4 if "pre_delta_abs_mean" in cfg.log.stats else 0
     arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
     g = len(cfgs)
-    return Estimate(parameters=g * PARAM_COPIES * _bytes(params), optimizer=g * OPT_COPIES * _bytes(opt),
-                    activations=g * (examples * per_example + reference), data=sum(int(a.nbytes) for a in arrays),
-                    runs=g)
+    return Estimate(
+        parameters=g * PARAM_COPIES * _bytes(params),
+        optimizer=g * OPT_COPIES * _bytes(opt),
+        activations=g * (examples * per_example + reference),
+        data=sum(int(a.nbytes) for a in arrays),
+        runs=g,
+    )
 
 
 def _no_scheme(m):
@@ -134,13 +142,15 @@ def _read(path: Path) -> str | None:
 
 def _cgroup_free() -> int | None:
     """limit − usage of this process's cgroup (v2, else v1), None without a limit."""
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         limit, usage = _read(Path("/sys/fs/cgroup") / limit_file), _read(Path("/sys/fs/cgroup") / usage_file)
         if limit is None or usage is None:
             continue
         limit = limit.strip()
-        if not limit.isdigit() or int(limit) >= 2 ** 60:  # "max", or v1's "no limit" sentinel
+        if not limit.isdigit() or int(limit) >= 2**60:  # "max", or v1's "no limit" sentinel
             return None
         return int(limit) - int(usage.strip() or 0)
     return None
@@ -154,6 +164,8 @@ def check(est: Estimate, free: int | None = None, where: str | None = None) -> N
         free, where = available()
     if free is None or est.total <= free:
         return
-    raise InitlabError(f"this would need about {est.describe()}, more than the {gib(max(free, 0))} free in "
-                       f"{where}; lower model.width, model.depth or train.batch_size (or --max-group for a "
-                       f"sweep), or skip this check with --no-memory-check ({CHECK_ENV}=0)")
+    raise InitlabError(
+        f"this would need about {est.describe()}, more than the {gib(max(free, 0))} free in "
+        f"{where}; lower model.width, model.depth or train.batch_size (or --max-group for a "
+        f"sweep), or skip this check with --no-memory-check ({CHECK_ENV}=0)"
+    )

@@ -71,15 +71,23 @@ class Optimizer:
     def __call__(self, lr) -> optax.GradientTransformation:
         """The optax transformation at peak learning rate ``lr``."""
         if all(f == 1.0 for f in self.factors.values()):
-            return build_optimizer(self.name, self.schedule, lr, self.total_steps, self.warmup_steps,
-                                   self.momentum, self.weight_decay)
+            return build_optimizer(
+                self.name, self.schedule, lr, self.total_steps, self.warmup_steps, self.momentum, self.weight_decay
+            )
         return per_class(functools.partial(self.of_class, lr), self.factors, param_classes)
 
     def of_class(self, lr, factor: float) -> optax.GradientTransformation:
         """A parameter class's optimizer: its rate, and weight decay such that lr × decay is kept
         (as the mup package does)."""
-        return build_optimizer(self.name, self.schedule, lr * factor, self.total_steps, self.warmup_steps,
-                               self.momentum, self.weight_decay / factor)
+        return build_optimizer(
+            self.name,
+            self.schedule,
+            lr * factor,
+            self.total_steps,
+            self.warmup_steps,
+            self.momentum,
+            self.weight_decay / factor,
+        )
 
 
 @dataclass(frozen=True)
@@ -137,10 +145,18 @@ class Program:
         layout, spec = self.layout, self.spec
         xb, yb, key = batch
         ref = None if z0 is None else reference_values(layout, spec, params, norm_state, xb, z0)
-        loss, norm_state, grads, raw = loss_and_grads(spec, self.loss_fn, params, norm_state, xb, yb, key=key,
-                                                      layout=None if update is None else layout,
-                                                      loss_scale=None if scale is None else scale.scale,
-                                                      holds_batch=holds_batch)
+        loss, norm_state, grads, raw = loss_and_grads(
+            spec,
+            self.loss_fn,
+            params,
+            norm_state,
+            xb,
+            yb,
+            key=key,
+            layout=None if update is None else layout,
+            loss_scale=None if scale is None else scale.scale,
+            holds_batch=holds_batch,
+        )
         table = None if raw is None else table_of(layout, params, raw, update, ref)
         return loss, grads, norm_state, table
 
@@ -162,8 +178,9 @@ class Program:
     def train_step(self, state: TrainState, step, x, y):
         """One update of one run on its next mini-batch: (state, loss)."""
         order, batch = self.minibatch(state, step, x, y)
-        loss, grads, norm_state, _ = self.forward_backward(state.params, state.norm_state, batch,
-                                                           scale=state.loss_scale)
+        loss, grads, norm_state, _ = self.forward_backward(
+            state.params, state.norm_state, batch, scale=state.loss_scale
+        )
         return self.update_state(state, grads, norm_state, order), loss
 
     def evaluate(self, params, norm_state, x, y):
@@ -179,13 +196,28 @@ def make_program(cfg: RunConfig, spec: ModelSpec, schedule: Schedule, n_train: i
     # Under dynamic scaling a non-finite gradient is a skipped step, not a divergence: only the
     # forward signal is checked (a run still overflowing at the smallest scale applies the step,
     # and its parameters go non-finite).
-    layout = Layout(cfg.log.stats, cfg.log.histograms, spec.dtype,
-                    signal=("forward",) if scaling.kind == "dynamic" else ("forward", "backward"))
+    layout = Layout(
+        cfg.log.stats,
+        cfg.log.histograms,
+        spec.dtype,
+        signal=("forward",) if scaling.kind == "dynamic" else ("forward", "backward"),
+    )
     param = get_parameterization(cfg.model.parameterization)
     factors = class_factors(param, cfg.model.width, cfg.model.base_width, t.optimizer in ADAM_LIKE)
-    optimizer = Optimizer(t.optimizer, t.schedule, schedule.total_steps, t.warmup_steps, t.momentum,
-                          t.weight_decay, factors)
-    return Program(spec=spec, layout=layout, loss_fn=make_loss(t.loss, t.targets), scaling=scaling,
-                   optimizer=optimizer, n_train=n_train, batch_size=t.batch_size,
-                   steps_per_epoch=schedule.steps_per_epoch, log_every=schedule.log_every,
-                   probe_size=cfg.data.probe_size, on_batch=cfg.log.stats_on == "train_batch", max_norm=t.max_norm)
+    optimizer = Optimizer(
+        t.optimizer, t.schedule, schedule.total_steps, t.warmup_steps, t.momentum, t.weight_decay, factors
+    )
+    return Program(
+        spec=spec,
+        layout=layout,
+        loss_fn=make_loss(t.loss, t.targets),
+        scaling=scaling,
+        optimizer=optimizer,
+        n_train=n_train,
+        batch_size=t.batch_size,
+        steps_per_epoch=schedule.steps_per_epoch,
+        log_every=schedule.log_every,
+        probe_size=cfg.data.probe_size,
+        on_batch=cfg.log.stats_on == "train_batch",
+        max_norm=t.max_norm,
+    )

@@ -27,9 +27,19 @@ class Raw(NamedTuple):
     grads: Params  # ∂L/∂W of the mean loss
 
 
-def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: NormState, x: jax.Array,
-                   y: jax.Array, *, key: jax.Array | None = None, layout: Layout | None = None,
-                   loss_scale: jax.Array | None = None, holds_batch: int | None = None):
+def loss_and_grads(
+    spec: ModelSpec,
+    loss_fn: Callable,
+    params: Params,
+    state: NormState,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    layout: Layout | None = None,
+    loss_scale: jax.Array | None = None,
+    holds_batch: int | None = None,
+):
     """The training step's forward and backward pass on the batch ``x``, ``y``: returns
     ``(mean loss, new norm state, gradient of the mean loss, Raw | None)``.
 
@@ -54,8 +64,9 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     reduce = None if layout is None else layout.backward_reduce()
 
     def mean_loss(p, taps):
-        logits, new_state, fwd = apply(spec, p, state, x, train=True, taps=taps, collect=collect, key=key,
-                                       tap_reduce=reduce)
+        logits, new_state, fwd = apply(
+            spec, p, state, x, train=True, taps=taps, collect=collect, key=key, tap_reduce=reduce
+        )
         loss = jnp.mean(loss_fn(logits, y, spec.num_classes))
         scaled = loss if loss_scale is None else loss * loss_scale.astype(loss.dtype)
         return scaled, (loss, new_state, fwd)
@@ -67,28 +78,42 @@ def loss_and_grads(spec: ModelSpec, loss_fn: Callable, params: Params, state: No
     factor = float(n) if loss_scale is None else float(n) / loss_scale.astype(jnp.float32)
     taps = jnp.full((spec.num_layers, layout.backward_size), factor, jnp.float32)
     plain, pull_back = jax.vjp(to_plain, params)
-    (_, (loss, new_state, fwd)), (plain_grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1),
-                                                                           has_aux=True)(plain, taps)
+    (_, (loss, new_state, fwd)), (plain_grads, gtaps) = jax.value_and_grad(mean_loss, argnums=(0, 1), has_aux=True)(
+        plain, taps
+    )
     (grads,) = pull_back(plain_grads)
-    return (loss, new_state, _unscaled(grads, loss_scale),
-            Raw(fwd, gtaps, plain_grads, _unscaled(plain_grads, loss_scale)))
+    return (
+        loss,
+        new_state,
+        _unscaled(grads, loss_scale),
+        Raw(fwd, gtaps, plain_grads, _unscaled(plain_grads, loss_scale)),
+    )
 
 
 def _unscaled(grads: Params, loss_scale: jax.Array | None) -> Params:
     return grads if loss_scale is None else unscale(grads, loss_scale)
 
 
-def table_of(layout: Layout, params: Params, raw: Raw, update: jax.Array,
-             reference: jax.Array | None = None) -> jax.Array:
+def table_of(
+    layout: Layout, params: Params, raw: Raw, update: jax.Array, reference: jax.Array | None = None
+) -> jax.Array:
     """The per-layer statistics table (rows, depth + 1) of a pass's ``Raw`` gatherings (with its
     gradients of the effective weights), the weights, the ``update`` values (``update_values``)
     against the previous logged step and the ``reference`` values (``reference_values``)."""
-    return layout.summarize(raw.forward, raw.backward, update, effective_weights(params), effective_weights(raw.grads),
-                            effective_weights(raw.scaled_grads), reference)
+    return layout.summarize(
+        raw.forward,
+        raw.backward,
+        update,
+        effective_weights(params),
+        effective_weights(raw.grads),
+        effective_weights(raw.scaled_grads),
+        reference,
+    )
 
 
-def reference_values(layout: Layout, spec: ModelSpec, params: Params, state: NormState, x: jax.Array,
-                     z0: tuple[jax.Array, jax.Array]) -> jax.Array:
+def reference_values(
+    layout: Layout, spec: ModelSpec, params: Params, state: NormState, x: jax.Array, z0: tuple[jax.Array, jax.Array]
+) -> jax.Array:
     """``layout``'s reference statistics (depth + 1, k_reference) of ``params``' pre-activations on
     the probe ``x`` against ``z0``, the step-0 ones (one more forward pass of the probe)."""
     return layout.reference_values(pre_activations(spec, params, state, x), z0)

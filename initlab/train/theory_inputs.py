@@ -19,8 +19,7 @@ from initlab.nn.activations import Shape
 from initlab.nn.initializers import BIAS_INITIALIZERS, INITIALIZERS, Role
 from initlab.nn.parameterizations import get_parameterization, width_multiplier
 from initlab.nn.reparams import REPARAMS
-from initlab.theory.mean_field import (LayerPrediction, critical_sigma_w2, format_crossings, gradient_rms,
-                                       prediction)
+from initlab.theory.mean_field import LayerPrediction, critical_sigma_w2, format_crossings, gradient_rms, prediction
 from initlab.theory.shaping import local_maps, shape_for
 
 
@@ -68,8 +67,12 @@ def effective_sigmas(m: ModelConfig, input_dim: int) -> tuple[float, float, floa
 def shaping_report(m: ModelConfig, shape: Shape) -> dict:
     """What defines a shaped activation (TAT, DKS; ``initlab.theory.shaping``): its transformation and the
     local Q/C-map quantities at q = 1, with the whole net's C_f(0) and C_f'(1) over its depth."""
-    return {"method": m.shaping, "args": dict(m.shaping_args), "transformation": shape.describe(),
-            "maps": dict(local_maps(m.activation, shape, m.depth).rows())}
+    return {
+        "method": m.shaping,
+        "args": dict(m.shaping_args),
+        "transformation": shape.describe(),
+        "maps": dict(local_maps(m.activation, shape, m.depth).rows()),
+    }
 
 
 def predict_config(m: ModelConfig, input_dim: int, q0: float) -> dict:
@@ -85,10 +88,12 @@ def predict_config(m: ModelConfig, input_dim: int, q0: float) -> dict:
     centred = is_centred(m)
     extra = {} if shape is None else {"shaping": shaping_report(m, shape)}
     if centred:
-        extra["reparam"] = {"method": m.reparam, "gain": math.sqrt(w_hidden),
-                            "maps": "of the centred activation γ(φ(z) − E φ(z)): each column of mean 0 and norm γ"}
-    return {"applies": True, **extra,
-            **prediction(m.activation, m.depth, q0, w_first, w_hidden, b, shape, centred)}
+        extra["reparam"] = {
+            "method": m.reparam,
+            "gain": math.sqrt(w_hidden),
+            "maps": "of the centred activation γ(φ(z) − E φ(z)): each column of mean 0 and norm γ",
+        }
+    return {"applies": True, **extra, **prediction(m.activation, m.depth, q0, w_first, w_hidden, b, shape, centred)}
 
 
 def loss_scale_value(t: TrainConfig) -> float:
@@ -127,11 +132,27 @@ def gradient_prediction(cfg: RunConfig, num_classes: int, pred: dict) -> dict:
     m, t = cfg.model, cfg.train
     sigma_w2_out = output_sigma_w2(m, num_classes)
     layers = LayerPrediction(pred["q"], pred["act_var"], pred["grad_ratio"])
-    rms = gradient_rms(m.activation, layers, m.width, pred["sigma_w2"], sigma_w2_out, pred["sigma_b2"],
-                       num_classes, t.loss, t.targets, shape_of_model(m))
+    rms = gradient_rms(
+        m.activation,
+        layers,
+        m.width,
+        pred["sigma_w2"],
+        sigma_w2_out,
+        pred["sigma_b2"],
+        num_classes,
+        t.loss,
+        t.targets,
+        shape_of_model(m),
+    )
     scale = loss_scale_value(t)
-    return {"grad_rms": rms, "sigma_w2_out": sigma_w2_out, "batch_size": t.batch_size, "dtype": m.dtype,
-            "loss_scale": scale, **format_crossings(rms, t.batch_size, scale, m.dtype)}
+    return {
+        "grad_rms": rms,
+        "sigma_w2_out": sigma_w2_out,
+        "batch_size": t.batch_size,
+        "dtype": m.dtype,
+        "loss_scale": scale,
+        **format_crossings(rms, t.batch_size, scale, m.dtype),
+    }
 
 
 def config_prediction(cfg: RunConfig, data_dir=None, q0: float | None = None) -> dict:
@@ -147,8 +168,11 @@ def config_prediction(cfg: RunConfig, data_dir=None, q0: float | None = None) ->
     out = predict_config(cfg.model, data.input_dim, q0)
     if out.get("applies"):
         try:
-            out["critical_sigma_w2"] = (math.nan if shape_of_model(cfg.model) is not None or is_centred(cfg.model)
-                                        else critical_sigma_w2(cfg.model.activation, out["sigma_b2"]))
+            out["critical_sigma_w2"] = (
+                math.nan
+                if shape_of_model(cfg.model) is not None or is_centred(cfg.model)
+                else critical_sigma_w2(cfg.model.activation, out["sigma_b2"])
+            )
         except InitlabError:
             out["critical_sigma_w2"] = math.nan
         out.update(gradient_prediction(cfg, data.num_classes, out))

@@ -20,12 +20,27 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window; before any module of the package loads pyplot
 
-from initlab.report.plot.base import (FIGURE_SUFFIXES, MAX_LAYERS, OKABE_ITO, NothingToDraw,  # noqa: E402
-                                      PlotOptions, check_figure_path, legend, palette, save)
+from initlab.report.plot.base import (
+    FIGURE_SUFFIXES,
+    MAX_LAYERS,
+    OKABE_ITO,
+    NothingToDraw,  # noqa: E402
+    PlotOptions,
+    check_figure_path,
+    legend,
+    palette,
+    save,
+)
 from initlab.report.plot.curves import curves_figure  # noqa: E402
 from initlab.report.plot.heatmap import grid_keys, heatmap_figure  # noqa: E402
-from initlab.report.plot.histograms import (QUANTITIES, Histograms, Quantity, colorful_figure,  # noqa: E402
-                                            histograms_figure, read_histograms)
+from initlab.report.plot.histograms import (
+    QUANTITIES,
+    Histograms,
+    Quantity,
+    colorful_figure,  # noqa: E402
+    histograms_figure,
+    read_histograms,
+)
 from initlab.report.plot.kinds import DEFAULT_KINDS, FIGURES, KINDS, PER_QUANTITY, FigureKind, make_plots  # noqa: E402
 from initlab.report.plot.phase import phase_figure  # noqa: E402
 from initlab.report.plot.profile import profile_figure  # noqa: E402
@@ -34,9 +49,35 @@ from initlab.report.plot.underflow import underflow_figure  # noqa: E402
 from initlab.report.plot.widths import coordcheck_figure, transfer_figure  # noqa: E402
 
 __all__ = [
-    "DEFAULT_KINDS", "FIGURES", "FIGURE_SUFFIXES", "FigureKind", "Histograms", "KINDS", "MAX_LAYERS", "NothingToDraw",
-    "OKABE_ITO", "PER_QUANTITY", "PlotOptions", "QUANTITIES", "Quantity", "check_figure_path", "colorful_figure",
-    "coordcheck_figure", "curves_figure", "grid_keys", "heatmap_figure", "histograms_figure", "legend",
-    "make_plots", "palette", "phase_figure", "profile_figure", "read_histograms", "read_jacobian", "save",
-    "spectrum_figure", "transfer_figure", "underflow_figure",
+    "DEFAULT_KINDS",
+    "FIGURES",
+    "FIGURE_SUFFIXES",
+    "FigureKind",
+    "Histograms",
+    "KINDS",
+    "MAX_LAYERS",
+    "NothingToDraw",
+    "OKABE_ITO",
+    "PER_QUANTITY",
+    "PlotOptions",
+    "QUANTITIES",
+    "Quantity",
+    "check_figure_path",
+    "colorful_figure",
+    "coordcheck_figure",
+    "curves_figure",
+    "grid_keys",
+    "heatmap_figure",
+    "histograms_figure",
+    "legend",
+    "make_plots",
+    "palette",
+    "phase_figure",
+    "profile_figure",
+    "read_histograms",
+    "read_jacobian",
+    "save",
+    "spectrum_figure",
+    "transfer_figure",
+    "underflow_figure",
 ]

@@ -45,7 +45,7 @@ def palette(n: int) -> list:
     20, and beyond that evenly spaced along a perceptual colour map (no colour is reused, so two
     configurations never share a colour and a line style)."""
     if n <= len(OKABE_ITO):
-        return OKABE_ITO[:max(n, 1)]
+        return OKABE_ITO[: max(n, 1)]
     cmap = plt.get_cmap("tab20" if n <= 20 else "turbo")
     return [cmap(i) for i in range(n)] if n <= 20 else [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
 
@@ -67,7 +67,8 @@ def legend(where, colour_handles: list, other_handles: Sequence = (), **kwargs) 
     if len(colour_handles) > MAX_LEGEND:
         rest = len(colour_handles) - MAX_LEGEND
         colour_handles = colour_handles[:MAX_LEGEND] + [
-            Line2D([], [], color="none", label=f"… and {rest} more configurations (narrow with --filter)")]
+            Line2D([], [], color="none", label=f"… and {rest} more configurations (narrow with --filter)")
+        ]
     handles = colour_handles + list(other_handles)
     short = all(len(h.get_label()) <= LEGEND_WRAP for h in handles)
     if not isinstance(where, Axes) or (len(handles) <= 8 and short):
@@ -129,8 +130,11 @@ def _step_label(spec: str, drawn: Sequence[int]) -> str:
 
 def _step_handles(steps: Sequence[str], drawn: dict[int, set[int]]) -> list[Line2D]:
     """One legend entry per step asked for that something was drawn at, in its line style."""
-    return [Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=_step_label(s, drawn[j]))
-            for j, s in enumerate(steps) if drawn.get(j)]
+    return [
+        Line2D([], [], color="0.3", linestyle=STYLES[j % len(STYLES)], label=_step_label(s, drawn[j]))
+        for j, s in enumerate(steps)
+        if drawn.get(j)
+    ]
 
 
 def _pick_layers(layers: Sequence[int], limit: int = MAX_LAYERS) -> list[int]:
@@ -148,8 +152,14 @@ def _panels(n: int, **kwargs):
     """A grid of ``n`` axes (at most 3 a row), the unused ones removed; returns (figure, axes)."""
     ncols = min(max(n, 1), 3)
     nrows = math.ceil(max(n, 1) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(max(4.8 * ncols, 6.4), 3.7 * nrows + 1.0),
-                             constrained_layout=True, **kwargs)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        squeeze=False,
+        figsize=(max(4.8 * ncols, 6.4), 3.7 * nrows + 1.0),
+        constrained_layout=True,
+        **kwargs,
+    )
     for ax in axes.flat[n:]:
         fig.delaxes(ax)
     return fig, list(axes.flat[:n])
@@ -179,8 +189,9 @@ def check_figure_path(path: str | Path, flag: str = "--plot") -> Path:
     """A path a figure can be written to (by its suffix), or an InitlabError before any work."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
-        raise InitlabError(f"{flag} {path}: a figure is written as {', '.join(FIGURE_SUFFIXES)} (by the file's "
-                           "suffix); e.g. phase.png")
+        raise InitlabError(
+            f"{flag} {path}: a figure is written as {', '.join(FIGURE_SUFFIXES)} (by the file's suffix); e.g. phase.png"
+        )
     if path.is_dir():
         raise InitlabError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'phase.png'}")
     return path

@@ -41,9 +41,14 @@ def curves_figure(runs: Sequence[RunResult], keys: Sequence[str]) -> Figure:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(stacked, axis=0)
             ok = np.isfinite(mean)
-            ax.plot(longest["step"][ok], mean[ok], label=_with_seeds(label, members),
-                    marker="o" if ok.sum() <= 12 else None,
-                    markersize=3, **_style(i, len(groups)))
+            ax.plot(
+                longest["step"][ok],
+                mean[ok],
+                label=_with_seeds(label, members),
+                marker="o" if ok.sum() <= 12 else None,
+                markersize=3,
+                **_style(i, len(groups)),
+            )
     ax_loss.set(xlabel="step", ylabel="training loss (mean since previous point)", title="training loss")
     ax_loss.set_yscale("log")
     ax_acc.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy")

@@ -27,12 +27,17 @@ def heatmap_figure(runs: Sequence[RunResult], x: str, y: str, metric: str = "tes
     if percent:
         grid = 100 * grid
     # the figure grows with the grid up to a readable poster (40 × 30 inches), then the cells shrink
-    fig, ax = plt.subplots(figsize=(min(1.1 * len(xs) + 3.5, 40), min(0.6 * len(ys) + 2.5, 30)),
-                           constrained_layout=True)
+    fig, ax = plt.subplots(
+        figsize=(min(1.1 * len(xs) + 3.5, 40), min(0.6 * len(ys) + 2.5, 30)), constrained_layout=True
+    )
     finite = grid[np.isfinite(grid)]
     image = ax.imshow(grid, cmap="cividis", aspect="auto", origin="lower")
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=90 if len(xs) > 12 else 0,
-                  fontsize="x-small" if len(xs) > 30 else None)
+    ax.set_xticks(
+        range(len(xs)),
+        [str(v) for v in xs],
+        rotation=90 if len(xs) > 12 else 0,
+        fontsize="x-small" if len(xs) > 30 else None,
+    )
     ax.set_yticks(range(len(ys)), [str(v) for v in ys], fontsize="x-small" if len(ys) > 30 else None)
     xname, yname = key_headers([x, y])
     ax.set(xlabel=xname, ylabel=yname)
@@ -42,10 +47,20 @@ def heatmap_figure(runs: Sequence[RunResult], x: str, y: str, metric: str = "tes
     status = {(r[y], r[x]): r["status"] for r in rows}
     if len(xs) * len(ys) <= 400:  # past that the numbers would be unreadable: the colours say it
         for (i, j), v in np.ndenumerate(grid):
-            text = (status.get((ys[i], xs[j]), "–") if status.get((ys[i], xs[j]), "ok") != "ok" else "–") \
-                if not np.isfinite(v) else (f"{v:.1f}" if percent else f"{v:.3g}")
-            ax.text(j, i, text, ha="center", va="center", fontsize="small" if len(xs) <= 12 else "x-small",
-                    color="black" if np.isfinite(v) and v > mid else ("0.3" if not np.isfinite(v) else "white"))
+            text = (
+                (status.get((ys[i], xs[j]), "–") if status.get((ys[i], xs[j]), "ok") != "ok" else "–")
+                if not np.isfinite(v)
+                else (f"{v:.1f}" if percent else f"{v:.3g}")
+            )
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize="small" if len(xs) <= 12 else "x-small",
+                color="black" if np.isfinite(v) and v > mid else ("0.3" if not np.isfinite(v) else "white"),
+            )
     if finite.size:
         fig.colorbar(image, ax=ax, label=label)
     else:  # nothing completed: no colour scale to read, and the reason in the panel
@@ -67,8 +82,9 @@ def _depth_scale_curve(ax, runs: Sequence[RunResult], sigma_ws: list, depths: li
     cols = np.interp(fine, [float(v) for v in sigma_ws], np.arange(len(sigma_ws)))
     log_depths = np.log([float(d) for d in depths])
     with np.errstate(all="ignore"):
-        rows = np.interp(np.log(np.clip(limit, 1e-9, 1e9)), log_depths, np.arange(len(depths)),
-                         left=-0.5, right=len(depths) - 0.5)
+        rows = np.interp(
+            np.log(np.clip(limit, 1e-9, 1e9)), log_depths, np.arange(len(depths)), left=-0.5, right=len(depths) - 0.5
+        )
     ax.plot(cols, rows, color="white", linewidth=2.2)
     ax.plot(cols, rows, color=OKABE_ITO[3], linewidth=1.4, linestyle="--", label="6ξ_c (mean-field theory)")
     ax.legend(loc="upper right", fontsize="small")
@@ -111,8 +127,10 @@ def _heatmap_kind(runs: Sequence[RunResult], keys: Sequence[str], options: PlotO
         found = (grid_keys(runs, [given, k]) for k in keys if k != given) if given else iter([grid_keys(runs, keys)])
         pair = next((p for p in found if p), None)
         if pair is None:
-            raise NothingToDraw((f"no varied key makes a grid with {given}" if given else "no two config keys vary "
-                                 "as a grid here") + " (every value of one run with every value of the other): "
-                                "pass --x KEY --y KEY")
+            raise NothingToDraw(
+                (f"no varied key makes a grid with {given}" if given else "no two config keys vary as a grid here")
+                + " (every value of one run with every value of the other): "
+                "pass --x KEY --y KEY"
+            )
         hy, hx = pair if given is None else ((hy, pair[1]) if hy else (pair[1], hx))
     return heatmap_figure(runs, hx, hy, options.metric)

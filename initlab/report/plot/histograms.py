@@ -14,8 +14,16 @@ from matplotlib.figure import Figure
 
 from initlab.errors import ConfigError, InitlabError
 from initlab.registry import Registry
-from initlab.report.plot.base import (OKABE_ITO, _groups, _order, _panels, _percent, _pick_layers, _resolve_step,
-                                      _step_label)
+from initlab.report.plot.base import (
+    OKABE_ITO,
+    _groups,
+    _order,
+    _panels,
+    _percent,
+    _pick_layers,
+    _resolve_step,
+    _step_label,
+)
 from initlab.report.results import RunResult
 from initlab.runfolder import reader
 from initlab.runfolder.files import HISTOGRAM_FILE
@@ -80,8 +88,13 @@ def _on_grid(bins: Sequence[Bins], edges: np.ndarray, index, undrawn) -> Gridded
     for i, b in enumerate(bins):
         ok, idx = index(b)
         np.add.at(counts[i], np.clip(idx, 0, max(n - 1, 0)), b.count[ok])
-    return Gridded(edges, np.array([]), counts, np.array([float(b.count.sum()) for b in bins]),
-                   [{reason: int(b.count[mask(b)].sum()) for reason, mask in undrawn.items()} for b in bins])
+    return Gridded(
+        edges,
+        np.array([]),
+        counts,
+        np.array([float(b.count.sum()) for b in bins]),
+        [{reason: int(b.count[mask(b)].sum()) for reason, mask in undrawn.items()} for b in bins],
+    )
 
 
 def _linear_grid(bins: Sequence[Bins], span: tuple[float, float, int] | None = None) -> Gridded:
@@ -105,8 +118,16 @@ def _linear_grid(bins: Sequence[Bins], span: tuple[float, float, int] | None = N
         ok = np.isfinite(b.lo) & np.isfinite(b.hi)
         return ok, np.rint((b.lo[ok] - (edges[0] if len(edges) else 0.0)) / width).astype(int)
 
-    grid = _on_grid(bins, edges, index, {"below range": lambda b: b.lo == -np.inf,
-                                         "above range": lambda b: b.hi == np.inf, "NaN": lambda b: np.isnan(b.lo)})
+    grid = _on_grid(
+        bins,
+        edges,
+        index,
+        {
+            "below range": lambda b: b.lo == -np.inf,
+            "above range": lambda b: b.hi == np.inf,
+            "NaN": lambda b: np.isnan(b.lo),
+        },
+    )
     return grid._replace(centres=(edges[:-1] + edges[1:]) / 2)
 
 
@@ -127,8 +148,16 @@ def _log2_grid(bins: Sequence[Bins], span: tuple[float, float, int] | None = Non
         ok, e = exponents(b)
         return ok, e - low
 
-    grid = _on_grid(bins, edges, index, {"zeros": lambda b: (b.lo == 0) & (b.hi == 0),
-                                         "±inf": lambda b: np.isinf(b.lo), "NaN": lambda b: np.isnan(b.lo)})
+    grid = _on_grid(
+        bins,
+        edges,
+        index,
+        {
+            "zeros": lambda b: (b.lo == 0) & (b.hi == 0),
+            "±inf": lambda b: np.isinf(b.lo),
+            "NaN": lambda b: np.isnan(b.lo),
+        },
+    )
     return grid._replace(centres=np.sqrt(edges[:-1] * edges[1:]))
 
 
@@ -151,12 +180,15 @@ class Quantity(NamedTuple):
     binning: Binning
 
 
-QUANTITIES: Registry[Quantity] = Registry("histogram quantity", {
-    "pre": Quantity("pre-activations z", "z", LINEAR),
-    "act": Quantity("activations a", "a", LINEAR),
-    "grad": Quantity("back-propagated gradients ∂ℓ/∂z", "∂ℓ/∂z", LOG2),
-    "weight": Quantity("weights W", "W", LOG2),
-})
+QUANTITIES: Registry[Quantity] = Registry(
+    "histogram quantity",
+    {
+        "pre": Quantity("pre-activations z", "z", LINEAR),
+        "act": Quantity("activations a", "a", LINEAR),
+        "grad": Quantity("back-propagated gradients ∂ℓ/∂z", "∂ℓ/∂z", LOG2),
+        "weight": Quantity("weights W", "W", LOG2),
+    },
+)
 
 
 def _quantity(name: str) -> Quantity:
@@ -200,8 +232,9 @@ def _undrawn_note(undrawn: dict[str, int], total: float) -> str:
     return ", ".join(f"{_percent(n / total)} {reason}" for reason, n in undrawn.items() if n and total)
 
 
-def histograms_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: str = "act",
-                      step: str = "init") -> Figure:
+def histograms_figure(
+    runs: Sequence[RunResult], keys: Sequence[str], quantity: str = "act", step: str = "init"
+) -> Figure:
     """Per-layer distributions at one step, after Glorot & Bengio 2010 (Figs. 6 and 7): one panel per
     configuration (its first seed's run; seeds are not pooled, so each curve is one network), shared
     axes, one curve per hidden layer (all of them up to MAX_LAYERS, else MAX_LAYERS evenly spaced
@@ -235,20 +268,30 @@ def histograms_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: 
             with np.errstate(all="ignore"):
                 y = grid.counts[i] / (total * per_bin) if total else np.zeros_like(grid.centres)
             note = _undrawn_note(grid.undrawn[i], total)
-            ax.plot(grid.centres, y, color=OKABE_ITO[i % len(OKABE_ITO)],
-                    label=f"layer {layer}" + (f" ({note})" if note else ""))
+            ax.plot(
+                grid.centres,
+                y,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                label=f"layer {layer}" + (f" ({note})" if note else ""),
+            )
         ax.set_title(f"{label}\n({seed}, step {at})", fontsize="small")
         if drawn:
-            ax.legend(fontsize="x-small", loc="best", title_fontsize="x-small",
-                      title=f"{len(drawn)} of {len(layers)} layers" if len(drawn) < len(layers) else None)
+            ax.legend(
+                fontsize="x-small",
+                loc="best",
+                title_fontsize="x-small",
+                title=f"{len(drawn)} of {len(layers)} layers" if len(drawn) < len(layers) else None,
+            )
         ax.grid(True, alpha=0.3)
     for ax in axes:
         if q.binning.log:
             ax.set_xscale("log")
         ax.set_xlabel(f"|{q.symbol}| (log scale)" if q.binning.log else q.symbol)
     axes[0].set_ylabel("fraction of values per binary exponent" if q.binning.log else "density")
-    fig.suptitle(f"distribution of {q.label} per hidden layer, {_step_label(step, drawn)}\n"
-                 "(after Glorot & Bengio 2010, Figs. 6–7)")
+    fig.suptitle(
+        f"distribution of {q.label} per hidden layer, {_step_label(step, drawn)}\n"
+        "(after Glorot & Bengio 2010, Figs. 6–7)"
+    )
     return fig
 
 
@@ -278,8 +321,13 @@ def colorful_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: st
             images.append((layer, np.log1p(grid.counts.T), ends))  # (bins, steps)
         columns.append((label, steps, images))
     nrows = max([len(images) for _, _, images in columns] + [1])
-    fig, axes = plt.subplots(nrows, len(columns), squeeze=False, constrained_layout=True,
-                             figsize=(max(3.4 * len(columns) + 1.4, 6.0), 1.5 * nrows + 1.5))
+    fig, axes = plt.subplots(
+        nrows,
+        len(columns),
+        squeeze=False,
+        constrained_layout=True,
+        figsize=(max(3.4 * len(columns) + 1.4, 6.0), 1.5 * nrows + 1.5),
+    )
     top = max([float(image.max()) for _, _, images in columns for _, image, _ in images] + [1.0])
     shown, last = [], None
     for c, (label, steps, images) in enumerate(columns):
@@ -289,12 +337,19 @@ def colorful_figure(runs: Sequence[RunResult], keys: Sequence[str], quantity: st
                 fig.delaxes(ax)
                 continue
             layer, image, (y0, y1) = images[r]
-            artist = ax.imshow(image, origin="lower", aspect="auto", cmap="cividis", vmin=0, vmax=top,
-                               extent=(-0.5, len(steps) - 0.5, y0, y1), interpolation="nearest")
+            artist = ax.imshow(
+                image,
+                origin="lower",
+                aspect="auto",
+                cmap="cividis",
+                vmin=0,
+                vmax=top,
+                extent=(-0.5, len(steps) - 0.5, y0, y1),
+                interpolation="nearest",
+            )
             ticks = np.unique(np.rint(np.linspace(0, len(steps) - 1, min(len(steps), 5))).astype(int))
             ax.set_xticks(ticks, [str(steps[t]) for t in ticks])
-            ax.set_ylabel(f"layer {layer}\n{'log₂|' + q.symbol + '|' if q.binning.log else q.symbol}",
-                          fontsize="small")
+            ax.set_ylabel(f"layer {layer}\n{'log₂|' + q.symbol + '|' if q.binning.log else q.symbol}", fontsize="small")
             ax.tick_params(labelsize="x-small")
             if r == 0:
                 ax.set_title(label, fontsize="small")

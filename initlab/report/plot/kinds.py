@@ -22,28 +22,42 @@ from initlab.report.results import RunResult, apply_filters, discover, varied_ke
 
 FigureKind = Callable[[Sequence[RunResult], Sequence[str], PlotOptions], Figure]
 
-FIGURES: Registry[FigureKind] = Registry("figure kind", {
-    "profile": lambda runs, keys, o: profile_figure(runs, keys, o.steps),
-    "curves": lambda runs, keys, o: curves_figure(runs, keys),
-    "heatmap": _heatmap_kind,
-    "histograms": lambda runs, keys, o: histograms_figure(runs, keys, o.quantity, o.steps[0] if o.steps else "init"),
-    "colorful": lambda runs, keys, o: colorful_figure(runs, keys, o.quantity),
-    "spectrum": lambda runs, keys, o: spectrum_figure(runs, keys, o.steps),
-    "underflow": lambda runs, keys, o: underflow_figure(runs, keys, o.steps),
-    "coordcheck": lambda runs, keys, o: coordcheck_figure(runs, keys, o.statistic),
-    "transfer": lambda runs, keys, o: transfer_figure(runs, keys),
-})
+FIGURES: Registry[FigureKind] = Registry(
+    "figure kind",
+    {
+        "profile": lambda runs, keys, o: profile_figure(runs, keys, o.steps),
+        "curves": lambda runs, keys, o: curves_figure(runs, keys),
+        "heatmap": _heatmap_kind,
+        "histograms": lambda runs, keys, o: histograms_figure(
+            runs, keys, o.quantity, o.steps[0] if o.steps else "init"
+        ),
+        "colorful": lambda runs, keys, o: colorful_figure(runs, keys, o.quantity),
+        "spectrum": lambda runs, keys, o: spectrum_figure(runs, keys, o.steps),
+        "underflow": lambda runs, keys, o: underflow_figure(runs, keys, o.steps),
+        "coordcheck": lambda runs, keys, o: coordcheck_figure(runs, keys, o.statistic),
+        "transfer": lambda runs, keys, o: transfer_figure(runs, keys),
+    },
+)
 KINDS = tuple(FIGURES)
 DEFAULT_KINDS = ("profile", "curves", "heatmap")  # need only what every run writes
 # saved as <kind>-<quantity>.png, so one quantity's does not replace another's
 PER_QUANTITY = ("histograms", "colorful")
 
 
-def make_plots(paths: Sequence[str | Path], *, out: str | Path | None = None, kinds: Sequence[str] = DEFAULT_KINDS,
-               steps: Sequence[str] = ("init", "end"), x: str | None = None, y: str | None = None,
-               metric: str = "test_acc", filters: Sequence[str] = (), quantity: str = "act",
-               statistic: str = "pre_delta_abs_mean",
-               on_skip: Callable[[str, str], None] | None = None) -> list[Path]:
+def make_plots(
+    paths: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    steps: Sequence[str] = ("init", "end"),
+    x: str | None = None,
+    y: str | None = None,
+    metric: str = "test_acc",
+    filters: Sequence[str] = (),
+    quantity: str = "act",
+    statistic: str = "pre_delta_abs_mean",
+    on_skip: Callable[[str, str], None] | None = None,
+) -> list[Path]:
     """Write the requested figures (names from FIGURES) as ``<kind>.png`` (histograms and colorful:
     ``<kind>-<quantity>.png``; to ``out``, or beside the
     runs) and return their paths. A heatmap needs two keys: ``x``/``y``, or two config keys that

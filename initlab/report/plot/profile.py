@@ -12,8 +12,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from initlab.report.plot.base import (STYLES, THEORY_STYLE, _groups, _resolve_step, _step_handles, _with_seeds, legend,
-                                      palette)
+from initlab.report.plot.base import (
+    STYLES,
+    THEORY_STYLE,
+    _groups,
+    _resolve_step,
+    _step_handles,
+    _with_seeds,
+    legend,
+    palette,
+)
 from initlab.report.results import RunResult, geo_mean
 from initlab.report.width import layer_rows
 
@@ -33,7 +41,7 @@ def _profile_at(run: RunResult, step: str) -> tuple[int, dict[str, np.ndarray]] 
 def _theory_profile(members: Sequence[RunResult]) -> dict[str, np.ndarray]:
     """Mean-field predictions at init (Poole et al. 2016): activation variance per layer, and the
     gradient variance scaled to the measured last hidden layer's (theory gives only ratios)."""
-    theory = (members[0].summary.get("theory") or {})
+    theory = members[0].summary.get("theory") or {}
     if not theory.get("applies"):
         return {}
     out = {"act_var": np.array(theory["act_var"], float)}
@@ -43,8 +51,9 @@ def _theory_profile(members: Sequence[RunResult]) -> dict[str, np.ndarray]:
     return out
 
 
-def profile_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end"),
-                   theory: bool = True) -> Figure:
+def profile_figure(
+    runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end"), theory: bool = True
+) -> Figure:
     """Activation variance and ∂ℓ/∂z variance against layer, log scale: one colour per
     configuration, one line style per step (mean over seeds, geometric), and the mean-field
     prediction at initialization dashed where the theory applies."""
@@ -62,16 +71,29 @@ def profile_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequen
             for ax, column in zip(axes, ("act_var", "grad_var")):
                 values = geo_mean([p[1][column] for p in found], per_layer=True)
                 if len(values):
-                    ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=STYLES[j % len(STYLES)],
-                            marker="o" if len(values) <= 12 else None, markersize=3,
-                            label=f"{label} (step {found[0][0]})")
+                    ax.plot(
+                        np.arange(1, len(values) + 1),
+                        values,
+                        color=colour,
+                        linestyle=STYLES[j % len(STYLES)],
+                        marker="o" if len(values) <= 12 else None,
+                        markersize=3,
+                        label=f"{label} (step {found[0][0]})",
+                    )
         if theory:
             predicted = _theory_profile(members)
             for ax, column in zip(axes, ("act_var", "grad_var")):
                 if column in predicted:
                     values = predicted[column]
-                    ax.plot(np.arange(1, len(values) + 1), values, color=colour, linestyle=THEORY_STYLE,
-                            linewidth=1.2, alpha=0.9, label=f"{label} (mean-field theory)")
+                    ax.plot(
+                        np.arange(1, len(values) + 1),
+                        values,
+                        color=colour,
+                        linestyle=THEORY_STYLE,
+                        linewidth=1.2,
+                        alpha=0.9,
+                        label=f"{label} (mean-field theory)",
+                    )
     titles = ("activation variance across depth", "back-propagated gradient variance ∂ℓ/∂z across depth")
     for ax, title, ylabel in zip(axes, titles, ("Var(a)", "Var(∂ℓ/∂z)")):
         ax.set_yscale("log")
@@ -80,8 +102,10 @@ def profile_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequen
         ax.set_ylabel(ylabel + " (log scale)")
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-    colour_handles = [Line2D([], [], color=colours[i], label=_with_seeds(label, members))
-                      for i, (label, members) in enumerate(groups.items())]
+    colour_handles = [
+        Line2D([], [], color=colours[i], label=_with_seeds(label, members))
+        for i, (label, members) in enumerate(groups.items())
+    ]
     style_handles = _step_handles(steps, drawn)
     if theory and any(_theory_profile(m) for m in groups.values()):
         style_handles.append(Line2D([], [], color="0.3", linestyle=THEORY_STYLE, label="mean-field theory (init)"))

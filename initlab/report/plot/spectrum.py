@@ -11,15 +11,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from initlab.errors import InitlabError
-from initlab.report.plot.base import (STYLES, THEORY_STYLE, _groups, _percent, _resolve_step, _step_handles, legend,
-                                      palette)
+from initlab.report.plot.base import (
+    STYLES,
+    THEORY_STYLE,
+    _groups,
+    _percent,
+    _resolve_step,
+    _step_handles,
+    legend,
+    palette,
+)
 from initlab.report.results import RunResult
 from initlab.runfolder.files import JACOBIAN_FILE
 from initlab.runfolder.reader import read_jacobian
 
 
-HOW_TO_JACOBIAN = ("runs write it when log.jacobian > 0 and model.norm is not batchnorm "
-                   "(e.g. initlab run CONFIG --set log.jacobian=4)")
+HOW_TO_JACOBIAN = (
+    "runs write it when log.jacobian > 0 and model.norm is not batchnorm (e.g. initlab run CONFIG --set log.jacobian=4)"
+)
 
 
 def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequence[str] = ("init", "end")) -> Figure:
@@ -32,8 +41,10 @@ def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Seque
     dynamical isometry, every singular value near 1, is what lets very deep nets train fast
     (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017). Runs without jacobian.csv are
     skipped; an InitlabError if none has one."""
-    groups = {label: [r for r in members if (r.path / JACOBIAN_FILE).is_file()]
-              for label, members in _groups(runs, keys).items()}
+    groups = {
+        label: [r for r in members if (r.path / JACOBIAN_FILE).is_file()]
+        for label, members in _groups(runs, keys).items()
+    }
     groups = {label: members for label, members in groups.items() if members}
     if not groups:
         raise InitlabError(f"no run has {JACOBIAN_FILE}: {HOW_TO_JACOBIAN}")
@@ -42,8 +53,11 @@ def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Seque
     for i, members in enumerate(groups.values()):
         spectra = [read_jacobian(r.path / JACOBIAN_FILE) for r in members]
         for j, spec in enumerate(steps):
-            found = [(at, by_step[at], _floor(r, at)) for r, by_step in zip(members, spectra)
-                     if (at := _resolve_step(spec, list(by_step))) is not None]
+            found = [
+                (at, by_step[at], _floor(r, at))
+                for r, by_step in zip(members, spectra)
+                if (at := _resolve_step(spec, list(by_step))) is not None
+            ]
             if found:
                 sv = np.concatenate([v for _, v, _ in found])
                 floor = np.concatenate([np.full(len(v), f) for _, v, f in found])
@@ -62,22 +76,34 @@ def spectrum_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Seque
         edges[[0, -1]] = low, high  # exactly: rounding in logspace would drop the extremes
         for (i, j, sq, at), pos in zip(lines, positive):
             counts, _ = np.histogram(pos, edges)
-            ax.plot(np.sqrt(edges[:-1] * edges[1:]), counts / (len(sq) * np.diff(np.log10(edges))),
-                    color=palette(len(groups))[i], linestyle=STYLES[j % len(STYLES)],
-                    label=f"{list(groups)[i]} (step {', '.join(map(str, at))})")
+            ax.plot(
+                np.sqrt(edges[:-1] * edges[1:]),
+                counts / (len(sq) * np.diff(np.log10(edges))),
+                color=palette(len(groups))[i],
+                linestyle=STYLES[j % len(STYLES)],
+                label=f"{list(groups)[i]} (step {', '.join(map(str, at))})",
+            )
             zeros.setdefault(i, []).append((steps[j], 1 - len(pos) / len(sq)))
         ax.set_xlim(min(edges[0], 0.5), max(edges[-1], 2.0))
     ax.axvline(1.0, color="0.4", linestyle=THEORY_STYLE, linewidth=1, label="σ² = 1 (dynamical isometry)")
     ax.set_xscale("log")
-    ax.set(xlabel="squared singular value σ² of ∂(last hidden layer)/∂(input) (log scale)",
-           ylabel="density per unit log₁₀ σ²", title="input–output Jacobian spectrum (examples and seeds pooled)")
+    ax.set(
+        xlabel="squared singular value σ² of ∂(last hidden layer)/∂(input) (log scale)",
+        ylabel="density per unit log₁₀ σ²",
+        title="input–output Jacobian spectrum (examples and seeds pooled)",
+    )
     ax.grid(True, which="major", alpha=0.3)
     colour_handles = []
     for i, label in enumerate(groups):
         below = ", ".join(f"{_percent(z)} at {at}" for at, z in zeros.get(i, []) if z)
-        colour_handles.append(Line2D([], [], color=palette(len(groups))[i],
-                                     label=label + (f"\n(σ below float32 resolution, not drawn: {below})"
-                                                    if below else "")))
+        colour_handles.append(
+            Line2D(
+                [],
+                [],
+                color=palette(len(groups))[i],
+                label=label + (f"\n(σ below float32 resolution, not drawn: {below})" if below else ""),
+            )
+        )
     style_handles = _step_handles(steps, drawn)
     reference = Line2D([], [], color="0.4", linestyle=THEORY_STYLE, label="σ² = 1 (dynamical isometry)")
     legend(fig, colour_handles, [*style_handles, reference], loc="outside right upper")

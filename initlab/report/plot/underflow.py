@@ -17,8 +17,7 @@ from initlab.report.width import layer_rows
 
 UNDERFLOW_COLUMNS = ("grad_underflow", "wgrad_underflow")
 # the config keys that make a run's number format: one colour each in the underflow figure
-FORMAT_KEYS = ("model.dtype", "model.precision", "train.loss_scale", "train.loss_scale_init",
-               "train.loss_scale_period")
+FORMAT_KEYS = ("model.dtype", "model.precision", "train.loss_scale", "train.loss_scale_init", "train.loss_scale_period")
 
 
 def _format_label(run: RunResult) -> str:
@@ -66,16 +65,20 @@ def underflow_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequ
     formats = sorted({_format_label(r) for r in runs}, key=lambda s: (s.split(",")[0], s))
     variants = iter(VARIANT_COLOURS * len(formats))
     colour = {f: FORMAT_COLOURS[f] if f in FORMAT_COLOURS else next(variants) for f in formats}
-    fig, grid = plt.subplots(len(setups), 2, figsize=(11, 3.4 * len(setups) + 0.8), squeeze=False,
-                             constrained_layout=True, sharey=True)
+    fig, grid = plt.subplots(
+        len(setups), 2, figsize=(11, 3.4 * len(setups) + 0.8), squeeze=False, constrained_layout=True, sharey=True
+    )
     drawn: dict[int, set[int]] = {}
     floor = None
     for axes, (setup, members) in zip(grid, setups.items()):
         widest = _widest(sorted({_format_label(r) for r in members}), members)
         floor = floor or widest
         for fmt in formats:
-            tables = [t for t in (layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members
-                                  if _format_label(r) == fmt) if t]
+            tables = [
+                t
+                for t in (layer_rows(r, UNDERFLOW_COLUMNS, output=True) for r in members if _format_label(r) == fmt)
+                if t
+            ]
             lowest: dict[int, np.ndarray] = {}  # per panel: the widest format's share at every step shown
             for j, step in enumerate(steps):
                 picked = [(at, t[at]) for t in tables if (at := _resolve_step(step, sorted(t))) is not None]
@@ -84,14 +87,21 @@ def underflow_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequ
                     if not values or len({len(v) for v in values}) != 1:
                         continue
                     mean = np.nanmean(np.array(values), axis=0)
-                    ax.plot(np.arange(1, len(mean) + 1), mean, color=colour[fmt], linestyle=STYLES[j % len(STYLES)],
-                            marker="o" if len(mean) <= 25 else None, markersize=3)
+                    ax.plot(
+                        np.arange(1, len(mean) + 1),
+                        mean,
+                        color=colour[fmt],
+                        linestyle=STYLES[j % len(STYLES)],
+                        marker="o" if len(mean) <= 25 else None,
+                        markersize=3,
+                    )
                     drawn.setdefault(j, set()).update(p[0] for p in picked)
                     lowest[k] = np.fmin(lowest[k], mean) if k in lowest else mean
             if fmt == widest:
                 for k, share in lowest.items():
-                    axes[k].fill_between(np.arange(1, len(share) + 1), 0, np.nan_to_num(share), color=STRUCTURAL,
-                                         zorder=0, linewidth=0)
+                    axes[k].fill_between(
+                        np.arange(1, len(share) + 1), 0, np.nan_to_num(share), color=STRUCTURAL, zorder=0, linewidth=0
+                    )
         for ax, what in zip(axes, ("∂L/∂z", "∂L/∂W")):
             ax.set_title(f"{setup}: {what}" if len(setups) > 1 or setup != "run" else what, fontsize="medium")
     if not drawn:
@@ -110,9 +120,14 @@ def underflow_figure(runs: Sequence[RunResult], keys: Sequence[str], steps: Sequ
 
         handles.append(Patch(color=STRUCTURAL, label=f"zero in {floor} too: structural, not underflow"))
     fig.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=min(len(handles), 4))
-    fig.suptitle("gradient entries zero or subnormal in each number format, per layer (mean over seeds)"
-                 + ("\nexact zeros count in every format: the grey share is zero in the widest format as well "
-                    "(inactive units, constant inputs); above it, lost to a narrower format" if floor else
-                    "\nexact zeros (inactive units, constant inputs) count too: no float32 or wider run here to "
-                    "tell them from underflow"))
+    fig.suptitle(
+        "gradient entries zero or subnormal in each number format, per layer (mean over seeds)"
+        + (
+            "\nexact zeros count in every format: the grey share is zero in the widest format as well "
+            "(inactive units, constant inputs); above it, lost to a narrower format"
+            if floor
+            else "\nexact zeros (inactive units, constant inputs) count too: no float32 or wider run here to "
+            "tell them from underflow"
+        )
+    )
     return fig

@@ -31,34 +31,51 @@ def coordcheck_figure(runs: Sequence[RunResult], keys: Sequence[str], statistic:
         raise ConfigError(f"--stat {statistic!r}: not one of {', '.join(COORD_STATS)}")
     data = coordinate_data(runs, statistic)
     if not data:
-        raise NothingToDraw(f"coordcheck needs completed runs at two or more values of model.width with {statistic} "
-                            f"in layers.csv (log.stats: [{statistic}])")
+        raise NothingToDraw(
+            f"coordcheck needs completed runs at two or more values of model.width with {statistic} "
+            f"in layers.csv (log.stats: [{statistic}])"
+        )
+
     def layers_of(d):  # each configuration its own layers (a sweep may vary depth too), the output last
         n = len(next(iter(d.values[d.widths[0]].values())))
         return n, _pick_layers(list(range(1, n)), MAX_LAYERS - 1) + [n]
 
     ncols = max(len(layers_of(d)[1]) for d in data)
-    fig, axes = plt.subplots(len(data), ncols, squeeze=False, sharex=True, sharey=True,
-                             figsize=(2.6 * ncols + 1.5, 2.5 * len(data) + 1.2), constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(data),
+        ncols,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        figsize=(2.6 * ncols + 1.5, 2.5 * len(data) + 1.2),
+        constrained_layout=True,
+    )
     cmap = plt.get_cmap("cividis_r")
     for row, d in zip(axes, data):
         n_layers, layers = layers_of(d)
-        for ax in row[len(layers):]:
+        for ax in row[len(layers) :]:
             ax.set_visible(False)
-        row = row[:len(layers)]
+        row = row[: len(layers)]
         steps = [s for s in d.steps if statistic != "pre_delta_abs_mean" or s > 0]
         steps = [steps[i] for i in _pick_layers(list(range(len(steps))), MAX_COORD_STEPS)] if steps else []
         for ax, layer in zip(row, layers):
             for j, step in enumerate(steps):
                 y = np.array([d.values[w][step][layer - 1] for w in d.widths])
                 ok = np.isfinite(y) & (y > 0)
-                ax.plot(np.array(d.widths)[ok], y[ok], marker="o", markersize=3,
-                        color=cmap(0.15 + 0.85 * j / max(len(steps) - 1, 1)), label=f"step {step}")
+                ax.plot(
+                    np.array(d.widths)[ok],
+                    y[ok],
+                    marker="o",
+                    markersize=3,
+                    color=cmap(0.15 + 0.85 * j / max(len(steps) - 1, 1)),
+                    label=f"step {step}",
+                )
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
-            ax.set_title(("output layer" if layer == n_layers else f"layer {layer}") + f"\n{d.label}",
-                         fontsize="x-small")
+            ax.set_title(
+                ("output layer" if layer == n_layers else f"layer {layer}") + f"\n{d.label}", fontsize="x-small"
+            )
         row[0].set_ylabel(statistic)
         if steps:
             row[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
@@ -82,8 +99,9 @@ def transfer_figure(runs: Sequence[RunResult], keys: Sequence[str], metric: str 
         raise NothingToDraw("transfer needs runs at two or more values of train.lr (and of model.width)")
     fig, axes = _panels(len(data), sharey=True)
     cmap = plt.get_cmap("viridis_r")
-    finite = [v for table in data.values() for lrs in table.values() for vs in lrs.values() for v in vs
-              if math.isfinite(v)]
+    finite = [
+        v for table in data.values() for lrs in table.values() for vs in lrs.values() for v in vs if math.isfinite(v)
+    ]
     for ax, (label, table) in zip(axes, data.items()):
         widths = sorted(table)
         for i, w in enumerate(widths):
@@ -98,8 +116,15 @@ def transfer_figure(runs: Sequence[RunResult], keys: Sequence[str], metric: str 
                 ax.fill_between(lrs, lo, hi, color=colour, alpha=0.15, linewidth=0)
             if np.any(np.isfinite(mean)):
                 best = int(np.nanargmin(mean))
-                ax.plot([lrs[best]], [mean[best]], marker="*", markersize=11, color=colour, markeredgecolor="black",
-                        markeredgewidth=0.5)
+                ax.plot(
+                    [lrs[best]],
+                    [mean[best]],
+                    marker="*",
+                    markersize=11,
+                    color=colour,
+                    markeredgecolor="black",
+                    markeredgewidth=0.5,
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("learning rate (train.lr)")
         ax.set_title(label, fontsize="small")
