@@ -7,6 +7,8 @@ loop's wall clock, statistics included) in a fresh process whose ``initlab`` is 
 this checkout or from the baseline's; the two alternate round by round, so the machine's drift
 hits both. Prints a Markdown table of medians and the ratio this / baseline per workload.
 Use it to show that a change is throughput-neutral (e.g. the baseline a ``git archive`` of main).
+A baseline from before the package layout (flat ``initlab/train.py`` etc.) is measured through
+the same functions under their old module names.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ WORKLOADS = [
 ]
 
 WORKER = """
-import json, sys
+import importlib, json, sys
 sys.path[:0] = [{tree!r}, {bench!r}]
+try:
+    import initlab.train.loop
+except ModuleNotFoundError:  # a checkout from before the packages (issue #36): the same modules, flat
+    for new, old in {{"initlab.train.loop": "initlab.train", "initlab.train.cache": "initlab.cache",
+                     "initlab.data.datasets": "initlab.data"}}.items():
+        sys.modules[new] = importlib.import_module(old)
 import run
 from initlab.train.cache import enable_compilation_cache
 enable_compilation_cache()
