@@ -472,7 +472,9 @@ def report(
         from initlab.report.display import err_console
 
         path = html_report.write(rep, output or Path("report.html"))
-        err_console.print(f"wrote {escape(str(path))} ({len(rep.rows)} rows, {len(rep.runs)} runs)", highlight=False)
+        err_console.print(
+            f"wrote {escape(str(path))} ({len(rep.rows)} rows, {len(rep.runs)} runs)", highlight=False, soft_wrap=True
+        )
     else:
         _emit({"csv": reportmod.to_csv, "markdown": reportmod.to_markdown, "json": reportmod.to_json}[fmt](rep), output)
 
