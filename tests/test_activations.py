@@ -164,6 +164,7 @@ def _second_derivative(name, x):
     return np.asarray(derivative(lambda y: derivative(f, y), jnp.asarray(x, jnp.float32)), np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_kinks_are_declared_exactly_where_the_activation_or_a_derivative_jumps(name):
     """A jump in φ, φ' or φ'' between x − ε and x + ε, on a grid over [−3, 3]: there and only there

@@ -42,6 +42,7 @@ def write_config(tmp_path, cfg: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys, mnist_dir):
     monkeypatch.setenv("INITLAB_DATA_DIR", str(mnist_dir))
     (body,) = [
@@ -69,6 +70,7 @@ def swept(tmp_path_factory):
     return tmp_path, initlab.sweep(path)
 
 
+@pytest.mark.slow
 def test_open_runs_table_equals_report_csv(swept):
     from typer.testing import CliRunner
 
@@ -92,6 +94,7 @@ def test_open_runs_table_equals_report_csv(swept):
     [{}, {"norm": "batchnorm", "residual": True, "depth": 5}, {"reparam": "weightnorm"}, {"dtype": "bfloat16"}],
     ids=["plain", "batchnorm-residual", "weightnorm", "bfloat16"],
 )
+@pytest.mark.slow
 def test_saved_end_parameters_reproduce_the_summary_accuracy(tmp_path, model):
     run = initlab.run(initlab.load_config(write_config(tmp_path, small(tmp_path, model=model))))
     assert run.param_steps == [0, 12]
@@ -130,6 +133,7 @@ def test_save_params_can_be_turned_off_and_does_not_change_the_hash(tmp_path):
         initlab.load_config(write_config(tmp_path, small(tmp_path, log={"save_params": ["every"]})))
 
 
+@pytest.mark.slow
 def test_a_sweep_saves_every_runs_parameters(tmp_path):
     path = write_config(tmp_path, {**small(tmp_path), "sweep": {"train.lr": [0.001, 0.01]}})
     runs = initlab.sweep(path)
@@ -138,6 +142,7 @@ def test_a_sweep_saves_every_runs_parameters(tmp_path):
         assert r.evaluate("end")["test_acc"] == r.summary["final"]["test_acc"]
 
 
+@pytest.mark.slow
 def test_overrides_and_errors(tmp_path):
     cfg = initlab.load_config(write_config(tmp_path, small(tmp_path)), ["model.depth=2"])
     assert cfg.model.depth == 2

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from initlab.train import cache
@@ -92,6 +93,7 @@ def test_a_location_chosen_by_the_user_wins(tmp_path):
     assert list(mine.glob("jit__lambda-*")) and cache_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_the_cli_caches_a_runs_programs_and_a_second_process_reuses_them(tmp_path):
     """`initlab run` twice on one config in fresh processes: the first compiles and writes the cache
     (misses), the second reads every program back (hits only), AOT-compiled training chunk included."""

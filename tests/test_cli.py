@@ -46,6 +46,7 @@ def test_run_writes_a_run_folder(tiny_yaml, tmp_path):
     assert invoke("run", tiny_yaml, "--out", out, "--force", "-q").exit_code == 0
 
 
+@pytest.mark.slow
 def test_run_with_statistics_on_the_training_batch(tiny_yaml, tmp_path):
     result = invoke("run", tiny_yaml, "--out", tmp_path / "batch", "-q", "--set", "log.stats_on=train_batch")
     assert result.exit_code == 0, result.output
@@ -113,6 +114,7 @@ def test_missing_config_file(tmp_path):
     assert result.exit_code == 2 and "no such config file" in result.output
 
 
+@pytest.mark.slow
 def test_quickstart_trains_on_real_mnist(mnist_dir, tmp_path):
     result = invoke(
         "run",

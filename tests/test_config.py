@@ -758,6 +758,7 @@ def scalenorm(monkeypatch):
     return entry
 
 
+@pytest.mark.slow
 def test_a_normalization_with_an_argument_is_one_entry(scalenorm):
     import numpy as np
 
@@ -822,6 +823,7 @@ def test_a_parameterization_that_needs_base_width_is_one_entry(monkeypatch):
     assert helps["model.base_width"].startswith("mup or based only: ")
 
 
+@pytest.mark.slow
 def test_a_number_format_is_one_entry(monkeypatch):
     import numpy as np
 

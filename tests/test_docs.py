@@ -169,6 +169,7 @@ def readme_tree(tmp_path_factory):
     return work, home
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands())
 def test_every_readme_command_runs(command, readme_tree, monkeypatch):
     import shlex

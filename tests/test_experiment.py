@@ -92,6 +92,7 @@ def test_failed_run_is_recorded_and_reported(tmp_path):
     assert summary["status"] == "failed" and "disk on fire" in summary["error"]
 
 
+@pytest.mark.slow
 def test_diverged_run_is_a_result_not_an_error(tmp_path):
     cfg = tiny(log={"out": str(tmp_path)}, train={"optimizer": "sgd", "lr": 1e6})
     summary = experiment.run(cfg)
@@ -129,6 +130,7 @@ def test_layers_view_of_a_critical_relu_run(tmp_path):
         ("layerwise_autoencoder", "pretrain_losses.csv", ["layer", "step", "loss"]),
     ],
 )
+@pytest.mark.slow
 def test_run_folder_keeps_the_initializers_trace(tmp_path, init, file, columns):
     args = {"steps": 20, "examples": 256, "log_every": 10} if init == "layerwise_autoencoder" else {}
     cfg = tiny(model={"init": init, "init_args": args}, train={"steps": 10}, log={"out": str(tmp_path)})
@@ -141,6 +143,7 @@ def test_run_folder_keeps_the_initializers_trace(tmp_path, init, file, columns):
     assert summary["theory"]["applies"] is False
 
 
+@pytest.mark.slow
 def test_log_stats_selects_the_columns_of_layers_csv(tmp_path):
     cfg = tiny(log={"every": 20, "out": str(tmp_path), "stats": ["w_norm", "update_ratio"]})
     assert cfg.log.stats == ("pre_var", "act_var", "grad_var", "w_norm", "update_ratio")  # registry order
@@ -223,6 +226,7 @@ def test_sigterm_ends_a_run_as_interrupted(tmp_path):
 # -- histograms.csv ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_histograms_csv_round_trips_through_pandas(tmp_path):
     run = run_with(tmp_path, histograms=8)
     df = pd.read_csv(run / "histograms.csv")

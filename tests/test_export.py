@@ -38,6 +38,7 @@ def load(folder):
     return acc
 
 
+@pytest.mark.slow
 def test_export_writes_every_statistic_under_its_tag(runs, tmp_path):
     out = tmp_path / "tb"
     result = CliRunner().invoke(app, ["export", "tensorboard", str(runs / "runs"), "--out", str(out)])

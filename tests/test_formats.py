@@ -95,6 +95,7 @@ def test_every_format_draws_the_same_initial_values():
         np.testing.assert_array_equal(drawn[name], drawn["float32"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FORMAT_NAMES)
 def test_each_format_trains_a_tiny_net(name):
     cfg = tiny(model={"dtype": name}, train={"steps": 30, "lr": 0.01})
@@ -106,6 +107,7 @@ def test_each_format_trains_a_tiny_net(name):
     assert not jax.config.jax_enable_x64  # x64 was on for the float64 run only
 
 
+@pytest.mark.slow
 def test_float64_matches_float32_to_float32_precision():
     results = {}
     for name in ("float32", "float64"):
@@ -134,6 +136,7 @@ def sigmoid_profile(dtype, loss_scale="none", depth=10, **train_args):
     return pd.DataFrame(rec.layer_rows).set_index("layer")
 
 
+@pytest.mark.slow
 def test_a_deep_sigmoid_net_loses_its_lower_gradients_in_float16_and_loss_scaling_brings_them_back():
     f32, f16 = sigmoid_profile("float32"), sigmoid_profile("float16")
     assert f32.grad_underflow.max() == 0.0 and f32.wgrad_underflow.max() == 0.0
@@ -151,6 +154,7 @@ def test_a_deep_sigmoid_net_loses_its_lower_gradients_in_float16_and_loss_scalin
     assert f16.loc[1, "act_underflow"] == 0.0 and f16.pre_overflow.max() == 0.0
 
 
+@pytest.mark.slow
 def test_the_probe_pass_holds_what_the_training_batch_holds():
     """Statistics on a probe of 128 for a training batch of 32: the pass's ∂L/∂z entries are each
     example's gradient / 32 (times S), what the training step holds, so the format statistics are
@@ -167,6 +171,7 @@ def test_the_probe_pass_holds_what_the_training_batch_holds():
 # -- loss scaling in training ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dynamic_loss_scaling_skips_overflowing_steps_and_logs_the_scale():
     cfg = tiny(
         model={"dtype": "float16"},
@@ -202,6 +207,7 @@ def test_a_skipped_step_leaves_the_parameters_untouched():
     assert (last.update_ratio == 0).all()
 
 
+@pytest.mark.slow
 def test_a_constant_scale_that_overflows_diverges():
     cfg = tiny(model={"dtype": "float16"}, train={"loss_scale": 2.0**40, "steps": 5})
     res = train(cfg, load_dataset(cfg.data), RunRecorder())

@@ -17,6 +17,8 @@ from initlab.report.tables import build_report
 
 from conftest import small_run
 
+pytestmark = pytest.mark.slow  # a browser (Chromium through Selenium) or a subprocess in every test
+
 runner = CliRunner()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
 

@@ -23,6 +23,7 @@ def build(depth=3, width=8, input_dim=5, classes=3, **model):
     return spec, params, state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", list(NORMALIZATIONS))
 @pytest.mark.parametrize("position", ["pre", "post"])
 @pytest.mark.parametrize("depth", [1, 2, 5])
@@ -93,6 +94,7 @@ def test_init_is_deterministic_per_key():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", list(NORMALIZATIONS))
 @pytest.mark.parametrize("init", ["he_normal", "orthogonal", "lecun_normal", "zeros"])
 def test_residual_net_shapes_with_every_norm_and_plain_init(norm, init):
@@ -130,6 +132,7 @@ def test_residual_program_size_does_not_grow_with_depth():
     assert sizes[0] == sizes[1]
 
 
+@pytest.mark.slow
 def test_dropout_only_with_a_key_and_deterministic_per_key():
     spec, params, state = build(depth=3, width=64, dropout=0.5, activation="tanh")
     x = jax.random.normal(jax.random.PRNGKey(1), (16, 5))
@@ -203,6 +206,7 @@ def test_each_layer_is_drawn_with_its_role_fan_in_in_float32(residual, hidden_ro
     assert float(params.out.w[0, 0]) == code[Role.OUTPUT]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
 @pytest.mark.parametrize("init, residual", [("he_normal", False), ("orthogonal", False), ("fixup", True)])
 @pytest.mark.parametrize("precision, param_dtype", [("mixed", jnp.float32), ("pure", jnp.bfloat16)])

@@ -32,6 +32,7 @@ def pre_vars(spec, params, state, x):
 # --- Fixup -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [3, 9, 21])
 def test_fixup_branches_output_zero_and_network_outputs_zero(depth):
     """Zhang et al. 2019: each residual branch's last layer and the output layer start at zero, so
@@ -58,6 +59,7 @@ def test_fixup_scales_first_branch_layers_by_blocks_to_the_minus_half():
     np.testing.assert_array_equal(np.asarray(params.blocks.bias), np.zeros((16, 2)))
 
 
+@pytest.mark.slow
 def test_fixup_trains_a_deep_residual_net_without_normalization():
     from initlab.data.datasets import load_dataset
     from initlab.train.loop import train
@@ -102,6 +104,7 @@ def test_structural_and_argument_errors(data, message):
 # --- LSUV --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "tanh", "selu"])
 @pytest.mark.parametrize("bias_std", [0.0, 0.5])
 def test_lsuv_brings_every_layer_within_tol_of_unit_variance(activation, bias_std):
@@ -168,6 +171,7 @@ def test_data_dependent_init_without_data_is_an_error():
 # --- Greedy layer-wise autoencoder pre-training --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_layerwise_autoencoder_lowers_each_layers_reconstruction_loss():
     args = {"steps": 60, "lr": 0.01, "batch_size": 64, "examples": 512, "log_every": 20}
     spec, params, state, trace, cfg = build(
@@ -189,6 +193,7 @@ def test_layerwise_autoencoder_lowers_each_layers_reconstruction_loss():
     np.testing.assert_array_equal(np.asarray(params.out.w), np.asarray(base.out.w))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{"tied": 1}, {"noise": 0.3}])
 def test_layerwise_autoencoder_tied_and_denoising_variants_train(extra):
     args = {"steps": 40, "lr": 0.01, "batch_size": 64, "examples": 256, "log_every": 40, **extra}
@@ -228,6 +233,7 @@ def test_every_scheme_is_named_by_exactly_one_initializer():
     assert sorted(named) == sorted(SCHEMES) and len(set(named)) == len(named)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, dtype", [("mixed", jnp.float32), ("pure", jnp.bfloat16)])
 def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
     import dataclasses
@@ -251,6 +257,7 @@ def test_schemes_keep_the_spec_parameter_dtype(precision, dtype):
 # --- ReZero / SkipInit -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["he_normal", "glorot_uniform"])  # SkipInit's He, ReZero's Xavier
 def test_zero_branch_scalars_make_every_block_the_identity_and_still_learn(init):
     """ReZero (Bachlechner et al. 2020) and SkipInit (De & Smith 2020): each residual branch's

@@ -62,6 +62,7 @@ def leaves_equal(a, b) -> bool:
 # μP equals the standard network at its base width; NTK equals it for the same variance
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_mup_at_base_width_is_the_standard_network_and_update(optimizer):
     opt = {"optimizer": optimizer, "lr": 0.01, "steps": 1}
@@ -88,6 +89,7 @@ def test_mup_at_base_width_is_the_standard_network_and_update(optimizer):
         ("mean_field", {"sigma_w": 1.5, "sigma_b": 0.1}),
     ],
 )
+@pytest.mark.slow
 def test_ntk_forward_equals_standard_for_the_same_variance(init, args):
     x = jax.random.normal(jax.random.PRNGKey(3), (16, D))
     outs = []
@@ -161,6 +163,7 @@ def applied_rates(cfg) -> dict[ParamClass, float]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,column", [("sgd", 2), ("momentum", 2), ("adam", 3), ("rmsprop", 3)])
 @pytest.mark.parametrize("param", ["standard", "ntk", "mup"])
 def test_per_layer_learning_rates_are_the_readme_tables(optimizer, column, param):
@@ -254,6 +257,7 @@ def coord_check(param: str, optimizer: str, lr: float, widths=(128, 2048), steps
     return out
 
 
+@pytest.mark.slow
 def test_coordinate_check_mup_with_adam_is_flat_and_standard_grows():
     mup = coord_check("mup", "adam", 0.01)
     ratio = mup[2048] / mup[128]
@@ -262,6 +266,7 @@ def test_coordinate_check_mup_with_adam_is_flat_and_standard_grows():
     assert sp[2048][-1] / sp[128][-1] > 4.0  # the output layer's change grows with width
 
 
+@pytest.mark.slow
 def test_first_update_slopes_match_the_theorys_exponents():
     # one update at a small learning rate: the fitted slope of log Δz against log width is the
     # theory's exponent (input layer, a hidden layer, output layer) within 0.2 (μP with SGD: 0.25)

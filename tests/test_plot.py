@@ -64,6 +64,7 @@ def loaded(sweep_dir):
     return runs, varied_keys(runs)
 
 
+@pytest.mark.slow
 def test_profile_has_one_line_per_configuration_and_step(sweep_dir):
     runs, keys = loaded(sweep_dir)
     fig = profile_figure(runs, keys, steps=("init", "16", "end"), theory=False)
@@ -385,6 +386,7 @@ def test_spectrum_has_one_line_per_configuration_and_step(dist_dir):
     assert "step: init" in legend
 
 
+@pytest.mark.slow
 def test_cli_writes_distribution_pngs(dist_dir, tmp_path):
     result = runner.invoke(
         app,
@@ -465,6 +467,7 @@ def formats_dir(tmp_path_factory):
     return root / "fmt"
 
 
+@pytest.mark.slow
 def test_underflow_has_a_row_per_setup_and_a_colour_per_format(formats_dir):
     from initlab.report.plot import underflow_figure
 

@@ -56,6 +56,7 @@ def test_weight_norm_starts_as_the_initializer_drew_the_net():
     )
 
 
+@pytest.mark.slow
 def test_weight_norm_gradients_are_the_paper_s_formula_and_the_statistics_see_the_effective_weight():
     """Salimans & Kingma 2016, eq. 3: ∇_g L = ∇_w L · v/‖v‖ and ∇_v L = (g/‖v‖)(∇_w L − ∇_g L · v/‖v‖),
     with ∇_w L the gradient of the effective weight, which the statistics pass returns."""
@@ -81,6 +82,7 @@ def test_weight_norm_gradients_are_the_paper_s_formula_and_the_statistics_see_th
         np.testing.assert_allclose(np.sum(np.asarray(got.w) * v, axis=0), 0.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_norm_data_init_gives_every_unit_mean_0_variance_1_on_its_batch():
     n = 200
     cfg, spec = _setup(depth=5, reparam="weightnorm", init="weightnorm_data", init_args={"batch_size": 1000})
@@ -103,6 +105,7 @@ def test_activation_gains_are_brock_et_al_s():
     assert activation_gain("gelu") == pytest.approx(1 / gelu.std(), rel=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu"])
 def test_scaled_ws_preserves_pre_activation_variance_and_ignores_the_draw_s_scale(activation):
     """Brock et al. 2021: with standardized columns times γ = 1/√Var φ, an input of unit variance
@@ -157,6 +160,7 @@ def test_scaled_ws_theory_is_the_centred_activation_s_and_the_measured_gradients
     np.testing.assert_allclose(np.asarray(stats["pre_var"])[:depth], 1.0, atol=0.1)
 
 
+@pytest.mark.slow
 def test_max_norm_and_lsuv_act_on_the_effective_weight():
     cfg, spec = _setup(reparam="weightnorm")
     p, _ = init_params(spec, cfg.model, jax.random.PRNGKey(0))

@@ -62,6 +62,7 @@ def runs_dir(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_discovery_finds_runs_and_lists_what_it_skips(runs_dir):
     runs, skipped = discover([runs_dir])
     assert len(runs) == 8 + 2 + 1
@@ -222,6 +223,7 @@ def test_runs_from_before_log_stats_group_with_default_runs(runs_dir, tmp_path):
     assert "log.stats" not in varied_keys(both)
 
 
+@pytest.mark.slow
 def test_the_layers_view_shows_the_statistics_the_run_computed(tmp_path):
     from initlab.report.tables import layer_report
     from initlab.runfolder import experiment
@@ -384,6 +386,7 @@ def test_bad_option_values_are_one_line_and_exit_code_2(runs_dir, tmp_path, args
 # -- histograms and the Jacobian in the report -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_layer_report_shows_the_saturated_bins_beside_saturated_frac(tmp_path):
     cfg = small_run("sat")
     cfg["model"].update(activation="tanh", init="normal", init_args={"std": 2.0})

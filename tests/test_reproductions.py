@@ -52,6 +52,7 @@ def he2015(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grouping, group_size", [("grouped", 4), ("solo", 1)])
 def test_he2015_runs_were_grouped_as_asked(he2015, grouping, group_size):
     runs = he2015[grouping]

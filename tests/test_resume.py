@@ -140,6 +140,7 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_files(tmp_path, reference):
     path, folder = write(tmp_path, config(tmp_path / "out"))
     proc = start(["run", str(path), "-q"], 2, "hang")
@@ -156,6 +157,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_files(tmp_path, ref
     assert_same_run(folder, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_ctrl_c_or_sigterm_leaves_a_complete_interrupted_run_that_resumes(tmp_path, reference, how, code):
     path, folder = write(tmp_path, config(tmp_path / "out", checkpoint_every=0))  # no periodic checkpoints
@@ -234,6 +236,7 @@ def sweep_config(out: Path) -> dict:
     return {**config(out, name="sw"), "seeds": [0, 1]}  # one group of two runs, trained together
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how,after,step", [("hang", 2, 40), ("SIGINT", 1, 20)])
 def test_a_killed_or_interrupted_sweep_resumes_its_group_in_flight(tmp_path, monkeypatch, how, after, step):
     """kill -9 after the checkpoint at step 40; Ctrl-C while the device trains the chunk after step 20."""
@@ -283,6 +286,7 @@ def interrupted_with_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     return path, folder
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_with_a_checkpoint_is_continued_or_refused_never_restarted(tmp_path, reference):
     path, folder = interrupted_with_checkpoint(tmp_path)
     before = (folder / CHECKPOINT_FILE).read_bytes()
@@ -296,6 +300,7 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued_or_refused_never_rest
     assert_same_run(folder, reference)
 
 
+@pytest.mark.slow
 def test_force_starts_an_interrupted_run_with_a_checkpoint_again(tmp_path):
     path, folder = interrupted_with_checkpoint(tmp_path)
     result = runner.invoke(app, ["run", str(path), "-q", "--force"])
@@ -304,6 +309,7 @@ def test_force_starts_an_interrupted_run_with_a_checkpoint_again(tmp_path):
     assert not (folder / CHECKPOINT_FILE).exists()
 
 
+@pytest.mark.slow
 def test_auto_resume_starts_continues_and_is_done_when_finished(tmp_path, reference, monkeypatch):
     """--auto-resume: what a requeue script repeats. Before the first launch it starts; after an
     interruption it continues from the checkpoint; after completion it exits 0 training nothing."""
@@ -332,6 +338,7 @@ def test_auto_resume_starts_continues_and_is_done_when_finished(tmp_path, refere
     assert result.exit_code == 1 and "give one of them" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["flip", "truncate", "header"])
 def test_a_corrupted_checkpoint_is_refused_naming_the_file_and_nothing_is_trained(tmp_path, damage):
     path, folder = interrupted_with_checkpoint(tmp_path)
@@ -441,6 +448,7 @@ def test_an_interrupt_whose_raise_was_swallowed_still_stops_the_run(tmp_path, mo
     assert experiment.run(cfg2)["status"] == "completed"  # the note was used once
 
 
+@pytest.mark.slow
 def test_the_api_auto_resume_returns_a_finished_run_and_names_python_arguments(tmp_path):
     from initlab import api
 

@@ -125,6 +125,7 @@ def dks_conditions(name: str, shape: Shape) -> tuple[float, float, float, float]
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, zeta, depth", list(DKS_KINKED))
 def test_dks_of_a_kinked_activation_matches_the_dks_solver_and_meets_the_conditions(name, zeta, depth):
     """Issue 35: the quadrature split only at 0 put SELU's input scale off by up to 3.5e-2 and found
@@ -174,6 +175,7 @@ def test_tat_matches_the_dks_package_and_meets_its_condition(depth, eta):
     assert maps.q_1 == pytest.approx(1.0, abs=1e-9)  # Q(1) = 1 (and Q(q) = q: the leaky ReLU is homogeneous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, depth", list(DKS_DKS))
 def test_dks_matches_the_dks_package_and_meets_its_four_conditions(name, depth):
     shape = shape_for(name, "dks", {"zeta": 1.5}, depth)
@@ -197,6 +199,7 @@ def test_the_leaky_relu_c_map_closed_form_is_a_sampled_one():
         assert np.mean(fu * fv) / np.mean(fu * fu) == pytest.approx(leaky_relu_c(c, 0.3), abs=5e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation, shaping", [("leaky_relu", "tat"), ("tanh", "dks")])
 def test_a_shaped_deep_net_keeps_variance_and_correlation_as_its_maps_say(activation, shaping):
     """At init, with orthogonal weights and q = 1 inputs, every layer's pre-activation second moment

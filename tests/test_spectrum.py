@@ -27,6 +27,7 @@ def linear_net(depth, width, input_dim, init="normal", init_args=None, seed=0):
     return spec, params, state
 
 
+@pytest.mark.slow
 def test_the_jacobian_of_a_linear_net_is_its_weight_product():
     for width, d in ((6, 9), (9, 6)):  # reverse mode (width <= input) and forward mode
         spec, params, state = linear_net(3, width, d)

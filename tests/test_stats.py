@@ -50,6 +50,7 @@ def test_xavier_halves_relu_preactivation_variance_per_layer():
     assert per_layer_ratio(stats["grad_var"][1:20]) == pytest.approx(2.0, rel=0.06)
 
 
+@pytest.mark.slow
 def test_zeros_init_makes_every_layer_dead_and_its_symmetry_undefined():
     """All-zero weights under tanh: every activation is 0, so the share of a variance of 0 that
     units have in common is 0/0: undefined (NaN, an empty cell), never a made-up 1."""
@@ -60,11 +61,13 @@ def test_zeros_init_makes_every_layer_dead_and_its_symmetry_undefined():
     assert (random["symmetry"][:4] < 0.2).all()
 
 
+@pytest.mark.slow
 def test_constant_init_units_are_identical():
     stats, _ = layer_stats(3, 16, init="constant", init_args={"value": 0.05}, activation="tanh")
     np.testing.assert_allclose(stats["symmetry"][:3], 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_exact_values_on_a_one_layer_network():
     stats, (spec, params, state, x, y) = layer_stats(
         1, 6, input_dim=4, batch=8, activation="tanh", init="glorot_uniform", bias_init="uniform"
@@ -96,6 +99,7 @@ def test_exact_values_on_a_one_layer_network():
     assert np.isnan(stats["saturated_frac"][1]) and np.isnan(stats["dead_frac"][1])
 
 
+@pytest.mark.slow
 def test_dead_relu_units_are_detected():
     _, (spec, params, state, x, y) = layer_stats(2, 16, activation="relu")
     dense = params.inp.dense._replace(b=params.inp.dense.b.at[:8].set(-1e3))  # half the first layer can never fire
@@ -105,6 +109,7 @@ def test_dead_relu_units_are_detected():
     assert float(stats["saturated_frac"][0]) > 0.5
 
 
+@pytest.mark.slow
 def test_large_weights_saturate_sigmoid_units():
     big, _ = layer_stats(3, 64, activation="sigmoid", init="normal", init_args={"std": 3.0})
     small, _ = layer_stats(3, 64, activation="sigmoid", init="glorot_normal")
@@ -112,6 +117,7 @@ def test_large_weights_saturate_sigmoid_units():
     assert (small["saturated_frac"][:3] < 0.05).all()
 
 
+@pytest.mark.slow
 def test_update_ratio_against_previous_weights():
     _, (spec, params, state, x, y) = layer_stats(3, 16)
     fn = make_layer_stats(spec, CE)
@@ -120,6 +126,7 @@ def test_update_ratio_against_previous_weights():
     np.testing.assert_allclose(np.asarray(fn(params, state, half, x, y)["update_ratio"]), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ACTIVATIONS.all_names())
 def test_every_activation_gives_finite_statistics_in_range(activation):
     stats, _ = layer_stats(3, 16, batch=32, activation=activation, init="lecun_normal")
@@ -139,6 +146,7 @@ def test_first_nonfinite_layer_forward_then_backward():
     assert first_nonfinite_layer(backward) == (2, "backward")
 
 
+@pytest.mark.slow
 def test_statistics_agree_with_optax_loss_gradient():
     """The weight gradient reported is that of the mean probe loss, as the optimizer sees it."""
     stats, (spec, params, state, x, y) = layer_stats(2, 8, input_dim=5, batch=16)
@@ -182,6 +190,7 @@ def test_the_device_check_of_the_signal_agrees_with_the_host_one():
             assert bool(layout.signal_finite(jnp.asarray(table))) == host_ok == (column not in signal_names()), column
 
 
+@pytest.mark.slow
 def test_grad_var_keeps_its_precision_when_the_mean_dominates():
     """Tiny weights and a bias of 1000 under mse: every output gradient is about 2·1000/C with a
     spread of ~1e-3 of that. A one-pass E[g²] − E[g]² in float32 lost ~70% of the output layer's
@@ -209,6 +218,7 @@ def test_grad_var_keeps_its_precision_when_the_mean_dominates():
     assert float(want) == pytest.approx(np.var(d_out), rel=1e-2)
 
 
+@pytest.mark.slow
 def test_batch_norm_grad_var_is_that_of_n_times_the_mean_losss_gradient():
     """With batch norm every example's loss depends on every example's z through the batch
     statistics above it. grad_var is the variance of n·∂L/∂z (L: the mean loss), the gradient
@@ -331,6 +341,7 @@ def _numpy_bin(v: np.float32, lo: float, hi: float, n: int) -> int:
 @pytest.mark.parametrize(
     "lo, hi, n", [(-5.0, 5.0, 16), (-5.0, 5.0, 64), (-1.7581, 5.0, 64), (0.0, 1.0, 10), (-2.6929, 3.1, 33)]
 )
+@pytest.mark.slow
 def test_linear_bins_agree_with_numpy_histogram_on_every_edge(lo, hi, n):
     """Issue 35: a value one float32 step below a negative edge, or −1e-8, landed in the bin above.
     Every edge, the float32 values either side of it, tiny values of both signs (subnormals too) and
@@ -406,6 +417,7 @@ def test_network_histograms_count_every_value_of_every_layer():
     np.testing.assert_array_equal(stats["hist_pre"][0][1:17], expected)
 
 
+@pytest.mark.slow
 def test_a_tanh_net_with_huge_weights_piles_its_activations_in_the_outermost_bins():
     big, _, _ = hist_stats(4, 64, bins=32, activation="tanh", init="normal", init_args={"std": 3.0})
     xavier, _, _ = hist_stats(4, 64, bins=32, activation="tanh", init="glorot_normal")

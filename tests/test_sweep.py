@@ -101,6 +101,7 @@ def test_groups_share_everything_but_seed_init_and_lr(tmp_path):
     assert [len(g) for g in plan_groups(expand(load_spec(path)), max_group=3)] == [3, 3, 2, 3, 3, 2]
 
 
+@pytest.mark.slow
 def test_sweep_writes_run_folders_and_resumes(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2)
     spec = load_spec(path)
@@ -119,6 +120,7 @@ def test_sweep_writes_run_folders_and_resumes(tmp_path):
     assert again.trained == 0 and again.skipped_done == 4
 
 
+@pytest.mark.slow
 def test_batched_sweep_run_matches_initlab_run(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.init": ["he_normal", "glorot_normal"]}, seeds=2)
     spec = load_spec(path)
@@ -141,6 +143,7 @@ def test_batched_sweep_run_matches_initlab_run(tmp_path):
     pd.testing.assert_frame_equal(la, lb, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_failures_are_isolated_and_reported(tmp_path, monkeypatch):
     import initlab.runfolder.experiment as experiment
 
@@ -252,6 +255,7 @@ def _child_env():
     return env
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_loses_only_runs_in_flight(tmp_path):
     # Six groups (one per depth) of two seeds; kill the sweep once some runs are written.
     path = write_sweep(
@@ -282,6 +286,7 @@ def test_resume_after_kill_9_loses_only_runs_in_flight(tmp_path):
     assert not list(sweep_dir(spec).glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.depth": [2, 3, 4, 5]}, seeds=2, train={"steps": 30, "batch_size": 32})
     procs = [
@@ -301,12 +306,14 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     assert sorted(r["hash"] for r in index["runs"]) == sorted(r.hash for r in runs)
 
 
+@pytest.mark.slow
 def test_process_workers(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.depth": [2, 3]}, seeds=2)
     report = run_sweep(load_spec(path), workers=2)
     assert report.trained == 4 and report.count("completed") == 4
 
 
+@pytest.mark.slow
 def test_ray_executor_on_a_local_instance(tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     path = write_sweep(
@@ -379,6 +386,7 @@ def test_empty_log_section_and_bad_executor(tmp_path):
     assert not sweep_dir(spec).exists()  # rejected before anything was written
 
 
+@pytest.mark.slow
 def test_sweep_run_folders_keep_initializer_traces(tmp_path):
     path = write_sweep(tmp_path, sweep={"model.init": ["lsuv", "he_normal"]}, seeds=2)
     spec = load_spec(path)
@@ -439,6 +447,7 @@ def test_a_different_sweep_of_the_same_name_is_refused_unless_replaced(tmp_path)
     assert len(json.loads((tmp_path / "same" / "index.json").read_text())["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_a_sweep_extended_by_seeds_or_values_needs_no_replace(tmp_path):
     """The commonest extension, more seeds or more grid values, keeps every run of the folder's
     sweep: the dry run plans it and the sweep trains only the new runs."""

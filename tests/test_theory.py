@@ -154,6 +154,7 @@ def test_theory_does_not_apply_says_why():
         ("erf", "mean_field", {"sigma_w": 1.5, "sigma_b": 0.2}),  # the closed-form arcsine kernel
     ],
 )
+@pytest.mark.slow
 def test_predicted_per_layer_variance_matches_measurement(activation, init, args):
     """Width 1024, Gaussian inputs, 3 seeds: measured pre-activation variance of every hidden layer
     within 10% of the prediction, and the gradient ratio to the last hidden layer within 20%."""
@@ -177,6 +178,7 @@ def test_predicted_per_layer_variance_matches_measurement(activation, init, args
     np.testing.assert_allclose(np.mean(grad, axis=0), pred["grad_ratio"], rtol=0.20)
 
 
+@pytest.mark.slow
 def test_cli_theory_phase_diagram_and_config(tmp_path):
     result = runner.invoke(
         app,
@@ -336,6 +338,7 @@ def _direct_grad_rms(params, x, labels, activation, c):
         ("tanh", "mean_field", {"sigma_w": 2.0, "sigma_b": 0.3}),  # large logits: a far-from-uniform softmax
     ],
 )
+@pytest.mark.slow
 def test_predicted_gradient_rms_matches_a_direct_backward_pass(activation, init, args):
     """Width 512, Gaussian inputs of second moment 1, 3 seeds: each layer's per-example ∂ℓ/∂z rms,
     the logits' included, by hand within 5% of the prediction (measured: within 1.5%). The tanh
@@ -430,6 +433,7 @@ def test_selu_chaotic_depth_scale_matches_the_exact_bivariate_formula():
     assert m.xi_c == pytest.approx(12.0522, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_near_critical_is_said_in_words_with_a_finite_depth_scale():
     """Issue 35: χ₁ within 1e-3 of 1 was printed "critical" with ξ_c = ∞. SELU with σ_w² = 0.5,
     σ_b² = 0 is chaotic by 3e-4: its c* is 0.99994 and ξ_c, by the exact formula, 6622."""
@@ -504,6 +508,7 @@ def test_relu_chi1_is_finite_where_its_variance_explodes_and_depth_scales_are_ca
     assert MeanField("tanh", 1.5, 0.05).depth_scale_caveat is None
 
 
+@pytest.mark.slow
 def test_mean_field_predicts_the_mean_squared_singular_value():
     """tr(JJᵀ)/width is the product of the layers' χ (Pennington et al. 2017): within sampling error
     for wide tanh nets, ordered (σ_w² = 0.5: it shrinks), critical and chaotic (σ_w² = 2: grows)."""

@@ -58,6 +58,7 @@ def fit(cfg, sink=None):
     return train(cfg, load_dataset(cfg.data), sink), sink
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_the_teacher():
     cfg = tiny(train={"steps": 150, "batch_size": 32, "lr": 0.003}, log={"every": 50})
     result, rec = fit(cfg)
@@ -67,6 +68,7 @@ def test_tiny_run_learns_the_teacher():
     assert rec.rows[-1]["train_loss"] < rec.rows[1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers():
     cfg = tiny()
     a, ra = fit(cfg)
@@ -80,6 +82,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 STATS_ON = pytest.mark.parametrize("stats_on", ["probe", "train_batch"])
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_logging_and_evaluation_schedule(stats_on):
     # 512 examples / batch 32 = 16 steps per epoch; 40 steps, statistics every 10.
@@ -136,6 +139,7 @@ def test_batch_larger_than_training_set_is_a_config_error():
         make_schedule(tiny(train={"batch_size": 1024}), 512)
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_training_compiles_once(stats_on):
     """After the first chunk, no step, log or evaluation compiles anything new."""
@@ -161,6 +165,7 @@ def test_training_compiles_once(stats_on):
     assert rec.compiles_at[0] == rec.compiles_at[-1]
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_divergence_stops_cleanly_and_says_where(stats_on):
     cfg = tiny(model={"depth": 6}, train={"optimizer": "sgd", "lr": 1e6, "steps": 50}, log={"stats_on": stats_on})
@@ -173,6 +178,7 @@ def test_divergence_stops_cleanly_and_says_where(stats_on):
     assert rec.layer_steps[-1] == d["step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", list(NORMALIZATIONS))
 @pytest.mark.parametrize("position", ["pre", "post"])
 def test_every_normalization_trains(norm, position):
@@ -182,6 +188,7 @@ def test_every_normalization_trains(norm, position):
     assert np.isfinite(result.last_stats["act_var"]).all()
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_batched_group_equals_runs_trained_alone(stats_on):
     """Runs differing in seed, initializer, init arguments and learning rate train together in one
@@ -210,6 +217,7 @@ def test_batched_group_equals_runs_trained_alone(stats_on):
             np.testing.assert_allclose(res.last_stats[key], alone.last_stats[key], rtol=2e-3)
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_a_diverging_run_does_not_disturb_its_group(stats_on):
     from initlab.train.loop import train_group
@@ -231,6 +239,7 @@ def test_a_diverging_run_does_not_disturb_its_group(stats_on):
     assert sinks[0].layer_steps == [0, 10, 20, 30, 40]
 
 
+@pytest.mark.slow
 def test_max_norm_holds_after_every_update():
     """Srebro & Shraibman 2005: no unit's incoming weight norm exceeds the bound during training."""
     bound = 0.9
@@ -259,6 +268,7 @@ def test_max_norm_holds_after_every_update():
         assert np.all(np.asarray(step_norms) <= bound * np.sqrt(fan_out) * (1 + 1e-5))
 
 
+@pytest.mark.slow
 def test_dropout_training_is_reproducible_and_changes_the_result():
     base = {"model": {"activation": "tanh"}, "train": {"steps": 30}}
     a, _ = fit(tiny(model={"activation": "tanh", "dropout": 0.3}, train={"steps": 30}))
@@ -269,6 +279,7 @@ def test_dropout_training_is_reproducible_and_changes_the_result():
     assert a.final["train_loss"] > plain.final["train_loss"]  # dropout noise raises the training loss
 
 
+@pytest.mark.slow
 def test_data_dependent_init_reports_its_trace_to_the_sink():
     result, sink = fit(tiny(model={"init": "lsuv", "depth": 4}, train={"steps": 10}))
     assert result.status == "completed" and result.init_time_s > 0
@@ -277,6 +288,7 @@ def test_data_dependent_init_reports_its_trace_to_the_sink():
     assert plain.trace is None
 
 
+@pytest.mark.slow
 def test_a_blow_up_in_a_group_leaves_the_other_runs_as_they_would_be_otherwise():
     """The chunk that a run blew up in is replayed step by step; runs that were fine keep the fast
     result, bit for bit, so their numbers do not depend on whether a partner diverged."""
@@ -307,6 +319,7 @@ class StatsRecorder(Recorder):
         self.stats[step] = stats
 
 
+@pytest.mark.slow
 def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     """log.stats_on: train_batch measures the state at a logged step on the mini-batch that step
     trains on: at step 0, the first batch of epoch 0's shuffle, through the probe's own function."""
@@ -339,6 +352,7 @@ def test_train_batch_statistics_are_those_of_the_logged_steps_own_mini_batch():
     assert not np.allclose(rec.stats[0]["grad_var"], np.asarray(probe["grad_var"]), rtol=1e-3)
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_a_log_inside_a_chunk_records_what_a_chunk_end_measures(stats_on):
     """Step 40's statistics as a logged step inside a chunk (a 48-step run: the chunk from 32)
@@ -397,6 +411,7 @@ def test_update_ratios_are_against_the_weights_of_the_previous_log(stats_on):
     assert not np.allclose(rec.stats[25]["update_ratio"], update_ratios(w25, w10), rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_warmup_cosine_trains_alone_and_in_a_group_batched_by_lr():
     """The learning rate reaches the schedule as a traced value (per run, so groups can differ in
     it): warm-up + cosine must accept that, alone and batched."""
@@ -419,6 +434,7 @@ def fns_loss(cfg):
 @pytest.mark.parametrize(
     "model, rtol", [({}, 0), ({"dropout": 0.2, "activation": "tanh"}, 0), ({"norm": "batchnorm"}, 1e-6)]
 )
+@pytest.mark.slow
 def test_logging_on_the_training_batch_does_not_change_training(model, rtol):
     """A logged step updates as an unlogged one: logging every step on the training batch trains
     the same weights as logging every 10 on the probe, bit for bit (batch norm: XLA fuses its
@@ -433,6 +449,7 @@ def test_logging_on_the_training_batch_does_not_change_training(model, rtol):
     np.testing.assert_allclose(rec_a.stats[30]["w_norm"], rec_b.stats[30]["w_norm"], rtol=rtol, atol=0)
 
 
+@pytest.mark.slow
 def test_train_batch_statistics_see_the_dropout_masks():
     """Hooks in a training step see dropped units: standard dropout (rate p) on tanh units of mean
     ~0 scales the kept ones by 1/(1-p), inflating the first layer's act_var about 1/(1-p) times
@@ -445,6 +462,7 @@ def test_train_batch_statistics_see_the_dropout_masks():
     assert on_batch.stats[0]["pre_var"][0] / on_probe.stats[0]["pre_var"][0] == pytest.approx(1.0, rel=0.15)
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_non_finite_statistics_stop_the_run_where_they_show(stats_on):
     """Activations that overflow float32 at initialization (orthogonal gain 100 over 12 layers,
@@ -462,6 +480,7 @@ def test_non_finite_statistics_stop_the_run_where_they_show(stats_on):
     assert rec.layer_steps == [0] and [r["step"] for r in rec.rows] == [0]
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, monkeypatch):
     """Statistics at step 20 that the chunk's check (on the device) and the host both see as
@@ -496,6 +515,7 @@ def test_statistics_going_non_finite_later_stop_the_run_at_that_log(stats_on, mo
     assert rec.layer_steps == [0, 10, 20] and [r["step"] for r in rec.rows] == [0, 10, 16, 20]
 
 
+@pytest.mark.slow
 @STATS_ON
 def test_a_blow_up_on_a_logged_step_is_recorded_once(stats_on):
     result, rec = fit(
@@ -538,6 +558,7 @@ def test_the_progress_bar_hears_the_last_evaluation(tmp_path):
     assert last_acc == result.final["test_acc"] and heard[-1][0] == 20
 
 
+@pytest.mark.slow
 def test_a_vmapped_groups_histograms_equal_each_runs_solo_histograms():
     cfgs = [tiny(seed=s, log={"every": 10, "histograms": 16, "stats_on": "train_batch"}) for s in (0, 1)]
     data = load_dataset(cfgs[0].data)

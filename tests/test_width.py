@@ -48,6 +48,7 @@ def sweep_dir(tmp_path_factory):
     return root / "width"
 
 
+@pytest.mark.slow
 def test_the_sweep_trains_both_parameterizations_with_lr_batched(sweep_dir):
     runs, skipped = discover([sweep_dir])
     assert not skipped and len(runs) == len(WIDTHS) * len(LRS) * 2
@@ -100,6 +101,7 @@ def test_best_learning_rate_is_the_lowest_mean_loss(sweep_dir):
         assert row["lrs"] == len(LRS) and row["seeds"] == 1
 
 
+@pytest.mark.slow
 def test_plot_coordcheck_and_transfer(sweep_dir, tmp_path):
     result = runner.invoke(app, ["plot", str(sweep_dir), "--kind", "coordcheck,transfer", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -126,6 +128,7 @@ def test_coordcheck_without_the_statistic_or_with_a_bad_one_is_an_error(sweep_di
     assert alone.exit_code == 1 and "two or more values of model.width" in alone.output
 
 
+@pytest.mark.slow
 def test_zero_readout_reports_the_first_step_every_layer_moved_without_theory(tmp_path):
     spec = {
         "name": "zero",
@@ -150,6 +153,7 @@ def test_zero_readout_reports_the_first_step_every_layer_moved_without_theory(tm
     assert row["step"] == 2 and math.isnan(row["theory_hidden"]) and math.isfinite(row["hidden"])
 
 
+@pytest.mark.slow
 def test_coordcheck_plots_configurations_of_different_depths(tmp_path):
     spec = {
         "name": "depths",
