@@ -53,6 +53,7 @@ def test_importing_initlab_loads_nothing_and_its_config_no_jax():
     assert config == {
         "initlab",
         "initlab.config",
+        "initlab.config.checks",
         "initlab.config.files",
         "initlab.config.migrations",
         "initlab.config.schema",

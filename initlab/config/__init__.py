@@ -1,10 +1,11 @@
 """Configuration: YAML → validated, frozen dataclasses. No JAX: importing this package loads only
 the standard library, PyYAML and ``initlab.errors`` (the CLI sets JAX's options before JAX loads).
 The registries' facts are read when a config is validated, through the one lazy bridge that
-``pyproject.toml``'s import contract names (``initlab.config.schema._registries``).
+``pyproject.toml``'s import contract names (``initlab.config.schema._registries``, and the
+registry imports of the checks across fields, ``initlab.config.checks``).
 
-- ``schema``: the sections as frozen dataclasses, each field's help and constraints, and the checks
-  across fields (``from_dict``);
+- ``schema``: the sections as frozen dataclasses, each field's help and constraints, ``only_for``;
+- ``checks``: the checks across fields (``from_dict``);
 - ``validation``: the generic checks (``spec``, types, bounds, choices, unknown keys);
 - ``files``: YAML read within limits, ``--set`` overrides, ``load``, ``to_yaml``;
 - ``migrations``: ``SCHEMA_VERSION``, the ordered ``MIGRATIONS`` that old configs and run folders
@@ -13,6 +14,7 @@ The registries' facts are read when a config is validated, through the one lazy 
 Their public names are re-exported here, so ``from initlab.config import RunConfig, load`` and
 ``from initlab import config as C; C.load(...)`` read as before."""
 
+from initlab.config.checks import from_dict
 from initlab.config.files import (
     EXCLUSIVE,
     MAX_CONFIG_BYTES,
@@ -49,7 +51,6 @@ from initlab.config.schema import (
     allowed_text,
     describe_fields,
     field_type,
-    from_dict,
     only_for,
     to_dict,
 )

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from initlab.config.schema import RunConfig, field_type, from_dict, to_dict
+from initlab.config.checks import from_dict
+from initlab.config.schema import RunConfig, field_type, to_dict
 from initlab.errors import ConfigError
 
 
