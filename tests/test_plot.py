@@ -322,7 +322,9 @@ def test_one_bin_of_mass_is_one_peak(dist_dir):
 
 def test_histogram_steps_resolve_to_logged_steps(dist_dir):
     runs, keys = loaded_dist(dist_dir)
-    assert "step 16" in histograms_figure(runs, keys, "pre", "15").axes[0].get_title()  # the nearest logged
+    fig = histograms_figure(runs, keys, "pre", "15")
+    assert "step 16" in fig.axes[0].get_title()  # the nearest logged
+    assert "step: 16 (nearest logged to 15)" in fig._suptitle.get_text()  # the step, not the layers drawn
     assert "step 24" in histograms_figure(runs, keys, "pre", "end").axes[0].get_title()
     with pytest.raises(InitlabError, match="--quantity 'loss'"):
         histograms_figure(runs, keys, "loss")

@@ -250,7 +250,7 @@ def histograms_figure(
     q = _quantity(quantity)
     chosen = _first_seeds(runs, keys, HISTOGRAM_FILE, HOW_TO_HISTOGRAMS)
     fig, axes = _panels(len(chosen), sharex=True, sharey=True)
-    drawn = []
+    drawn = []  # the step drawn for each run (the suptitle says which)
     for ax, (label, run) in zip(axes, chosen.items()):
         hist = read_histograms(run.path / HISTOGRAM_FILE, quantity)
         at = _resolve_step(step, hist.steps())
@@ -260,10 +260,10 @@ def histograms_figure(
             ax.set_title(f"{label}\n({seed}: no {quantity} histogram at step {step})", fontsize="small")
             continue
         layers = hist.layers(at)
-        drawn = _pick_layers(layers)
-        grid = q.binning.grid([hist.bins(at, layer) for layer in drawn], _span(run, quantity))
+        picked = _pick_layers(layers)
+        grid = q.binning.grid([hist.bins(at, layer) for layer in picked], _span(run, quantity))
         per_bin = 1.0 if q.binning.log else np.diff(grid.edges)  # fraction per bin, or density per unit
-        for i, layer in enumerate(drawn):
+        for i, layer in enumerate(picked):
             total = grid.totals[i]
             with np.errstate(all="ignore"):
                 y = grid.counts[i] / (total * per_bin) if total else np.zeros_like(grid.centres)
@@ -275,12 +275,12 @@ def histograms_figure(
                 label=f"layer {layer}" + (f" ({note})" if note else ""),
             )
         ax.set_title(f"{label}\n({seed}, step {at})", fontsize="small")
-        if drawn:
+        if picked:
             ax.legend(
                 fontsize="x-small",
                 loc="best",
                 title_fontsize="x-small",
-                title=f"{len(drawn)} of {len(layers)} layers" if len(drawn) < len(layers) else None,
+                title=f"{len(picked)} of {len(layers)} layers" if len(picked) < len(layers) else None,
             )
         ax.grid(True, alpha=0.3)
     for ax in axes:
